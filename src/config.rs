@@ -1,0 +1,151 @@
+//! Every flag, default and limit in one place.
+//!
+//! Each flag can also come from a `PUSHLAB_*` environment variable; `--help`
+//! explains them all. Tests build a [`Config`] with [`Config::default`] and
+//! change the fields they care about.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// How often an idle SSE stream gets a comment line, to keep proxies from
+/// closing it and to notice a vanished client.
+pub const SSE_HEARTBEAT: Duration = Duration::from_secs(15);
+/// How often the server pings each WebSocket.
+pub const WS_PING_INTERVAL: Duration = Duration::from_secs(15);
+/// A WebSocket that misses this many pings in a row is closed.
+pub const WS_MISSED_PONGS: u32 = 2;
+/// The long-poll timeout a client gets when it does not ask for one, in seconds.
+pub const DEFAULT_LONGPOLL_SECS: f64 = 25.0;
+
+/// pushlab's settings.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "pushlab",
+    version,
+    about = "Serve one message log over short polling, long polling, Server-Sent Events and WebSocket, with a browser client that measures each.",
+    long_about = None
+)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "PUSHLAB_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+
+    /// How many recent events the log keeps. A reader whose cursor is older
+    /// gets `gap: true`. The last 100 chat messages are kept regardless.
+    #[arg(long, env = "PUSHLAB_HISTORY", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub history: u64,
+
+    /// Seconds a session may go with no open connection and no request before
+    /// it is ended and its `leave` is sent.
+    #[arg(long, env = "PUSHLAB_PRESENCE_TIMEOUT", default_value_t = 10.0, value_parser = positive_seconds)]
+    pub presence_timeout: f64,
+
+    /// The longest a long-poll is held, in seconds. A client's `timeout=` is
+    /// capped at this; without one it gets 25 s or this, whichever is less.
+    #[arg(long, env = "PUSHLAB_LONGPOLL_TIMEOUT", default_value_t = 30.0, value_parser = positive_seconds)]
+    pub longpoll_timeout: f64,
+
+    /// Events per second each session may send (mousemoves and messages),
+    /// with bursts of twice that. 0 turns the limit off.
+    #[arg(long, env = "PUSHLAB_RATE_LIMIT", default_value_t = 60)]
+    pub rate_limit: u32,
+
+    /// An origin (such as `https://example.org`) whose pages may use this
+    /// server: WebSocket upgrades from it are accepted and HTTP answers carry
+    /// CORS headers for it. Repeat for several; comma-separated in the
+    /// environment variable.
+    #[arg(long = "allowed-origin", env = "PUSHLAB_ALLOWED_ORIGIN", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// HTTP worker threads. Defaults to the number of CPU cores.
+    #[arg(long, env = "PUSHLAB_WORKERS")]
+    pub workers: Option<usize>,
+
+    /// Run a demo bot that moves its cursor and chats, so the transports can
+    /// be compared without a second person.
+    #[arg(long, env = "PUSHLAB_DEMO")]
+    pub demo: bool,
+}
+
+fn positive_seconds(raw: &str) -> Result<f64, String> {
+    let secs: f64 = raw.parse().map_err(|_| format!("{raw:?} is not a number of seconds"))?;
+    if secs.is_finite() && secs > 0.0 && secs <= 86_400.0 {
+        Ok(secs)
+    } else {
+        Err("expected seconds greater than 0 and at most 86400".into())
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            history: 10_000,
+            presence_timeout: 10.0,
+            longpoll_timeout: 30.0,
+            rate_limit: 60,
+            allowed_origins: Vec::new(),
+            workers: None,
+            demo: false,
+        }
+    }
+}
+
+impl Config {
+    /// `--presence-timeout` as a duration.
+    pub fn presence_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.presence_timeout)
+    }
+
+    /// `--longpoll-timeout` as a duration.
+    pub fn longpoll_cap(&self) -> Duration {
+        Duration::from_secs_f64(self.longpoll_timeout)
+    }
+
+    /// Whether a page from `origin` may use this server across origins.
+    pub fn origin_allowed(&self, origin: &str) -> bool {
+        self.allowed_origins
+            .iter()
+            .any(|allowed| allowed == "*" || allowed.trim_end_matches('/').eq_ignore_ascii_case(origin))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_documented_ones() {
+        let parsed = Config::try_parse_from(["pushlab"]).unwrap();
+        let default = Config::default();
+        assert_eq!(parsed.addr, default.addr);
+        assert_eq!(parsed.history, default.history);
+        assert_eq!(parsed.presence_timeout, default.presence_timeout);
+        assert_eq!(parsed.longpoll_timeout, default.longpoll_timeout);
+        assert_eq!(parsed.rate_limit, default.rate_limit);
+    }
+
+    #[test]
+    fn flags_are_parsed_and_checked() {
+        let cfg = Config::try_parse_from([
+            "pushlab",
+            "--addr",
+            "127.0.0.2:9000",
+            "--allowed-origin",
+            "http://a.test",
+            "--allowed-origin",
+            "http://b.test",
+            "--presence-timeout",
+            "0.5",
+        ])
+        .unwrap();
+        assert_eq!(cfg.addr.port(), 9000);
+        assert!(cfg.origin_allowed("http://b.test"));
+        assert!(!cfg.origin_allowed("http://c.test"));
+        assert_eq!(cfg.presence_timeout(), Duration::from_millis(500));
+        assert!(Config::try_parse_from(["pushlab", "--history", "0"]).is_err());
+        assert!(Config::try_parse_from(["pushlab", "--longpoll-timeout", "-1"]).is_err());
+    }
+}

@@ -1,0 +1,157 @@
+//! pushlab: one message log, served to browsers over short polling, long
+//! polling, Server-Sent Events and WebSocket, so the four can be compared.
+//!
+//! # Layout
+//!
+//! - [`log`]: the append-only message log and the [`log::EventLog`] trait
+//!   every transport uses (append, read since a cursor, wait for newer).
+//! - [`presence`]: sessions, names, cursors, rate limits, idle expiry.
+//! - [`room`]: the rules that tie presence to the log (join, leave, send).
+//! - [`protocol`]: the wire contract and input validation.
+//! - [`error`]: one error type with a status and a machine `code`.
+//! - [`transport`]: thin adapters from the log to each wire shape.
+//! - [`config`]: every flag and limit.
+//!
+//! [`serve`] starts a server on a listener that is already bound, so tests
+//! and benches bind port 0 and run it in-process:
+//!
+//! ```no_run
+//! # async fn run() -> std::io::Result<()> {
+//! let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+//! let server = pushlab::serve(listener, pushlab::Config::default())?;
+//! println!("serving at http://{}", server.addr());
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+pub mod assets;
+pub mod config;
+pub mod error;
+pub mod log;
+pub mod presence;
+pub mod protocol;
+pub mod room;
+pub mod stats;
+pub mod transport;
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use actix_web::{web, App, HttpResponse, HttpServer};
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+pub use error::ApiError;
+pub use log::{EventLog, MemoryLog};
+
+use transport::AppState;
+
+/// A running pushlab server.
+pub struct Server {
+    addr: SocketAddr,
+    handle: ServerHandle,
+    state: web::Data<AppState>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The message log it serves.
+    pub fn log(&self) -> &Arc<dyn EventLog> {
+        self.state.log()
+    }
+
+    /// Stops gracefully: held long-polls are answered, streams end, sockets
+    /// close with 1001 (going away), then connections are drained.
+    pub async fn shutdown(self) {
+        self.state.shutdown.cancel();
+        self.handle.stop(true).await;
+        let _ = self.task.await;
+    }
+
+    /// Resolves when the server stops by itself (it does not, unless it fails).
+    pub async fn stopped(&mut self) -> std::io::Result<()> {
+        match (&mut self.task).await {
+            Ok(result) => result,
+            Err(join) => Err(std::io::Error::other(join)),
+        }
+    }
+}
+
+/// Serves pushlab on `listener` with an in-memory log.
+///
+/// Must be called inside a Tokio runtime; the server runs on its own worker
+/// threads until [`Server::shutdown`].
+pub fn serve(listener: TcpListener, config: Config) -> std::io::Result<Server> {
+    let log = Arc::new(MemoryLog::new(config.history as usize));
+    serve_with_log(listener, config, log)
+}
+
+/// Serves pushlab on `listener` over a given event store.
+pub fn serve_with_log(listener: TcpListener, config: Config, log: Arc<dyn EventLog>) -> std::io::Result<Server> {
+    let addr = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let room = room::Room::new(log, config.rate_limit);
+    room.spawn_reaper(config.presence_timeout(), shutdown.clone());
+    let workers = config.workers;
+    // Built once, outside the factory: every worker must share one log.
+    let state = web::Data::new(AppState {
+        room,
+        config: Arc::new(config),
+        stats: Default::default(),
+        shutdown,
+    });
+    let app_state = state.clone();
+    let mut http = HttpServer::new(move || App::new().app_data(app_state.clone()).configure(routes))
+        // Notice promptly when a client holding a long-poll or stream goes away.
+        .h1_allow_half_closed(false)
+        .client_request_timeout(Duration::from_secs(5))
+        .shutdown_timeout(5)
+        // main() handles signals, so the log and sockets shut down in order.
+        .disable_signals();
+    if let Some(workers) = workers {
+        http = http.workers(workers.max(1));
+    }
+    let server = http.listen(listener)?.run();
+    let handle = server.handle();
+    let task = tokio::spawn(server);
+    Ok(Server {
+        addr,
+        handle,
+        state,
+        task,
+    })
+}
+
+/// Every endpoint. A known path with the wrong method answers 405, an
+/// unknown one 404, both as JSON.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    use transport::{longpoll, poll, sse, ws};
+    cfg.app_data(web::QueryConfig::default().error_handler(transport::query_error))
+        .service(endpoint("/healthz").route(web::get().to(transport::healthz)))
+        .service(endpoint("/stats").route(web::get().to(transport::stats)))
+        .service(endpoint("/register").route(web::post().to(transport::register)))
+        .service(endpoint("/send").route(web::post().to(transport::send)))
+        .service(endpoint("/poll").route(web::get().to(poll::poll)))
+        .service(endpoint("/longpoll").route(web::get().to(longpoll::long_poll)))
+        .service(endpoint("/sse").route(web::get().to(sse::sse_stream)))
+        .service(endpoint("/ws").route(web::get().to(ws::websocket)))
+        .service(endpoint("/").route(web::get().to(assets::index)))
+        .service(endpoint("/{path:.*}").route(web::get().to(assets::file)))
+        .default_service(web::to(|| async { Err::<HttpResponse, _>(ApiError::NotFound("this path".into())) }));
+}
+
+fn endpoint(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(|| async {
+        HttpResponse::MethodNotAllowed().json(serde_json::json!({
+            "error": "this endpoint does not take that method",
+            "code": "method_not_allowed",
+        }))
+    }))
+}

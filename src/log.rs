@@ -1,0 +1,580 @@
+//! The message log: one append-only, totally ordered sequence of events.
+//!
+//! Everything pushlab serves comes from here. A transport reads a batch after
+//! its cursor, waits for newer events, and appends what its client sends; it
+//! does nothing else with the log. This module knows nothing of HTTP, actix or
+//! sockets, so a store backed by something other than memory (Redis streams,
+//! say) can stand behind the same [`EventLog`] trait without touching them.
+//!
+//! Each event is serialised to JSON exactly once, when it is appended, and the
+//! same bytes are then handed to every reader on every transport.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use futures_util::future::BoxFuture;
+use parking_lot::RwLock;
+use serde::Serialize;
+use bytestring::ByteString;
+use serde_json::value::RawValue;
+use tokio::sync::watch;
+
+use crate::protocol::Name;
+
+/// A position in the log. The first event has seq 1; 0 means "before everything".
+pub type Seq = u64;
+
+/// How many chat messages are kept for late joiners, whatever else is trimmed.
+pub const RECENT_MESSAGES: usize = 100;
+
+/// The most events one read returns; a reader with more to catch up reads again.
+pub const MAX_BATCH: usize = 1000;
+
+/// A random id for one incarnation of the log, made when it is created.
+///
+/// A client sends it back with its cursor. A cursor from another epoch means
+/// nothing here, so it is reported as a gap.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Epoch(Arc<str>);
+
+impl Epoch {
+    /// A new random epoch.
+    pub fn random() -> Self {
+        Epoch(uuid::Uuid::new_v4().simple().to_string().into())
+    }
+
+    /// An epoch with a known value, as restored from disk.
+    pub fn from_string(value: String) -> Self {
+        Epoch(value.into())
+    }
+
+    /// The epoch as sent on the wire.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Epoch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What happened, without the position the log gives it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum EventBody {
+    /// A user came online.
+    Join,
+    /// A chat message. `id` is the sender's own tag, echoed so it can match
+    /// the event to its pending copy.
+    Message {
+        /// The trimmed text, 1 to 2000 characters.
+        text: String,
+        /// The client-chosen id, at most 64 characters.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+    },
+    /// A cursor moved; `x` and `y` are fractions of the shared canvas.
+    Mousemove {
+        /// Horizontal position in [0, 1].
+        x: f64,
+        /// Vertical position in [0, 1].
+        y: f64,
+    },
+    /// A user went offline.
+    Leave,
+}
+
+impl EventBody {
+    /// The wire name of this kind of event.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EventBody::Join => "join",
+            EventBody::Message { .. } => "message",
+            EventBody::Mousemove { .. } => "mousemove",
+            EventBody::Leave => "leave",
+        }
+    }
+}
+
+/// One event in the log, immutable once appended.
+#[derive(Debug)]
+pub struct Event {
+    /// Its position: one more than the event before it.
+    pub seq: Seq,
+    /// Server time when it was appended, in Unix milliseconds.
+    pub ts: u64,
+    /// Who it is about.
+    pub name: Name,
+    /// What happened.
+    pub body: EventBody,
+    /// The event as JSON, made once at append and shared by every reader.
+    json: ByteString,
+}
+
+#[derive(Serialize)]
+struct EventWire<'a> {
+    seq: Seq,
+    ts: u64,
+    #[serde(flatten)]
+    body: &'a EventBody,
+    name: &'a str,
+}
+
+impl Event {
+    /// Builds an event and its JSON form.
+    pub fn new(seq: Seq, ts: u64, name: Name, body: EventBody) -> Self {
+        let wire = EventWire {
+            seq,
+            ts,
+            body: &body,
+            name: name.as_str(),
+        };
+        // Serialising plain strings and finite numbers cannot fail.
+        let json = serde_json::to_string(&wire).expect("an event always serialises");
+        Event {
+            seq,
+            ts,
+            name,
+            body,
+            json: json.into(),
+        }
+    }
+
+    /// The event's JSON text, exactly as every transport sends it.
+    pub fn json(&self) -> &str {
+        &self.json
+    }
+
+    /// The same JSON as a shared buffer: cloning it copies no bytes.
+    pub fn json_shared(&self) -> ByteString {
+        self.json.clone()
+    }
+}
+
+impl Serialize for Event {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // The text was produced by serde_json, so it always parses back.
+        let raw: &RawValue = serde_json::from_str(&self.json).map_err(serde::ser::Error::custom)?;
+        raw.serialize(serializer)
+    }
+}
+
+/// The answer to "what came after my cursor?".
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// Events after the cursor, ascending, at most [`MAX_BATCH`].
+    pub events: Vec<Arc<Event>>,
+    /// The seq of the last event returned, or the reader's cursor if none was.
+    pub cursor: Seq,
+    /// True when events after the reader's cursor are gone: trimmed from the
+    /// window, or the cursor came from another epoch. The batch then starts at
+    /// the oldest event still kept.
+    pub gap: bool,
+}
+
+/// Why an append failed. Only stores with storage behind them fail.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// The store could not make the event durable.
+    #[error("the event store failed: {0}")]
+    Storage(String),
+}
+
+/// The small interface every transport uses.
+///
+/// Reads are synchronous: a store always serves them from the window it keeps
+/// in this process (a Redis-backed store would mirror its stream here). Appends
+/// are asynchronous, because a durable store acknowledges only once the event
+/// is safe.
+pub trait EventLog: Send + Sync + 'static {
+    /// This incarnation's epoch.
+    fn epoch(&self) -> &Epoch;
+
+    /// The seq of the newest event, or 0 when the log is empty.
+    fn head(&self) -> Seq;
+
+    /// Appends one event and resolves to it once it is in the log.
+    fn append(&self, name: Name, body: EventBody) -> BoxFuture<'static, Result<Arc<Event>, LogError>>;
+
+    /// The events after `since`, read against the reader's `epoch` if it sent one.
+    fn read_since(&self, since: Seq, epoch: Option<&str>) -> Batch;
+
+    /// Resolves as soon as the log holds an event with seq greater than `seq`.
+    ///
+    /// It is driven by notification: a waiter costs no CPU while it waits.
+    fn wait_after(&self, seq: Seq) -> BoxFuture<'static, ()>;
+
+    /// The last [`RECENT_MESSAGES`] chat messages, oldest first, kept even
+    /// after the event window has moved past them.
+    fn recent_messages(&self) -> Vec<Arc<Event>>;
+}
+
+/// Server time in Unix milliseconds.
+pub fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The in-memory log: a bounded window of recent events.
+#[derive(Clone)]
+pub struct MemoryLog {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// Fixed at creation; see [`Epoch`].
+    epoch: Epoch,
+    /// The events themselves and the chat history, under one lock so that a
+    /// seq is handed out and stored in one step.
+    state: RwLock<Window>,
+    /// The newest seq. Waiters watch it; it only ever grows.
+    head: watch::Sender<Seq>,
+}
+
+struct Window {
+    /// The last `capacity` events, oldest first, with consecutive seqs.
+    events: VecDeque<Arc<Event>>,
+    /// How many events the window keeps (`--history`).
+    capacity: usize,
+    /// The seq the next append gets.
+    next_seq: Seq,
+    /// The last [`RECENT_MESSAGES`] chat messages, oldest first.
+    messages: VecDeque<Arc<Event>>,
+}
+
+impl MemoryLog {
+    /// An empty log keeping the last `capacity` events, with a random epoch.
+    pub fn new(capacity: usize) -> Self {
+        Self::with_epoch(capacity, Epoch::random())
+    }
+
+    /// An empty log with a given epoch.
+    pub fn with_epoch(capacity: usize, epoch: Epoch) -> Self {
+        let capacity = capacity.max(1);
+        let (head, _) = watch::channel(0);
+        MemoryLog {
+            shared: Arc::new(Shared {
+                epoch,
+                state: RwLock::new(Window {
+                    events: VecDeque::with_capacity(capacity.min(1 << 16)),
+                    capacity,
+                    next_seq: 1,
+                    messages: VecDeque::with_capacity(RECENT_MESSAGES),
+                }),
+                head,
+            }),
+        }
+    }
+
+    /// Appends at once, stamping the event with the current time.
+    pub fn append_now(&self, name: Name, body: EventBody) -> Arc<Event> {
+        self.insert(|seq| Event::new(seq, now_millis(), name, body))
+    }
+
+    /// Puts an event already built (with its seq and ts) back into the log,
+    /// as when replaying a journal. Its seq must be the next one.
+    pub fn restore(&self, event: Event) -> Result<(), LogError> {
+        let expected = self.shared.state.read().next_seq;
+        if event.seq != expected {
+            return Err(LogError::Storage(format!(
+                "journal out of order: expected seq {expected}, found {}",
+                event.seq
+            )));
+        }
+        self.insert(|_| event);
+        Ok(())
+    }
+
+    fn insert(&self, build: impl FnOnce(Seq) -> Event) -> Arc<Event> {
+        let event = {
+            let mut window = self.shared.state.write();
+            let seq = window.next_seq;
+            let event = Arc::new(build(seq));
+            window.next_seq += 1;
+            if window.events.len() == window.capacity {
+                window.events.pop_front();
+            }
+            window.events.push_back(event.clone());
+            if matches!(event.body, EventBody::Message { .. }) {
+                if window.messages.len() == RECENT_MESSAGES {
+                    window.messages.pop_front();
+                }
+                window.messages.push_back(event.clone());
+            }
+            event
+        };
+        // Publish outside the lock. Appends can finish out of order, so the
+        // head only ever moves forward.
+        let seq = event.seq;
+        self.shared.head.send_if_modified(|head| {
+            if seq > *head {
+                *head = seq;
+                true
+            } else {
+                false
+            }
+        });
+        event
+    }
+}
+
+impl EventLog for MemoryLog {
+    fn epoch(&self) -> &Epoch {
+        &self.shared.epoch
+    }
+
+    fn head(&self) -> Seq {
+        self.shared.state.read().next_seq - 1
+    }
+
+    fn append(&self, name: Name, body: EventBody) -> BoxFuture<'static, Result<Arc<Event>, LogError>> {
+        let event = self.append_now(name, body);
+        Box::pin(std::future::ready(Ok(event)))
+    }
+
+    fn read_since(&self, since: Seq, epoch: Option<&str>) -> Batch {
+        let window = self.shared.state.read();
+        let head = window.next_seq - 1;
+        let first = window.events.front().map_or(window.next_seq, |e| e.seq);
+        let foreign_epoch = epoch.is_some_and(|e| e != self.shared.epoch.as_str());
+        // A cursor ahead of the head cannot come from this epoch either.
+        let reset = foreign_epoch || since > head;
+        let gap = reset || since + 1 < first;
+        let start = if gap { first } else { since + 1 };
+        let skip = (start - first) as usize;
+        let events: Vec<Arc<Event>> = window
+            .events
+            .iter()
+            .skip(skip)
+            .take(MAX_BATCH)
+            .cloned()
+            .collect();
+        let cursor = match events.last() {
+            Some(last) => last.seq,
+            None if gap => start - 1,
+            None => since,
+        };
+        Batch {
+            events,
+            cursor,
+            gap,
+        }
+    }
+
+    fn wait_after(&self, seq: Seq) -> BoxFuture<'static, ()> {
+        let mut head = self.shared.head.subscribe();
+        Box::pin(async move {
+            // The sender lives as long as the log; if it is gone, so is the
+            // server, and there is nothing left to wait for.
+            let _ = head.wait_for(|head| *head > seq).await;
+        })
+    }
+
+    fn recent_messages(&self) -> Vec<Arc<Event>> {
+        self.shared.state.read().messages.iter().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn name(n: &str) -> Name {
+        Name::parse(n).unwrap()
+    }
+
+    fn say(log: &MemoryLog, text: &str) -> Arc<Event> {
+        log.append_now(
+            name("alice"),
+            EventBody::Message {
+                text: text.into(),
+                id: None,
+            },
+        )
+    }
+
+    fn mv(log: &MemoryLog) -> Arc<Event> {
+        log.append_now(name("alice"), EventBody::Mousemove { x: 0.5, y: 0.5 })
+    }
+
+    #[test]
+    fn seqs_start_at_one_and_grow_by_one() {
+        let log = MemoryLog::new(10);
+        let seqs: Vec<Seq> = (0..5).map(|_| mv(&log).seq).collect();
+        assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
+        assert_eq!(log.head(), 5);
+    }
+
+    #[test]
+    fn an_event_serialises_with_seq_ts_type_and_name() {
+        let log = MemoryLog::new(10);
+        let event = log.append_now(
+            name("bob"),
+            EventBody::Message {
+                text: "hi".into(),
+                id: Some("m1".into()),
+            },
+        );
+        let value: serde_json::Value = serde_json::from_str(event.json()).unwrap();
+        assert_eq!(value["seq"], 1);
+        assert_eq!(value["type"], "message");
+        assert_eq!(value["name"], "bob");
+        assert_eq!(value["text"], "hi");
+        assert_eq!(value["id"], "m1");
+        assert!(value["ts"].as_u64().unwrap() > 1_600_000_000_000);
+        let leave = log.append_now(name("bob"), EventBody::Leave);
+        let value: serde_json::Value = serde_json::from_str(leave.json()).unwrap();
+        assert_eq!(value, serde_json::json!({"seq": 2, "ts": leave.ts, "type": "leave", "name": "bob"}));
+    }
+
+    #[test]
+    fn reading_since_a_cursor_returns_exactly_the_newer_events() {
+        let log = MemoryLog::new(10);
+        for _ in 0..6 {
+            mv(&log);
+        }
+        let batch = log.read_since(3, Some(log.epoch().as_str()));
+        assert_eq!(batch.events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![4, 5, 6]);
+        assert_eq!(batch.cursor, 6);
+        assert!(!batch.gap);
+    }
+
+    #[test]
+    fn reading_at_the_head_returns_nothing_and_keeps_the_cursor() {
+        let log = MemoryLog::new(10);
+        mv(&log);
+        let batch = log.read_since(1, None);
+        assert!(batch.events.is_empty());
+        assert_eq!(batch.cursor, 1);
+        assert!(!batch.gap);
+    }
+
+    #[test]
+    fn retention_keeps_only_the_last_events_and_flags_a_gap_for_older_cursors() {
+        let log = MemoryLog::new(3);
+        for _ in 0..10 {
+            mv(&log);
+        }
+        let batch = log.read_since(2, None);
+        assert!(batch.gap);
+        assert_eq!(batch.events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![8, 9, 10]);
+        // A cursor just before the oldest kept event lost nothing.
+        let batch = log.read_since(7, None);
+        assert!(!batch.gap);
+        assert_eq!(batch.events.len(), 3);
+    }
+
+    #[test]
+    fn a_cursor_from_another_epoch_is_a_gap_from_the_oldest_kept_event() {
+        let log = MemoryLog::new(100);
+        for _ in 0..4 {
+            mv(&log);
+        }
+        let batch = log.read_since(2, Some("some-other-epoch"));
+        assert!(batch.gap);
+        assert_eq!(batch.events.first().map(|e| e.seq), Some(1));
+        assert_eq!(batch.cursor, 4);
+    }
+
+    #[test]
+    fn a_cursor_ahead_of_the_head_is_a_gap() {
+        let log = MemoryLog::new(100);
+        mv(&log);
+        let batch = log.read_since(50, None);
+        assert!(batch.gap);
+        assert_eq!(batch.cursor, 1);
+        let empty = MemoryLog::new(100);
+        let batch = empty.read_since(50, None);
+        assert!(batch.gap);
+        assert_eq!(batch.cursor, 0);
+    }
+
+    #[test]
+    fn a_read_returns_at_most_one_batch() {
+        let log = MemoryLog::new(5000);
+        for _ in 0..2500 {
+            mv(&log);
+        }
+        let batch = log.read_since(0, None);
+        assert_eq!(batch.events.len(), MAX_BATCH);
+        assert_eq!(batch.cursor, MAX_BATCH as Seq);
+        let batch = log.read_since(batch.cursor, None);
+        assert_eq!(batch.events.first().map(|e| e.seq), Some(MAX_BATCH as Seq + 1));
+    }
+
+    #[test]
+    fn chat_history_survives_a_flood_of_mousemoves() {
+        let log = MemoryLog::new(50);
+        for i in 0..150 {
+            say(&log, &format!("m{i}"));
+        }
+        for _ in 0..10_000 {
+            mv(&log);
+        }
+        let recent = log.recent_messages();
+        assert_eq!(recent.len(), RECENT_MESSAGES);
+        assert!(matches!(&recent[0].body, EventBody::Message { text, .. } if text == "m50"));
+        assert!(matches!(&recent[99].body, EventBody::Message { text, .. } if text == "m149"));
+        assert!(log.read_since(0, None).events.iter().all(|e| e.body.kind() == "mousemove"));
+    }
+
+    #[test]
+    fn each_log_has_its_own_epoch() {
+        assert_ne!(MemoryLog::new(1).epoch(), MemoryLog::new(1).epoch());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_wakes_when_a_newer_event_is_appended() {
+        let log = MemoryLog::new(10);
+        mv(&log);
+        let waiter = tokio::spawn(log.wait_after(1));
+        // Paused time: this only lets the waiter run; nothing can wake it yet.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(!waiter.is_finished());
+        mv(&log);
+        tokio::time::timeout(Duration::from_millis(1), waiter)
+            .await
+            .expect("the waiter woke")
+            .unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_after_an_old_cursor_returns_at_once() {
+        let log = MemoryLog::new(10);
+        mv(&log);
+        mv(&log);
+        tokio::time::timeout(Duration::from_millis(1), log.wait_after(1))
+            .await
+            .expect("already newer");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn many_waiters_all_wake_on_one_append() {
+        let log = MemoryLog::new(10);
+        let waiters: Vec<_> = (0..1000).map(|_| tokio::spawn(log.wait_after(0))).collect();
+        tokio::task::yield_now().await;
+        mv(&log);
+        for waiter in waiters {
+            tokio::time::timeout(Duration::from_millis(1), waiter)
+                .await
+                .expect("every waiter woke")
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn restore_accepts_only_the_next_seq() {
+        let log = MemoryLog::new(10);
+        assert!(log.restore(Event::new(2, 0, name("a"), EventBody::Join)).is_err());
+        log.restore(Event::new(1, 5, name("a"), EventBody::Join)).unwrap();
+        assert_eq!(log.head(), 1);
+        assert_eq!(log.read_since(0, None).events[0].ts, 5);
+    }
+}

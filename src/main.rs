@@ -1,0 +1,47 @@
+//! The `pushlab` binary: parse flags, set up logging, bind, serve, and shut
+//! down in order on SIGINT or SIGTERM.
+
+use std::net::TcpListener;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use pushlab::Config;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,actix_server=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = Config::parse();
+    let listener = TcpListener::bind(config.addr).with_context(|| format!("could not listen on {}", config.addr))?;
+    let mut server = pushlab::serve(listener, config)?;
+    // One stable line on stdout, so scripts that start pushlab on port 0 can
+    // read the address it got.
+    println!("pushlab listening on http://{}", server.addr());
+    tokio::select! {
+        result = server.stopped() => return result.context("the server stopped"),
+        _ = shutdown_signal() => tracing::info!("shutting down"),
+    }
+    server.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("a SIGTERM handler can be installed");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

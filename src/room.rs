@@ -1,0 +1,211 @@
+//! The one shared room: the message log plus presence, and the rules that
+//! tie them together.
+//!
+//! Every transport hands validated client messages to [`Room`], so a message
+//! means the same thing over HTTP and WebSocket. The room decides when a
+//! session starts and ends and writes `join` and `leave` to the log. It knows
+//! nothing of HTTP or sockets.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ApiError;
+use crate::log::{EventBody, EventLog, Seq};
+use crate::presence::{Presence, SessionId};
+use crate::protocol::{ClientMessage, Name, Welcome};
+
+/// The log and who is in it. Cheap to clone.
+#[derive(Clone)]
+pub struct Room {
+    log: Arc<dyn EventLog>,
+    presence: Presence,
+}
+
+impl Room {
+    /// A room over `log`, with a per-session rate limit in events per second.
+    pub fn new(log: Arc<dyn EventLog>, rate_limit: u32) -> Self {
+        Room {
+            log,
+            presence: Presence::new(rate_limit),
+        }
+    }
+
+    /// The message log.
+    pub fn log(&self) -> &Arc<dyn EventLog> {
+        &self.log
+    }
+
+    /// Who is online.
+    pub fn presence(&self) -> &Presence {
+        &self.presence
+    }
+
+    /// Brings `name` online: a new session, a `join` in the log, and what a
+    /// late joiner needs to catch up.
+    pub async fn register(&self, name: Name) -> Result<Welcome, ApiError> {
+        let session = self.presence.open(name.clone())?;
+        let join = match self.log.append(name.clone(), EventBody::Join).await {
+            Ok(event) => event,
+            Err(err) => {
+                tracing::error!(%err, "could not append a join");
+                self.presence.finish_end(session);
+                return Err(ApiError::Internal);
+            }
+        };
+        let cursor = join.seq;
+        // Messages newer than the join reach the client as events; leave them
+        // out here so nothing arrives twice.
+        let history = self
+            .log
+            .recent_messages()
+            .into_iter()
+            .filter(|m| m.seq <= cursor)
+            .collect();
+        tracing::debug!(%name, %session, seq = cursor, "joined");
+        Ok(Welcome {
+            session,
+            name,
+            epoch: self.log.epoch().clone(),
+            cursor,
+            history,
+            users: self.presence.users(),
+        })
+    }
+
+    /// Acts on a message from a registered session and returns the seq of the
+    /// event it produced.
+    pub async fn submit(&self, session: SessionId, message: ClientMessage) -> Result<Seq, ApiError> {
+        let body = match message {
+            ClientMessage::Register(_) => {
+                return Err(ApiError::BadRequest(
+                    "this session is already registered; register once per session".into(),
+                ))
+            }
+            ClientMessage::Leave => return self.end(session).await.ok_or(ApiError::UnknownSession),
+            ClientMessage::Message { text, id } => EventBody::Message {
+                text: text.into_string(),
+                id,
+            },
+            ClientMessage::Mousemove { x, y } => EventBody::Mousemove { x, y },
+        };
+        let name = self.presence.spend(session)?;
+        if let EventBody::Mousemove { x, y } = body {
+            self.presence.set_cursor(session, x, y);
+        }
+        let event = self.log.append(name, body).await.map_err(|err| {
+            tracing::error!(%err, "could not append an event");
+            ApiError::Internal
+        })?;
+        Ok(event.seq)
+    }
+
+    /// Ends a session: its `leave` goes into the log and its name is freed.
+    /// Returns the seq of the `leave`, or `None` if the session was not live.
+    pub async fn end(&self, session: SessionId) -> Option<Seq> {
+        let name = self.presence.begin_end(session)?;
+        let result = self.log.append(name.clone(), EventBody::Leave).await;
+        self.presence.finish_end(session);
+        match result {
+            Ok(event) => {
+                tracing::debug!(%name, %session, seq = event.seq, "left");
+                Some(event.seq)
+            }
+            Err(err) => {
+                tracing::error!(%err, %name, "could not append a leave");
+                None
+            }
+        }
+    }
+
+    /// Ends sessions that have had no connection and no request for
+    /// `timeout`, until `stop` is cancelled.
+    pub fn spawn_reaper(&self, timeout: Duration, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let room = self.clone();
+        // Check a few times per timeout so a session ends close to its
+        // deadline, but never more often than 20 times a second.
+        let period = (timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tick.tick() => {
+                        for session in room.presence.idle_sessions(timeout) {
+                            room.end(session).await;
+                        }
+                    }
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::MemoryLog;
+    use crate::protocol::MessageText;
+
+    fn room() -> Room {
+        Room::new(Arc::new(MemoryLog::new(1000)), 0)
+    }
+
+    fn kinds(room: &Room) -> Vec<(&'static str, String)> {
+        room.log()
+            .read_since(0, None)
+            .events
+            .iter()
+            .map(|e| (e.body.kind(), e.name.to_string()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn register_writes_a_join_and_returns_history_and_users() {
+        let room = room();
+        let alice = room.register(Name::parse("alice").unwrap()).await.unwrap();
+        let text = MessageText::parse("hello").unwrap();
+        room.submit(alice.session, ClientMessage::Message { text, id: None })
+            .await
+            .unwrap();
+        let bob = room.register(Name::parse("bob").unwrap()).await.unwrap();
+        assert_eq!(bob.cursor, 3);
+        assert_eq!(bob.history.len(), 1);
+        assert_eq!(bob.users.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(), ["alice", "bob"]);
+        assert_eq!(kinds(&room)[2], ("join", "bob".into()));
+    }
+
+    #[tokio::test]
+    async fn leave_ends_the_session_once_and_frees_the_name() {
+        let room = room();
+        let alice = room.register(Name::parse("alice").unwrap()).await.unwrap();
+        let seq = room.submit(alice.session, ClientMessage::Leave).await.unwrap();
+        assert_eq!(seq, 2);
+        assert_eq!(
+            room.submit(alice.session, ClientMessage::Leave).await.unwrap_err().code(),
+            "unknown_session"
+        );
+        assert!(room.register(Name::parse("ALICE").unwrap()).await.is_ok());
+        assert_eq!(kinds(&room), [("join", "alice".into()), ("leave", "alice".into()), ("join", "ALICE".into())]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_reaper_ends_idle_sessions_with_a_leave() {
+        let room = room();
+        let stop = CancellationToken::new();
+        let alice = room.register(Name::parse("alice").unwrap()).await.unwrap();
+        let bob = room.register(Name::parse("bob").unwrap()).await.unwrap();
+        let _bob_is_connected = room.presence().connect(bob.session).unwrap();
+        let reaper = room.spawn_reaper(Duration::from_secs(10), stop.clone());
+        tokio::time::sleep(Duration::from_secs(9)).await;
+        assert_eq!(room.log().head(), 2);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(kinds(&room).last().unwrap(), &("leave", "alice".to_string()));
+        assert_eq!(room.presence().touch(alice.session).unwrap_err().code(), "unknown_session");
+        assert!(room.presence().touch(bob.session).is_ok());
+        stop.cancel();
+        reaper.await.unwrap();
+    }
+}

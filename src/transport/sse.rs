@@ -1,0 +1,138 @@
+//! Server-Sent Events: `GET /sse` is one response that never ends. Each event
+//! goes out as `id: <seq>` and `data: <json>`; control messages carry no id.
+//!
+//! The stream is pulled: actix asks for the next chunk only when the socket
+//! can take it, so a client that stops reading simply falls behind its cursor
+//! instead of filling the server's memory.
+
+use std::convert::Infallible;
+
+use actix_web::http::header;
+use actix_web::web::Bytes;
+use actix_web::{web, HttpRequest, HttpResponse};
+use tokio::time::{interval_at, Instant, Interval};
+
+use super::{AppState, ReadQuery};
+use crate::config::SSE_HEARTBEAT;
+use crate::error::ApiError;
+use crate::log::Seq;
+use crate::presence::ConnectionGuard;
+use crate::protocol::Control;
+use crate::stats::{OpenGuard, Transport};
+
+/// `GET /sse?since=N[&epoch=E][&session=S]`, honouring `Last-Event-ID`.
+pub async fn sse_stream(
+    state: web::Data<AppState>,
+    query: web::Query<ReadQuery>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    state.counters(Transport::Sse).request();
+    // A reconnecting EventSource repeats its original URL, so the header is
+    // the fresher cursor.
+    let since = match req.headers().get("last-event-id") {
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<Seq>().ok())
+            .ok_or_else(|| ApiError::BadRequest("Last-Event-ID must be an event seq".into()))?,
+        None => query.since,
+    };
+    let connection = query
+        .session
+        .map(|s| state.room.presence().connect(s))
+        .transpose()?;
+    let open = state.stats.open(Transport::Sse);
+    let stream = SseStream {
+        cursor: since,
+        epoch: query.epoch().map(str::to_owned),
+        started: false,
+        heartbeat: interval_at(Instant::now() + SSE_HEARTBEAT, SSE_HEARTBEAT),
+        _connection: connection,
+        _open: open,
+        state,
+    };
+    let body = futures_util::stream::unfold(stream, |mut stream| async move {
+        let chunk = stream.next_chunk().await?;
+        Some((Ok::<_, Infallible>(chunk), stream))
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        // Tells nginx and similar proxies not to buffer the stream.
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(body))
+}
+
+struct SseStream {
+    state: web::Data<AppState>,
+    /// The last seq sent.
+    cursor: Seq,
+    /// The client's epoch, checked on the first read only.
+    epoch: Option<String>,
+    started: bool,
+    heartbeat: Interval,
+    _connection: Option<ConnectionGuard>,
+    _open: OpenGuard,
+}
+
+impl SseStream {
+    /// The next chunk to write, or `None` to end the response.
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        loop {
+            if self.state.shutdown.is_cancelled() {
+                return None;
+            }
+            let log = self.state.log().clone();
+            let batch = log.read_since(self.cursor, self.epoch.take().as_deref());
+            let mut chunk = String::new();
+            if !self.started {
+                self.started = true;
+                // Ask EventSource to come back quickly if the stream drops.
+                chunk.push_str("retry: 1000\n");
+                push_control(
+                    &mut chunk,
+                    &Control::Hello {
+                        epoch: log.epoch().clone(),
+                        cursor: self.cursor,
+                    },
+                );
+            }
+            if batch.gap {
+                let cursor = batch.events.first().map_or(batch.cursor, |e| e.seq - 1);
+                push_control(
+                    &mut chunk,
+                    &Control::Gap {
+                        epoch: log.epoch().clone(),
+                        cursor,
+                    },
+                );
+            }
+            for event in &batch.events {
+                chunk.push_str("id: ");
+                chunk.push_str(&event.seq.to_string());
+                chunk.push_str("\ndata: ");
+                chunk.push_str(event.json());
+                chunk.push_str("\n\n");
+            }
+            self.cursor = batch.cursor;
+            if !chunk.is_empty() {
+                self.state
+                    .counters(Transport::Sse)
+                    .sent(batch.events.len(), chunk.len());
+                return Some(Bytes::from(chunk));
+            }
+            tokio::select! {
+                biased;
+                _ = self.state.shutdown.cancelled() => return None,
+                _ = log.wait_after(self.cursor) => {}
+                _ = self.heartbeat.tick() => return Some(Bytes::from_static(b": heartbeat\n\n")),
+            }
+        }
+    }
+}
+
+fn push_control(chunk: &mut String, control: &Control) {
+    chunk.push_str("data: ");
+    chunk.push_str(&control.to_json());
+    chunk.push_str("\n\n");
+}
