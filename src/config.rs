@@ -56,7 +56,11 @@ pub struct Config {
     /// server: WebSocket upgrades from it are accepted and HTTP answers carry
     /// CORS headers for it. Repeat for several; comma-separated in the
     /// environment variable.
-    #[arg(long = "allowed-origin", env = "PUSHLAB_ALLOWED_ORIGIN", value_delimiter = ',')]
+    #[arg(
+        long = "allowed-origin",
+        env = "PUSHLAB_ALLOWED_ORIGIN",
+        value_delimiter = ','
+    )]
     pub allowed_origins: Vec<String>,
 
     /// HTTP worker threads. Defaults to the number of CPU cores.
@@ -70,7 +74,9 @@ pub struct Config {
 }
 
 fn positive_seconds(raw: &str) -> Result<f64, String> {
-    let secs: f64 = raw.parse().map_err(|_| format!("{raw:?} is not a number of seconds"))?;
+    let secs: f64 = raw
+        .parse()
+        .map_err(|_| format!("{raw:?} is not a number of seconds"))?;
     if secs.is_finite() && secs > 0.0 && secs <= 86_400.0 {
         Ok(secs)
     } else {
@@ -106,9 +112,9 @@ impl Config {
 
     /// Whether a page from `origin` may use this server across origins.
     pub fn origin_allowed(&self, origin: &str) -> bool {
-        self.allowed_origins
-            .iter()
-            .any(|allowed| allowed == "*" || allowed.trim_end_matches('/').eq_ignore_ascii_case(origin))
+        self.allowed_origins.iter().any(|allowed| {
+            allowed == "*" || allowed.trim_end_matches('/').eq_ignore_ascii_case(origin)
+        })
     }
 }
 

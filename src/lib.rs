@@ -94,7 +94,11 @@ pub fn serve(listener: TcpListener, config: Config) -> std::io::Result<Server> {
 }
 
 /// Serves pushlab on `listener` over a given event store.
-pub fn serve_with_log(listener: TcpListener, config: Config, log: Arc<dyn EventLog>) -> std::io::Result<Server> {
+pub fn serve_with_log(
+    listener: TcpListener,
+    config: Config,
+    log: Arc<dyn EventLog>,
+) -> std::io::Result<Server> {
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
     let room = room::Room::new(log, config.rate_limit);
@@ -108,13 +112,14 @@ pub fn serve_with_log(listener: TcpListener, config: Config, log: Arc<dyn EventL
         shutdown,
     });
     let app_state = state.clone();
-    let mut http = HttpServer::new(move || App::new().app_data(app_state.clone()).configure(routes))
-        // Notice promptly when a client holding a long-poll or stream goes away.
-        .h1_allow_half_closed(false)
-        .client_request_timeout(Duration::from_secs(5))
-        .shutdown_timeout(5)
-        // main() handles signals, so the log and sockets shut down in order.
-        .disable_signals();
+    let mut http =
+        HttpServer::new(move || App::new().app_data(app_state.clone()).configure(routes))
+            // Notice promptly when a client holding a long-poll or stream goes away.
+            .h1_allow_half_closed(false)
+            .client_request_timeout(Duration::from_secs(5))
+            .shutdown_timeout(5)
+            // main() handles signals, so the log and sockets shut down in order.
+            .disable_signals();
     if let Some(workers) = workers {
         http = http.workers(workers.max(1));
     }
@@ -144,7 +149,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(endpoint("/ws").route(web::get().to(ws::websocket)))
         .service(endpoint("/").route(web::get().to(assets::index)))
         .service(endpoint("/{path:.*}").route(web::get().to(assets::file)))
-        .default_service(web::to(|| async { Err::<HttpResponse, _>(ApiError::NotFound("this path".into())) }));
+        .default_service(web::to(|| async {
+            Err::<HttpResponse, _>(ApiError::NotFound("this path".into()))
+        }));
 }
 
 fn endpoint(path: &str) -> actix_web::Resource {

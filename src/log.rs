@@ -13,10 +13,10 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use bytestring::ByteString;
 use futures_util::future::BoxFuture;
 use parking_lot::RwLock;
 use serde::Serialize;
-use bytestring::ByteString;
 use serde_json::value::RawValue;
 use tokio::sync::watch;
 
@@ -198,7 +198,11 @@ pub trait EventLog: Send + Sync + 'static {
     fn head(&self) -> Seq;
 
     /// Appends one event and resolves to it once it is in the log.
-    fn append(&self, name: Name, body: EventBody) -> BoxFuture<'static, Result<Arc<Event>, LogError>>;
+    fn append(
+        &self,
+        name: Name,
+        body: EventBody,
+    ) -> BoxFuture<'static, Result<Arc<Event>, LogError>>;
 
     /// The events after `since`, read against the reader's `epoch` if it sent one.
     fn read_since(&self, since: Seq, epoch: Option<&str>) -> Batch;
@@ -333,7 +337,11 @@ impl EventLog for MemoryLog {
         self.shared.state.read().next_seq - 1
     }
 
-    fn append(&self, name: Name, body: EventBody) -> BoxFuture<'static, Result<Arc<Event>, LogError>> {
+    fn append(
+        &self,
+        name: Name,
+        body: EventBody,
+    ) -> BoxFuture<'static, Result<Arc<Event>, LogError>> {
         let event = self.append_now(name, body);
         Box::pin(std::future::ready(Ok(event)))
     }
@@ -431,7 +439,10 @@ mod tests {
         assert!(value["ts"].as_u64().unwrap() > 1_600_000_000_000);
         let leave = log.append_now(name("bob"), EventBody::Leave);
         let value: serde_json::Value = serde_json::from_str(leave.json()).unwrap();
-        assert_eq!(value, serde_json::json!({"seq": 2, "ts": leave.ts, "type": "leave", "name": "bob"}));
+        assert_eq!(
+            value,
+            serde_json::json!({"seq": 2, "ts": leave.ts, "type": "leave", "name": "bob"})
+        );
     }
 
     #[test]
@@ -441,7 +452,10 @@ mod tests {
             mv(&log);
         }
         let batch = log.read_since(3, Some(log.epoch().as_str()));
-        assert_eq!(batch.events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![4, 5, 6]);
+        assert_eq!(
+            batch.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![4, 5, 6]
+        );
         assert_eq!(batch.cursor, 6);
         assert!(!batch.gap);
     }
@@ -464,7 +478,10 @@ mod tests {
         }
         let batch = log.read_since(2, None);
         assert!(batch.gap);
-        assert_eq!(batch.events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![8, 9, 10]);
+        assert_eq!(
+            batch.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![8, 9, 10]
+        );
         // A cursor just before the oldest kept event lost nothing.
         let batch = log.read_since(7, None);
         assert!(!batch.gap);
@@ -506,7 +523,10 @@ mod tests {
         assert_eq!(batch.events.len(), MAX_BATCH);
         assert_eq!(batch.cursor, MAX_BATCH as Seq);
         let batch = log.read_since(batch.cursor, None);
-        assert_eq!(batch.events.first().map(|e| e.seq), Some(MAX_BATCH as Seq + 1));
+        assert_eq!(
+            batch.events.first().map(|e| e.seq),
+            Some(MAX_BATCH as Seq + 1)
+        );
     }
 
     #[test]
@@ -522,7 +542,11 @@ mod tests {
         assert_eq!(recent.len(), RECENT_MESSAGES);
         assert!(matches!(&recent[0].body, EventBody::Message { text, .. } if text == "m50"));
         assert!(matches!(&recent[99].body, EventBody::Message { text, .. } if text == "m149"));
-        assert!(log.read_since(0, None).events.iter().all(|e| e.body.kind() == "mousemove"));
+        assert!(log
+            .read_since(0, None)
+            .events
+            .iter()
+            .all(|e| e.body.kind() == "mousemove"));
     }
 
     #[test]
@@ -572,8 +596,11 @@ mod tests {
     #[test]
     fn restore_accepts_only_the_next_seq() {
         let log = MemoryLog::new(10);
-        assert!(log.restore(Event::new(2, 0, name("a"), EventBody::Join)).is_err());
-        log.restore(Event::new(1, 5, name("a"), EventBody::Join)).unwrap();
+        assert!(log
+            .restore(Event::new(2, 0, name("a"), EventBody::Join))
+            .is_err());
+        log.restore(Event::new(1, 5, name("a"), EventBody::Join))
+            .unwrap();
         assert_eq!(log.head(), 1);
         assert_eq!(log.read_since(0, None).events[0].ts, 5);
     }

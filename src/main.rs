@@ -11,12 +11,14 @@ use pushlab::Config;
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,actix_server=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,actix_server=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
     let config = Config::parse();
-    let listener = TcpListener::bind(config.addr).with_context(|| format!("could not listen on {}", config.addr))?;
+    let listener = TcpListener::bind(config.addr)
+        .with_context(|| format!("could not listen on {}", config.addr))?;
     let mut server = pushlab::serve(listener, config)?;
     // One stable line on stdout, so scripts that start pushlab on port 0 can
     // read the address it got.

@@ -214,7 +214,9 @@ impl Presence {
         table
             .sessions
             .iter()
-            .filter(|(_, s)| !s.ending && s.connections == 0 && now.duration_since(s.last_seen) >= timeout)
+            .filter(|(_, s)| {
+                !s.ending && s.connections == 0 && now.duration_since(s.last_seen) >= timeout
+            })
             .map(|(id, _)| *id)
             .collect()
     }
@@ -278,10 +280,16 @@ mod tests {
     fn names_are_unique_without_case_until_the_session_is_gone() {
         let presence = Presence::new(0);
         let id = presence.open(name("Alice")).unwrap();
-        assert_eq!(presence.open(name("aLiCe")).unwrap_err().code(), "name_taken");
+        assert_eq!(
+            presence.open(name("aLiCe")).unwrap_err().code(),
+            "name_taken"
+        );
         assert_eq!(presence.begin_end(id), Some(name("Alice")));
         // Still taken while its leave is being written.
-        assert_eq!(presence.open(name("alice")).unwrap_err().code(), "name_taken");
+        assert_eq!(
+            presence.open(name("alice")).unwrap_err().code(),
+            "name_taken"
+        );
         assert_eq!(presence.touch(id).unwrap_err().code(), "unknown_session");
         presence.finish_end(id);
         assert!(presence.open(name("alice")).is_ok());

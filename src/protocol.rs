@@ -141,7 +141,9 @@ pub fn parse_client_message(bytes: &[u8]) -> Result<ClientMessage, ApiError> {
         RawClientMessage::Mousemove { x, y } => {
             let in_range = |v: f64| v.is_finite() && (0.0..=1.0).contains(&v);
             if !in_range(x) || !in_range(y) {
-                return Err(ApiError::BadRequest("x and y must be numbers in [0, 1]".into()));
+                return Err(ApiError::BadRequest(
+                    "x and y must be numbers in [0, 1]".into(),
+                ));
             }
             Ok(ClientMessage::Mousemove { x, y })
         }
@@ -159,8 +161,14 @@ pub fn parse_register_request(bytes: &[u8]) -> Result<Name, ApiError> {
         kind: Option<String>,
     }
     let request: RegisterRequest = from_json(bytes)?;
-    if request.kind.as_deref().is_some_and(|kind| kind != "register") {
-        return Err(ApiError::BadRequest("POST /register takes a register message".into()));
+    if request
+        .kind
+        .as_deref()
+        .is_some_and(|kind| kind != "register")
+    {
+        return Err(ApiError::BadRequest(
+            "POST /register takes a register message".into(),
+        ));
     }
     Name::parse(&request.name)
 }
@@ -180,7 +188,12 @@ fn from_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError
             Category::Syntax | Category::Eof | Category::Io => {
                 ApiError::BadJson(format!("the body is not valid JSON: {err}"))
             }
-            Category::Data => ApiError::BadRequest(describe_shape_error(&err)),
+            // serde can reject the shape before it reaches a syntax error
+            // further on, so check the syntax before blaming the shape.
+            Category::Data => match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+                Err(syntax) => ApiError::BadJson(format!("the body is not valid JSON: {syntax}")),
+                Ok(_) => ApiError::BadRequest(describe_shape_error(&err)),
+            },
         }
     })
 }
@@ -287,14 +300,27 @@ mod tests {
         for ok in ["a", "Alice", "bob_2", "x-y", "A23456789012345678901234"] {
             assert!(Name::parse(ok).is_ok(), "{ok} should be valid");
         }
-        for bad in ["", "1abc", "_a", "-a", "a b", "a<b", "é", "A234567890123456789012345", "a\n"] {
+        for bad in [
+            "",
+            "1abc",
+            "_a",
+            "-a",
+            "a b",
+            "a<b",
+            "é",
+            "A234567890123456789012345",
+            "a\n",
+        ] {
             assert!(Name::parse(bad).is_err(), "{bad:?} should be invalid");
         }
     }
 
     #[test]
     fn names_compare_without_case() {
-        assert_eq!(Name::parse("Alice").unwrap().key(), Name::parse("aLICE").unwrap().key());
+        assert_eq!(
+            Name::parse("Alice").unwrap().key(),
+            Name::parse("aLICE").unwrap().key()
+        );
     }
 
     #[test]
@@ -302,7 +328,10 @@ mod tests {
         assert_eq!(MessageText::parse("  hi \n").unwrap().into_string(), "hi");
         assert_eq!(MessageText::parse("   ").unwrap_err().code(), "bad_request");
         assert!(MessageText::parse(&"é".repeat(2000)).is_ok());
-        assert_eq!(MessageText::parse(&"a".repeat(2001)).unwrap_err().code(), "too_large");
+        assert_eq!(
+            MessageText::parse(&"a".repeat(2001)).unwrap_err().code(),
+            "too_large"
+        );
     }
 
     #[test]
@@ -311,7 +340,10 @@ mod tests {
             parse_client_message(br#"{"type":"mousemove","x":0,"y":1}"#).unwrap(),
             ClientMessage::Mousemove { x: 0.0, y: 1.0 }
         );
-        assert_eq!(parse_client_message(br#"{"type":"leave"}"#).unwrap(), ClientMessage::Leave);
+        assert_eq!(
+            parse_client_message(br#"{"type":"leave"}"#).unwrap(),
+            ClientMessage::Leave
+        );
         assert!(matches!(
             parse_client_message(br#"{"type":"message","text":"hi","id":"m-1"}"#).unwrap(),
             ClientMessage::Message { id: Some(id), .. } if id == "m-1"
@@ -330,20 +362,37 @@ mod tests {
         assert_eq!(code(r#"{"type":"message"}"#), "bad_request");
         assert_eq!(code(r#"{"type":"message","text":5}"#), "bad_request");
         assert_eq!(code(r#"{"type":"mousemove","x":1.5,"y":0}"#), "bad_request");
-        assert_eq!(code(r#"{"type":"mousemove","x":-0.1,"y":0}"#), "bad_request");
+        assert_eq!(
+            code(r#"{"type":"mousemove","x":-0.1,"y":0}"#),
+            "bad_request"
+        );
         assert_eq!(code(r#"{"type":"mousemove","x":"a","y":0}"#), "bad_request");
-        assert_eq!(code(r#"{"type":"register","name":"9lives"}"#), "invalid_name");
-        let long_id = format!(r#"{{"type":"message","text":"hi","id":"{}"}}"#, "i".repeat(65));
+        assert_eq!(
+            code(r#"{"type":"register","name":"9lives"}"#),
+            "invalid_name"
+        );
+        let long_id = format!(
+            r#"{{"type":"message","text":"hi","id":"{}"}}"#,
+            "i".repeat(65)
+        );
         assert_eq!(code(&long_id), "bad_request");
         let long_text = format!(r#"{{"type":"message","text":"{}"}}"#, "t".repeat(2001));
         assert_eq!(code(&long_text), "too_large");
-        let huge = format!(r#"{{"type":"message","text":"{}"}}"#, " ".repeat(MAX_BODY_BYTES));
+        let huge = format!(
+            r#"{{"type":"message","text":"{}"}}"#,
+            " ".repeat(MAX_BODY_BYTES)
+        );
         assert_eq!(code(&huge), "too_large");
     }
 
     #[test]
     fn register_requests_take_a_name_and_an_optional_type() {
-        assert_eq!(parse_register_request(br#"{"name":"ann"}"#).unwrap().as_str(), "ann");
+        assert_eq!(
+            parse_register_request(br#"{"name":"ann"}"#)
+                .unwrap()
+                .as_str(),
+            "ann"
+        );
         assert!(parse_register_request(br#"{"type":"register","name":"ann"}"#).is_ok());
         let code = |b: &str| parse_register_request(b.as_bytes()).unwrap_err().code();
         assert_eq!(code(r#"{"type":"message","name":"ann"}"#), "bad_request");

@@ -76,7 +76,11 @@ impl Room {
 
     /// Acts on a message from a registered session and returns the seq of the
     /// event it produced.
-    pub async fn submit(&self, session: SessionId, message: ClientMessage) -> Result<Seq, ApiError> {
+    pub async fn submit(
+        &self,
+        session: SessionId,
+        message: ClientMessage,
+    ) -> Result<Seq, ApiError> {
         let body = match message {
             ClientMessage::Register(_) => {
                 return Err(ApiError::BadRequest(
@@ -121,7 +125,11 @@ impl Room {
 
     /// Ends sessions that have had no connection and no request for
     /// `timeout`, until `stop` is cancelled.
-    pub fn spawn_reaper(&self, timeout: Duration, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_reaper(
+        &self,
+        timeout: Duration,
+        stop: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
         let room = self.clone();
         // Check a few times per timeout so a session ends close to its
         // deadline, but never more often than 20 times a second.
@@ -173,7 +181,13 @@ mod tests {
         let bob = room.register(Name::parse("bob").unwrap()).await.unwrap();
         assert_eq!(bob.cursor, 3);
         assert_eq!(bob.history.len(), 1);
-        assert_eq!(bob.users.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(), ["alice", "bob"]);
+        assert_eq!(
+            bob.users
+                .iter()
+                .map(|u| u.name.as_str())
+                .collect::<Vec<_>>(),
+            ["alice", "bob"]
+        );
         assert_eq!(kinds(&room)[2], ("join", "bob".into()));
     }
 
@@ -181,14 +195,27 @@ mod tests {
     async fn leave_ends_the_session_once_and_frees_the_name() {
         let room = room();
         let alice = room.register(Name::parse("alice").unwrap()).await.unwrap();
-        let seq = room.submit(alice.session, ClientMessage::Leave).await.unwrap();
+        let seq = room
+            .submit(alice.session, ClientMessage::Leave)
+            .await
+            .unwrap();
         assert_eq!(seq, 2);
         assert_eq!(
-            room.submit(alice.session, ClientMessage::Leave).await.unwrap_err().code(),
+            room.submit(alice.session, ClientMessage::Leave)
+                .await
+                .unwrap_err()
+                .code(),
             "unknown_session"
         );
         assert!(room.register(Name::parse("ALICE").unwrap()).await.is_ok());
-        assert_eq!(kinds(&room), [("join", "alice".into()), ("leave", "alice".into()), ("join", "ALICE".into())]);
+        assert_eq!(
+            kinds(&room),
+            [
+                ("join", "alice".into()),
+                ("leave", "alice".into()),
+                ("join", "ALICE".into())
+            ]
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -202,8 +229,14 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(9)).await;
         assert_eq!(room.log().head(), 2);
         tokio::time::sleep(Duration::from_secs(2)).await;
-        assert_eq!(kinds(&room).last().unwrap(), &("leave", "alice".to_string()));
-        assert_eq!(room.presence().touch(alice.session).unwrap_err().code(), "unknown_session");
+        assert_eq!(
+            kinds(&room).last().unwrap(),
+            &("leave", "alice".to_string())
+        );
+        assert_eq!(
+            room.presence().touch(alice.session).unwrap_err().code(),
+            "unknown_session"
+        );
         assert!(room.presence().touch(bob.session).is_ok());
         stop.cancel();
         reaper.await.unwrap();

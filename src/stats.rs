@@ -85,7 +85,10 @@ pub struct OpenGuard {
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
-        self.stats.of(self.transport).open.fetch_sub(1, Ordering::Relaxed);
+        self.stats
+            .of(self.transport)
+            .open
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -24,7 +24,10 @@ pub async fn long_poll(
     let hold = hold_for(query.timeout, state.config.longpoll_cap())?;
     let presence = state.room.presence();
     let _connection = query.session.map(|s| presence.connect(s)).transpose()?;
-    let replaced = query.session.map(|s| presence.claim_long_poll(s)).transpose()?;
+    let replaced = query
+        .session
+        .map(|s| presence.claim_long_poll(s))
+        .transpose()?;
 
     let log = state.log();
     let mut batch = log.read_since(query.since, query.epoch());
@@ -52,7 +55,9 @@ pub async fn long_poll(
 fn hold_for(requested: Option<f64>, cap: Duration) -> Result<Duration, ApiError> {
     let secs = requested.unwrap_or(DEFAULT_LONGPOLL_SECS);
     if !secs.is_finite() || secs < 0.0 {
-        return Err(ApiError::BadRequest("timeout must be a number of seconds, 0 or more".into()));
+        return Err(ApiError::BadRequest(
+            "timeout must be a number of seconds, 0 or more".into(),
+        ));
     }
     Ok(Duration::from_secs_f64(secs).min(cap))
 }
@@ -65,9 +70,15 @@ mod tests {
     fn the_hold_defaults_to_25_seconds_and_is_capped() {
         let cap = Duration::from_secs(30);
         assert_eq!(hold_for(None, cap).unwrap(), Duration::from_secs(25));
-        assert_eq!(hold_for(Some(2.5), cap).unwrap(), Duration::from_millis(2500));
+        assert_eq!(
+            hold_for(Some(2.5), cap).unwrap(),
+            Duration::from_millis(2500)
+        );
         assert_eq!(hold_for(Some(1000.0), cap).unwrap(), cap);
-        assert_eq!(hold_for(None, Duration::from_secs(5)).unwrap(), Duration::from_secs(5));
+        assert_eq!(
+            hold_for(None, Duration::from_secs(5)).unwrap(),
+            Duration::from_secs(5)
+        );
         assert!(hold_for(Some(-1.0), cap).is_err());
         assert!(hold_for(Some(f64::NAN), cap).is_err());
     }

@@ -78,7 +78,10 @@ pub struct SendQuery {
 }
 
 /// Turns actix's query-string errors into `bad_request` JSON.
-pub fn query_error(err: actix_web::error::QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
+pub fn query_error(
+    err: actix_web::error::QueryPayloadError,
+    _req: &HttpRequest,
+) -> actix_web::Error {
     ApiError::BadRequest(format!("bad query string: {err}")).into()
 }
 
@@ -122,7 +125,10 @@ pub fn batch_response(state: &AppState, transport: Transport, batch: &Batch) -> 
 }
 
 /// Reads a JSON request body of at most [`MAX_BODY_BYTES`].
-async fn read_json_body(req: &HttpRequest, mut payload: web::Payload) -> Result<web::Bytes, ApiError> {
+async fn read_json_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+) -> Result<web::Bytes, ApiError> {
     let is_json = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -143,7 +149,8 @@ async fn read_json_body(req: &HttpRequest, mut payload: web::Payload) -> Result<
     }
     let mut body = web::BytesMut::with_capacity(declared.unwrap_or(256));
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|err| ApiError::BadRequest(format!("could not read the body: {err}")))?;
+        let chunk =
+            chunk.map_err(|err| ApiError::BadRequest(format!("could not read the body: {err}")))?;
         if body.len() + chunk.len() > MAX_BODY_BYTES {
             return Err(too_large());
         }

@@ -8,7 +8,10 @@ use crate::error::ApiError;
 use crate::stats::Transport;
 
 /// `GET /poll?since=N[&epoch=E][&session=S]` → `{events, cursor, epoch, gap}`.
-pub async fn poll(state: web::Data<AppState>, query: web::Query<ReadQuery>) -> Result<HttpResponse, ApiError> {
+pub async fn poll(
+    state: web::Data<AppState>,
+    query: web::Query<ReadQuery>,
+) -> Result<HttpResponse, ApiError> {
     state.counters(Transport::Poll).request();
     if let Some(session) = query.session {
         state.room.presence().touch(session)?;

@@ -7,7 +7,9 @@
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Closed, Session};
+use actix_ws::{
+    AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Closed, Session,
+};
 use tokio::time::{interval_at, Instant};
 
 use super::{AppState, ReadQuery};
@@ -64,7 +66,10 @@ fn check_origin(req: &HttpRequest, config: &Config) -> Result<(), ApiError> {
     if config.origin_allowed(origin) {
         return Ok(());
     }
-    let own_host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok());
+    let own_host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok());
     let origin_host = origin.split_once("://").map(|(_, host)| host);
     match (own_host, origin_host) {
         (Some(own), Some(theirs)) if own.eq_ignore_ascii_case(theirs) => Ok(()),
@@ -99,7 +104,10 @@ impl Socket {
     }
 
     /// Runs until the socket should close; `Err` means it is already gone.
-    async fn serve(&mut self, frames: &mut AggregatedMessageStream) -> Result<Option<CloseReason>, Closed> {
+    async fn serve(
+        &mut self,
+        frames: &mut AggregatedMessageStream,
+    ) -> Result<Option<CloseReason>, Closed> {
         let log = self.state.log().clone();
         let hello = Control::Hello {
             epoch: log.epoch().clone(),
@@ -194,7 +202,12 @@ impl Socket {
         let message = match protocol::parse_client_message(bytes) {
             Ok(message) => message,
             Err(err) => {
-                self.send_control(&Control::from(&err)).await?;
+                let control = Control::Error {
+                    code: err.code(),
+                    error: err.to_string(),
+                    id: refused_message_id(bytes),
+                };
+                self.send_control(&control).await?;
                 return Ok(Next::Continue);
             }
         };
@@ -222,7 +235,8 @@ impl Socket {
                 })));
             }
             (_, None) => {
-                self.send_control(&Control::from(&ApiError::UnknownSession)).await?;
+                self.send_control(&Control::from(&ApiError::UnknownSession))
+                    .await?;
             }
             (message, Some(guard)) => {
                 let id = match &message {
@@ -249,6 +263,19 @@ impl Socket {
     }
 }
 
+/// The `id` of a refused chat message, when it can still be read, so the
+/// client can mark that message as failed.
+fn refused_message_id(bytes: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct WithId {
+        id: String,
+    }
+    serde_json::from_slice::<WithId>(bytes)
+        .ok()
+        .map(|m| m.id)
+        .filter(|id| id.chars().count() <= protocol::MAX_ID_CHARS)
+}
+
 fn protocol_close(err: &actix_ws::ProtocolError) -> CloseReason {
     let code = match err {
         actix_ws::ProtocolError::Overflow => CloseCode::Size,
@@ -259,4 +286,3 @@ fn protocol_close(err: &actix_ws::ProtocolError) -> CloseReason {
         description: Some(err.to_string()),
     }
 }
-

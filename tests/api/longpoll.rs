@@ -1,0 +1,158 @@
+//! Long polling holds a request until there is something to send.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn a_long_poll_with_nothing_new_is_still_held_after_one_second() {
+    let app = spawn_app().await;
+    let head = app.head().await;
+    let path = format!("/longpoll?since={head}&timeout=20");
+    let request = app.get(&path);
+    let held = tokio::time::timeout(Duration::from_secs(1), request).await;
+    assert!(
+        held.is_err(),
+        "the request was answered before anything happened"
+    );
+}
+
+#[tokio::test]
+async fn a_held_long_poll_returns_when_a_message_arrives() {
+    // Arrange
+    let app = spawn_app().await;
+    let alice = app.join("alice").await;
+    let session = alice["session"].as_str().unwrap().to_owned();
+    let url = app.url("/longpoll?since=1&timeout=20");
+    let http = app.http.clone();
+    let started = Instant::now();
+    let poll = tokio::spawn(async move {
+        http.get(url)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    });
+    // Act: send only once the long-poll is held.
+    wait_for_open_long_polls(&app, 1).await;
+    let seq = app.say(&session, "wake up").await;
+    let body = tokio::time::timeout(PATIENCE, poll)
+        .await
+        .expect("answered")
+        .unwrap();
+    // Assert: answered with the event, well before its 20 s timeout.
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let events = body["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["seq"], seq);
+    assert_eq!(events[0]["text"], "wake up");
+    assert_eq!(body["cursor"], seq);
+}
+
+#[tokio::test]
+async fn a_long_poll_with_nothing_sent_returns_empty_at_its_timeout() {
+    let app = spawn_app().await;
+    let started = Instant::now();
+    let (status, body) = app.get_json("/longpoll?since=0&timeout=1").await;
+    assert_eq!(status, 200);
+    assert!(
+        started.elapsed() >= Duration::from_millis(950),
+        "held until its timeout"
+    );
+    assert_eq!(body["events"], serde_json::json!([]));
+    assert_eq!(body["cursor"], 0);
+    assert_eq!(body["gap"], false);
+}
+
+#[tokio::test]
+async fn the_timeout_is_capped_by_the_server() {
+    let app = spawn_app_with(|c| c.longpoll_timeout = 1.0).await;
+    let started = Instant::now();
+    let (status, body) = app.get_json("/longpoll?since=0&timeout=600").await;
+    assert_eq!(status, 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "capped well below 600 s"
+    );
+    assert_eq!(body["events"], serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn a_long_poll_with_something_newer_answers_at_once() {
+    let app = spawn_app().await;
+    app.join("alice").await;
+    let (_, body) = tokio::time::timeout(
+        Duration::from_secs(5),
+        app.get_json("/longpoll?since=0&timeout=20"),
+    )
+    .await
+    .expect("not held");
+    assert_eq!(body["events"][0]["type"], "join");
+}
+
+#[tokio::test]
+async fn a_second_long_poll_for_the_same_session_answers_the_first_at_once() {
+    let app = spawn_app().await;
+    let alice = app.join("alice").await;
+    let session = alice["session"].as_str().unwrap();
+    let url = app.url(&format!("/longpoll?since=1&timeout=20&session={session}"));
+    let http = app.http.clone();
+    let first = tokio::spawn(async move {
+        http.get(url)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    });
+    wait_for_open_long_polls(&app, 1).await;
+    let second_url = app.url(&format!("/longpoll?since=1&timeout=20&session={session}"));
+    let second = tokio::spawn(app.http.get(second_url).send());
+    let first = tokio::time::timeout(PATIENCE, first)
+        .await
+        .expect("the first was answered")
+        .unwrap();
+    assert_eq!(first["events"], serde_json::json!([]));
+    assert!(!second.is_finished(), "the second one is held");
+    second.abort();
+}
+
+#[tokio::test]
+async fn a_held_long_poll_keeps_its_session_alive() {
+    let app = spawn_app_with(|c| c.presence_timeout = 0.5).await;
+    let alice = app.join("alice").await;
+    let session = alice["session"].as_str().unwrap();
+    // Held for 2 s: four times the presence timeout.
+    let (_, body) = app
+        .get_json(&format!("/longpoll?since=1&timeout=2&session={session}"))
+        .await;
+    assert_eq!(
+        body["events"],
+        serde_json::json!([]),
+        "no leave happened while it was held"
+    );
+    let (status, _) = app
+        .get_json(&format!("/poll?since=1&session={session}"))
+        .await;
+    assert_eq!(status, 200, "the session is still live");
+}
+
+/// Waits until the server reports `n` held long-polls.
+pub async fn wait_for_open_long_polls(app: &TestApp, n: i64) {
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            let (_, stats) = app.get_json("/stats").await;
+            if stats["transports"]["longpoll"]["open"].as_i64() == Some(n) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the long-poll was held");
+}

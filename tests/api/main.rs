@@ -1,0 +1,10 @@
+//! pushlab's API tests: one test binary, each scenario run over every
+//! transport through the same small client abstraction in `helpers`.
+
+mod concurrency;
+mod conformance;
+mod errors;
+mod helpers;
+mod longpoll;
+mod server;
+mod sessions;

@@ -1,0 +1,94 @@
+//! The server around the transports: health, the embedded client, stats and
+//! graceful shutdown.
+
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn healthz_answers_200() {
+    let app = spawn_app().await;
+    assert_eq!(app.get("/healthz").await.status(), 200);
+}
+
+#[tokio::test]
+async fn the_root_serves_the_embedded_client() {
+    let app = spawn_app().await;
+    let response = app.get("/").await;
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let etag = response.headers()["etag"].clone();
+    assert!(response.text().await.unwrap().contains("pushlab"));
+    let again = app
+        .http
+        .get(app.url("/"))
+        .header("if-none-match", etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 304);
+}
+
+#[tokio::test]
+async fn stats_count_requests_and_events_per_transport() {
+    let app = spawn_app().await;
+    let alice = app.join("alice").await;
+    app.say(alice["session"].as_str().unwrap(), "hi").await;
+    app.get("/poll?since=0").await;
+    app.get("/poll?since=2").await;
+    let (_, stats) = app.get_json("/stats").await;
+    let poll = &stats["transports"]["poll"];
+    assert_eq!(poll["requests"], 2);
+    assert_eq!(poll["events"], 2);
+    assert_eq!(poll["empty"], 1);
+    assert!(poll["bytes"].as_u64().unwrap() > 100);
+    assert_eq!(stats["head"], 2);
+    assert_eq!(stats["online"], 1);
+}
+
+#[tokio::test]
+async fn shutdown_answers_held_long_polls_and_closes_sockets_with_1001() {
+    let mut app = spawn_app().await;
+    let http = app.http.clone();
+    let url = app.url("/longpoll?since=0&timeout=25");
+    let held = tokio::spawn(async move {
+        http.get(url)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    });
+    crate::longpoll::wait_for_open_long_polls(&app, 1).await;
+    let mut socket = Reader::open(&app, Kind::Ws, From::default()).await;
+    socket.control("hello").await;
+    let mut sse = app.get("/sse").await.bytes_stream();
+    sse.next().await.expect("the hello chunk").unwrap();
+
+    let shutdown = tokio::time::timeout(Duration::from_secs(10), app.shutdown());
+
+    let (_, answered, close) = tokio::join!(shutdown, held, async {
+        loop {
+            match socket.ws().next().await {
+                Some(Ok(WsMessage::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        }
+    });
+    assert_eq!(answered.unwrap()["events"], serde_json::json!([]));
+    assert_eq!(u16::from(close.unwrap().code), 1001);
+    while let Some(chunk) = sse.next().await {
+        if chunk.is_err() {
+            break;
+        }
+    }
+}

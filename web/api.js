@@ -1,0 +1,99 @@
+// api.js: the request/response half of the pushlab protocol.
+//
+// Every transport reads the log its own way, but joining and (for the HTTP
+// transports) sending are plain JSON requests:
+//
+//   POST /register        {"name":"alice"}        -> {session, name, epoch, cursor, history, users}
+//   POST /send?session=S  {"type":"message",...}  -> {seq}
+//
+// Every POST must say `Content-Type: application/json`; the server answers
+// anything else with 415. Errors come back as {"error": "...", "code": "..."}
+// and `code` is what a program should switch on.
+
+/** The server's naming rule, checked here first so a typo never costs a round trip. */
+export const NAME_RULE = /^[A-Za-z][A-Za-z0-9_-]{0,23}$/;
+
+/** What the name rule means, in words, for the inline error. */
+export const NAME_RULE_TEXT = '1 to 24 characters from A–Z a–z 0–9 _ -, starting with a letter.';
+
+/** A refusal from the server (`code` is its machine code), or a network failure (`code` = "network"). */
+export class ApiError extends Error {
+  constructor(code, message, status = 0) {
+    super(message);
+    this.code = code;
+    this.status = status;
+  }
+}
+
+/** Sends `body` as JSON and returns the parsed answer, or throws an ApiError. */
+export async function postJson(path, body, { signal } = {}) {
+  let response;
+  try {
+    response = await fetch(path, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify(body),
+      signal,
+    });
+  } catch (err) {
+    throw networkError(err);
+  }
+  return readJson(response);
+}
+
+/** GETs `path` and returns the parsed answer, or throws an ApiError. */
+export async function getJson(path, { signal } = {}) {
+  let response;
+  try {
+    response = await fetch(path, { cache: 'no-store', signal });
+  } catch (err) {
+    throw networkError(err);
+  }
+  return readJson(response);
+}
+
+/** Comes online as `name`. */
+export function register(name) {
+  return postJson('/register', { name });
+}
+
+/** Sends one client message for `session` over HTTP. */
+export function send(session, message) {
+  return postJson(`/send?session=${encodeURIComponent(session)}`, message);
+}
+
+/**
+ * Ends a session from a page that is going away. `sendBeacon` is the one
+ * request a browser promises to deliver after the page is gone; a Blob lets
+ * it carry the JSON content type the server requires.
+ */
+export function beaconLeave(session) {
+  const body = new Blob([JSON.stringify({ type: 'leave' })], { type: 'application/json' });
+  return navigator.sendBeacon(`/send?session=${encodeURIComponent(session)}`, body);
+}
+
+/** Builds a read URL such as `/poll?since=4&epoch=…&session=…`, leaving out empty values. */
+export function readUrl(path, params) {
+  const query = new URLSearchParams();
+  for (const [key, value] of Object.entries(params)) {
+    if (value !== null && value !== undefined && value !== '') query.set(key, String(value));
+  }
+  return `${path}?${query}`;
+}
+
+async function readJson(response) {
+  let body = null;
+  try {
+    body = await response.json();
+  } catch {
+    // A proxy's HTML error page, or a body cut off by a dying server.
+  }
+  if (response.ok && body) return body;
+  if (body && body.code) throw new ApiError(body.code, body.error, response.status);
+  throw new ApiError('network', `HTTP ${response.status}`, response.status);
+}
+
+function networkError(err) {
+  if (err.name === 'AbortError') return new ApiError('aborted', 'the request was cancelled');
+  return new ApiError('network', 'the server cannot be reached');
+}

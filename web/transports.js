@@ -1,0 +1,465 @@
+// transports.js: four ways to hear about new log events, behind one interface.
+//
+// The server keeps one append-only log. Each entry has a `seq` (1, 2, 3, …)
+// and a client remembers the last seq it has applied: its cursor. Every
+// transport below does the same job, "give me the events after my cursor,
+// and keep doing it", in its own wire shape:
+//
+//   poll      GET /poll?since=N      answers at once, often with nothing; ask again after an interval
+//   longpoll  GET /longpoll?since=N  the server holds the request until there is news (or 25 s pass)
+//   sse       GET /sse?since=N       one response that never ends; the server writes `data:` lines into it
+//   ws        GET /ws?since=N        an upgraded socket; JSON text frames both ways
+//
+// Every transport takes the same options and has the same methods:
+//
+//   new XTransport({ session, position, deliver, onStatus, metrics, interval })
+//     session    the id from POST /register, or null to observe anonymously
+//     position() returns {cursor, epoch}: where to resume after a reconnect
+//     deliver(m) is called with every event and control message, in order
+//     onStatus(s) hears 'connecting' | 'connected' | 'reconnecting'
+//   .name         'poll' | 'longpoll' | 'sse' | 'ws'
+//   .start()      begins reading; from then on it reconnects by itself
+//   .stop()       stops reading and closes what is open
+//   .send(msg)    sends a client message; rejects with an ApiError
+//   .leave()      ends the session at once, from a page that is going away
+//
+// When a connection drops, a transport waits (capped, jittered backoff) and
+// resumes from position().cursor, so nothing is lost; the page drops anything
+// it has already seen by seq, so nothing is shown twice. When the server
+// says the session is gone (HTTP 401 `unknown_session`), the transport stops
+// and delivers {type: 'error', code: 'unknown_session'}: the page registers
+// again.
+
+import { ApiError, beaconLeave, getJson, readUrl, send as httpSend } from './api.js';
+import { watchResourceBytes } from './metrics.js';
+
+/** The server's largest batch: a full one means more is waiting, so ask again at once. */
+const MAX_BATCH = 1000;
+/** How long a held long-poll may last, in seconds (the server caps it at --longpoll-timeout). */
+const LONGPOLL_HOLD_SECS = 25;
+/** How long `auto` waits for the WebSocket's hello before falling back, in ms. */
+const WS_OPEN_TIMEOUT_MS = 3000;
+
+/** The transports a page may ask for with ?transport=. */
+export const TRANSPORT_NAMES = ['auto', 'poll', 'longpoll', 'sse', 'ws'];
+
+/** The transport class for a name; `auto` tries WebSocket, then long polling. */
+export function createTransport(name, options) {
+  switch (name) {
+    case 'poll': return new PollTransport(options);
+    case 'longpoll': return new LongPollTransport(options);
+    case 'sse': return new SseTransport(options);
+    case 'ws': return new WsTransport(options);
+    case 'auto': return new AutoTransport(options);
+    default: throw new Error(`unknown transport ${name}`);
+  }
+}
+
+/**
+ * Waits between reconnection attempts: 250 ms, 500 ms, 1 s, … capped at 5 s,
+ * each a random time between half and all of that ("equal jitter"). The
+ * randomness stops a thousand clients that lost the same server from all
+ * coming back in the same millisecond.
+ */
+export class Backoff {
+  constructor({ base = 250, cap = 5000 } = {}) {
+    this.base = base;
+    this.cap = cap;
+    this.attempt = 0;
+  }
+
+  /** The next delay in ms. */
+  next() {
+    const ceiling = Math.min(this.cap, this.base * 2 ** this.attempt);
+    this.attempt += 1;
+    return ceiling / 2 + Math.random() * (ceiling / 2);
+  }
+
+  reset() {
+    this.attempt = 0;
+  }
+}
+
+/** What every transport shares: options, status, backoff, stopping, HTTP sending. */
+class Transport {
+  constructor({ session = null, position, deliver, onStatus = () => {}, metrics, interval = 1000 }) {
+    this.session = session;
+    this.position = position;
+    this.deliver = deliver;
+    this.onStatus = onStatus;
+    this.metrics = metrics;
+    this.interval = interval;
+    this.backoff = new Backoff();
+    this.stopped = false;
+    this.status = null;
+    /** Cancels the sleep between attempts when the transport stops. */
+    this.wake = null;
+  }
+
+  setStatus(status) {
+    if (status === this.status) return;
+    this.status = status;
+    if (status === 'connected') {
+      this.backoff.reset();
+      this.metrics.markLive();
+    }
+    this.onStatus(status);
+  }
+
+  /** Resolves after `ms`, or at once when the transport stops. */
+  sleep(ms) {
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      this.wake = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+  }
+
+  stop() {
+    this.stopped = true;
+    this.wake?.();
+  }
+
+  /** The server no longer knows our session: stop, and let the page register again. */
+  sessionLost() {
+    this.stop();
+    this.deliver({ type: 'error', code: 'unknown_session', error: 'the session has expired' });
+  }
+
+  /**
+   * A browser cannot see the HTTP status of a refused EventSource or
+   * WebSocket, so after a failed attempt we ask over plain HTTP whether the
+   * session still exists (a poll with our session answers 401 if not).
+   */
+  async sessionIsGone() {
+    if (!this.session) return false;
+    const { cursor, epoch } = this.position();
+    try {
+      await getJson(readUrl('/poll', { since: cursor, epoch, session: this.session }));
+      return false;
+    } catch (err) {
+      return err.code === 'unknown_session';
+    }
+  }
+
+  /** HTTP transports send with POST /send; the WebSocket overrides this. */
+  send(message) {
+    if (!this.session) return Promise.reject(new ApiError('unknown_session', 'observers cannot send'));
+    return httpSend(this.session, message);
+  }
+
+  /**
+   * Ends the session from pagehide. sendBeacon is the only request a browser
+   * still delivers after the page is gone.
+   */
+  leave() {
+    this.stop();
+    if (this.session) beaconLeave(this.session);
+  }
+}
+
+/**
+ * Short polling: ask, get an answer at once (usually "nothing new"), wait,
+ * ask again. Simple and works through anything, but every answer costs a
+ * full HTTP request with headers, and news waits on average half an
+ * interval before anyone asks for it.
+ *
+ *   GET /poll?since=41&epoch=…&session=…
+ *   200 {"events":[{"seq":42,…}],"cursor":42,"epoch":"…","gap":false}
+ */
+export class PollTransport extends Transport {
+  name = 'poll';
+  path = '/poll';
+
+  start() {
+    this.setStatus('connecting');
+    this.abort = new AbortController();
+    this.unwatch = watchResourceBytes(this.path, (bytes) => this.metrics.recordBytes(bytes));
+    this.run();
+  }
+
+  stop() {
+    super.stop();
+    this.abort?.abort();
+    this.unwatch?.();
+  }
+
+  /** The query of one read. */
+  params() {
+    const { cursor, epoch } = this.position();
+    return { since: cursor, epoch, session: this.session };
+  }
+
+  /** What to do between two answers: short polling waits out its interval. */
+  async between(batch) {
+    if (batch.events.length < MAX_BATCH) await this.sleep(this.interval);
+  }
+
+  async run() {
+    while (!this.stopped) {
+      let batch;
+      try {
+        batch = await getJson(readUrl(this.path, this.params()), { signal: this.abort.signal });
+      } catch (err) {
+        if (this.stopped) return;
+        if (err.code === 'unknown_session') return this.sessionLost();
+        this.setStatus('reconnecting');
+        await this.sleep(this.backoff.next());
+        continue;
+      }
+      if (this.stopped) return;
+      this.setStatus('connected');
+      this.metrics.recordResponse(batch.events.length === 0);
+      deliverBatch(batch, this.deliver);
+      await this.between(batch);
+    }
+  }
+}
+
+/**
+ * Long polling: the same request, but when there is nothing new the server
+ * holds it open until there is (or until `timeout` seconds pass) and then
+ * answers. The client asks again at once. News arrives about as fast as on
+ * a socket, at the price of one request per batch.
+ *
+ *   GET /longpoll?since=42&epoch=…&session=…&timeout=25
+ *   … the server waits …
+ *   200 {"events":[{"seq":43,…}],"cursor":43,"epoch":"…","gap":false}
+ */
+export class LongPollTransport extends PollTransport {
+  name = 'longpoll';
+  path = '/longpoll';
+
+  params() {
+    return { ...super.params(), timeout: LONGPOLL_HOLD_SECS };
+  }
+
+  /** No pause: the next request is the next wait. */
+  async between() {}
+}
+
+/**
+ * Turns one poll answer into the same messages a stream would send: a `gap`
+ * first if events after our cursor are gone, then the events in order.
+ */
+function deliverBatch(batch, deliver) {
+  if (batch.gap) {
+    const cursor = batch.events.length ? batch.events[0].seq - 1 : batch.cursor;
+    deliver({ type: 'gap', epoch: batch.epoch, cursor });
+  }
+  for (const event of batch.events) deliver(event);
+}
+
+/** The UTF-8 size of a string: what it weighed on the wire. */
+const encoder = new TextEncoder();
+const byteLength = (text) => encoder.encode(text).length;
+
+/**
+ * Server-Sent Events: one GET whose response never ends. The server writes
+ * each event as lines of text and the browser's EventSource hands each one
+ * to `onmessage`:
+ *
+ *   retry: 1000
+ *   data: {"type":"hello","epoch":"…","cursor":42}
+ *
+ *   id: 43
+ *   data: {"seq":43,"ts":…,"type":"message",…}
+ *
+ * Server to browser only: we still send with POST /send. EventSource would
+ * reconnect by itself, sending `Last-Event-ID: 43` so the server resumes
+ * after it; we close it on error and reconnect ourselves instead, to back
+ * off with jitter and to notice an expired session (a 401 makes EventSource
+ * give up silently).
+ */
+export class SseTransport extends Transport {
+  name = 'sse';
+
+  start() {
+    this.setStatus('connecting');
+    this.open();
+  }
+
+  open() {
+    const { cursor, epoch } = this.position();
+    const source = new EventSource(readUrl('/sse', { since: cursor, epoch, session: this.session }));
+    this.source = source;
+    this.metrics.recordConnection();
+    let greeted = false;
+    source.onmessage = (message) => {
+      // What came over the wire for this message: its id line, if any, and its data line.
+      const idLine = message.lastEventId ? `id: ${message.lastEventId}\n` : '';
+      this.metrics.recordBytes(byteLength(`${idLine}data: ${message.data}\n\n`));
+      const parsed = JSON.parse(message.data);
+      if (parsed.type === 'hello') {
+        greeted = true;
+        this.setStatus('connected');
+      }
+      this.deliver(parsed);
+    };
+    source.onerror = () => {
+      source.close();
+      if (!this.stopped) this.reconnect(greeted);
+    };
+  }
+
+  async reconnect(wasConnected) {
+    this.setStatus('reconnecting');
+    if (!wasConnected && (await this.sessionIsGone())) return this.sessionLost();
+    await this.sleep(this.backoff.next());
+    if (!this.stopped) this.open();
+  }
+
+  stop() {
+    super.stop();
+    this.source?.close();
+  }
+}
+
+/**
+ * WebSocket: an HTTP request that upgrades into a two-way connection. Each
+ * message is one JSON text frame, in either direction; after the handshake a
+ * frame costs a few bytes of header and no HTTP at all.
+ *
+ *   GET /ws?session=…&since=42&epoch=…  (Upgrade: websocket)
+ *   ← {"type":"hello","epoch":"…","cursor":42}
+ *   ← {"seq":43,"ts":…,"type":"mousemove","name":"bob","x":0.4,"y":0.7}
+ *   → {"type":"message","text":"hi","id":"m-…"}
+ *   ← {"seq":44,…,"type":"message","text":"hi","id":"m-…"}
+ *
+ * A refused message comes back as {"type":"error","code":…,"id":…}. Closing
+ * the socket cleanly (a close frame) ends the session at once.
+ */
+export class WsTransport extends Transport {
+  name = 'ws';
+
+  /**
+   * `onFirstFailure`, if given, is called instead of reconnecting when the
+   * very first socket does not say hello within WS_OPEN_TIMEOUT_MS.
+   */
+  constructor(options, { onFirstFailure = null } = {}) {
+    super(options);
+    this.onFirstFailure = onFirstFailure;
+    this.everConnected = false;
+  }
+
+  start() {
+    this.setStatus('connecting');
+    this.open();
+  }
+
+  open() {
+    const { cursor, epoch } = this.position();
+    const url = new URL(readUrl('/ws', { session: this.session, since: cursor, epoch }), location.href);
+    url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
+    const socket = new WebSocket(url);
+    this.socket = socket;
+    this.greeted = false;
+    this.metrics.recordConnection();
+    // A socket counts as working only once the server's hello arrives: a
+    // proxy may accept the upgrade and then pass nothing through.
+    const onTrial = this.onFirstFailure && !this.everConnected;
+    const helloTimer = onTrial ? setTimeout(() => this.firstFailure(), WS_OPEN_TIMEOUT_MS) : null;
+    socket.onmessage = (frame) => {
+      // Payload plus the 2-byte frame header (4 above 125 bytes).
+      const size = byteLength(frame.data);
+      this.metrics.recordBytes(size + (size > 125 ? 4 : 2));
+      const parsed = JSON.parse(frame.data);
+      if (parsed.type === 'hello') {
+        clearTimeout(helloTimer);
+        this.greeted = true;
+        this.everConnected = true;
+        this.setStatus('connected');
+      }
+      this.deliver(parsed);
+    };
+    socket.onclose = () => {
+      clearTimeout(helloTimer);
+      if (this.socket !== socket || this.stopped) return;
+      if (onTrial) return this.firstFailure();
+      this.reconnect(this.greeted);
+    };
+  }
+
+  firstFailure() {
+    const fallBack = this.onFirstFailure;
+    if (!fallBack || this.stopped || this.everConnected) return;
+    this.onFirstFailure = null;
+    this.stop();
+    fallBack();
+  }
+
+  async reconnect(wasConnected) {
+    this.setStatus('reconnecting');
+    if (!wasConnected && (await this.sessionIsGone())) return this.sessionLost();
+    await this.sleep(this.backoff.next());
+    if (!this.stopped) this.open();
+  }
+
+  send(message) {
+    if (!this.socket || this.socket.readyState !== WebSocket.OPEN || !this.greeted) {
+      return Promise.reject(new ApiError('network', 'the socket is not connected'));
+    }
+    this.socket.send(JSON.stringify(message));
+    // Written, not yet accepted: a refusal comes back as an error frame.
+    return Promise.resolve({});
+  }
+
+  stop() {
+    super.stop();
+    // 1000 = normal closure. The server treats any close frame from us as
+    // "this user left".
+    if (this.socket && this.socket.readyState <= WebSocket.OPEN) this.socket.close(1000, 'closing');
+  }
+
+  /** A clean close frame ends the session; no beacon needed. */
+  leave() {
+    this.stop();
+  }
+}
+
+/**
+ * `auto`: try a WebSocket; if it is refused or has not said hello within
+ * 3 s (a proxy that does not pass upgrades, a firewall), fall back to long
+ * polling, which is plain HTTP and goes through anything. Once a transport
+ * works, it stays.
+ */
+export class AutoTransport {
+  constructor(options) {
+    this.options = options;
+    this.fellBack = false;
+    this.inner = new WsTransport(options, { onFirstFailure: () => this.fallBack() });
+  }
+
+  /** The transport in use right now. */
+  get name() {
+    return this.inner.name;
+  }
+
+  get status() {
+    return this.inner.status;
+  }
+
+  fallBack() {
+    this.fellBack = true;
+    this.inner = new LongPollTransport(this.options);
+    this.inner.start();
+  }
+
+  start() {
+    this.inner.start();
+  }
+
+  stop() {
+    this.inner.stop();
+  }
+
+  send(message) {
+    return this.inner.send(message);
+  }
+
+  leave() {
+    this.inner.leave();
+  }
+}
