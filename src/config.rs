@@ -71,6 +71,10 @@ pub struct Config {
     /// be compared without a second person.
     #[arg(long, env = "PUSHLAB_DEMO")]
     pub demo: bool,
+
+    /// Cursor moves per second the demo bot makes.
+    #[arg(long, env = "PUSHLAB_DEMO_RATE", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub demo_rate: u32,
 }
 
 fn positive_seconds(raw: &str) -> Result<f64, String> {
@@ -95,6 +99,7 @@ impl Default for Config {
             allowed_origins: Vec::new(),
             workers: None,
             demo: false,
+            demo_rate: 20,
         }
     }
 }

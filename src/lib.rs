@@ -26,6 +26,7 @@
 
 pub mod assets;
 pub mod config;
+pub mod demo;
 pub mod error;
 pub mod log;
 pub mod presence;
@@ -103,6 +104,9 @@ pub fn serve_with_log(
     let shutdown = CancellationToken::new();
     let room = room::Room::new(log, config.rate_limit);
     room.spawn_reaper(config.presence_timeout(), shutdown.clone());
+    if config.demo {
+        demo::spawn(room.clone(), config.demo_rate, shutdown.clone());
+    }
     let workers = config.workers;
     // Built once, outside the factory: every worker must share one log.
     let state = web::Data::new(AppState {

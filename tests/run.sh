@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Runs every pushlab test: formatting, lints, the Rust unit and API tests, and
+# the browser tests in headless Chromium.
+#
+# On a fresh Debian machine it first installs what the browser tests need
+# (Debian's chromium, Node.js and npm), then the npm packages from the
+# committed lockfile. Nothing is downloaded outside the package managers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+if [ "${#missing[@]}" -gt 0 ]; then
+  step "installing ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --all-targets --locked -- -D warnings
+
+step "cargo test (unit, API and property tests)"
+cargo test --locked
+
+step "building the release binary for the browser tests"
+cargo build --release --locked
+
+step "browser tests in headless Chromium"
+cd tests/e2e
+npm ci --no-audit --no-fund
+npm test
