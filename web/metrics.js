@@ -70,6 +70,7 @@ export class Metrics {
 
   /** One HTTP read answered; `empty` if it carried no event. */
   recordResponse(empty) {
+    this.perRequest = true;
     this.requests += 1;
     if (empty) this.emptyResponses += 1;
   }

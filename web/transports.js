@@ -443,6 +443,8 @@ export class AutoTransport {
 
   fallBack() {
     this.fellBack = true;
+    // The figures should describe the transport the page ended on.
+    this.options.metrics.reset();
     this.inner = new LongPollTransport(this.options);
     this.inner.start();
   }
