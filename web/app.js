@@ -18,6 +18,7 @@ import { NAME_RULE, NAME_RULE_TEXT, register, send as httpSend } from './api.js'
 import { Backoff, TRANSPORT_NAMES, createTransport } from './transports.js';
 import { Metrics, renderFigures } from './metrics.js';
 import { CursorLayer, colorFor, fractionOf } from './cursors.js';
+import { notify as showNotice } from './notices.js';
 
 /** Pointer moves are sent at most this often, in ms (about 30 per second). */
 const MOVE_INTERVAL_MS = 33;
@@ -129,22 +130,9 @@ function renderSwitcher() {
 
 // ── Notices ──────────────────────────────────────────────────────────────
 
-/** Shows a dismissable banner. `kind` is 'info' or 'warning'. */
+/** Shows a banner at the top of the page. `kind` is 'info' or 'warning'. */
 function notify(text, kind = 'info') {
-  const notice = document.createElement('div');
-  notice.className = `notice notice-${kind}`;
-  const body = document.createElement('span');
-  body.textContent = text;
-  const close = document.createElement('button');
-  close.type = 'button';
-  close.className = 'notice-close';
-  close.setAttribute('aria-label', 'Dismiss');
-  close.textContent = '×';
-  close.addEventListener('click', () => notice.remove());
-  notice.append(body, close);
-  ui.notices.append(notice);
-  // Keep the last three.
-  while (ui.notices.children.length > 3) ui.notices.firstElementChild.remove();
+  showNotice(ui.notices, text, kind);
 }
 
 // ── Joining ──────────────────────────────────────────────────────────────
