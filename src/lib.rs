@@ -29,6 +29,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod log;
+pub mod middleware;
 pub mod presence;
 pub mod protocol;
 pub mod room;
@@ -108,22 +109,53 @@ pub fn serve_with_log(
         demo::spawn(room.clone(), config.demo_rate, shutdown.clone());
     }
     let workers = config.workers;
+    let max_connections = usize::try_from(config.max_connections).unwrap_or(usize::MAX);
     // Built once, outside the factory: every worker must share one log.
     let state = web::Data::new(AppState {
         room,
         config: Arc::new(config),
         stats: Default::default(),
+        limit: middleware::ConnectionLimit::new(max_connections),
         shutdown,
     });
     let app_state = state.clone();
-    let mut http =
-        HttpServer::new(move || App::new().app_data(app_state.clone()).configure(routes))
-            // Notice promptly when a client holding a long-poll or stream goes away.
-            .h1_allow_half_closed(false)
-            .client_request_timeout(Duration::from_secs(5))
-            .shutdown_timeout(5)
-            // main() handles signals, so the log and sockets shut down in order.
-            .disable_signals();
+    let mut http = HttpServer::new(move || {
+        let limit = app_state.limit.clone();
+        let config = app_state.config.clone();
+        App::new()
+            .app_data(app_state.clone())
+            .configure(routes)
+            .wrap_fn(move |req, srv| {
+                use actix_web::dev::Service as _;
+                let origin = middleware::granted_origin(&req, &config);
+                let outcome = match &origin {
+                    Some(origin) if middleware::is_preflight(&req) => {
+                        Err(req.into_response(middleware::preflight_response(origin.clone())))
+                    }
+                    _ => {
+                        middleware::admit(&limit, req).map(|(req, permit)| (srv.call(req), permit))
+                    }
+                };
+                async move {
+                    let (call, permit) = match outcome {
+                        Ok(admitted) => admitted,
+                        Err(refused) => return Ok(refused),
+                    };
+                    let response = call.await?.map_into_boxed_body();
+                    let mut response = middleware::hold_permit(response, permit);
+                    if let Some(origin) = origin {
+                        middleware::grant(&mut response, origin);
+                    }
+                    Ok(response)
+                }
+            })
+    })
+    // Notice promptly when a client holding a long-poll or stream goes away.
+    .h1_allow_half_closed(false)
+    .client_request_timeout(Duration::from_secs(5))
+    .shutdown_timeout(5)
+    // main() handles signals, so the log and sockets shut down in order.
+    .disable_signals();
     if let Some(workers) = workers {
         http = http.workers(workers.max(1));
     }

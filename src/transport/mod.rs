@@ -3,6 +3,7 @@
 //! module turns the same three log calls into its own wire shape.
 
 pub mod longpoll;
+pub mod outbound;
 pub mod poll;
 pub mod sse;
 pub mod ws;
@@ -32,6 +33,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Counters per transport.
     pub stats: Arc<Stats>,
+    /// Requests in flight, against `--max-connections`.
+    pub limit: Arc<crate::middleware::ConnectionLimit>,
     /// Cancelled when the server begins to shut down: held long-polls answer,
     /// streams end and sockets close with 1001.
     pub shutdown: CancellationToken,
@@ -198,6 +201,7 @@ pub async fn stats(state: web::Data<AppState>) -> HttpResponse {
             "head": log.head(),
             "epoch": log.epoch(),
             "online": state.room.presence().users().len(),
+            "connections": state.limit.open(),
         }))
 }
 
