@@ -83,7 +83,7 @@ fn figure_of_eight(seconds: f64) -> (f64, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::{EventLog as _, MemoryLog};
+    use crate::log::MemoryLog;
     use std::sync::Arc;
 
     #[test]

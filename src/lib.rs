@@ -132,9 +132,10 @@ pub fn serve_with_log(
                     Some(origin) if middleware::is_preflight(&req) => {
                         Err(req.into_response(middleware::preflight_response(origin.clone())))
                     }
-                    _ => {
-                        middleware::admit(&limit, req).map(|(req, permit)| (srv.call(req), permit))
-                    }
+                    _ => match limit.acquire() {
+                        Some(permit) => Ok((srv.call(req), permit)),
+                        None => Err(req.into_response(middleware::at_capacity())),
+                    },
                 };
                 async move {
                     let (call, permit) = match outcome {

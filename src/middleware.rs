@@ -94,24 +94,15 @@ impl MessageBody for PermitBody {
     }
 }
 
-/// Refuses a request with 503 when `--max-connections` are in flight.
-pub fn admit(
-    limit: &Arc<ConnectionLimit>,
-    req: ServiceRequest,
-) -> Result<(ServiceRequest, Permit), ServiceResponse> {
-    match limit.acquire() {
-        Some(permit) => Ok((req, permit)),
-        None => {
-            let err = ApiError::Unavailable(
-                "the server is at its connection limit; try again shortly".into(),
-            );
-            let mut response = err.error_response();
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-            Err(req.into_response(response))
-        }
-    }
+/// The 503 answer for a request over `--max-connections`.
+pub fn at_capacity() -> HttpResponse {
+    let err =
+        ApiError::Unavailable("the server is at its connection limit; try again shortly".into());
+    let mut response = err.error_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    response
 }
 
 /// Ties the permit to the response body.
