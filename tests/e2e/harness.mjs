@@ -7,6 +7,7 @@
 // state it expects, with a timeout.
 
 import { spawn } from 'node:child_process';
+import net from 'node:net';
 import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -92,6 +93,48 @@ class RunningServer {
     await exited;
     clearTimeout(timer);
   }
+}
+
+/**
+ * A TCP proxy in front of the server, for cutting a page's network without
+ * touching the server: `cut()` resets every open connection and refuses new
+ * ones until `restore()`. Pages that load from `proxy.url` go through it.
+ */
+export function startProxy(targetPort) {
+  const sockets = new Set();
+  let down = false;
+  const proxy = net.createServer((client) => {
+    if (down) return client.destroy();
+    const upstream = net.connect(targetPort, '127.0.0.1');
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket.on('close', () => sockets.delete(socket));
+      socket.on('error', () => {});
+    }
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  return new Promise((resolve) => {
+    proxy.listen(0, '127.0.0.1', () => {
+      const { port } = proxy.address();
+      resolve({
+        url: `http://127.0.0.1:${port}`,
+        cut() {
+          down = true;
+          for (const socket of sockets) socket.resetAndDestroy();
+        },
+        restore() {
+          down = false;
+        },
+        close() {
+          for (const socket of sockets) socket.destroy();
+          return new Promise((done) => proxy.close(done));
+        },
+      });
+    });
+  });
 }
 
 export function launchBrowser() {
