@@ -252,3 +252,56 @@ export function cursorFraction(page, name) {
 export function suffix() {
   return Math.random().toString(36).slice(2, 6);
 }
+
+/** The transports in the compare page's panes, in order. */
+export const COMPARE_TRANSPORTS = ['poll', 'longpoll', 'sse', 'ws'];
+
+/**
+ * Opens /compare.html, starts its demo bot, and waits until every pane has
+ * the bot's dot and at least `events` events, so the page has something
+ * worth looking at. Returns the page.
+ */
+export async function openCompareWithBot(browser, url, { events = 40 } = {}) {
+  const page = await browser.newPage({ viewport: { width: 1440, height: 1000 } });
+  page.errors = [];
+  page.on('pageerror', (err) => page.errors.push(err.message));
+  await page.goto(`${url}/compare.html`);
+  await page.click('#bot-toggle');
+  await page.locator('#bot-state[data-running="true"]').waitFor({ timeout: WAIT_MS });
+  for (const transport of COMPARE_TRANSPORTS) {
+    const pane = page.locator(`.pane[data-transport="${transport}"]`);
+    await pane.locator('.cursor[data-name^="bot-"]').waitFor({ timeout: WAIT_MS });
+  }
+  await page.waitForFunction(
+    ([transports, events]) =>
+      transports.every((transport) => {
+        const value = document.querySelector(`.pane[data-transport="${transport}"] [data-figure="events"] .figure-value`);
+        return value && parseInt(value.textContent, 10) >= events;
+      }),
+    [COMPARE_TRANSPORTS, events],
+    { timeout: 30_000, polling: 100 },
+  );
+  return page;
+}
+
+/** The compare page's summary table as {transport: {events, p50, p95, requestsPerEvent, bytesPerEvent}}. */
+export function readSummary(page) {
+  return page.locator('#summary tbody tr').evaluateAll((rows) => {
+    const number = (text) => (/\d/.test(text) ? parseFloat(text) : null);
+    return Object.fromEntries(
+      rows.map((row) => {
+        const [transport, events, p50, p95, requestsPerEvent, bytesPerEvent] = [...row.cells].map((cell) => cell.textContent);
+        return [
+          transport,
+          {
+            events: number(events),
+            p50: number(p50),
+            p95: number(p95),
+            requestsPerEvent: number(requestsPerEvent),
+            bytesPerEvent: number(bytesPerEvent),
+          },
+        ];
+      }),
+    );
+  });
+}
