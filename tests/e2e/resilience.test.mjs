@@ -101,6 +101,42 @@ describe('resilience', () => {
     });
   }
 
+  for (const transport of ['sse', 'poll', 'ws', 'longpoll']) {
+    test(`${transport}: when the events it missed are gone from the server, the page reloads the room and says so`, async () => {
+      // The server keeps only the last 5 events (chat history is kept apart).
+      const server = await startServer({ args: ['--presence-timeout', '30', '--history', '5'] });
+      const network = await startProxy(server.port);
+      try {
+        const id = suffix();
+        const reader = await join(browser, network.url, { name: `reader-${id}`, transport });
+        const writer = await join(browser, server.url, { name: `writer-${id}`, transport: 'ws' });
+        network.cut();
+        await waitForText(reader, '#status', 'reconnecting');
+        const missed = Array.from({ length: 8 }, (_, i) => `missed ${i + 1}`);
+        for (const text of missed) {
+          await say(writer, text);
+          await waitForMessage(writer, text);
+        }
+        network.restore();
+        await reader.locator('#notices').filter({ hasText: 'no longer on the server' }).waitFor({ timeout: WAIT_MS });
+        await waitForText(reader, '#status', 'connected');
+        // The fresh welcome's history has every line, each once.
+        for (const text of missed) await waitForMessage(reader, text);
+        const seen = (await reader.locator('#messages li').allTextContents()).filter((text) => text.startsWith('missed'));
+        assert.deepEqual(seen, missed);
+        // And the room works again, both ways.
+        await say(reader, 'back in the room');
+        await waitForMessage(writer, 'back in the room');
+        assert.deepEqual(reader.errors, []);
+        await reader.context().close();
+        await writer.context().close();
+      } finally {
+        await network.close();
+        await server.stop();
+      }
+    });
+  }
+
   test('auto falls back to long polling when the WebSocket is refused, and still chats', async () => {
     const server = await startServer();
     try {
