@@ -74,6 +74,12 @@ pub struct Config {
     #[arg(long, env = "PUSHLAB_SLOW_CLIENT_TIMEOUT", default_value_t = 30.0, value_parser = positive_seconds)]
     pub slow_client_timeout: f64,
 
+    /// Keep the log in a durable journal in this directory: every event is
+    /// synced to disk before it is acknowledged, and the log (with its epoch)
+    /// survives restarts. Without it the log lives in memory only.
+    #[arg(long, env = "PUSHLAB_DATA_DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
+
     /// HTTP worker threads. Defaults to the number of CPU cores.
     #[arg(long, env = "PUSHLAB_WORKERS")]
     pub workers: Option<usize>,
@@ -110,6 +116,7 @@ impl Default for Config {
             allowed_origins: Vec::new(),
             max_connections: 20_000,
             slow_client_timeout: 30.0,
+            data_dir: None,
             workers: None,
             demo: false,
             demo_rate: 20,

@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //!
+//! - [`journal`]: the durable journal behind `--data-dir`.
 //! - [`log`]: the append-only message log and the [`log::EventLog`] trait
 //!   every transport uses (append, read since a cursor, wait for newer).
 //! - [`presence`]: sessions, names, cursors, rate limits, idle expiry.
@@ -28,6 +29,7 @@ pub mod assets;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod journal;
 pub mod log;
 pub mod middleware;
 pub mod presence;
@@ -86,12 +88,20 @@ impl Server {
     }
 }
 
-/// Serves pushlab on `listener` with an in-memory log.
+/// Serves pushlab on `listener`.
 ///
 /// Must be called inside a Tokio runtime; the server runs on its own worker
 /// threads until [`Server::shutdown`].
+///
+/// With `config.data_dir` set, the log is a durable journal there.
 pub fn serve(listener: TcpListener, config: Config) -> std::io::Result<Server> {
-    let log = Arc::new(MemoryLog::new(config.history as usize));
+    let history = config.history as usize;
+    let log: Arc<dyn EventLog> = match &config.data_dir {
+        Some(dir) => Arc::new(journal::JournalLog::open(journal::JournalOptions::new(
+            dir, history,
+        ))?),
+        None => Arc::new(MemoryLog::new(history)),
+    };
     serve_with_log(listener, config, log)
 }
 
@@ -151,6 +161,9 @@ pub fn serve_with_log(
                 }
             })
     })
+    // Record each connection's socket, so a WebSocket whose client stopped
+    // reading can be cut off for good.
+    .on_connect(transport::ConnectionSocket::record)
     // Notice promptly when a client holding a long-poll or stream goes away.
     .h1_allow_half_closed(false)
     .client_request_timeout(Duration::from_secs(5))

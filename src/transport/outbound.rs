@@ -150,6 +150,17 @@ impl Outbound {
         }
     }
 
+    /// Resolves when the connection is gone: the body was dropped.
+    pub async fn gone(&self) {
+        loop {
+            let notified = self.shared.drained.notified();
+            if self.is_gone() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// Resolves when the queue drops under its soft limit or the connection
     /// goes away.
     pub async fn writable(&self) {

@@ -10,6 +10,8 @@ use actix_web::http::header;
 use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Message};
+use std::time::Duration;
+
 use tokio::time::{interval_at, Instant};
 
 use super::outbound::{self, Outbound, Pushed};
@@ -20,6 +22,7 @@ use crate::log::Seq;
 use crate::presence::ConnectionGuard;
 use crate::protocol::{self, ClientMessage, Control, MAX_BODY_BYTES};
 use crate::stats::Transport;
+use crate::transport::ConnectionSocket;
 
 /// `GET /ws[?session=S&since=N&epoch=E]`.
 ///
@@ -57,7 +60,8 @@ pub async fn websocket(
         out,
         state,
     };
-    actix_web::rt::spawn(socket.run(frames));
+    let connection = req.conn_data::<ConnectionSocket>().copied();
+    actix_web::rt::spawn(socket.run(frames, connection));
     Ok(response)
 }
 
@@ -110,11 +114,25 @@ struct Socket {
 }
 
 impl Socket {
-    async fn run(mut self, mut frames: AggregatedMessageStream) {
+    async fn run(
+        mut self,
+        mut frames: AggregatedMessageStream,
+        connection: Option<ConnectionSocket>,
+    ) {
         let _open = self.state.stats.open(Transport::Ws);
-        match self.serve(&mut frames).await {
-            Stop::Close(reason) => self.out.finish(Some(Message::Close(reason))),
-            Stop::Gone => self.out.finish(None),
+        let (reason, grace) = match self.serve(&mut frames).await {
+            Stop::Gone => return,
+            // A client that stopped reading will not read a close frame either.
+            Stop::Close(reason) if is_slow_client(&reason) => (reason, Duration::ZERO),
+            Stop::Close(reason) => (reason, CLOSE_GRACE),
+        };
+        self.out.finish(Some(Message::Close(reason)));
+        if tokio::time::timeout(grace, self.out.gone()).await.is_err() {
+            if let Some(connection) = connection {
+                // Still connected: this task runs on the worker that owns the
+                // connection, so nothing has closed it since `gone` said no.
+                connection.cut();
+            }
         }
     }
 
@@ -137,6 +155,8 @@ impl Socket {
             if let Err(stop) = self.fill() {
                 return stop;
             }
+            // The stall clock runs from when the queue filled up, and starts
+            // again every time the client drains some of it.
             let has_room = self.out.has_room();
             if has_room {
                 stalled_since = None;
@@ -186,6 +206,7 @@ impl Socket {
                     if self.out.is_gone() {
                         return Stop::Gone;
                     }
+                    stalled_since = None;
                 }
                 _ = sleep_until_or_never(give_up_at) => {
                     tracing::info!(cursor = self.cursor, "closing a websocket that stopped reading");
@@ -320,6 +341,19 @@ impl Socket {
             Pushed::Overflow => Next::Close(Some(overflow_reason())),
         }
     }
+}
+
+/// How long a closing socket may take to send its close frame before its
+/// connection is cut.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+fn is_slow_client(reason: &Option<CloseReason>) -> bool {
+    reason.as_ref().is_some_and(|r| {
+        r.code == CloseCode::Policy
+            && r.description
+                .as_deref()
+                .is_some_and(|d| d.starts_with("too slow") || d == "no pong")
+    })
 }
 
 fn overflow_reason() -> CloseReason {
