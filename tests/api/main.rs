@@ -7,5 +7,6 @@ mod errors;
 mod hardening;
 mod helpers;
 mod longpoll;
+mod restart;
 mod server;
 mod sessions;
