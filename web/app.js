@@ -237,15 +237,23 @@ function setStatus(status) {
 
 /**
  * Registers again under the same name: the server restarted, our session
- * expired, or events we needed are gone. Retries with backoff while the
+ * expired, or events we needed are gone (`endSession` first ends the
+ * session we still have, to free the name). Retries with backoff while the
  * server is unreachable.
  */
-async function rejoin(reason) {
+async function rejoin(reason, { endSession = false } = {}) {
   if (state.rejoining || !state.me) return;
   state.rejoining = true;
   state.transport?.stop();
   setStatus('reconnecting');
-  const { name } = state.me;
+  const { name, session } = state.me;
+  if (endSession) {
+    try {
+      await httpSend(session, { type: 'leave' });
+    } catch {
+      // Already gone: that is what we wanted.
+    }
+  }
   const oldEpoch = state.epoch;
   const backoff = new Backoff();
   for (let attempt = 1; ; attempt += 1) {
@@ -305,7 +313,10 @@ function receiveControl(control) {
       // gap follows, and that is where we act.
       break;
     case 'gap':
-      reloadAfterGap(control);
+      // Events after our cursor are gone from the server (we were away too
+      // long), so our picture of the room may be wrong. The only complete
+      // picture is a fresh welcome: end this session and join again.
+      rejoin('Some events this page missed were no longer on the server.', { endSession: true });
       break;
     case 'error':
       if (control.code === 'unknown_session') {
@@ -318,24 +329,6 @@ function receiveControl(control) {
     default:
       break;
   }
-}
-
-/**
- * Events after our cursor are gone from the server (we were away too long,
- * or it restarted), so our picture of the room may be wrong. The only
- * complete picture is a fresh welcome: end this session and join again.
- */
-async function reloadAfterGap() {
-  if (state.rejoining || !state.me) return;
-  notify('Some events were no longer on the server, so the page is reloading the room.', 'warning');
-  const { session } = state.me;
-  state.transport?.stop();
-  try {
-    await httpSend(session, { type: 'leave' });
-  } catch {
-    // Already gone: that is what we wanted.
-  }
-  rejoin('Some events were missed.');
 }
 
 function applyEvent(event) {

@@ -9,7 +9,7 @@
 export function colorFor(name) {
   let hash = 0;
   for (const char of name.toLowerCase()) hash = (hash * 31 + char.codePointAt(0)) >>> 0;
-  return `hsl(${hash % 360} 70% 50%)`;
+  return `hsl(${hash % 360} 65% 42%)`;
 }
 
 /** The dots inside one container element. */

@@ -258,6 +258,29 @@ function deliverBatch(batch, deliver) {
   for (const event of batch.events) deliver(event);
 }
 
+/**
+ * What SSE and WebSocket share: one long-lived connection, opened by
+ * `open()`, and reopened after a backoff when it drops.
+ */
+class StreamTransport extends Transport {
+  start() {
+    this.setStatus('connecting');
+    this.open();
+  }
+
+  /**
+   * `wasConnected` says whether the connection that just ended had said
+   * hello. If not, the attempt itself failed, which may mean our session
+   * is gone, so ask before trying again.
+   */
+  async reconnect(wasConnected) {
+    this.setStatus('reconnecting');
+    if (!wasConnected && (await this.sessionIsGone())) return this.sessionLost();
+    await this.sleep(this.backoff.next());
+    if (!this.stopped) this.open();
+  }
+}
+
 /** The UTF-8 size of a string: what it weighed on the wire. */
 const encoder = new TextEncoder();
 const byteLength = (text) => encoder.encode(text).length;
@@ -279,13 +302,8 @@ const byteLength = (text) => encoder.encode(text).length;
  * off with jitter and to notice an expired session (a 401 makes EventSource
  * give up silently).
  */
-export class SseTransport extends Transport {
+export class SseTransport extends StreamTransport {
   name = 'sse';
-
-  start() {
-    this.setStatus('connecting');
-    this.open();
-  }
 
   open() {
     const { cursor, epoch } = this.position();
@@ -310,13 +328,6 @@ export class SseTransport extends Transport {
     };
   }
 
-  async reconnect(wasConnected) {
-    this.setStatus('reconnecting');
-    if (!wasConnected && (await this.sessionIsGone())) return this.sessionLost();
-    await this.sleep(this.backoff.next());
-    if (!this.stopped) this.open();
-  }
-
   stop() {
     super.stop();
     this.source?.close();
@@ -337,7 +348,7 @@ export class SseTransport extends Transport {
  * A refused message comes back as {"type":"error","code":…,"id":…}. Closing
  * the socket cleanly (a close frame) ends the session at once.
  */
-export class WsTransport extends Transport {
+export class WsTransport extends StreamTransport {
   name = 'ws';
 
   /**
@@ -348,11 +359,6 @@ export class WsTransport extends Transport {
     super(options);
     this.onFirstFailure = onFirstFailure;
     this.everConnected = false;
-  }
-
-  start() {
-    this.setStatus('connecting');
-    this.open();
   }
 
   open() {
@@ -394,13 +400,6 @@ export class WsTransport extends Transport {
     this.onFirstFailure = null;
     this.stop();
     fallBack();
-  }
-
-  async reconnect(wasConnected) {
-    this.setStatus('reconnecting');
-    if (!wasConnected && (await this.sessionIsGone())) return this.sessionLost();
-    await this.sleep(this.backoff.next());
-    if (!this.stopped) this.open();
   }
 
   send(message) {
