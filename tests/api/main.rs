@@ -7,6 +7,7 @@ mod errors;
 mod hardening;
 mod helpers;
 mod longpoll;
+mod properties;
 mod restart;
 mod server;
 mod sessions;
