@@ -115,13 +115,38 @@ pub struct Event {
     json: ByteString,
 }
 
-#[derive(Serialize)]
+/// The wire shape of an event: `seq`, `ts`, `type` and `name` first, then
+/// the fields of its kind, so every event reads the same way.
 struct EventWire<'a> {
     seq: Seq,
     ts: u64,
-    #[serde(flatten)]
-    body: &'a EventBody,
     name: &'a str,
+    body: &'a EventBody,
+}
+
+impl Serialize for EventWire<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("seq", &self.seq)?;
+        map.serialize_entry("ts", &self.ts)?;
+        map.serialize_entry("type", self.body.kind())?;
+        map.serialize_entry("name", self.name)?;
+        match self.body {
+            EventBody::Join | EventBody::Leave => {}
+            EventBody::Message { text, id } => {
+                map.serialize_entry("text", text)?;
+                if let Some(id) = id {
+                    map.serialize_entry("id", id)?;
+                }
+            }
+            EventBody::Mousemove { x, y } => {
+                map.serialize_entry("x", x)?;
+                map.serialize_entry("y", y)?;
+            }
+        }
+        map.end()
+    }
 }
 
 impl Event {
@@ -130,8 +155,8 @@ impl Event {
         let wire = EventWire {
             seq,
             ts,
-            body: &body,
             name: name.as_str(),
+            body: &body,
         };
         // Serialising plain strings and finite numbers cannot fail.
         let json = serde_json::to_string(&wire).expect("an event always serialises");
@@ -623,6 +648,29 @@ mod tests {
                 .expect("every waiter woke")
                 .unwrap();
         }
+    }
+
+    #[test]
+    fn event_fields_come_in_one_order() {
+        let log = MemoryLog::new(10);
+        let said = log.append_now(
+            name("bob"),
+            EventBody::Message {
+                text: "hi".into(),
+                id: Some("m1".into()),
+            },
+        );
+        let expected = format!(
+            r#"{{"seq":1,"ts":{},"type":"message","name":"bob","text":"hi","id":"m1"}}"#,
+            said.ts
+        );
+        assert_eq!(said.json(), expected);
+        let moved = mv(&log);
+        let expected = format!(
+            r#"{{"seq":2,"ts":{},"type":"mousemove","name":"alice","x":0.5,"y":0.5}}"#,
+            moved.ts
+        );
+        assert_eq!(moved.json(), expected);
     }
 
     #[test]
