@@ -301,6 +301,10 @@ const byteLength = (text) => encoder.encode(text).length;
  * after it; we close it on error and reconnect ourselves instead, to back
  * off with jitter and to notice an expired session (a 401 makes EventSource
  * give up silently).
+ *
+ * Over HTTP/1.1 an open stream (like a held long-poll) occupies one of the
+ * six connections a browser allows per host, so many tabs on SSE can starve
+ * each other; HTTP/2 carries them all on one connection.
  */
 export class SseTransport extends StreamTransport {
   name = 'sse';

@@ -12,6 +12,7 @@ import {
   say,
   startServer,
   suffix,
+  waitForCursorAt,
   waitForMessage,
   waitForText,
 } from './harness.mjs';
@@ -108,6 +109,39 @@ describe('the chat page', () => {
     assert.equal(new URL(page.url()).searchParams.get('name'), 'grace');
     assert.equal(await page.locator('#name').inputValue(), 'grace');
     await page.context().close();
+  });
+
+  test('pointer moves go out at most about 30 times a second, the last position always included', async () => {
+    const id = suffix();
+    const watcher = await join(browser, server.url, { name: `watcher-${id}`, transport: 'sse' });
+    const mover = await openPage(browser, server.url, { transport: 'ws' });
+    // Count the mousemove frames the page writes on its socket.
+    const sent = [];
+    mover.on('websocket', (socket) =>
+      socket.on('framesent', (frame) => {
+        if (String(frame.payload).includes('"mousemove"')) sent.push(Date.now());
+      }),
+    );
+    await mover.fill('#name', `mover-${id}`);
+    await mover.press('#name', 'Enter');
+    await waitForText(mover, '#status', 'connected');
+
+    // 120 pointer events, as fast as Chromium takes them, left to right.
+    const box = await mover.locator('#canvas').boundingBox();
+    await mover.mouse.move(box.x + box.width * 0.1, box.y + box.height * 0.5);
+    const started = Date.now();
+    await mover.mouse.move(box.x + box.width * 0.9, box.y + box.height * 0.5, { steps: 120 });
+    const elapsed = Date.now() - started;
+    // The latest position always goes out, so the watcher sees the end point.
+    await waitForCursorAt(watcher, `mover-${id}`, 0.9, 0.5);
+
+    // One move per 33 ms window, plus the first and the trailing one.
+    const allowed = Math.ceil(elapsed / 33) + 2;
+    assert.ok(sent.length >= 2, `some moves should be sent, got ${sent.length}`);
+    assert.ok(sent.length <= allowed, `${sent.length} moves in ${elapsed} ms; at most ${allowed} allowed at ~30/s`);
+    assert.ok(sent.length < 120, 'moves are coalesced, not one per pointer event');
+    await mover.context().close();
+    await watcher.context().close();
   });
 
   test('your message is pending until the server echoes it, and a failed send can be retried', async () => {
