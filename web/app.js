@@ -181,9 +181,10 @@ function enterRoom(welcome) {
   state.epoch = welcome.epoch;
   state.cursor = welcome.cursor;
 
-  // The chat: the server's history, then our own lines it never confirmed.
+  // The chat: the server's history (which may hold lines of ours we never
+  // saw confirmed), then our own lines it does not have.
   ui.messages.replaceChildren();
-  for (const message of welcome.history) appendMessage(message);
+  for (const message of welcome.history) showMessage(message, { measure: false });
   for (const entry of state.outbox.values()) {
     ui.messages.append(entry.li);
     markFailed(entry, 'not confirmed before the connection was lost');
@@ -210,9 +211,11 @@ function startTransport() {
   const transport = createTransport(state.options.transport, {
     session: state.me.session,
     position: () => ({ cursor: state.cursor, epoch: state.epoch }),
-    deliver: receive,
+    deliver: (message) => {
+      if (state.transport === transport) receive(message);
+    },
     onStatus: (status) => {
-      // A late status from a transport we have already replaced is ignored.
+      // Late news from a transport we have already replaced is ignored.
       if (state.transport === transport) setStatus(status);
     },
     metrics: state.metrics,
@@ -349,8 +352,7 @@ function applyEvent(event) {
       cursors.move(event.name, event.x, event.y);
       break;
     case 'message':
-      if (isMe(event.name) && event.id && state.outbox.has(event.id)) confirm(event);
-      else appendMessage(event);
+      showMessage(event, { measure: true });
       break;
     default:
       break;
@@ -377,6 +379,12 @@ function messageItem({ name, text, ts }) {
   body.textContent = text; // never innerHTML: this is someone else's text
   li.append(body);
   return li;
+}
+
+/** A message from the log: one of our pending lines coming back, or someone's new line. */
+function showMessage(event, { measure }) {
+  if (isMe(event.name) && event.id && state.outbox.has(event.id)) confirmOwn(event, { measure });
+  else appendMessage(event);
 }
 
 function appendMessage(event) {
@@ -451,12 +459,12 @@ function markFailed(entry, reason) {
   }
 }
 
-/** Our line came back in the log: it is real now. */
-function confirm(event) {
+/** Our line came back in the log: it is real now. `measure` if it came back live. */
+function confirmOwn(event, { measure }) {
   const entry = state.outbox.get(event.id);
   state.outbox.delete(event.id);
   clearTimeout(entry.timer);
-  state.metrics.recordRoundTrip(performance.now() - entry.sentAt);
+  if (measure) state.metrics.recordRoundTrip(performance.now() - entry.sentAt);
   const { li } = entry;
   li.classList.remove('pending', 'failed');
   li.removeAttribute('title');
