@@ -24,6 +24,8 @@ import { notify as showNotice } from './notices.js';
 const MOVE_INTERVAL_MS = 33;
 /** An own message not back from the server after this long is marked failed, in ms. */
 const PENDING_TIMEOUT_MS = 10_000;
+/** Why we rejoin when the server answers `unknown_session`. */
+const SESSION_LOST = 'The server no longer knew this page (it restarted, or the page was away too long).';
 /** The default and the bounds of ?interval=, in ms. */
 const DEFAULT_INTERVAL_MS = 1000;
 const MIN_INTERVAL_MS = 50;
@@ -323,7 +325,7 @@ function receiveControl(control) {
       break;
     case 'error':
       if (control.code === 'unknown_session') {
-        rejoin('Your session had expired.');
+        rejoin(SESSION_LOST);
       } else if (control.id && state.outbox.has(control.id)) {
         markFailed(state.outbox.get(control.id), control.error);
       }
@@ -435,7 +437,7 @@ async function sendEntry(entry) {
   } catch (err) {
     if (!state.outbox.has(entry.id)) return; // it came back meanwhile
     markFailed(entry, err.message);
-    if (err.code === 'unknown_session') rejoin('Your session had expired.');
+    if (err.code === 'unknown_session') rejoin(SESSION_LOST);
     return;
   }
   // Accepted (HTTP) or written (WebSocket); the event may still be on its way.
@@ -519,7 +521,7 @@ function sendMove(now) {
   state.transport
     .send({ type: 'mousemove', x, y })
     .catch((err) => {
-      if (err.code === 'unknown_session') rejoin('Your session had expired.');
+      if (err.code === 'unknown_session') rejoin(SESSION_LOST);
     })
     .finally(() => {
       pointer.inFlight = false;

@@ -3,6 +3,9 @@
 // itself, and lose or repeat nothing.
 
 import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import {
   WAIT_MS,
@@ -27,42 +30,67 @@ describe('resilience', () => {
     await browser?.close();
   });
 
-  test('after the server is killed and restarted on the same port, every transport reconnects and chats', async () => {
-    let server = await startServer();
-    const id = suffix();
-    const transports = ['ws', 'sse', 'longpoll', 'poll'];
-    const pages = {};
-    for (const transport of transports) {
-      pages[transport] = await join(browser, server.url, { name: `${transport}-${id}`, transport });
-    }
-    await say(pages.ws, 'before the crash');
-    for (const page of Object.values(pages)) await waitForMessage(page, 'before the crash');
+  const RESTARTS = [
+    {
+      log: 'an in-memory log',
+      args: () => [],
+      // A new epoch: the page says the server restarted, and the old chat is gone.
+      notice: 'server restarted',
+      keepsHistory: false,
+    },
+    {
+      log: 'a durable journal (--data-dir)',
+      args: (dir) => ['--data-dir', dir],
+      // Same epoch, same log, but sessions lived in memory.
+      notice: 'no longer knew',
+      keepsHistory: true,
+    },
+  ];
 
-    try {
-      await server.stop('SIGKILL');
-      for (const page of Object.values(pages)) await waitForText(page, '#status', 'reconnecting');
-      server = await startServer({ port: server.port });
+  for (const restart of RESTARTS) {
+    test(`after a server with ${restart.log} is killed and restarted on the same port, every transport reconnects and chats`, async () => {
+      const dataDir = await mkdtemp(path.join(os.tmpdir(), 'pushlab-e2e-'));
+      const args = ['--presence-timeout', '30', ...restart.args(dataDir)];
+      let server = await startServer({ args });
+      const id = suffix();
+      const transports = ['ws', 'sse', 'longpoll', 'poll'];
+      const pages = {};
+      try {
+        for (const transport of transports) {
+          pages[transport] = await join(browser, server.url, { name: `${transport}-${id}`, transport });
+        }
+        await say(pages.ws, 'before the crash');
+        for (const page of Object.values(pages)) await waitForMessage(page, 'before the crash');
 
-      for (const page of Object.values(pages)) {
-        await waitForText(page, '#status', 'connected', 30_000);
-        // The new server has a new epoch and has never heard of our session:
-        // the page rejoined under the same name and says why.
-        await page.locator('#notices').filter({ hasText: 'server restarted' }).waitFor({ timeout: WAIT_MS });
-      }
+        await server.stop('SIGKILL');
+        for (const page of Object.values(pages)) await waitForText(page, '#status', 'reconnecting');
+        server = await startServer({ port: server.port, args });
 
-      await say(pages.ws, 'after the restart, from ws');
-      await say(pages.poll, 'after the restart, from poll');
-      for (const page of Object.values(pages)) {
-        await waitForMessage(page, 'after the restart, from ws');
-        await waitForMessage(page, 'after the restart, from poll');
+        for (const page of Object.values(pages)) {
+          await waitForText(page, '#status', 'connected', 30_000);
+          // The server has never heard of our session: the page rejoined
+          // under the same name, reloaded the chat, and says why.
+          await page.locator('#notices').filter({ hasText: restart.notice }).waitFor({ timeout: WAIT_MS });
+          const before = await page.locator('#messages li', { hasText: 'before the crash' }).count();
+          assert.equal(before, restart.keepsHistory ? 1 : 0);
+        }
+
+        await say(pages.ws, 'after the restart, from ws');
+        await say(pages.poll, 'after the restart, from poll');
+        for (const page of Object.values(pages)) {
+          await waitForMessage(page, 'after the restart, from ws');
+          await waitForMessage(page, 'after the restart, from poll');
+        }
+        for (const transport of transports) {
+          assert.deepEqual(pages[transport].errors, [], `${transport} page errors`);
+        }
+      } finally {
+        for (const page of Object.values(pages)) await page.context().close();
+        await server.stop();
+        await rm(dataDir, { recursive: true, force: true });
       }
-      for (const transport of transports) {
-        assert.deepEqual(pages[transport].errors, [], `${transport} page errors`);
-      }
-    } finally {
-      await server.stop();
-    }
-  });
+    });
+  }
 
   for (const transport of ['longpoll', 'sse', 'ws', 'poll']) {
     test(`${transport}: events sent while the connection is cut arrive once each, in order, after it returns`, async () => {
