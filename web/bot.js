@@ -37,6 +37,8 @@ export class DemoBot {
     this.chatTimer = 0;
     this.inFlight = false;
     this.line = 0;
+    /** performance.now() at start: the path is a function of time since. */
+    this.startedAt = 0;
   }
 
   get running() {
