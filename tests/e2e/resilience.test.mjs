@@ -165,40 +165,48 @@ describe('resilience', () => {
     });
   }
 
-  test('auto falls back to long polling when the WebSocket is refused, and still chats', async () => {
-    const server = await startServer();
-    try {
-      const id = suffix();
-      const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
-      const page = await context.newPage();
-      page.errors = [];
-      page.on('pageerror', (err) => page.errors.push(err.message));
-      // Every WebSocket this page opens is answered by Playwright instead of
-      // the server, and closed at once: a proxy that refuses upgrades.
-      let refused = 0;
-      await page.routeWebSocket(/\/ws/, (socket) => {
-        refused += 1;
-        socket.close();
-      });
-      await page.goto(`${server.url}/?transport=auto`);
-      await page.fill('#name', `fallback-${id}`);
-      await page.press('#name', 'Enter');
-      await waitForText(page, '#transport', 'longpoll');
-      await waitForText(page, '#status', 'connected');
-      assert.ok(refused >= 1, 'the page should have tried a WebSocket first');
-      await page.locator('#transport-note').filter({ hasText: 'fell back' }).waitFor({ timeout: WAIT_MS });
+  // Every WebSocket the page opens is answered by Playwright instead of the
+  // server: a proxy or firewall that does not let upgrades through.
+  const REFUSALS = [
+    { how: 'is closed at once', handle: (socket) => socket.close() },
+    // Accepted, then nothing: no hello ever comes, so auto gives up after 3 s.
+    { how: 'opens but stays silent', handle: () => {} },
+  ];
 
-      const other = await join(browser, server.url, { name: `other-${id}`, transport: 'ws' });
-      await say(page, 'sent over long polling');
-      await waitForMessage(other, 'sent over long polling');
-      await say(other, 'received over long polling');
-      await waitForMessage(page, 'received over long polling');
-      assert.equal(refused, 1, 'once fallen back, the page stays on long polling');
-      assert.deepEqual(page.errors, []);
-      await context.close();
-      await other.context().close();
-    } finally {
-      await server.stop();
-    }
-  });
+  for (const refusal of REFUSALS) {
+    test(`auto falls back to long polling when the WebSocket ${refusal.how}, and still chats`, async () => {
+      const server = await startServer();
+      try {
+        const id = suffix();
+        const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+        const page = await context.newPage();
+        page.errors = [];
+        page.on('pageerror', (err) => page.errors.push(err.message));
+        let refused = 0;
+        await page.routeWebSocket(/\/ws/, (socket) => {
+          refused += 1;
+          refusal.handle(socket);
+        });
+        await page.goto(`${server.url}/?transport=auto`);
+        await page.fill('#name', `fallback-${id}`);
+        await page.press('#name', 'Enter');
+        await waitForText(page, '#transport', 'longpoll');
+        await waitForText(page, '#status', 'connected');
+        assert.ok(refused >= 1, 'the page should have tried a WebSocket first');
+        await page.locator('#transport-note').filter({ hasText: 'fell back' }).waitFor({ timeout: WAIT_MS });
+
+        const other = await join(browser, server.url, { name: `other-${id}`, transport: 'ws' });
+        await say(page, 'sent over long polling');
+        await waitForMessage(other, 'sent over long polling');
+        await say(other, 'received over long polling');
+        await waitForMessage(page, 'received over long polling');
+        assert.equal(refused, 1, 'once fallen back, the page stays on long polling');
+        assert.deepEqual(page.errors, []);
+        await context.close();
+        await other.context().close();
+      } finally {
+        await server.stop();
+      }
+    });
+  }
 });
