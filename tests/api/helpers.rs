@@ -260,15 +260,15 @@ impl Reader {
                 if self.kind == Kind::LongPoll {
                     query.push_str("&timeout=5");
                 }
-                let body: Value = self
+                let response = self
                     .http
                     .get(format!("{}/{path}{query}", self.base))
                     .send()
                     .await
-                    .unwrap()
-                    .json()
-                    .await
                     .unwrap();
+                let status = response.status();
+                let body: Value = response.json().await.unwrap();
+                assert_eq!(status, 200, "{path}{query}: {body}");
                 self.gaps.push(body["gap"].as_bool().unwrap());
                 self.epoch = body["epoch"].as_str().map(str::to_owned);
                 for event in body["events"].as_array().unwrap() {
@@ -326,8 +326,13 @@ impl Reader {
 
     /// Receives until the event with `seq` has arrived.
     pub async fn read_through(&mut self, seq: u64) -> &[Value] {
+        self.read_through_within(seq, PATIENCE).await
+    }
+
+    /// Receives until the event with `seq` has arrived, for at most `patience`.
+    pub async fn read_through_within(&mut self, seq: u64, patience: Duration) -> &[Value] {
         let kind = self.kind;
-        tokio::time::timeout(PATIENCE, async {
+        tokio::time::timeout(patience, async {
             while self.cursor() < seq {
                 self.receive_once().await;
             }

@@ -11,3 +11,4 @@ mod properties;
 mod restart;
 mod server;
 mod sessions;
+mod soak;

@@ -24,7 +24,9 @@ impl Candidate {
     fn to_json(&self) -> Value {
         match self {
             Candidate::Register { name } => json!({"type": "register", "name": name}),
-            Candidate::Message { text, id: Some(id) } => json!({"type": "message", "text": text, "id": id}),
+            Candidate::Message { text, id: Some(id) } => {
+                json!({"type": "message", "text": text, "id": id})
+            }
             Candidate::Message { text, id: None } => json!({"type": "message", "text": text}),
             Candidate::Mousemove { x, y } => json!({"type": "mousemove", "x": x, "y": y}),
             Candidate::Leave => json!({"type": "leave"}),
@@ -73,7 +75,13 @@ impl Candidate {
 }
 
 fn coordinate() -> impl Strategy<Value = f64> {
-    prop_oneof![0.0..=1.0f64, -10.0..10.0f64, Just(f64::NAN), Just(f64::INFINITY), Just(1.0000001)]
+    prop_oneof![
+        0.0..=1.0f64,
+        -10.0..10.0f64,
+        Just(f64::NAN),
+        Just(f64::INFINITY),
+        Just(1.0000001)
+    ]
 }
 
 fn candidate() -> impl Strategy<Value = Candidate> {
@@ -81,14 +89,25 @@ fn candidate() -> impl Strategy<Value = Candidate> {
         prop_oneof!["[A-Za-z][A-Za-z0-9_-]{0,30}", "\\PC{0,30}", "[0-9_-].{0,5}"]
             .prop_map(|name| Candidate::Register { name }),
         (
-            prop_oneof!["\\PC{0,50}", "\\s{0,5}", "x{1995,2005}", " {0,3}é{1998,2002} {0,3}"],
+            prop_oneof![
+                "\\PC{0,50}",
+                "\\s{0,5}",
+                "x{1995,2005}",
+                " {0,3}é{1998,2002} {0,3}"
+            ],
             proptest::option::of(prop_oneof!["[a-z0-9]{0,64}", "[a-z]{65,70}"])
         )
             .prop_map(|(text, id)| Candidate::Message { text, id }),
         (coordinate(), coordinate()).prop_map(|(x, y)| Candidate::Mousemove { x, y }),
         Just(Candidate::Leave),
         "[a-z]{1,10}"
-            .prop_filter("not a known type", |k| !["register", "message", "mousemove", "leave"].contains(&k.as_str()))
+            .prop_filter("not a known type", |k| ![
+                "register",
+                "message",
+                "mousemove",
+                "leave"
+            ]
+            .contains(&k.as_str()))
             .prop_map(|kind| Candidate::Unknown { kind }),
         prop_oneof![Just("register"), Just("message"), Just("mousemove")]
             .prop_map(|kind| Candidate::MissingField { kind }),

@@ -63,7 +63,12 @@ async fn acknowledged_events_survive_kill_9_and_clients_resume_without_a_gap() {
             let body = json!({"type": "message", "text": format!("m{i}")});
             let response = http.post(url).json(&body).send().await.unwrap();
             assert_eq!(response.status(), 200);
-            (response.json::<Value>().await.unwrap()["seq"].as_u64().unwrap(), format!("m{i}"))
+            (
+                response.json::<Value>().await.unwrap()["seq"]
+                    .as_u64()
+                    .unwrap(),
+                format!("m{i}"),
+            )
         }));
     }
     let mut acknowledged = Vec::new();
@@ -122,7 +127,7 @@ async fn sigterm_answers_held_long_polls_closes_sockets_with_1001_and_exits_clea
         .await
         .unwrap();
     socket.next().await.unwrap().unwrap(); // hello
-    // Wait until the long-poll is held.
+                                           // Wait until the long-poll is held.
     tokio::time::timeout(PATIENCE, async {
         loop {
             let stats: Value = http
@@ -142,10 +147,17 @@ async fn sigterm_answers_held_long_polls_closes_sockets_with_1001_and_exits_clea
     .await
     .unwrap();
     let pid = child.id().unwrap().to_string();
-    let status = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
     assert!(status.success());
 
-    let answered = tokio::time::timeout(PATIENCE, held).await.expect("answered").unwrap().unwrap();
+    let answered = tokio::time::timeout(PATIENCE, held)
+        .await
+        .expect("answered")
+        .unwrap()
+        .unwrap();
     assert_eq!(answered.status(), 200);
     assert_eq!(answered.json::<Value>().await.unwrap()["events"], json!([]));
     let close = tokio::time::timeout(PATIENCE, async {
@@ -160,7 +172,10 @@ async fn sigterm_answers_held_long_polls_closes_sockets_with_1001_and_exits_clea
     .await
     .expect("closed");
     assert_eq!(u16::from(close.unwrap().code), 1001);
-    let exit = tokio::time::timeout(PATIENCE, child.wait()).await.expect("it exited").unwrap();
+    let exit = tokio::time::timeout(PATIENCE, child.wait())
+        .await
+        .expect("it exited")
+        .unwrap();
     assert!(exit.success(), "exit status {exit:?}");
 }
 
@@ -195,7 +210,10 @@ async fn a_restart_without_a_journal_is_reported_as_a_gap_on_every_transport() {
         })
         .await
         .expect("events arrived");
-        assert_eq!(reader.events[0]["seq"], 1, "{kind:?} restarts from the new log");
+        assert_eq!(
+            reader.events[0]["seq"], 1,
+            "{kind:?} restarts from the new log"
+        );
         assert_eq!(reader.events[0]["name"], "bob");
         match kind {
             Kind::Poll | Kind::LongPoll => assert!(reader.gaps[0], "{kind:?}"),
@@ -231,6 +249,9 @@ async fn a_restart_with_a_journal_resumes_seamlessly_on_every_transport() {
         assert_eq!(events.len(), 1, "{kind:?}");
         assert_eq!(events[0]["name"], "bob");
         assert!(reader.gaps.iter().all(|gap| !gap), "{kind:?}");
-        assert!(reader.controls.iter().all(|c| c["type"] != "gap"), "{kind:?}");
+        assert!(
+            reader.controls.iter().all(|c| c["type"] != "gap"),
+            "{kind:?}"
+        );
     }
 }
