@@ -19,30 +19,41 @@ fn appends(c: &mut Criterion) {
         .build()
         .unwrap();
     let mut group = c.benchmark_group("journal_append");
-    group.sample_size(10).measurement_time(Duration::from_secs(5));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(5));
     for concurrent in [1usize, 16, 256] {
         let dir = tempfile::tempdir().unwrap();
         let log = Arc::new(JournalLog::open(JournalOptions::new(dir.path(), 10_000)).unwrap());
         let name = Name::parse("bench").unwrap();
         group.throughput(Throughput::Elements(concurrent as u64));
-        group.bench_with_input(BenchmarkId::from_parameter(concurrent), &concurrent, |b, &n| {
-            b.to_async(&runtime).iter_custom(|iters| {
-                let log = log.clone();
-                let name = name.clone();
-                async move {
-                    let started = Instant::now();
-                    for _ in 0..iters {
-                        let pending: Vec<_> = (0..n)
-                            .map(|_| log.append(name.clone(), EventBody::Mousemove { x: 0.5, y: 0.5 }))
-                            .collect();
-                        for append in pending {
-                            append.await.unwrap();
+        group.bench_with_input(
+            BenchmarkId::from_parameter(concurrent),
+            &concurrent,
+            |b, &n| {
+                b.to_async(&runtime).iter_custom(|iters| {
+                    let log = log.clone();
+                    let name = name.clone();
+                    async move {
+                        let started = Instant::now();
+                        for _ in 0..iters {
+                            let pending: Vec<_> = (0..n)
+                                .map(|_| {
+                                    log.append(
+                                        name.clone(),
+                                        EventBody::Mousemove { x: 0.5, y: 0.5 },
+                                    )
+                                })
+                                .collect();
+                            for append in pending {
+                                append.await.unwrap();
+                            }
                         }
+                        started.elapsed()
                     }
-                    started.elapsed()
-                }
-            })
-        });
+                })
+            },
+        );
     }
     group.finish();
 }
