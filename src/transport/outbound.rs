@@ -194,7 +194,7 @@ impl Stream for OutboundBody {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         let mut buf = BytesMut::new();
-        let (drained, finished) = {
+        let (drained, finished, writer_may_wait) = {
             let mut queue = this.shared.queue.lock();
             let mut drained = 0;
             while let Some((message, len)) = queue.frames.pop_front() {
@@ -203,15 +203,19 @@ impl Stream for OutboundBody {
                     tracing::error!(%err, "could not encode a websocket frame");
                 }
             }
+            // Only a full queue, or a closing one, has a writer waiting on it.
+            let writer_may_wait = queue.bytes >= WS_QUEUE_BYTES || queue.finished;
             queue.bytes -= drained;
             if buf.is_empty() && !queue.finished {
                 queue.waker = Some(cx.waker().clone());
             }
-            (drained, queue.finished)
+            (drained, queue.finished, writer_may_wait)
         };
         if drained > 0 {
             this.shared.stats.queued(Transport::Ws, -(drained as i64));
-            this.shared.drained.notify_waiters();
+            if writer_may_wait {
+                this.shared.drained.notify_waiters();
+            }
         }
         if !buf.is_empty() {
             Poll::Ready(Some(Ok(buf.freeze())))

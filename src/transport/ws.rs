@@ -151,6 +151,10 @@ impl Socket {
         let mut missed_pongs = 0;
         // When the outbound queue last filled up, while it stays full.
         let mut stalled_since: Option<Instant> = None;
+        // Registered once, not on every turn of the loop.
+        let shutdown = self.state.shutdown.clone();
+        let stopping = shutdown.cancelled();
+        tokio::pin!(stopping);
         loop {
             if let Err(stop) = self.fill() {
                 return stop;
@@ -166,7 +170,7 @@ impl Socket {
             let give_up_at = stalled_since.map(|since| since + slow_limit);
             tokio::select! {
                 biased;
-                _ = self.state.shutdown.cancelled() => {
+                _ = &mut stopping => {
                     return Stop::Close(Some(CloseReason {
                         code: CloseCode::Away,
                         description: Some("server shutting down".into()),
