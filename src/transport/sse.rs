@@ -6,11 +6,13 @@
 //! instead of filling the server's memory.
 
 use std::convert::Infallible;
+use std::pin::Pin;
 
 use actix_web::http::header;
 use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
 use tokio::time::{interval_at, Instant, Interval};
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::{AppState, ReadQuery};
 use crate::config::SSE_HEARTBEAT;
@@ -52,6 +54,7 @@ pub async fn sse_stream(
         epoch: query.epoch().map(str::to_owned),
         started: false,
         heartbeat: interval_at(Instant::now() + SSE_HEARTBEAT, SSE_HEARTBEAT),
+        stopping: Box::pin(state.shutdown.clone().cancelled_owned()),
         _connection: connection,
         _open: open,
         state,
@@ -76,6 +79,8 @@ struct SseStream {
     epoch: Option<String>,
     started: bool,
     heartbeat: Interval,
+    /// Resolves when the server shuts down; registered once per stream.
+    stopping: Pin<Box<WaitForCancellationFutureOwned>>,
     _connection: Option<ConnectionGuard>,
     _open: OpenGuard,
 }
@@ -133,7 +138,7 @@ impl SseStream {
             }
             tokio::select! {
                 biased;
-                _ = self.state.shutdown.cancelled() => return None,
+                _ = &mut self.stopping => return None,
                 _ = log.wait_after(self.cursor) => {}
                 _ = self.heartbeat.tick() => return Some(Bytes::from_static(b": heartbeat\n\n")),
             }
