@@ -63,6 +63,23 @@ pub struct Config {
     )]
     pub allowed_origins: Vec<String>,
 
+    /// Requests in flight at once, held long-polls and open streams and
+    /// sockets included. Past it, HTTP answers 503 and upgrades are refused.
+    #[arg(long, env = "PUSHLAB_MAX_CONNECTIONS", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: u64,
+
+    /// Seconds a WebSocket may go without reading while its outbound queue is
+    /// full before it is closed (1008, "too slow"). Until then it simply
+    /// stops being fed and resumes from its cursor when it reads again.
+    #[arg(long, env = "PUSHLAB_SLOW_CLIENT_TIMEOUT", default_value_t = 30.0, value_parser = positive_seconds)]
+    pub slow_client_timeout: f64,
+
+    /// Keep the log in a durable journal in this directory: every event is
+    /// synced to disk before it is acknowledged, and the log (with its epoch)
+    /// survives restarts. Without it the log lives in memory only.
+    #[arg(long, env = "PUSHLAB_DATA_DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
+
     /// HTTP worker threads. Defaults to the number of CPU cores.
     #[arg(long, env = "PUSHLAB_WORKERS")]
     pub workers: Option<usize>,
@@ -97,6 +114,9 @@ impl Default for Config {
             longpoll_timeout: 30.0,
             rate_limit: 60,
             allowed_origins: Vec::new(),
+            max_connections: 20_000,
+            slow_client_timeout: 30.0,
+            data_dir: None,
             workers: None,
             demo: false,
             demo_rate: 20,
@@ -108,6 +128,11 @@ impl Config {
     /// `--presence-timeout` as a duration.
     pub fn presence_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.presence_timeout)
+    }
+
+    /// `--slow-client-timeout` as a duration.
+    pub fn slow_client_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.slow_client_timeout)
     }
 
     /// `--longpoll-timeout` as a duration.

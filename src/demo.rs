@@ -25,7 +25,11 @@ const LINES: &[&str] = &[
 const CHAT_EVERY: Duration = Duration::from_secs(5);
 
 /// Starts the bot: `moves_per_second` cursor moves, a chat line every 5 s.
-pub fn spawn(room: Room, moves_per_second: u32, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+pub fn spawn(
+    room: Room,
+    moves_per_second: u32,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let Some(session) = join(&room).await else {
             tracing::warn!("the demo bot could not find a free name");
@@ -79,7 +83,7 @@ fn figure_of_eight(seconds: f64) -> (f64, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::{EventLog as _, MemoryLog};
+    use crate::log::MemoryLog;
     use std::sync::Arc;
 
     #[test]
@@ -103,7 +107,10 @@ mod tests {
         assert_eq!(kinds.first(), Some(&"join"));
         assert_eq!(kinds.last(), Some(&"leave"));
         let moves = kinds.iter().filter(|k| **k == "mousemove").count();
-        assert!((100..=115).contains(&moves), "about 20 moves a second, got {moves}");
+        assert!(
+            (100..=115).contains(&moves),
+            "about 20 moves a second, got {moves}"
+        );
         assert_eq!(kinds.iter().filter(|k| **k == "message").count(), 2);
         assert!(events.iter().all(|e| e.name.as_str() == "demobot"));
     }

@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //!
+//! - [`journal`]: the durable journal behind `--data-dir`.
 //! - [`log`]: the append-only message log and the [`log::EventLog`] trait
 //!   every transport uses (append, read since a cursor, wait for newer).
 //! - [`presence`]: sessions, names, cursors, rate limits, idle expiry.
@@ -28,7 +29,9 @@ pub mod assets;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod journal;
 pub mod log;
+pub mod middleware;
 pub mod presence;
 pub mod protocol;
 pub mod room;
@@ -85,12 +88,20 @@ impl Server {
     }
 }
 
-/// Serves pushlab on `listener` with an in-memory log.
+/// Serves pushlab on `listener`.
 ///
 /// Must be called inside a Tokio runtime; the server runs on its own worker
 /// threads until [`Server::shutdown`].
+///
+/// With `config.data_dir` set, the log is a durable journal there.
 pub fn serve(listener: TcpListener, config: Config) -> std::io::Result<Server> {
-    let log = Arc::new(MemoryLog::new(config.history as usize));
+    let history = config.history as usize;
+    let log: Arc<dyn EventLog> = match &config.data_dir {
+        Some(dir) => Arc::new(journal::JournalLog::open(journal::JournalOptions::new(
+            dir, history,
+        ))?),
+        None => Arc::new(MemoryLog::new(history)),
+    };
     serve_with_log(listener, config, log)
 }
 
@@ -108,22 +119,57 @@ pub fn serve_with_log(
         demo::spawn(room.clone(), config.demo_rate, shutdown.clone());
     }
     let workers = config.workers;
+    let max_connections = usize::try_from(config.max_connections).unwrap_or(usize::MAX);
     // Built once, outside the factory: every worker must share one log.
     let state = web::Data::new(AppState {
         room,
         config: Arc::new(config),
         stats: Default::default(),
+        limit: middleware::ConnectionLimit::new(max_connections),
         shutdown,
     });
     let app_state = state.clone();
-    let mut http =
-        HttpServer::new(move || App::new().app_data(app_state.clone()).configure(routes))
-            // Notice promptly when a client holding a long-poll or stream goes away.
-            .h1_allow_half_closed(false)
-            .client_request_timeout(Duration::from_secs(5))
-            .shutdown_timeout(5)
-            // main() handles signals, so the log and sockets shut down in order.
-            .disable_signals();
+    let mut http = HttpServer::new(move || {
+        let limit = app_state.limit.clone();
+        let config = app_state.config.clone();
+        App::new()
+            .app_data(app_state.clone())
+            .configure(routes)
+            .wrap_fn(move |req, srv| {
+                use actix_web::dev::Service as _;
+                let origin = middleware::granted_origin(&req, &config);
+                let outcome = match &origin {
+                    Some(origin) if middleware::is_preflight(&req) => {
+                        Err(req.into_response(middleware::preflight_response(origin.clone())))
+                    }
+                    _ => match limit.acquire() {
+                        Some(permit) => Ok((srv.call(req), permit)),
+                        None => Err(req.into_response(middleware::at_capacity())),
+                    },
+                };
+                async move {
+                    let (call, permit) = match outcome {
+                        Ok(admitted) => admitted,
+                        Err(refused) => return Ok(refused),
+                    };
+                    let response = call.await?.map_into_boxed_body();
+                    let mut response = middleware::hold_permit(response, permit);
+                    if let Some(origin) = origin {
+                        middleware::grant(&mut response, origin);
+                    }
+                    Ok(response)
+                }
+            })
+    })
+    // Record each connection's socket, so a WebSocket whose client stopped
+    // reading can be cut off for good.
+    .on_connect(transport::ConnectionSocket::record)
+    // Notice promptly when a client holding a long-poll or stream goes away.
+    .h1_allow_half_closed(false)
+    .client_request_timeout(Duration::from_secs(5))
+    .shutdown_timeout(5)
+    // main() handles signals, so the log and sockets shut down in order.
+    .disable_signals();
     if let Some(workers) = workers {
         http = http.workers(workers.max(1));
     }

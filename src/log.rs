@@ -16,7 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytestring::ByteString;
 use futures_util::future::BoxFuture;
 use parking_lot::RwLock;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::sync::watch;
 
@@ -63,7 +63,7 @@ impl std::fmt::Display for Epoch {
 }
 
 /// What happened, without the position the log gives it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum EventBody {
     /// A user came online.
@@ -147,6 +147,21 @@ impl Event {
     /// The event's JSON text, exactly as every transport sends it.
     pub fn json(&self) -> &str {
         &self.json
+    }
+
+    /// Reads an event back from the JSON [`Event::json`] made.
+    pub fn from_json(json: &str) -> Result<Event, String> {
+        #[derive(Deserialize)]
+        struct Stored {
+            seq: Seq,
+            ts: u64,
+            name: String,
+            #[serde(flatten)]
+            body: EventBody,
+        }
+        let stored: Stored = serde_json::from_str(json).map_err(|e| e.to_string())?;
+        let name = Name::parse(&stored.name).map_err(|e| e.to_string())?;
+        Ok(Event::new(stored.seq, stored.ts, name, stored.body))
     }
 
     /// The same JSON as a shared buffer: cloning it copies no bytes.
@@ -281,25 +296,42 @@ impl MemoryLog {
         self.insert(|seq| Event::new(seq, now_millis(), name, body))
     }
 
-    /// Puts an event already built (with its seq and ts) back into the log,
-    /// as when replaying a journal. Its seq must be the next one.
-    pub fn restore(&self, event: Event) -> Result<(), LogError> {
-        let expected = self.shared.state.read().next_seq;
-        if event.seq != expected {
-            return Err(LogError::Storage(format!(
-                "journal out of order: expected seq {expected}, found {}",
-                event.seq
-            )));
+    /// An empty log that continues an earlier one: the next event gets
+    /// `next_seq`, and `messages` (oldest first) are its chat history.
+    pub fn resume(capacity: usize, epoch: Epoch, next_seq: Seq, messages: Vec<Arc<Event>>) -> Self {
+        let log = Self::with_epoch(capacity, epoch);
+        {
+            let mut window = log.shared.state.write();
+            window.next_seq = next_seq.max(1);
+            let skip = messages.len().saturating_sub(RECENT_MESSAGES);
+            window.messages.extend(messages.into_iter().skip(skip));
         }
-        self.insert(|_| event);
-        Ok(())
+        log.shared.head.send_replace(next_seq.max(1) - 1);
+        log
+    }
+
+    /// Puts an event already built (with its seq and ts) into the log, as a
+    /// journal does once the event is durable. Its seq must be the next one.
+    pub fn restore(&self, event: Event) -> Result<Arc<Event>, LogError> {
+        let seq = event.seq;
+        let mut event = Some(event);
+        let inserted = self.insert_if(|next| if seq == next { event.take() } else { None });
+        inserted.ok_or_else(|| {
+            LogError::Storage(format!("out of order: expected the next seq, found {seq}"))
+        })
     }
 
     fn insert(&self, build: impl FnOnce(Seq) -> Event) -> Arc<Event> {
+        self.insert_if(|seq| Some(build(seq)))
+            .expect("an unconditional insert always inserts")
+    }
+
+    /// Stores the event `build` makes for the next seq, if it makes one.
+    fn insert_if(&self, build: impl FnOnce(Seq) -> Option<Event>) -> Option<Arc<Event>> {
         let event = {
             let mut window = self.shared.state.write();
             let seq = window.next_seq;
-            let event = Arc::new(build(seq));
+            let event = Arc::new(build(seq)?);
             window.next_seq += 1;
             if window.events.len() == window.capacity {
                 window.events.pop_front();
@@ -324,7 +356,7 @@ impl MemoryLog {
                 false
             }
         });
-        event
+        Some(event)
     }
 }
 
@@ -591,6 +623,39 @@ mod tests {
                 .expect("every waiter woke")
                 .unwrap();
         }
+    }
+
+    #[test]
+    fn an_event_reads_back_from_its_json() {
+        let log = MemoryLog::new(10);
+        let said = log.append_now(
+            name("bob"),
+            EventBody::Message {
+                text: "a \"quoted\" line".into(),
+                id: Some("x".into()),
+            },
+        );
+        let moved = mv(&log);
+        for event in [said, moved] {
+            let back = Event::from_json(event.json()).unwrap();
+            assert_eq!(
+                (back.seq, back.ts, &back.name, &back.body),
+                (event.seq, event.ts, &event.name, &event.body)
+            );
+            assert_eq!(back.json(), event.json());
+        }
+        assert!(Event::from_json("{\"seq\":1}").is_err());
+    }
+
+    #[test]
+    fn a_resumed_log_continues_the_seqs_and_keeps_its_history() {
+        let old = MemoryLog::new(10);
+        let said = say(&old, "kept");
+        let log = MemoryLog::resume(10, old.epoch().clone(), 42, vec![said]);
+        assert_eq!(log.head(), 41);
+        assert_eq!(log.recent_messages().len(), 1);
+        assert_eq!(mv(&log).seq, 42);
+        assert!(log.read_since(10, None).gap);
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub struct Counters {
     bytes: AtomicU64,
     /// Responses that carried no event.
     empty: AtomicU64,
+    /// Bytes waiting in outbound queues right now.
+    queued: AtomicI64,
 }
 
 /// A snapshot of one transport's counters, as JSON.
@@ -47,6 +49,8 @@ pub struct CountersView {
     pub bytes: u64,
     /// Responses with no event in them.
     pub empty: u64,
+    /// Bytes waiting in outbound queues right now.
+    pub queued: i64,
 }
 
 impl Counters {
@@ -73,6 +77,7 @@ impl Counters {
             events: self.events.load(Ordering::Relaxed),
             bytes: self.bytes.load(Ordering::Relaxed),
             empty: self.empty.load(Ordering::Relaxed),
+            queued: self.queued.load(Ordering::Relaxed),
         }
     }
 }
@@ -132,6 +137,13 @@ impl Stats {
             stats: self.clone(),
             transport,
         }
+    }
+
+    /// Adds `delta` bytes to what waits in `transport`'s outbound queues.
+    pub fn queued(&self, transport: Transport, delta: i64) {
+        self.of(transport)
+            .queued
+            .fetch_add(delta, Ordering::Relaxed);
     }
 
     /// A snapshot of all of them.

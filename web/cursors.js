@@ -39,6 +39,8 @@ export class CursorLayer {
     }
     dot.style.left = `${x * 100}%`;
     dot.style.top = `${y * 100}%`;
+    // Near the right edge the name goes on the left, so it stays readable.
+    dot.classList.toggle('flip', x > 0.7);
   }
 
   remove(name) {

@@ -70,6 +70,7 @@ export class Metrics {
 
   /** One HTTP read answered; `empty` if it carried no event. */
   recordResponse(empty) {
+    this.perRequest = true;
     this.requests += 1;
     if (empty) this.emptyResponses += 1;
   }
@@ -159,11 +160,13 @@ export const FIGURES = [
 
 /**
  * Builds the figure list once into `container` (a <dl>) and returns a
- * function that refreshes the numbers from a snapshot.
+ * function that refreshes the numbers from a snapshot. `only` picks figures
+ * by id; `compact` moves the explanations into tooltips.
  */
-export function renderFigures(container, { compact = false } = {}) {
+export function renderFigures(container, { compact = false, only = null } = {}) {
+  const shown = only ? FIGURES.filter((figure) => only.includes(figure.id)) : FIGURES;
   const values = new Map();
-  for (const figure of FIGURES) {
+  for (const figure of shown) {
     const row = document.createElement('div');
     row.className = 'figure';
     row.dataset.figure = figure.id;
@@ -185,7 +188,7 @@ export function renderFigures(container, { compact = false } = {}) {
     values.set(figure.id, value);
   }
   return (snapshot) => {
-    for (const figure of FIGURES) values.get(figure.id).textContent = figure.format(snapshot);
+    for (const figure of shown) values.get(figure.id).textContent = figure.format(snapshot);
   };
 }
 

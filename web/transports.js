@@ -232,8 +232,14 @@ export class LongPollTransport extends PollTransport {
   name = 'longpoll';
   path = '/longpoll';
 
+  /**
+   * A held request says nothing until it answers, so the first read after
+   * (re)connecting asks with timeout=0: its immediate answer proves the
+   * server is there. From then on each read is held.
+   */
   params() {
-    return { ...super.params(), timeout: LONGPOLL_HOLD_SECS };
+    const timeout = this.status === 'connected' ? LONGPOLL_HOLD_SECS : 0;
+    return { ...super.params(), timeout };
   }
 
   /** No pause: the next request is the next wait. */
@@ -443,6 +449,8 @@ export class AutoTransport {
 
   fallBack() {
     this.fellBack = true;
+    // The figures should describe the transport the page ended on.
+    this.options.metrics.reset();
     this.inner = new LongPollTransport(this.options);
     this.inner.start();
   }

@@ -3,6 +3,7 @@
 //! module turns the same three log calls into its own wire shape.
 
 pub mod longpoll;
+pub mod outbound;
 pub mod poll;
 pub mod sse;
 pub mod ws;
@@ -32,6 +33,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Counters per transport.
     pub stats: Arc<Stats>,
+    /// Requests in flight, against `--max-connections`.
+    pub limit: Arc<crate::middleware::ConnectionLimit>,
     /// Cancelled when the server begins to shut down: held long-polls answer,
     /// streams end and sockets close with 1001.
     pub shutdown: CancellationToken,
@@ -46,6 +49,45 @@ impl AppState {
     /// The counters of one transport.
     pub fn counters(&self, transport: Transport) -> &Counters {
         self.stats.of(transport)
+    }
+}
+
+/// The socket under an HTTP connection, recorded when the connection opens,
+/// so a WebSocket whose client stopped reading can be cut off for good.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionSocket {
+    #[cfg(unix)]
+    fd: std::os::fd::RawFd,
+}
+
+impl ConnectionSocket {
+    /// Records the socket of a newly accepted connection.
+    pub fn record(connection: &dyn std::any::Any, data: &mut actix_web::dev::Extensions) {
+        #[cfg(unix)]
+        if let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            use std::os::fd::AsRawFd as _;
+            data.insert(ConnectionSocket {
+                fd: stream.as_raw_fd(),
+            });
+        }
+        #[cfg(not(unix))]
+        let _ = (connection, data);
+    }
+
+    /// Shuts the socket down both ways; the connection's next read or write
+    /// fails and actix drops it.
+    ///
+    /// Only call this while the connection is known to be open (its response
+    /// body not yet dropped) and from the worker that owns it, so the file
+    /// descriptor still belongs to this connection.
+    pub fn cut(self) {
+        #[cfg(unix)]
+        // SAFETY: shutdown(2) takes any descriptor and only affects the
+        // socket it names; the caller guarantees that is still this
+        // connection's socket.
+        unsafe {
+            libc::shutdown(self.fd, libc::SHUT_RDWR);
+        }
     }
 }
 
@@ -198,6 +240,7 @@ pub async fn stats(state: web::Data<AppState>) -> HttpResponse {
             "head": log.head(),
             "epoch": log.epoch(),
             "online": state.room.presence().users().len(),
+            "connections": state.limit.open(),
         }))
 }
 

@@ -20,6 +20,11 @@ use crate::presence::ConnectionGuard;
 use crate::protocol::Control;
 use crate::stats::{OpenGuard, Transport};
 
+/// The most a stream writes in one chunk, in bytes. actix pulls the next
+/// chunk only when its write buffer has room, so this bounds what one slow
+/// reader can hold in server memory.
+pub const SSE_CHUNK_BYTES: usize = 64 * 1024;
+
 /// `GET /sse?since=N[&epoch=E][&session=S]`, honouring `Last-Event-ID`.
 pub async fn sse_stream(
     state: web::Data<AppState>,
@@ -107,18 +112,23 @@ impl SseStream {
                     },
                 );
             }
+            let mut sent = 0;
+            self.cursor = batch.cursor;
             for event in &batch.events {
+                if chunk.len() >= SSE_CHUNK_BYTES {
+                    // The rest is read again from the cursor on the next pull.
+                    self.cursor = event.seq - 1;
+                    break;
+                }
                 chunk.push_str("id: ");
                 chunk.push_str(&event.seq.to_string());
                 chunk.push_str("\ndata: ");
                 chunk.push_str(event.json());
                 chunk.push_str("\n\n");
+                sent += 1;
             }
-            self.cursor = batch.cursor;
             if !chunk.is_empty() {
-                self.state
-                    .counters(Transport::Sse)
-                    .sent(batch.events.len(), chunk.len());
+                self.state.counters(Transport::Sse).sent(sent, chunk.len());
                 return Some(Bytes::from(chunk));
             }
             tokio::select! {

@@ -5,13 +5,16 @@
 //! socket then runs a single `select!` over client frames, new log events,
 //! the ping timer and shutdown, and closes the socket once, with a reason.
 
+use actix_http::body::BodyStream;
 use actix_web::http::header;
+use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
-use actix_ws::{
-    AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Closed, Session,
-};
+use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Message};
+use std::time::Duration;
+
 use tokio::time::{interval_at, Instant};
 
+use super::outbound::{self, Outbound, Pushed};
 use super::{AppState, ReadQuery};
 use crate::config::{Config, WS_MISSED_PONGS, WS_PING_INTERVAL};
 use crate::error::ApiError;
@@ -19,6 +22,7 @@ use crate::log::Seq;
 use crate::presence::ConnectionGuard;
 use crate::protocol::{self, ClientMessage, Control, MAX_BODY_BYTES};
 use crate::stats::Transport;
+use crate::transport::ConnectionSocket;
 
 /// `GET /ws[?session=S&since=N&epoch=E]`.
 ///
@@ -37,8 +41,14 @@ pub async fn websocket(
         .session
         .map(|s| state.room.presence().connect(s))
         .transpose()?;
-    let (response, out, frames) = actix_ws::handle(&req, body)
+    let (response, _unused, frames) = actix_ws::handle(&req, body)
         .map_err(|_| ApiError::BadRequest("GET /ws expects a WebSocket upgrade".into()))?;
+    // actix-ws's own sender queues by frame count; pushlab's queue is
+    // bounded in bytes, so the response gets that queue's body instead.
+    let (out, outbound_body) = outbound::channel(state.stats.clone());
+    let response = response
+        .set_body(BodyStream::new(outbound_body))
+        .map_into_boxed_body();
     let frames = frames
         .max_frame_size(MAX_BODY_BYTES)
         .aggregate_continuations()
@@ -50,7 +60,8 @@ pub async fn websocket(
         out,
         state,
     };
-    actix_web::rt::spawn(socket.run(frames));
+    let connection = req.conn_data::<ConnectionSocket>().copied();
+    actix_web::rt::spawn(socket.run(frames, connection));
     Ok(response)
 }
 
@@ -83,66 +94,97 @@ enum Next {
     Close(Option<CloseReason>),
 }
 
+/// Why the socket task stops.
+enum Stop {
+    /// Close the socket with this reason.
+    Close(Option<CloseReason>),
+    /// The connection is already gone; nothing can be sent.
+    Gone,
+}
+
 struct Socket {
     state: web::Data<AppState>,
-    /// The last seq sent on this socket.
+    /// The last seq queued on this socket.
     cursor: Seq,
     /// The client's epoch, checked on the first read only.
     epoch: Option<String>,
     /// The session this socket speaks for, once it has one.
     attached: Option<ConnectionGuard>,
-    out: Session,
+    out: Outbound,
 }
 
 impl Socket {
-    async fn run(mut self, mut frames: AggregatedMessageStream) {
+    async fn run(
+        mut self,
+        mut frames: AggregatedMessageStream,
+        connection: Option<ConnectionSocket>,
+    ) {
         let _open = self.state.stats.open(Transport::Ws);
-        let reason = self.serve(&mut frames).await;
-        if let Ok(reason) = reason {
-            let _ = self.out.close(reason).await;
+        let (reason, grace) = match self.serve(&mut frames).await {
+            Stop::Gone => return,
+            // A client that stopped reading will not read a close frame either.
+            Stop::Close(reason) if is_slow_client(&reason) => (reason, Duration::ZERO),
+            Stop::Close(reason) => (reason, CLOSE_GRACE),
+        };
+        self.out.finish(Some(Message::Close(reason)));
+        if tokio::time::timeout(grace, self.out.gone()).await.is_err() {
+            if let Some(connection) = connection {
+                // Still connected: this task runs on the worker that owns the
+                // connection, so nothing has closed it since `gone` said no.
+                connection.cut();
+            }
         }
     }
 
-    /// Runs until the socket should close; `Err` means it is already gone.
-    async fn serve(
-        &mut self,
-        frames: &mut AggregatedMessageStream,
-    ) -> Result<Option<CloseReason>, Closed> {
+    /// Runs until the socket should close.
+    async fn serve(&mut self, frames: &mut AggregatedMessageStream) -> Stop {
         let log = self.state.log().clone();
         let hello = Control::Hello {
             epoch: log.epoch().clone(),
             cursor: self.cursor,
         };
-        self.send_control(&hello).await?;
+        if let Err(stop) = self.send_control(&hello) {
+            return stop;
+        }
+        let slow_limit = self.state.config.slow_client_timeout();
         let mut ping = interval_at(Instant::now() + WS_PING_INTERVAL, WS_PING_INTERVAL);
         let mut missed_pongs = 0;
+        // When the outbound queue last filled up, while it stays full.
+        let mut stalled_since: Option<Instant> = None;
         loop {
-            self.flush().await?;
+            if let Err(stop) = self.fill() {
+                return stop;
+            }
+            // The stall clock runs from when the queue filled up, and starts
+            // again every time the client drains some of it.
+            let has_room = self.out.has_room();
+            if has_room {
+                stalled_since = None;
+            } else {
+                stalled_since.get_or_insert_with(Instant::now);
+            }
+            let give_up_at = stalled_since.map(|since| since + slow_limit);
             tokio::select! {
                 biased;
                 _ = self.state.shutdown.cancelled() => {
-                    return Ok(Some(CloseReason {
+                    return Stop::Close(Some(CloseReason {
                         code: CloseCode::Away,
                         description: Some("server shutting down".into()),
                     }));
                 }
                 frame = frames.recv() => {
                     let next = match frame {
-                        None => return Err(Closed),
+                        None => return Stop::Gone,
                         Some(Err(err)) => {
                             tracing::debug!(%err, "websocket protocol error");
                             Next::Close(Some(protocol_close(&err)))
                         }
-                        Some(Ok(AggregatedMessage::Text(text))) => self.on_text(text.as_bytes()).await?,
+                        Some(Ok(AggregatedMessage::Text(text))) => self.on_text(text.as_bytes()).await,
                         Some(Ok(AggregatedMessage::Binary(_))) => {
                             let err = ApiError::BadRequest("send JSON in text frames".into());
-                            self.send_control(&Control::from(&err)).await?;
-                            Next::Continue
+                            self.reply(&Control::from(&err))
                         }
-                        Some(Ok(AggregatedMessage::Ping(payload))) => {
-                            self.out.pong(&payload).await?;
-                            Next::Continue
-                        }
+                        Some(Ok(AggregatedMessage::Ping(payload))) => self.push(Message::Pong(payload)),
                         Some(Ok(AggregatedMessage::Pong(_))) => {
                             missed_pongs = 0;
                             Next::Continue
@@ -156,49 +198,71 @@ impl Socket {
                         }
                     };
                     if let Next::Close(reason) = next {
-                        return Ok(reason);
+                        return Stop::Close(reason);
                     }
                 }
-                _ = log.wait_after(self.cursor) => {}
+                _ = log.wait_after(self.cursor), if has_room => {}
+                _ = self.out.writable(), if !has_room => {
+                    if self.out.is_gone() {
+                        return Stop::Gone;
+                    }
+                    stalled_since = None;
+                }
+                _ = sleep_until_or_never(give_up_at) => {
+                    tracing::info!(cursor = self.cursor, "closing a websocket that stopped reading");
+                    return Stop::Close(Some(CloseReason {
+                        code: CloseCode::Policy,
+                        description: Some("too slow: the client stopped reading".into()),
+                    }));
+                }
                 _ = ping.tick() => {
                     if missed_pongs >= WS_MISSED_PONGS {
-                        return Ok(Some(CloseReason {
+                        return Stop::Close(Some(CloseReason {
                             code: CloseCode::Policy,
                             description: Some("no pong".into()),
                         }));
                     }
                     missed_pongs += 1;
-                    self.out.ping(b"").await?;
+                    if let Next::Close(reason) = self.push(Message::Ping(Bytes::new())) {
+                        return Stop::Close(reason);
+                    }
                 }
             }
         }
     }
 
-    /// Sends every event after the cursor.
-    async fn flush(&mut self) -> Result<(), Closed> {
-        let log = self.state.log().clone();
+    /// Queues the events after the cursor while the outbound queue has room.
+    fn fill(&mut self) -> Result<(), Stop> {
         let state = self.state.clone();
+        let log = state.log();
         let counters = state.counters(Transport::Ws);
-        loop {
+        while self.out.has_room() {
             let batch = log.read_since(self.cursor, self.epoch.take().as_deref());
             if batch.gap {
                 let cursor = batch.events.first().map_or(batch.cursor, |e| e.seq - 1);
                 let epoch = log.epoch().clone();
-                self.send_control(&Control::Gap { epoch, cursor }).await?;
+                self.send_control(&Control::Gap { epoch, cursor })?;
             }
             if batch.events.is_empty() {
                 self.cursor = batch.cursor;
                 return Ok(());
             }
             for event in &batch.events {
+                if !self.out.has_room() {
+                    // The rest is read again from the cursor once there is room.
+                    return Ok(());
+                }
                 counters.sent(1, event.json().len());
-                self.out.text(event.json_shared()).await?;
+                if self.out.push(Message::Text(event.json_shared())) == Pushed::Gone {
+                    return Err(Stop::Gone);
+                }
                 self.cursor = event.seq;
             }
         }
+        Ok(())
     }
 
-    async fn on_text(&mut self, bytes: &[u8]) -> Result<Next, Closed> {
+    async fn on_text(&mut self, bytes: &[u8]) -> Next {
         let message = match protocol::parse_client_message(bytes) {
             Ok(message) => message,
             Err(err) => {
@@ -207,8 +271,7 @@ impl Socket {
                     error: err.to_string(),
                     id: refused_message_id(bytes),
                 };
-                self.send_control(&control).await?;
-                return Ok(Next::Continue);
+                return self.reply(&control);
             }
         };
         let room = self.state.room.clone();
@@ -220,46 +283,90 @@ impl Socket {
                         // The welcome's history and users describe the room
                         // up to its cursor; events resume after it.
                         self.cursor = self.cursor.max(welcome.cursor);
-                        self.send_control(&Control::Welcome(welcome)).await?;
+                        self.reply(&Control::Welcome(welcome))
                     }
-                    Err(err) => self.send_control(&Control::from(&err)).await?,
+                    Err(err) => self.reply(&Control::from(&err)),
                 },
-                Err(err) => self.send_control(&Control::from(&err)).await?,
+                Err(err) => self.reply(&Control::from(&err)),
             },
             (ClientMessage::Leave, Some(guard)) => {
                 room.end(guard.session()).await;
                 self.attached = None;
-                return Ok(Next::Close(Some(CloseReason {
+                Next::Close(Some(CloseReason {
                     code: CloseCode::Normal,
                     description: Some("left".into()),
-                })));
+                }))
             }
-            (_, None) => {
-                self.send_control(&Control::from(&ApiError::UnknownSession))
-                    .await?;
-            }
+            (_, None) => self.reply(&Control::from(&ApiError::UnknownSession)),
             (message, Some(guard)) => {
                 let id = match &message {
                     ClientMessage::Message { id, .. } => id.clone(),
                     _ => None,
                 };
-                if let Err(err) = room.submit(guard.session(), message).await {
-                    let control = Control::Error {
+                match room.submit(guard.session(), message).await {
+                    Ok(_) => Next::Continue,
+                    Err(err) => self.reply(&Control::Error {
                         code: err.code(),
                         error: err.to_string(),
                         id,
-                    };
-                    self.send_control(&control).await?;
+                    }),
                 }
             }
         }
-        Ok(Next::Continue)
     }
 
-    async fn send_control(&mut self, control: &Control) -> Result<(), Closed> {
+    /// Queues a control message in answer to a client frame.
+    fn reply(&mut self, control: &Control) -> Next {
+        match self.send_control(control) {
+            Ok(()) => Next::Continue,
+            Err(Stop::Close(reason)) => Next::Close(reason),
+            Err(Stop::Gone) => Next::Close(None),
+        }
+    }
+
+    fn send_control(&mut self, control: &Control) -> Result<(), Stop> {
         let json = control.to_json();
         self.state.counters(Transport::Ws).sent(0, json.len());
-        self.out.text(json).await
+        match self.out.push(Message::Text(json.into())) {
+            Pushed::Queued => Ok(()),
+            Pushed::Gone => Err(Stop::Gone),
+            Pushed::Overflow => Err(Stop::Close(Some(overflow_reason()))),
+        }
+    }
+
+    fn push(&mut self, message: Message) -> Next {
+        match self.out.push(message) {
+            Pushed::Queued => Next::Continue,
+            Pushed::Gone => Next::Close(None),
+            Pushed::Overflow => Next::Close(Some(overflow_reason())),
+        }
+    }
+}
+
+/// How long a closing socket may take to send its close frame before its
+/// connection is cut.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+fn is_slow_client(reason: &Option<CloseReason>) -> bool {
+    reason.as_ref().is_some_and(|r| {
+        r.code == CloseCode::Policy
+            && r.description
+                .as_deref()
+                .is_some_and(|d| d.starts_with("too slow") || d == "no pong")
+    })
+}
+
+fn overflow_reason() -> CloseReason {
+    CloseReason {
+        code: CloseCode::Policy,
+        description: Some("too slow: outbound queue full".into()),
+    }
+}
+
+async fn sleep_until_or_never(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 

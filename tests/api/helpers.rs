@@ -133,17 +133,6 @@ impl From {
             ..Default::default()
         }
     }
-
-    fn query(&self) -> String {
-        let mut query = format!("?since={}", self.since);
-        if let Some(epoch) = &self.epoch {
-            query.push_str(&format!("&epoch={epoch}"));
-        }
-        if let Some(session) = &self.session {
-            query.push_str(&format!("&session={session}"));
-        }
-        query
-    }
 }
 
 type SseStream = std::pin::Pin<
@@ -189,26 +178,41 @@ impl Reader {
             controls: Vec::new(),
             gaps: Vec::new(),
         };
-        match kind {
+        reader.connect().await;
+        reader
+    }
+
+    /// (Re)opens the stream or socket from the current cursor, as a client
+    /// does after its connection dropped.
+    pub async fn connect(&mut self) {
+        self.sse = None;
+        self.ws = None;
+        let mut query = format!("?since={}", self.cursor());
+        if let Some(epoch) = &self.epoch {
+            query.push_str(&format!("&epoch={epoch}"));
+        }
+        if let Some(session) = &self.from.session {
+            query.push_str(&format!("&session={session}"));
+        }
+        match self.kind {
             Kind::Sse => {
-                let response = reader
+                let response = self
                     .http
-                    .get(format!("{}/sse{}", reader.base, reader.from.query()))
+                    .get(format!("{}/sse{query}", self.base))
                     .send()
                     .await
                     .unwrap();
                 assert_eq!(response.status(), 200);
                 assert_eq!(response.headers()["content-type"], "text/event-stream");
-                reader.sse = Some(Box::pin(response.bytes_stream().eventsource()));
+                self.sse = Some(Box::pin(response.bytes_stream().eventsource()));
             }
             Kind::Ws => {
-                let url = app.ws_url(&reader.from.query());
+                let url = format!("{}/ws{query}", self.base.replacen("http", "ws", 1));
                 let (socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-                reader.ws = Some(socket);
+                self.ws = Some(socket);
             }
             Kind::Poll | Kind::LongPoll => {}
         }
-        reader
     }
 
     /// The seq of the last event received, or where the reader started.
@@ -230,6 +234,9 @@ impl Reader {
         if value.get("seq").is_some() {
             self.events.push(value);
         } else {
+            if let Some(epoch) = value["epoch"].as_str() {
+                self.epoch = Some(epoch.to_owned());
+            }
             self.controls.push(value);
         }
     }

@@ -4,6 +4,7 @@
 mod concurrency;
 mod conformance;
 mod errors;
+mod hardening;
 mod helpers;
 mod longpoll;
 mod server;

@@ -1,0 +1,307 @@
+// harness.mjs: what every browser test needs. A real pushlab server on a
+// free port, Debian's headless Chromium driven by playwright-core, and
+// helpers that speak in the page's stable hooks (#join, #send, #messages li,
+// #canvas, .cursor[data-name], #transport, #status).
+//
+// Nothing here sleeps to synchronise: every wait polls the page for the
+// state it expects, with a timeout.
+
+import { spawn } from 'node:child_process';
+import net from 'node:net';
+import path from 'node:path';
+import readline from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+/** The repository root, found from this file rather than the working directory. */
+export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+/** The server under test; override with PUSHLAB_BIN. */
+export const SERVER_BIN = process.env.PUSHLAB_BIN ?? path.join(REPO_ROOT, 'target', 'release', 'pushlab');
+
+/** How long a test waits for any one expected state, in ms. */
+export const WAIT_MS = 15_000;
+
+/** The flags the brief asks for: headless, no sandbox (root in CI), nothing phoning home. */
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--no-first-run',
+  '--disable-quic',
+];
+
+/**
+ * Starts pushlab on 127.0.0.1 (`port` 0 picks a free one) and resolves once
+ * it prints its one stdout line, `pushlab listening on http://127.0.0.1:PORT`.
+ * The presence timeout defaults to 30 s so that a user who disappears within
+ * a few seconds in a test did so by leaving, not by timing out.
+ */
+export function startServer({ port = 0, args = ['--presence-timeout', '30'] } = {}) {
+  const child = spawn(SERVER_BIN, ['--addr', `127.0.0.1:${port}`, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
+  });
+  const logs = [];
+  readline.createInterface({ input: child.stderr }).on('line', (line) => {
+    logs.push(line);
+    if (logs.length > 200) logs.shift();
+  });
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`pushlab did not start within 10 s:\n${logs.join('\n')}`));
+    }, 10_000);
+    child.once('error', (err) => {
+      clearTimeout(timer);
+      reject(new Error(`could not run ${SERVER_BIN} (build it with cargo build --release): ${err.message}`));
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`pushlab exited with ${code} before listening:\n${logs.join('\n')}`));
+    });
+    readline.createInterface({ input: child.stdout }).once('line', (line) => {
+      const match = /^pushlab listening on (http:\/\/127\.0\.0\.1:(\d+))$/.exec(line);
+      clearTimeout(timer);
+      if (!match) {
+        child.kill('SIGKILL');
+        reject(new Error(`unexpected first line from pushlab: ${line}`));
+        return;
+      }
+      resolve(new RunningServer(child, match[1], Number(match[2]), logs));
+    });
+  });
+}
+
+class RunningServer {
+  constructor(child, url, port, logs) {
+    this.child = child;
+    this.url = url;
+    this.port = port;
+    this.logs = logs;
+  }
+
+  /** Stops the server: SIGTERM (a graceful shutdown), or SIGKILL to simulate a crash. */
+  async stop(signal = 'SIGTERM') {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
+    const exited = new Promise((resolve) => this.child.once('exit', resolve));
+    this.child.kill(signal);
+    const timer = setTimeout(() => this.child.kill('SIGKILL'), 5000);
+    await exited;
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * A TCP proxy in front of the server, for cutting a page's network without
+ * touching the server: `cut()` resets every open connection and refuses new
+ * ones until `restore()`. Pages that load from `proxy.url` go through it.
+ */
+export function startProxy(targetPort) {
+  const sockets = new Set();
+  let down = false;
+  const proxy = net.createServer((client) => {
+    if (down) return client.destroy();
+    const upstream = net.connect(targetPort, '127.0.0.1');
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket.on('close', () => sockets.delete(socket));
+      socket.on('error', () => {});
+    }
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  return new Promise((resolve) => {
+    proxy.listen(0, '127.0.0.1', () => {
+      const { port } = proxy.address();
+      resolve({
+        url: `http://127.0.0.1:${port}`,
+        cut() {
+          down = true;
+          for (const socket of sockets) socket.resetAndDestroy();
+        },
+        restore() {
+          down = false;
+        },
+        close() {
+          for (const socket of sockets) socket.destroy();
+          return new Promise((done) => proxy.close(done));
+        },
+      });
+    });
+  });
+}
+
+export function launchBrowser() {
+  return chromium.launch({ executablePath: '/usr/bin/chromium', args: CHROMIUM_ARGS });
+}
+
+/**
+ * Opens the chat page in a fresh browser context (its own cookies and
+ * connections, like a separate person) and records any uncaught page error
+ * in `page.errors`.
+ */
+export async function openPage(browser, url, query = {}) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+  const page = await context.newPage();
+  page.errors = [];
+  page.on('pageerror', (err) => page.errors.push(err.message));
+  const search = new URLSearchParams(query);
+  await page.goto(`${url}/?${search}`);
+  return page;
+}
+
+/** Opens the page on `transport` and joins as `name`; resolves once #status says connected. */
+export async function join(browser, url, { name, transport, query = {} }) {
+  const page = await openPage(browser, url, transport ? { transport, ...query } : query);
+  await page.fill('#name', name);
+  await page.press('#name', 'Enter');
+  await waitForText(page, '#status', 'connected');
+  return page;
+}
+
+/** Waits until `selector`'s text content is exactly `text`. */
+export async function waitForText(page, selector, text, timeout = WAIT_MS) {
+  try {
+    await page.waitForFunction(
+      ([sel, expected]) => document.querySelector(sel)?.textContent.trim() === expected,
+      [selector, text],
+      { timeout, polling: 50 },
+    );
+  } catch (err) {
+    const actual = await page.locator(selector).textContent().catch(() => '(missing)');
+    throw new Error(`${selector} should read "${text}" but reads "${actual}"`, { cause: err });
+  }
+}
+
+/** Types and sends a chat line. */
+export async function say(page, text) {
+  await page.fill('#text', text);
+  await page.press('#text', 'Enter');
+}
+
+/**
+ * Waits for a confirmed message (an `li` with a data-seq) whose whole text
+ * content is `text`, and returns its seq.
+ */
+export async function waitForMessage(page, text, timeout = WAIT_MS) {
+  const handle = await page.waitForFunction(
+    (expected) => {
+      const li = [...document.querySelectorAll('#messages li')].find(
+        (item) => item.textContent === expected && item.dataset.seq,
+      );
+      return li ? Number(li.dataset.seq) : null;
+    },
+    text,
+    { timeout, polling: 50 },
+  );
+  return handle.jsonValue();
+}
+
+/** Moves the real mouse to a fraction (fx, fy) of #canvas. */
+export async function moveMouseTo(page, fx, fy) {
+  const box = await page.locator('#canvas').boundingBox();
+  await page.mouse.move(box.x + box.width * fx, box.y + box.height * fy, { steps: 4 });
+}
+
+/**
+ * Waits until `name`'s dot on `page` is centred at (fx, fy) of #canvas,
+ * within `tolerance` (a fraction of the canvas).
+ */
+export async function waitForCursorAt(page, name, fx, fy, { tolerance = 0.02, timeout = WAIT_MS } = {}) {
+  try {
+    await page.waitForFunction(
+      ({ name, fx, fy, tolerance }) => {
+        const dot = document.querySelector(`#canvas .cursor[data-name="${name}"]`);
+        if (!dot) return false;
+        const canvas = document.querySelector('#canvas').getBoundingClientRect();
+        const box = dot.getBoundingClientRect();
+        const x = (box.left + box.width / 2 - canvas.left) / canvas.width;
+        const y = (box.top + box.height / 2 - canvas.top) / canvas.height;
+        return Math.abs(x - fx) <= tolerance && Math.abs(y - fy) <= tolerance;
+      },
+      { name, fx, fy, tolerance },
+      { timeout, polling: 50 },
+    );
+  } catch (err) {
+    const where = await cursorFraction(page, name);
+    throw new Error(`${name}'s dot should be at (${fx}, ${fy}) but is at ${JSON.stringify(where)}`, { cause: err });
+  }
+}
+
+/** Where `name`'s dot is, as fractions of #canvas, or null if there is none. */
+export function cursorFraction(page, name) {
+  return page.evaluate((name) => {
+    const dot = document.querySelector(`#canvas .cursor[data-name="${name}"]`);
+    if (!dot) return null;
+    const canvas = document.querySelector('#canvas').getBoundingClientRect();
+    const box = dot.getBoundingClientRect();
+    return {
+      x: (box.left + box.width / 2 - canvas.left) / canvas.width,
+      y: (box.top + box.height / 2 - canvas.top) / canvas.height,
+    };
+  }, name);
+}
+
+/** A short random suffix so names never collide across tests on one server. */
+export function suffix() {
+  return Math.random().toString(36).slice(2, 6);
+}
+
+/** The transports in the compare page's panes, in order. */
+export const COMPARE_TRANSPORTS = ['poll', 'longpoll', 'sse', 'ws'];
+
+/**
+ * Opens /compare.html, starts its demo bot, and waits until every pane has
+ * the bot's dot and at least `events` events, so the page has something
+ * worth looking at. Returns the page.
+ */
+export async function openCompareWithBot(browser, url, { events = 40 } = {}) {
+  const page = await browser.newPage({ viewport: { width: 1440, height: 1000 } });
+  page.errors = [];
+  page.on('pageerror', (err) => page.errors.push(err.message));
+  await page.goto(`${url}/compare.html`);
+  await page.click('#bot-toggle');
+  await page.locator('#bot-state[data-running="true"]').waitFor({ timeout: WAIT_MS });
+  for (const transport of COMPARE_TRANSPORTS) {
+    const pane = page.locator(`.pane[data-transport="${transport}"]`);
+    await pane.locator('.cursor[data-name^="bot-"]').waitFor({ timeout: WAIT_MS });
+  }
+  await page.waitForFunction(
+    ([transports, events]) =>
+      transports.every((transport) => {
+        const value = document.querySelector(`.pane[data-transport="${transport}"] [data-figure="events"] .figure-value`);
+        return value && parseInt(value.textContent, 10) >= events;
+      }),
+    [COMPARE_TRANSPORTS, events],
+    { timeout: 30_000, polling: 100 },
+  );
+  return page;
+}
+
+/** The compare page's summary table as {transport: {events, p50, p95, requestsPerEvent, bytesPerEvent}}. */
+export function readSummary(page) {
+  return page.locator('#summary tbody tr').evaluateAll((rows) => {
+    const number = (text) => (/\d/.test(text) ? parseFloat(text) : null);
+    return Object.fromEntries(
+      rows.map((row) => {
+        const [transport, events, p50, p95, requestsPerEvent, bytesPerEvent] = [...row.cells].map((cell) => cell.textContent);
+        return [
+          transport,
+          {
+            events: number(events),
+            p50: number(p50),
+            p95: number(p95),
+            requestsPerEvent: number(requestsPerEvent),
+            bytesPerEvent: number(bytesPerEvent),
+          },
+        ];
+      }),
+    );
+  });
+}

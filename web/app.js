@@ -1,0 +1,560 @@
+// app.js: the chat-and-cursors page.
+//
+// One state object holds everything the page knows; the functions below
+// change it and then update the DOM. The flow:
+//
+//   1. POST /register {name} → a session, the log's epoch, our cursor (the
+//      seq of our own join), the recent chat history and who is online.
+//   2. A transport (see transports.js) delivers every log event after the
+//      cursor. We apply each one once, in seq order, and move the cursor.
+//   3. We send chat lines and pointer moves with transport.send().
+//   4. On pagehide we end the session at once, so others see us leave now
+//      rather than when the server's presence timeout notices.
+//
+// All text from other people is put on the page with textContent, never as
+// HTML, so a message like <img onerror=…> is shown, not run.
+
+import { NAME_RULE, NAME_RULE_TEXT, register, send as httpSend } from './api.js';
+import { Backoff, TRANSPORT_NAMES, createTransport } from './transports.js';
+import { Metrics, renderFigures } from './metrics.js';
+import { CursorLayer, colorFor, fractionOf } from './cursors.js';
+import { notify as showNotice } from './notices.js';
+
+/** Pointer moves are sent at most this often, in ms (about 30 per second). */
+const MOVE_INTERVAL_MS = 33;
+/** An own message not back from the server after this long is marked failed, in ms. */
+const PENDING_TIMEOUT_MS = 10_000;
+/** The default and the bounds of ?interval=, in ms. */
+const DEFAULT_INTERVAL_MS = 1000;
+const MIN_INTERVAL_MS = 50;
+const MAX_INTERVAL_MS = 60_000;
+
+const $ = (selector) => document.querySelector(selector);
+const ui = {
+  switcher: $('#switcher'),
+  notices: $('#notices'),
+  canvas: $('#canvas'),
+  ownCursor: $('.own-cursor'),
+  people: $('#people'),
+  join: $('#join'),
+  name: $('#name'),
+  nameError: $('#name-error'),
+  nameRule: $('#name-rule'),
+  messages: $('#messages'),
+  send: $('#send'),
+  text: $('#text'),
+  transport: $('#transport'),
+  transportNote: $('#transport-note'),
+  status: $('#status'),
+  figures: $('#figures'),
+};
+
+/** Everything the page knows. */
+const state = {
+  /** What the query string asked for, after checking. */
+  options: readOptions(location.search),
+  /** Our name and session once registered, else null. */
+  me: null,
+  /** The log's epoch: it changes when the server restarts with an empty log. */
+  epoch: null,
+  /** The seq of the last event applied. Anything at or below it is a duplicate. */
+  cursor: 0,
+  /** Other people online: name → {x, y} (null until they first move). */
+  users: new Map(),
+  /** Our chat lines not yet seen back from the server: id → {text, li, sentAt, timer}. */
+  outbox: new Map(),
+  /** The pointer: where it is, whether a move is waiting or on its way, when we last sent one. */
+  pointer: { next: null, frame: 0, inFlight: false, lastSent: 0 },
+  /** The transport in use (see transports.js), or null before joining. */
+  transport: null,
+  /** 'offline' | 'connecting' | 'connected' | 'reconnecting' */
+  status: 'offline',
+  /** True while we are registering again after losing the session. */
+  rejoining: false,
+  metrics: new Metrics(),
+};
+
+const cursors = new CursorLayer(ui.canvas);
+
+// ── Options from the query string ────────────────────────────────────────
+
+/**
+ * ?transport=poll|longpoll|sse|ws|auto, &interval=MS (short polling only),
+ * &name= to pre-fill the form. A bad value falls back to the default and
+ * says so on the page.
+ */
+function readOptions(search) {
+  const params = new URLSearchParams(search);
+  const problems = [];
+  let transport = params.get('transport') ?? 'auto';
+  if (!TRANSPORT_NAMES.includes(transport)) {
+    problems.push(`"${transport}" is not a transport; using auto. Pick one of ${TRANSPORT_NAMES.join(', ')}.`);
+    transport = 'auto';
+  }
+  let interval = DEFAULT_INTERVAL_MS;
+  const rawInterval = params.get('interval');
+  if (rawInterval !== null) {
+    const parsed = Number(rawInterval);
+    if (Number.isInteger(parsed) && parsed >= MIN_INTERVAL_MS && parsed <= MAX_INTERVAL_MS) {
+      interval = parsed;
+    } else {
+      problems.push(`interval=${rawInterval} is not a whole number of ms from ${MIN_INTERVAL_MS} to ${MAX_INTERVAL_MS}; using ${DEFAULT_INTERVAL_MS}.`);
+    }
+  }
+  return { transport, interval, name: params.get('name') ?? '', problems };
+}
+
+/** The same page with another transport, keeping the other options. */
+function urlForTransport(transport) {
+  const params = new URLSearchParams(location.search);
+  params.set('transport', transport);
+  const name = state.me?.name ?? ui.name.value.trim();
+  if (name) params.set('name', name);
+  else params.delete('name');
+  return `?${params}`;
+}
+
+function renderSwitcher() {
+  for (const name of TRANSPORT_NAMES) {
+    const link = document.createElement('a');
+    link.textContent = name;
+    link.href = urlForTransport(name);
+    if (name === state.options.transport) link.setAttribute('aria-current', 'page');
+    // Rewrite at click time so the name typed so far comes along.
+    link.addEventListener('click', () => {
+      link.href = urlForTransport(name);
+    });
+    ui.switcher.append(link);
+  }
+}
+
+// ── Notices ──────────────────────────────────────────────────────────────
+
+/** Shows a banner at the top of the page. `kind` is 'info' or 'warning'. */
+function notify(text, kind = 'info') {
+  showNotice(ui.notices, text, kind);
+}
+
+// ── Joining ──────────────────────────────────────────────────────────────
+
+function showNameError(text) {
+  ui.nameError.textContent = text;
+  ui.name.setAttribute('aria-invalid', text ? 'true' : 'false');
+}
+
+async function onJoin(event) {
+  event.preventDefault();
+  const name = ui.name.value.trim();
+  // The same rule the server applies; checking here saves a round trip.
+  if (!NAME_RULE.test(name)) {
+    showNameError(name ? `“${name}” is not allowed: ${NAME_RULE_TEXT}` : 'Type a name first.');
+    return;
+  }
+  showNameError('');
+  const button = ui.join.querySelector('button');
+  button.disabled = true;
+  try {
+    enterRoom(await register(name));
+  } catch (err) {
+    showNameError(describeJoinError(err, name));
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function describeJoinError(err, name) {
+  switch (err.code) {
+    case 'name_taken': return `“${name}” is taken by someone online. Try another.`;
+    case 'invalid_name': return err.message;
+    case 'network': return 'The server cannot be reached. Is it running?';
+    default: return err.message || 'Joining failed.';
+  }
+}
+
+/**
+ * Takes a welcome (from POST /register) as the whole truth: history,
+ * who is online, and where to read from. Used on the first join and every
+ * rejoin after a restart or an expired session.
+ */
+function enterRoom(welcome) {
+  state.me = { name: welcome.name, session: welcome.session };
+  state.epoch = welcome.epoch;
+  state.cursor = welcome.cursor;
+
+  // The chat: the server's history, then our own lines it never confirmed.
+  ui.messages.replaceChildren();
+  for (const message of welcome.history) appendMessage(message);
+  for (const entry of state.outbox.values()) {
+    ui.messages.append(entry.li);
+    markFailed(entry, 'not confirmed before the connection was lost');
+  }
+
+  state.users.clear();
+  cursors.clear();
+  for (const user of welcome.users) {
+    if (sameName(user.name, state.me.name)) continue;
+    state.users.set(user.name, { x: user.x, y: user.y });
+    if (user.x !== null && user.y !== null) cursors.move(user.name, user.x, user.y);
+  }
+  renderPeople();
+
+  document.body.classList.add('joined');
+  ui.join.hidden = true;
+  ui.send.hidden = false;
+  ui.text.focus();
+  startTransport();
+}
+
+function startTransport() {
+  state.transport?.stop();
+  const transport = createTransport(state.options.transport, {
+    session: state.me.session,
+    position: () => ({ cursor: state.cursor, epoch: state.epoch }),
+    deliver: receive,
+    onStatus: (status) => {
+      // A late status from a transport we have already replaced is ignored.
+      if (state.transport === transport) setStatus(status);
+    },
+    metrics: state.metrics,
+    interval: state.options.interval,
+  });
+  state.transport = transport;
+  transport.start();
+}
+
+function setStatus(status) {
+  state.status = status;
+  ui.status.textContent = status;
+  ui.status.dataset.status = status;
+  const active = state.transport?.name ?? state.options.transport;
+  ui.transport.textContent = active;
+  if (state.options.transport === 'auto') {
+    ui.transportNote.textContent = state.transport?.fellBack
+      ? 'auto: the WebSocket was refused or silent for 3 s, so this page fell back to long polling.'
+      : 'auto: WebSocket first; long polling if the socket cannot open within 3 s.';
+  }
+}
+
+/**
+ * Registers again under the same name: the server restarted, our session
+ * expired, or events we needed are gone. Retries with backoff while the
+ * server is unreachable.
+ */
+async function rejoin(reason) {
+  if (state.rejoining || !state.me) return;
+  state.rejoining = true;
+  state.transport?.stop();
+  setStatus('reconnecting');
+  const { name } = state.me;
+  const oldEpoch = state.epoch;
+  const backoff = new Backoff();
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      const welcome = await register(name);
+      state.rejoining = false;
+      enterRoom(welcome);
+      notify(
+        welcome.epoch !== oldEpoch
+          ? `The server restarted with an empty log. You rejoined as ${welcome.name} and the chat was reloaded.`
+          : `${reason} You rejoined as ${welcome.name} and the chat was reloaded.`,
+        'warning',
+      );
+      return;
+    } catch (err) {
+      // Our old session may take a moment to free the name; after that a
+      // taken name means someone else has it.
+      if (err.code === 'invalid_name' || (err.code === 'name_taken' && attempt >= 3)) {
+        state.rejoining = false;
+        leaveRoom();
+        showNameError(describeJoinError(err, name));
+        return;
+      }
+      await new Promise((resolve) => setTimeout(resolve, backoff.next()));
+    }
+  }
+}
+
+/** Back to the join form, e.g. when our name was taken while we were away. */
+function leaveRoom() {
+  state.transport?.stop();
+  state.transport = null;
+  state.me = null;
+  document.body.classList.remove('joined');
+  ui.join.hidden = false;
+  ui.send.hidden = true;
+  ui.ownCursor.hidden = true;
+  setStatus('offline');
+}
+
+// ── Receiving ────────────────────────────────────────────────────────────
+
+/** Every event and control message from the transport comes through here. */
+function receive(message) {
+  if (message.seq === undefined) return receiveControl(message);
+  // Resuming after a reconnect can repeat events we already have.
+  if (message.seq <= state.cursor) return;
+  state.cursor = message.seq;
+  state.metrics.recordEvent(message);
+  applyEvent(message);
+}
+
+function receiveControl(control) {
+  switch (control.type) {
+    case 'hello':
+      // The stream starts after control.cursor. If its epoch is not ours a
+      // gap follows, and that is where we act.
+      break;
+    case 'gap':
+      reloadAfterGap(control);
+      break;
+    case 'error':
+      if (control.code === 'unknown_session') {
+        rejoin('Your session had expired.');
+      } else if (control.id && state.outbox.has(control.id)) {
+        markFailed(state.outbox.get(control.id), control.error);
+      }
+      // Other refusals (a rate-limited pointer move) need no action.
+      break;
+    default:
+      break;
+  }
+}
+
+/**
+ * Events after our cursor are gone from the server (we were away too long,
+ * or it restarted), so our picture of the room may be wrong. The only
+ * complete picture is a fresh welcome: end this session and join again.
+ */
+async function reloadAfterGap() {
+  if (state.rejoining || !state.me) return;
+  notify('Some events were no longer on the server, so the page is reloading the room.', 'warning');
+  const { session } = state.me;
+  state.transport?.stop();
+  try {
+    await httpSend(session, { type: 'leave' });
+  } catch {
+    // Already gone: that is what we wanted.
+  }
+  rejoin('Some events were missed.');
+}
+
+function applyEvent(event) {
+  switch (event.type) {
+    case 'join':
+      if (!isMe(event.name)) state.users.set(event.name, { x: null, y: null });
+      renderPeople();
+      break;
+    case 'leave':
+      state.users.delete(event.name);
+      cursors.remove(event.name);
+      renderPeople();
+      break;
+    case 'mousemove':
+      // Our own dot already moved when the pointer did.
+      if (isMe(event.name)) break;
+      state.users.set(event.name, { x: event.x, y: event.y });
+      cursors.move(event.name, event.x, event.y);
+      break;
+    case 'message':
+      if (isMe(event.name) && event.id && state.outbox.has(event.id)) confirm(event);
+      else appendMessage(event);
+      break;
+    default:
+      break;
+  }
+}
+
+const sameName = (a, b) => a.toLowerCase() === b.toLowerCase();
+const isMe = (name) => state.me !== null && sameName(name, state.me.name);
+
+// ── Chat ─────────────────────────────────────────────────────────────────
+
+/**
+ * One <li> per message. Its text content is exactly the message: the author
+ * and time are drawn by CSS from data attributes.
+ */
+function messageItem({ name, text, ts }) {
+  const li = document.createElement('li');
+  li.dataset.author = name;
+  li.dataset.time = new Date(ts).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  li.style.setProperty('--color', colorFor(name));
+  if (isMe(name)) li.classList.add('own');
+  const body = document.createElement('span');
+  body.className = 'text';
+  body.textContent = text; // never innerHTML: this is someone else's text
+  li.append(body);
+  return li;
+}
+
+function appendMessage(event) {
+  const li = messageItem(event);
+  li.dataset.seq = event.seq;
+  if (event.id) li.dataset.id = event.id;
+  insertInOrder(li);
+}
+
+/** Confirmed lines go before our pending ones, so the list stays in log order. */
+function insertInOrder(li) {
+  const stuck = ui.messages.querySelector('li.pending, li.failed');
+  const atBottom = ui.messages.scrollHeight - ui.messages.scrollTop - ui.messages.clientHeight < 40;
+  ui.messages.insertBefore(li, stuck);
+  if (atBottom) ui.messages.scrollTop = ui.messages.scrollHeight;
+}
+
+/** A client-chosen id, echoed back in the event so we can match our own line. */
+function newMessageId() {
+  const random = Math.random().toString(36).slice(2, 10);
+  return `m-${Date.now().toString(36)}-${random}`;
+}
+
+function onSend(event) {
+  event.preventDefault();
+  const text = ui.text.value.trim();
+  if (!text || !state.transport) return;
+  ui.text.value = '';
+  const entry = { id: newMessageId(), text, li: null, sentAt: 0, timer: 0 };
+  entry.li = messageItem({ name: state.me.name, text, ts: Date.now() });
+  entry.li.dataset.id = entry.id;
+  state.outbox.set(entry.id, entry);
+  ui.messages.append(entry.li);
+  ui.messages.scrollTop = ui.messages.scrollHeight;
+  sendEntry(entry);
+}
+
+/** Sends (or resends) one of our lines and shows it as pending until it comes back. */
+async function sendEntry(entry) {
+  entry.li.classList.remove('failed');
+  entry.li.classList.add('pending');
+  entry.li.querySelector('.retry')?.remove();
+  entry.li.removeAttribute('title');
+  entry.sentAt = performance.now();
+  clearTimeout(entry.timer);
+  try {
+    await state.transport.send({ type: 'message', text: entry.text, id: entry.id });
+  } catch (err) {
+    if (!state.outbox.has(entry.id)) return; // it came back meanwhile
+    markFailed(entry, err.message);
+    if (err.code === 'unknown_session') rejoin('Your session had expired.');
+    return;
+  }
+  // Accepted (HTTP) or written (WebSocket); the event may still be on its way.
+  if (state.outbox.has(entry.id)) {
+    entry.timer = setTimeout(() => markFailed(entry, 'no answer from the server'), PENDING_TIMEOUT_MS);
+  }
+}
+
+function markFailed(entry, reason) {
+  clearTimeout(entry.timer);
+  entry.li.classList.remove('pending');
+  entry.li.classList.add('failed');
+  entry.li.title = `Not sent: ${reason}`;
+  if (!entry.li.querySelector('.retry')) {
+    const retry = document.createElement('button');
+    retry.type = 'button';
+    retry.className = 'retry';
+    retry.textContent = 'Retry';
+    retry.addEventListener('click', () => sendEntry(entry));
+    entry.li.append(retry);
+  }
+}
+
+/** Our line came back in the log: it is real now. */
+function confirm(event) {
+  const entry = state.outbox.get(event.id);
+  state.outbox.delete(event.id);
+  clearTimeout(entry.timer);
+  state.metrics.recordRoundTrip(performance.now() - entry.sentAt);
+  const { li } = entry;
+  li.classList.remove('pending', 'failed');
+  li.removeAttribute('title');
+  li.querySelector('.retry')?.remove();
+  li.dataset.seq = event.seq;
+  insertInOrder(li);
+}
+
+// ── People and pointers ──────────────────────────────────────────────────
+
+function renderPeople() {
+  const names = state.me ? [state.me.name, ...state.users.keys()] : [];
+  ui.people.replaceChildren(
+    ...names.map((name) => {
+      const chip = document.createElement('li');
+      chip.textContent = isMe(name) ? `${name} (you)` : name;
+      chip.style.setProperty('--color', colorFor(name));
+      return chip;
+    }),
+  );
+}
+
+/**
+ * Our own dot follows the pointer at once; the network sees at most one
+ * move per animation frame and per MOVE_INTERVAL_MS, and only the latest
+ * position. Over HTTP only one move is in flight at a time, so a slow
+ * server gets fewer, fresher positions instead of a queue of stale ones.
+ */
+function onPointerMove(event) {
+  if (!state.me) return;
+  const position = fractionOf(event, ui.canvas);
+  ui.ownCursor.hidden = false;
+  ui.ownCursor.style.left = `${position.x * 100}%`;
+  ui.ownCursor.style.top = `${position.y * 100}%`;
+  state.pointer.next = position;
+  scheduleMove();
+}
+
+function scheduleMove() {
+  if (!state.pointer.frame) state.pointer.frame = requestAnimationFrame(sendMove);
+}
+
+function sendMove(now) {
+  const pointer = state.pointer;
+  pointer.frame = 0;
+  if (!pointer.next || !state.transport) return;
+  if (pointer.inFlight || now - pointer.lastSent < MOVE_INTERVAL_MS) return scheduleMove();
+  const { x, y } = pointer.next;
+  pointer.next = null;
+  pointer.lastSent = now;
+  pointer.inFlight = true;
+  state.transport
+    .send({ type: 'mousemove', x, y })
+    .catch((err) => {
+      if (err.code === 'unknown_session') rejoin('Your session had expired.');
+    })
+    .finally(() => {
+      pointer.inFlight = false;
+    });
+}
+
+// ── Leaving ──────────────────────────────────────────────────────────────
+
+// pagehide fires when the tab closes or navigates away (unload is not
+// reliable, and it disables the back/forward cache). Leaving here means the
+// others see us go now, not after the server's presence timeout.
+window.addEventListener('pagehide', () => {
+  if (state.me) state.transport?.leave();
+});
+
+// Restored from the back/forward cache: our session ended on pagehide.
+window.addEventListener('pageshow', (event) => {
+  if (event.persisted && state.me) rejoin('Welcome back.');
+});
+
+// ── Start ────────────────────────────────────────────────────────────────
+
+function init() {
+  renderSwitcher();
+  for (const problem of state.options.problems) notify(problem, 'warning');
+  ui.nameRule.textContent = NAME_RULE_TEXT;
+  ui.name.value = state.options.name;
+  ui.transport.textContent = state.options.transport;
+  ui.join.addEventListener('submit', onJoin);
+  ui.name.addEventListener('input', () => showNameError(''));
+  ui.send.addEventListener('submit', onSend);
+  ui.canvas.addEventListener('pointermove', onPointerMove);
+  const updateFigures = renderFigures(ui.figures);
+  setInterval(() => updateFigures(state.metrics.snapshot()), 500);
+  updateFigures(state.metrics.snapshot());
+  if (!state.options.name) ui.name.focus();
+}
+
+init();

@@ -1,0 +1,133 @@
+// bot.js: demo traffic for the compare page, made in the browser with the
+// same two requests any client uses:
+//
+//   POST /register         {"name":"bot-k3x9"}                     once
+//   POST /send?session=S   {"type":"mousemove","x":…,"y":…}        `rate` times a second
+//   POST /send?session=S   {"type":"message","text":…,"id":…}      every few seconds
+//
+// Its cursor traces a Lissajous figure, a smooth loop that visits the
+// whole canvas, so a transport that delivers late or in bursts shows it.
+
+import { beaconLeave, register, send } from './api.js';
+
+/** Seconds between the bot's chat lines. */
+const CHAT_EVERY_MS = 3000;
+
+/** Things the bot says, one per line, in turn. */
+const LINES = [
+  'Short polling asks every interval, news or not.',
+  'Long polling: the server holds the question until it has an answer.',
+  'SSE is one response that never ends.',
+  'A WebSocket frame costs a couple of bytes of header.',
+  'Every transport reads the same log; only the wire differs.',
+  'Watch the poll pane: my dot jumps once per interval.',
+];
+
+export class DemoBot {
+  /** `onChange(bot)` hears about every start, stop, error and sent count. */
+  constructor({ rate = 20, onChange = () => {} } = {}) {
+    this.rate = rate;
+    this.onChange = onChange;
+    this.name = null;
+    this.session = null;
+    this.sent = 0;
+    this.refused = 0;
+    this.error = '';
+    this.moveTimer = 0;
+    this.chatTimer = 0;
+    this.inFlight = false;
+    this.line = 0;
+  }
+
+  get running() {
+    return this.session !== null;
+  }
+
+  async start() {
+    if (this.running) return;
+    this.error = '';
+    const name = `bot-${Math.random().toString(36).slice(2, 6)}`;
+    try {
+      const welcome = await register(name);
+      this.name = welcome.name;
+      this.session = welcome.session;
+    } catch (err) {
+      this.error = err.message;
+      this.onChange(this);
+      return;
+    }
+    this.startedAt = performance.now();
+    this.schedule();
+    this.chatTimer = setInterval(() => this.chat(), CHAT_EVERY_MS);
+    this.chat();
+    this.onChange(this);
+  }
+
+  /** Changes the moves per second, live. */
+  setRate(rate) {
+    this.rate = rate;
+    if (this.running) this.schedule();
+  }
+
+  schedule() {
+    clearInterval(this.moveTimer);
+    this.moveTimer = setInterval(() => this.move(), 1000 / this.rate);
+  }
+
+  /** One step along the path; skipped if the last move is still on its way. */
+  async move() {
+    if (this.inFlight || !this.running) return;
+    const t = (performance.now() - this.startedAt) / 1000;
+    const x = 0.5 + 0.4 * Math.sin(t * 0.9);
+    const y = 0.5 + 0.4 * Math.sin(t * 1.3 + Math.PI / 4);
+    this.inFlight = true;
+    try {
+      await send(this.session, { type: 'mousemove', x, y });
+      this.sent += 1;
+    } catch (err) {
+      this.refused += 1;
+      if (err.code === 'unknown_session') this.halt('the server forgot the bot (restarted?)');
+    } finally {
+      this.inFlight = false;
+    }
+  }
+
+  async chat() {
+    if (!this.running) return;
+    const text = LINES[this.line % LINES.length];
+    this.line += 1;
+    try {
+      await send(this.session, { type: 'message', text, id: `${this.name}-${this.line}` });
+      this.sent += 1;
+    } catch {
+      this.refused += 1;
+    }
+  }
+
+  /** Stops and ends the bot's session. */
+  async stop() {
+    const session = this.session;
+    this.halt('');
+    if (session) {
+      try {
+        await send(session, { type: 'leave' });
+      } catch {
+        // Already gone.
+      }
+    }
+  }
+
+  /** From pagehide: the page is going, so only a beacon will still get out. */
+  leaveNow() {
+    if (this.session) beaconLeave(this.session);
+    this.halt('');
+  }
+
+  halt(error) {
+    clearInterval(this.moveTimer);
+    clearInterval(this.chatTimer);
+    this.session = null;
+    this.error = error;
+    this.onChange(this);
+  }
+}

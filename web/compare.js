@@ -1,0 +1,247 @@
+// compare.js: the same log read four ways at once.
+//
+// Each pane is an anonymous observer: it opens its transport with no
+// session, so it is not "online" and cannot send; it only reads. All four
+// start at the same cursor (the log's head, from GET /stats), so from then
+// on they should show exactly the same events, and the differences are the
+// transports': how late, how many requests, how many bytes.
+
+import { getJson } from './api.js';
+import { DemoBot } from './bot.js';
+import { CursorLayer } from './cursors.js';
+import { Metrics, renderFigures } from './metrics.js';
+import { notify } from './notices.js';
+import { createTransport } from './transports.js';
+
+/** The transports compared, in the order shown. */
+const TRANSPORTS = ['poll', 'longpoll', 'sse', 'ws'];
+/** How often the summary table and pane figures refresh, and GET /stats is asked, in ms. */
+const REFRESH_MS = 1000;
+/** Chat lines kept in each pane's little log. */
+const PANE_LOG_LINES = 4;
+
+const $ = (selector) => document.querySelector(selector);
+
+/** One transport's reader: its own cursor, its own metrics, its own picture of the room. */
+class Pane {
+  constructor(transport, { interval }) {
+    this.transportName = transport;
+    this.interval = interval;
+    /** The last seq this pane applied, and the epoch it belongs to. */
+    this.cursor = 0;
+    this.epoch = null;
+    this.metrics = new Metrics();
+    this.element = this.build();
+    this.cursors = new CursorLayer(this.canvas);
+  }
+
+  build() {
+    const card = document.createElement('section');
+    card.className = 'card pane';
+    card.dataset.transport = this.transportName;
+    const head = document.createElement('div');
+    head.className = 'card-head';
+    const title = document.createElement('h2');
+    title.textContent = this.transportName;
+    this.status = document.createElement('span');
+    this.status.className = 'status';
+    this.status.dataset.status = 'connecting';
+    this.status.textContent = 'connecting';
+    head.append(title, this.status);
+    this.canvas = document.createElement('div');
+    this.canvas.className = 'canvas';
+    this.log = document.createElement('ul');
+    this.log.className = 'pane-log';
+    const figures = document.createElement('dl');
+    figures.className = 'figures';
+    this.updateFigures = renderFigures(figures, { compact: true, only: ['events', 'latency', 'requests', 'bytes'] });
+    card.append(head, this.canvas, this.log, figures);
+    return card;
+  }
+
+  start(cursor, epoch) {
+    this.cursor = cursor;
+    this.epoch = epoch;
+    this.transport = createTransport(this.transportName, {
+      session: null,
+      position: () => ({ cursor: this.cursor, epoch: this.epoch }),
+      deliver: (message) => this.receive(message),
+      onStatus: (status) => {
+        this.status.textContent = status;
+        this.status.dataset.status = status;
+      },
+      metrics: this.metrics,
+      interval: this.interval,
+    });
+    this.transport.start();
+  }
+
+  receive(message) {
+    if (message.type === 'gap') {
+      // An observer has no session to renew: it just carries on from where
+      // the server says the log now starts.
+      this.cursor = message.cursor;
+      this.epoch = message.epoch;
+      this.cursors.clear();
+      this.note(`gap: resumed at seq ${message.cursor}`);
+      return;
+    }
+    if (message.seq === undefined || message.seq <= this.cursor) return;
+    this.cursor = message.seq;
+    this.metrics.recordEvent(message);
+    switch (message.type) {
+      case 'mousemove':
+        this.cursors.move(message.name, message.x, message.y);
+        break;
+      case 'leave':
+        this.cursors.remove(message.name);
+        this.note(`${message.name} left`);
+        break;
+      case 'join':
+        this.note(`${message.name} joined`);
+        break;
+      case 'message':
+        this.note(`${message.name}: ${message.text}`);
+        break;
+      default:
+        break;
+    }
+  }
+
+  /** Adds a line to the pane's little log (as text, never HTML). */
+  note(text) {
+    const line = document.createElement('li');
+    line.textContent = text;
+    this.log.append(line);
+    while (this.log.children.length > PANE_LOG_LINES) this.log.firstElementChild.remove();
+  }
+
+  refresh() {
+    this.updateFigures(this.metrics.snapshot());
+  }
+}
+
+// ── Tables ───────────────────────────────────────────────────────────────
+
+/** Replaces a table body with rows of text cells. */
+function fillTable(tbody, rows) {
+  tbody.replaceChildren(
+    ...rows.map((cells) => {
+      const tr = document.createElement('tr');
+      tr.dataset.transport = cells[0];
+      for (const text of cells) {
+        const td = document.createElement('td');
+        td.textContent = text;
+        tr.append(td);
+      }
+      return tr;
+    }),
+  );
+}
+
+const fixed = (value, digits) => (value === null ? '–' : value.toFixed(digits));
+const millis = (value) => (value === null ? '–' : `${Math.round(value)} ms`);
+
+function renderSummary(panes) {
+  fillTable(
+    $('#summary tbody'),
+    panes.map((pane) => {
+      const s = pane.metrics.snapshot();
+      return [
+        pane.transportName,
+        String(s.events),
+        millis(s.latencyP50),
+        millis(s.latencyP95),
+        fixed(s.requestsPerEvent, 2),
+        s.bytesPerEvent === null ? '–' : `${Math.round(s.bytesPerEvent)} B`,
+      ];
+    }),
+  );
+}
+
+async function refreshStats() {
+  let stats;
+  try {
+    stats = await getJson('/stats');
+  } catch {
+    $('#stats-note').textContent = 'GET /stats did not answer: is the server running?';
+    return;
+  }
+  fillTable(
+    $('#stats tbody'),
+    TRANSPORTS.map((name) => {
+      const t = stats.transports[name];
+      return [name, t.open, t.requests, t.events, t.bytes, t.empty].map(String);
+    }),
+  );
+  $('#stats-note').textContent =
+    `Log head seq ${stats.head} · ${stats.online} online · epoch ${stats.epoch.slice(0, 8)}… ` +
+    'Counts every client of this server, not only this page.';
+}
+
+// ── The bot's controls ───────────────────────────────────────────────────
+
+function wireBot() {
+  const toggle = $('#bot-toggle');
+  const rate = $('#bot-rate');
+  const label = $('#bot-state');
+  const bot = new DemoBot({
+    rate: Number(rate.value),
+    onChange: () => {
+      toggle.textContent = bot.running ? 'Stop the bot' : 'Start the bot';
+      label.dataset.running = String(bot.running);
+      label.textContent = bot.running
+        ? `${bot.name} is moving at ${bot.rate}/s · ${bot.sent} sent${bot.refused ? ` · ${bot.refused} refused` : ''}`
+        : bot.error
+          ? `bot stopped: ${bot.error}`
+          : 'bot stopped';
+    },
+  });
+  toggle.addEventListener('click', () => (bot.running ? bot.stop() : bot.start()));
+  rate.addEventListener('change', () => {
+    bot.setRate(Number(rate.value));
+    bot.onChange(bot);
+  });
+  window.addEventListener('pagehide', () => bot.leaveNow());
+  // The sent counter moves on its own; refresh the label with the tables.
+  return bot;
+}
+
+// ── Start ────────────────────────────────────────────────────────────────
+
+async function init() {
+  const params = new URLSearchParams(location.search);
+  let interval = 1000;
+  if (params.has('interval')) {
+    const parsed = Number(params.get('interval'));
+    if (Number.isInteger(parsed) && parsed >= 50 && parsed <= 60_000) interval = parsed;
+    else notify($('#notices'), `interval=${params.get('interval')} is not a whole number of ms from 50 to 60000; using 1000.`, 'warning');
+  }
+  const panes = TRANSPORTS.map((name) => new Pane(name, { interval }));
+  $('#panes').append(...panes.map((pane) => pane.element));
+  const bot = wireBot();
+
+  // Start every reader at the current head, so they all see the same events.
+  let head = 0;
+  let epoch = null;
+  try {
+    ({ head, epoch } = await getJson('/stats'));
+  } catch {
+    notify($('#notices'), 'The server did not answer GET /stats; the readers will start from the beginning of the log.', 'warning');
+  }
+  for (const pane of panes) pane.start(head, epoch);
+
+  const refresh = () => {
+    for (const pane of panes) pane.refresh();
+    renderSummary(panes);
+    if (bot.running) bot.onChange(bot);
+  };
+  refresh();
+  refreshStats();
+  setInterval(() => {
+    refresh();
+    refreshStats();
+  }, REFRESH_MS);
+}
+
+init();
