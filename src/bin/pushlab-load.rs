@@ -516,23 +516,32 @@ async fn step(
     let mut crowd = connect_crowd(common, &step, count).await?;
 
     let (start_tx, start_rx) = watch::channel(None);
+    let (close_tx, close_rx) = watch::channel(false);
     let mut publishers = JoinSet::new();
     let mut publishers_ready = Vec::new();
+    let mut reports = Vec::new();
     for index in 0..common.publishers.max(1) {
         let (ready, fired) = Ready::new();
+        let (sent_tx, sent_rx) = tokio::sync::oneshot::channel();
         let share = Share {
             index,
             of: common.publishers.max(1),
             rate,
+        };
+        let cues = clients::Cues {
+            start: start_rx.clone(),
+            close: close_rx.clone(),
         };
         publishers.spawn(clients::publish(
             step.clone(),
             common.peer(),
             share,
             ready,
-            start_rx.clone(),
+            cues,
+            sent_tx,
         ));
         publishers_ready.push(fired);
+        reports.push(sent_rx);
     }
     for fired in publishers_ready {
         if fired.await.is_err() {
@@ -552,8 +561,14 @@ async fn step(
     start_tx.send_replace(Some(t0));
 
     let mut published = clients::Published::default();
-    while let Some(joined) = publishers.join_next().await {
-        let report = joined.context("a publisher panicked")??;
+    for report in reports {
+        let Ok(report) = report.await else {
+            // A publisher failed before it finished: report why.
+            while let Some(joined) = publishers.join_next().await {
+                joined.context("a publisher panicked")??;
+            }
+            bail!("a publisher stopped early");
+        };
         published.sent += report.sent;
         published.worst_lateness = published.worst_lateness.max(report.worst_lateness);
     }
@@ -574,6 +589,10 @@ async fn step(
     }
     let wire: WireSnapshot = step.wire.snapshot() - wire_before;
     let publisher_wire = step.publisher_wire.snapshot() - publisher_wire_before;
+    close_tx.send_replace(true);
+    while let Some(joined) = publishers.join_next().await {
+        joined.context("a publisher panicked")??;
+    }
     crowd.tasks.shutdown().await;
 
     let mut result = StepResult {

@@ -455,15 +455,26 @@ pub struct Published {
 /// up to a millisecond of timer slack to the server.
 const PRECISE_BELOW_RATE: f64 = 500.0;
 
+/// When a publisher starts, and when it may close.
+pub struct Cues {
+    /// The start time, once the controller sets it.
+    pub start: watch::Receiver<Option<Instant>>,
+    /// Set once every subscriber has what it will get, so the publisher's
+    /// `leave` falls outside the measurement.
+    pub close: watch::Receiver<bool>,
+}
+
 /// Connects, sets up, signals `ready`, waits for the start time, then sends
-/// its share of the messages on schedule over one WebSocket.
+/// its share of the messages on schedule over one WebSocket. Reports through
+/// `sent` when it has sent them, and closes when cued.
 pub async fn publish(
     step: Arc<Step>,
     peer: Peer,
     share: Share,
     mut ready: Ready,
-    mut start: watch::Receiver<Option<Instant>>,
-) -> anyhow::Result<Published> {
+    mut cues: Cues,
+    sent: oneshot::Sender<Published>,
+) -> anyhow::Result<()> {
     let wire = &step.publisher_wire;
     let index = share.index;
     let socket = match peer {
@@ -512,7 +523,8 @@ pub async fn publish(
         }
     });
     ready.fire();
-    let t0 = *start
+    let t0 = *cues
+        .start
         .wait_for(|start| start.is_some())
         .await
         .context("the controller went away")?;
@@ -558,10 +570,21 @@ pub async fn publish(
         }
         sink.flush().await?;
     }
+    let _ = sent.send(report);
+    // Until the cue, keep answering engine.io pings.
+    while !*cues.close.borrow_and_update() {
+        tokio::select! {
+            changed = cues.close.changed() => if changed.is_err() { break },
+            ping = to_answer.recv() => match ping {
+                Some(()) => sink.send(Message::Text(engineio::PONG.into())).await?,
+                None => break,
+            },
+        }
+    }
     // A clean close ends a pushlab session at once, so no `leave` turns up
-    // in a later step.
-    // Then wait for the server's close: dropping a socket with unread data
-    // makes the kernel send a reset, which can discard the last frames.
+    // in a later step. Then wait for the server's close: dropping a socket
+    // with unread data makes the kernel send a reset, which can discard the
+    // last frames.
     let _ = sink.send(Message::Close(None)).await;
     if tokio::time::timeout(Duration::from_secs(2), drain)
         .await
@@ -569,5 +592,5 @@ pub async fn publish(
     {
         eprintln!("note: a publisher's socket did not close within 2 s");
     }
-    Ok(report)
+    Ok(())
 }
