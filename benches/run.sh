@@ -4,6 +4,8 @@
 #
 #   benches/run.sh              the full matrix (about 15 minutes, capped at 20)
 #   QUICK=1 benches/run.sh      a smoke run: small counts, short steps
+#   ONLY=latency,profile benches/run.sh   some sections only (latency, wire,
+#                               fanout, idle, profile, criterion)
 #
 # Method: every server (pushlab --workers 1, pushlab-floor, the socket.io
 # peer on Node) runs pinned to core 1 with `taskset -c 1`; the load generator
@@ -18,11 +20,12 @@ QUICK=${QUICK:-0}
 BUDGET_SECS=${BUDGET_SECS:-1200}
 SERVER_CORE=${SERVER_CORE:-1}
 LOAD_CORE=${LOAD_CORE:-0}
-# Servers and the load generator run under SCHED_FIFO (priority 10), so
-# that other work on a shared machine cannot preempt them mid-measurement;
-# the kernel's RT throttling still leaves others 5% of each core.
-# SCHED_FIFO=0 runs them as ordinary processes.
-if [ "${SCHED_FIFO:-1}" = 1 ]; then RT=(chrt -f 10); else RT=(); fi
+# Servers and the load generator run under SCHED_RR (priority 10), so that
+# other work on a shared machine cannot preempt them mid-measurement; the
+# kernel's RT throttling still leaves others 5% of each core. Round-robin,
+# not FIFO: Node's helper threads share its core and must get their turn.
+# SCHED_RT=0 runs them as ordinary processes.
+if [ "${SCHED_RT:-1}" = 1 ]; then RT=(chrt -r 10); else RT=(); fi
 export RUST_BACKTRACE=0
 
 if [ "$QUICK" = 1 ]; then
@@ -30,6 +33,9 @@ if [ "$QUICK" = 1 ]; then
 else
   FANOUT=${FANOUT:-1000}; IDLE=${IDLE:-10000}; STEP_SECS=5; LAT_SECS=10; BISECT=3
 fi
+
+ONLY=${ONLY:-latency,wire,fanout,idle,profile,criterion}
+want() { [[ ",$ONLY," == *",$1,"* ]]; }
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
@@ -119,6 +125,7 @@ measure() {
 } >"$OUT/machine.txt"
 
 # 1. Latency: one subscriber, 100 msg/s.
+if want latency; then
 for t in ws sse longpoll poll; do
   measure "latency-pushlab-$t" 60 pushlab rate --target pushlab --transport "$t" \
     --subscribers 1 --rate 100 --duration "$LAT_SECS" --poll-interval-ms 50
@@ -129,9 +136,11 @@ for t in ws polling; do
   measure "latency-socketio-$t" 60 socketio rate --target socketio --transport "$t" \
     --subscribers 1 --rate 100 --duration "$LAT_SECS"
 done
+fi
 
 # 2. Bytes and requests per event for one subscriber, at 1 and 30 events/s.
 #    Short polling asks every 1000 ms here, the browser client's default.
+if want wire; then
 for rate in 1 30; do
   secs=$([ "$rate" = 1 ] && echo $(( LAT_SECS )) || echo $(( LAT_SECS / 2 )))
   for t in ws sse longpoll poll; do
@@ -143,9 +152,11 @@ for rate in 1 30; do
       --subscribers 1 --rate "$rate" --duration "$secs"
   done
 done
+fi
 
 # 3. Fan-out: the highest sustained publish rate with p99 <= 50 ms and
 #    nothing missing, by doubling then bisecting.
+if want fanout; then
 SEARCH=(--subscribers "$FANOUT" --duration "$STEP_SECS" --bisect "$BISECT" --p99-limit-ms 50)
 measure fanout-pushlab-ws 240 pushlab search --target pushlab --transport ws --start 64 "${SEARCH[@]}"
 measure fanout-floor-ws 240 floor search --target floor --transport ws --start 64 "${SEARCH[@]}"
@@ -155,8 +166,10 @@ measure fanout-socketio-ws 180 socketio search --target socketio --transport ws 
 measure fanout-socketio-polling 180 socketio search --target socketio --transport polling --start 8 "${SEARCH[@]}"
 measure fanout-pushlab-mix 60 pushlab rate --target pushlab --transport mix \
   --subscribers "$FANOUT" --rate 50 --duration "$STEP_SECS" --poll-interval-ms 1000
+fi
 
 # 4. Memory: idle connections held open, server RSS per connection.
+if want idle; then
 for t in ws sse longpoll; do
   measure "idle-pushlab-$t" 120 pushlab idle --target pushlab --transport "$t" --subscribers "$IDLE"
 done
@@ -164,34 +177,49 @@ measure idle-floor-ws 120 floor idle --target floor --transport ws --subscribers
 for t in ws polling; do
   measure "idle-socketio-$t" 120 socketio idle --target socketio --transport "$t" --subscribers "$IDLE"
 done
+fi
 
-# 5. Where pushlab's time goes under WebSocket fan-out: a CPU profile of the
-#    server during one step at the rate the search found sustainable.
-PROFILE_RATE=$(python3 -c 'import json,sys
-try: print(int(json.load(open(sys.argv[1]))["sustained_rate"]) or 100)
-except Exception: print(100)' "$OUT/fanout-pushlab-ws.json")
-if command -v perf >/dev/null && [ $(( BUDGET_SECS - ($(date +%s) - START) )) -gt 40 ]; then
-  start_server pushlab profile-pushlab-ws
-  step "profiling pushlab during ws fan-out at $PROFILE_RATE msg/s"
-  perf record -e cpu-clock -F 499 -g -p "$SERVER_PID" -o "$OUT/perf.data" -- sleep "$((STEP_SECS + 4))" \
-    >"$OUT/perf-record.out" 2>&1 &
-  PERF_PID=$!
-  echo "${RT[*]} taskset -c $LOAD_CORE $LOAD rate --target pushlab --transport ws --subscribers $FANOUT --rate $PROFILE_RATE --duration $STEP_SECS --url \$URL --server-pid \$PID --json" >"$OUT/profile-pushlab-ws.cmd"
-  timeout 60 "${RT[@]}" taskset -c "$LOAD_CORE" "$LOAD" rate --target pushlab --transport ws --subscribers "$FANOUT" \
-    --rate "$PROFILE_RATE" --duration "$STEP_SECS" --url "$SERVER_URL" --server-pid "$SERVER_PID" --json \
-    >"$OUT/profile-pushlab-ws.json" 2>"$OUT/profile-pushlab-ws.err" || true
-  wait "$PERF_PID" || true
-  perf report -i "$OUT/perf.data" --stdio --no-children --percent-limit 1.5 --sort symbol -g none \
-    2>/dev/null | grep -v '^#' | grep -v '^$' | head -40 >"$OUT/profile-pushlab-ws.txt" || true
+# 5. Where the server's time goes under WebSocket fan-out: pushlab and the
+#    floor at the same rate, low enough that both keep up, with a CPU
+#    profile (perf, cpu-clock: this VM has no hardware counters) and a count
+#    of send syscalls, 3 s in the middle of the publishing window.
+PROFILE_RATE=${PROFILE_RATE:-50}
+profile() {
+  local name=$1 target=$2
+  [ $(( BUDGET_SECS - ($(date +%s) - START) )) -gt 40 ] || return 0
+  start_server "$target" "profile-$name"
+  step "profiling $name: ws fan-out to $FANOUT at $PROFILE_RATE msg/s"
+  (sleep 3; perf record -e cpu-clock -F 999 --call-graph dwarf,16384 -p "$SERVER_PID" \
+     -o "$OUT/profile-$name.data" -- sleep 3) >"$OUT/profile-$name.record.out" 2>&1 &
+  local record=$!
+  (sleep 3; perf stat -e syscalls:sys_enter_sendto,syscalls:sys_enter_write,syscalls:sys_enter_writev \
+     -x, -o "$OUT/profile-$name.syscalls" -p "$SERVER_PID" -- sleep 3) >/dev/null 2>&1 &
+  local stat=$!
+  echo "${RT[*]} taskset -c $LOAD_CORE $LOAD rate --target $target --transport ws --subscribers $FANOUT --rate $PROFILE_RATE --duration 8 --url \$URL --server-pid \$PID --json" \
+    >"$OUT/profile-$name.cmd"
+  timeout 60 "${RT[@]}" taskset -c "$LOAD_CORE" "$LOAD" rate --target "$target" --transport ws \
+    --subscribers "$FANOUT" --rate "$PROFILE_RATE" --duration 8 --url "$SERVER_URL" \
+    --server-pid "$SERVER_PID" --json >"$OUT/profile-$name.json" 2>"$OUT/profile-$name.err" || true
+  wait "$record" "$stat" || true
   stop_server
+  perf report -i "$OUT/profile-$name.data" --stdio --no-children --sort dso -g none 2>/dev/null \
+    | grep -v '^#' | grep -v '^$' | sed 's/[[:space:]]*$//' >"$OUT/profile-$name.dso" || true
+  perf report -i "$OUT/profile-$name.data" --stdio --children --sort symbol -g none --percent-limit 1 2>/dev/null \
+    | grep -v '^#' | grep -v '^$' | grep -v '(inlined)' | sed 's/ \{3,\}-  .*$//; s/[[:space:]]*$//' \
+    >"$OUT/profile-$name.children" || true
+  rm -f "$OUT/profile-$name.data"
+}
+if want profile && command -v perf >/dev/null; then
+  profile pushlab-ws pushlab
+  profile floor-ws floor
 fi
 
 # 6. The criterion benches, if there is time left: server and clients in one
 #    process, all on the load generator's core.
-if [ "$QUICK" != 1 ] && [ $(( BUDGET_SECS - ($(date +%s) - START) )) -gt 150 ]; then
+if want criterion && [ "$QUICK" != 1 ] && [ $(( BUDGET_SECS - ($(date +%s) - START) )) -gt 150 ]; then
   step "cargo bench"
-  echo "${RT[*]} taskset -c $LOAD_CORE cargo bench --locked -- --noplot" >"$OUT/criterion.cmd"
-  timeout 300 "${RT[@]}" taskset -c "$LOAD_CORE" cargo bench --locked -- --noplot \
+  echo "${RT[*]} taskset -c $LOAD_CORE cargo bench --locked --bench log_core --bench transport_latency -- --noplot" >"$OUT/criterion.cmd"
+  timeout 300 "${RT[@]}" taskset -c "$LOAD_CORE" cargo bench --locked --bench log_core --bench transport_latency -- --noplot \
     >"$OUT/criterion.out" 2>&1 || true
 fi
 
