@@ -96,6 +96,10 @@ enum Mode {
         /// Bisection steps after the first failure.
         #[arg(long, default_value_t = 3)]
         bisect: u32,
+        /// Seconds of a warm-up step at the start rate before the search,
+        /// reported but not judged: caches, allocators and Node's JIT warm up.
+        #[arg(long, default_value_t = 3.0)]
+        warmup: f64,
         /// A step passes when p99 latency is at most this, in ms, and
         /// nothing is missing or duplicated.
         #[arg(long, default_value_t = 50.0)]
@@ -258,6 +262,7 @@ async fn run(mode: Mode) -> anyhow::Result<()> {
             max,
             duration,
             bisect,
+            warmup,
             p99_limit_ms,
         } => {
             let result = search(
@@ -268,6 +273,7 @@ async fn run(mode: Mode) -> anyhow::Result<()> {
                     max,
                     duration,
                     bisect,
+                    warmup,
                     p99_limit_ms,
                 },
             )
@@ -723,6 +729,7 @@ struct SearchPlan {
     max: f64,
     duration: f64,
     bisect: u32,
+    warmup: f64,
     p99_limit_ms: f64,
 }
 
@@ -734,6 +741,8 @@ struct SearchResult {
     sustained: Option<StepResult>,
     /// The lowest rate that failed.
     first_failure: Option<f64>,
+    /// The warm-up step, not judged.
+    warmup: Option<StepResult>,
     /// The load generator's CPU in the lowest failing step: near 100% means
     /// the client, not the server, was the limit.
     loadgen_cpu_at_failure: Option<f64>,
@@ -747,6 +756,17 @@ async fn search(common: &Common, clock: Clock, plan: SearchPlan) -> anyhow::Resu
     let mut fail: Option<StepResult> = None;
     let mut rate = plan.start;
     let mut number = 0;
+    let warmup = if plan.warmup > 0.0 {
+        number += 1;
+        let result = step(common, clock, number, plan.start, plan.warmup).await?;
+        eprintln!(
+            "  warm-up at {:.0} msg/s: p50 {:.2} ms p99 {:.2} ms (not judged)",
+            plan.start, result.latency.p50_ms, result.latency.p99_ms
+        );
+        Some(result)
+    } else {
+        None
+    };
     let attempt = |result: StepResult, steps: &mut Vec<StepResult>| {
         let mut result = result;
         let passed = result.connected == result.subscribers
@@ -816,6 +836,7 @@ async fn search(common: &Common, clock: Clock, plan: SearchPlan) -> anyhow::Resu
         loadgen_cpu_at_failure: fail.as_ref().and_then(|f| f.loadgen_cpu_percent),
         server_cpu_at_failure: fail.as_ref().and_then(|f| f.server_cpu_percent),
         sustained: best,
+        warmup,
         steps,
     })
 }
