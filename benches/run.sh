@@ -1,0 +1,231 @@
+#!/usr/bin/env bash
+# Runs pushlab's whole benchmark matrix and writes docs/benchmarks.md, plus
+# the measured tables in docs/transports.md.
+#
+#   benches/run.sh              the full matrix (about 15 minutes, capped at 20)
+#   QUICK=1 benches/run.sh      a smoke run: small counts, short steps
+#   ONLY=latency,profile benches/run.sh   some sections only (latency, wire,
+#                               fanout, idle, profile, criterion)
+#
+# Method: every server (pushlab --workers 1, pushlab-floor, the socket.io
+# peer on Node) runs pinned to core 1 with `taskset -c 1`; the load generator
+# runs pinned to core 0. Each measurement gets a fresh server. Every server
+# this script starts is stopped on exit, whatever happens. Raw JSON results go
+# to target/bench-results/<time>/, and docs/ is written from them alone.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+QUICK=${QUICK:-0}
+# The whole run, builds excluded, stops starting new measurements after this.
+BUDGET_SECS=${BUDGET_SECS:-1200}
+SERVER_CORE=${SERVER_CORE:-1}
+LOAD_CORE=${LOAD_CORE:-0}
+# Servers and the load generator run under SCHED_RR (priority 10), so that
+# other work on a shared machine cannot preempt them mid-measurement; the
+# kernel's RT throttling still leaves others 5% of each core. Round-robin,
+# not FIFO: Node's helper threads share its core and must get their turn.
+# SCHED_RT=0 runs them as ordinary processes.
+if [ "${SCHED_RT:-1}" = 1 ]; then RT=(chrt -r 10); else RT=(); fi
+export RUST_BACKTRACE=0
+
+if [ "$QUICK" = 1 ]; then
+  FANOUT=${FANOUT:-100}; IDLE=${IDLE:-1000}; STEP_SECS=2; LAT_SECS=3; BISECT=1
+else
+  FANOUT=${FANOUT:-1000}; IDLE=${IDLE:-10000}; STEP_SECS=5; LAT_SECS=10; BISECT=3
+fi
+
+ONLY=${ONLY:-latency,wire,fanout,idle,profile,criterion}
+want() { [[ ",$ONLY," == *",$1,"* ]]; }
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+step "building (release) and installing the socket.io peer from its lockfile"
+cargo build --release --locked --bins
+[ "$QUICK" = 1 ] || cargo bench --locked --no-run >/dev/null 2>&1
+(cd benches/socketio && npm ci --no-audit --no-fund --silent)
+
+OUT="target/bench-results/$(date -u +%Y%m%dT%H%M%SZ)"
+mkdir -p "$OUT"
+START=$(date +%s)
+LOAD=target/release/pushlab-load
+SERVER_PID=""
+SERVER_URL=""
+
+stop_server() {
+  if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+    kill "$SERVER_PID" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$SERVER_PID" 2>/dev/null || true
+  fi
+  SERVER_PID=""
+}
+trap stop_server EXIT
+trap 'stop_server; exit 130' INT TERM
+
+# start_server pushlab|floor|socketio NAME: a fresh server on a free port,
+# pinned to the server core; sets SERVER_PID and SERVER_URL.
+start_server() {
+  stop_server
+  local log="$OUT/$2.server.out"
+  : >"$log"
+  case "$1" in
+    pushlab) "${RT[@]}" taskset -c "$SERVER_CORE" target/release/pushlab --addr 127.0.0.1:0 \
+               --rate-limit 0 --workers 1 >"$log" 2>"$OUT/$2.server.err" & ;;
+    floor) "${RT[@]}" taskset -c "$SERVER_CORE" target/release/pushlab-floor --addr 127.0.0.1:0 \
+             >"$log" 2>"$OUT/$2.server.err" & ;;
+    socketio) "${RT[@]}" taskset -c "$SERVER_CORE" node benches/socketio/server.js --addr 127.0.0.1:0 \
+                >"$log" 2>"$OUT/$2.server.err" & ;;
+  esac
+  SERVER_PID=$!
+  for _ in $(seq 100); do
+    SERVER_URL=$(sed -n 's/.* listening on [a-z]*:\/\/\(.*\)$/http:\/\/\1/p' "$log" | head -1)
+    [ -n "$SERVER_URL" ] && return 0
+    sleep 0.1
+  done
+  echo "the $1 server did not start; see $OUT/$2.server.err" >&2
+  exit 1
+}
+
+# measure NAME CAP_SECS SERVER pushlab-load ARGS...: one measurement on a
+# fresh server, its JSON saved as NAME.json; skipped once the budget is spent.
+measure() {
+  local name=$1 cap=$2 server=$3; shift 3
+  local left=$(( BUDGET_SECS - ($(date +%s) - START) ))
+  if [ "$left" -le 10 ]; then
+    echo "skipped: the time budget is spent" >"$OUT/$name.skipped"
+    step "$name: skipped (time budget)"
+    return 0
+  fi
+  [ "$cap" -gt "$left" ] && cap=$left
+  start_server "$server" "$name"
+  local args=("$@" --url "$SERVER_URL" --server-pid "$SERVER_PID" --json)
+  echo "${RT[*]} taskset -c $LOAD_CORE $LOAD ${args[*]}" | sed "s#$SERVER_URL#\$URL#; s#--server-pid $SERVER_PID#--server-pid \$PID#" >"$OUT/$name.cmd"
+  step "$name: $(cat "$OUT/$name.cmd")"
+  if ! timeout --kill-after=5 "$cap" "${RT[@]}" taskset -c "$LOAD_CORE" "$LOAD" "${args[@]}" \
+      >"$OUT/$name.json" 2>"$OUT/$name.err"; then
+    echo "failed or timed out after ${cap}s; see $name.err" >"$OUT/$name.skipped"
+    tail -3 "$OUT/$name.err" >&2 || true
+  fi
+  stop_server
+}
+
+{
+  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "kernel: $(uname -srm)"
+  echo "nproc: $(nproc)"
+  echo "loadavg at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "rustc: $(rustc --version)"
+  echo "node: $(node --version)"
+  echo "socket.io: $(node -p 'require("./benches/socketio/node_modules/socket.io/package.json").version')"
+  echo "pushlab commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src benches Cargo.toml || echo ' (with uncommitted changes)')"
+  echo "quick: $QUICK"
+  echo "scheduling: ${RT[*]:-ordinary (SCHED_OTHER)}; server on core $SERVER_CORE, load generator on core $LOAD_CORE"
+  echo "lscpu:"
+  lscpu | grep -E 'Model name|^CPU\(s\)|Thread|Core|Socket|MHz|L2|L3|Hypervisor' | sed 's/^/  /'
+} >"$OUT/machine.txt"
+
+# 1. Latency: one subscriber, 100 msg/s.
+if want latency; then
+for t in ws sse longpoll poll; do
+  measure "latency-pushlab-$t" 60 pushlab rate --target pushlab --transport "$t" \
+    --subscribers 1 --rate 100 --duration "$LAT_SECS" --poll-interval-ms 50
+done
+measure latency-floor-ws 60 floor rate --target floor --transport ws \
+  --subscribers 1 --rate 100 --duration "$LAT_SECS"
+for t in ws polling; do
+  measure "latency-socketio-$t" 60 socketio rate --target socketio --transport "$t" \
+    --subscribers 1 --rate 100 --duration "$LAT_SECS"
+done
+fi
+
+# 2. Bytes and requests per event for one subscriber, at 1 and 30 events/s.
+#    Short polling asks every 1000 ms here, the browser client's default.
+if want wire; then
+for rate in 1 30; do
+  secs=$([ "$rate" = 1 ] && echo $(( LAT_SECS )) || echo $(( LAT_SECS / 2 )))
+  for t in ws sse longpoll poll; do
+    measure "wire-pushlab-$t-$rate" 60 pushlab rate --target pushlab --transport "$t" \
+      --subscribers 1 --rate "$rate" --duration "$secs" --poll-interval-ms 1000
+  done
+  for t in ws polling; do
+    measure "wire-socketio-$t-$rate" 60 socketio rate --target socketio --transport "$t" \
+      --subscribers 1 --rate "$rate" --duration "$secs"
+  done
+done
+fi
+
+# 3. Fan-out: the highest sustained publish rate with p99 <= 50 ms and
+#    nothing missing, by doubling then bisecting.
+if want fanout; then
+SEARCH=(--subscribers "$FANOUT" --duration "$STEP_SECS" --bisect "$BISECT" --p99-limit-ms 50)
+measure fanout-pushlab-ws 240 pushlab search --target pushlab --transport ws --start 64 "${SEARCH[@]}"
+measure fanout-floor-ws 240 floor search --target floor --transport ws --start 64 "${SEARCH[@]}"
+measure fanout-pushlab-sse 240 pushlab search --target pushlab --transport sse --start 64 "${SEARCH[@]}"
+measure fanout-pushlab-longpoll 240 pushlab search --target pushlab --transport longpoll --start 32 "${SEARCH[@]}"
+measure fanout-socketio-ws 180 socketio search --target socketio --transport ws --start 16 "${SEARCH[@]}"
+measure fanout-socketio-polling 180 socketio search --target socketio --transport polling --start 8 "${SEARCH[@]}"
+measure fanout-pushlab-mix 60 pushlab rate --target pushlab --transport mix \
+  --subscribers "$FANOUT" --rate 50 --duration "$STEP_SECS" --poll-interval-ms 1000
+fi
+
+# 4. Memory: idle connections held open, server RSS per connection.
+if want idle; then
+for t in ws sse longpoll; do
+  measure "idle-pushlab-$t" 120 pushlab idle --target pushlab --transport "$t" --subscribers "$IDLE"
+done
+measure idle-floor-ws 120 floor idle --target floor --transport ws --subscribers "$IDLE"
+for t in ws polling; do
+  measure "idle-socketio-$t" 120 socketio idle --target socketio --transport "$t" --subscribers "$IDLE"
+done
+fi
+
+# 5. Where the server's time goes under WebSocket fan-out: pushlab and the
+#    floor at the same rate, low enough that both keep up, with a CPU
+#    profile (perf, cpu-clock: this VM has no hardware counters) and a count
+#    of send syscalls, 3 s in the middle of the publishing window.
+PROFILE_RATE=${PROFILE_RATE:-50}
+profile() {
+  local name=$1 target=$2
+  [ $(( BUDGET_SECS - ($(date +%s) - START) )) -gt 40 ] || return 0
+  start_server "$target" "profile-$name"
+  step "profiling $name: ws fan-out to $FANOUT at $PROFILE_RATE msg/s"
+  (sleep 3; perf record -e cpu-clock -F 999 --call-graph dwarf,16384 -p "$SERVER_PID" \
+     -o "$OUT/profile-$name.data" -- sleep 3) >"$OUT/profile-$name.record.out" 2>&1 &
+  local record=$!
+  (sleep 3; perf stat -e syscalls:sys_enter_sendto,syscalls:sys_enter_write,syscalls:sys_enter_writev \
+     -x, -o "$OUT/profile-$name.syscalls" -p "$SERVER_PID" -- sleep 3) >/dev/null 2>&1 &
+  local stat=$!
+  echo "${RT[*]} taskset -c $LOAD_CORE $LOAD rate --target $target --transport ws --subscribers $FANOUT --rate $PROFILE_RATE --duration 8 --url \$URL --server-pid \$PID --json" \
+    >"$OUT/profile-$name.cmd"
+  timeout 60 "${RT[@]}" taskset -c "$LOAD_CORE" "$LOAD" rate --target "$target" --transport ws \
+    --subscribers "$FANOUT" --rate "$PROFILE_RATE" --duration 8 --url "$SERVER_URL" \
+    --server-pid "$SERVER_PID" --json >"$OUT/profile-$name.json" 2>"$OUT/profile-$name.err" || true
+  wait "$record" "$stat" || true
+  stop_server
+  perf report -i "$OUT/profile-$name.data" --stdio --no-children --sort dso -g none 2>/dev/null \
+    | grep -v '^#' | grep -v '^$' | sed 's/[[:space:]]*$//' >"$OUT/profile-$name.dso" || true
+  perf report -i "$OUT/profile-$name.data" --stdio --children --sort symbol -g none --percent-limit 1 2>/dev/null \
+    | grep -v '^#' | grep -v '^$' | grep -v '(inlined)' | sed 's/ \{3,\}-  .*$//; s/[[:space:]]*$//' \
+    >"$OUT/profile-$name.children" || true
+  rm -f "$OUT/profile-$name.data"
+}
+if want profile && command -v perf >/dev/null; then
+  profile pushlab-ws pushlab
+  profile floor-ws floor
+fi
+
+# 6. The criterion benches, if there is time left: server and clients in one
+#    process, all on the load generator's core.
+if want criterion && [ "$QUICK" != 1 ] && [ $(( BUDGET_SECS - ($(date +%s) - START) )) -gt 150 ]; then
+  step "cargo bench"
+  echo "${RT[*]} taskset -c $LOAD_CORE cargo bench --locked --bench log_core --bench transport_latency -- --noplot" >"$OUT/criterion.cmd"
+  timeout 300 "${RT[@]}" taskset -c "$LOAD_CORE" cargo bench --locked --bench log_core --bench transport_latency -- --noplot \
+    >"$OUT/criterion.out" 2>&1 || true
+fi
+
+echo "loadavg at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"
+echo "elapsed: $(( $(date +%s) - START )) s (builds excluded)" >>"$OUT/machine.txt"
+
+step "writing docs/benchmarks.md and the tables in docs/transports.md"
+python3 benches/report.py "$OUT"
+step "done: $OUT"

@@ -1,0 +1,596 @@
+//! The clients: one subscriber per transport and peer, and the publishers.
+//!
+//! Every client runs on its own counted socket (see `net`), so bytes are
+//! measured on the wire. A subscriber reports what it receives to its
+//! [`Seen`]; a publisher sends its share of the step's messages on schedule.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context as _};
+use bytes::Bytes;
+use futures_util::{SinkExt as _, StreamExt as _};
+use http_body_util::{BodyExt as _, BodyStream, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::engineio::{self, Packet};
+use crate::net::{self, Counted, Sources, Wire};
+use crate::tally::{Seen, Tally};
+
+/// What a subscriber speaks, to which server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// pushlab `GET /ws`.
+    Ws,
+    /// pushlab `GET /sse`.
+    Sse,
+    /// pushlab `GET /longpoll`, one held request after another.
+    Longpoll,
+    /// pushlab `GET /poll` every `--poll-interval-ms`.
+    Poll,
+    /// socket.io 4 over engine.io's websocket transport.
+    SocketioWs,
+    /// socket.io 4 over engine.io's HTTP long-polling transport.
+    SocketioPolling,
+    /// The bare broadcast floor, `pushlab-floor`.
+    FloorWs,
+}
+
+/// Which server the publishers talk to, always over WebSocket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Peer {
+    Pushlab,
+    Floor,
+    Socketio,
+}
+
+/// How long a long-poll asks to be held, in seconds (pushlab caps it at 30).
+const LONGPOLL_HOLD_SECS: u32 = 25;
+
+/// What every client of a step shares.
+pub struct Step {
+    pub server: SocketAddr,
+    pub sources: Sources,
+    /// Subscriber sockets.
+    pub wire: Arc<Wire>,
+    /// Publisher sockets.
+    pub publisher_wire: Arc<Wire>,
+    pub tally: Arc<Tally>,
+    /// pushlab only: the log head before the step, so readers start there.
+    pub since: u64,
+    pub poll_interval: Duration,
+}
+
+/// Tells the controller a client is connected and set up. Dropping it
+/// unfired tells it the client failed.
+pub struct Ready(Option<oneshot::Sender<()>>);
+
+impl Ready {
+    pub fn new() -> (Ready, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        (Ready(Some(tx)), rx)
+    }
+
+    fn fire(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Runs one subscriber until it fails or is aborted. A failure after it was
+/// ready is kept in `seen.failure`, so it is reported and not lost.
+pub async fn subscribe(
+    step: Arc<Step>,
+    kind: Kind,
+    index: usize,
+    seen: Arc<Mutex<Seen>>,
+    mut ready: Ready,
+) {
+    let result = match kind {
+        Kind::Ws => pushlab_ws(&step, index, &seen, &mut ready).await,
+        Kind::Sse => pushlab_sse(&step, index, &seen, &mut ready).await,
+        Kind::Longpoll | Kind::Poll => pushlab_poll(&step, kind, index, &seen, &mut ready).await,
+        Kind::SocketioWs => socketio_ws(&step, index, &seen, &mut ready).await,
+        Kind::SocketioPolling => socketio_polling(&step, index, &seen, &mut ready).await,
+        Kind::FloorWs => floor_ws(&step, index, &seen, &mut ready).await,
+    };
+    let failure = match result {
+        Ok(()) => "the server ended the connection".to_string(),
+        Err(err) => format!("{err:#}"),
+    };
+    seen.lock().failure.get_or_insert(failure);
+}
+
+/// A pushlab event or control message, reduced to what is checked.
+#[derive(Deserialize)]
+struct PushlabItem<'a> {
+    seq: Option<u64>,
+    #[serde(rename = "type", borrow)]
+    kind: Option<&'a str>,
+    #[serde(borrow)]
+    id: Option<&'a str>,
+    #[serde(borrow)]
+    text: Option<&'a str>,
+}
+
+/// The message object the peers fan out: `{"id","text"}`.
+#[derive(Deserialize)]
+struct PeerPayload<'a> {
+    #[serde(borrow)]
+    id: &'a str,
+    #[serde(borrow)]
+    text: &'a str,
+}
+
+/// Reads one pushlab JSON item; returns its `type` when it is a control.
+fn pushlab_item<'a>(seen: &Mutex<Seen>, tally: &Tally, json: &'a str) -> anyhow::Result<&'a str> {
+    let item: PushlabItem = serde_json::from_str(json).context("a pushlab frame is JSON")?;
+    let mut seen = seen.lock();
+    match item.seq {
+        Some(seq) => {
+            seen.seq(seq);
+            if let (Some("message"), Some(id), Some(text)) = (item.kind, item.id, item.text) {
+                seen.message(tally, id, text, json.len());
+            }
+            Ok("event")
+        }
+        None => match item.kind {
+            Some("gap") => {
+                seen.gap();
+                Ok("gap")
+            }
+            Some("error") => bail!("the server sent an error: {json}"),
+            Some(kind) => Ok(kind),
+            None => bail!("a frame without seq or type: {json}"),
+        },
+    }
+}
+
+fn peer_payload(seen: &Mutex<Seen>, tally: &Tally, json: &str) -> anyhow::Result<()> {
+    let payload: PeerPayload = serde_json::from_str(json).context("a peer payload is JSON")?;
+    seen.lock()
+        .message(tally, payload.id, payload.text, json.len());
+    Ok(())
+}
+
+async fn connect(step: &Step, index: usize, wire: &Arc<Wire>) -> anyhow::Result<Counted> {
+    let stream = net::connect(step.server, step.sources.pick(index), wire.clone())
+        .await
+        .with_context(|| format!("connecting to {}", step.server))?;
+    wire.request();
+    Ok(stream)
+}
+
+async fn websocket(
+    step: &Step,
+    index: usize,
+    wire: &Arc<Wire>,
+    path: &str,
+) -> anyhow::Result<tokio_tungstenite::WebSocketStream<Counted>> {
+    let stream = connect(step, index, wire).await?;
+    let url = format!("ws://{}{path}", step.server);
+    let (socket, _) = tokio_tungstenite::client_async(url, stream)
+        .await
+        .context("the WebSocket handshake")?;
+    Ok(socket)
+}
+
+async fn pushlab_ws(
+    step: &Step,
+    index: usize,
+    seen: &Mutex<Seen>,
+    ready: &mut Ready,
+) -> anyhow::Result<()> {
+    let path = format!("/ws?since={}", step.since);
+    let mut socket = websocket(step, index, &step.wire, &path).await?;
+    while let Some(frame) = socket.next().await {
+        match frame? {
+            Message::Text(text) if pushlab_item(seen, &step.tally, &text)? == "hello" => {
+                ready.fire()
+            }
+            Message::Close(close) => bail!("closed by the server: {close:?}"),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// One HTTP/1.1 keep-alive connection.
+struct Http {
+    sender: SendRequest<Full<Bytes>>,
+    host: String,
+}
+
+impl Http {
+    async fn open(step: &Step, index: usize) -> anyhow::Result<Http> {
+        let stream = connect(step, index, &step.wire).await?;
+        // The connection itself counts once; each request counts below.
+        step.wire
+            .requests
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .context("the HTTP handshake")?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(Http {
+            sender,
+            host: step.server.to_string(),
+        })
+    }
+
+    fn request(&self, method: Method, path: &str, body: &'static str) -> Request<Full<Bytes>> {
+        let mut request = Request::builder()
+            .method(method.clone())
+            .uri(path)
+            .header(hyper::header::HOST, &self.host);
+        if method == Method::POST {
+            request = request.header(hyper::header::CONTENT_TYPE, "text/plain;charset=UTF-8");
+        }
+        // The method, path and headers are all well formed.
+        request
+            .body(Full::new(Bytes::from_static(body.as_bytes())))
+            .expect("a valid request")
+    }
+
+    async fn send(
+        &mut self,
+        wire: &Wire,
+        request: Request<Full<Bytes>>,
+    ) -> anyhow::Result<(StatusCode, Bytes)> {
+        wire.request();
+        let response = self.sender.send_request(request).await?;
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok((status, body))
+    }
+}
+
+async fn pushlab_sse(
+    step: &Step,
+    index: usize,
+    seen: &Mutex<Seen>,
+    ready: &mut Ready,
+) -> anyhow::Result<()> {
+    use eventsource_stream::Eventsource as _;
+    let mut http = Http::open(step, index).await?;
+    step.wire.request();
+    let request = http.request(Method::GET, &format!("/sse?since={}", step.since), "");
+    let response = http.sender.send_request(request).await?;
+    ensure!(
+        response.status() == StatusCode::OK,
+        "GET /sse answered {}",
+        response.status()
+    );
+    let chunks = BodyStream::new(response.into_body()).filter_map(|frame| async move {
+        match frame {
+            Ok(frame) => frame.into_data().ok().map(Ok),
+            Err(err) => Some(Err(err)),
+        }
+    });
+    let mut events = std::pin::pin!(chunks.eventsource());
+    while let Some(event) = events.next().await {
+        let event = event.context("reading the event stream")?;
+        if pushlab_item(seen, &step.tally, &event.data)? == "hello" {
+            ready.fire();
+        }
+    }
+    Ok(())
+}
+
+/// A poll or long-poll answer, with each event kept as its own JSON text.
+#[derive(Deserialize)]
+struct BatchBody<'a> {
+    #[serde(borrow)]
+    events: Vec<&'a RawValue>,
+    cursor: u64,
+    epoch: String,
+    gap: bool,
+}
+
+async fn pushlab_poll(
+    step: &Step,
+    kind: Kind,
+    index: usize,
+    seen: &Mutex<Seen>,
+    ready: &mut Ready,
+) -> anyhow::Result<()> {
+    let mut http = Http::open(step, index).await?;
+    let mut cursor = step.since;
+    let mut epoch = String::new();
+    let mut tick = tokio::time::interval(step.poll_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let path = match kind {
+            Kind::Poll => {
+                tick.tick().await;
+                format!("/poll?since={cursor}&epoch={epoch}")
+            }
+            _ => format!("/longpoll?since={cursor}&epoch={epoch}&timeout={LONGPOLL_HOLD_SECS}"),
+        };
+        let request = http.request(Method::GET, &path, "");
+        let sent = Instant::now();
+        let answer = http.send(&step.wire, request);
+        // A long-poll is held from here on; the controller waits a moment
+        // after everyone is ready before it starts publishing.
+        ready.fire();
+        let (status, body) = answer.await?;
+        if kind == Kind::Poll {
+            step.tally.record_poll_rtt(sent.elapsed());
+        }
+        ensure!(status == StatusCode::OK, "GET {path} answered {status}");
+        let batch: BatchBody = serde_json::from_slice(&body).context("a batch is JSON")?;
+        if batch.gap {
+            seen.lock().gap();
+        }
+        for event in &batch.events {
+            pushlab_item(seen, &step.tally, event.get())?;
+        }
+        cursor = batch.cursor;
+        epoch = batch.epoch;
+    }
+}
+
+async fn floor_ws(
+    step: &Step,
+    index: usize,
+    seen: &Mutex<Seen>,
+    ready: &mut Ready,
+) -> anyhow::Result<()> {
+    let mut socket = websocket(step, index, &step.wire, "/").await?;
+    ready.fire();
+    while let Some(frame) = socket.next().await {
+        match frame? {
+            Message::Text(text) => peer_payload(seen, &step.tally, &text)?,
+            Message::Close(close) => bail!("closed by the server: {close:?}"),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Takes the payload out of a socket.io event `["msg",{...}]`.
+fn socketio_event(seen: &Mutex<Seen>, tally: &Tally, array: &str) -> anyhow::Result<()> {
+    let (_name, payload): (&str, &RawValue) =
+        serde_json::from_str(array).context("a socket.io event is a JSON array")?;
+    peer_payload(seen, tally, payload.get())
+}
+
+async fn socketio_ws(
+    step: &Step,
+    index: usize,
+    seen: &Mutex<Seen>,
+    ready: &mut Ready,
+) -> anyhow::Result<()> {
+    let path = engineio::query("websocket", None);
+    let mut socket = websocket(step, index, &step.wire, &path).await?;
+    while let Some(frame) = socket.next().await {
+        let Message::Text(text) = frame? else {
+            continue;
+        };
+        match engineio::parse(&text) {
+            Packet::Open(_) => socket.send(Message::Text(engineio::CONNECT.into())).await?,
+            Packet::Connected => ready.fire(),
+            Packet::Ping => socket.send(Message::Text(engineio::PONG.into())).await?,
+            Packet::Event(array) => socketio_event(seen, &step.tally, array)?,
+            Packet::Close | Packet::Disconnected => bail!("socket.io closed the session"),
+            Packet::Other => {}
+        }
+    }
+    Ok(())
+}
+
+async fn socketio_polling(
+    step: &Step,
+    index: usize,
+    seen: &Mutex<Seen>,
+    ready: &mut Ready,
+) -> anyhow::Result<()> {
+    let mut http = Http::open(step, index).await?;
+    let handshake = http.request(Method::GET, &engineio::query("polling", None), "");
+    let (status, body) = http.send(&step.wire, handshake).await?;
+    ensure!(status == StatusCode::OK, "the handshake answered {status}");
+    let body = std::str::from_utf8(&body)?;
+    let Some(Packet::Open(open)) = engineio::packets(body).next() else {
+        bail!("no open packet in {body:?}");
+    };
+    let sid = serde_json::from_str::<engineio::Open>(open)?.sid;
+    let path = engineio::query("polling", Some(&sid));
+    let connect = http.request(Method::POST, &path, engineio::CONNECT);
+    let (status, _) = http.send(&step.wire, connect).await?;
+    ensure!(status == StatusCode::OK, "the connect answered {status}");
+    loop {
+        let request = http.request(Method::GET, &path, "");
+        let (status, body) = http.send(&step.wire, request).await?;
+        ensure!(status == StatusCode::OK, "a poll answered {status}");
+        let mut pinged = false;
+        for packet in engineio::packets(std::str::from_utf8(&body)?) {
+            match packet {
+                Packet::Connected => ready.fire(),
+                Packet::Ping => pinged = true,
+                Packet::Event(array) => socketio_event(seen, &step.tally, array)?,
+                Packet::Close | Packet::Disconnected => bail!("socket.io closed the session"),
+                Packet::Open(_) | Packet::Other => {}
+            }
+        }
+        if pinged {
+            let pong = http.request(Method::POST, &path, engineio::PONG);
+            http.send(&step.wire, pong).await?;
+        }
+    }
+}
+
+/// One publisher's share of the step: messages `index`, `index + of`, ….
+#[derive(Debug, Clone, Copy)]
+pub struct Share {
+    pub index: usize,
+    pub of: usize,
+    /// The aggregate rate, messages per second.
+    pub rate: f64,
+}
+
+/// How a publisher did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Published {
+    pub sent: u64,
+    /// The latest a message went out after its scheduled time.
+    pub worst_lateness: Duration,
+}
+
+/// Below this gap between two of its sends, a publisher trusts tokio's
+/// millisecond timer; above it, it sleeps to a millisecond before the slot
+/// and then yields until the slot, so a low-rate latency run does not charge
+/// up to a millisecond of timer slack to the server.
+const PRECISE_BELOW_RATE: f64 = 500.0;
+
+/// When a publisher starts, and when it may close.
+pub struct Cues {
+    /// The start time, once the controller sets it.
+    pub start: watch::Receiver<Option<Instant>>,
+    /// Set once every subscriber has what it will get, so the publisher's
+    /// `leave` falls outside the measurement.
+    pub close: watch::Receiver<bool>,
+}
+
+/// Connects, sets up, signals `ready`, waits for the start time, then sends
+/// its share of the messages on schedule over one WebSocket. Reports through
+/// `sent` when it has sent them, and closes when cued.
+pub async fn publish(
+    step: Arc<Step>,
+    peer: Peer,
+    share: Share,
+    mut ready: Ready,
+    mut cues: Cues,
+    sent: oneshot::Sender<Published>,
+) -> anyhow::Result<()> {
+    let wire = &step.publisher_wire;
+    let index = share.index;
+    let socket = match peer {
+        Peer::Pushlab => {
+            let path = format!("/ws?since={}", step.since);
+            let mut socket = websocket(&step, index, wire, &path).await?;
+            let name = format!("l{}s{}p{index}", std::process::id(), step.tally.step);
+            let register = serde_json::json!({"type": "register", "name": name});
+            socket.send(Message::Text(register.to_string())).await?;
+            while let Some(frame) = socket.next().await {
+                if let Message::Text(text) = frame? {
+                    if text.contains("\"type\":\"welcome\"") {
+                        break;
+                    }
+                    ensure!(!text.contains("\"type\":\"error\""), "register: {text}");
+                }
+            }
+            socket
+        }
+        Peer::Floor => websocket(&step, index, wire, "/").await?,
+        Peer::Socketio => {
+            let path = engineio::query("websocket", None);
+            let mut socket = websocket(&step, index, wire, &path).await?;
+            while let Some(frame) = socket.next().await {
+                let Message::Text(text) = frame? else {
+                    continue;
+                };
+                match engineio::parse(&text) {
+                    Packet::Open(_) => socket.send(Message::Text(engineio::CONNECT.into())).await?,
+                    Packet::Connected => break,
+                    _ => {}
+                }
+            }
+            socket
+        }
+    };
+    // Everything the server sends back (every publisher gets the fan-out
+    // too) is read and dropped, answering engine.io pings on the way.
+    let (mut sink, mut incoming) = socket.split();
+    let (pings, mut to_answer) = mpsc::unbounded_channel::<()>();
+    let drain = tokio::spawn(async move {
+        while let Some(Ok(frame)) = incoming.next().await {
+            if peer == Peer::Socketio && matches!(&frame, Message::Text(t) if t == "2") {
+                let _ = pings.send(());
+            }
+        }
+    });
+    ready.fire();
+    let t0 = *cues
+        .start
+        .wait_for(|start| start.is_some())
+        .await
+        .context("the controller went away")?;
+    let t0 = t0.expect("waited for Some");
+    let tally = step.tally.clone();
+    let slot = Duration::from_secs_f64(1.0 / share.rate);
+    let precise = share.rate / (share.of as f64) < PRECISE_BELOW_RATE;
+    let mut report = Published::default();
+    let mut next = share.index as u64;
+    while next < tally.count {
+        let at = t0 + slot.mul_f64(next as f64);
+        if precise {
+            tokio::time::sleep_until((at - Duration::from_millis(1)).into()).await;
+            while Instant::now() < at {
+                tokio::task::yield_now().await;
+            }
+        } else {
+            tokio::time::sleep_until(at.into()).await;
+        }
+        // Send every message that is due, then flush once.
+        loop {
+            let at = t0 + slot.mul_f64(next as f64);
+            let (id, text) = tally.payload(next, at);
+            let frame = match peer {
+                Peer::Pushlab => {
+                    format!(r#"{{"type":"message","text":"{text}","id":"{id}"}}"#)
+                }
+                Peer::Floor => format!(r#"{{"id":"{id}","text":"{text}"}}"#),
+                Peer::Socketio => {
+                    engineio::event("msg", &format!(r#"{{"id":"{id}","text":"{text}"}}"#))
+                }
+            };
+            sink.feed(Message::Text(frame)).await?;
+            report.sent += 1;
+            report.worst_lateness = report.worst_lateness.max(at.elapsed());
+            next += share.of as u64;
+            if next >= tally.count || t0 + slot.mul_f64(next as f64) > Instant::now() {
+                break;
+            }
+        }
+        while to_answer.try_recv().is_ok() {
+            sink.feed(Message::Text(engineio::PONG.into())).await?;
+        }
+        sink.flush().await?;
+    }
+    let _ = sent.send(report);
+    // Until the cue, keep answering engine.io pings.
+    while !*cues.close.borrow_and_update() {
+        tokio::select! {
+            changed = cues.close.changed() => if changed.is_err() { break },
+            ping = to_answer.recv() => match ping {
+                Some(()) => sink.send(Message::Text(engineio::PONG.into())).await?,
+                None => break,
+            },
+        }
+    }
+    // A clean close ends a pushlab session at once, so no `leave` turns up
+    // in a later step. Then wait for the server's close: dropping a socket
+    // with unread data makes the kernel send a reset, which can discard the
+    // last frames.
+    let _ = sink.send(Message::Close(None)).await;
+    if tokio::time::timeout(Duration::from_secs(2), drain)
+        .await
+        .is_err()
+    {
+        eprintln!("note: a publisher's socket did not close within 2 s");
+    }
+    Ok(())
+}

@@ -1,0 +1,152 @@
+//! Sockets for the load generator: connecting from one of several loopback
+//! source addresses, and counting every byte that crosses each socket.
+//!
+//! Bytes are counted here, on the client's own sockets, so the figures are
+//! what went over the wire (HTTP headers, chunk sizes, WebSocket frame
+//! headers and masks included) and not what a server says it sent.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpSocket, TcpStream};
+
+/// Bytes and requests over a group of sockets (all subscribers, say).
+#[derive(Debug, Default)]
+pub struct Wire {
+    /// Bytes the client read.
+    pub received: AtomicU64,
+    /// Bytes the client wrote.
+    pub sent: AtomicU64,
+    /// HTTP requests made (a WebSocket or SSE connection counts one).
+    pub requests: AtomicU64,
+}
+
+/// A moment's reading of a [`Wire`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WireSnapshot {
+    pub received: u64,
+    pub sent: u64,
+    pub requests: u64,
+}
+
+impl Wire {
+    pub fn snapshot(&self) -> WireSnapshot {
+        WireSnapshot {
+            received: self.received.load(Ordering::Relaxed),
+            sent: self.sent.load(Ordering::Relaxed),
+            requests: self.requests.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn request(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl std::ops::Sub for WireSnapshot {
+    type Output = WireSnapshot;
+    fn sub(self, earlier: WireSnapshot) -> WireSnapshot {
+        WireSnapshot {
+            received: self.received - earlier.received,
+            sent: self.sent - earlier.sent,
+            requests: self.requests - earlier.requests,
+        }
+    }
+}
+
+/// A TCP stream that adds every byte read and written to a [`Wire`].
+pub struct Counted {
+    inner: TcpStream,
+    wire: Arc<Wire>,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = (buf.filled().len() - before) as u64;
+        self.wire.received.fetch_add(read, Ordering::Relaxed);
+        result
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(written)) = &result {
+            self.wire.sent.fetch_add(*written as u64, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(written)) = &result {
+            self.wire.sent.fetch_add(*written as u64, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Where clients connect from: 127.0.0.1 up to 127.0.0.`count`, in turn, so
+/// that more connections fit than one source address has ephemeral ports.
+#[derive(Debug, Clone, Copy)]
+pub struct Sources {
+    pub count: u8,
+}
+
+impl Sources {
+    /// The source address of the `index`th connection.
+    pub fn pick(&self, index: usize) -> IpAddr {
+        let last = (index % self.count.max(1) as usize) as u8 + 1;
+        IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
+    }
+}
+
+/// Connects to `server` from `source`, with Nagle off, counting into `wire`.
+pub async fn connect(server: SocketAddr, source: IpAddr, wire: Arc<Wire>) -> io::Result<Counted> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(source, 0))?;
+    let stream = socket.connect(server).await?;
+    stream.set_nodelay(true)?;
+    Ok(Counted {
+        inner: stream,
+        wire,
+    })
+}
+
+/// Raises this process's open-file limit to its hard limit, and returns it.
+pub fn raise_fd_limit() -> io::Result<u64> {
+    let (_, hard) = rlimit::Resource::NOFILE.get()?;
+    rlimit::Resource::NOFILE.set(hard, hard)?;
+    Ok(hard)
+}
