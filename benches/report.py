@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 OUT = Path(sys.argv[1])
+# Earlier results directories, for the repeatability table only.
+EARLIER = [Path(p) for p in sys.argv[2:]]
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -70,6 +72,11 @@ w("```console")
 w("$ benches/run.sh            # about 15 minutes, capped at 20; writes this page")
 w("$ QUICK=1 benches/run.sh    # a smoke run with small counts")
 w("```")
+if EARLIER:
+    w("")
+    w("This page was then rendered again from the same results, with an earlier run's "
+      "for the repeatability table: `python3 benches/report.py "
+      + " ".join(str(d.relative_to(ROOT) if d.is_absolute() else d) for d in [OUT] + EARLIER) + "`.")
 if quick:
     w("")
     w("> **This page comes from a QUICK smoke run** (small counts, short steps). "
@@ -230,6 +237,51 @@ for key in list(fanout) + ["pushlab-mix"]:
     w("$ " + cmd(f"fanout-{key}"))
 w("```")
 w("")
+
+if EARLIER:
+    w("### Repeatability: the same searches in other runs of `benches/run.sh`")
+    w("")
+    w("The machine is shared, so the sustained rates move from run to run; compare ratios "
+      "within one run rather than figures across runs.")
+    w("")
+    keys = ["pushlab-ws", "floor-ws", "pushlab-sse", "pushlab-longpoll", "socketio-ws", "socketio-polling"]
+    w("| run | commit | load average at start | warm-up step | " + " | ".join(LABELS[k] for k in keys) + " |")
+    w("| --- | --- | --- | --- | " + " | ".join("---:" for _ in keys) + " |")
+    for d in [OUT] + EARLIER:
+        info = (d / "machine.txt").read_text() if (d / "machine.txt").exists() else ""
+        commit = re.search(r"pushlab commit: (\S+)", info)
+        loadavg = re.search(r"loadavg at start: (\S+)", info)
+        cells = []
+        try:
+            warm = "yes" if "warmup" in json.loads((d / "fanout-pushlab-ws.json").read_text()) else "no"
+        except (OSError, ValueError):
+            warm = "?"
+        for k in keys:
+            try:
+                cells.append(num(json.loads((d / f"fanout-{k}.json").read_text())["sustained_rate"]))
+            except (OSError, ValueError, KeyError):
+                cells.append("–")
+        w(f"| `{d.name}`{' (this page)' if d == OUT else ''} | {commit.group(1) if commit else '?'} | "
+          f"{loadavg.group(1) if loadavg else '?'} | {warm} | " + " | ".join(cells) + " |")
+    w("")
+    w("And the one-subscriber latency (100 msg/s, 10 s), p50 / p99 ms:")
+    w("")
+    lkeys = ["pushlab-ws", "pushlab-sse", "pushlab-longpoll", "floor-ws", "socketio-ws", "socketio-polling"]
+    w("| run | " + " | ".join(LABELS[k] for k in lkeys) + " | `ws` p50 / floor p50 |")
+    w("| --- | " + " | ".join("---:" for _ in lkeys) + " | ---: |")
+    for d in [OUT] + EARLIER:
+        cells, got = [], {}
+        for k in lkeys:
+            try:
+                l = json.loads((d / f"latency-{k}.json").read_text())["latency"]
+                got[k] = l
+                cells.append(f"{ms(l['p50_ms'])} / {ms(l['p99_ms'])}")
+            except (OSError, ValueError, KeyError):
+                cells.append("–")
+        ratio = (f"{got['pushlab-ws']['p50_ms'] / got['floor-ws']['p50_ms']:.2f}×"
+                 if "pushlab-ws" in got and "floor-ws" in got else "–")
+        w(f"| `{d.name}` | " + " | ".join(cells) + f" | {ratio} |")
+    w("")
 
 # Memory --------------------------------------------------------------------
 w("## Memory: idle connections")
