@@ -12,6 +12,11 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::helpers::*;
 
+/// GETs a URL and reads its JSON body.
+async fn get_json(http: &reqwest::Client, url: String) -> Value {
+    http.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 /// Starts the real binary on port 0 and returns it with its address.
 async fn start_binary(args: &[&str]) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_pushlab"))
@@ -81,14 +86,11 @@ async fn acknowledged_events_survive_kill_9_and_clients_resume_without_a_gap() {
     let mut events = Vec::new();
     let mut cursor = 0;
     loop {
-        let body: Value = http
-            .get(format!("http://{addr}/poll?since={cursor}&epoch={epoch}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let body: Value = get_json(
+            &http,
+            format!("http://{addr}/poll?since={cursor}&epoch={epoch}"),
+        )
+        .await;
         assert_eq!(body["gap"], false, "the same epoch: no gap");
         assert_eq!(body["epoch"], epoch);
         let batch = body["events"].as_array().unwrap().clone();
@@ -103,14 +105,7 @@ async fn acknowledged_events_survive_kill_9_and_clients_resume_without_a_gap() {
         assert_eq!(events[seq as usize - 1]["text"], text.as_str(), "seq {seq}");
     }
     // A reader that was at seq 100 continues exactly where it was.
-    let body: Value = http
-        .get(format!("http://{addr}/poll?since=100&epoch={epoch}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: Value = get_json(&http, format!("http://{addr}/poll?since=100&epoch={epoch}")).await;
     assert_eq!(body["events"][0]["seq"], 101);
     assert_eq!(body["gap"], false);
 }
@@ -130,14 +125,7 @@ async fn sigterm_answers_held_long_polls_closes_sockets_with_1001_and_exits_clea
                                            // Wait until the long-poll is held.
     tokio::time::timeout(PATIENCE, async {
         loop {
-            let stats: Value = http
-                .get(format!("http://{addr}/stats"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let stats: Value = get_json(&http, format!("http://{addr}/stats")).await;
             if stats["transports"]["longpoll"]["open"] == 1 {
                 break;
             }
