@@ -42,8 +42,11 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::dev::ServerHandle;
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_http::HttpService;
+use actix_server::ServerHandle;
+use actix_service::{fn_service, map_config, IntoServiceFactory as _, ServiceFactoryExt as _};
+use actix_web::dev::AppConfig;
+use actix_web::{web, App, HttpResponse};
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
@@ -129,51 +132,38 @@ pub fn serve_with_log(
         shutdown,
     });
     let app_state = state.clone();
-    let mut http = HttpServer::new(move || {
-        let limit = app_state.limit.clone();
-        let config = app_state.config.clone();
-        App::new()
-            .app_data(app_state.clone())
-            .configure(routes)
-            .wrap_fn(move |req, srv| {
-                use actix_web::dev::Service as _;
-                let origin = middleware::granted_origin(&req, &config);
-                let outcome = match &origin {
-                    Some(origin) if middleware::is_preflight(&req) => {
-                        Err(req.into_response(middleware::preflight_response(origin.clone())))
-                    }
-                    _ => match limit.acquire() {
-                        Some(permit) => Ok((srv.call(req), permit)),
-                        None => Err(req.into_response(middleware::at_capacity())),
-                    },
-                };
-                async move {
-                    let (call, permit) = match outcome {
-                        Ok(admitted) => admitted,
-                        Err(refused) => return Ok(refused),
-                    };
-                    let response = call.await?.map_into_boxed_body();
-                    let mut response = middleware::hold_permit(response, permit);
-                    if let Some(origin) = origin {
-                        middleware::grant(&mut response, origin);
-                    }
-                    Ok(response)
-                }
-            })
-    })
-    // Record each connection's socket, so a WebSocket whose client stopped
-    // reading can be cut off for good.
-    .on_connect(transport::ConnectionSocket::record)
-    // Notice promptly when a client holding a long-poll or stream goes away.
-    .h1_allow_half_closed(false)
-    .client_request_timeout(Duration::from_secs(5))
-    .shutdown_timeout(5)
-    // main() handles signals, so the log and sockets shut down in order.
-    .disable_signals();
+    let mut server = actix_server::Server::build()
+        .shutdown_timeout(5)
+        // main() handles signals, so the log and sockets shut down in order.
+        .disable_signals();
     if let Some(workers) = workers {
-        http = http.workers(workers.max(1));
+        server = server.workers(workers.max(1));
     }
-    let server = http.listen(listener)?.run();
+    // The factory runs once per worker; every worker shares `app_state`.
+    let server = server
+        .listen("pushlab", listener, move || {
+            let state = app_state.clone();
+            let upgrade_state = app_state.clone();
+            HttpService::build()
+                // Notice promptly when a client holding a long-poll or
+                // stream goes away.
+                .h1_allow_half_closed(false)
+                .client_request_timeout(Duration::from_secs(5))
+                .local_addr(addr)
+                // WebSocket upgrades skip the router: the socket task takes
+                // the connection itself (see `transport::ws`).
+                .upgrade(fn_service(move |(req, framed)| {
+                    transport::ws::upgrade(upgrade_state.clone(), req, framed)
+                }))
+                .finish(map_config(
+                    app(state)
+                        .into_factory()
+                        .map_err(|err: actix_web::Error| err.error_response()),
+                    |_| AppConfig::default(),
+                ))
+                .tcp()
+        })?
+        .run();
     let handle = server.handle();
     let task = tokio::spawn(server);
     Ok(Server {
@@ -182,6 +172,51 @@ pub fn serve_with_log(
         state,
         task,
     })
+}
+
+/// The application for one worker: every endpoint, behind the connection
+/// limit and CORS grants.
+fn app(
+    state: web::Data<AppState>,
+) -> App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse<actix_web::body::BoxBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let limit = state.limit.clone();
+    let config = state.config.clone();
+    App::new()
+        .app_data(state)
+        .configure(routes)
+        .wrap_fn(move |req, srv| {
+            use actix_web::dev::Service as _;
+            let origin = middleware::granted_origin(&req, &config);
+            let outcome = match &origin {
+                Some(origin) if middleware::is_preflight(&req) => {
+                    Err(req.into_response(middleware::preflight_response(origin.clone())))
+                }
+                _ => match limit.acquire() {
+                    Some(permit) => Ok((srv.call(req), permit)),
+                    None => Err(req.into_response(middleware::at_capacity())),
+                },
+            };
+            async move {
+                let (call, permit) = match outcome {
+                    Ok(admitted) => admitted,
+                    Err(refused) => return Ok(refused),
+                };
+                let response = call.await?.map_into_boxed_body();
+                let mut response = middleware::hold_permit(response, permit);
+                if let Some(origin) = origin {
+                    middleware::grant(&mut response, origin);
+                }
+                Ok(response)
+            }
+        })
 }
 
 /// Every endpoint. A known path with the wrong method answers 405, an
@@ -205,10 +240,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 fn endpoint(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(|| async {
-        HttpResponse::MethodNotAllowed().json(serde_json::json!({
-            "error": "this endpoint does not take that method",
-            "code": "method_not_allowed",
-        }))
+    web::resource(path).default_service(web::to(|| async { method_not_allowed() }))
+}
+
+/// The 405 answer for a known path asked with the wrong method.
+pub(crate) fn method_not_allowed() -> HttpResponse {
+    HttpResponse::MethodNotAllowed().json(serde_json::json!({
+        "error": "this endpoint does not take that method",
+        "code": "method_not_allowed",
     }))
 }

@@ -3,10 +3,10 @@
 //! module turns the same three log calls into its own wire shape.
 
 pub mod longpoll;
-pub mod outbound;
 pub mod poll;
 pub mod sse;
 pub mod ws;
+pub mod ws_stream;
 
 use std::sync::Arc;
 
@@ -49,45 +49,6 @@ impl AppState {
     /// The counters of one transport.
     pub fn counters(&self, transport: Transport) -> &Counters {
         self.stats.of(transport)
-    }
-}
-
-/// The socket under an HTTP connection, recorded when the connection opens,
-/// so a WebSocket whose client stopped reading can be cut off for good.
-#[derive(Debug, Clone, Copy)]
-pub struct ConnectionSocket {
-    #[cfg(unix)]
-    fd: std::os::fd::RawFd,
-}
-
-impl ConnectionSocket {
-    /// Records the socket of a newly accepted connection.
-    pub fn record(connection: &dyn std::any::Any, data: &mut actix_web::dev::Extensions) {
-        #[cfg(unix)]
-        if let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
-            use std::os::fd::AsRawFd as _;
-            data.insert(ConnectionSocket {
-                fd: stream.as_raw_fd(),
-            });
-        }
-        #[cfg(not(unix))]
-        let _ = (connection, data);
-    }
-
-    /// Shuts the socket down both ways; the connection's next read or write
-    /// fails and actix drops it.
-    ///
-    /// Only call this while the connection is known to be open (its response
-    /// body not yet dropped) and from the worker that owns it, so the file
-    /// descriptor still belongs to this connection.
-    pub fn cut(self) {
-        #[cfg(unix)]
-        // SAFETY: shutdown(2) takes any descriptor and only affects the
-        // socket it names; the caller guarantees that is still this
-        // connection's socket.
-        unsafe {
-            libc::shutdown(self.fd, libc::SHUT_RDWR);
-        }
     }
 }
 

@@ -1,74 +1,153 @@
 //! WebSocket: `GET /ws` upgrades to a persistent two-way connection, one JSON
 //! text frame per message in each direction.
 //!
-//! The handler only checks the request and does the handshake; one task per
-//! socket then runs a single `select!` over client frames, new log events,
-//! the ping timer and shutdown, and closes the socket once, with a reason.
+//! An upgrade request never reaches actix-web's router: actix-http hands the
+//! connection to [`upgrade`], which checks the request, answers the
+//! handshake, and gives the TCP stream to one task for the socket's whole
+//! life. That task runs a single `select!` over the client's frames, new log
+//! events, the ping timer and shutdown; it writes frames to the socket itself
+//! (see [`super::ws_stream`]) and closes once, with a reason. A `GET /ws`
+//! without an upgrade goes through the router to [`websocket`], which runs
+//! the same checks and then refuses it.
 
-use actix_http::body::BodyStream;
-use actix_web::http::header;
-use actix_web::web::Bytes;
-use actix_web::{web, HttpRequest, HttpResponse};
-use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Message};
+use std::io;
 use std::time::Duration;
 
+use actix_codec::Framed;
+use actix_http::body::BodySize;
+use actix_http::{h1, ws::handshake, ConnectionType, HttpMessage as _, Request, Response};
+use actix_web::http::header::{self, HeaderMap};
+use actix_web::http::Method;
+use actix_web::web::Bytes;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError as _};
+use actix_http::ws::{CloseCode, CloseReason, Message, ProtocolError};
+use futures_util::future::BoxFuture;
+use futures_util::SinkExt as _;
+use tokio::net::TcpStream;
 use tokio::time::{interval_at, Instant};
 
-use super::outbound::{self, Outbound, Pushed};
+use super::ws_stream::{Inbound, Pushed, Received, WsStream};
 use super::{AppState, ReadQuery};
 use crate::config::{Config, WS_MISSED_PONGS, WS_PING_INTERVAL};
 use crate::error::ApiError;
 use crate::log::Seq;
+use crate::middleware::{self, Permit};
 use crate::presence::ConnectionGuard;
-use crate::protocol::{self, ClientMessage, Control, MAX_BODY_BYTES};
+use crate::protocol::{self, ClientMessage, Control};
 use crate::stats::Transport;
-use crate::transport::ConnectionSocket;
 
-/// `GET /ws[?session=S&since=N&epoch=E]`.
-///
-/// Without a session the socket observes, and its first frame may be a
-/// `register`. With one, it attaches to that session and first receives the
-/// events after `since`.
+/// `GET /ws` without an upgrade: the same checks as [`upgrade`], then a
+/// `bad_request`, since there is no socket to serve.
 pub async fn websocket(
     state: web::Data<AppState>,
-    query: web::Query<ReadQuery>,
     req: HttpRequest,
-    body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    check_origin(&req, &state.config)?;
+    let _attached = admit(&state, req.headers(), req.query_string())?;
+    Err(not_an_upgrade())
+}
+
+/// Serves every request that asks for `Connection: upgrade`, with the
+/// connection it came on. Only `GET /ws` is upgraded; anything else gets the
+/// JSON error the router would have given, and the connection closes.
+pub async fn upgrade(
+    state: web::Data<AppState>,
+    req: Request,
+    framed: Framed<TcpStream, h1::Codec>,
+) -> Result<(), actix_web::Error> {
+    if let Err(err) = try_upgrade(state, req, framed).await {
+        // The client went away during the handshake; there is no one to tell.
+        tracing::debug!(%err, "websocket handshake failed");
+    }
+    Ok(())
+}
+
+async fn try_upgrade(
+    state: web::Data<AppState>,
+    req: Request,
+    mut framed: Framed<TcpStream, h1::Codec>,
+) -> io::Result<()> {
+    // A socket counts against the limit for as long as it is open.
+    let Some(permit) = state.limit.acquire() else {
+        return refuse(framed, middleware::at_capacity()).await;
+    };
+    if req.path() != "/ws" {
+        return refuse(
+            framed,
+            ApiError::NotFound("this path".into()).error_response(),
+        )
+        .await;
+    }
+    if req.method() != Method::GET {
+        return refuse(framed, crate::method_not_allowed()).await;
+    }
+    let (query, attached) = match admit(&state, req.headers(), req.uri().query().unwrap_or("")) {
+        Ok(admitted) => admitted,
+        Err(err) => return refuse(framed, err.error_response()).await,
+    };
+    let response = match handshake(req.head()) {
+        Ok(mut accepted) => accepted.finish().drop_body(),
+        Err(_) => return refuse(framed, not_an_upgrade().error_response()).await,
+    };
+    framed
+        .send(h1::Message::Item((response, BodySize::None)))
+        .await?;
+    let parts = framed.into_parts();
+    let stream = WsStream::new(parts.io, parts.read_buf, state.stats.clone())?;
+    let socket = Socket {
+        cursor: query.since,
+        epoch: query.epoch().map(str::to_owned),
+        attached,
+        stream,
+        state,
+        _permit: permit,
+    };
+    actix_web::rt::spawn(socket.run());
+    Ok(())
+}
+
+/// The checks every `/ws` request passes, in the order of the contract:
+/// the query string, the origin, then the session it attaches to.
+fn admit(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: &str,
+) -> Result<(ReadQuery, Option<ConnectionGuard>), ApiError> {
+    let query = web::Query::<ReadQuery>::from_query(query)
+        .map_err(|err| ApiError::BadRequest(format!("bad query string: {err}")))?
+        .into_inner();
+    check_origin(headers, &state.config)?;
     state.counters(Transport::Ws).request();
     let attached = query
         .session
         .map(|s| state.room.presence().connect(s))
         .transpose()?;
-    let (response, _unused, frames) = actix_ws::handle(&req, body)
-        .map_err(|_| ApiError::BadRequest("GET /ws expects a WebSocket upgrade".into()))?;
-    // actix-ws's own sender queues by frame count; pushlab's queue is
-    // bounded in bytes, so the response gets that queue's body instead.
-    let (out, outbound_body) = outbound::channel(state.stats.clone());
-    let response = response
-        .set_body(BodyStream::new(outbound_body))
-        .map_into_boxed_body();
-    let frames = frames
-        .max_frame_size(MAX_BODY_BYTES)
-        .aggregate_continuations()
-        .max_continuation_size(MAX_BODY_BYTES);
-    let socket = Socket {
-        cursor: query.since,
-        epoch: query.epoch().map(str::to_owned),
-        attached,
-        out,
-        state,
-    };
-    let connection = req.conn_data::<ConnectionSocket>().copied();
-    actix_web::rt::spawn(socket.run(frames, connection));
-    Ok(response)
+    Ok((query, attached))
+}
+
+fn not_an_upgrade() -> ApiError {
+    ApiError::BadRequest("GET /ws expects a WebSocket upgrade".into())
+}
+
+/// Answers an upgrade request with an ordinary response, then closes.
+async fn refuse(
+    mut framed: Framed<TcpStream, h1::Codec>,
+    response: HttpResponse,
+) -> io::Result<()> {
+    let (head, body) = response.into_parts();
+    // Error bodies are small JSON in memory; reading one cannot fail.
+    let body = actix_web::body::to_bytes(body).await.unwrap_or_default();
+    let mut head: Response<()> = head.into();
+    head.head_mut().set_connection_type(ConnectionType::Close);
+    let size = BodySize::Sized(body.len() as u64);
+    framed.feed(h1::Message::Item((head, size))).await?;
+    framed.feed(h1::Message::Chunk(Some(body))).await?;
+    framed.send(h1::Message::Chunk(None)).await
 }
 
 /// Refuses an upgrade from a page on another origin unless it is allowed.
 /// Clients that send no Origin (not browsers) are not affected.
-fn check_origin(req: &HttpRequest, config: &Config) -> Result<(), ApiError> {
-    let Some(origin) = req.headers().get(header::ORIGIN) else {
+fn check_origin(headers: &HeaderMap, config: &Config) -> Result<(), ApiError> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
         return Ok(());
     };
     let origin = origin
@@ -77,10 +156,7 @@ fn check_origin(req: &HttpRequest, config: &Config) -> Result<(), ApiError> {
     if config.origin_allowed(origin) {
         return Ok(());
     }
-    let own_host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok());
+    let own_host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
     let origin_host = origin.split_once("://").map(|(_, host)| host);
     match (own_host, origin_host) {
         (Some(own), Some(theirs)) if own.eq_ignore_ascii_case(theirs) => Ok(()),
@@ -110,34 +186,31 @@ struct Socket {
     epoch: Option<String>,
     /// The session this socket speaks for, once it has one.
     attached: Option<ConnectionGuard>,
-    out: Outbound,
+    stream: WsStream,
+    /// This socket's place under `--max-connections`.
+    _permit: Permit,
 }
 
 impl Socket {
-    async fn run(
-        mut self,
-        mut frames: AggregatedMessageStream,
-        connection: Option<ConnectionSocket>,
-    ) {
+    async fn run(mut self) {
         let _open = self.state.stats.open(Transport::Ws);
-        let (reason, grace) = match self.serve(&mut frames).await {
+        let reason = match self.serve().await {
             Stop::Gone => return,
-            // A client that stopped reading will not read a close frame either.
-            Stop::Close(reason) if is_slow_client(&reason) => (reason, Duration::ZERO),
-            Stop::Close(reason) => (reason, CLOSE_GRACE),
+            Stop::Close(reason) => reason,
         };
-        self.out.finish(Some(Message::Close(reason)));
-        if tokio::time::timeout(grace, self.out.gone()).await.is_err() {
-            if let Some(connection) = connection {
-                // Still connected: this task runs on the worker that owns the
-                // connection, so nothing has closed it since `gone` said no.
-                connection.cut();
-            }
+        // A client that stopped reading will not read a close frame either.
+        if is_slow_client(&reason) {
+            self.stream.push_unchecked(Message::Close(reason));
+            let _ = self.stream.flush();
+            self.stream.abort();
+            return;
         }
+        self.stream.push_unchecked(Message::Close(reason));
+        let _ = tokio::time::timeout(CLOSE_GRACE, self.stream.linger()).await;
     }
 
     /// Runs until the socket should close.
-    async fn serve(&mut self, frames: &mut AggregatedMessageStream) -> Stop {
+    async fn serve(&mut self) -> Stop {
         let log = self.state.log().clone();
         let hello = Control::Hello {
             epoch: log.epoch().clone(),
@@ -149,25 +222,35 @@ impl Socket {
         let slow_limit = self.state.config.slow_client_timeout();
         let mut ping = interval_at(Instant::now() + WS_PING_INTERVAL, WS_PING_INTERVAL);
         let mut missed_pongs = 0;
-        // When the outbound queue last filled up, while it stays full.
+        // When the outbound buffer last filled up, while it stays full.
         let mut stalled_since: Option<Instant> = None;
         // Registered once, not on every turn of the loop.
         let shutdown = self.state.shutdown.clone();
         let stopping = shutdown.cancelled();
         tokio::pin!(stopping);
+        // Resolves once the log has events after the cursor; kept across
+        // turns of the loop until it fires.
+        let mut newer: Option<BoxFuture<'static, ()>> = None;
         loop {
             if let Err(stop) = self.fill() {
                 return stop;
             }
-            // The stall clock runs from when the queue filled up, and starts
+            if self.stream.flush().is_err() {
+                return Stop::Gone;
+            }
+            // The stall clock runs from when the buffer filled up, and starts
             // again every time the client drains some of it.
-            let has_room = self.out.has_room();
+            let has_room = self.stream.has_room();
             if has_room {
                 stalled_since = None;
+                if newer.is_none() {
+                    newer = Some(log.wait_after(self.cursor));
+                }
             } else {
                 stalled_since.get_or_insert_with(Instant::now);
             }
             let give_up_at = stalled_since.map(|since| since + slow_limit);
+            let unsent = self.stream.queued() > 0;
             tokio::select! {
                 biased;
                 _ = &mut stopping => {
@@ -176,41 +259,27 @@ impl Socket {
                         description: Some("server shutting down".into()),
                     }));
                 }
-                frame = frames.recv() => {
-                    let next = match frame {
-                        None => return Stop::Gone,
-                        Some(Err(err)) => {
-                            tracing::debug!(%err, "websocket protocol error");
-                            Next::Close(Some(protocol_close(&err)))
-                        }
-                        Some(Ok(AggregatedMessage::Text(text))) => self.on_text(text.as_bytes()).await,
-                        Some(Ok(AggregatedMessage::Binary(_))) => {
-                            let err = ApiError::BadRequest("send JSON in text frames".into());
-                            self.reply(&Control::from(&err))
-                        }
-                        Some(Ok(AggregatedMessage::Ping(payload))) => self.push(Message::Pong(payload)),
-                        Some(Ok(AggregatedMessage::Pong(_))) => {
-                            missed_pongs = 0;
-                            Next::Continue
-                        }
-                        Some(Ok(AggregatedMessage::Close(_))) => {
-                            // A clean close ends the session at once.
-                            if let Some(guard) = self.attached.take() {
-                                self.state.room.end(guard.session()).await;
-                            }
-                            Next::Close(None)
-                        }
-                    };
-                    if let Next::Close(reason) = next {
-                        return Stop::Close(reason);
-                    }
-                }
-                _ = log.wait_after(self.cursor), if has_room => {}
-                _ = self.out.writable(), if !has_room => {
-                    if self.out.is_gone() {
+                readable = self.stream.readable() => {
+                    if readable.is_err() {
                         return Stop::Gone;
                     }
-                    stalled_since = None;
+                    match self.stream.receive() {
+                        Received::Gone => return Stop::Gone,
+                        Received::Nothing => {}
+                        Received::Data => {
+                            if let Next::Close(reason) = self.on_received(&mut missed_pongs).await {
+                                return Stop::Close(reason);
+                            }
+                        }
+                    }
+                }
+                _ = wait_or_never(newer.as_mut()), if has_room => {
+                    newer = None;
+                }
+                writable = self.stream.writable(), if unsent => {
+                    if writable.is_err() {
+                        return Stop::Gone;
+                    }
                 }
                 _ = sleep_until_or_never(give_up_at) => {
                     tracing::info!(cursor = self.cursor, "closing a websocket that stopped reading");
@@ -235,12 +304,48 @@ impl Socket {
         }
     }
 
-    /// Queues the events after the cursor while the outbound queue has room.
+    /// Handles every whole message that has arrived.
+    async fn on_received(&mut self, missed_pongs: &mut u32) -> Next {
+        loop {
+            let message = match self.stream.next_message() {
+                Ok(Some(message)) => message,
+                Ok(None) => return Next::Continue,
+                Err(err) => {
+                    tracing::debug!(%err, "websocket protocol error");
+                    return Next::Close(Some(protocol_close(&err)));
+                }
+            };
+            let next = match message {
+                Inbound::Text(text) => self.on_text(&text).await,
+                Inbound::Binary(_) => {
+                    let err = ApiError::BadRequest("send JSON in text frames".into());
+                    self.reply(&Control::from(&err))
+                }
+                Inbound::Ping(payload) => self.push(Message::Pong(payload)),
+                Inbound::Pong(_) => {
+                    *missed_pongs = 0;
+                    Next::Continue
+                }
+                Inbound::Close => {
+                    // A clean close ends the session at once.
+                    if let Some(guard) = self.attached.take() {
+                        self.state.room.end(guard.session()).await;
+                    }
+                    Next::Close(None)
+                }
+            };
+            if let Next::Close(reason) = next {
+                return Next::Close(reason);
+            }
+        }
+    }
+
+    /// Queues the events after the cursor while the outbound buffer has room.
     fn fill(&mut self) -> Result<(), Stop> {
         let state = self.state.clone();
         let log = state.log();
         let counters = state.counters(Transport::Ws);
-        while self.out.has_room() {
+        while self.stream.has_room() {
             let batch = log.read_since(self.cursor, self.epoch.take().as_deref());
             if batch.gap {
                 let cursor = batch.events.first().map_or(batch.cursor, |e| e.seq - 1);
@@ -252,14 +357,13 @@ impl Socket {
                 return Ok(());
             }
             for event in &batch.events {
-                if !self.out.has_room() {
+                if !self.stream.has_room() {
                     // The rest is read again from the cursor once there is room.
                     return Ok(());
                 }
                 counters.sent(1, event.json().len());
-                if self.out.push(Message::Text(event.json_shared())) == Pushed::Gone {
-                    return Err(Stop::Gone);
-                }
+                self.stream
+                    .push_unchecked(Message::Text(event.json_shared()));
                 self.cursor = event.seq;
             }
         }
@@ -331,17 +435,15 @@ impl Socket {
     fn send_control(&mut self, control: &Control) -> Result<(), Stop> {
         let json = control.to_json();
         self.state.counters(Transport::Ws).sent(0, json.len());
-        match self.out.push(Message::Text(json.into())) {
+        match self.stream.push(Message::Text(json.into())) {
             Pushed::Queued => Ok(()),
-            Pushed::Gone => Err(Stop::Gone),
             Pushed::Overflow => Err(Stop::Close(Some(overflow_reason()))),
         }
     }
 
     fn push(&mut self, message: Message) -> Next {
-        match self.out.push(message) {
+        match self.stream.push(message) {
             Pushed::Queued => Next::Continue,
-            Pushed::Gone => Next::Close(None),
             Pushed::Overflow => Next::Close(Some(overflow_reason())),
         }
     }
@@ -367,6 +469,13 @@ fn overflow_reason() -> CloseReason {
     }
 }
 
+async fn wait_or_never(newer: Option<&mut BoxFuture<'static, ()>>) {
+    match newer {
+        Some(newer) => newer.await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn sleep_until_or_never(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
@@ -387,9 +496,9 @@ fn refused_message_id(bytes: &[u8]) -> Option<String> {
         .filter(|id| id.chars().count() <= protocol::MAX_ID_CHARS)
 }
 
-fn protocol_close(err: &actix_ws::ProtocolError) -> CloseReason {
+fn protocol_close(err: &ProtocolError) -> CloseReason {
     let code = match err {
-        actix_ws::ProtocolError::Overflow => CloseCode::Size,
+        ProtocolError::Overflow => CloseCode::Size,
         _ => CloseCode::Protocol,
     };
     CloseReason {
