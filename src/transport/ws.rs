@@ -15,12 +15,12 @@ use std::time::Duration;
 
 use actix_codec::Framed;
 use actix_http::body::BodySize;
+use actix_http::ws::{CloseCode, CloseReason, Message, ProtocolError};
 use actix_http::{h1, ws::handshake, ConnectionType, HttpMessage as _, Request, Response};
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::http::Method;
 use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError as _};
-use actix_http::ws::{CloseCode, CloseReason, Message, ProtocolError};
 use futures_util::future::BoxFuture;
 use futures_util::SinkExt as _;
 use tokio::net::TcpStream;
@@ -98,6 +98,7 @@ async fn try_upgrade(
         epoch: query.epoch().map(str::to_owned),
         attached,
         stream,
+        client_closed: false,
         state,
         _permit: permit,
     };
@@ -187,6 +188,8 @@ struct Socket {
     /// The session this socket speaks for, once it has one.
     attached: Option<ConnectionGuard>,
     stream: WsStream,
+    /// Whether the client sent its close frame.
+    client_closed: bool,
     /// This socket's place under `--max-connections`.
     _permit: Permit,
 }
@@ -206,7 +209,17 @@ impl Socket {
             return;
         }
         self.stream.push_unchecked(Message::Close(reason));
-        let _ = tokio::time::timeout(CLOSE_GRACE, self.stream.linger()).await;
+        // The server closes the TCP connection first (RFC 6455, 7.1.1): at
+        // once when the client started the close, after the client's answer
+        // when the server did.
+        let closing = async {
+            if self.client_closed {
+                self.stream.drain().await;
+            } else {
+                self.stream.linger().await;
+            }
+        };
+        let _ = tokio::time::timeout(CLOSE_GRACE, closing).await;
     }
 
     /// Runs until the socket should close.
@@ -327,6 +340,7 @@ impl Socket {
                     Next::Continue
                 }
                 Inbound::Close => {
+                    self.client_closed = true;
                     // A clean close ends the session at once.
                     if let Some(guard) = self.attached.take() {
                         self.state.room.end(guard.session()).await;

@@ -257,16 +257,22 @@ impl WsStream {
         }
     }
 
-    /// Sends what is still buffered, then waits for the client's answer to a
-    /// close: its own close frame or the end of its stream. Reading first
-    /// matters: closing a socket with unread bytes makes the kernel send a
-    /// reset, which can destroy the close frame before the client reads it.
-    pub async fn linger(&mut self) {
+    /// Sends everything still buffered.
+    pub async fn drain(&mut self) {
         while !self.write_buf.is_empty() {
             if self.writable().await.is_err() || self.flush().is_err() {
                 return;
             }
         }
+    }
+
+    /// Sends what is still buffered, then waits for the client's answer to a
+    /// close the server started: its own close frame, or the end of its
+    /// stream. Reading first matters: closing a socket with unread bytes
+    /// makes the kernel send a reset, which can destroy the close frame
+    /// before the client reads it.
+    pub async fn linger(&mut self) {
+        self.drain().await;
         loop {
             if self.readable().await.is_err() {
                 return;
@@ -414,9 +420,17 @@ mod tests {
         stream.flush().unwrap();
 
         assert_eq!(stream.queued(), 0);
-        assert_eq!(stream.write_buf.capacity(), 0, "a burst's buffer is released");
+        assert_eq!(
+            stream.write_buf.capacity(),
+            0,
+            "a burst's buffer is released"
+        );
         let mut frame = vec![0; 10_004];
         client.read_exact(&mut frame).await.unwrap();
-        assert_eq!(&frame[..4], &[0x81, 126, 0x27, 0x10], "a text frame of 10,000 bytes");
+        assert_eq!(
+            &frame[..4],
+            &[0x81, 126, 0x27, 0x10],
+            "a text frame of 10,000 bytes"
+        );
     }
 }
