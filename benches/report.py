@@ -88,6 +88,16 @@ w("- Every server gets one core: it runs under `taskset -c 1` (pushlab with "
   "`--workers 1 --rate-limit 0`, the floor on a one-thread runtime, socket.io on "
   "Node, which is one thread anyway). The load generator, `pushlab-load`, runs "
   "under `taskset -c 0`. Each measurement starts a fresh server.")
+w("- Ordinary scheduling, not real-time: under `chrt`, the kernel's RT throttling "
+  "(950 ms of every second) freezes a process that nears 95% of its core for up to "
+  "50 ms, and a saturated fan-out step does; earlier runs of this script under "
+  "`chrt -r 10` measured those freezes (a p99 of 50–60 ms for every server once it "
+  "saturated) rather than the servers. The `scheduling` line below says how this "
+  "run was made.")
+w("- The load generator runs its publishers on a thread of their own, at a higher "
+  "priority than the thread that reads the subscribers' sockets, so a message "
+  "goes out on schedule even while a thousand sockets are being read; the "
+  "publishers' worst lateness is in the JSON results.")
 w("- Open loop: publishers send at a fixed aggregate rate and put each message's "
   "*scheduled* send time (µs on the load generator's clock) and its index in the "
   "payload. Latency is from that schedule to the moment a subscriber has parsed "
@@ -113,9 +123,9 @@ w("- Sustained rate: after a 3 s warm-up step at the start rate (reported in the
   "pass and the first failure; a step passes when p99 ≤ 50 ms, no message is "
   "missing or duplicated and every subscriber stayed connected. Each step connects "
   "its subscribers afresh and waits for the server to go idle before publishing.")
-w("- The machine is shared: other work may run on it during a run. The load "
-  "average at the start and the end is recorded below; treat small differences "
-  "between runs accordingly.")
+w("- Nothing else is meant to run during a run, but the machine is a VM on a shared "
+  "host. The load average at the start and the end is recorded below; treat "
+  "small differences between runs accordingly.")
 w("")
 w("## Machine and versions")
 w("")
