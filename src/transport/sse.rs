@@ -6,11 +6,15 @@
 //! instead of filling the server's memory.
 
 use std::convert::Infallible;
+use std::future::Future as _;
 use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use actix_web::http::header;
 use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::future::BoxFuture;
+use futures_util::Stream;
 use tokio::time::{interval_at, Instant, Interval};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
@@ -55,20 +59,17 @@ pub async fn sse_stream(
         started: false,
         heartbeat: interval_at(Instant::now() + SSE_HEARTBEAT, SSE_HEARTBEAT),
         stopping: Box::pin(state.shutdown.clone().cancelled_owned()),
+        newer: None,
         _connection: connection,
         _open: open,
         state,
     };
-    let body = futures_util::stream::unfold(stream, |mut stream| async move {
-        let chunk = stream.next_chunk().await?;
-        Some((Ok::<_, Infallible>(chunk), stream))
-    });
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header((header::CACHE_CONTROL, "no-store"))
         // Tells nginx and similar proxies not to buffer the stream.
         .insert_header(("X-Accel-Buffering", "no"))
-        .streaming(body))
+        .streaming(stream))
 }
 
 struct SseStream {
@@ -81,67 +82,94 @@ struct SseStream {
     heartbeat: Interval,
     /// Resolves when the server shuts down; registered once per stream.
     stopping: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// Resolves once the log has events after the cursor; kept until it
+    /// fires, so a stream subscribes once per wait, not once per poll.
+    newer: Option<BoxFuture<'static, ()>>,
     _connection: Option<ConnectionGuard>,
     _open: OpenGuard,
 }
 
 impl SseStream {
-    /// The next chunk to write, or `None` to end the response.
-    async fn next_chunk(&mut self) -> Option<Bytes> {
+    /// What the log holds after the cursor, as one chunk of at most about
+    /// [`SSE_CHUNK_BYTES`] (with the opening `hello` on the first call), or
+    /// `None` when there is nothing new.
+    fn read_chunk(&mut self) -> Option<Bytes> {
+        let log = self.state.log().clone();
+        let batch = log.read_since(self.cursor, self.epoch.take().as_deref());
+        let mut chunk = String::new();
+        if !self.started {
+            self.started = true;
+            // Ask EventSource to come back quickly if the stream drops.
+            chunk.push_str("retry: 1000\n");
+            push_control(
+                &mut chunk,
+                &Control::Hello {
+                    epoch: log.epoch().clone(),
+                    cursor: self.cursor,
+                },
+            );
+        }
+        if batch.gap {
+            let cursor = batch.events.first().map_or(batch.cursor, |e| e.seq - 1);
+            push_control(
+                &mut chunk,
+                &Control::Gap {
+                    epoch: log.epoch().clone(),
+                    cursor,
+                },
+            );
+        }
+        let mut sent = 0;
+        self.cursor = batch.cursor;
+        for event in &batch.events {
+            if chunk.len() >= SSE_CHUNK_BYTES {
+                // The rest is read again from the cursor on the next pull.
+                self.cursor = event.seq - 1;
+                break;
+            }
+            chunk.push_str("id: ");
+            chunk.push_str(itoa::Buffer::new().format(event.seq));
+            chunk.push_str("\ndata: ");
+            chunk.push_str(event.json());
+            chunk.push_str("\n\n");
+            sent += 1;
+        }
+        if chunk.is_empty() {
+            return None;
+        }
+        self.state.counters(Transport::Sse).sent(sent, chunk.len());
+        Some(Bytes::from(chunk))
+    }
+}
+
+/// actix pulls the stream: `poll_next` runs only when the connection can
+/// take another chunk.
+impl Stream for SseStream {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.stopping.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
         loop {
-            if self.state.shutdown.is_cancelled() {
-                return None;
+            if let Some(chunk) = this.read_chunk() {
+                // Whatever the wait was for has been read.
+                this.newer = None;
+                return Poll::Ready(Some(Ok(chunk)));
             }
-            let log = self.state.log().clone();
-            let batch = log.read_since(self.cursor, self.epoch.take().as_deref());
-            let mut chunk = String::new();
-            if !self.started {
-                self.started = true;
-                // Ask EventSource to come back quickly if the stream drops.
-                chunk.push_str("retry: 1000\n");
-                push_control(
-                    &mut chunk,
-                    &Control::Hello {
-                        epoch: log.epoch().clone(),
-                        cursor: self.cursor,
-                    },
-                );
+            let cursor = this.cursor;
+            let log = this.state.log();
+            let newer = this.newer.get_or_insert_with(|| log.wait_after(cursor));
+            if newer.as_mut().poll(cx).is_pending() {
+                break;
             }
-            if batch.gap {
-                let cursor = batch.events.first().map_or(batch.cursor, |e| e.seq - 1);
-                push_control(
-                    &mut chunk,
-                    &Control::Gap {
-                        epoch: log.epoch().clone(),
-                        cursor,
-                    },
-                );
-            }
-            let mut sent = 0;
-            self.cursor = batch.cursor;
-            for event in &batch.events {
-                if chunk.len() >= SSE_CHUNK_BYTES {
-                    // The rest is read again from the cursor on the next pull.
-                    self.cursor = event.seq - 1;
-                    break;
-                }
-                chunk.push_str("id: ");
-                chunk.push_str(&event.seq.to_string());
-                chunk.push_str("\ndata: ");
-                chunk.push_str(event.json());
-                chunk.push_str("\n\n");
-                sent += 1;
-            }
-            if !chunk.is_empty() {
-                self.state.counters(Transport::Sse).sent(sent, chunk.len());
-                return Some(Bytes::from(chunk));
-            }
-            tokio::select! {
-                biased;
-                _ = &mut self.stopping => return None,
-                _ = log.wait_after(self.cursor) => {}
-                _ = self.heartbeat.tick() => return Some(Bytes::from_static(b": heartbeat\n\n")),
-            }
+            // Events arrived between the read and the wait: read again.
+            this.newer = None;
+        }
+        match this.heartbeat.poll_tick(cx) {
+            Poll::Ready(_) => Poll::Ready(Some(Ok(Bytes::from_static(b": heartbeat\n\n")))),
+            Poll::Pending => Poll::Pending,
         }
     }
 }
