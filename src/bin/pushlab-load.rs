@@ -26,6 +26,7 @@
 //! - `net`: source addresses, counted sockets, the fd limit.
 //! - `clients`: a subscriber per transport and peer, and the publishers.
 //! - `engineio`: the engine.io v4 / socket.io v4 framing.
+//! - `http1`: a lean HTTP/1.1 client and SSE splitter for the subscribers.
 //! - `tally`: what each subscriber saw, and the latency histograms.
 //! - `procstat`: CPU and RSS from `/proc`.
 
@@ -33,12 +34,20 @@
 mod clients;
 #[path = "pushlab-load/engineio.rs"]
 mod engineio;
+#[path = "pushlab-load/http1.rs"]
+mod http1;
 #[path = "pushlab-load/net.rs"]
 mod net;
 #[path = "pushlab-load/procstat.rs"]
 mod procstat;
 #[path = "pushlab-load/tally.rs"]
 mod tally;
+
+/// jemalloc, as in the server: the subscribers allocate a message or two per
+/// delivery, and the system allocator made that a visible share of the load
+/// generator's CPU.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;

@@ -11,10 +11,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context as _};
 use bytes::Bytes;
 use futures_util::{SinkExt as _, StreamExt as _};
-use http_body_util::{BodyExt as _, BodyStream, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -22,6 +18,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::engineio::{self, Packet};
+use crate::http1::{Http1, SseEvents};
 use crate::net::{self, Counted, Sources, Wire};
 use crate::tally::{Seen, Tally};
 
@@ -206,56 +203,26 @@ async fn pushlab_ws(
     Ok(())
 }
 
-/// One HTTP/1.1 keep-alive connection.
-struct Http {
-    sender: SendRequest<Full<Bytes>>,
-    host: String,
+/// Opens an HTTP/1.1 keep-alive connection for a subscriber.
+async fn http(step: &Step, index: usize) -> anyhow::Result<Http1> {
+    let stream = connect(step, index, &step.wire).await?;
+    // The connection itself counts once; each request counts below.
+    step.wire
+        .requests
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    Ok(Http1::new(stream, step.server.to_string()))
 }
 
-impl Http {
-    async fn open(step: &Step, index: usize) -> anyhow::Result<Http> {
-        let stream = connect(step, index, &step.wire).await?;
-        // The connection itself counts once; each request counts below.
-        step.wire
-            .requests
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .context("the HTTP handshake")?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        Ok(Http {
-            sender,
-            host: step.server.to_string(),
-        })
-    }
-
-    fn request(&self, method: Method, path: &str, body: &'static str) -> Request<Full<Bytes>> {
-        let mut request = Request::builder()
-            .method(method.clone())
-            .uri(path)
-            .header(hyper::header::HOST, &self.host);
-        if method == Method::POST {
-            request = request.header(hyper::header::CONTENT_TYPE, "text/plain;charset=UTF-8");
-        }
-        // The method, path and headers are all well formed.
-        request
-            .body(Full::new(Bytes::from_static(body.as_bytes())))
-            .expect("a valid request")
-    }
-
-    async fn send(
-        &mut self,
-        wire: &Wire,
-        request: Request<Full<Bytes>>,
-    ) -> anyhow::Result<(StatusCode, Bytes)> {
-        wire.request();
-        let response = self.sender.send_request(request).await?;
-        let status = response.status();
-        let body = response.into_body().collect().await?.to_bytes();
-        Ok((status, body))
-    }
+/// Sends one request on `http` and reads the whole answer, counting it.
+async fn send(
+    http: &mut Http1,
+    wire: &Wire,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> anyhow::Result<(u16, Bytes)> {
+    wire.request();
+    http.send(method, path, body).await
 }
 
 async fn pushlab_sse(
@@ -264,27 +231,18 @@ async fn pushlab_sse(
     seen: &Mutex<Seen>,
     ready: &mut Ready,
 ) -> anyhow::Result<()> {
-    use eventsource_stream::Eventsource as _;
-    let mut http = Http::open(step, index).await?;
+    let mut http = http(step, index).await?;
     step.wire.request();
-    let request = http.request(Method::GET, &format!("/sse?since={}", step.since), "");
-    let response = http.sender.send_request(request).await?;
-    ensure!(
-        response.status() == StatusCode::OK,
-        "GET /sse answered {}",
-        response.status()
-    );
-    let chunks = BodyStream::new(response.into_body()).filter_map(|frame| async move {
-        match frame {
-            Ok(frame) => frame.into_data().ok().map(Ok),
-            Err(err) => Some(Err(err)),
-        }
-    });
-    let mut events = std::pin::pin!(chunks.eventsource());
-    while let Some(event) = events.next().await {
-        let event = event.context("reading the event stream")?;
-        if pushlab_item(seen, &step.tally, &event.data)? == "hello" {
-            ready.fire();
+    let path = format!("/sse?since={}", step.since);
+    let head = http.request("GET", &path, "").await?;
+    ensure!(head.status == 200, "GET /sse answered {}", head.status);
+    let mut events = SseEvents::default();
+    while let Some(chunk) = http.next_chunk().await? {
+        events.push(&chunk);
+        while let Some(data) = events.next_data()? {
+            if pushlab_item(seen, &step.tally, &data)? == "hello" {
+                ready.fire();
+            }
         }
     }
     Ok(())
@@ -307,7 +265,7 @@ async fn pushlab_poll(
     seen: &Mutex<Seen>,
     ready: &mut Ready,
 ) -> anyhow::Result<()> {
-    let mut http = Http::open(step, index).await?;
+    let mut http = http(step, index).await?;
     let mut cursor = step.since;
     let mut epoch = String::new();
     let mut tick = tokio::time::interval(step.poll_interval);
@@ -320,9 +278,8 @@ async fn pushlab_poll(
             }
             _ => format!("/longpoll?since={cursor}&epoch={epoch}&timeout={LONGPOLL_HOLD_SECS}"),
         };
-        let request = http.request(Method::GET, &path, "");
         let sent = Instant::now();
-        let answer = http.send(&step.wire, request);
+        let answer = send(&mut http, &step.wire, "GET", &path, "");
         // A long-poll is held from here on; the controller waits a moment
         // after everyone is ready before it starts publishing.
         ready.fire();
@@ -330,7 +287,7 @@ async fn pushlab_poll(
         if kind == Kind::Poll {
             step.tally.record_poll_rtt(sent.elapsed());
         }
-        ensure!(status == StatusCode::OK, "GET {path} answered {status}");
+        ensure!(status == 200, "GET {path} answered {status}");
         let batch: BatchBody = serde_json::from_slice(&body).context("a batch is JSON")?;
         if batch.gap {
             seen.lock().gap();
@@ -398,23 +355,27 @@ async fn socketio_polling(
     seen: &Mutex<Seen>,
     ready: &mut Ready,
 ) -> anyhow::Result<()> {
-    let mut http = Http::open(step, index).await?;
-    let handshake = http.request(Method::GET, &engineio::query("polling", None), "");
-    let (status, body) = http.send(&step.wire, handshake).await?;
-    ensure!(status == StatusCode::OK, "the handshake answered {status}");
+    let mut http = http(step, index).await?;
+    let (status, body) = send(
+        &mut http,
+        &step.wire,
+        "GET",
+        &engineio::query("polling", None),
+        "",
+    )
+    .await?;
+    ensure!(status == 200, "the handshake answered {status}");
     let body = std::str::from_utf8(&body)?;
     let Some(Packet::Open(open)) = engineio::packets(body).next() else {
         bail!("no open packet in {body:?}");
     };
     let sid = serde_json::from_str::<engineio::Open>(open)?.sid;
     let path = engineio::query("polling", Some(&sid));
-    let connect = http.request(Method::POST, &path, engineio::CONNECT);
-    let (status, _) = http.send(&step.wire, connect).await?;
-    ensure!(status == StatusCode::OK, "the connect answered {status}");
+    let (status, _) = send(&mut http, &step.wire, "POST", &path, engineio::CONNECT).await?;
+    ensure!(status == 200, "the connect answered {status}");
     loop {
-        let request = http.request(Method::GET, &path, "");
-        let (status, body) = http.send(&step.wire, request).await?;
-        ensure!(status == StatusCode::OK, "a poll answered {status}");
+        let (status, body) = send(&mut http, &step.wire, "GET", &path, "").await?;
+        ensure!(status == 200, "a poll answered {status}");
         let mut pinged = false;
         for packet in engineio::packets(std::str::from_utf8(&body)?) {
             match packet {
@@ -426,8 +387,7 @@ async fn socketio_polling(
             }
         }
         if pinged {
-            let pong = http.request(Method::POST, &path, engineio::PONG);
-            http.send(&step.wire, pong).await?;
+            send(&mut http, &step.wire, "POST", &path, engineio::PONG).await?;
         }
     }
 }
