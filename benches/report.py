@@ -69,7 +69,7 @@ w("Written by `benches/run.sh` from the results in "
   "Rerun the whole matrix with one command:")
 w("")
 w("```console")
-w("$ benches/run.sh            # about 15 minutes, capped at 20; writes this page")
+w("$ benches/run.sh            # about 20 minutes, capped at 30; writes this page")
 w("$ QUICK=1 benches/run.sh    # a smoke run with small counts")
 w("```")
 if EARLIER:

@@ -2,7 +2,7 @@
 # Runs pushlab's whole benchmark matrix and writes docs/benchmarks.md, plus
 # the measured tables in docs/transports.md.
 #
-#   benches/run.sh              the full matrix (about 15 minutes, capped at 20)
+#   benches/run.sh              the full matrix (about 20 minutes, capped at 30)
 #   QUICK=1 benches/run.sh      a smoke run: small counts, short steps
 #   ONLY=latency,profile benches/run.sh   some sections only (latency, wire,
 #                               fanout, idle, profile, criterion)
@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 
 QUICK=${QUICK:-0}
 # The whole run, builds excluded, stops starting new measurements after this.
-BUDGET_SECS=${BUDGET_SECS:-1200}
+BUDGET_SECS=${BUDGET_SECS:-1800}
 SERVER_CORE=${SERVER_CORE:-1}
 LOAD_CORE=${LOAD_CORE:-0}
 # Servers and the load generator run as ordinary processes (SCHED_OTHER),
@@ -160,12 +160,12 @@ fi
 #    nothing missing, by doubling then bisecting.
 if want fanout; then
 SEARCH=(--subscribers "$FANOUT" --duration "$STEP_SECS" --bisect "$BISECT" --p99-limit-ms 50)
-measure fanout-pushlab-ws 240 pushlab search --target pushlab --transport ws --start 64 "${SEARCH[@]}"
-measure fanout-floor-ws 240 floor search --target floor --transport ws --start 64 "${SEARCH[@]}"
-measure fanout-pushlab-sse 240 pushlab search --target pushlab --transport sse --start 64 "${SEARCH[@]}"
-measure fanout-pushlab-longpoll 240 pushlab search --target pushlab --transport longpoll --start 32 "${SEARCH[@]}"
-measure fanout-socketio-ws 180 socketio search --target socketio --transport ws --start 16 "${SEARCH[@]}"
-measure fanout-socketio-polling 180 socketio search --target socketio --transport polling --start 8 "${SEARCH[@]}"
+measure fanout-pushlab-ws 360 pushlab search --target pushlab --transport ws --start 128 "${SEARCH[@]}"
+measure fanout-floor-ws 360 floor search --target floor --transport ws --start 128 "${SEARCH[@]}"
+measure fanout-pushlab-sse 360 pushlab search --target pushlab --transport sse --start 128 "${SEARCH[@]}"
+measure fanout-pushlab-longpoll 360 pushlab search --target pushlab --transport longpoll --start 64 "${SEARCH[@]}"
+measure fanout-socketio-ws 240 socketio search --target socketio --transport ws --start 16 "${SEARCH[@]}"
+measure fanout-socketio-polling 240 socketio search --target socketio --transport polling --start 8 "${SEARCH[@]}"
 measure fanout-pushlab-mix 60 pushlab rate --target pushlab --transport mix \
   --subscribers "$FANOUT" --rate 50 --duration "$STEP_SECS" --poll-interval-ms 1000
 fi
