@@ -151,9 +151,13 @@ pub fn serve_with_log(
                 .client_request_timeout(Duration::from_secs(5))
                 .local_addr(addr)
                 // WebSocket upgrades skip the router: the socket task takes
-                // the connection itself (see `transport::ws`).
+                // the connection itself (see `transport::ws`). The handshake
+                // future is boxed because every connection's HTTP/1 state
+                // has room for it inline otherwise: 2 KiB more per held
+                // long-poll or stream.
                 .upgrade(fn_service(move |(req, framed)| {
-                    transport::ws::upgrade(upgrade_state.clone(), req, framed)
+                    Box::pin(transport::ws::upgrade(upgrade_state.clone(), req, framed))
+                        as futures_util::future::LocalBoxFuture<'static, _>
                 }))
                 .finish(map_config(
                     app(state)

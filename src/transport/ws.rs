@@ -11,6 +11,7 @@
 //! the same checks and then refuses it.
 
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_codec::Framed;
@@ -30,7 +31,7 @@ use super::ws_stream::{Inbound, Pushed, Received, WsStream};
 use super::{AppState, ReadQuery};
 use crate::config::{Config, WS_MISSED_PONGS, WS_PING_INTERVAL};
 use crate::error::ApiError;
-use crate::log::Seq;
+use crate::log::{EventLog, Seq};
 use crate::middleware::{self, Permit};
 use crate::presence::ConnectionGuard;
 use crate::protocol::{self, ClientMessage, Control};
@@ -357,8 +358,22 @@ impl Socket {
     /// Queues the events after the cursor while the outbound buffer has room.
     fn fill(&mut self) -> Result<(), Stop> {
         let state = self.state.clone();
-        let log = state.log();
-        let counters = state.counters(Transport::Ws);
+        // Counted once per fill, not per event: the counters are shared by
+        // every socket, and a busy fill queues dozens of events.
+        let (mut events, mut bytes) = (0, 0);
+        let result = self.fill_counting(state.log(), &mut events, &mut bytes);
+        if events > 0 {
+            state.counters(Transport::Ws).sent(events, bytes);
+        }
+        result
+    }
+
+    fn fill_counting(
+        &mut self,
+        log: &Arc<dyn EventLog>,
+        events: &mut usize,
+        bytes: &mut usize,
+    ) -> Result<(), Stop> {
         while self.stream.has_room() {
             let batch = log.read_since(self.cursor, self.epoch.take().as_deref());
             if batch.gap {
@@ -375,7 +390,8 @@ impl Socket {
                     // The rest is read again from the cursor once there is room.
                     return Ok(());
                 }
-                counters.sent(1, event.json().len());
+                *events += 1;
+                *bytes += event.json().len();
                 self.stream
                     .push_unchecked(Message::Text(event.json_shared()));
                 self.cursor = event.seq;
