@@ -106,11 +106,16 @@ w("- Open loop: publishers send at a fixed aggregate rate and put each message's
 w("- Publishers always use a WebSocket (pushlab `/ws` with a registered session, "
   "the floor, socket.io's `websocket` transport); the subscribers' transport is "
   "what varies. Every publisher also receives the fan-out and reads it.")
+w("- Every server delivers the same message. pushlab turns a chat message into an "
+  "event of about 97 bytes (`seq`, `ts`, `type`, `name`, `text`, `id`); the floor "
+  "and socket.io relay what they are sent, so they are sent an object with the same "
+  "fields and size. Every subscriber then reads and checks the same bytes, and the "
+  "servers are compared on equal work.")
 w("- Missing and duplicated messages are checked per subscriber, by payload index "
   "and, for pushlab, by log `seq` (every seq must be exactly one more than the "
   "last). A message not delivered within 3 s after publishing ends counts as missing.")
 w("- Bytes are counted on the load generator's own sockets (a counting "
-  "`AsyncRead`/`AsyncWrite` under hyper and tokio-tungstenite): HTTP headers, "
+  "`AsyncRead`/`AsyncWrite` under the HTTP/1.1 client and tokio-tungstenite): HTTP headers, "
   "chunking, JSON envelopes and WebSocket frame headers and masks included. "
   "The load generator sends minimal requests (a `Host` header, plus "
   "`Content-Type` on a POST), so HTTP figures are a floor: a browser adds "
@@ -121,8 +126,11 @@ w("- Server CPU is from `/proc/PID/stat` over the publishing window, RSS from "
 w("- Sustained rate: after a 3 s warm-up step at the start rate (reported in the "
   "JSON, not judged), doubling from the start rate, then bisecting between the last "
   "pass and the first failure; a step passes when p99 ≤ 50 ms, no message is "
-  "missing or duplicated and every subscriber stayed connected. Each step connects "
-  "its subscribers afresh and waits for the server to go idle before publishing.")
+  "missing or duplicated and every subscriber stayed connected. A step that fails on "
+  "latency alone is run once more and passes if that run does, so one "
+  "garbage-collection pause or scheduling hiccup in five seconds does not decide a "
+  "server's rate; both runs are listed. Each step connects its subscribers afresh "
+  "and waits for the server to go idle before publishing.")
 w("- Nothing else is meant to run during a run, but the machine is a VM on a shared "
   "host. The load average at the start and the end is recorded below; treat "
   "small differences between runs accordingly.")
@@ -208,7 +216,8 @@ for key in ["pushlab-ws", "floor-ws", "pushlab-sse", "pushlab-longpoll",
     s = r.get("sustained")
     fail = None
     if r.get("first_failure") is not None:
-        fail = next((st for st in r["steps"] if st["rate"] == r["first_failure"]), None)
+        # With retries a failing rate was run more than once; the last run decided.
+        fail = ([st for st in r["steps"] if st["rate"] == r["first_failure"]] or [None])[-1]
     client = (r.get("loadgen_cpu_at_failure") or 0) >= CLIENT_LIMIT
     limit = "–" if fail is None else ("**client** (load generator ≥ 85%)" if client else "server")
     there = f"{pct(r.get('server_cpu_at_failure'))} / {pct(r.get('loadgen_cpu_at_failure'))}"
@@ -221,17 +230,21 @@ for key in ["pushlab-ws", "floor-ws", "pushlab-sse", "pushlab-longpoll",
         w(f"| {LABELS[key]} | none passed | | | | | | {num(r.get('first_failure'))} | "
           f"{failure_reason(fail)} | {there} | {limit} |")
 w("")
-w("Every step of every search (rate, p50/p99 ms, deliveries/s, missing, server and load-generator CPU):")
+w("Every step of every search (rate, p50/p99 ms, deliveries/s, missing, server and load-generator CPU). "
+  "A step that failed on latency alone was run once more (`again`), and passed if either run did:")
 w("")
 for key, r in fanout.items():
     if not r:
         continue
-    w(f"- {LABELS[key]}: " + "; ".join(
-        f"{num(st['rate'])} → {ms(st['latency']['p50_ms'])}/{ms(st['latency']['p99_ms'])} ms, "
-        f"{num(st['deliveries_per_sec'])}/s, missing {st['missing'] + st['missing_seqs']:,}, "
-        f"CPU {pct(st['server_cpu_percent'])}/{pct(st['loadgen_cpu_percent'])} "
-        f"{'pass' if st['passed'] else 'FAIL'}"
-        for st in r["steps"]))
+    parts = []
+    for i, st in enumerate(r["steps"]):
+        again = i > 0 and r["steps"][i - 1]["rate"] == st["rate"] and not r["steps"][i - 1]["passed"]
+        parts.append(
+            f"{num(st['rate'])}{' again' if again else ''} → {ms(st['latency']['p50_ms'])}/{ms(st['latency']['p99_ms'])} ms, "
+            f"{num(st['deliveries_per_sec'])}/s, missing {st['missing'] + st['missing_seqs']:,}, "
+            f"CPU {pct(st['server_cpu_percent'])}/{pct(st['loadgen_cpu_percent'])} "
+            f"{'pass' if st['passed'] else 'FAIL'}")
+    w(f"- {LABELS[key]}: " + "; ".join(parts))
 mix = load("fanout-pushlab-mix")
 if mix:
     l = mix["latency"]
@@ -344,8 +357,9 @@ def wire_table():
                "SSE connection is one, made before the measurement window). Bytes are per "
                "delivered event over the measurement window on the subscriber's socket; "
                "\"event JSON\" is the event as the application sees it (pushlab's event "
-               "carries seq, ts, type, name, text and id; the peers' payload is just "
-               "`{\"id\",\"text\"}`).")
+               "carries seq, ts, type, name, text and id; the peers relay an object with "
+               "the same fields and of the same size, so the payloads match and the "
+               "framing is what differs).")
     out.append("")
     out.append("```console")
     for (key, rate) in wire:
