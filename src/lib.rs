@@ -149,6 +149,10 @@ pub fn serve_with_log(
                 // stream goes away.
                 .h1_allow_half_closed(false)
                 .client_request_timeout(Duration::from_secs(5))
+                // A push server writes small messages that must go out now:
+                // with Nagle, a write waits for the previous one's ACK, which
+                // the client may delay by up to 40 ms.
+                .tcp_nodelay(true)
                 .local_addr(addr)
                 // WebSocket upgrades skip the router: the socket task takes
                 // the connection itself (see `transport::ws`). The handshake
