@@ -264,8 +264,10 @@ w("")
 if EARLIER:
     w("### Repeatability: the same searches in other runs of `benches/run.sh`")
     w("")
-    w("The machine is shared, so the sustained rates move from run to run; compare ratios "
-      "within one run rather than figures across runs.")
+    w("Sustained rates move from run to run on this VM; compare ratios within one run "
+      "rather than figures across runs. The older runs listed here also differ in method "
+      "and in pushlab's code (their commits are given; \"Reading the results\" below says "
+      "what changed and why).")
     w("")
     keys = ["pushlab-ws", "floor-ws", "pushlab-sse", "pushlab-longpoll", "socketio-ws", "socketio-polling"]
     w("| run | commit | load average at start | warm-up step | " + " | ".join(LABELS[k] for k in keys) + " |")
