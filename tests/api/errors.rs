@@ -179,6 +179,35 @@ async fn each_error_code_comes_from_a_real_http_request() {
     );
 }
 
+/// An upgrade request reaches the WebSocket handshake before any route, so
+/// it must be refused as the router would refuse it.
+#[tokio::test]
+async fn upgrade_requests_for_anything_but_get_ws_get_the_routers_json_errors() {
+    let app = spawn_app().await;
+    let upgrade = |method: reqwest::Method, path: &str| {
+        app.http
+            .request(method, app.url(path))
+            .header("connection", "Upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .send()
+    };
+
+    let elsewhere = upgrade(reqwest::Method::GET, "/no/such/thing")
+        .await
+        .unwrap();
+    let wrong_method = upgrade(reqwest::Method::POST, "/ws").await.unwrap();
+    let bad_query = upgrade(reqwest::Method::GET, "/ws?since=abc")
+        .await
+        .unwrap();
+
+    expect_error(elsewhere, 404, "not_found").await;
+    expect_error(wrong_method, 405, "method_not_allowed").await;
+    expect_error(bad_query, 400, "bad_request").await;
+    assert_eq!(app.get("/healthz").await.status(), 200);
+}
+
 #[tokio::test]
 async fn websocket_upgrades_from_the_servers_own_origin_or_an_allowed_one_are_accepted() {
     let app = spawn_app_with(|c| c.allowed_origins = vec!["http://friend.example".into()]).await;
