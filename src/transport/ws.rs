@@ -93,7 +93,7 @@ async fn try_upgrade(
         .send(h1::Message::Item((response, BodySize::None)))
         .await?;
     let parts = framed.into_parts();
-    let stream = WsStream::new(parts.io, parts.read_buf, state.stats.clone())?;
+    let stream = WsStream::new(parts.io, parts.read_buf, state.stats.clone());
     let socket = Socket {
         cursor: query.since,
         epoch: query.epoch().map(str::to_owned),
@@ -202,14 +202,14 @@ impl Socket {
             Stop::Gone => return,
             Stop::Close(reason) => reason,
         };
+        let slow = is_slow_client(&reason);
+        self.stream.push_unchecked(Message::Close(reason));
         // A client that stopped reading will not read a close frame either.
-        if is_slow_client(&reason) {
-            self.stream.push_unchecked(Message::Close(reason));
+        if slow {
             let _ = self.stream.flush();
             self.stream.abort();
             return;
         }
-        self.stream.push_unchecked(Message::Close(reason));
         // The server closes the TCP connection first (RFC 6455, 7.1.1): at
         // once when the client started the close, after the client's answer
         // when the server did.

@@ -83,15 +83,10 @@ pub struct WsStream {
 
 impl WsStream {
     /// Wraps an upgraded connection; `read_buf` holds whatever the client
-    /// sent after its handshake and was already read.
-    pub fn new(
-        stream: TcpStream,
-        read_buf: BytesMut,
-        stats: std::sync::Arc<Stats>,
-    ) -> io::Result<Self> {
-        // Frames are batched here already; Nagle would only add delay.
-        stream.set_nodelay(true)?;
-        Ok(WsStream {
+    /// sent after its handshake and was already read. The server sets
+    /// `TCP_NODELAY` on every connection it accepts (`src/lib.rs`).
+    pub fn new(stream: TcpStream, read_buf: BytesMut, stats: std::sync::Arc<Stats>) -> Self {
+        WsStream {
             stream,
             codec: Codec::new().max_size(MAX_BODY_BYTES),
             read_buf,
@@ -99,7 +94,7 @@ impl WsStream {
             partial: None,
             reported_queued: 0,
             stats,
-        })
+        }
     }
 
     /// Whether another log event may be queued now (the soft limit).
@@ -330,7 +325,7 @@ mod tests {
             .await
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        let stream = WsStream::new(server, BytesMut::new(), Default::default()).unwrap();
+        let stream = WsStream::new(server, BytesMut::new(), Default::default());
         (stream, client)
     }
 

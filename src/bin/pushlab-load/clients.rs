@@ -158,8 +158,7 @@ impl<'a> FlatJson<'a> {
 
     /// Where the value after `key` starts.
     fn value_at(&self, key: &Key) -> Option<usize> {
-        key.find_iter(self.0.as_bytes())
-            .next()
+        key.find(self.0.as_bytes())
             .map(|at| at + key.needle().len())
     }
 
