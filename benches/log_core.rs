@@ -138,12 +138,17 @@ async fn wake_readers(readers: usize) -> Duration {
 /// Reading 100 events and building the poll answer from them, as
 /// `GET /poll` and `GET /longpoll` do.
 fn read_and_answer(c: &mut Criterion) {
-    let log = full_log();
+    let log: std::sync::Arc<dyn pushlab::EventLog> = std::sync::Arc::new(full_log());
     let head = log.head();
     c.bench_function("log/read_since 100 behind, as a poll answer", |b| {
         b.iter(|| {
-            let batch = log.read_since(head - 100, None);
-            pushlab::transport::batch_body(&batch, &log)
+            let from = pushlab::log::Cursor {
+                seq: head - 100,
+                epoch: None,
+            };
+            let mut reader = pushlab::log::Reader::new(log.clone(), from);
+            let read = reader.next(usize::MAX);
+            pushlab::transport::poll::batch_body(&read, reader.cursor(), reader.epoch())
         })
     });
 }

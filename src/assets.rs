@@ -21,12 +21,22 @@ pub async fn file(path: web::Path<String>, req: HttpRequest) -> Result<HttpRespo
     serve(&path, &req)
 }
 
-fn serve(path: &str, req: &HttpRequest) -> Result<HttpResponse, ApiError> {
-    let path = if path.is_empty() || path.ends_with('/') {
+/// Whether a request path (with its leading `/`) names a file of the client.
+pub fn exists(path: &str) -> bool {
+    Assets::get(&file_name(path.trim_start_matches('/'))).is_some()
+}
+
+/// The embedded file a path names: a directory means its `index.html`.
+fn file_name(path: &str) -> String {
+    if path.is_empty() || path.ends_with('/') {
         format!("{path}index.html")
     } else {
         path.to_owned()
-    };
+    }
+}
+
+fn serve(path: &str, req: &HttpRequest) -> Result<HttpResponse, ApiError> {
+    let path = file_name(path);
     let file = Assets::get(&path).ok_or_else(|| ApiError::NotFound(format!("/{path}")))?;
     let etag = format!("\"{}\"", hex(&file.metadata.sha256_hash()[..12]));
     let fresh = req

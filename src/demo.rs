@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::protocol::{ClientMessage, MessageText, Name};
+use crate::names::{MessageText, Name};
+use crate::protocol::ClientMessage;
 use crate::room::Room;
 
 /// What the bot says, in turn.

@@ -1,9 +1,9 @@
-//! One error type for every rejection, with its HTTP status and its machine
-//! `code`. Over HTTP it becomes `{"error", "code"}` JSON; over a WebSocket,
-//! an `error` frame (see [`crate::protocol::Control`]).
-
-use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, ResponseError};
+//! One error type for every rejection, with its machine `code`.
+//!
+//! This is the core's vocabulary of refusals: it knows nothing of HTTP. The
+//! HTTP layer ([`crate::http_error`]) gives each variant a status and turns it
+//! into `{"error", "code"}` JSON; a WebSocket sends it as an `error` frame
+//! (see [`crate::protocol::Control`]).
 
 /// Why a request or a client message was refused.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -41,6 +41,9 @@ pub enum ApiError {
     /// No such path.
     #[error("no such endpoint: {0}")]
     NotFound(String),
+    /// A known path asked with a method it does not take.
+    #[error("this endpoint does not take that method")]
+    MethodNotAllowed,
     /// Something failed inside the server; the detail is logged, not sent.
     #[error("internal error")]
     Internal,
@@ -61,55 +64,8 @@ impl ApiError {
             ApiError::Unavailable(_) => "unavailable",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Internal => "internal",
-        }
-    }
-}
-
-impl ResponseError for ApiError {
-    fn status_code(&self) -> StatusCode {
-        match self {
-            ApiError::BadJson(_) | ApiError::BadRequest(_) | ApiError::InvalidName(_) => {
-                StatusCode::BAD_REQUEST
-            }
-            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::NameTaken(_) => StatusCode::CONFLICT,
-            ApiError::UnknownSession => StatusCode::UNAUTHORIZED,
-            ApiError::ForbiddenOrigin(_) => StatusCode::FORBIDDEN,
-            ApiError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code())
-            .insert_header(("Cache-Control", "no-store"))
-            .json(serde_json::json!({ "error": self.to_string(), "code": self.code() }))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_error_has_its_status() {
-        let cases = [
-            (ApiError::BadJson(String::new()), 400),
-            (ApiError::BadRequest(String::new()), 400),
-            (ApiError::InvalidName(String::new()), 400),
-            (ApiError::TooLarge(String::new()), 413),
-            (ApiError::NameTaken("a".into()), 409),
-            (ApiError::UnknownSession, 401),
-            (ApiError::ForbiddenOrigin("o".into()), 403),
-            (ApiError::RateLimited, 429),
-            (ApiError::Unavailable(String::new()), 503),
-        ];
-        for (err, status) in cases {
-            assert_eq!(err.status_code().as_u16(), status, "{}", err.code());
         }
     }
 }

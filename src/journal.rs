@@ -33,7 +33,7 @@ use serde::Deserialize;
 use tokio::sync::oneshot;
 
 use crate::log::{now_millis, Batch, Epoch, Event, EventBody, EventLog, LogError, MemoryLog, Seq};
-use crate::protocol::Name;
+use crate::names::Name;
 
 /// Where a segment rolls over, in bytes.
 pub const SEGMENT_BYTES: u64 = 16 * 1024 * 1024;

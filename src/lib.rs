@@ -3,15 +3,36 @@
 //!
 //! # Layout
 //!
-//! - [`journal`]: the durable journal behind `--data-dir`.
-//! - [`log`]: the append-only message log and the [`log::EventLog`] trait
-//!   every transport uses (append, read since a cursor, wait for newer).
-//! - [`presence`]: sessions, names, cursors, rate limits, idle expiry.
-//! - [`room`]: the rules that tie presence to the log (join, leave, send).
-//! - [`protocol`]: the wire contract and input validation.
-//! - [`error`]: one error type with a status and a machine `code`.
-//! - [`transport`]: thin adapters from the log to each wire shape.
-//! - [`config`]: every flag and limit.
+//! The core knows nothing of HTTP; each layer imports only from below it.
+//!
+//! - Core, no actix:
+//!   - [`error`]: one error type with a machine `code` for every refusal.
+//!   - [`names`]: [`names::Name`] and [`names::MessageText`], with their rules.
+//!   - [`log`]: the append-only message log, the [`log::EventLog`] trait
+//!     (append, read since a cursor, wait for newer) and the one
+//!     [`log::Reader`] every transport reads through.
+//!   - [`journal`]: the durable journal behind `--data-dir`.
+//!   - [`presence`]: sessions, names, cursors, rate limits, idle expiry.
+//!   - [`protocol`]: client and server messages, and input validation.
+//!   - [`room`]: the rules that tie presence to the log (join, send, leave,
+//!     attach a connection).
+//!   - [`demo`]: the `--demo` bot, a client of the room like any other.
+//! - HTTP:
+//!   - [`config`]: every flag and limit.
+//!   - [`http_error`]: each error's HTTP status and JSON body.
+//!   - [`state`]: what every handler shares, built once.
+//!   - [`stats`]: counters per transport, served at `/stats`.
+//!   - [`middleware`]: the connection limit, origin check and CORS grants.
+//!   - [`routes`]: the endpoint table, the router and the app built from it.
+//!   - [`api`]: `/register`, `/send`, `/stats`, `/healthz`, and the shared
+//!     query and body shapes.
+//!   - [`assets`]: the browser client in `web/`, embedded in the binary.
+//!   - [`transport`]: `poll`, `longpoll`, `sse`, `ws` (with `ws_stream`, the
+//!     socket's frames and bytes): thin adapters from a reader to each wire
+//!     shape.
+//!
+//! The benchmark tools (load generator, WebSocket floor, socket.io peer) are
+//! the workspace member `crates/pushlab-bench`, outside the product.
 //!
 //! [`serve`] starts a server on a listener that is already bound, so tests
 //! and benches bind port 0 and run it in-process:
@@ -25,16 +46,21 @@
 //! # Ok(()) }
 //! ```
 
+pub mod api;
 pub mod assets;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod http_error;
 pub mod journal;
 pub mod log;
 pub mod middleware;
+pub mod names;
 pub mod presence;
 pub mod protocol;
 pub mod room;
+pub mod routes;
+pub mod state;
 pub mod stats;
 pub mod transport;
 
@@ -46,14 +72,21 @@ use actix_http::HttpService;
 use actix_server::ServerHandle;
 use actix_service::{fn_service, map_config, IntoServiceFactory as _, ServiceFactoryExt as _};
 use actix_web::dev::AppConfig;
-use actix_web::{web, App, HttpResponse};
+use actix_web::web;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
 pub use error::ApiError;
 pub use log::{EventLog, MemoryLog};
 
-use transport::AppState;
+use state::AppState;
+
+/// Seconds a graceful shutdown waits for connections to finish.
+const SHUTDOWN_GRACE_SECS: u64 = 5;
+
+/// How long a client may take to send a request's head before the
+/// connection is closed.
+const REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A running pushlab server.
 pub struct Server {
@@ -133,7 +166,7 @@ pub fn serve_with_log(
     });
     let app_state = state.clone();
     let mut server = actix_server::Server::build()
-        .shutdown_timeout(5)
+        .shutdown_timeout(SHUTDOWN_GRACE_SECS)
         // main() handles signals, so the log and sockets shut down in order.
         .disable_signals();
     if let Some(workers) = workers {
@@ -148,7 +181,7 @@ pub fn serve_with_log(
                 // Notice promptly when a client holding a long-poll or
                 // stream goes away.
                 .h1_allow_half_closed(false)
-                .client_request_timeout(Duration::from_secs(5))
+                .client_request_timeout(REQUEST_HEAD_TIMEOUT)
                 // A push server writes small messages that must go out now:
                 // with Nagle, a write waits for the previous one's ACK, which
                 // the client may delay by up to 40 ms.
@@ -164,7 +197,7 @@ pub fn serve_with_log(
                         as futures_util::future::LocalBoxFuture<'static, _>
                 }))
                 .finish(map_config(
-                    app(state)
+                    routes::app(state)
                         .into_factory()
                         .map_err(|err: actix_web::Error| err.error_response()),
                     |_| AppConfig::default(),
@@ -180,81 +213,4 @@ pub fn serve_with_log(
         state,
         task,
     })
-}
-
-/// The application for one worker: every endpoint, behind the connection
-/// limit and CORS grants.
-fn app(
-    state: web::Data<AppState>,
-) -> App<
-    impl actix_web::dev::ServiceFactory<
-        actix_web::dev::ServiceRequest,
-        Config = (),
-        Response = actix_web::dev::ServiceResponse<actix_web::body::BoxBody>,
-        Error = actix_web::Error,
-        InitError = (),
-    >,
-> {
-    let limit = state.limit.clone();
-    let config = state.config.clone();
-    App::new()
-        .app_data(state)
-        .configure(routes)
-        .wrap_fn(move |req, srv| {
-            use actix_web::dev::Service as _;
-            let origin = middleware::granted_origin(&req, &config);
-            let outcome = match &origin {
-                Some(origin) if middleware::is_preflight(&req) => {
-                    Err(req.into_response(middleware::preflight_response(origin.clone())))
-                }
-                _ => match limit.acquire() {
-                    Some(permit) => Ok((srv.call(req), permit)),
-                    None => Err(req.into_response(middleware::at_capacity())),
-                },
-            };
-            async move {
-                let (call, permit) = match outcome {
-                    Ok(admitted) => admitted,
-                    Err(refused) => return Ok(refused),
-                };
-                let response = call.await?.map_into_boxed_body();
-                let mut response = middleware::hold_permit(response, permit);
-                if let Some(origin) = origin {
-                    middleware::grant(&mut response, origin);
-                }
-                Ok(response)
-            }
-        })
-}
-
-/// Every endpoint. A known path with the wrong method answers 405, an
-/// unknown one 404, both as JSON.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    use transport::{longpoll, poll, sse, ws};
-    cfg.app_data(web::QueryConfig::default().error_handler(transport::query_error))
-        .service(endpoint("/healthz").route(web::get().to(transport::healthz)))
-        .service(endpoint("/stats").route(web::get().to(transport::stats)))
-        .service(endpoint("/register").route(web::post().to(transport::register)))
-        .service(endpoint("/send").route(web::post().to(transport::send)))
-        .service(endpoint("/poll").route(web::get().to(poll::poll)))
-        .service(endpoint("/longpoll").route(web::get().to(longpoll::long_poll)))
-        .service(endpoint("/sse").route(web::get().to(sse::sse_stream)))
-        .service(endpoint("/ws").route(web::get().to(ws::websocket)))
-        .service(endpoint("/").route(web::get().to(assets::index)))
-        .service(endpoint("/{path:.*}").route(web::get().to(assets::file)))
-        .default_service(web::to(|| async {
-            Err::<HttpResponse, _>(ApiError::NotFound("this path".into()))
-        }));
-}
-
-fn endpoint(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(|| async { method_not_allowed() }))
-}
-
-/// The 405 answer for a known path asked with the wrong method.
-pub(crate) fn method_not_allowed() -> HttpResponse {
-    HttpResponse::MethodNotAllowed().json(serde_json::json!({
-        "error": "this endpoint does not take that method",
-        "code": "method_not_allowed",
-    }))
 }

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::sync::watch;
 
-use crate::protocol::Name;
+use crate::names::Name;
 
 /// A position in the log. The first event has seq 1; 0 means "before everything".
 pub type Seq = u64;
@@ -446,6 +446,130 @@ impl EventLog for MemoryLog {
     }
 }
 
+/// Where a reader is: the seq of the last event it has, and the epoch that
+/// seq belongs to, when it knows one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cursor {
+    /// The last seq the reader has; 0 before everything.
+    pub seq: Seq,
+    /// The epoch the seq came from. A foreign one makes the first read a gap.
+    pub epoch: Option<String>,
+}
+
+/// What one step of a [`Reader`] turned up.
+#[derive(Debug, Default)]
+pub struct Read {
+    /// Set when events after the reader's cursor are gone (trimmed, or the
+    /// cursor came from another epoch): the seq just before the first event
+    /// that follows, which is where the reader now stands.
+    pub gap: Option<Seq>,
+    /// Events after the cursor, ascending.
+    pub events: Vec<Arc<Event>>,
+    /// Whether the log already holds events past these.
+    pub more: bool,
+}
+
+/// One client's way through the log, the same for every transport.
+///
+/// It keeps the cursor, checks the client's epoch on its first read only,
+/// applies the gap rule, stops partway through a batch when the transport's
+/// budget is spent (the rest is read again from the cursor), and keeps one
+/// wake-up subscription across polls. A transport only turns each [`Read`]
+/// into its own wire shape.
+pub struct Reader {
+    log: Arc<dyn EventLog>,
+    /// The last seq this reader has taken.
+    cursor: Seq,
+    /// The client's epoch, taken by the first read.
+    epoch: Option<String>,
+    /// Resolves once the log has events after the cursor; kept until it
+    /// fires or the cursor moves, so a reader subscribes once per wait.
+    newer: Option<BoxFuture<'static, ()>>,
+}
+
+impl Reader {
+    /// A reader over `log` that delivers what follows `from`.
+    pub fn new(log: Arc<dyn EventLog>, from: Cursor) -> Self {
+        Reader {
+            log,
+            cursor: from.seq,
+            epoch: from.epoch.filter(|e| !e.is_empty()),
+            newer: None,
+        }
+    }
+
+    /// The last seq taken.
+    pub fn cursor(&self) -> Seq {
+        self.cursor
+    }
+
+    /// The log's epoch, which every cursor this reader hands out belongs to.
+    pub fn epoch(&self) -> &Epoch {
+        self.log.epoch()
+    }
+
+    /// Moves the cursor forward to `seq` (never back), as when a welcome
+    /// has already described the log up to it.
+    pub fn advance_to(&mut self, seq: Seq) {
+        if seq > self.cursor {
+            self.cursor = seq;
+            self.newer = None;
+        }
+    }
+
+    /// Reads what follows the cursor and moves past it, taking events while
+    /// the JSON taken so far is under `budget` bytes. A budget of 0 takes no
+    /// event (a gap is still reported); any other budget takes at least one.
+    pub fn next(&mut self, budget: usize) -> Read {
+        let batch = self
+            .log
+            .read_since(self.cursor, self.epoch.take().as_deref());
+        let before = self.cursor;
+        let gap = batch
+            .gap
+            .then(|| batch.events.first().map_or(batch.cursor, |e| e.seq - 1));
+        if let Some(gap) = gap {
+            self.cursor = gap;
+        }
+        let mut used = 0;
+        let mut events = Vec::with_capacity(batch.events.len());
+        for event in batch.events {
+            if used >= budget {
+                break;
+            }
+            used += event.json().len();
+            self.cursor = event.seq;
+            events.push(event);
+        }
+        if self.cursor != before {
+            // The saved wake-up was for the old cursor.
+            self.newer = None;
+        }
+        Read {
+            gap,
+            events,
+            more: self.cursor < self.log.head(),
+        }
+    }
+
+    /// Resolves once the log holds an event after the cursor.
+    pub fn poll_newer(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        let (log, cursor) = (&self.log, self.cursor);
+        let newer = self.newer.get_or_insert_with(|| log.wait_after(cursor));
+        let ready = newer.as_mut().poll(cx);
+        if ready.is_ready() {
+            self.newer = None;
+        }
+        ready
+    }
+
+    /// Waits until the log holds an event after the cursor. Dropping the
+    /// wait keeps its subscription for the next one.
+    pub async fn newer(&mut self) {
+        std::future::poll_fn(|cx| self.poll_newer(cx)).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -467,6 +591,101 @@ mod tests {
 
     fn mv(log: &MemoryLog) -> Arc<Event> {
         log.append_now(name("alice"), EventBody::Mousemove { x: 0.5, y: 0.5 })
+    }
+
+    fn reader(log: &MemoryLog, seq: Seq, epoch: Option<&str>) -> Reader {
+        Reader::new(
+            Arc::new(log.clone()),
+            Cursor {
+                seq,
+                epoch: epoch.map(str::to_owned),
+            },
+        )
+    }
+
+    #[test]
+    fn a_reader_takes_what_follows_its_cursor_and_moves_past_it() {
+        let log = MemoryLog::new(10);
+        for _ in 0..3 {
+            mv(&log);
+        }
+        let mut reader = reader(&log, 1, None);
+
+        let read = reader.next(usize::MAX);
+
+        assert_eq!(
+            read.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [2, 3]
+        );
+        assert_eq!((read.gap, read.more, reader.cursor()), (None, false, 3));
+        assert!(reader.next(usize::MAX).events.is_empty());
+    }
+
+    #[test]
+    fn a_reader_stops_when_its_budget_is_spent_and_says_there_is_more() {
+        let log = MemoryLog::new(10);
+        let one = mv(&log).json().len();
+        for _ in 0..4 {
+            mv(&log);
+        }
+        let mut reader = reader(&log, 0, None);
+
+        let first = reader.next(one + 1);
+        let nothing = reader.next(0);
+        let rest = reader.next(usize::MAX);
+
+        assert_eq!(first.events.len(), 2, "takes while under the budget");
+        assert!(first.more);
+        assert!(nothing.events.is_empty() && nothing.more);
+        assert_eq!(rest.events.first().map(|e| e.seq), Some(3));
+        assert!(!rest.more);
+    }
+
+    #[test]
+    fn a_reader_reports_a_gap_once_with_the_cursor_before_what_follows() {
+        let log = MemoryLog::new(3);
+        for _ in 0..10 {
+            mv(&log);
+        }
+        let mut reader = reader(&log, 2, None);
+
+        let read = reader.next(0);
+        let again = reader.next(usize::MAX);
+
+        assert_eq!(read.gap, Some(7));
+        assert_eq!(reader.cursor(), 10);
+        assert_eq!(again.gap, None);
+        assert_eq!(again.events.first().map(|e| e.seq), Some(8));
+    }
+
+    #[test]
+    fn a_reader_checks_the_epoch_on_its_first_read_only() {
+        let log = MemoryLog::new(10);
+        mv(&log);
+        mv(&log);
+        let mut foreign = reader(&log, 2, Some("another"));
+        let mut own = reader(&log, 2, Some(log.epoch().as_str()));
+
+        assert_eq!(foreign.next(usize::MAX).gap, Some(0));
+        assert_eq!(foreign.next(usize::MAX).gap, None);
+        assert_eq!(own.next(usize::MAX).gap, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reader_waits_for_what_follows_its_cursor() {
+        let log = MemoryLog::new(10);
+        mv(&log);
+        let mut reader = reader(&log, 0, None);
+        reader.next(usize::MAX);
+        let waiting = tokio::time::timeout(Duration::from_secs(60), reader.newer()).await;
+        assert!(waiting.is_err(), "nothing newer yet");
+
+        mv(&log);
+
+        tokio::time::timeout(Duration::from_millis(1), reader.newer())
+            .await
+            .expect("woken by the append");
+        assert_eq!(reader.next(usize::MAX).events.len(), 1);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The `pushlab` binary: parse flags, set up logging, bind, serve, and shut
 //! down in order on SIGINT or SIGTERM.
 
+use std::io::IsTerminal as _;
 use std::net::TcpListener;
 
 use anyhow::Context as _;
@@ -27,6 +28,8 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info,actix_server=warn".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, not in log files.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let config = Config::parse();
     let listener = TcpListener::bind(config.addr)

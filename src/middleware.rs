@@ -1,5 +1,7 @@
-//! Request-level policies that wrap every endpoint: the connection limit and
-//! CORS grants for listed origins.
+//! Request-level policies: the connection limit, the origin check for
+//! WebSocket upgrades, and CORS grants for listed origins. The router runs
+//! them through [`admission`]; the upgrade path, which never reaches the
+//! router, calls the same functions.
 //!
 //! CORS is written out here rather than taken from actix-cors because the
 //! policy is deliberately smaller: pushlab grants nothing by default and
@@ -13,12 +15,15 @@ use std::task::{Context, Poll};
 
 use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::{header, Method};
-use actix_web::web::Bytes;
+use actix_web::http::header::{self, HeaderMap};
+use actix_web::http::Method;
+use actix_web::middleware::Next;
+use actix_web::web::{self, Bytes};
 use actix_web::{HttpResponse, ResponseError as _};
 
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::state::AppState;
 
 /// Counts requests in flight, held long-polls and open streams and sockets
 /// included, against `--max-connections`.
@@ -54,6 +59,14 @@ impl ConnectionLimit {
                 Err(now) => open = now,
             }
         }
+    }
+
+    /// Takes a place, or refuses with the 503 every path answers at the
+    /// limit.
+    pub fn admit(self: &Arc<Self>) -> Result<Permit, ApiError> {
+        self.acquire().ok_or_else(|| {
+            ApiError::Unavailable("the server is at its connection limit; try again shortly".into())
+        })
     }
 
     /// Requests in flight now.
@@ -92,17 +105,6 @@ impl MessageBody for PermitBody {
     ) -> Poll<Option<Result<Bytes, Self::Error>>> {
         Pin::new(&mut self.get_mut().body).poll_next(cx)
     }
-}
-
-/// The 503 answer for a request over `--max-connections`.
-pub fn at_capacity() -> HttpResponse {
-    let err =
-        ApiError::Unavailable("the server is at its connection limit; try again shortly".into());
-    let mut response = err.error_response();
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-    response
 }
 
 /// Ties the permit to the response body.
@@ -149,4 +151,53 @@ pub fn grant(response: &mut ServiceResponse<BoxBody>, origin: header::HeaderValu
     let headers = response.headers_mut();
     headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
     headers.append(header::VARY, header::HeaderValue::from_static("Origin"));
+}
+
+/// Refuses a WebSocket upgrade from a page on another origin unless it is
+/// listed. Clients that send no Origin (not browsers) are not affected.
+pub fn check_origin(headers: &HeaderMap, config: &Config) -> Result<(), ApiError> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = origin
+        .to_str()
+        .map_err(|_| ApiError::ForbiddenOrigin("(not text)".into()))?;
+    if config.origin_allowed(origin) {
+        return Ok(());
+    }
+    let own_host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin_host = origin.split_once("://").map(|(_, host)| host);
+    match (own_host, origin_host) {
+        (Some(own), Some(theirs)) if own.eq_ignore_ascii_case(theirs) => Ok(()),
+        _ => Err(ApiError::ForbiddenOrigin(origin.to_owned())),
+    }
+}
+
+/// Wraps every routed request: a listed origin's preflight is answered
+/// here, everything else takes a place under the connection limit (held
+/// until its response body is done) and gets its CORS grant.
+pub async fn admission(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .cloned()
+        .ok_or_else(|| actix_web::Error::from(ApiError::Internal))?;
+    let origin = granted_origin(&req, &state.config);
+    if let Some(origin) = &origin {
+        if is_preflight(&req) {
+            return Ok(req.into_response(preflight_response(origin.clone())));
+        }
+    }
+    let permit = match state.limit.admit() {
+        Ok(permit) => permit,
+        Err(refused) => return Ok(req.into_response(refused.error_response())),
+    };
+    let response = next.call(req).await?.map_into_boxed_body();
+    let mut response = hold_permit(response, permit);
+    if let Some(origin) = origin {
+        grant(&mut response, origin);
+    }
+    Ok(response)
 }

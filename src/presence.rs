@@ -15,7 +15,8 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::protocol::{Name, UserView};
+use crate::names::Name;
+use crate::protocol::UserView;
 
 /// A session id: a random v4 UUID, the only credential a client holds.
 pub type SessionId = Uuid;
@@ -164,23 +165,20 @@ impl Presence {
         }
     }
 
-    /// Counts a connection for the session until the guard is dropped. While
-    /// any is open the session never times out.
-    pub fn connect(&self, id: SessionId) -> Result<ConnectionGuard, ApiError> {
+    /// Counts a connection for the session until the attachment is dropped.
+    /// While any is open the session never times out.
+    pub fn attach(&self, id: SessionId) -> Result<Attachment, ApiError> {
         let mut table = self.shared.lock();
         let session = live(&mut table, id)?;
         session.connections += 1;
         session.last_seen = Instant::now();
-        Ok(ConnectionGuard {
+        Ok(Attachment {
             presence: self.clone(),
             id,
         })
     }
 
-    /// Makes this the session's only long-poll. A long-poll the session was
-    /// already holding is woken to answer at once, empty. The returned notify
-    /// fires when this one is replaced in turn, or the session ends.
-    pub fn claim_long_poll(&self, id: SessionId) -> Result<Arc<Notify>, ApiError> {
+    fn claim_long_poll(&self, id: SessionId) -> Result<Arc<Notify>, ApiError> {
         let mut table = self.shared.lock();
         let session = live(&mut table, id)?;
         let mine = Arc::new(Notify::new());
@@ -220,21 +218,6 @@ impl Presence {
             .map(|(id, _)| *id)
             .collect()
     }
-
-    /// Every live session, for shutting down.
-    pub fn all_sessions(&self) -> Vec<SessionId> {
-        self.shared.lock().sessions.keys().copied().collect()
-    }
-
-    /// How many sessions are in the table, ending ones included.
-    pub fn len(&self) -> usize {
-        self.shared.lock().sessions.len()
-    }
-
-    /// Whether nobody is online.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 fn live(table: &mut Table, id: SessionId) -> Result<&mut Session, ApiError> {
@@ -244,21 +227,30 @@ fn live(table: &mut Table, id: SessionId) -> Result<&mut Session, ApiError> {
     }
 }
 
-/// Holds one connection open in presence; dropping it marks the session as
+/// One connection attached to a session: while it lives the session never
+/// times out. Dropping it detaches the connection and marks the session as
 /// seen now, so its idle timeout starts from the moment it disconnected.
-pub struct ConnectionGuard {
+pub struct Attachment {
     presence: Presence,
     id: SessionId,
 }
 
-impl ConnectionGuard {
-    /// The session this connection belongs to.
+impl Attachment {
+    /// The session this connection speaks for.
     pub fn session(&self) -> SessionId {
         self.id
     }
+
+    /// Makes this connection the session's only held long-poll. One the
+    /// session was already holding is woken to answer at once, empty. The
+    /// returned notify fires when this one is replaced in turn, or the
+    /// session ends.
+    pub fn hold_long_poll(&self) -> Result<Arc<Notify>, ApiError> {
+        self.presence.claim_long_poll(self.id)
+    }
 }
 
-impl Drop for ConnectionGuard {
+impl Drop for Attachment {
     fn drop(&mut self) {
         let mut table = self.presence.shared.lock();
         if let Some(session) = table.sessions.get_mut(&self.id) {
@@ -331,7 +323,7 @@ mod tests {
     async fn sessions_go_idle_only_without_connections() {
         let presence = Presence::new(0);
         let id = presence.open(name("a")).unwrap();
-        let guard = presence.connect(id).unwrap();
+        let guard = presence.attach(id).unwrap();
         tokio::time::advance(Duration::from_secs(60)).await;
         assert!(presence.idle_sessions(Duration::from_secs(10)).is_empty());
         drop(guard);
@@ -345,8 +337,9 @@ mod tests {
     async fn a_second_long_poll_wakes_the_first() {
         let presence = Presence::new(0);
         let id = presence.open(name("a")).unwrap();
-        let first = presence.claim_long_poll(id).unwrap();
-        let _second = presence.claim_long_poll(id).unwrap();
+        let (one, other) = (presence.attach(id).unwrap(), presence.attach(id).unwrap());
+        let first = one.hold_long_poll().unwrap();
+        let _second = other.hold_long_poll().unwrap();
         tokio::time::timeout(Duration::from_secs(1), first.notified())
             .await
             .expect("the first long-poll was told to answer");

@@ -13,8 +13,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::ApiError;
 use crate::log::{EventBody, EventLog, Seq};
+use crate::names::Name;
+pub use crate::presence::Attachment;
 use crate::presence::{Presence, SessionId};
-use crate::protocol::{ClientMessage, Name, Welcome};
+use crate::protocol::{ClientMessage, Welcome};
 
 /// The log and who is in it. Cheap to clone.
 #[derive(Clone)]
@@ -37,9 +39,22 @@ impl Room {
         &self.log
     }
 
-    /// Who is online.
-    pub fn presence(&self) -> &Presence {
-        &self.presence
+    /// Attaches a connection (a stream, socket or held long-poll) to a live
+    /// session until the returned guard is dropped. While any connection is
+    /// attached the session never times out.
+    pub fn attach(&self, session: SessionId) -> Result<Attachment, ApiError> {
+        self.presence.attach(session)
+    }
+
+    /// Counts a request as the session's activity; refuses an unknown or
+    /// ended session.
+    pub fn touch(&self, session: SessionId) -> Result<(), ApiError> {
+        self.presence.touch(session).map(drop)
+    }
+
+    /// How many users are online.
+    pub fn online(&self) -> usize {
+        self.presence.users().len()
     }
 
     /// Brings `name` online: a new session, a `join` in the log, and what a
@@ -155,7 +170,7 @@ impl Room {
 mod tests {
     use super::*;
     use crate::log::MemoryLog;
-    use crate::protocol::MessageText;
+    use crate::names::MessageText;
 
     fn room() -> Room {
         Room::new(Arc::new(MemoryLog::new(1000)), 0)
@@ -224,7 +239,7 @@ mod tests {
         let stop = CancellationToken::new();
         let alice = room.register(Name::parse("alice").unwrap()).await.unwrap();
         let bob = room.register(Name::parse("bob").unwrap()).await.unwrap();
-        let _bob_is_connected = room.presence().connect(bob.session).unwrap();
+        let _bob_is_connected = room.attach(bob.session).unwrap();
         let reaper = room.spawn_reaper(Duration::from_secs(10), stop.clone());
         tokio::time::sleep(Duration::from_secs(9)).await;
         assert_eq!(room.log().head(), 2);
@@ -234,10 +249,10 @@ mod tests {
             &("leave", "alice".to_string())
         );
         assert_eq!(
-            room.presence().touch(alice.session).unwrap_err().code(),
+            room.touch(alice.session).unwrap_err().code(),
             "unknown_session"
         );
-        assert!(room.presence().touch(bob.session).is_ok());
+        assert!(room.touch(bob.session).is_ok());
         stop.cancel();
         reaper.await.unwrap();
     }

@@ -6,18 +6,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-/// The four ways pushlab serves the log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    /// `GET /poll`
-    Poll,
-    /// `GET /longpoll`
-    LongPoll,
-    /// `GET /sse`
-    Sse,
-    /// `GET /ws`
-    Ws,
-}
+use crate::transport::Transport;
 
 /// One transport's counters.
 #[derive(Debug, Default)]

@@ -6,10 +6,13 @@ use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
 
-use super::{batch_response, AppState, ReadQuery};
+use super::poll::batch_response;
+use super::Transport;
+use crate::api::ReadQuery;
 use crate::config::DEFAULT_LONGPOLL_SECS;
 use crate::error::ApiError;
-use crate::stats::Transport;
+use crate::log::Reader;
+use crate::state::AppState;
 
 /// `GET /longpoll?since=N[&epoch=E][&session=S][&timeout=T]`.
 ///
@@ -19,19 +22,14 @@ pub async fn long_poll(
     state: web::Data<AppState>,
     query: web::Query<ReadQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let counters = state.counters(Transport::LongPoll);
-    counters.request();
+    state.counters(Transport::LongPoll).request();
     let hold = hold_for(query.timeout, state.config.longpoll_cap())?;
-    let presence = state.room.presence();
-    let _connection = query.session.map(|s| presence.connect(s)).transpose()?;
-    let replaced = query
-        .session
-        .map(|s| presence.claim_long_poll(s))
-        .transpose()?;
+    let attached = query.session.map(|s| state.room.attach(s)).transpose()?;
+    let replaced = attached.as_ref().map(|a| a.hold_long_poll()).transpose()?;
 
-    let log = state.log();
-    let mut batch = log.read_since(query.since, query.epoch());
-    if batch.events.is_empty() && !batch.gap {
+    let mut reader = Reader::new(state.log().clone(), query.cursor());
+    let mut read = reader.next(usize::MAX);
+    if read.events.is_empty() && read.gap.is_none() {
         let _open = state.stats.open(Transport::LongPoll);
         let superseded = async {
             match &replaced {
@@ -40,15 +38,13 @@ pub async fn long_poll(
             }
         };
         tokio::select! {
-            _ = log.wait_after(batch.cursor) => {
-                batch = log.read_since(query.since, query.epoch());
-            }
+            _ = reader.newer() => read = reader.next(usize::MAX),
             _ = tokio::time::sleep(hold) => {}
             _ = superseded => {}
             _ = state.shutdown.cancelled() => {}
         }
     }
-    Ok(batch_response(&state, Transport::LongPoll, &batch))
+    Ok(batch_response(&state, Transport::LongPoll, &reader, &read))
 }
 
 /// How long to hold: the client's `timeout` in seconds (default 25), capped.

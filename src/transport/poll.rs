@@ -1,11 +1,14 @@
 //! Short polling: `GET /poll` answers at once with whatever is newer than the
 //! cursor, often nothing. The client asks again after its interval.
 
+use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 
-use super::{batch_response, AppState, ReadQuery};
+use super::Transport;
+use crate::api::ReadQuery;
 use crate::error::ApiError;
-use crate::stats::Transport;
+use crate::log::{Epoch, Read, Reader, Seq};
+use crate::state::AppState;
 
 /// `GET /poll?since=N[&epoch=E][&session=S]` → `{events, cursor, epoch, gap}`.
 pub async fn poll(
@@ -14,8 +17,53 @@ pub async fn poll(
 ) -> Result<HttpResponse, ApiError> {
     state.counters(Transport::Poll).request();
     if let Some(session) = query.session {
-        state.room.presence().touch(session)?;
+        state.room.touch(session)?;
     }
-    let batch = state.log().read_since(query.since, query.epoch());
-    Ok(batch_response(&state, Transport::Poll, &batch))
+    let mut reader = Reader::new(state.log().clone(), query.cursor());
+    let read = reader.next(usize::MAX);
+    Ok(batch_response(&state, Transport::Poll, &reader, &read))
+}
+
+/// The JSON body of a poll answer: `{events, cursor, epoch, gap}`.
+///
+/// The events are already JSON, so they are spliced in rather than
+/// serialised again.
+pub fn batch_body(read: &Read, cursor: Seq, epoch: &Epoch) -> String {
+    let events_len: usize = read.events.iter().map(|e| e.json().len() + 1).sum();
+    let mut body = String::with_capacity(events_len + 96);
+    body.push_str("{\"events\":[");
+    for (i, event) in read.events.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(event.json());
+    }
+    body.push_str("],\"cursor\":");
+    body.push_str(itoa::Buffer::new().format(cursor));
+    body.push_str(",\"epoch\":\"");
+    // An epoch is a hex UUID: nothing in it needs escaping.
+    body.push_str(epoch.as_str());
+    body.push_str("\",\"gap\":");
+    body.push_str(if read.gap.is_some() { "true" } else { "false" });
+    body.push('}');
+    body
+}
+
+/// Answers a poll or long-poll with what the reader read, and counts it.
+pub fn batch_response(
+    state: &AppState,
+    transport: Transport,
+    reader: &Reader,
+    read: &Read,
+) -> HttpResponse {
+    let body = batch_body(read, reader.cursor(), reader.epoch());
+    let counters = state.counters(transport);
+    counters.sent(read.events.len(), body.len());
+    if read.events.is_empty() {
+        counters.empty();
+    }
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(body)
 }

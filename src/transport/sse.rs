@@ -13,18 +13,19 @@ use std::task::{Context, Poll};
 use actix_web::http::header;
 use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
-use futures_util::future::BoxFuture;
 use futures_util::Stream;
 use tokio::time::{interval_at, Instant, Interval};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use super::{AppState, ReadQuery};
+use super::Transport;
+use crate::api::ReadQuery;
 use crate::config::SSE_HEARTBEAT;
 use crate::error::ApiError;
-use crate::log::Seq;
-use crate::presence::ConnectionGuard;
+use crate::log::{Reader, Seq};
 use crate::protocol::Control;
-use crate::stats::{OpenGuard, Transport};
+use crate::room::Attachment;
+use crate::state::AppState;
+use crate::stats::OpenGuard;
 
 /// The most a stream writes in one chunk, in bytes. actix pulls the next
 /// chunk only when its write buffer has room, so this bounds what one slow
@@ -38,29 +39,24 @@ pub async fn sse_stream(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     state.counters(Transport::Sse).request();
+    let mut from = query.cursor();
     // A reconnecting EventSource repeats its original URL, so the header is
     // the fresher cursor.
-    let since = match req.headers().get("last-event-id") {
-        Some(value) => value
+    if let Some(value) = req.headers().get("last-event-id") {
+        from.seq = value
             .to_str()
             .ok()
             .and_then(|v| v.trim().parse::<Seq>().ok())
-            .ok_or_else(|| ApiError::BadRequest("Last-Event-ID must be an event seq".into()))?,
-        None => query.since,
-    };
-    let connection = query
-        .session
-        .map(|s| state.room.presence().connect(s))
-        .transpose()?;
+            .ok_or_else(|| ApiError::BadRequest("Last-Event-ID must be an event seq".into()))?;
+    }
+    let attached = query.session.map(|s| state.room.attach(s)).transpose()?;
     let open = state.stats.open(Transport::Sse);
     let stream = SseStream {
-        cursor: since,
-        epoch: query.epoch().map(str::to_owned),
+        reader: Reader::new(state.log().clone(), from),
         started: false,
         heartbeat: interval_at(Instant::now() + SSE_HEARTBEAT, SSE_HEARTBEAT),
         stopping: Box::pin(state.shutdown.clone().cancelled_owned()),
-        newer: None,
-        _connection: connection,
+        _attached: attached,
         _open: open,
         state,
     };
@@ -74,18 +70,13 @@ pub async fn sse_stream(
 
 struct SseStream {
     state: web::Data<AppState>,
-    /// The last seq sent.
-    cursor: Seq,
-    /// The client's epoch, checked on the first read only.
-    epoch: Option<String>,
+    reader: Reader,
+    /// Whether the opening `retry` and `hello` have gone out.
     started: bool,
     heartbeat: Interval,
     /// Resolves when the server shuts down; registered once per stream.
     stopping: Pin<Box<WaitForCancellationFutureOwned>>,
-    /// Resolves once the log has events after the cursor; kept until it
-    /// fires, so a stream subscribes once per wait, not once per poll.
-    newer: Option<BoxFuture<'static, ()>>,
-    _connection: Option<ConnectionGuard>,
+    _attached: Option<Attachment>,
     _open: OpenGuard,
 }
 
@@ -94,50 +85,32 @@ impl SseStream {
     /// [`SSE_CHUNK_BYTES`] (with the opening `hello` on the first call), or
     /// `None` when there is nothing new.
     fn read_chunk(&mut self) -> Option<Bytes> {
-        let log = self.state.log().clone();
-        let batch = log.read_since(self.cursor, self.epoch.take().as_deref());
         let mut chunk = String::new();
         if !self.started {
             self.started = true;
             // Ask EventSource to come back quickly if the stream drops.
             chunk.push_str("retry: 1000\n");
-            push_control(
-                &mut chunk,
-                &Control::Hello {
-                    epoch: log.epoch().clone(),
-                    cursor: self.cursor,
-                },
-            );
+            push_control(&mut chunk, &Control::hello(&self.reader));
         }
-        if batch.gap {
-            let cursor = batch.events.first().map_or(batch.cursor, |e| e.seq - 1);
-            push_control(
-                &mut chunk,
-                &Control::Gap {
-                    epoch: log.epoch().clone(),
-                    cursor,
-                },
-            );
+        let read = self
+            .reader
+            .next(SSE_CHUNK_BYTES.saturating_sub(chunk.len()));
+        if let Some(cursor) = read.gap {
+            push_control(&mut chunk, &Control::gap(&self.reader, cursor));
         }
-        let mut sent = 0;
-        self.cursor = batch.cursor;
-        for event in &batch.events {
-            if chunk.len() >= SSE_CHUNK_BYTES {
-                // The rest is read again from the cursor on the next pull.
-                self.cursor = event.seq - 1;
-                break;
-            }
+        for event in &read.events {
             chunk.push_str("id: ");
             chunk.push_str(itoa::Buffer::new().format(event.seq));
             chunk.push_str("\ndata: ");
             chunk.push_str(event.json());
             chunk.push_str("\n\n");
-            sent += 1;
         }
         if chunk.is_empty() {
             return None;
         }
-        self.state.counters(Transport::Sse).sent(sent, chunk.len());
+        self.state
+            .counters(Transport::Sse)
+            .sent(read.events.len(), chunk.len());
         Some(Bytes::from(chunk))
     }
 }
@@ -154,18 +127,12 @@ impl Stream for SseStream {
         }
         loop {
             if let Some(chunk) = this.read_chunk() {
-                // Whatever the wait was for has been read.
-                this.newer = None;
                 return Poll::Ready(Some(Ok(chunk)));
             }
-            let cursor = this.cursor;
-            let log = this.state.log();
-            let newer = this.newer.get_or_insert_with(|| log.wait_after(cursor));
-            if newer.as_mut().poll(cx).is_pending() {
+            if this.reader.poll_newer(cx).is_pending() {
                 break;
             }
             // Events arrived between the read and the wait: read again.
-            this.newer = None;
         }
         match this.heartbeat.poll_tick(cx) {
             Poll::Ready(_) => Poll::Ready(Some(Ok(Bytes::from_static(b": heartbeat\n\n")))),

@@ -23,7 +23,8 @@ use actix_web::web::{Bytes, BytesMut};
 use tokio::net::TcpStream;
 
 use crate::protocol::MAX_BODY_BYTES;
-use crate::stats::{Stats, Transport};
+use crate::stats::Stats;
+use crate::transport::Transport;
 
 /// The soft limit of a WebSocket's outbound buffer, in bytes.
 pub const WS_QUEUE_BYTES: usize = 256 * 1024;
@@ -100,6 +101,12 @@ impl WsStream {
     /// Whether another log event may be queued now (the soft limit).
     pub fn has_room(&self) -> bool {
         self.write_buf.len() < WS_QUEUE_BYTES
+    }
+
+    /// How many bytes of log events may still be queued before the soft
+    /// limit; 0 when there is no room.
+    pub fn room(&self) -> usize {
+        WS_QUEUE_BYTES.saturating_sub(self.write_buf.len())
     }
 
     /// Bytes encoded and not yet written to the connection.

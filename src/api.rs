@@ -1,0 +1,134 @@
+//! The small HTTP endpoints (`/register`, `/send`, `/stats`, `/healthz`), and
+//! the query and body shapes every endpoint shares.
+
+use actix_web::error::{JsonPayloadError, QueryPayloadError};
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::log::{Cursor, Seq};
+use crate::protocol::{self, MAX_BODY_BYTES};
+use crate::state::AppState;
+
+/// The query every read endpoint takes.
+#[derive(Debug, Deserialize)]
+pub struct ReadQuery {
+    /// Deliver events with seq greater than this.
+    #[serde(default)]
+    pub since: Seq,
+    /// The epoch the cursor came from.
+    pub epoch: Option<String>,
+    /// The reader's session, if it is registered.
+    pub session: Option<Uuid>,
+    /// Long-poll only: seconds to hold the request.
+    pub timeout: Option<f64>,
+}
+
+impl ReadQuery {
+    /// Where the reader stands: `since` in `epoch`.
+    pub fn cursor(&self) -> Cursor {
+        Cursor {
+            seq: self.since,
+            epoch: self.epoch.clone(),
+        }
+    }
+
+    /// Parses a raw query string, as the upgrade path must do without an
+    /// extractor.
+    pub fn parse(query: &str) -> Result<ReadQuery, ApiError> {
+        web::Query::<ReadQuery>::from_query(query)
+            .map(web::Query::into_inner)
+            .map_err(|err| bad_query(&err))
+    }
+}
+
+/// The query of `POST /send`.
+#[derive(Debug, Deserialize)]
+pub struct SendQuery {
+    /// The sender's session.
+    pub session: Uuid,
+}
+
+fn bad_query(err: &QueryPayloadError) -> ApiError {
+    ApiError::BadRequest(format!("bad query string: {err}"))
+}
+
+/// How query strings are read: a bad one is `bad_request` JSON.
+pub fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(|err, _req| bad_query(&err).into())
+}
+
+/// How JSON bodies are read: `application/json` only, at most
+/// [`MAX_BODY_BYTES`], and malformed JSON is `bad_json`. The body is kept as
+/// raw JSON, so that the protocol's own parser judges its shape and every
+/// transport gives the same bytes the same answer.
+pub fn json_config() -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(MAX_BODY_BYTES)
+        .content_type_required(true)
+        .content_type(|mime| mime.essence_str().eq_ignore_ascii_case("application/json"))
+        .error_handler(json_error)
+}
+
+fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    let refusal = match err {
+        JsonPayloadError::OverflowKnownLength { .. } | JsonPayloadError::Overflow { .. } => {
+            ApiError::TooLarge(format!("the body is over {MAX_BODY_BYTES} bytes"))
+        }
+        JsonPayloadError::ContentType => ApiError::UnsupportedMediaType,
+        JsonPayloadError::Deserialize(err) => {
+            ApiError::BadJson(format!("the body is not valid JSON: {err}"))
+        }
+        other => ApiError::BadRequest(format!("could not read the body: {other}")),
+    };
+    refusal.into()
+}
+
+/// A JSON body, checked for syntax only.
+type JsonBody = web::Json<Box<RawValue>>;
+
+fn no_store(mut response: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {
+    response.insert_header((header::CACHE_CONTROL, "no-store"));
+    response
+}
+
+/// `POST /register`: `{name}` → the welcome.
+pub async fn register(
+    state: web::Data<AppState>,
+    body: JsonBody,
+) -> Result<HttpResponse, ApiError> {
+    let name = protocol::parse_register_request(body.get().as_bytes())?;
+    let welcome = state.room.register(name).await?;
+    Ok(no_store(HttpResponse::Ok()).json(welcome))
+}
+
+/// `POST /send?session=S`: one client message → `{seq}` of its event.
+pub async fn send(
+    state: web::Data<AppState>,
+    query: web::Query<SendQuery>,
+    body: JsonBody,
+) -> Result<HttpResponse, ApiError> {
+    let message = protocol::parse_client_message(body.get().as_bytes())?;
+    let seq = state.room.submit(query.session, message).await?;
+    Ok(no_store(HttpResponse::Ok()).json(serde_json::json!({ "seq": seq })))
+}
+
+/// `GET /stats`: counters per transport, plus the log's head and who is online.
+pub async fn stats(state: web::Data<AppState>) -> HttpResponse {
+    let log = state.log();
+    no_store(HttpResponse::Ok()).json(serde_json::json!({
+        "transports": state.stats.view(),
+        "head": log.head(),
+        "epoch": log.epoch(),
+        "online": state.room.online(),
+        "connections": state.limit.open(),
+    }))
+}
+
+/// `GET /healthz`: 200 while the server is serving.
+pub async fn healthz() -> HttpResponse {
+    no_store(HttpResponse::Ok()).json(serde_json::json!({ "status": "ok" }))
+}
