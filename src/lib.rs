@@ -22,8 +22,12 @@
 //!   - [`http_error`]: each error's HTTP status and JSON body.
 //!   - [`state`]: what every handler shares, built once.
 //!   - [`stats`]: counters per transport, served at `/stats`.
-//!   - [`middleware`]: the connection limit, origin check and CORS grants.
-//!   - [`routes`]: the endpoint table, the router and the app built from it.
+//!   - [`limits`]: the places under `--max-connections`.
+//!   - [`endpoints`]: the table of paths and methods, shared by the router
+//!     and the WebSocket upgrade path.
+//!   - [`middleware`]: admission for every request: the connection limit,
+//!     the origin check and CORS grants.
+//!   - [`routes`]: the router built from the table, and the app.
 //!   - [`api`]: `/register`, `/send`, `/stats`, `/healthz`, and the shared
 //!     query and body shapes.
 //!   - [`assets`]: the browser client in `web/`, embedded in the binary.
@@ -50,9 +54,11 @@ pub mod api;
 pub mod assets;
 pub mod config;
 pub mod demo;
+pub mod endpoints;
 pub mod error;
 pub mod http_error;
 pub mod journal;
+pub mod limits;
 pub mod log;
 pub mod middleware;
 pub mod names;
@@ -161,7 +167,7 @@ pub fn serve_with_log(
         room,
         config: Arc::new(config),
         stats: Default::default(),
-        limit: middleware::ConnectionLimit::new(max_connections),
+        limit: limits::ConnectionLimit::new(max_connections),
         shutdown,
     });
     let app_state = state.clone();

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::limits::ConnectionLimit;
 use crate::log::EventLog;
-use crate::middleware::ConnectionLimit;
 use crate::room::Room;
 use crate::stats::{Counters, Stats};
 use crate::transport::Transport;

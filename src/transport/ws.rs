@@ -28,12 +28,13 @@ use super::ws_stream::{Inbound, Pushed, Received, WsStream};
 use super::Transport;
 use crate::api::ReadQuery;
 use crate::config::{WS_MISSED_PONGS, WS_PING_INTERVAL};
+use crate::endpoints::{self, Endpoint};
 use crate::error::ApiError;
+use crate::limits::Permit;
 use crate::log::Reader;
-use crate::middleware::{self, Permit};
+use crate::middleware;
 use crate::protocol::{self, ClientMessage, Control};
 use crate::room::Attachment;
-use crate::routes::{self, Endpoint};
 use crate::state::AppState;
 
 /// Serves every request that asks for `Connection: upgrade`, with the
@@ -62,7 +63,7 @@ async fn try_upgrade(
     };
     let response = match handshake(req.head()) {
         Ok(mut accepted) => accepted.finish().drop_body(),
-        Err(_) => return refuse(framed, routes::not_an_upgrade().error_response()).await,
+        Err(_) => return refuse(framed, endpoints::not_an_upgrade().error_response()).await,
     };
     framed
         .send(h1::Message::Item((response, BodySize::None)))
@@ -89,7 +90,7 @@ fn admit(
 ) -> Result<(Permit, ReadQuery, Option<Attachment>), ApiError> {
     // A socket counts against the limit for as long as it is open.
     let permit = state.limit.admit()?;
-    match routes::resolve(req.method(), req.path())? {
+    match endpoints::resolve(req.method(), req.path())? {
         Endpoint::Ws => {}
         _ => {
             return Err(ApiError::BadRequest(
