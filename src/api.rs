@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::log::{Cursor, Seq};
+use crate::middleware;
 use crate::protocol::{self, MAX_BODY_BYTES};
 use crate::state::AppState;
 
@@ -98,10 +99,12 @@ fn no_store(mut response: actix_web::HttpResponseBuilder) -> actix_web::HttpResp
 /// `POST /register`: `{name}` → the welcome.
 pub async fn register(
     state: web::Data<AppState>,
+    req: HttpRequest,
     body: JsonBody,
 ) -> Result<HttpResponse, ApiError> {
     let name = protocol::parse_register_request(body.get().as_bytes())?;
-    let welcome = state.room.register(name).await?;
+    let ip = middleware::client_ip(req.peer_addr(), req.headers(), &state.config);
+    let welcome = state.room.register_from(name, Some(ip)).await?;
     Ok(no_store(HttpResponse::Ok()).json(welcome))
 }
 

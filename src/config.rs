@@ -92,6 +92,58 @@ pub struct Config {
     /// Cursor moves per second the demo bot makes.
     #[arg(long, env = "PUSHLAB_DEMO_RATE", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub demo_rate: u32,
+
+    /// A host name (as in the `Host` header) this server answers to, besides
+    /// IP addresses, `localhost` and `*.localhost`, which it always answers
+    /// to. Any other `Host` gets 403 `forbidden_host` on every endpoint, so a
+    /// page on a rebound DNS name cannot use the server. Repeat for several;
+    /// `*` answers to any host.
+    #[arg(
+        long = "allowed-host",
+        env = "PUSHLAB_ALLOWED_HOST",
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Vec<String>,
+
+    /// The address of a reverse proxy in front of pushlab. Only for requests
+    /// from such an address is the client's IP taken from
+    /// `X-Forwarded-For`. Repeat for several.
+    #[arg(
+        long = "trusted-proxy",
+        env = "PUSHLAB_TRUSTED_PROXY",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+
+    /// Registrations each client IP may make per minute. 0 for no limit.
+    #[arg(long, env = "PUSHLAB_IP_REGISTRATIONS", default_value_t = 300)]
+    pub ip_registrations: u32,
+
+    /// Live sessions each client IP may hold at once. 0 for no limit.
+    #[arg(long, env = "PUSHLAB_IP_SESSIONS", default_value_t = 500)]
+    pub ip_sessions: u32,
+
+    /// Requests in flight from each client IP, held long-polls, streams and
+    /// sockets included. 0 for no limit.
+    #[arg(long, env = "PUSHLAB_IP_CONNECTIONS", default_value_t = 1000)]
+    pub ip_connections: u32,
+
+    /// Events per second all sessions of one client IP may send together,
+    /// with bursts of twice that. 0 for no limit.
+    #[arg(long, env = "PUSHLAB_IP_RATE_LIMIT", default_value_t = 3000)]
+    pub ip_rate_limit: u32,
+}
+
+/// The name in a `Host` value: without its port, and without the brackets
+/// of an IPv6 address.
+fn host_name(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+        _ => host,
+    }
 }
 
 fn positive_seconds(raw: &str) -> Result<f64, String> {
@@ -120,6 +172,12 @@ impl Default for Config {
             workers: None,
             demo: false,
             demo_rate: 20,
+            allowed_hosts: Vec::new(),
+            trusted_proxies: Vec::new(),
+            ip_registrations: 300,
+            ip_sessions: 500,
+            ip_connections: 1000,
+            ip_rate_limit: 3000,
         }
     }
 }
@@ -138,6 +196,24 @@ impl Config {
     /// `--longpoll-timeout` as a duration.
     pub fn longpoll_cap(&self) -> Duration {
         Duration::from_secs_f64(self.longpoll_timeout)
+    }
+
+    /// Whether this server answers to a `Host` header naming `host` (with or
+    /// without a port): any IP address, `localhost` and `*.localhost`, and
+    /// each `--allowed-host`.
+    pub fn host_allowed(&self, host: &str) -> bool {
+        let name = host_name(host);
+        if name.parse::<std::net::IpAddr>().is_ok() {
+            // An IP address cannot be rebound to another server.
+            return true;
+        }
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        name == "localhost"
+            || name.ends_with(".localhost")
+            || self
+                .allowed_hosts
+                .iter()
+                .any(|allowed| allowed == "*" || host_name(allowed).eq_ignore_ascii_case(&name))
     }
 
     /// Whether a page from `origin` may use this server across origins.
@@ -161,6 +237,10 @@ mod tests {
         assert_eq!(parsed.presence_timeout, default.presence_timeout);
         assert_eq!(parsed.longpoll_timeout, default.longpoll_timeout);
         assert_eq!(parsed.rate_limit, default.rate_limit);
+        assert_eq!(parsed.ip_registrations, default.ip_registrations);
+        assert_eq!(parsed.ip_sessions, default.ip_sessions);
+        assert_eq!(parsed.ip_connections, default.ip_connections);
+        assert_eq!(parsed.ip_rate_limit, default.ip_rate_limit);
     }
 
     #[test]
@@ -183,5 +263,33 @@ mod tests {
         assert_eq!(cfg.presence_timeout(), Duration::from_millis(500));
         assert!(Config::try_parse_from(["pushlab", "--history", "0"]).is_err());
         assert!(Config::try_parse_from(["pushlab", "--longpoll-timeout", "-1"]).is_err());
+    }
+
+    #[test]
+    fn the_server_answers_to_ip_addresses_localhost_and_listed_hosts_only() {
+        let config = Config::try_parse_from(["pushlab", "--allowed-host", "pushlab.test"]).unwrap();
+        for host in [
+            "127.0.0.1:8080",
+            "192.168.1.20:8080",
+            "[::1]:8080",
+            "[fe80::1]",
+            "localhost",
+            "LOCALHOST:3000",
+            "app.localhost:8080",
+            "pushlab.test:8080",
+            "PushLab.Test",
+        ] {
+            assert!(config.host_allowed(host), "{host}");
+        }
+        for host in [
+            "evil.example",
+            "evil.example:8080",
+            "localhost.evil.example",
+            "pushlab.test.evil",
+        ] {
+            assert!(!config.host_allowed(host), "{host}");
+        }
+        let open = Config::try_parse_from(["pushlab", "--allowed-host", "*"]).unwrap();
+        assert!(open.host_allowed("anything.example"));
     }
 }

@@ -32,6 +32,13 @@ pub enum ApiError {
     /// The session sent faster than its rate limit allows.
     #[error("too many events; slow down")]
     RateLimited,
+    /// One client address is at one of its limits (connections, sessions,
+    /// registrations or events per second).
+    #[error("{0}")]
+    IpLimit(String),
+    /// The request's `Host` is not one this server answers to.
+    #[error("host {0:?} is not served here; start pushlab with --allowed-host {0}")]
+    ForbiddenHost(String),
     /// The server is at a configured limit.
     #[error("{0}")]
     Unavailable(String),
@@ -61,6 +68,8 @@ impl ApiError {
             ApiError::UnknownSession => "unknown_session",
             ApiError::ForbiddenOrigin(_) => "forbidden_origin",
             ApiError::RateLimited => "rate_limited",
+            ApiError::IpLimit(_) => "ip_limit",
+            ApiError::ForbiddenHost(_) => "forbidden_host",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::NotFound(_) => "not_found",

@@ -155,19 +155,28 @@ pub fn serve_with_log(
 ) -> std::io::Result<Server> {
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
-    let room = room::Room::new(log, config.rate_limit);
+    let room = room::Room::with_limits(
+        log,
+        presence::SessionLimits {
+            rate: config.rate_limit,
+            ip_rate: config.ip_rate_limit,
+            ip_sessions: config.ip_sessions,
+            ip_registrations: config.ip_registrations,
+        },
+    );
     room.spawn_reaper(config.presence_timeout(), shutdown.clone());
     if config.demo {
         demo::spawn(room.clone(), config.demo_rate, shutdown.clone());
     }
     let workers = config.workers;
+    let ip_connections = config.ip_connections;
     let max_connections = usize::try_from(config.max_connections).unwrap_or(usize::MAX);
     // Built once, outside the factory: every worker must share one log.
     let state = web::Data::new(AppState {
         room,
         config: Arc::new(config),
         stats: Default::default(),
-        limit: limits::ConnectionLimit::new(max_connections),
+        limit: limits::ConnectionLimit::new(max_connections, ip_connections),
         shutdown,
     });
     let app_state = state.clone();

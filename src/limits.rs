@@ -1,34 +1,50 @@
 //! Bounds on what clients may hold at once, counted without any knowledge
-//! of HTTP: the places under `--max-connections`.
+//! of HTTP: the places under `--max-connections`, in all and per client IP.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use crate::error::ApiError;
 
 /// Counts requests in flight, held long-polls and open streams and sockets
-/// included, against `--max-connections`.
+/// included, against `--max-connections` in all and `--ip-connections` per
+/// client IP.
 #[derive(Debug)]
 pub struct ConnectionLimit {
+    /// Places taken now.
     open: AtomicUsize,
+    /// The most places at once.
     max: usize,
+    /// Places taken per client IP; an IP with none is removed.
+    per_ip: Mutex<HashMap<IpAddr, u32>>,
+    /// The most places one client IP may take; 0 for no limit.
+    max_per_ip: u32,
 }
 
 impl ConnectionLimit {
-    /// A limit of `max` requests in flight at once.
-    pub fn new(max: usize) -> Arc<Self> {
+    /// A limit of `max` places in all and `max_per_ip` (0: none) per IP.
+    pub fn new(max: usize, max_per_ip: u32) -> Arc<Self> {
         Arc::new(ConnectionLimit {
             open: AtomicUsize::new(0),
             max,
+            per_ip: Mutex::new(HashMap::new()),
+            max_per_ip,
         })
     }
 
-    /// Takes a place, or `None` at the limit.
-    pub fn acquire(self: &Arc<Self>) -> Option<Permit> {
+    /// Takes a place for a request from `ip`, or refuses: 503 at the
+    /// server's limit, 429 `ip_limit` at the client's.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Permit, ApiError> {
         let mut open = self.open.load(Ordering::Relaxed);
         loop {
             if open >= self.max {
-                return None;
+                return Err(ApiError::Unavailable(
+                    "the server is at its connection limit; try again shortly".into(),
+                ));
             }
             match self.open.compare_exchange_weak(
                 open,
@@ -36,32 +52,99 @@ impl ConnectionLimit {
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => return Some(Permit(self.clone())),
+                Ok(_) => break,
                 Err(now) => open = now,
             }
         }
+        // From here the global place is held by the permit, so a refusal
+        // below gives it back when the permit drops.
+        let mut permit = Permit {
+            limit: self.clone(),
+            ip: None,
+        };
+        if self.max_per_ip > 0 {
+            let mut per_ip = self.per_ip.lock();
+            let taken = per_ip.entry(ip).or_insert(0);
+            if *taken >= self.max_per_ip {
+                return Err(ApiError::IpLimit(format!(
+                    "this address has {} requests and connections open, its limit",
+                    self.max_per_ip
+                )));
+            }
+            *taken += 1;
+            permit.ip = Some(ip);
+        }
+        Ok(permit)
     }
 
-    /// Takes a place, or refuses with the 503 every path answers at the
-    /// limit.
-    pub fn admit(self: &Arc<Self>) -> Result<Permit, ApiError> {
-        self.acquire().ok_or_else(|| {
-            ApiError::Unavailable("the server is at its connection limit; try again shortly".into())
-        })
-    }
-
-    /// Requests in flight now.
+    /// Places taken now.
     pub fn open(&self) -> usize {
         self.open.load(Ordering::Relaxed)
     }
+
+    /// Client IPs holding at least one place now.
+    pub fn addresses(&self) -> usize {
+        self.per_ip.lock().len()
+    }
 }
 
-/// A place under the limit, given back when the response body is done.
+/// A place under the limit, given back when dropped: for an HTTP request
+/// when its response body is done, for a socket when it closes.
 #[derive(Debug)]
-pub struct Permit(Arc<ConnectionLimit>);
+pub struct Permit {
+    limit: Arc<ConnectionLimit>,
+    /// The IP whose count this place is in, if per-IP limits are on.
+    ip: Option<IpAddr>,
+}
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::AcqRel);
+        self.limit.open.fetch_sub(1, Ordering::AcqRel);
+        if let Some(ip) = self.ip {
+            let mut per_ip = self.limit.per_ip.lock();
+            if let Some(taken) = per_ip.get_mut(&ip) {
+                *taken -= 1;
+                if *taken == 0 {
+                    per_ip.remove(&ip);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
+    const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
+
+    #[test]
+    fn one_address_cannot_take_more_than_its_share_of_places() {
+        let limit = ConnectionLimit::new(10, 2);
+        let held = [limit.admit(A).unwrap(), limit.admit(A).unwrap()];
+
+        let refused = limit.admit(A).unwrap_err();
+        let other = limit.admit(B);
+
+        assert_eq!(refused.code(), "ip_limit");
+        assert!(other.is_ok());
+        assert_eq!(limit.open(), 3, "a refused request holds no place");
+        drop(held);
+        drop(other);
+        assert_eq!((limit.open(), limit.addresses()), (0, 0));
+        assert!(limit.admit(A).is_ok());
+    }
+
+    #[test]
+    fn the_server_limit_holds_whatever_the_addresses() {
+        let limit = ConnectionLimit::new(2, 0);
+        let _held = [limit.admit(A).unwrap(), limit.admit(B).unwrap()];
+        assert_eq!(limit.admit(A).unwrap_err().code(), "unavailable");
+        assert_eq!(
+            limit.addresses(),
+            0,
+            "no per-address counts without a limit"
+        );
     }
 }

@@ -1,5 +1,6 @@
-//! Request-level policies: the connection limit, the origin check for
-//! WebSocket upgrades, and CORS grants for listed origins. The router runs
+//! Request-level policies: the client's IP, the `Host` check, the connection
+//! limits, the origin check for WebSocket upgrades, and CORS grants for
+//! listed origins. The router runs
 //! them through [`admission`]; the upgrade path, which never reaches the
 //! router, calls the same functions.
 //!
@@ -8,6 +9,7 @@
 //! leaves unlisted origins to the browser's same-origin rules, instead of
 //! answering them with a (non-JSON) rejection.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -20,6 +22,7 @@ use actix_web::web::{self, Bytes};
 use actix_web::{HttpResponse, ResponseError as _};
 
 use crate::config::Config;
+use crate::endpoints::Endpoint;
 use crate::error::ApiError;
 use crate::limits::Permit;
 use crate::state::AppState;
@@ -92,6 +95,44 @@ pub fn grant(response: &mut ServiceResponse<BoxBody>, origin: header::HeaderValu
     headers.append(header::VARY, header::HeaderValue::from_static("Origin"));
 }
 
+/// The client's IP: the peer's address, or, when the peer is a trusted
+/// proxy, the nearest address in `X-Forwarded-For` that is not one (the
+/// ones further left could have been written by anyone).
+pub fn client_ip(peer: Option<SocketAddr>, headers: &HeaderMap, config: &Config) -> IpAddr {
+    let Some(peer) = peer.map(|p| p.ip()) else {
+        // Only a test harness serves requests without a peer address.
+        return IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+    };
+    if !config.trusted_proxies.contains(&peer) {
+        return peer;
+    }
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|hop| hop.trim().parse::<IpAddr>().ok())
+        .collect::<Vec<_>>();
+    forwarded
+        .into_iter()
+        .rev()
+        .find(|hop| !config.trusted_proxies.contains(hop))
+        .unwrap_or(peer)
+}
+
+/// Refuses a request whose `Host` is not one this server answers to, so a
+/// page on a DNS name rebound to this machine cannot use it. A request
+/// without a `Host` (HTTP/1.0, not a browser) passes.
+pub fn check_host(headers: &HeaderMap, config: &Config) -> Result<(), ApiError> {
+    let Some(host) = headers.get(header::HOST) else {
+        return Ok(());
+    };
+    match host.to_str() {
+        Ok(host) if config.host_allowed(host) => Ok(()),
+        Ok(host) => Err(ApiError::ForbiddenHost(host.to_owned())),
+        Err(_) => Err(ApiError::ForbiddenHost("(not text)".into())),
+    }
+}
+
 /// Refuses a WebSocket upgrade from a page on another origin unless it is
 /// listed. Clients that send no Origin (not browsers) are not affected.
 pub fn check_origin(headers: &HeaderMap, config: &Config) -> Result<(), ApiError> {
@@ -112,9 +153,10 @@ pub fn check_origin(headers: &HeaderMap, config: &Config) -> Result<(), ApiError
     }
 }
 
-/// Wraps every routed request: a listed origin's preflight is answered
-/// here, everything else takes a place under the connection limit (held
-/// until its response body is done) and gets its CORS grant.
+/// Wraps every routed request: the `Host` check, then a listed origin's
+/// preflight is answered here, and everything else but `/healthz` takes a
+/// place under the connection limits (held until its response body is done)
+/// and gets its CORS grant.
 pub async fn admission(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -123,18 +165,31 @@ pub async fn admission(
         .app_data::<web::Data<AppState>>()
         .cloned()
         .ok_or_else(|| actix_web::Error::from(ApiError::Internal))?;
+    if let Err(refused) = check_host(req.headers(), &state.config) {
+        return Ok(req.into_response(refused.error_response()));
+    }
     let origin = granted_origin(&req, &state.config);
     if let Some(origin) = &origin {
         if is_preflight(&req) {
             return Ok(req.into_response(preflight_response(origin.clone())));
         }
     }
-    let permit = match state.limit.admit() {
-        Ok(permit) => permit,
-        Err(refused) => return Ok(req.into_response(refused.error_response())),
+    // Health checks must be answered even when the server is full.
+    let counted = req.path() != Endpoint::Healthz.pattern();
+    let permit = if counted {
+        let ip = client_ip(req.peer_addr(), req.headers(), &state.config);
+        match state.limit.admit(ip) {
+            Ok(permit) => Some(permit),
+            Err(refused) => return Ok(req.into_response(refused.error_response())),
+        }
+    } else {
+        None
     };
     let response = next.call(req).await?.map_into_boxed_body();
-    let mut response = hold_permit(response, permit);
+    let mut response = match permit {
+        Some(permit) => hold_permit(response, permit),
+        None => response,
+    };
     if let Some(origin) = origin {
         grant(&mut response, origin);
     }

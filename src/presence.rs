@@ -6,6 +6,7 @@
 //! ever held across an `.await`.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,12 +22,36 @@ use crate::protocol::UserView;
 /// A session id: a random v4 UUID, the only credential a client holds.
 pub type SessionId = Uuid;
 
+/// The limits presence enforces, per session and per client address.
+/// Every number is 0 for "no limit".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// Events per second per session, bursts of twice that.
+    pub rate: u32,
+    /// Events per second for all sessions of one address together, bursts
+    /// of twice that.
+    pub ip_rate: u32,
+    /// Live sessions per address.
+    pub ip_sessions: u32,
+    /// Registrations per address per minute, all of them at once at most.
+    pub ip_registrations: u32,
+}
+
+impl SessionLimits {
+    /// Only the per-session event rate.
+    pub fn per_session(rate: u32) -> Self {
+        SessionLimits {
+            rate,
+            ..Default::default()
+        }
+    }
+}
+
 /// The table of sessions. Cheap to clone; every clone is the same table.
 #[derive(Clone)]
 pub struct Presence {
     shared: Arc<Mutex<Table>>,
-    /// Events per second per session; 0 means no limit.
-    rate_limit: u32,
+    limits: SessionLimits,
 }
 
 #[derive(Default)]
@@ -34,10 +59,15 @@ struct Table {
     sessions: HashMap<SessionId, Session>,
     /// Lower-cased name → session, so names are unique without case.
     names: HashMap<String, SessionId>,
+    /// What each client address holds and has spent; an entry goes once it
+    /// holds no session and its registration allowance has refilled.
+    addresses: HashMap<IpAddr, Address>,
 }
 
 struct Session {
     name: Name,
+    /// The address that registered it; `None` for the server's own bot.
+    ip: Option<IpAddr>,
     /// Last cursor position, unknown until the first mousemove.
     cursor: Option<(f64, f64)>,
     /// Open streams, sockets and held long-polls for this session.
@@ -53,62 +83,114 @@ struct Session {
     long_poll: Option<Arc<Notify>>,
 }
 
-/// A token bucket: `rate` tokens a second, holding at most twice that.
+/// One client address: its live sessions and its shared allowances.
+struct Address {
+    sessions: u32,
+    /// Events for all its sessions together.
+    events: TokenBucket,
+    /// Registrations.
+    registrations: TokenBucket,
+}
+
+/// A token bucket: refills at a steady rate up to its burst.
 struct TokenBucket {
     tokens: f64,
     refilled: Instant,
 }
 
 impl TokenBucket {
-    fn new(rate: u32, now: Instant) -> Self {
+    /// A full bucket.
+    fn full(burst: f64, now: Instant) -> Self {
         TokenBucket {
-            tokens: f64::from(rate) * 2.0,
+            tokens: burst,
             refilled: now,
         }
     }
 
-    fn take(&mut self, rate: u32, now: Instant) -> bool {
-        let burst = f64::from(rate) * 2.0;
+    /// Adds what `per_second` has refilled since the last look, up to `burst`.
+    fn refill(&mut self, per_second: f64, burst: f64, now: Instant) -> f64 {
         let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * f64::from(rate)).min(burst);
+        self.tokens = (self.tokens + elapsed * per_second).min(burst);
         self.refilled = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        self.tokens
     }
 }
 
+/// Events a second and burst for a rate limit of `rate` events a second.
+fn event_allowance(rate: u32) -> (f64, f64) {
+    (f64::from(rate), f64::from(rate) * 2.0)
+}
+
+/// Registrations a second and burst for `per_minute` registrations a minute.
+fn registration_allowance(per_minute: u32) -> (f64, f64) {
+    (f64::from(per_minute) / 60.0, f64::from(per_minute))
+}
+
 impl Presence {
-    /// An empty table; `rate_limit` is events per second per session, 0 for none.
+    /// An empty table with only a per-session rate limit (0 for none).
     pub fn new(rate_limit: u32) -> Self {
+        Self::with_limits(SessionLimits::per_session(rate_limit))
+    }
+
+    /// An empty table enforcing `limits`.
+    pub fn with_limits(limits: SessionLimits) -> Self {
         Presence {
             shared: Arc::new(Mutex::new(Table::default())),
-            rate_limit,
+            limits,
         }
     }
 
-    /// Creates a session under `name`, or refuses if someone online has it.
-    pub fn open(&self, name: Name) -> Result<SessionId, ApiError> {
+    /// Creates a session under `name` for a client at `ip`, or refuses: the
+    /// name is online already, or the address is at its registrations per
+    /// minute or its live sessions.
+    pub fn open(&self, name: Name, ip: Option<IpAddr>) -> Result<SessionId, ApiError> {
+        let limits = self.limits;
+        let now = Instant::now();
         let mut table = self.shared.lock();
+        if let Some(ip) = ip {
+            let (per_second, burst) = registration_allowance(limits.ip_registrations);
+            let address = table.addresses.entry(ip).or_insert_with(|| Address {
+                sessions: 0,
+                events: TokenBucket::full(event_allowance(limits.ip_rate).1, now),
+                registrations: TokenBucket::full(burst, now),
+            });
+            if limits.ip_registrations > 0 {
+                // Every attempt counts, so names cannot be probed for free.
+                if address.registrations.refill(per_second, burst, now) < 1.0 {
+                    return Err(ApiError::IpLimit(format!(
+                        "this address registered {} times in the last minute, its limit; try again shortly",
+                        limits.ip_registrations
+                    )));
+                }
+                address.registrations.tokens -= 1.0;
+            }
+            if limits.ip_sessions > 0 && address.sessions >= limits.ip_sessions {
+                return Err(ApiError::IpLimit(format!(
+                    "this address has {} sessions online, its limit",
+                    limits.ip_sessions
+                )));
+            }
+        }
         let key = name.key();
         if table.names.contains_key(&key) {
             return Err(ApiError::NameTaken(name.to_string()));
         }
         let id = Uuid::new_v4();
-        let now = Instant::now();
         table.names.insert(key, id);
+        if let Some(address) = ip.and_then(|ip| table.addresses.get_mut(&ip)) {
+            address.sessions += 1;
+        }
+        let (_, burst) = event_allowance(limits.rate);
         table.sessions.insert(
             id,
             Session {
                 name,
+                ip,
                 cursor: None,
                 connections: 0,
                 last_seen: now,
                 ending: false,
-                bucket: TokenBucket::new(self.rate_limit, now),
+                bucket: TokenBucket::full(burst, now),
                 long_poll: None,
             },
         );
@@ -123,14 +205,34 @@ impl Presence {
         Ok(session.name.clone())
     }
 
-    /// Takes one event from the session's rate limit, returning its name.
+    /// Takes one event from the session's rate limit and from its
+    /// address's, returning its name.
     pub fn spend(&self, id: SessionId) -> Result<Name, ApiError> {
-        let mut table = self.shared.lock();
-        let session = live(&mut table, id)?;
+        let limits = self.limits;
         let now = Instant::now();
+        let mut guard = self.shared.lock();
+        let table = &mut *guard;
+        let session = live_in(&mut table.sessions, id)?;
         session.last_seen = now;
-        if self.rate_limit > 0 && !session.bucket.take(self.rate_limit, now) {
+        let (per_second, burst) = event_allowance(limits.rate);
+        let session_ok = limits.rate == 0 || session.bucket.refill(per_second, burst, now) >= 1.0;
+        let address = session.ip.and_then(|ip| table.addresses.get_mut(&ip));
+        let (per_second, burst) = event_allowance(limits.ip_rate);
+        let address_ok = match (limits.ip_rate, address) {
+            (0, _) | (_, None) => true,
+            (_, Some(address)) => address.events.refill(per_second, burst, now) >= 1.0,
+        };
+        if !session_ok || !address_ok {
             return Err(ApiError::RateLimited);
+        }
+        // Both allow it: only now is a token taken from each.
+        if limits.rate > 0 {
+            session.bucket.tokens -= 1.0;
+        }
+        if limits.ip_rate > 0 {
+            if let Some(address) = session.ip.and_then(|ip| table.addresses.get_mut(&ip)) {
+                address.events.tokens -= 1.0;
+            }
         }
         Ok(session.name.clone())
     }
@@ -157,12 +259,33 @@ impl Presence {
         Some(session.name.clone())
     }
 
-    /// Removes an ended session and frees its name.
+    /// Removes an ended session and frees its name and its place under its
+    /// address's limit.
     pub fn finish_end(&self, id: SessionId) {
         let mut table = self.shared.lock();
         if let Some(session) = table.sessions.remove(&id) {
             table.names.remove(&session.name.key());
+            if let Some(address) = session.ip.and_then(|ip| table.addresses.get_mut(&ip)) {
+                address.sessions = address.sessions.saturating_sub(1);
+            }
         }
+    }
+
+    /// Forgets addresses that hold no session and whose registration
+    /// allowance has refilled, so the table stays as small as who is online.
+    pub fn forget_idle_addresses(&self) {
+        let (per_second, burst) = registration_allowance(self.limits.ip_registrations);
+        let now = Instant::now();
+        self.shared.lock().addresses.retain(|_, address| {
+            address.sessions > 0
+                || (self.limits.ip_registrations > 0
+                    && address.registrations.refill(per_second, burst, now) < burst)
+        });
+    }
+
+    /// How many client addresses presence is keeping track of.
+    pub fn addresses(&self) -> usize {
+        self.shared.lock().addresses.len()
     }
 
     /// Counts a connection for the session until the attachment is dropped.
@@ -195,14 +318,40 @@ impl Presence {
             .sessions
             .values()
             .filter(|s| !s.ending)
-            .map(|s| UserView {
-                name: s.name.clone(),
-                x: s.cursor.map(|c| c.0),
-                y: s.cursor.map(|c| c.1),
-            })
+            .map(view)
             .collect();
         users.sort_by_key(|u| u.name.key());
         users
+    }
+
+    /// At most `limit` of the users online, sorted by name, always with
+    /// `me` among them; and how many are online in all.
+    pub fn some_users(&self, me: SessionId, limit: usize) -> (Vec<UserView>, usize) {
+        let mut users = self.users();
+        let online = users.len();
+        if online > limit {
+            let mine = self.shared.lock().sessions.get(&me).map(view);
+            users.retain(|u| Some(&u.name) != mine.as_ref().map(|m| &m.name));
+            users.truncate(limit.saturating_sub(usize::from(mine.is_some())));
+            users.extend(mine);
+            users.sort_by_key(|u| u.name.key());
+        }
+        (users, online)
+    }
+
+    /// Detaches a connection and says whether it was the session's last
+    /// one, so that a clean close ends the session only when nothing else
+    /// of it is still connected.
+    pub fn detach(&self, attachment: Attachment) -> bool {
+        let last = self
+            .shared
+            .lock()
+            .sessions
+            .get(&attachment.id)
+            .is_some_and(|s| s.connections <= 1);
+        // Dropping takes the lock again, so only once it is released.
+        drop(attachment);
+        last
     }
 
     /// Sessions with no connection that have been quiet longer than `timeout`.
@@ -220,8 +369,23 @@ impl Presence {
     }
 }
 
+fn view(session: &Session) -> UserView {
+    UserView {
+        name: session.name.clone(),
+        x: session.cursor.map(|c| c.0),
+        y: session.cursor.map(|c| c.1),
+    }
+}
+
 fn live(table: &mut Table, id: SessionId) -> Result<&mut Session, ApiError> {
-    match table.sessions.get_mut(&id) {
+    live_in(&mut table.sessions, id)
+}
+
+fn live_in(
+    sessions: &mut HashMap<SessionId, Session>,
+    id: SessionId,
+) -> Result<&mut Session, ApiError> {
+    match sessions.get_mut(&id) {
         Some(session) if !session.ending => Ok(session),
         _ => Err(ApiError::UnknownSession),
     }
@@ -271,26 +435,26 @@ mod tests {
     #[test]
     fn names_are_unique_without_case_until_the_session_is_gone() {
         let presence = Presence::new(0);
-        let id = presence.open(name("Alice")).unwrap();
+        let id = presence.open(name("Alice"), None).unwrap();
         assert_eq!(
-            presence.open(name("aLiCe")).unwrap_err().code(),
+            presence.open(name("aLiCe"), None).unwrap_err().code(),
             "name_taken"
         );
         assert_eq!(presence.begin_end(id), Some(name("Alice")));
         // Still taken while its leave is being written.
         assert_eq!(
-            presence.open(name("alice")).unwrap_err().code(),
+            presence.open(name("alice"), None).unwrap_err().code(),
             "name_taken"
         );
         assert_eq!(presence.touch(id).unwrap_err().code(), "unknown_session");
         presence.finish_end(id);
-        assert!(presence.open(name("alice")).is_ok());
+        assert!(presence.open(name("alice"), None).is_ok());
     }
 
     #[test]
     fn a_session_ends_only_once() {
         let presence = Presence::new(0);
-        let id = presence.open(name("a")).unwrap();
+        let id = presence.open(name("a"), None).unwrap();
         assert!(presence.begin_end(id).is_some());
         assert!(presence.begin_end(id).is_none());
     }
@@ -298,7 +462,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_rate_limit_allows_bursts_of_twice_the_rate_then_refills() {
         let presence = Presence::new(10);
-        let id = presence.open(name("a")).unwrap();
+        let id = presence.open(name("a"), None).unwrap();
         for _ in 0..20 {
             presence.spend(id).unwrap();
         }
@@ -313,7 +477,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_zero_rate_limit_is_no_limit() {
         let presence = Presence::new(0);
-        let id = presence.open(name("a")).unwrap();
+        let id = presence.open(name("a"), None).unwrap();
         for _ in 0..10_000 {
             presence.spend(id).unwrap();
         }
@@ -322,7 +486,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn sessions_go_idle_only_without_connections() {
         let presence = Presence::new(0);
-        let id = presence.open(name("a")).unwrap();
+        let id = presence.open(name("a"), None).unwrap();
         let guard = presence.attach(id).unwrap();
         tokio::time::advance(Duration::from_secs(60)).await;
         assert!(presence.idle_sessions(Duration::from_secs(10)).is_empty());
@@ -336,7 +500,7 @@ mod tests {
     #[tokio::test]
     async fn a_second_long_poll_wakes_the_first() {
         let presence = Presence::new(0);
-        let id = presence.open(name("a")).unwrap();
+        let id = presence.open(name("a"), None).unwrap();
         let (one, other) = (presence.attach(id).unwrap(), presence.attach(id).unwrap());
         let first = one.hold_long_poll().unwrap();
         let _second = other.hold_long_poll().unwrap();
@@ -345,11 +509,99 @@ mod tests {
             .expect("the first long-poll was told to answer");
     }
 
+    const HOME: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1)));
+    const AWAY: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2)));
+
+    #[tokio::test(start_paused = true)]
+    async fn one_address_holds_at_most_its_share_of_live_sessions() {
+        let presence = Presence::with_limits(SessionLimits {
+            ip_sessions: 2,
+            ..Default::default()
+        });
+        let first = presence.open(name("a"), HOME).unwrap();
+        presence.open(name("b"), HOME).unwrap();
+
+        let refused = presence.open(name("c"), HOME).unwrap_err();
+        let elsewhere = presence.open(name("d"), AWAY);
+
+        assert_eq!(refused.code(), "ip_limit");
+        assert!(elsewhere.is_ok());
+        presence.begin_end(first);
+        presence.finish_end(first);
+        assert!(presence.open(name("c"), HOME).is_ok(), "a place came free");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn registrations_per_minute_are_counted_per_address_and_refill() {
+        let presence = Presence::with_limits(SessionLimits {
+            ip_registrations: 3,
+            ..Default::default()
+        });
+        presence.open(name("a"), HOME).unwrap();
+        presence.open(name("a"), HOME).unwrap_err(); // taken, but it counts
+        presence.open(name("b"), HOME).unwrap();
+
+        assert_eq!(
+            presence.open(name("c"), HOME).unwrap_err().code(),
+            "ip_limit"
+        );
+        assert!(presence.open(name("c"), AWAY).is_ok());
+        tokio::time::advance(Duration::from_secs(20)).await;
+        assert!(
+            presence.open(name("c"), HOME).is_ok(),
+            "one refilled in 20 s"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn spreading_events_over_sessions_does_not_multiply_an_address_rate() {
+        let presence = Presence::with_limits(SessionLimits {
+            rate: 10,
+            ip_rate: 10,
+            ..Default::default()
+        });
+        let sessions: Vec<_> = ["a", "b", "c"]
+            .iter()
+            .map(|n| presence.open(name(n), HOME).unwrap())
+            .collect();
+        let other = presence.open(name("z"), AWAY).unwrap();
+
+        let allowed = (0..30)
+            .filter(|i| presence.spend(sessions[i % 3]).is_ok())
+            .count();
+
+        assert_eq!(allowed, 20, "the address's burst, shared");
+        assert!(
+            presence.spend(other).is_ok(),
+            "another address is unaffected"
+        );
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert!(presence.spend(sessions[0]).is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn addresses_are_forgotten_once_they_hold_nothing() {
+        let presence = Presence::with_limits(SessionLimits {
+            ip_registrations: 60,
+            ..Default::default()
+        });
+        let id = presence.open(name("a"), HOME).unwrap();
+        presence.forget_idle_addresses();
+        assert_eq!(presence.addresses(), 1);
+        presence.begin_end(id);
+        presence.finish_end(id);
+        presence.forget_idle_addresses();
+        assert_eq!(presence.addresses(), 1, "its registrations still count");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        presence.forget_idle_addresses();
+        assert_eq!(presence.addresses(), 0);
+    }
+
     #[test]
     fn users_lists_everyone_online_with_their_cursor() {
         let presence = Presence::new(0);
-        let b = presence.open(name("bob")).unwrap();
-        presence.open(name("Alice")).unwrap();
+        let b = presence.open(name("bob"), None).unwrap();
+        presence.open(name("Alice"), None).unwrap();
         presence.set_cursor(b, 0.25, 0.75);
         let users = presence.users();
         assert_eq!(users.len(), 2);

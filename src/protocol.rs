@@ -164,8 +164,11 @@ pub struct Welcome {
     pub cursor: Seq,
     /// The last chat messages, oldest first.
     pub history: Vec<Arc<Event>>,
-    /// Everyone online, this user included.
+    /// Who is online, this user included: everyone, or the first
+    /// [`crate::room::WELCOME_USERS`] by name when more are.
     pub users: Vec<UserView>,
+    /// How many users are online in all.
+    pub online: usize,
 }
 
 /// Messages from the server that are not log events. They never carry `seq`.

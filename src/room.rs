@@ -6,6 +6,7 @@
 //! session starts and ends and writes `join` and `leave` to the log. It knows
 //! nothing of HTTP or sockets.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,8 +16,16 @@ use crate::error::ApiError;
 use crate::log::{EventBody, EventLog, Seq};
 use crate::names::Name;
 pub use crate::presence::Attachment;
-use crate::presence::{Presence, SessionId};
+use crate::presence::{Presence, SessionId, SessionLimits};
 use crate::protocol::{ClientMessage, Welcome};
+
+/// The most users a welcome lists; `online` says how many there are in all,
+/// and the rest show up as they move or speak.
+pub const WELCOME_USERS: usize = 200;
+
+/// The most bytes of chat history a welcome carries: the newest messages
+/// that fit.
+pub const WELCOME_HISTORY_BYTES: usize = 64 * 1024;
 
 /// The log and who is in it. Cheap to clone.
 #[derive(Clone)]
@@ -28,9 +37,14 @@ pub struct Room {
 impl Room {
     /// A room over `log`, with a per-session rate limit in events per second.
     pub fn new(log: Arc<dyn EventLog>, rate_limit: u32) -> Self {
+        Self::with_limits(log, SessionLimits::per_session(rate_limit))
+    }
+
+    /// A room over `log` enforcing `limits` per session and per address.
+    pub fn with_limits(log: Arc<dyn EventLog>, limits: SessionLimits) -> Self {
         Room {
             log,
-            presence: Presence::new(rate_limit),
+            presence: Presence::with_limits(limits),
         }
     }
 
@@ -46,6 +60,15 @@ impl Room {
         self.presence.attach(session)
     }
 
+    /// Closes a connection cleanly: the session ends at once if this was its
+    /// last connection, and lives on if another is still attached.
+    pub async fn close(&self, attachment: Attachment) {
+        let session = attachment.session();
+        if self.presence.detach(attachment) {
+            self.end(session).await;
+        }
+    }
+
     /// Counts a request as the session's activity; refuses an unknown or
     /// ended session.
     pub fn touch(&self, session: SessionId) -> Result<(), ApiError> {
@@ -57,10 +80,16 @@ impl Room {
         self.presence.users().len()
     }
 
-    /// Brings `name` online: a new session, a `join` in the log, and what a
-    /// late joiner needs to catch up.
+    /// Brings `name` online for the server itself (the demo bot, tests),
+    /// outside every per-address limit. See [`Room::register_from`].
     pub async fn register(&self, name: Name) -> Result<Welcome, ApiError> {
-        let session = self.presence.open(name.clone())?;
+        self.register_from(name, None).await
+    }
+
+    /// Brings `name` online for a client at `ip`: a new session, a `join` in
+    /// the log, and what a late joiner needs to catch up, bounded in size.
+    pub async fn register_from(&self, name: Name, ip: Option<IpAddr>) -> Result<Welcome, ApiError> {
+        let session = self.presence.open(name.clone(), ip)?;
         let join = match self.log.append(name.clone(), EventBody::Join).await {
             Ok(event) => event,
             Err(err) => {
@@ -72,12 +101,21 @@ impl Room {
         let cursor = join.seq;
         // Messages newer than the join reach the client as events; leave them
         // out here so nothing arrives twice.
-        let history = self
+        let mut budget = WELCOME_HISTORY_BYTES;
+        let mut history: Vec<_> = self
             .log
             .recent_messages()
             .into_iter()
             .filter(|m| m.seq <= cursor)
+            .rev()
+            .take_while(|m| {
+                let fits = m.json().len() <= budget;
+                budget = budget.saturating_sub(m.json().len());
+                fits
+            })
             .collect();
+        history.reverse();
+        let (users, online) = self.presence.some_users(session, WELCOME_USERS);
         tracing::debug!(%name, %session, seq = cursor, "joined");
         Ok(Welcome {
             session,
@@ -85,7 +123,8 @@ impl Room {
             epoch: self.log.epoch().clone(),
             cursor,
             history,
-            users: self.presence.users(),
+            users,
+            online,
         })
     }
 
@@ -159,6 +198,7 @@ impl Room {
                         for session in room.presence.idle_sessions(timeout) {
                             room.end(session).await;
                         }
+                        room.presence.forget_idle_addresses();
                     }
                 }
             }

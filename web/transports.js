@@ -33,8 +33,6 @@
 import { ApiError, beaconLeave, getJson, readUrl, send as httpSend } from './api.js';
 import { watchResourceBytes } from './metrics.js';
 
-/** The server's largest batch: a full one means more is waiting, so ask again at once. */
-const MAX_BATCH = 1000;
 /** How long a held long-poll may last, in seconds (the server caps it at --longpoll-timeout). */
 const LONGPOLL_HOLD_SECS = 25;
 /** How long `auto` waits for the WebSocket's hello before falling back, in ms. */
@@ -167,7 +165,7 @@ class Transport {
  * interval before anyone asks for it.
  *
  *   GET /poll?since=41&epoch=…&session=…
- *   200 {"events":[{"seq":42,…}],"cursor":42,"epoch":"…","gap":false}
+ *   200 {"events":[{"seq":42,…}],"cursor":42,"epoch":"…","gap":false,"more":false}
  */
 export class PollTransport extends Transport {
   name = 'poll';
@@ -192,9 +190,13 @@ export class PollTransport extends Transport {
     return { since: cursor, epoch, session: this.session };
   }
 
-  /** What to do between two answers: short polling waits out its interval. */
+  /**
+   * What to do between two answers: short polling waits out its interval,
+   * unless the server said `more: true` (its answer was capped in bytes or
+   * events and more is already waiting), when it asks again at once.
+   */
   async between(batch) {
-    if (batch.events.length < MAX_BATCH) await this.sleep(this.interval);
+    if (!batch.more) await this.sleep(this.interval);
   }
 
   async run() {
@@ -226,7 +228,7 @@ export class PollTransport extends Transport {
  *
  *   GET /longpoll?since=42&epoch=…&session=…&timeout=25
  *   … the server waits …
- *   200 {"events":[{"seq":43,…}],"cursor":43,"epoch":"…","gap":false}
+ *   200 {"events":[{"seq":43,…}],"cursor":43,"epoch":"…","gap":false,"more":false}
  */
 export class LongPollTransport extends PollTransport {
   name = 'longpoll';
@@ -248,7 +250,9 @@ export class LongPollTransport extends PollTransport {
 
 /**
  * Turns one poll answer into the same messages a stream would send: a `gap`
- * first if events after our cursor are gone, then the events in order.
+ * first if events after our cursor are gone, then the events in order. The
+ * gap rule is the server's (`log::Reader`): the gap's cursor is the seq just
+ * before the first event that follows.
  */
 function deliverBatch(batch, deliver) {
   if (batch.gap) {

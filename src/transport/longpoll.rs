@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
 
-use super::poll::batch_response;
+use super::poll::{batch_response, POLL_ANSWER_BYTES};
 use super::Transport;
 use crate::api::ReadQuery;
 use crate::config::DEFAULT_LONGPOLL_SECS;
@@ -28,7 +28,7 @@ pub async fn long_poll(
     let replaced = attached.as_ref().map(|a| a.hold_long_poll()).transpose()?;
 
     let mut reader = Reader::new(state.log().clone(), query.cursor());
-    let mut read = reader.next(usize::MAX);
+    let mut read = reader.next(POLL_ANSWER_BYTES);
     if read.events.is_empty() && read.gap.is_none() {
         let _open = state.stats.open(Transport::LongPoll);
         let superseded = async {
@@ -38,7 +38,7 @@ pub async fn long_poll(
             }
         };
         tokio::select! {
-            _ = reader.newer() => read = reader.next(usize::MAX),
+            _ = reader.newer() => read = reader.next(POLL_ANSWER_BYTES),
             _ = tokio::time::sleep(hold) => {}
             _ = superseded => {}
             _ = state.shutdown.cancelled() => {}
@@ -55,7 +55,9 @@ fn hold_for(requested: Option<f64>, cap: Duration) -> Result<Duration, ApiError>
             "timeout must be a number of seconds, 0 or more".into(),
         ));
     }
-    Ok(Duration::from_secs_f64(secs).min(cap))
+    // Capped before it becomes a Duration: a huge number of seconds does
+    // not fit in one.
+    Ok(Duration::from_secs_f64(secs.min(cap.as_secs_f64())))
 }
 
 #[cfg(test)]
@@ -71,6 +73,8 @@ mod tests {
             Duration::from_millis(2500)
         );
         assert_eq!(hold_for(Some(1000.0), cap).unwrap(), cap);
+        assert_eq!(hold_for(Some(1e20), cap).unwrap(), cap);
+        assert_eq!(hold_for(Some(f64::MAX), cap).unwrap(), cap);
         assert_eq!(
             hold_for(None, Duration::from_secs(5)).unwrap(),
             Duration::from_secs(5)

@@ -10,7 +10,12 @@ use crate::error::ApiError;
 use crate::log::{Epoch, Read, Reader, Seq};
 use crate::state::AppState;
 
-/// `GET /poll?since=N[&epoch=E][&session=S]` → `{events, cursor, epoch, gap}`.
+/// The most bytes of events one poll or long-poll answer carries (besides
+/// the MAX_BATCH events a read takes at most). A client with more to catch
+/// up sees `more: true` and asks again at once.
+pub const POLL_ANSWER_BYTES: usize = 256 * 1024;
+
+/// `GET /poll?since=N[&epoch=E][&session=S]` → `{events, cursor, epoch, gap, more}`.
 pub async fn poll(
     state: web::Data<AppState>,
     query: web::Query<ReadQuery>,
@@ -20,11 +25,11 @@ pub async fn poll(
         state.room.touch(session)?;
     }
     let mut reader = Reader::new(state.log().clone(), query.cursor());
-    let read = reader.next(usize::MAX);
+    let read = reader.next(POLL_ANSWER_BYTES);
     Ok(batch_response(&state, Transport::Poll, &reader, &read))
 }
 
-/// The JSON body of a poll answer: `{events, cursor, epoch, gap}`.
+/// The JSON body of a poll answer: `{events, cursor, epoch, gap, more}`.
 ///
 /// The events are already JSON, so they are spliced in rather than
 /// serialised again.
@@ -45,6 +50,8 @@ pub fn batch_body(read: &Read, cursor: Seq, epoch: &Epoch) -> String {
     body.push_str(epoch.as_str());
     body.push_str("\",\"gap\":");
     body.push_str(if read.gap.is_some() { "true" } else { "false" });
+    body.push_str(",\"more\":");
+    body.push_str(if read.more { "true" } else { "false" });
     body.push('}');
     body
 }

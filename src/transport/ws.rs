@@ -12,6 +12,7 @@
 //! upgrade goes through the router, which refuses it.
 
 use std::io;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use actix_codec::Framed;
@@ -57,7 +58,7 @@ async fn try_upgrade(
     req: Request,
     mut framed: Framed<TcpStream, h1::Codec>,
 ) -> io::Result<()> {
-    let (permit, query, attached) = match admit(&state, &req) {
+    let (permit, ip, query, attached) = match admit(&state, &req) {
         Ok(admitted) => admitted,
         Err(err) => return refuse(framed, err.error_response()).await,
     };
@@ -73,6 +74,7 @@ async fn try_upgrade(
     let socket = Socket {
         reader: Reader::new(state.log().clone(), query.cursor()),
         attached,
+        ip,
         stream,
         client_closed: false,
         state,
@@ -82,14 +84,18 @@ async fn try_upgrade(
     Ok(())
 }
 
-/// The checks an upgrade passes, in the router's order: a place under the
-/// connection limit, the route, then `/ws`'s own query, origin and session.
-fn admit(
-    state: &AppState,
-    req: &Request,
-) -> Result<(Permit, ReadQuery, Option<Attachment>), ApiError> {
-    // A socket counts against the limit for as long as it is open.
-    let permit = state.limit.admit()?;
+/// What an admitted upgrade brings: its place under the limits, the
+/// client's IP, its query, and the session it attached to.
+type Admitted = (Permit, IpAddr, ReadQuery, Option<Attachment>);
+
+/// The checks an upgrade passes, in the router's order: the `Host`, a place
+/// under the connection limits, the route, then `/ws`'s own query, origin
+/// and session.
+fn admit(state: &AppState, req: &Request) -> Result<Admitted, ApiError> {
+    middleware::check_host(req.headers(), &state.config)?;
+    let ip = middleware::client_ip(req.peer_addr(), req.headers(), &state.config);
+    // A socket counts against the limits for as long as it is open.
+    let permit = state.limit.admit(ip)?;
     match endpoints::resolve(req.method(), req.path())? {
         Endpoint::Ws => {}
         _ => {
@@ -102,7 +108,7 @@ fn admit(
     middleware::check_origin(req.headers(), &state.config)?;
     state.counters(Transport::Ws).request();
     let attached = query.session.map(|s| state.room.attach(s)).transpose()?;
-    Ok((permit, query, attached))
+    Ok((permit, ip, query, attached))
 }
 
 /// Answers an upgrade request with an ordinary response, then closes.
@@ -144,6 +150,8 @@ struct Socket {
     reader: Reader,
     /// The session this socket speaks for, once it has one.
     attached: Option<Attachment>,
+    /// The client's IP, for a registration over this socket.
+    ip: IpAddr,
     stream: WsStream,
     /// Whether the client sent its close frame.
     client_closed: bool,
@@ -285,9 +293,10 @@ impl Socket {
                 }
                 Inbound::Close => {
                     self.client_closed = true;
-                    // A clean close ends the session at once.
+                    // A clean close ends the session at once, unless another
+                    // connection of it is still open.
                     if let Some(attached) = self.attached.take() {
-                        self.state.room.end(attached.session()).await;
+                        self.state.room.close(attached).await;
                     }
                     Next::Stop(Stop::Close(None))
                 }
@@ -342,19 +351,21 @@ impl Socket {
         };
         let room = self.state.room.clone();
         match (message, &self.attached) {
-            (ClientMessage::Register(name), None) => match room.register(name).await {
-                Ok(welcome) => match room.attach(welcome.session) {
-                    Ok(attached) => {
-                        self.attached = Some(attached);
-                        // The welcome's history and users describe the room
-                        // up to its cursor; events resume after it.
-                        self.reader.advance_to(welcome.cursor);
-                        self.reply(&Control::Welcome(welcome))
-                    }
+            (ClientMessage::Register(name), None) => {
+                match room.register_from(name, Some(self.ip)).await {
+                    Ok(welcome) => match room.attach(welcome.session) {
+                        Ok(attached) => {
+                            self.attached = Some(attached);
+                            // The welcome's history and users describe the room
+                            // up to its cursor; events resume after it.
+                            self.reader.advance_to(welcome.cursor);
+                            self.reply(&Control::Welcome(welcome))
+                        }
+                        Err(err) => self.reply(&Control::from(&err)),
+                    },
                     Err(err) => self.reply(&Control::from(&err)),
-                },
-                Err(err) => self.reply(&Control::from(&err)),
-            },
+                }
+            }
             (ClientMessage::Leave, Some(attached)) => {
                 room.end(attached.session()).await;
                 self.attached = None;

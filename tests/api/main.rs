@@ -3,6 +3,7 @@
 
 mod concurrency;
 mod conformance;
+mod edges;
 mod errors;
 mod hardening;
 mod helpers;
