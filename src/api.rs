@@ -10,7 +10,8 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::log::{Cursor, Seq};
-use crate::middleware;
+use crate::middleware::ClientIp;
+use crate::names::RoomName;
 use crate::protocol::{self, MAX_BODY_BYTES};
 use crate::state::AppState;
 
@@ -26,6 +27,8 @@ pub struct ReadQuery {
     pub session: Option<Uuid>,
     /// Long-poll only: seconds to hold the request.
     pub timeout: Option<f64>,
+    /// The room to read; the lobby when absent.
+    pub room: Option<String>,
 }
 
 impl ReadQuery {
@@ -51,6 +54,15 @@ impl ReadQuery {
 pub struct SendQuery {
     /// The sender's session.
     pub session: Uuid,
+    /// The session's room; the lobby when absent.
+    pub room: Option<String>,
+}
+
+/// The query of `POST /register` and `GET /stats`.
+#[derive(Debug, Deserialize)]
+pub struct RoomQuery {
+    /// The room; the lobby when absent.
+    pub room: Option<String>,
 }
 
 fn bad_query(err: &QueryPayloadError) -> ApiError {
@@ -96,39 +108,73 @@ fn no_store(mut response: actix_web::HttpResponseBuilder) -> actix_web::HttpResp
     response
 }
 
-/// `POST /register`: `{name}` → the welcome.
+/// `POST /register[?room=R]`: `{name}` → the welcome.
 pub async fn register(
     state: web::Data<AppState>,
-    req: HttpRequest,
+    query: web::Query<RoomQuery>,
+    ip: web::ReqData<ClientIp>,
     body: JsonBody,
 ) -> Result<HttpResponse, ApiError> {
     let name = protocol::parse_register_request(body.get().as_bytes())?;
-    let ip = middleware::client_ip(req.peer_addr(), req.headers(), &state.config);
-    let welcome = state.room.register_from(name, Some(ip)).await?;
+    let room = state.enter(query.room.as_deref(), None, ip.0)?;
+    let welcome = room.register_from(name, Some(ip.0)).await?;
     Ok(no_store(HttpResponse::Ok()).json(welcome))
 }
 
-/// `POST /send?session=S`: one client message → `{seq}` of its event.
+/// `POST /send?session=S[&room=R]`: one client message → `{seq}` of its event.
 pub async fn send(
     state: web::Data<AppState>,
     query: web::Query<SendQuery>,
+    ip: web::ReqData<ClientIp>,
     body: JsonBody,
 ) -> Result<HttpResponse, ApiError> {
     let message = protocol::parse_client_message(body.get().as_bytes())?;
-    let seq = state.room.submit(query.session, message).await?;
+    let room = state.enter(query.room.as_deref(), Some(query.session), ip.0)?;
+    let seq = room.submit(query.session, message).await?;
     Ok(no_store(HttpResponse::Ok()).json(serde_json::json!({ "seq": seq })))
 }
 
-/// `GET /stats`: counters per transport, plus the log's head and who is online.
-pub async fn stats(state: web::Data<AppState>) -> HttpResponse {
-    let log = state.log();
-    no_store(HttpResponse::Ok()).json(serde_json::json!({
+/// `GET /rooms`: the listed rooms (not those whose name starts with `_`),
+/// busiest first, with who is online and their head seq.
+pub async fn rooms(state: web::Data<AppState>) -> HttpResponse {
+    let rooms: Vec<_> = state
+        .rooms
+        .list()
+        .into_iter()
+        .filter(|room| room.name.is_listed())
+        .map(|room| serde_json::json!({ "name": room.name, "online": room.online, "head": room.head }))
+        .collect();
+    no_store(HttpResponse::Ok()).json(serde_json::json!({ "rooms": rooms }))
+}
+
+/// `GET /stats[?room=R]`: counters per transport in total; the head, epoch
+/// and who is online in one room (the lobby by default); and every open room.
+pub async fn stats(
+    state: web::Data<AppState>,
+    query: web::Query<RoomQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let name = match &query.room {
+        Some(room) => RoomName::parse(room)?,
+        None => RoomName::lobby(),
+    };
+    let rooms = state.rooms.list();
+    let room = rooms
+        .iter()
+        .find(|room| room.name == name)
+        .ok_or_else(|| ApiError::NotFound(format!("room {name}")))?;
+    Ok(no_store(HttpResponse::Ok()).json(serde_json::json!({
         "transports": state.stats.view(),
-        "head": log.head(),
-        "epoch": log.epoch(),
-        "online": state.room.online(),
+        "room": room.name,
+        "head": room.head,
+        "epoch": room.epoch,
+        "online": room.online,
         "connections": state.limit.open(),
-    }))
+        "total": {
+            "rooms": rooms.len(),
+            "online": rooms.iter().map(|r| r.online).sum::<usize>(),
+        },
+        "rooms": rooms,
+    })))
 }
 
 /// `GET /healthz`: 200 while the server is serving.

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::names::RoomName;
+
 /// How often an idle SSE stream gets a comment line, to keep proxies from
 /// closing it and to notice a vanished client.
 pub const SSE_HEARTBEAT: Duration = Duration::from_secs(15);
@@ -93,6 +95,26 @@ pub struct Config {
     #[arg(long, env = "PUSHLAB_DEMO_RATE", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub demo_rate: u32,
 
+    /// The room the demo bot joins.
+    #[arg(long, env = "PUSHLAB_DEMO_ROOM", default_value = "lobby", value_parser = parse_room)]
+    pub demo_room: RoomName,
+
+    /// Rooms open at once, the lobby included. Past it, opening another
+    /// answers 503 `too_many_rooms`.
+    #[arg(long, env = "PUSHLAB_MAX_ROOMS", default_value_t = 1000, value_parser = clap::value_parser!(usize))]
+    pub max_rooms: usize,
+
+    /// Rooms one client IP may have opened that are still open. 0 for no
+    /// limit.
+    #[arg(long, env = "PUSHLAB_IP_ROOMS", default_value_t = 50)]
+    pub ip_rooms: u32,
+
+    /// Seconds a room with no session and no reader stays open before it is
+    /// closed and its memory comes back. Its log goes with it, unless
+    /// `--data-dir` keeps it.
+    #[arg(long, env = "PUSHLAB_ROOM_IDLE_TIMEOUT", default_value_t = 300.0, value_parser = positive_seconds)]
+    pub room_idle_timeout: f64,
+
     /// A host name (as in the `Host` header) this server answers to, besides
     /// IP addresses, `localhost` and `*.localhost`, which it always answers
     /// to. Any other `Host` gets 403 `forbidden_host` on every endpoint, so a
@@ -146,6 +168,10 @@ fn host_name(host: &str) -> &str {
     }
 }
 
+fn parse_room(raw: &str) -> Result<RoomName, String> {
+    RoomName::parse(raw).map_err(|err| err.to_string())
+}
+
 fn positive_seconds(raw: &str) -> Result<f64, String> {
     let secs: f64 = raw
         .parse()
@@ -172,6 +198,10 @@ impl Default for Config {
             workers: None,
             demo: false,
             demo_rate: 20,
+            demo_room: RoomName::lobby(),
+            max_rooms: 1000,
+            ip_rooms: 50,
+            room_idle_timeout: 300.0,
             allowed_hosts: Vec::new(),
             trusted_proxies: Vec::new(),
             ip_registrations: 300,
@@ -186,6 +216,11 @@ impl Config {
     /// `--presence-timeout` as a duration.
     pub fn presence_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.presence_timeout)
+    }
+
+    /// `--room-idle-timeout` as a duration.
+    pub fn room_idle_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.room_idle_timeout)
     }
 
     /// `--slow-client-timeout` as a duration.
@@ -241,6 +276,10 @@ mod tests {
         assert_eq!(parsed.ip_sessions, default.ip_sessions);
         assert_eq!(parsed.ip_connections, default.ip_connections);
         assert_eq!(parsed.ip_rate_limit, default.ip_rate_limit);
+        assert_eq!(parsed.demo_room, default.demo_room);
+        assert_eq!(parsed.max_rooms, default.max_rooms);
+        assert_eq!(parsed.ip_rooms, default.ip_rooms);
+        assert_eq!(parsed.room_idle_timeout, default.room_idle_timeout);
     }
 
     #[test]

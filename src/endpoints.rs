@@ -17,6 +17,8 @@ pub enum Endpoint {
     Healthz,
     /// `GET /stats`
     Stats,
+    /// `GET /rooms`
+    Rooms,
     /// `POST /register`
     Register,
     /// `POST /send`
@@ -37,9 +39,10 @@ pub enum Endpoint {
 
 impl Endpoint {
     /// Every endpoint, in the order the router tries them.
-    pub const ALL: [Endpoint; 10] = [
+    pub const ALL: [Endpoint; 11] = [
         Endpoint::Healthz,
         Endpoint::Stats,
+        Endpoint::Rooms,
         Endpoint::Register,
         Endpoint::Send,
         Endpoint::Poll,
@@ -55,6 +58,7 @@ impl Endpoint {
         match self {
             Endpoint::Healthz => "/healthz",
             Endpoint::Stats => "/stats",
+            Endpoint::Rooms => "/rooms",
             Endpoint::Register => "/register",
             Endpoint::Send => "/send",
             Endpoint::Poll => "/poll",

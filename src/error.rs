@@ -17,6 +17,15 @@ pub enum ApiError {
     /// The name breaks the naming rules.
     #[error("{0}")]
     InvalidName(String),
+    /// The room name breaks the naming rules.
+    #[error("{0}")]
+    InvalidRoom(String),
+    /// The session belongs to another room than the one named.
+    #[error("this session belongs to room {0:?}; use it there, or register in this room")]
+    WrongRoom(String),
+    /// The server already has `--max-rooms` rooms.
+    #[error("{0}")]
+    TooManyRooms(String),
     /// Text or body over its limit.
     #[error("{0}")]
     TooLarge(String),
@@ -63,6 +72,9 @@ impl ApiError {
             ApiError::BadJson(_) => "bad_json",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::InvalidName(_) => "invalid_name",
+            ApiError::InvalidRoom(_) => "invalid_room",
+            ApiError::WrongRoom(_) => "wrong_room",
+            ApiError::TooManyRooms(_) => "too_many_rooms",
             ApiError::TooLarge(_) => "too_large",
             ApiError::NameTaken(_) => "name_taken",
             ApiError::UnknownSession => "unknown_session",

@@ -12,9 +12,12 @@ use crate::error::ApiError;
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::BadJson(_) | ApiError::BadRequest(_) | ApiError::InvalidName(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            ApiError::BadJson(_)
+            | ApiError::BadRequest(_)
+            | ApiError::InvalidName(_)
+            | ApiError::InvalidRoom(_) => StatusCode::BAD_REQUEST,
+            ApiError::WrongRoom(_) => StatusCode::FORBIDDEN,
+            ApiError::TooManyRooms(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NameTaken(_) => StatusCode::CONFLICT,
             ApiError::UnknownSession => StatusCode::UNAUTHORIZED,
@@ -31,7 +34,7 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status_code());
         response.insert_header((header::CACHE_CONTROL, "no-store"));
-        if matches!(self, ApiError::Unavailable(_)) {
+        if matches!(self, ApiError::Unavailable(_) | ApiError::TooManyRooms(_)) {
             // Every 503 is a limit that frees up: say when to come back.
             response.insert_header((header::RETRY_AFTER, "1"));
         }
@@ -49,6 +52,9 @@ mod tests {
             (ApiError::BadJson(String::new()), 400),
             (ApiError::BadRequest(String::new()), 400),
             (ApiError::InvalidName(String::new()), 400),
+            (ApiError::InvalidRoom(String::new()), 400),
+            (ApiError::WrongRoom("r".into()), 403),
+            (ApiError::TooManyRooms(String::new()), 503),
             (ApiError::TooLarge(String::new()), 413),
             (ApiError::NameTaken("a".into()), 409),
             (ApiError::UnknownSession, 401),

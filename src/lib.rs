@@ -65,6 +65,7 @@ pub mod names;
 pub mod presence;
 pub mod protocol;
 pub mod room;
+pub mod rooms;
 pub mod routes;
 pub mod state;
 pub mod stats;
@@ -84,6 +85,7 @@ use tokio_util::sync::CancellationToken;
 pub use config::Config;
 pub use error::ApiError;
 pub use log::{EventLog, MemoryLog};
+pub use names::RoomName;
 
 use state::AppState;
 
@@ -108,9 +110,14 @@ impl Server {
         self.addr
     }
 
-    /// The message log it serves.
-    pub fn log(&self) -> &Arc<dyn EventLog> {
-        self.state.log()
+    /// The lobby's message log.
+    pub fn log(&self) -> Arc<dyn EventLog> {
+        self.state.rooms.lobby().log().clone()
+    }
+
+    /// Its rooms.
+    pub fn rooms(&self) -> &rooms::Rooms {
+        &self.state.rooms
     }
 
     /// Stops gracefully: held long-polls are answered, streams end, sockets
@@ -138,42 +145,51 @@ impl Server {
 /// With `config.data_dir` set, the log is a durable journal there.
 pub fn serve(listener: TcpListener, config: Config) -> std::io::Result<Server> {
     let history = config.history as usize;
-    let log: Arc<dyn EventLog> = match &config.data_dir {
-        Some(dir) => Arc::new(journal::JournalLog::open(journal::JournalOptions::new(
-            dir, history,
-        ))?),
-        None => Arc::new(MemoryLog::new(history)),
+    let store: Box<dyn rooms::LogStore> = match &config.data_dir {
+        Some(dir) => Box::new(rooms::JournalStore {
+            dir: dir.clone(),
+            history,
+        }),
+        None => Box::new(rooms::MemoryStore { history }),
     };
-    serve_with_log(listener, config, log)
+    serve_with_store(listener, config, store)
 }
 
-/// Serves pushlab on `listener` over a given event store.
-pub fn serve_with_log(
+/// Serves pushlab on `listener`, keeping each room's log in `store`.
+pub fn serve_with_store(
     listener: TcpListener,
     config: Config,
-    log: Arc<dyn EventLog>,
+    store: Box<dyn rooms::LogStore>,
 ) -> std::io::Result<Server> {
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
-    let room = room::Room::with_limits(
-        log,
+    let rooms = rooms::Rooms::new(
+        store,
+        rooms::RoomLimits {
+            max_rooms: config.max_rooms,
+            ip_rooms: config.ip_rooms,
+            idle: config.room_idle_timeout(),
+        },
         presence::SessionLimits {
             rate: config.rate_limit,
             ip_rate: config.ip_rate_limit,
             ip_sessions: config.ip_sessions,
             ip_registrations: config.ip_registrations,
         },
-    );
-    room.spawn_reaper(config.presence_timeout(), shutdown.clone());
+    )?;
+    rooms.spawn_reaper(config.presence_timeout(), shutdown.clone());
     if config.demo {
-        demo::spawn(room.clone(), config.demo_rate, shutdown.clone());
+        let room = rooms
+            .open(&config.demo_room, None)
+            .map_err(std::io::Error::other)?;
+        demo::spawn(room, config.demo_rate, shutdown.clone());
     }
     let workers = config.workers;
     let ip_connections = config.ip_connections;
     let max_connections = usize::try_from(config.max_connections).unwrap_or(usize::MAX);
     // Built once, outside the factory: every worker must share one log.
     let state = web::Data::new(AppState {
-        room,
+        rooms,
         config: Arc::new(config),
         stats: Default::default(),
         limit: limits::ConnectionLimit::new(max_connections, ip_connections),

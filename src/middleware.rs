@@ -19,7 +19,7 @@ use actix_web::http::header::{self, HeaderMap};
 use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::web::{self, Bytes};
-use actix_web::{HttpResponse, ResponseError as _};
+use actix_web::{HttpMessage as _, HttpResponse, ResponseError as _};
 
 use crate::config::Config;
 use crate::endpoints::Endpoint;
@@ -94,6 +94,11 @@ pub fn grant(response: &mut ServiceResponse<BoxBody>, origin: header::HeaderValu
     headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
     headers.append(header::VARY, header::HeaderValue::from_static("Origin"));
 }
+
+/// The client's IP as [`admission`] found it, for handlers to take with
+/// `web::ReqData<ClientIp>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientIp(pub IpAddr);
 
 /// The client's IP: the peer's address, or, when the peer is a trusted
 /// proxy, the nearest address in `X-Forwarded-For` that is not one (the
@@ -174,10 +179,11 @@ pub async fn admission(
             return Ok(req.into_response(preflight_response(origin.clone())));
         }
     }
+    let ip = client_ip(req.peer_addr(), req.headers(), &state.config);
+    req.extensions_mut().insert(ClientIp(ip));
     // Health checks must be answered even when the server is full.
     let counted = req.path() != Endpoint::Healthz.pattern();
     let permit = if counted {
-        let ip = client_ip(req.peer_addr(), req.headers(), &state.config);
         match state.limit.admit(ip) {
             Ok(permit) => Some(permit),
             Err(refused) => return Ok(req.into_response(refused.error_response())),

@@ -1,5 +1,5 @@
-//! The domain's small values: a user's [`Name`] and a chat [`MessageText`],
-//! each with the `parse` that is the only way to make one.
+//! The domain's small values: a user's [`Name`], a [`RoomName`] and a chat
+//! [`MessageText`], each with the `parse` that is the only way to make one.
 //!
 //! Both the log (which stores names in events) and the protocol (which parses
 //! client input) use these, so they live below both. Nothing here knows of
@@ -54,6 +54,51 @@ impl std::fmt::Display for Name {
     }
 }
 
+/// A room's name: a user name's rule (1–24 characters from
+/// `A–Z a–z 0–9 _ -`, starting with a letter), optionally after one `_`,
+/// which marks a room as unlisted. Kept in lower case, so `Physics` and
+/// `physics` are one room, and safe in URLs, file names and store keys.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct RoomName(Arc<str>);
+
+impl RoomName {
+    /// The room everyone is in unless they name another.
+    pub const LOBBY: &'static str = "lobby";
+
+    /// The lobby.
+    pub fn lobby() -> RoomName {
+        RoomName(Self::LOBBY.into())
+    }
+
+    /// Checks a proposed room name against the rules above.
+    pub fn parse(raw: &str) -> Result<RoomName, ApiError> {
+        let bare = raw.strip_prefix('_').unwrap_or(raw);
+        if Name::parse(bare).is_err() {
+            return Err(ApiError::InvalidRoom(format!(
+                "a room name is 1 to {MAX_NAME_CHARS} characters from A-Z a-z 0-9 _ -, starting with a letter, optionally after one _ (unlisted)"
+            )));
+        }
+        Ok(RoomName(raw.to_ascii_lowercase().into()))
+    }
+
+    /// The name as used everywhere: lower case.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `GET /rooms` lists the room: not when its name starts with `_`.
+    pub fn is_listed(&self) -> bool {
+        !self.0.starts_with('_')
+    }
+}
+
+impl std::fmt::Display for RoomName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A chat message's text, trimmed, 1–2000 characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageText(String);
@@ -83,6 +128,35 @@ impl MessageText {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn room_names_follow_the_name_rule_with_an_optional_unlisted_mark() {
+        for (raw, name, listed) in [
+            ("lobby", "lobby", true),
+            ("Physics-2", "physics-2", true),
+            ("_secret", "_secret", false),
+        ] {
+            let room = RoomName::parse(raw).unwrap();
+            assert_eq!((room.as_str(), room.is_listed()), (name, listed), "{raw}");
+        }
+        for bad in [
+            "",
+            "_",
+            "__a",
+            "1a",
+            "a b",
+            "a/b",
+            "..",
+            "a.b",
+            &"r".repeat(25),
+        ] {
+            assert_eq!(
+                RoomName::parse(bad).unwrap_err().code(),
+                "invalid_room",
+                "{bad:?}"
+            );
+        }
+    }
 
     #[test]
     fn names_follow_the_rules() {

@@ -47,11 +47,14 @@ impl SessionLimits {
     }
 }
 
-/// The table of sessions. Cheap to clone; every clone is the same table.
+/// The table of sessions of one room. Cheap to clone; every clone is the
+/// same table.
 #[derive(Clone)]
 pub struct Presence {
     shared: Arc<Mutex<Table>>,
     limits: SessionLimits,
+    /// What each client address holds and has spent, shared by every room.
+    addresses: Addresses,
 }
 
 #[derive(Default)]
@@ -59,9 +62,16 @@ struct Table {
     sessions: HashMap<SessionId, Session>,
     /// Lower-cased name → session, so names are unique without case.
     names: HashMap<String, SessionId>,
-    /// What each client address holds and has spent; an entry goes once it
-    /// holds no session and its registration allowance has refilled.
-    addresses: HashMap<IpAddr, Address>,
+}
+
+/// What each client address holds and has spent, across every room: its
+/// live sessions, its registrations and its events. Cheap to clone; every
+/// clone is the same table. An entry goes once it holds no session and its
+/// registration allowance has refilled. Lock order: a room's table first,
+/// then this one.
+#[derive(Clone, Default)]
+pub struct Addresses {
+    shared: Arc<Mutex<HashMap<IpAddr, Address>>>,
 }
 
 struct Session {
@@ -132,11 +142,18 @@ impl Presence {
         Self::with_limits(SessionLimits::per_session(rate_limit))
     }
 
-    /// An empty table enforcing `limits`.
+    /// An empty table enforcing `limits`, with its own address table.
     pub fn with_limits(limits: SessionLimits) -> Self {
+        Self::sharing(limits, Addresses::default())
+    }
+
+    /// An empty table enforcing `limits`, counting per-address limits in
+    /// `addresses` together with every other room that shares it.
+    pub fn sharing(limits: SessionLimits, addresses: Addresses) -> Self {
         Presence {
             shared: Arc::new(Mutex::new(Table::default())),
             limits,
+            addresses,
         }
     }
 
@@ -148,38 +165,17 @@ impl Presence {
         let now = Instant::now();
         let mut table = self.shared.lock();
         if let Some(ip) = ip {
-            let (per_second, burst) = registration_allowance(limits.ip_registrations);
-            let address = table.addresses.entry(ip).or_insert_with(|| Address {
-                sessions: 0,
-                events: TokenBucket::full(event_allowance(limits.ip_rate).1, now),
-                registrations: TokenBucket::full(burst, now),
-            });
-            if limits.ip_registrations > 0 {
-                // Every attempt counts, so names cannot be probed for free.
-                if address.registrations.refill(per_second, burst, now) < 1.0 {
-                    return Err(ApiError::IpLimit(format!(
-                        "this address registered {} times in the last minute, its limit; try again shortly",
-                        limits.ip_registrations
-                    )));
-                }
-                address.registrations.tokens -= 1.0;
-            }
-            if limits.ip_sessions > 0 && address.sessions >= limits.ip_sessions {
-                return Err(ApiError::IpLimit(format!(
-                    "this address has {} sessions online, its limit",
-                    limits.ip_sessions
-                )));
-            }
+            self.addresses.reserve_session(ip, limits, now)?;
         }
         let key = name.key();
         if table.names.contains_key(&key) {
+            if let Some(ip) = ip {
+                self.addresses.release_session(ip);
+            }
             return Err(ApiError::NameTaken(name.to_string()));
         }
         let id = Uuid::new_v4();
         table.names.insert(key, id);
-        if let Some(address) = ip.and_then(|ip| table.addresses.get_mut(&ip)) {
-            address.sessions += 1;
-        }
         let (_, burst) = event_allowance(limits.rate);
         table.sessions.insert(
             id,
@@ -210,29 +206,20 @@ impl Presence {
     pub fn spend(&self, id: SessionId) -> Result<Name, ApiError> {
         let limits = self.limits;
         let now = Instant::now();
-        let mut guard = self.shared.lock();
-        let table = &mut *guard;
-        let session = live_in(&mut table.sessions, id)?;
+        let mut table = self.shared.lock();
+        let session = live(&mut table, id)?;
         session.last_seen = now;
         let (per_second, burst) = event_allowance(limits.rate);
-        let session_ok = limits.rate == 0 || session.bucket.refill(per_second, burst, now) >= 1.0;
-        let address = session.ip.and_then(|ip| table.addresses.get_mut(&ip));
-        let (per_second, burst) = event_allowance(limits.ip_rate);
-        let address_ok = match (limits.ip_rate, address) {
-            (0, _) | (_, None) => true,
-            (_, Some(address)) => address.events.refill(per_second, burst, now) >= 1.0,
-        };
-        if !session_ok || !address_ok {
+        if limits.rate > 0 && session.bucket.refill(per_second, burst, now) < 1.0 {
             return Err(ApiError::RateLimited);
         }
-        // Both allow it: only now is a token taken from each.
+        if let Some(ip) = session.ip {
+            // Only once the session allows it: an event refused here takes
+            // nothing from the address.
+            self.addresses.spend(ip, limits, now)?;
+        }
         if limits.rate > 0 {
             session.bucket.tokens -= 1.0;
-        }
-        if limits.ip_rate > 0 {
-            if let Some(address) = session.ip.and_then(|ip| table.addresses.get_mut(&ip)) {
-                address.events.tokens -= 1.0;
-            }
         }
         Ok(session.name.clone())
     }
@@ -265,27 +252,10 @@ impl Presence {
         let mut table = self.shared.lock();
         if let Some(session) = table.sessions.remove(&id) {
             table.names.remove(&session.name.key());
-            if let Some(address) = session.ip.and_then(|ip| table.addresses.get_mut(&ip)) {
-                address.sessions = address.sessions.saturating_sub(1);
+            if let Some(ip) = session.ip {
+                self.addresses.release_session(ip);
             }
         }
-    }
-
-    /// Forgets addresses that hold no session and whose registration
-    /// allowance has refilled, so the table stays as small as who is online.
-    pub fn forget_idle_addresses(&self) {
-        let (per_second, burst) = registration_allowance(self.limits.ip_registrations);
-        let now = Instant::now();
-        self.shared.lock().addresses.retain(|_, address| {
-            address.sessions > 0
-                || (self.limits.ip_registrations > 0
-                    && address.registrations.refill(per_second, burst, now) < burst)
-        });
-    }
-
-    /// How many client addresses presence is keeping track of.
-    pub fn addresses(&self) -> usize {
-        self.shared.lock().addresses.len()
     }
 
     /// Counts a connection for the session until the attachment is dropped.
@@ -309,6 +279,16 @@ impl Presence {
             previous.notify_one();
         }
         Ok(mine)
+    }
+
+    /// Whether nobody is in the room, ending sessions included.
+    pub fn is_empty(&self) -> bool {
+        self.shared.lock().sessions.is_empty()
+    }
+
+    /// Whether `id` is a session of this room, live or ending.
+    pub fn has(&self, id: SessionId) -> bool {
+        self.shared.lock().sessions.contains_key(&id)
     }
 
     /// Everyone online, sorted by name.
@@ -366,6 +346,89 @@ impl Presence {
             })
             .map(|(id, _)| *id)
             .collect()
+    }
+}
+
+impl Addresses {
+    /// Charges a registration to `ip` and, if it may hold another session,
+    /// counts one for it; refuses at either limit.
+    fn reserve_session(
+        &self,
+        ip: IpAddr,
+        limits: SessionLimits,
+        now: Instant,
+    ) -> Result<(), ApiError> {
+        let mut table = self.shared.lock();
+        let (per_second, burst) = registration_allowance(limits.ip_registrations);
+        let address = table.entry(ip).or_insert_with(|| Address {
+            sessions: 0,
+            events: TokenBucket::full(event_allowance(limits.ip_rate).1, now),
+            registrations: TokenBucket::full(burst, now),
+        });
+        if limits.ip_registrations > 0 {
+            // Every attempt counts, so names cannot be probed for free.
+            if address.registrations.refill(per_second, burst, now) < 1.0 {
+                return Err(ApiError::IpLimit(format!(
+                    "this address registered {} times in the last minute, its limit; try again shortly",
+                    limits.ip_registrations
+                )));
+            }
+            address.registrations.tokens -= 1.0;
+        }
+        if limits.ip_sessions > 0 && address.sessions >= limits.ip_sessions {
+            return Err(ApiError::IpLimit(format!(
+                "this address has {} sessions online, its limit",
+                limits.ip_sessions
+            )));
+        }
+        address.sessions += 1;
+        Ok(())
+    }
+
+    /// Gives back a session place of `ip`.
+    fn release_session(&self, ip: IpAddr) {
+        if let Some(address) = self.shared.lock().get_mut(&ip) {
+            address.sessions = address.sessions.saturating_sub(1);
+        }
+    }
+
+    /// Takes one event from `ip`'s allowance, or refuses.
+    fn spend(&self, ip: IpAddr, limits: SessionLimits, now: Instant) -> Result<(), ApiError> {
+        if limits.ip_rate == 0 {
+            return Ok(());
+        }
+        let (per_second, burst) = event_allowance(limits.ip_rate);
+        let mut table = self.shared.lock();
+        let Some(address) = table.get_mut(&ip) else {
+            return Ok(());
+        };
+        if address.events.refill(per_second, burst, now) < 1.0 {
+            return Err(ApiError::RateLimited);
+        }
+        address.events.tokens -= 1.0;
+        Ok(())
+    }
+
+    /// Forgets addresses that hold no session and whose registration
+    /// allowance has refilled, so the table stays as small as who is online.
+    pub fn forget_idle(&self, limits: SessionLimits) {
+        let (per_second, burst) = registration_allowance(limits.ip_registrations);
+        let now = Instant::now();
+        self.shared.lock().retain(|_, address| {
+            address.sessions > 0
+                || (limits.ip_registrations > 0
+                    && address.registrations.refill(per_second, burst, now) < burst)
+        });
+    }
+
+    /// How many client addresses are being kept track of.
+    pub fn len(&self) -> usize {
+        self.shared.lock().len()
+    }
+
+    /// Whether no address is being kept track of.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -548,7 +611,7 @@ mod tests {
         assert!(presence.open(name("c"), AWAY).is_ok());
         tokio::time::advance(Duration::from_secs(20)).await;
         assert!(
-            presence.open(name("c"), HOME).is_ok(),
+            presence.open(name("d"), HOME).is_ok(),
             "one refilled in 20 s"
         );
     }
@@ -586,15 +649,16 @@ mod tests {
             ..Default::default()
         });
         let id = presence.open(name("a"), HOME).unwrap();
-        presence.forget_idle_addresses();
-        assert_eq!(presence.addresses(), 1);
+        let limits = presence.limits;
+        presence.addresses.forget_idle(limits);
+        assert_eq!(presence.addresses.len(), 1);
         presence.begin_end(id);
         presence.finish_end(id);
-        presence.forget_idle_addresses();
-        assert_eq!(presence.addresses(), 1, "its registrations still count");
+        presence.addresses.forget_idle(limits);
+        assert_eq!(presence.addresses.len(), 1, "its registrations still count");
         tokio::time::advance(Duration::from_secs(2)).await;
-        presence.forget_idle_addresses();
-        assert_eq!(presence.addresses(), 0);
+        presence.addresses.forget_idle(limits);
+        assert!(presence.addresses.is_empty());
     }
 
     #[test]

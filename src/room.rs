@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::ApiError;
 use crate::log::{EventBody, EventLog, Seq};
-use crate::names::Name;
+use crate::names::{Name, RoomName};
 pub use crate::presence::Attachment;
 use crate::presence::{Presence, SessionId, SessionLimits};
 use crate::protocol::{ClientMessage, Welcome};
@@ -30,27 +30,59 @@ pub const WELCOME_HISTORY_BYTES: usize = 64 * 1024;
 /// The log and who is in it. Cheap to clone.
 #[derive(Clone)]
 pub struct Room {
+    name: RoomName,
     log: Arc<dyn EventLog>,
     presence: Presence,
 }
 
+impl std::fmt::Debug for Room {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Room")
+            .field("name", &self.name)
+            .field("head", &self.log.head())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Room {
-    /// A room over `log`, with a per-session rate limit in events per second.
+    /// The lobby over `log`, with a per-session rate limit in events per
+    /// second.
     pub fn new(log: Arc<dyn EventLog>, rate_limit: u32) -> Self {
         Self::with_limits(log, SessionLimits::per_session(rate_limit))
     }
 
-    /// A room over `log` enforcing `limits` per session and per address.
+    /// The lobby over `log` enforcing `limits` per session and per address.
     pub fn with_limits(log: Arc<dyn EventLog>, limits: SessionLimits) -> Self {
+        Self::open(RoomName::lobby(), log, Presence::with_limits(limits))
+    }
+
+    /// The room `name` over `log`, with `presence` for its sessions.
+    pub fn open(name: RoomName, log: Arc<dyn EventLog>, presence: Presence) -> Self {
         Room {
+            name,
             log,
-            presence: Presence::with_limits(limits),
+            presence,
         }
+    }
+
+    /// The room's name.
+    pub fn name(&self) -> &RoomName {
+        &self.name
     }
 
     /// The message log.
     pub fn log(&self) -> &Arc<dyn EventLog> {
         &self.log
+    }
+
+    /// Whether `session` is one of this room's, live or ending.
+    pub fn has_session(&self, session: SessionId) -> bool {
+        self.presence.has(session)
+    }
+
+    /// Whether the room has no session at all, ending ones included.
+    pub fn is_empty(&self) -> bool {
+        self.presence.is_empty()
     }
 
     /// Attaches a connection (a stream, socket or held long-poll) to a live
@@ -185,25 +217,33 @@ impl Room {
         stop: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
         let room = self.clone();
-        // Check a few times per timeout so a session ends close to its
-        // deadline, but never more often than 20 times a second.
-        let period = (timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let period = reaper_period(timeout);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => break,
-                    _ = tick.tick() => {
-                        for session in room.presence.idle_sessions(timeout) {
-                            room.end(session).await;
-                        }
-                        room.presence.forget_idle_addresses();
-                    }
+                    _ = tick.tick() => room.end_idle(timeout).await,
                 }
             }
         })
     }
+
+    /// Ends every session that has had no connection and no request for
+    /// `timeout`.
+    pub async fn end_idle(&self, timeout: Duration) {
+        for session in self.presence.idle_sessions(timeout) {
+            self.end(session).await;
+        }
+    }
+}
+
+/// How often a reaper looks for sessions idle longer than `timeout`: a few
+/// times per timeout, so a session ends close to its deadline, but never
+/// more often than 20 times a second.
+pub fn reaper_period(timeout: Duration) -> Duration {
+    (timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
 }
 
 #[cfg(test)]

@@ -5,17 +5,22 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use std::net::IpAddr;
+
 use crate::config::Config;
+use crate::error::ApiError;
 use crate::limits::ConnectionLimit;
-use crate::log::EventLog;
+use crate::names::RoomName;
+use crate::presence::SessionId;
 use crate::room::Room;
+use crate::rooms::Rooms;
 use crate::stats::{Counters, Stats};
 use crate::transport::Transport;
 
 /// The server's shared state.
 pub struct AppState {
-    /// The log and who is in it.
-    pub room: Room,
+    /// Every open room.
+    pub rooms: Rooms,
     /// The settings the server started with.
     pub config: Arc<Config>,
     /// Counters per transport.
@@ -28,9 +33,19 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// The message log.
-    pub fn log(&self) -> &Arc<dyn EventLog> {
-        self.room.log()
+    /// The room a request or connection uses: `room` (the lobby when
+    /// absent), opened for `ip` if need be; a `session` must belong to it.
+    pub fn enter(
+        &self,
+        room: Option<&str>,
+        session: Option<SessionId>,
+        ip: IpAddr,
+    ) -> Result<Room, ApiError> {
+        let name = match room {
+            Some(room) => RoomName::parse(room)?,
+            None => RoomName::lobby(),
+        };
+        self.rooms.enter(&name, session, Some(ip))
     }
 
     /// The counters of one transport.

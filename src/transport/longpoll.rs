@@ -12,22 +12,25 @@ use crate::api::ReadQuery;
 use crate::config::DEFAULT_LONGPOLL_SECS;
 use crate::error::ApiError;
 use crate::log::Reader;
+use crate::middleware::ClientIp;
 use crate::state::AppState;
 
-/// `GET /longpoll?since=N[&epoch=E][&session=S][&timeout=T]`.
+/// `GET /longpoll?since=N[&epoch=E][&session=S][&timeout=T][&room=R]`.
 ///
 /// A session holds at most one long-poll: a second one answers the first at
 /// once, empty. While held, the request counts as the session's activity.
 pub async fn long_poll(
     state: web::Data<AppState>,
     query: web::Query<ReadQuery>,
+    ip: web::ReqData<ClientIp>,
 ) -> Result<HttpResponse, ApiError> {
     state.counters(Transport::LongPoll).request();
     let hold = hold_for(query.timeout, state.config.longpoll_cap())?;
-    let attached = query.session.map(|s| state.room.attach(s)).transpose()?;
+    let room = state.enter(query.room.as_deref(), query.session, ip.0)?;
+    let attached = query.session.map(|s| room.attach(s)).transpose()?;
     let replaced = attached.as_ref().map(|a| a.hold_long_poll()).transpose()?;
 
-    let mut reader = Reader::new(state.log().clone(), query.cursor());
+    let mut reader = Reader::new(room.log().clone(), query.cursor());
     let mut read = reader.next(POLL_ANSWER_BYTES);
     if read.events.is_empty() && read.gap.is_none() {
         let _open = state.stats.open(Transport::LongPoll);

@@ -8,6 +8,7 @@ use super::Transport;
 use crate::api::ReadQuery;
 use crate::error::ApiError;
 use crate::log::{Epoch, Read, Reader, Seq};
+use crate::middleware::ClientIp;
 use crate::state::AppState;
 
 /// The most bytes of events one poll or long-poll answer carries (besides
@@ -15,16 +16,18 @@ use crate::state::AppState;
 /// up sees `more: true` and asks again at once.
 pub const POLL_ANSWER_BYTES: usize = 256 * 1024;
 
-/// `GET /poll?since=N[&epoch=E][&session=S]` → `{events, cursor, epoch, gap, more}`.
+/// `GET /poll?since=N[&epoch=E][&session=S][&room=R]` → `{events, cursor, epoch, gap, more}`.
 pub async fn poll(
     state: web::Data<AppState>,
     query: web::Query<ReadQuery>,
+    ip: web::ReqData<ClientIp>,
 ) -> Result<HttpResponse, ApiError> {
     state.counters(Transport::Poll).request();
+    let room = state.enter(query.room.as_deref(), query.session, ip.0)?;
     if let Some(session) = query.session {
-        state.room.touch(session)?;
+        room.touch(session)?;
     }
-    let mut reader = Reader::new(state.log().clone(), query.cursor());
+    let mut reader = Reader::new(room.log().clone(), query.cursor());
     let read = reader.next(POLL_ANSWER_BYTES);
     Ok(batch_response(&state, Transport::Poll, &reader, &read))
 }

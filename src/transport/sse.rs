@@ -22,6 +22,7 @@ use crate::api::ReadQuery;
 use crate::config::SSE_HEARTBEAT;
 use crate::error::ApiError;
 use crate::log::{Reader, Seq};
+use crate::middleware::ClientIp;
 use crate::protocol::Control;
 use crate::room::Attachment;
 use crate::state::AppState;
@@ -32,10 +33,12 @@ use crate::stats::OpenGuard;
 /// reader can hold in server memory.
 pub const SSE_CHUNK_BYTES: usize = 64 * 1024;
 
-/// `GET /sse?since=N[&epoch=E][&session=S]`, honouring `Last-Event-ID`.
+/// `GET /sse?since=N[&epoch=E][&session=S][&room=R]`, honouring
+/// `Last-Event-ID`.
 pub async fn sse_stream(
     state: web::Data<AppState>,
     query: web::Query<ReadQuery>,
+    ip: web::ReqData<ClientIp>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     state.counters(Transport::Sse).request();
@@ -49,10 +52,11 @@ pub async fn sse_stream(
             .and_then(|v| v.trim().parse::<Seq>().ok())
             .ok_or_else(|| ApiError::BadRequest("Last-Event-ID must be an event seq".into()))?;
     }
-    let attached = query.session.map(|s| state.room.attach(s)).transpose()?;
+    let room = state.enter(query.room.as_deref(), query.session, ip.0)?;
+    let attached = query.session.map(|s| room.attach(s)).transpose()?;
     let open = state.stats.open(Transport::Sse);
     let stream = SseStream {
-        reader: Reader::new(state.log().clone(), from),
+        reader: Reader::new(room.log().clone(), from),
         started: false,
         heartbeat: interval_at(Instant::now() + SSE_HEARTBEAT, SSE_HEARTBEAT),
         stopping: Box::pin(state.shutdown.clone().cancelled_owned()),

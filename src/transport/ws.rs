@@ -35,7 +35,7 @@ use crate::limits::Permit;
 use crate::log::Reader;
 use crate::middleware;
 use crate::protocol::{self, ClientMessage, Control};
-use crate::room::Attachment;
+use crate::room::{Attachment, Room};
 use crate::state::AppState;
 
 /// Serves every request that asks for `Connection: upgrade`, with the
@@ -58,7 +58,7 @@ async fn try_upgrade(
     req: Request,
     mut framed: Framed<TcpStream, h1::Codec>,
 ) -> io::Result<()> {
-    let (permit, ip, query, attached) = match admit(&state, &req) {
+    let (permit, ip, query, room, attached) = match admit(&state, &req) {
         Ok(admitted) => admitted,
         Err(err) => return refuse(framed, err.error_response()).await,
     };
@@ -72,7 +72,8 @@ async fn try_upgrade(
     let parts = framed.into_parts();
     let stream = WsStream::new(parts.io, parts.read_buf, state.stats.clone());
     let socket = Socket {
-        reader: Reader::new(state.log().clone(), query.cursor()),
+        reader: Reader::new(room.log().clone(), query.cursor()),
+        room,
         attached,
         ip,
         stream,
@@ -86,7 +87,7 @@ async fn try_upgrade(
 
 /// What an admitted upgrade brings: its place under the limits, the
 /// client's IP, its query, and the session it attached to.
-type Admitted = (Permit, IpAddr, ReadQuery, Option<Attachment>);
+type Admitted = (Permit, IpAddr, ReadQuery, Room, Option<Attachment>);
 
 /// The checks an upgrade passes, in the router's order: the `Host`, a place
 /// under the connection limits, the route, then `/ws`'s own query, origin
@@ -107,8 +108,9 @@ fn admit(state: &AppState, req: &Request) -> Result<Admitted, ApiError> {
     let query = ReadQuery::parse(req.uri().query().unwrap_or(""))?;
     middleware::check_origin(req.headers(), &state.config)?;
     state.counters(Transport::Ws).request();
-    let attached = query.session.map(|s| state.room.attach(s)).transpose()?;
-    Ok((permit, ip, query, attached))
+    let room = state.enter(query.room.as_deref(), query.session, ip)?;
+    let attached = query.session.map(|s| room.attach(s)).transpose()?;
+    Ok((permit, ip, query, room, attached))
 }
 
 /// Answers an upgrade request with an ordinary response, then closes.
@@ -146,8 +148,10 @@ enum Stop {
 
 struct Socket {
     state: web::Data<AppState>,
-    /// This socket's way through the log.
+    /// This socket's way through its room's log.
     reader: Reader,
+    /// The one room this socket serves.
+    room: Room,
     /// The session this socket speaks for, once it has one.
     attached: Option<Attachment>,
     /// The client's IP, for a registration over this socket.
@@ -296,7 +300,7 @@ impl Socket {
                     // A clean close ends the session at once, unless another
                     // connection of it is still open.
                     if let Some(attached) = self.attached.take() {
-                        self.state.room.close(attached).await;
+                        self.room.close(attached).await;
                     }
                     Next::Stop(Stop::Close(None))
                 }
@@ -349,7 +353,7 @@ impl Socket {
                 return self.reply(&control);
             }
         };
-        let room = self.state.room.clone();
+        let room = self.room.clone();
         match (message, &self.attached) {
             (ClientMessage::Register(name), None) => {
                 match room.register_from(name, Some(self.ip)).await {

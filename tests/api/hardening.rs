@@ -214,7 +214,7 @@ async fn past_max_connections_http_answers_503_and_upgrades_are_refused() {
         assert_eq!(stream.status(), 200);
         held.push(stream);
     }
-    let refused = app.get("/healthz").await;
+    let refused = app.get("/poll").await;
     assert_eq!(refused.status(), 503);
     assert_eq!(refused.headers()["retry-after"], "1");
     assert_eq!(
@@ -230,7 +230,7 @@ async fn past_max_connections_http_answers_503_and_upgrades_are_refused() {
     // Places free up when the clients go.
     drop(held);
     tokio::time::timeout(PATIENCE, async {
-        while app.get("/healthz").await.status() != 200 {
+        while app.get("/poll").await.status() != 200 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })

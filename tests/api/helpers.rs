@@ -24,8 +24,15 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
+    // Every test client comes from 127.0.0.1, so the per-address limits are
+    // off unless a test sets them.
     let mut config = Config {
         workers: Some(2),
+        ip_registrations: 0,
+        ip_sessions: 0,
+        ip_connections: 0,
+        ip_rate_limit: 0,
+        ip_rooms: 0,
         ..Config::default()
     };
     configure(&mut config);

@@ -1,0 +1,555 @@
+//! The rooms: many independent chats and canvases on one server, each its
+//! own log, presence, seq space and epoch.
+//!
+//! [`Rooms`] sits above the log and presence. Every transport asks it for a
+//! room once per request or connection ([`Rooms::enter`]); from then on the
+//! room is all it talks to. A room is opened on first use, within
+//! `--max-rooms` in all and `--ip-rooms` per client address, and reclaimed
+//! once it has had no session and no reader for `--room-idle-timeout`. The
+//! lobby is always there. This module knows nothing of HTTP.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ApiError;
+use crate::journal::{JournalLog, JournalOptions};
+use crate::log::{Epoch, EventLog, MemoryLog, Seq};
+use crate::names::RoomName;
+use crate::presence::{Addresses, Presence, SessionId, SessionLimits};
+use crate::room::{reaper_period, Room};
+
+/// Where rooms keep their logs.
+pub trait LogStore: Send + Sync + 'static {
+    /// Opens the log of `room`: empty, or as it was kept.
+    fn open(&self, room: &RoomName) -> io::Result<Arc<dyn EventLog>>;
+
+    /// The rooms whose logs were kept by an earlier run, to restore at start.
+    fn kept(&self) -> io::Result<Vec<RoomName>>;
+}
+
+/// Logs in memory only: a reclaimed room is gone, and opens again empty
+/// under a new epoch.
+pub struct MemoryStore {
+    /// Events each log keeps (`--history`).
+    pub history: usize,
+}
+
+impl LogStore for MemoryStore {
+    fn open(&self, _room: &RoomName) -> io::Result<Arc<dyn EventLog>> {
+        Ok(Arc::new(MemoryLog::new(self.history)))
+    }
+
+    fn kept(&self) -> io::Result<Vec<RoomName>> {
+        Ok(Vec::new())
+    }
+}
+
+/// Durable logs (`--data-dir`): a journal per room. The lobby's is the
+/// directory itself, so a journal written before rooms existed is the
+/// lobby's; every other room's is `rooms/<name>/` below it.
+pub struct JournalStore {
+    /// The `--data-dir`.
+    pub dir: PathBuf,
+    /// Events each log keeps in memory (`--history`).
+    pub history: usize,
+}
+
+impl JournalStore {
+    fn dir_of(&self, room: &RoomName) -> PathBuf {
+        if room.as_str() == RoomName::LOBBY {
+            self.dir.clone()
+        } else {
+            self.dir.join("rooms").join(room.as_str())
+        }
+    }
+}
+
+impl LogStore for JournalStore {
+    fn open(&self, room: &RoomName) -> io::Result<Arc<dyn EventLog>> {
+        let options = JournalOptions::new(self.dir_of(room), self.history);
+        Ok(Arc::new(JournalLog::open(options)?))
+    }
+
+    fn kept(&self) -> io::Result<Vec<RoomName>> {
+        let rooms = self.dir.join("rooms");
+        let entries = match std::fs::read_dir(&rooms) {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(err) => return Err(err),
+        };
+        let mut kept = Vec::new();
+        for entry in entries {
+            let name = entry?.file_name();
+            // Only directories this store made have valid room names.
+            match name.to_str().map(RoomName::parse) {
+                Some(Ok(room)) => kept.push(room),
+                _ => {
+                    tracing::warn!(?name, dir = %rooms.display(), "not a room's journal; left alone")
+                }
+            }
+        }
+        kept.sort();
+        Ok(kept)
+    }
+}
+
+/// The bounds on rooms.
+#[derive(Debug, Clone, Copy)]
+pub struct RoomLimits {
+    /// Rooms open at once, the lobby included.
+    pub max_rooms: usize,
+    /// Rooms one client address may have opened that are still open; 0 for
+    /// no limit.
+    pub ip_rooms: u32,
+    /// How long a room with no session and no reader stays open.
+    pub idle: Duration,
+}
+
+/// A room as listed by `GET /rooms` and `/stats`.
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+pub struct RoomView {
+    /// Its name.
+    pub name: RoomName,
+    /// Users online in it.
+    pub online: usize,
+    /// The seq of its newest event.
+    pub head: Seq,
+    /// Its log's epoch.
+    pub epoch: Epoch,
+    /// Open streams, sockets and requests reading it now.
+    pub readers: usize,
+}
+
+/// Every open room. Cheap to clone; every clone is the same registry.
+#[derive(Clone)]
+pub struct Rooms {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    store: Box<dyn LogStore>,
+    limits: RoomLimits,
+    session_limits: SessionLimits,
+    /// Per-address accounting, shared by every room's presence.
+    addresses: Addresses,
+    rooms: RwLock<HashMap<RoomName, Entry>>,
+}
+
+struct Entry {
+    room: Room,
+    /// The address that opened it, for `--ip-rooms`; `None` for the lobby
+    /// and for rooms restored at start.
+    opened_by: Option<IpAddr>,
+    /// Since when the reaper has seen it unused.
+    idle_since: Option<Instant>,
+}
+
+impl Rooms {
+    /// Opens the lobby and every room `store` kept.
+    pub fn new(
+        store: Box<dyn LogStore>,
+        limits: RoomLimits,
+        session_limits: SessionLimits,
+    ) -> io::Result<Rooms> {
+        let rooms = Rooms {
+            shared: Arc::new(Shared {
+                store,
+                limits,
+                session_limits,
+                addresses: Addresses::default(),
+                rooms: RwLock::new(HashMap::new()),
+            }),
+        };
+        let mut names = vec![RoomName::lobby()];
+        names.extend(rooms.shared.store.kept()?);
+        for name in names {
+            let room = rooms.build(&name)?;
+            rooms.shared.rooms.write().entry(name).or_insert(Entry {
+                room,
+                opened_by: None,
+                idle_since: None,
+            });
+        }
+        Ok(rooms)
+    }
+
+    fn build(&self, name: &RoomName) -> io::Result<Room> {
+        let log = self.shared.store.open(name)?;
+        let presence = Presence::sharing(self.shared.session_limits, self.shared.addresses.clone());
+        Ok(Room::open(name.clone(), log, presence))
+    }
+
+    /// The lobby, which is always open.
+    pub fn lobby(&self) -> Room {
+        self.get(&RoomName::lobby())
+            .expect("the lobby is opened at start and never reclaimed")
+    }
+
+    /// The room `name`, if it is open.
+    pub fn get(&self, name: &RoomName) -> Option<Room> {
+        self.shared.rooms.read().get(name).map(|e| e.room.clone())
+    }
+
+    /// The room `name`, opened for a client at `ip` if it is not open yet.
+    pub fn open(&self, name: &RoomName, ip: Option<IpAddr>) -> Result<Room, ApiError> {
+        if let Some(room) = self.get(name) {
+            return Ok(room);
+        }
+        self.check_caps(ip)?;
+        // Opening may touch the disk: not under the lock. Two clients opening
+        // the same room at once both build it; the first one in wins.
+        let room = self.build(name).map_err(|err| {
+            tracing::error!(%err, room = %name, "could not open a room's log");
+            ApiError::Internal
+        })?;
+        let mut rooms = self.shared.rooms.write();
+        if let Some(entry) = rooms.get(name) {
+            return Ok(entry.room.clone());
+        }
+        if rooms.len() >= self.shared.limits.max_rooms {
+            return Err(too_many_rooms(self.shared.limits.max_rooms));
+        }
+        tracing::debug!(room = %name, "room opened");
+        rooms.insert(
+            name.clone(),
+            Entry {
+                room: room.clone(),
+                opened_by: ip,
+                idle_since: None,
+            },
+        );
+        Ok(room)
+    }
+
+    fn check_caps(&self, ip: Option<IpAddr>) -> Result<(), ApiError> {
+        let limits = self.shared.limits;
+        let rooms = self.shared.rooms.read();
+        if rooms.len() >= limits.max_rooms {
+            return Err(too_many_rooms(limits.max_rooms));
+        }
+        if let (Some(ip), true) = (ip, limits.ip_rooms > 0) {
+            let opened = rooms.values().filter(|e| e.opened_by == Some(ip)).count();
+            if opened >= limits.ip_rooms as usize {
+                return Err(ApiError::IpLimit(format!(
+                    "this address has opened {} rooms that are still open, its limit",
+                    limits.ip_rooms
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The room a request or connection uses: `name`, opened if need be.
+    /// A `session` must belong to it: one of another room is refused with
+    /// `wrong_room`, and an unknown one with `unknown_session`.
+    pub fn enter(
+        &self,
+        name: &RoomName,
+        session: Option<SessionId>,
+        ip: Option<IpAddr>,
+    ) -> Result<Room, ApiError> {
+        let Some(session) = session else {
+            return self.open(name, ip);
+        };
+        if let Some(room) = self.get(name).filter(|r| r.has_session(session)) {
+            return Ok(room);
+        }
+        match self.find_session(session) {
+            Some(other) => Err(ApiError::WrongRoom(other.to_string())),
+            None => Err(ApiError::UnknownSession),
+        }
+    }
+
+    /// The room a session belongs to, if any.
+    pub fn find_session(&self, session: SessionId) -> Option<RoomName> {
+        self.shared
+            .rooms
+            .read()
+            .values()
+            .find(|e| e.room.has_session(session))
+            .map(|e| e.room.name().clone())
+    }
+
+    /// Every open room, busiest first.
+    pub fn list(&self) -> Vec<RoomView> {
+        let mut views: Vec<RoomView> = self
+            .shared
+            .rooms
+            .read()
+            .values()
+            .map(|e| view(&e.room))
+            .collect();
+        views.sort_by(|a, b| b.online.cmp(&a.online).then_with(|| a.name.cmp(&b.name)));
+        views
+    }
+
+    /// How many rooms are open.
+    pub fn len(&self) -> usize {
+        self.shared.rooms.read().len()
+    }
+
+    /// Whether no room is open (never: the lobby always is).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every open room.
+    pub fn all(&self) -> Vec<Room> {
+        self.shared
+            .rooms
+            .read()
+            .values()
+            .map(|e| e.room.clone())
+            .collect()
+    }
+
+    /// Closes rooms that have had no session and no reader for the idle
+    /// timeout, so their memory comes back. Returns how many it closed.
+    pub fn reclaim_idle(&self) -> usize {
+        let idle = self.shared.limits.idle;
+        let now = Instant::now();
+        let mut rooms = self.shared.rooms.write();
+        let before = rooms.len();
+        rooms.retain(|name, entry| {
+            let unused = name.as_str() != RoomName::LOBBY
+                && entry.room.is_empty()
+                // Every reader and every request holds a reference to the
+                // log; only the registry's own is left when none does.
+                && Arc::strong_count(entry.room.log()) == 1;
+            if !unused {
+                entry.idle_since = None;
+                return true;
+            }
+            let since = *entry.idle_since.get_or_insert(now);
+            let keep = now.duration_since(since) < idle;
+            if !keep {
+                tracing::debug!(room = %name, "room reclaimed");
+            }
+            keep
+        });
+        before - rooms.len()
+    }
+
+    /// Ends idle sessions in every room, closes idle rooms and forgets idle
+    /// addresses, until `stop` is cancelled.
+    pub fn spawn_reaper(
+        &self,
+        presence_timeout: Duration,
+        stop: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let rooms = self.clone();
+        let period = reaper_period(presence_timeout).min(reaper_period(self.shared.limits.idle));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tick.tick() => {
+                        for room in rooms.all() {
+                            room.end_idle(presence_timeout).await;
+                        }
+                        rooms.reclaim_idle();
+                        rooms.shared.addresses.forget_idle(rooms.shared.session_limits);
+                    }
+                }
+            }
+        })
+    }
+}
+
+fn view(room: &Room) -> RoomView {
+    RoomView {
+        name: room.name().clone(),
+        online: room.online(),
+        head: room.log().head(),
+        epoch: room.log().epoch().clone(),
+        // The registry's own reference is not a reader.
+        readers: Arc::strong_count(room.log()).saturating_sub(1),
+    }
+}
+
+fn too_many_rooms(max: usize) -> ApiError {
+    ApiError::TooManyRooms(format!(
+        "the server has {max} rooms open, its limit; join an open one or try again later"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::EventBody;
+    use crate::names::Name;
+
+    const HOME: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1)));
+
+    fn rooms(max_rooms: usize, ip_rooms: u32) -> Rooms {
+        Rooms::new(
+            Box::new(MemoryStore { history: 100 }),
+            RoomLimits {
+                max_rooms,
+                ip_rooms,
+                idle: Duration::from_secs(60),
+            },
+            SessionLimits::default(),
+        )
+        .unwrap()
+    }
+
+    fn room(name: &str) -> RoomName {
+        RoomName::parse(name).unwrap()
+    }
+
+    #[tokio::test]
+    async fn each_room_has_its_own_seqs_epoch_and_names() {
+        let rooms = rooms(10, 0);
+        let a = rooms.open(&room("a"), HOME).unwrap();
+        let b = rooms.open(&room("b"), HOME).unwrap();
+
+        let alice_a = a.register(Name::parse("alice").unwrap()).await.unwrap();
+        let alice_b = b.register(Name::parse("alice").unwrap()).await;
+        a.log()
+            .append(Name::parse("alice").unwrap(), EventBody::Leave)
+            .await
+            .unwrap();
+
+        assert!(alice_b.is_ok(), "the same name in another room");
+        assert_eq!((a.log().head(), b.log().head()), (2, 1));
+        assert_ne!(a.log().epoch(), b.log().epoch());
+        assert_eq!(alice_a.cursor, 1);
+    }
+
+    #[tokio::test]
+    async fn a_session_enters_only_its_own_room() {
+        let rooms = rooms(10, 0);
+        let a = rooms.open(&room("a"), HOME).unwrap();
+        rooms.open(&room("b"), HOME).unwrap();
+        let session = a
+            .register(Name::parse("ann").unwrap())
+            .await
+            .unwrap()
+            .session;
+
+        assert!(rooms.enter(&room("a"), Some(session), HOME).is_ok());
+        let wrong = rooms.enter(&room("b"), Some(session), HOME).unwrap_err();
+        let unknown = rooms
+            .enter(&room("a"), Some(uuid::Uuid::new_v4()), HOME)
+            .unwrap_err();
+
+        assert_eq!(wrong.code(), "wrong_room");
+        assert_eq!(unknown.code(), "unknown_session");
+    }
+
+    #[tokio::test]
+    async fn rooms_are_capped_in_all_and_per_address() {
+        let rooms = rooms(3, 1);
+        rooms.open(&room("mine"), HOME).unwrap();
+
+        let second = rooms.open(&room("again"), HOME).unwrap_err();
+        rooms.open(&room("theirs"), None).unwrap();
+        let full = rooms.open(&room("more"), None).unwrap_err();
+
+        assert_eq!(second.code(), "ip_limit");
+        assert_eq!(full.code(), "too_many_rooms");
+        assert!(
+            rooms.open(&room("mine"), HOME).is_ok(),
+            "an open room is not counted again"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unused_room_is_reclaimed_after_the_idle_timeout_and_the_lobby_never_is() {
+        let rooms = rooms(10, 0);
+        let busy = rooms.open(&room("busy"), HOME).unwrap();
+        let session = busy
+            .register(Name::parse("bo").unwrap())
+            .await
+            .unwrap()
+            .session;
+        let reader = rooms.open(&room("read"), HOME).unwrap().log().clone();
+        drop(rooms.open(&room("empty"), HOME).unwrap());
+
+        rooms.reclaim_idle();
+        tokio::time::advance(Duration::from_secs(61)).await;
+        let reclaimed = rooms.reclaim_idle();
+
+        assert_eq!(reclaimed, 1);
+        assert!(rooms.get(&room("empty")).is_none());
+        assert!(rooms.get(&room("read")).is_some(), "a reader keeps it");
+        assert!(rooms.get(&room("busy")).is_some(), "a session keeps it");
+        assert!(rooms.get(&RoomName::lobby()).is_some());
+        busy.end(session).await;
+        drop((busy, reader));
+        rooms.reclaim_idle();
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert_eq!(rooms.reclaim_idle(), 2);
+        assert_eq!(rooms.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn addresses_count_across_rooms() {
+        let rooms = Rooms::new(
+            Box::new(MemoryStore { history: 100 }),
+            RoomLimits {
+                max_rooms: 10,
+                ip_rooms: 0,
+                idle: Duration::from_secs(60),
+            },
+            SessionLimits {
+                ip_sessions: 1,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let a = rooms.open(&room("a"), HOME).unwrap();
+        let b = rooms.open(&room("b"), HOME).unwrap();
+        a.register_from(Name::parse("x").unwrap(), HOME)
+            .await
+            .unwrap();
+
+        let refused = b.register_from(Name::parse("y").unwrap(), HOME).await;
+
+        assert_eq!(refused.unwrap_err().code(), "ip_limit");
+    }
+
+    #[tokio::test]
+    async fn a_journal_store_restores_every_room_with_its_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = || JournalStore {
+            dir: dir.path().to_owned(),
+            history: 100,
+        };
+        let limits = RoomLimits {
+            max_rooms: 10,
+            ip_rooms: 0,
+            idle: Duration::from_secs(60),
+        };
+        let epochs: Vec<Epoch> = {
+            let rooms = Rooms::new(Box::new(store()), limits, SessionLimits::default()).unwrap();
+            let mut epochs = Vec::new();
+            for name in ["lobby", "a", "_b"] {
+                let room = rooms.open(&room(name), None).unwrap();
+                room.register(Name::parse("z").unwrap()).await.unwrap();
+                epochs.push(room.log().epoch().clone());
+            }
+            epochs
+        };
+
+        let rooms = Rooms::new(Box::new(store()), limits, SessionLimits::default()).unwrap();
+
+        assert_eq!(rooms.len(), 3);
+        for (name, epoch) in ["lobby", "a", "_b"].iter().zip(epochs) {
+            let room = rooms.get(&room(name)).unwrap();
+            assert_eq!(room.log().epoch(), &epoch, "{name}");
+            assert_eq!(room.log().head(), 1, "{name}");
+        }
+    }
+}
