@@ -100,9 +100,10 @@ impl Server {
 pub fn serve(listener: TcpListener, config: Config) -> std::io::Result<Server> {
     let history = config.history as usize;
     let log: Arc<dyn EventLog> = match &config.data_dir {
-        Some(dir) => Arc::new(journal::JournalLog::open(journal::JournalOptions::new(
-            dir, history,
-        ))?),
+        Some(dir) => Arc::new(journal::JournalLog::open(journal::JournalOptions {
+            recover: config.journal_recover,
+            ..journal::JournalOptions::new(dir, history)
+        })?),
         None => Arc::new(MemoryLog::new(history)),
     };
     serve_with_log(listener, config, log)

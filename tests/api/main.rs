@@ -6,6 +6,7 @@ mod conformance;
 mod errors;
 mod hardening;
 mod helpers;
+mod journal_damage;
 mod longpoll;
 mod properties;
 mod restart;
