@@ -82,6 +82,14 @@ pub struct Config {
     #[arg(long, env = "PUSHLAB_DATA_DIR")]
     pub data_dir: Option<std::path::PathBuf>,
 
+    /// Start even though the journal is damaged before its end (a torn tail
+    /// is cut without it): the damaged segment is moved aside as
+    /// `*.damaged`, the chat history before the damage is kept, and a new
+    /// epoch starts above every seq seen, so clients see a gap and no seq is
+    /// handed out twice. Without it the server refuses to start.
+    #[arg(long, env = "PUSHLAB_JOURNAL_RECOVER")]
+    pub journal_recover: bool,
+
     /// HTTP worker threads. Defaults to the number of CPU cores.
     #[arg(long, env = "PUSHLAB_WORKERS")]
     pub workers: Option<usize>,
@@ -195,6 +203,7 @@ impl Default for Config {
             max_connections: 20_000,
             slow_client_timeout: 30.0,
             data_dir: None,
+            journal_recover: false,
             workers: None,
             demo: false,
             demo_rate: 20,

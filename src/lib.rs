@@ -149,6 +149,7 @@ pub fn serve(listener: TcpListener, config: Config) -> std::io::Result<Server> {
         Some(dir) => Box::new(rooms::JournalStore {
             dir: dir.clone(),
             history,
+            recover: config.journal_recover,
         }),
         None => Box::new(rooms::MemoryStore { history }),
     };

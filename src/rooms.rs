@@ -60,6 +60,9 @@ pub struct JournalStore {
     pub dir: PathBuf,
     /// Events each log keeps in memory (`--history`).
     pub history: usize,
+    /// `--journal-recover`: start a damaged journal under a new epoch
+    /// instead of refusing to start.
+    pub recover: bool,
 }
 
 impl JournalStore {
@@ -74,7 +77,10 @@ impl JournalStore {
 
 impl LogStore for JournalStore {
     fn open(&self, room: &RoomName) -> io::Result<Arc<dyn EventLog>> {
-        let options = JournalOptions::new(self.dir_of(room), self.history);
+        let options = JournalOptions {
+            recover: self.recover,
+            ..JournalOptions::new(self.dir_of(room), self.history)
+        };
         Ok(Arc::new(JournalLog::open(options)?))
     }
 
@@ -526,6 +532,7 @@ mod tests {
         let store = || JournalStore {
             dir: dir.path().to_owned(),
             history: 100,
+            recover: false,
         };
         let limits = RoomLimits {
             max_rooms: 10,

@@ -7,6 +7,7 @@ mod edges;
 mod errors;
 mod hardening;
 mod helpers;
+mod journal_damage;
 mod longpoll;
 mod properties;
 mod restart;
