@@ -3,8 +3,12 @@
 // Every transport reads the log its own way, but joining and (for the HTTP
 // transports) sending are plain JSON requests:
 //
-//   POST /register        {"name":"alice"}        -> {session, name, epoch, cursor, history, users}
+//   POST /register        {"name":"alice"}        -> {session, name, epoch, cursor, history, users, online}
 //   POST /send?session=S  {"type":"message",...}  -> {seq}
+//
+// Every request names the page's room (`?room=` of the page's own URL) with
+// `room=`; without one, the server uses the lobby. A session belongs to its
+// room: the server answers `wrong_room` if it is used with another.
 //
 // Every POST must say `Content-Type: application/json`; the server answers
 // anything else with 415. Errors come back as {"error": "...", "code": "..."}
@@ -15,6 +19,40 @@ export const NAME_RULE = /^[A-Za-z][A-Za-z0-9_-]{0,23}$/;
 
 /** What the name rule means, in words, for the inline error. */
 export const NAME_RULE_TEXT = '1 to 24 characters from A–Z a–z 0–9 _ -, starting with a letter.';
+
+/** The server's room naming rule: a name's rule, optionally after one `_` (unlisted). */
+export const ROOM_RULE = /^_?[A-Za-z][A-Za-z0-9_-]{0,23}$/;
+
+/** The room every page starts in unless its URL names another. */
+export const LOBBY = 'lobby';
+
+/**
+ * The room named by `?room=` in `search`, in lower case as the server keeps
+ * it: `{room, problem}`, with the lobby and a sentence when the name is bad.
+ */
+export function roomFrom(search) {
+  const raw = new URLSearchParams(search).get('room');
+  if (raw === null || raw === '') return { room: LOBBY, problem: null };
+  if (!ROOM_RULE.test(raw)) {
+    return { room: LOBBY, problem: `"${raw}" is not a room name; using the lobby. A room name is 1 to 24 characters from A–Z a–z 0–9 _ -, starting with a letter (a leading _ keeps it off the room list).` };
+  }
+  return { room: raw.toLowerCase(), problem: null };
+}
+
+/** This page's room. */
+export const ROOM = roomFrom(location.search).room;
+
+/** `path` with this page's room added to its query, unless it is the lobby. */
+export function inRoom(path) {
+  if (ROOM === LOBBY) return path;
+  const joiner = path.includes('?') ? '&' : '?';
+  return `${path}${joiner}room=${encodeURIComponent(ROOM)}`;
+}
+
+/** The rooms on the server's list, busiest first: [{name, online, head}]. */
+export async function listRooms({ signal } = {}) {
+  return (await getJson('/rooms', { signal })).rooms;
+}
 
 /** A refusal from the server (`code` is its machine code), or a network failure (`code` = "network"). */
 export class ApiError extends Error {
@@ -52,14 +90,14 @@ export async function getJson(path, { signal } = {}) {
   return readJson(response);
 }
 
-/** Comes online as `name`. */
+/** Comes online as `name` in this page's room. */
 export function register(name) {
-  return postJson('/register', { name });
+  return postJson(inRoom('/register'), { name });
 }
 
 /** Sends one client message for `session` over HTTP. */
 export function send(session, message) {
-  return postJson(`/send?session=${encodeURIComponent(session)}`, message);
+  return postJson(inRoom(`/send?session=${encodeURIComponent(session)}`), message);
 }
 
 /**
@@ -69,15 +107,19 @@ export function send(session, message) {
  */
 export function beaconLeave(session) {
   const body = new Blob([JSON.stringify({ type: 'leave' })], { type: 'application/json' });
-  return navigator.sendBeacon(`/send?session=${encodeURIComponent(session)}`, body);
+  return navigator.sendBeacon(inRoom(`/send?session=${encodeURIComponent(session)}`), body);
 }
 
-/** Builds a read URL such as `/poll?since=4&epoch=…&session=…`, leaving out empty values. */
+/**
+ * Builds a read URL such as `/poll?since=4&epoch=…&session=…` in this page's
+ * room, leaving out empty values.
+ */
 export function readUrl(path, params) {
   const query = new URLSearchParams();
   for (const [key, value] of Object.entries(params)) {
     if (value !== null && value !== undefined && value !== '') query.set(key, String(value));
   }
+  if (ROOM !== LOBBY) query.set('room', ROOM);
   return `${path}?${query}`;
 }
 

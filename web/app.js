@@ -14,7 +14,8 @@
 // All text from other people is put on the page with textContent, never as
 // HTML, so a message like <img onerror=…> is shown, not run.
 
-import { NAME_RULE, NAME_RULE_TEXT, register, send as httpSend } from './api.js';
+import { NAME_RULE, NAME_RULE_TEXT, ROOM, inRoom, register, roomFrom, send as httpSend } from './api.js';
+import { mountRoomPicker } from './rooms.js';
 import { Backoff, TRANSPORT_NAMES, createTransport } from './transports.js';
 import { Metrics, renderFigures } from './metrics.js';
 import { CursorLayer, colorFor, fractionOf } from './cursors.js';
@@ -103,6 +104,8 @@ function readOptions(search) {
       problems.push(`interval=${rawInterval} is not a whole number of ms from ${MIN_INTERVAL_MS} to ${MAX_INTERVAL_MS}; using ${DEFAULT_INTERVAL_MS}.`);
     }
   }
+  const { problem: roomProblem } = roomFrom(search);
+  if (roomProblem) problems.push(roomProblem);
   return { transport, interval, name: params.get('name') ?? '', problems };
 }
 
@@ -546,6 +549,9 @@ window.addEventListener('pageshow', (event) => {
 
 function init() {
   renderSwitcher();
+  mountRoomPicker($('#room'));
+  $('#compare-link').href = inRoom('compare.html');
+  document.title = `${ROOM} · ${document.title}`;
   for (const problem of state.options.problems) notify(problem, 'warning');
   ui.nameRule.textContent = NAME_RULE_TEXT;
   ui.name.value = state.options.name;

@@ -6,7 +6,8 @@
 // on they should show exactly the same events, and the differences are the
 // transports': how late, how many requests, how many bytes.
 
-import { getJson } from './api.js';
+import { ROOM, getJson, inRoom, roomFrom } from './api.js';
+import { mountRoomPicker } from './rooms.js';
 import { DemoBot } from './bot.js';
 import { CursorLayer } from './cursors.js';
 import { Metrics, renderFigures } from './metrics.js';
@@ -162,7 +163,7 @@ function renderSummary(panes) {
 async function refreshStats() {
   let stats;
   try {
-    stats = await getJson('/stats');
+    stats = await getJson(inRoom('/stats'));
   } catch {
     $('#stats-note').textContent = 'GET /stats did not answer: is the server running?';
     return;
@@ -211,6 +212,11 @@ function wireBot() {
 
 async function init() {
   const params = new URLSearchParams(location.search);
+  mountRoomPicker($('#room'));
+  $('#chat-link').href = inRoom('/');
+  document.title = `${ROOM} · ${document.title}`;
+  const { problem: roomProblem } = roomFrom(location.search);
+  if (roomProblem) notify($('#notices'), roomProblem, 'warning');
   let interval = 1000;
   if (params.has('interval')) {
     const parsed = Number(params.get('interval'));
@@ -225,7 +231,7 @@ async function init() {
   let head = 0;
   let epoch = null;
   try {
-    ({ head, epoch } = await getJson('/stats'));
+    ({ head, epoch } = await getJson(inRoom('/stats')));
   } catch {
     notify($('#notices'), 'The server did not answer GET /stats; the readers will start from the beginning of the log.', 'warning');
   }
