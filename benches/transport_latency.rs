@@ -11,14 +11,17 @@
 //! Short polling is measured at a fixed 50 ms interval; its expected latency
 //! is half the interval (25 ms) plus one round trip.
 //!
+//! The clients are `pushlab-testkit`'s readers, the same ones the API tests
+//! use.
+//!
 //! `cargo bench --bench transport_latency`
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode};
-use eventsource_stream::Eventsource as _;
 use futures::{SinkExt as _, StreamExt as _};
+use pushlab_testkit::{From, Kind, Reader, WsStream};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
@@ -26,40 +29,32 @@ use tokio_tungstenite::tungstenite::Message;
 /// The short-polling interval measured here.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
-/// The transports a subscriber can use.
-#[derive(Debug, Clone, Copy)]
-enum Transport {
-    Ws,
-    Sse,
-    LongPoll,
-    Poll,
-}
+/// How long a subscriber's long-poll asks to be held, in seconds.
+const LONG_POLL_TIMEOUT_SECS: u32 = 25;
 
-impl Transport {
-    fn name(self) -> &'static str {
-        match self {
-            Transport::Ws => "ws",
-            Transport::Sse => "sse",
-            Transport::LongPoll => "longpoll",
-            Transport::Poll => "poll (every 50 ms; expect ~25 ms)",
-        }
+/// How each transport is named in the report.
+fn name(transport: Kind) -> &'static str {
+    match transport {
+        Kind::Ws => "ws",
+        Kind::Sse => "sse",
+        Kind::LongPoll => "longpoll",
+        Kind::Poll => "poll (every 50 ms; expect ~25 ms)",
     }
 }
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A server, a registered publisher on a WebSocket, and one subscriber
 /// that reports each chat message's `id` and the moment it was parsed.
 struct Rig {
     server: Option<pushlab::Server>,
-    publisher: futures::stream::SplitSink<Socket, Message>,
+    publisher: futures::stream::SplitSink<WsStream, Message>,
     delivered: mpsc::UnboundedReceiver<(u64, Instant)>,
+    /// The subscriber's task, stopped before the server.
+    subscriber: tokio::task::JoinHandle<()>,
     next_id: u64,
 }
 
 impl Rig {
-    async fn start(transport: Transport) -> Rig {
+    async fn start(transport: Kind) -> Rig {
         let listener = TcpListener::bind("127.0.0.1:0").expect("port 0 binds");
         let config = pushlab::Config {
             workers: Some(1),
@@ -69,37 +64,21 @@ impl Rig {
         let server = pushlab::serve(listener, config).expect("the server starts");
         let addr = server.addr();
 
-        let (socket, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
-            .await
-            .expect("the publisher connects");
-        let (mut publisher, mut incoming) = socket.split();
-        let register = json!({"type": "register", "name": "publisher"});
-        publisher
-            .send(Message::Text(register.to_string()))
-            .await
-            .expect("register is sent");
-        let mut head = 0;
-        while let Some(Ok(frame)) = incoming.next().await {
-            if let Message::Text(text) = frame {
-                let value: Value = serde_json::from_str(&text).expect("JSON frames");
-                if value["type"] == "welcome" {
-                    head = value["cursor"].as_u64().expect("a cursor");
-                    break;
-                }
-            }
-        }
+        let (publisher, welcome) = pushlab_testkit::ws_join(&addr, "publisher").await;
+        let head = welcome["cursor"].as_u64().expect("a cursor");
+        let (publisher, mut incoming) = publisher.into_ws().split();
         // The publisher receives the fan-out too; read and drop it.
         tokio::spawn(async move { while let Some(Ok(_)) = incoming.next().await {} });
 
         let (tx, delivered) = mpsc::unbounded_channel();
-        let base = format!("http://{addr}");
         let (ready_tx, ready) = tokio::sync::oneshot::channel();
-        tokio::spawn(subscribe(transport, base, head, tx, ready_tx));
+        let subscriber = tokio::spawn(subscribe(transport, addr, head, tx, ready_tx));
         ready.await.expect("the subscriber is ready");
         Rig {
             server: Some(server),
             publisher,
             delivered,
+            subscriber,
             next_id: 0,
         }
     }
@@ -108,10 +87,10 @@ impl Rig {
     /// answers right after a poll, so publishing at a fixed delay after it
     /// would always land at the same phase of the interval; the golden-ratio
     /// sequence spreads the phases evenly over the interval instead.
-    fn pause(&self, transport: Transport) -> Duration {
+    fn pause(&self, transport: Kind) -> Duration {
         let pause = Duration::from_millis(1);
         match transport {
-            Transport::Poll => {
+            Kind::Poll => {
                 let phase = (self.next_id as f64 * 0.618_033_988_75).fract();
                 pause + POLL_INTERVAL.mul_f64(phase)
             }
@@ -138,6 +117,8 @@ impl Rig {
     }
 
     async fn stop(mut self) {
+        // A reader panics when its server goes away; it is stopped first.
+        self.subscriber.abort();
         if let Some(server) = self.server.take() {
             server.shutdown().await;
         }
@@ -150,73 +131,30 @@ fn probe_id(event: &Value) -> Option<u64> {
     event["id"].as_str()?.parse().ok()
 }
 
+/// Follows the log on `transport` from `since`, and reports each probe it
+/// receives with the moment it was parsed.
 async fn subscribe(
-    transport: Transport,
-    base: String,
+    transport: Kind,
+    addr: std::net::SocketAddr,
     since: u64,
     delivered: mpsc::UnboundedSender<(u64, Instant)>,
     ready: tokio::sync::oneshot::Sender<()>,
 ) {
-    let http = reqwest::Client::new();
-    let mut ready = Some(ready);
-    let mut fire = move || {
-        if let Some(ready) = ready.take() {
-            let _ = ready.send(());
-        }
-    };
-    let deliver = |event: &Value| {
-        if let Some(id) = probe_id(event) {
-            let _ = delivered.send((id, Instant::now()));
-        }
-    };
-    match transport {
-        Transport::Ws => {
-            let url = format!("{}/ws?since={since}", base.replace("http", "ws"));
-            let (mut socket, _) = tokio_tungstenite::connect_async(url)
-                .await
-                .expect("the subscriber connects");
-            fire();
-            while let Some(Ok(frame)) = socket.next().await {
-                if let Message::Text(text) = frame {
-                    deliver(&serde_json::from_str(&text).expect("JSON frames"));
-                }
+    let mut reader = Reader::open(&addr, transport, From::since(since))
+        .await
+        .poll_every(POLL_INTERVAL)
+        .long_poll_timeout(LONG_POLL_TIMEOUT_SECS);
+    let _ = ready.send(());
+    let mut reported = 0;
+    loop {
+        reader.receive_once().await;
+        let at = Instant::now();
+        for event in &reader.events[reported..] {
+            if let Some(id) = probe_id(event) {
+                let _ = delivered.send((id, at));
             }
         }
-        Transport::Sse => {
-            let response = http
-                .get(format!("{base}/sse?since={since}"))
-                .send()
-                .await
-                .expect("the stream opens");
-            fire();
-            let mut events = response.bytes_stream().eventsource();
-            while let Some(Ok(event)) = events.next().await {
-                deliver(&serde_json::from_str(&event.data).expect("JSON events"));
-            }
-        }
-        Transport::LongPoll | Transport::Poll => {
-            let mut cursor = since;
-            let mut tick = tokio::time::interval(POLL_INTERVAL);
-            loop {
-                let url = match transport {
-                    Transport::Poll => {
-                        tick.tick().await;
-                        format!("{base}/poll?since={cursor}")
-                    }
-                    _ => format!("{base}/longpoll?since={cursor}&timeout=25"),
-                };
-                let request = http.get(url).send();
-                fire();
-                let Ok(response) = request.await else { return };
-                let Ok(body) = response.json::<Value>().await else {
-                    return;
-                };
-                for event in body["events"].as_array().into_iter().flatten() {
-                    deliver(event);
-                }
-                cursor = body["cursor"].as_u64().unwrap_or(cursor);
-            }
-        }
+        reported = reader.events.len();
     }
 }
 
@@ -232,13 +170,8 @@ fn publish_to_deliver(c: &mut Criterion) {
     let runtime = runtime();
     let mut group = c.benchmark_group("publish_to_deliver");
     group.sampling_mode(SamplingMode::Flat);
-    for transport in [
-        Transport::Ws,
-        Transport::Sse,
-        Transport::LongPoll,
-        Transport::Poll,
-    ] {
-        if let Transport::Poll = transport {
+    for transport in [Kind::Ws, Kind::Sse, Kind::LongPoll, Kind::Poll] {
+        if let Kind::Poll = transport {
             group.sample_size(10);
             group.measurement_time(Duration::from_secs(4));
         } else {
@@ -246,7 +179,7 @@ fn publish_to_deliver(c: &mut Criterion) {
             group.measurement_time(Duration::from_secs(2));
         }
         let rig = tokio::sync::Mutex::new(runtime.block_on(Rig::start(transport)));
-        group.bench_function(BenchmarkId::from_parameter(transport.name()), |b| {
+        group.bench_function(BenchmarkId::from_parameter(name(transport)), |b| {
             b.to_async(&runtime).iter_custom(|iters| {
                 let rig = &rig;
                 async move {

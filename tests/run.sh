@@ -31,11 +31,11 @@ fi
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
-step "cargo clippy"
-cargo clippy --all-targets --locked -- -D warnings
+step "cargo clippy (the product and the tool crates)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "cargo test (unit, API and property tests)"
-cargo test --locked
+step "cargo test (unit, API and property tests; the tool crates' unit tests)"
+cargo test --workspace --locked
 
 step "building the release binary for the browser tests"
 cargo build --release --locked

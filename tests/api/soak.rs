@@ -1,7 +1,7 @@
 //! A short soak: hundreds of readers mixed over the four transports, some with
 //! sessions, while traffic flows; every one ends with every event exactly
 //! once, and when they all go, the server holds nothing for them. The long
-//! version (10,000 connections for 10 minutes) is `benches/soak.sh`.
+//! version (10,000 connections for 10 minutes) is `crates/pushlab-bench/soak.sh`.
 
 use std::time::Duration;
 

@@ -2,10 +2,12 @@
 # Runs pushlab's whole benchmark matrix and writes docs/benchmarks.md, plus
 # the measured tables in docs/transports.md.
 #
-#   benches/run.sh              the full matrix (about 20 minutes, capped at 30)
-#   QUICK=1 benches/run.sh      a smoke run: small counts, short steps
-#   ONLY=latency,profile benches/run.sh   some sections only (latency, wire,
-#                               fanout, idle, profile, criterion)
+#   crates/pushlab-bench/run.sh           the full matrix (about 20 minutes, capped at 30)
+#   QUICK=1 crates/pushlab-bench/run.sh   a smoke run: small counts, short steps
+#   ONLY=latency,profile crates/pushlab-bench/run.sh   some sections only
+#                               (latency, wire, fanout, idle, profile, criterion)
+#
+# It runs from the workspace root, whose target/ holds every crate's binaries.
 #
 # Method: every server (pushlab --workers 1, pushlab-floor, the socket.io
 # peer on Node) runs pinned to core 1 with `taskset -c 1`; the load generator
@@ -13,7 +15,8 @@
 # this script starts is stopped on exit, whatever happens. Raw JSON results go
 # to target/bench-results/<time>/, and docs/ is written from them alone.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
+BENCH=crates/pushlab-bench
 
 QUICK=${QUICK:-0}
 # The whole run, builds excluded, stops starting new measurements after this.
@@ -42,9 +45,9 @@ want() { [[ ",$ONLY," == *",$1,"* ]]; }
 step() { printf '\n==> %s\n' "$*" >&2; }
 
 step "building (release) and installing the socket.io peer from its lockfile"
-cargo build --release --locked --bins
+cargo build --release --locked --workspace --bins
 [ "$QUICK" = 1 ] || cargo bench --locked --no-run >/dev/null 2>&1
-(cd benches/socketio && npm ci --no-audit --no-fund --silent)
+(cd "$BENCH/socketio" && npm ci --no-audit --no-fund --silent)
 
 OUT="target/bench-results/$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$OUT"
@@ -75,7 +78,7 @@ start_server() {
                --rate-limit 0 --workers 1 >"$log" 2>"$OUT/$2.server.err" & ;;
     floor) "${RT[@]}" taskset -c "$SERVER_CORE" target/release/pushlab-floor --addr 127.0.0.1:0 \
              >"$log" 2>"$OUT/$2.server.err" & ;;
-    socketio) "${RT[@]}" taskset -c "$SERVER_CORE" node benches/socketio/server.js --addr 127.0.0.1:0 \
+    socketio) "${RT[@]}" taskset -c "$SERVER_CORE" node "$BENCH/socketio/server.js" --addr 127.0.0.1:0 \
                 >"$log" 2>"$OUT/$2.server.err" & ;;
   esac
   SERVER_PID=$!
@@ -118,8 +121,8 @@ measure() {
   echo "loadavg at start: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "rustc: $(rustc --version)"
   echo "node: $(node --version)"
-  echo "socket.io: $(node -p 'require("./benches/socketio/node_modules/socket.io/package.json").version')"
-  echo "pushlab commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src benches Cargo.toml || echo ' (with uncommitted changes)')"
+  echo "socket.io: $(node -p "require('./$BENCH/socketio/node_modules/socket.io/package.json').version")"
+  echo "pushlab commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src benches crates Cargo.toml || echo ' (with uncommitted changes)')"
   echo "quick: $QUICK"
   echo "scheduling: ${RT[*]:-ordinary (SCHED_OTHER)}; server on core $SERVER_CORE, load generator on core $LOAD_CORE"
   echo "lscpu:"
@@ -229,5 +232,5 @@ echo "loadavg at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"
 echo "elapsed: $(( $(date +%s) - START )) s (builds excluded)" >>"$OUT/machine.txt"
 
 step "writing docs/benchmarks.md and the tables in docs/transports.md"
-python3 benches/report.py "$OUT"
+python3 "$BENCH/report.py" "$OUT"
 step "done: $OUT"

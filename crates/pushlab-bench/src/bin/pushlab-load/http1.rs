@@ -1,5 +1,7 @@
-//! A lean HTTP/1.1 client for the load generator's hot paths: one request
-//! at a time on one keep-alive connection, read in the task that asked.
+//! A lean HTTP/1.1 client for the load generator: one request at a time on
+//! one keep-alive connection, read in the task that asked. The subscribers'
+//! hot paths use it, and so does the one `GET /stats` a step makes, so the
+//! tool needs no other HTTP client.
 //!
 //! hyper's client runs each connection as a task of its own and hands body
 //! chunks over a channel, so every response (every long-poll answer, every

@@ -5,12 +5,12 @@
 # 0), and the server's RSS before, during and after, which must come back
 # close to its baseline.
 #
-#   benches/soak.sh                                  10,000 connections, 600 s
-#   SUBSCRIBERS=2000 DURATION=60 benches/soak.sh     a shorter run
+#   crates/pushlab-bench/soak.sh                                10,000 connections, 600 s
+#   SUBSCRIBERS=2000 DURATION=60 crates/pushlab-bench/soak.sh   a shorter run
 #
 # The test suite runs a short version (tests/api/soak.rs).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
 SUBSCRIBERS=${SUBSCRIBERS:-10000}
 DURATION=${DURATION:-600}
@@ -19,7 +19,7 @@ DURATION=${DURATION:-600}
 RATE=${RATE:-5}
 PRESENCE_TIMEOUT=5
 
-cargo build --release --locked --bin pushlab --bin pushlab-load
+cargo build --release --locked --workspace --bin pushlab --bin pushlab-load
 OUT="target/soak-$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$OUT"
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Writes docs/benchmarks.md, and the measured tables of docs/transports.md,
-from one results directory of benches/run.sh. Nothing here is measured or
+from one results directory of crates/pushlab-bench/run.sh. Nothing here is measured or
 typed in by hand: every figure is read from the JSON the load generator wrote.
 
-    python3 benches/report.py target/bench-results/<time>
+    python3 crates/pushlab-bench/report.py target/bench-results/<time>
 """
 import json
 import re
@@ -13,7 +13,9 @@ from pathlib import Path
 OUT = Path(sys.argv[1])
 # Earlier results directories, for the repeatability table only.
 EARLIER = [Path(p) for p in sys.argv[2:]]
-ROOT = Path(__file__).resolve().parent.parent
+# The workspace root: this file lives in crates/pushlab-bench/.
+ROOT = Path(__file__).resolve().parents[2]
+BENCH = Path(__file__).resolve().parent
 
 
 def load(name):
@@ -64,18 +66,18 @@ quick = "quick: 1" in machine
 
 w("# pushlab benchmarks")
 w("")
-w("Written by `benches/run.sh` from the results in "
+w("Written by `crates/pushlab-bench/run.sh` from the results in "
   f"`{OUT.relative_to(ROOT) if OUT.is_absolute() else OUT}`; every figure below comes from that run. "
   "Rerun the whole matrix with one command:")
 w("")
 w("```console")
-w("$ benches/run.sh            # about 20 minutes, capped at 30; writes this page")
-w("$ QUICK=1 benches/run.sh    # a smoke run with small counts")
+w("$ crates/pushlab-bench/run.sh            # about 20 minutes, capped at 30; writes this page")
+w("$ QUICK=1 crates/pushlab-bench/run.sh    # a smoke run with small counts")
 w("```")
 if EARLIER:
     w("")
     w("This page was then rendered again from the same results, with an earlier run's "
-      "for the repeatability table: `python3 benches/report.py "
+      "for the repeatability table: `python3 crates/pushlab-bench/report.py "
       + " ".join(str(d.relative_to(ROOT) if d.is_absolute() else d) for d in [OUT] + EARLIER) + "`.")
 if quick:
     w("")
@@ -262,7 +264,7 @@ w("```")
 w("")
 
 if EARLIER:
-    w("### Repeatability: the same searches in other runs of `benches/run.sh`")
+    w("### Repeatability: the same searches in other runs of `crates/pushlab-bench/run.sh`")
     w("")
     w("Sustained rates move from run to run on this VM; compare ratios within one run "
       "rather than figures across runs. The older runs listed here also differ in method "
@@ -544,7 +546,7 @@ if any(prof.values()):
         w("$ " + cmd(f"profile-{name}"))
     w("```")
     w("")
-    notes = ROOT / "benches" / "analysis.md"
+    notes = BENCH / "analysis.md"
     if notes.exists():
         w(notes.read_text().strip())
         w("")
@@ -658,7 +660,7 @@ if tpath.exists():
     begin, end = "<!-- measured:begin -->", "<!-- measured:end -->"
     if begin in text and end in text:
         block = [begin, "",
-                 f"Measured by `benches/run.sh` (results `{OUT.name}`; method and machine in "
+                 f"Measured by `crates/pushlab-bench/run.sh` (results `{OUT.name}`; method and machine in "
                  "[benchmarks.md](benchmarks.md)); one subscriber, the server pinned to one core.", ""]
         block += wire_table()
         block += ["", end]

@@ -12,8 +12,8 @@
 //! ```
 //!
 //! `--target floor` speaks to `pushlab-floor`, `--target socketio` to the
-//! socket.io 4 peer in `benches/socketio` (engine.io v4 is spoken here, over
-//! `--transport ws` or `--transport polling`).
+//! socket.io 4 peer in `crates/pushlab-bench/socketio` (engine.io v4 is
+//! spoken here, over `--transport ws` or `--transport polling`).
 //!
 //! It reports deliveries per second, latency percentiles (HdrHistogram),
 //! missing and duplicated messages (by pushlab seq and by payload id, per
@@ -26,21 +26,16 @@
 //! - `net`: source addresses, counted sockets, the fd limit.
 //! - `clients`: a subscriber per transport and peer, and the publishers.
 //! - `engineio`: the engine.io v4 / socket.io v4 framing.
-//! - `http1`: a lean HTTP/1.1 client and SSE splitter for the subscribers.
+//! - `http1`: a lean HTTP/1.1 client and SSE splitter for the subscribers
+//!   (and the one `/stats` call).
 //! - `tally`: what each subscriber saw, and the latency histograms.
 //! - `procstat`: CPU and RSS from `/proc`.
 
-#[path = "pushlab-load/clients.rs"]
 mod clients;
-#[path = "pushlab-load/engineio.rs"]
 mod engineio;
-#[path = "pushlab-load/http1.rs"]
 mod http1;
-#[path = "pushlab-load/net.rs"]
 mod net;
-#[path = "pushlab-load/procstat.rs"]
 mod procstat;
-#[path = "pushlab-load/tally.rs"]
 mod tally;
 
 /// jemalloc, as in the server: the subscribers allocate a message or two per
@@ -54,7 +49,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _};
+use anyhow::{bail, ensure, Context as _};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -62,6 +57,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 use clients::{Kind, Peer, Ready, Share, Step};
+use http1::Http1;
 use net::{Sources, Wire, WireSnapshot};
 use procstat::Process;
 use tally::{Clock, Seen, Tally};
@@ -521,23 +517,12 @@ async fn connect_crowd(common: &Common, step: &Arc<Step>, count: u64) -> anyhow:
     })
 }
 
-/// The pushlab log's head, from `GET /stats`.
+/// pushlab's `GET /stats`, on a connection of its own.
 async fn stats(server: SocketAddr) -> anyhow::Result<serde_json::Value> {
-    use http_body_util::BodyExt as _;
     let stream = net::connect(server, Sources { count: 1 }.pick(0), Default::default()).await?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-    tokio::spawn(connection);
-    let request = hyper::Request::get("/stats")
-        .header(hyper::header::HOST, server.to_string())
-        .body(http_body_util::Empty::<bytes::Bytes>::new())?;
-    let body = sender
-        .send_request(request)
-        .await?
-        .into_body()
-        .collect()
-        .await?
-        .to_bytes();
+    let mut http = Http1::new(stream, server.to_string());
+    let (status, body) = http.send("GET", "/stats", "").await?;
+    ensure!(status == 200, "GET /stats answered {status}");
     Ok(serde_json::from_slice(&body)?)
 }
 

@@ -1,0 +1,380 @@
+//! One client per pushlab transport, behind one interface: the [`Reader`]
+//! that pushlab's API tests and its criterion benches both use.
+//!
+//! A reader follows the log over short polling, long polling, Server-Sent
+//! Events or WebSocket and splits what it receives into log events (with a
+//! `seq`) and control messages (without). It keeps the cursor, takes the
+//! epoch from the first answer, and reconnects from its cursor, so a
+//! scenario written once runs over all four transports.
+//!
+//! It knows the wire contract (`docs/protocol.md`) and nothing of the
+//! server's code: it does not depend on `pushlab`, so whatever uses it
+//! reaches the server only as any other client would. A failed request or
+//! a broken contract panics, since its callers are tests and benches.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::Duration;
+
+use eventsource_stream::Eventsource as _;
+use futures::{SinkExt as _, StreamExt as _};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+/// How long a reader waits for something that should happen promptly. Only
+/// a bound on hanging: nothing is asserted about how fast it happens.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// How long a short-poll reader waits after an empty answer before it asks
+/// again, unless it polls on a fixed interval ([`Reader::poll_every`]).
+const POLL_PAUSE_WHEN_EMPTY: Duration = Duration::from_millis(20);
+
+/// How long a long-poll asks to be held, in seconds, unless
+/// [`Reader::long_poll_timeout`] says otherwise.
+const LONG_POLL_TIMEOUT_SECS: u32 = 5;
+
+/// A running pushlab server that readers connect to.
+pub trait Target {
+    /// Where it listens.
+    fn addr(&self) -> SocketAddr;
+
+    /// The HTTP client the readers use; a clone shares its connection pool.
+    fn http(&self) -> reqwest::Client;
+}
+
+/// A server known only by its address, with a client of its own.
+impl Target for SocketAddr {
+    fn addr(&self) -> SocketAddr {
+        *self
+    }
+
+    fn http(&self) -> reqwest::Client {
+        reqwest::Client::new()
+    }
+}
+
+/// The four transports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Poll,
+    LongPoll,
+    Sse,
+    Ws,
+}
+
+/// Every transport, for scenarios that run over all of them.
+pub const ALL: [Kind; 4] = [Kind::Poll, Kind::LongPoll, Kind::Sse, Kind::Ws];
+
+/// Where a reader starts.
+#[derive(Debug, Clone, Default)]
+pub struct From {
+    pub since: u64,
+    pub epoch: Option<String>,
+    pub session: Option<String>,
+}
+
+impl From {
+    /// Starts after `since`, with no epoch and no session.
+    pub fn since(since: u64) -> Self {
+        From {
+            since,
+            ..Default::default()
+        }
+    }
+}
+
+type SseStream = Pin<
+    Box<
+        dyn futures::Stream<
+                Item = Result<
+                    eventsource_stream::Event,
+                    eventsource_stream::EventStreamError<reqwest::Error>,
+                >,
+            > + Send,
+    >,
+>;
+
+/// A WebSocket reader's socket.
+pub type WsStream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A reader on one transport. Everything it receives is split into log
+/// events (with `seq`) and control messages (without).
+pub struct Reader {
+    pub kind: Kind,
+    base: String,
+    from: From,
+    epoch: Option<String>,
+    http: reqwest::Client,
+    sse: Option<SseStream>,
+    ws: Option<WsStream>,
+    /// Short polling on a fixed interval instead of a pause after an empty
+    /// answer.
+    poll_every: Option<tokio::time::Interval>,
+    long_poll_timeout_secs: u32,
+    pub events: Vec<Value>,
+    pub controls: Vec<Value>,
+    /// Every `gap` flag a poll body carried.
+    pub gaps: Vec<bool>,
+}
+
+impl Reader {
+    /// Opens a reader: connects a stream or socket at once; a poll reader
+    /// asks only when told to receive.
+    pub async fn open(target: &impl Target, kind: Kind, from: From) -> Reader {
+        let mut reader = Reader {
+            kind,
+            base: format!("http://{}", target.addr()),
+            epoch: from.epoch.clone(),
+            from,
+            http: target.http(),
+            sse: None,
+            ws: None,
+            poll_every: None,
+            long_poll_timeout_secs: LONG_POLL_TIMEOUT_SECS,
+            events: Vec::new(),
+            controls: Vec::new(),
+            gaps: Vec::new(),
+        };
+        reader.connect().await;
+        reader
+    }
+
+    /// For short polling: asks every `interval`, whatever the answers, as a
+    /// browser polling on a timer does. The first poll goes at once.
+    pub fn poll_every(mut self, interval: Duration) -> Self {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.poll_every = Some(tick);
+        self
+    }
+
+    /// For long polling: how long each request asks to be held, in seconds.
+    pub fn long_poll_timeout(mut self, secs: u32) -> Self {
+        self.long_poll_timeout_secs = secs;
+        self
+    }
+
+    /// (Re)opens the stream or socket from the current cursor, as a client
+    /// does after its connection dropped.
+    pub async fn connect(&mut self) {
+        self.sse = None;
+        self.ws = None;
+        let mut query = format!("?since={}", self.cursor());
+        if let Some(epoch) = &self.epoch {
+            query.push_str(&format!("&epoch={epoch}"));
+        }
+        if let Some(session) = &self.from.session {
+            query.push_str(&format!("&session={session}"));
+        }
+        match self.kind {
+            Kind::Sse => {
+                let response = self
+                    .http
+                    .get(format!("{}/sse{query}", self.base))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 200);
+                assert_eq!(response.headers()["content-type"], "text/event-stream");
+                self.sse = Some(Box::pin(response.bytes_stream().eventsource()));
+            }
+            Kind::Ws => {
+                let url = format!("{}/ws{query}", self.base.replacen("http", "ws", 1));
+                let (socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+                self.ws = Some(socket);
+            }
+            Kind::Poll | Kind::LongPoll => {}
+        }
+    }
+
+    /// The seq of the last event received, or where the reader started.
+    pub fn cursor(&self) -> u64 {
+        self.events
+            .last()
+            .and_then(|e| e["seq"].as_u64())
+            .unwrap_or(self.from.since)
+    }
+
+    /// The seqs of the events received, in order.
+    pub fn seqs(&self) -> Vec<u64> {
+        self.events
+            .iter()
+            .map(|e| e["seq"].as_u64().unwrap())
+            .collect()
+    }
+
+    fn take(&mut self, value: Value) {
+        if value.get("seq").is_some() {
+            self.events.push(value);
+        } else {
+            if let Some(epoch) = value["epoch"].as_str() {
+                self.epoch = Some(epoch.to_owned());
+            }
+            self.controls.push(value);
+        }
+    }
+
+    /// Receives once: one poll, one long-poll, or one SSE event or WS frame.
+    pub async fn receive_once(&mut self) {
+        match self.kind {
+            Kind::Poll | Kind::LongPoll => self.poll_once().await,
+            Kind::Sse => {
+                let event = self
+                    .sse
+                    .as_mut()
+                    .unwrap()
+                    .next()
+                    .await
+                    .expect("the stream is open")
+                    .unwrap();
+                let value: Value = serde_json::from_str(&event.data).unwrap();
+                if value.get("seq").is_some() {
+                    assert_eq!(
+                        event.id,
+                        value["seq"].to_string(),
+                        "an SSE event's id is its seq"
+                    );
+                } else {
+                    assert!(
+                        event.id.is_empty() || self.events.last().is_some(),
+                        "controls carry no id"
+                    );
+                }
+                self.take(value);
+            }
+            Kind::Ws => loop {
+                match self
+                    .ws
+                    .as_mut()
+                    .unwrap()
+                    .next()
+                    .await
+                    .expect("the socket is open")
+                    .unwrap()
+                {
+                    WsMessage::Text(text) => {
+                        let value: Value = serde_json::from_str(&text).unwrap();
+                        self.take(value);
+                        break;
+                    }
+                    WsMessage::Ping(_) | WsMessage::Pong(_) => continue,
+                    other => panic!("unexpected frame {other:?}"),
+                }
+            },
+        }
+    }
+
+    /// One short or long poll from the cursor.
+    async fn poll_once(&mut self) {
+        let path = if self.kind == Kind::Poll {
+            "poll"
+        } else {
+            "longpoll"
+        };
+        let mut query = format!("?since={}", self.cursor());
+        if let Some(epoch) = &self.epoch {
+            query.push_str(&format!("&epoch={epoch}"));
+        }
+        if let Some(session) = &self.from.session {
+            query.push_str(&format!("&session={session}"));
+        }
+        if self.kind == Kind::LongPoll {
+            query.push_str(&format!("&timeout={}", self.long_poll_timeout_secs));
+        }
+        if self.kind == Kind::Poll {
+            if let Some(tick) = self.poll_every.as_mut() {
+                tick.tick().await;
+            }
+        }
+        let response = self
+            .http
+            .get(format!("{}/{path}{query}", self.base))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(status, 200, "{path}{query}: {body}");
+        self.gaps.push(body["gap"].as_bool().unwrap());
+        self.epoch = body["epoch"].as_str().map(str::to_owned);
+        let events = body["events"].as_array().unwrap();
+        for event in events {
+            self.take(event.clone());
+        }
+        if self.kind == Kind::Poll && self.poll_every.is_none() && events.is_empty() {
+            tokio::time::sleep(POLL_PAUSE_WHEN_EMPTY).await;
+        }
+    }
+
+    /// Receives until the event with `seq` has arrived.
+    pub async fn read_through(&mut self, seq: u64) -> &[Value] {
+        self.read_through_within(seq, PATIENCE).await
+    }
+
+    /// Receives until the event with `seq` has arrived, for at most `patience`.
+    pub async fn read_through_within(&mut self, seq: u64, patience: Duration) -> &[Value] {
+        let kind = self.kind;
+        tokio::time::timeout(patience, async {
+            while self.cursor() < seq {
+                self.receive_once().await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "{kind:?} reader never reached seq {seq}; has {:?}",
+                self.seqs()
+            )
+        });
+        &self.events
+    }
+
+    /// Receives until a control message of type `control` has arrived, and
+    /// takes it out of [`Reader::controls`].
+    pub async fn control(&mut self, control: &str) -> Value {
+        tokio::time::timeout(PATIENCE, async {
+            loop {
+                if let Some(at) = self.controls.iter().position(|c| c["type"] == control) {
+                    return self.controls.remove(at);
+                }
+                if self.kind == Kind::Poll || self.kind == Kind::LongPoll {
+                    panic!("poll readers get no control messages");
+                }
+                self.receive_once().await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no {control} control arrived"))
+    }
+
+    /// For WebSocket readers: sends a frame.
+    pub async fn ws_send(&mut self, value: &Value) {
+        self.ws()
+            .send(WsMessage::Text(value.to_string()))
+            .await
+            .unwrap();
+    }
+
+    /// For WebSocket readers: the socket itself.
+    pub fn ws(&mut self) -> &mut WsStream {
+        self.ws.as_mut().expect("a WebSocket reader")
+    }
+
+    /// For WebSocket readers: gives up the reader and keeps the socket, for
+    /// a client that goes on with frames of its own (a publisher).
+    pub fn into_ws(self) -> WsStream {
+        self.ws.expect("a WebSocket reader")
+    }
+}
+
+/// Opens a WebSocket and registers over it, returning the reader and the welcome.
+pub async fn ws_join(target: &impl Target, name: &str) -> (Reader, Value) {
+    let mut reader = Reader::open(target, Kind::Ws, From::default()).await;
+    reader.control("hello").await;
+    reader
+        .ws_send(&json!({"type": "register", "name": name}))
+        .await;
+    let welcome = reader.control("welcome").await;
+    (reader, welcome)
+}
