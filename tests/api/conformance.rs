@@ -1,11 +1,11 @@
 //! The same scenarios over poll, long-poll, SSE and WebSocket: every reader
-//! sees every event, once, in one order.
+//! sees every event, once, in one order. Each scenario runs twice: in the
+//! lobby, and in a named room, where every request says `room=`.
 
 use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-#[tokio::test]
 async fn every_transport_delivers_every_event_in_the_same_order() {
     // Arrange
     let app = spawn_app().await;
@@ -75,7 +75,6 @@ async fn every_transport_delivers_every_event_in_the_same_order() {
     assert_eq!(events[head as usize - 1]["type"], "leave");
 }
 
-#[tokio::test]
 async fn resuming_from_a_cursor_returns_exactly_the_newer_events() {
     let app = spawn_app().await;
     let alice = app.join("alice").await;
@@ -102,7 +101,6 @@ async fn resuming_from_a_cursor_returns_exactly_the_newer_events() {
     }
 }
 
-#[tokio::test]
 async fn a_stream_starts_with_hello_naming_the_epoch_and_cursor() {
     let app = spawn_app().await;
     let epoch = app.join("alice").await["epoch"].clone();
@@ -117,7 +115,6 @@ async fn a_stream_starts_with_hello_naming_the_epoch_and_cursor() {
     }
 }
 
-#[tokio::test]
 async fn the_gap_is_flagged_after_trimming() {
     let app = spawn_app_with(|c| c.history = 5).await;
     let alice = app.join("alice").await;
@@ -148,7 +145,6 @@ async fn the_gap_is_flagged_after_trimming() {
     assert_eq!(body["gap"], false);
 }
 
-#[tokio::test]
 async fn the_gap_is_flagged_after_an_epoch_change() {
     let app = spawn_app().await;
     let alice = app.join("alice").await;
@@ -175,7 +171,6 @@ async fn the_gap_is_flagged_after_an_epoch_change() {
     }
 }
 
-#[tokio::test]
 async fn history_survives_a_flood_of_mousemoves() {
     let app = spawn_app_with(|c| {
         c.history = 50;
@@ -212,7 +207,6 @@ async fn history_survives_a_flood_of_mousemoves() {
         .all(|m| m["type"] == "message" && m["seq"].is_u64()));
 }
 
-#[tokio::test]
 async fn a_reader_more_than_a_batch_behind_catches_up_in_order() {
     let app = spawn_app_with(|c| c.rate_limit = 0).await;
     let alice = app.join("alice").await;
@@ -243,7 +237,6 @@ async fn a_reader_more_than_a_batch_behind_catches_up_in_order() {
     }
 }
 
-#[tokio::test]
 async fn sse_honours_last_event_id_on_reconnect() {
     let app = spawn_app().await;
     let alice = app.join("alice").await;
@@ -280,3 +273,38 @@ async fn sse_honours_last_event_id_on_reconnect() {
         .unwrap();
     assert_eq!(bad.status(), 400);
 }
+
+/// Runs each scenario as two tests: in the lobby and in a named room.
+macro_rules! in_the_lobby_and_in_a_named_room {
+    ($($scenario:ident),* $(,)?) => {
+        mod in_the_lobby {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    super::$scenario().await
+                }
+            )*
+        }
+        mod in_a_named_room {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    crate::helpers::IN_ROOM
+                        .scope(Some("physics-2".to_owned()), super::$scenario())
+                        .await
+                }
+            )*
+        }
+    };
+}
+
+in_the_lobby_and_in_a_named_room!(
+    every_transport_delivers_every_event_in_the_same_order,
+    resuming_from_a_cursor_returns_exactly_the_newer_events,
+    a_stream_starts_with_hello_naming_the_epoch_and_cursor,
+    the_gap_is_flagged_after_trimming,
+    the_gap_is_flagged_after_an_epoch_change,
+    history_survives_a_flood_of_mousemoves,
+    a_reader_more_than_a_batch_behind_catches_up_in_order,
+    sse_honours_last_event_id_on_reconnect,
+);

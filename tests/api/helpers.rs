@@ -12,6 +12,14 @@ pub struct TestApp {
     pub server: Option<Server>,
     pub addr: std::net::SocketAddr,
     pub http: reqwest::Client,
+    /// The room every request names, if not the lobby.
+    pub room: Option<String>,
+}
+
+tokio::task_local! {
+    /// The room the apps spawned inside a scenario use: the conformance
+    /// scenarios run once in the lobby and once in a named room.
+    pub static IN_ROOM: Option<String>;
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -37,16 +45,28 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
         addr: server.addr(),
         server: Some(server),
         http: reqwest::Client::new(),
+        room: IN_ROOM.try_with(Clone::clone).ok().flatten(),
     }
 }
 
 impl TestApp {
+    /// The URL of `path`, in the app's room.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("http://{}{}", self.addr, self.in_room(path))
     }
 
+    /// The URL of `/ws` with `query` (empty, or starting with `?`), in the
+    /// app's room.
     pub fn ws_url(&self, query: &str) -> String {
-        format!("ws://{}/ws{query}", self.addr)
+        format!("ws://{}{}", self.addr, self.in_room(&format!("/ws{query}")))
+    }
+
+    fn in_room(&self, path: &str) -> String {
+        match &self.room {
+            Some(room) if path.contains('?') => format!("{path}&room={room}"),
+            Some(room) => format!("{path}?room={room}"),
+            None => path.to_owned(),
+        }
     }
 
     pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
@@ -117,5 +137,9 @@ impl Target for TestApp {
 
     fn http(&self) -> reqwest::Client {
         self.http.clone()
+    }
+
+    fn room(&self) -> Option<String> {
+        self.room.clone()
     }
 }

@@ -11,6 +11,7 @@ mod journal_damage;
 mod longpoll;
 mod properties;
 mod restart;
+mod rooms;
 mod server;
 mod sessions;
 mod soak;

@@ -181,6 +181,7 @@ async fn a_restart_without_a_journal_is_reported_as_a_gap_on_every_transport() {
         addr: server.addr(),
         server: Some(server),
         http: reqwest::Client::new(),
+        room: None,
     };
     let bob = app.join("bob").await;
     assert_ne!(bob["epoch"].as_str().unwrap(), epoch, "a new epoch");

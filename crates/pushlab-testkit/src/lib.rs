@@ -40,6 +40,11 @@ pub trait Target {
 
     /// The HTTP client the readers use; a clone shares its connection pool.
     fn http(&self) -> reqwest::Client;
+
+    /// The room the readers read; `None` for the server's default, the lobby.
+    fn room(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A server known only by its address, with a client of its own.
@@ -103,6 +108,8 @@ pub type WsStream =
 pub struct Reader {
     pub kind: Kind,
     base: String,
+    /// The room it reads, if not the lobby.
+    room: Option<String>,
     from: From,
     epoch: Option<String>,
     http: reqwest::Client,
@@ -125,6 +132,7 @@ impl Reader {
         let mut reader = Reader {
             kind,
             base: format!("http://{}", target.addr()),
+            room: target.room(),
             epoch: from.epoch.clone(),
             from,
             http: target.http(),
@@ -166,6 +174,9 @@ impl Reader {
         }
         if let Some(session) = &self.from.session {
             query.push_str(&format!("&session={session}"));
+        }
+        if let Some(room) = &self.room {
+            query.push_str(&format!("&room={room}"));
         }
         match self.kind {
             Kind::Sse => {
@@ -278,6 +289,9 @@ impl Reader {
         }
         if let Some(session) = &self.from.session {
             query.push_str(&format!("&session={session}"));
+        }
+        if let Some(room) = &self.room {
+            query.push_str(&format!("&room={room}"));
         }
         if self.kind == Kind::LongPoll {
             query.push_str(&format!("&timeout={}", self.long_poll_timeout_secs));

@@ -1,0 +1,348 @@
+//! Rooms: each its own log, seqs, epoch, names and presence; nothing leaks
+//! from one to another, on any transport.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+/// The app as seen from one room: readers opened on it read that room.
+struct InRoom<'a> {
+    app: &'a TestApp,
+    room: &'a str,
+}
+
+impl Target for InRoom<'_> {
+    fn addr(&self) -> std::net::SocketAddr {
+        self.app.addr
+    }
+
+    fn http(&self) -> reqwest::Client {
+        self.app.http.clone()
+    }
+
+    fn room(&self) -> Option<String> {
+        Some(self.room.to_owned())
+    }
+}
+
+impl TestApp {
+    async fn join_room(&self, room: &str, name: &str) -> Value {
+        let response = self
+            .post_json(&format!("/register?room={room}"), &json!({ "name": name }))
+            .await;
+        assert_eq!(response.status(), 200, "register {name} in {room}");
+        response.json().await.unwrap()
+    }
+
+    async fn say_in(&self, room: &str, session: &str, text: &str) -> reqwest::Response {
+        self.post_json(
+            &format!("/send?session={session}&room={room}"),
+            &json!({"type": "message", "text": text}),
+        )
+        .await
+    }
+
+    async fn listed_rooms(&self) -> Vec<Value> {
+        let (status, body) = self.get_json("/rooms").await;
+        assert_eq!(status, 200);
+        body["rooms"].as_array().unwrap().clone()
+    }
+}
+
+async fn expect_error(response: reqwest::Response, status: u16, code: &str) {
+    assert_eq!(response.status().as_u16(), status, "status for {code}");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], code, "{body}");
+}
+
+fn session(welcome: &Value) -> &str {
+    welcome["session"].as_str().unwrap()
+}
+
+#[tokio::test]
+async fn two_rooms_at_once_never_see_each_others_events_on_any_transport() {
+    let app = spawn_app_with(|c| c.rate_limit = 0).await;
+    let (a, b) = (
+        InRoom {
+            app: &app,
+            room: "a",
+        },
+        InRoom {
+            app: &app,
+            room: "b",
+        },
+    );
+    let mut readers_a = Vec::new();
+    let mut readers_b = Vec::new();
+    for kind in ALL {
+        readers_a.push(Reader::open(&a, kind, From::since(0)).await);
+        readers_b.push(Reader::open(&b, kind, From::since(0)).await);
+    }
+
+    let ann = app.join_room("a", "ann").await;
+    let bob = app.join_room("b", "bob").await;
+    for i in 0..10 {
+        assert_eq!(
+            app.say_in("a", session(&ann), &format!("a{i}"))
+                .await
+                .status(),
+            200
+        );
+        if i % 2 == 0 {
+            assert_eq!(
+                app.say_in("b", session(&bob), &format!("b{i}"))
+                    .await
+                    .status(),
+                200
+            );
+        }
+    }
+
+    for reader in &mut readers_a {
+        let events = reader.read_through(11).await.to_vec();
+        assert_eq!(
+            reader.seqs(),
+            (1..=11).collect::<Vec<_>>(),
+            "{:?}",
+            reader.kind
+        );
+        assert!(
+            events.iter().all(|e| e["name"] == "ann"),
+            "{:?}",
+            reader.kind
+        );
+    }
+    for reader in &mut readers_b {
+        let events = reader.read_through(6).await.to_vec();
+        assert_eq!(
+            reader.seqs(),
+            (1..=6).collect::<Vec<_>>(),
+            "{:?}",
+            reader.kind
+        );
+        assert!(
+            events.iter().all(|e| e["name"] == "bob"),
+            "{:?}",
+            reader.kind
+        );
+    }
+    let epochs: Vec<_> = [&ann, &bob].iter().map(|w| w["epoch"].clone()).collect();
+    assert_ne!(epochs[0], epochs[1], "each room its own epoch");
+}
+
+#[tokio::test]
+async fn the_same_name_can_be_online_in_two_rooms() {
+    let app = spawn_app().await;
+
+    let here = app.join_room("a", "alice").await;
+    let there = app.join_room("b", "Alice").await;
+
+    assert_eq!(here["users"].as_array().unwrap().len(), 1);
+    assert_eq!(there["users"][0]["name"], "Alice");
+    let again = app
+        .post_json("/register?room=a", &json!({"name": "ALICE"}))
+        .await;
+    expect_error(again, 409, "name_taken").await;
+}
+
+#[tokio::test]
+async fn a_session_used_with_another_room_is_refused_with_wrong_room() {
+    let app = spawn_app().await;
+    let ann = app.join_room("a", "ann").await;
+    app.join_room("b", "bob").await;
+    let s = session(&ann);
+
+    let send = app.say_in("b", s, "hi").await;
+    expect_error(send, 403, "wrong_room").await;
+    let lobby = app
+        .post_json(&format!("/send?session={s}"), &json!({"type": "leave"}))
+        .await;
+    expect_error(lobby, 403, "wrong_room").await;
+    for path in ["/poll", "/longpoll", "/sse"] {
+        let response = app
+            .get(&format!("{path}?session={s}&room=b&timeout=0"))
+            .await;
+        expect_error(response, 403, "wrong_room").await;
+    }
+    let upgrade = format!("ws://{}/ws?session={s}&room=b", app.addr);
+    match tokio_tungstenite::connect_async(upgrade).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 403);
+            let body: Value = serde_json::from_slice(response.body().as_deref().unwrap()).unwrap();
+            assert_eq!(body["code"], "wrong_room");
+        }
+        other => panic!("the upgrade was not refused: {other:?}"),
+    }
+    assert_eq!(
+        app.say_in("a", s, "mine").await.status(),
+        200,
+        "its own room works"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_room_name_gets_invalid_room_on_every_endpoint() {
+    let app = spawn_app().await;
+    for room in ["1abc", "a%20b", "..", "__x", &"r".repeat(30)] {
+        for path in ["/poll", "/longpoll", "/sse", "/stats"] {
+            let response = app.get(&format!("{path}?room={room}&timeout=0")).await;
+            expect_error(response, 400, "invalid_room").await;
+        }
+        let register = app
+            .post_json(&format!("/register?room={room}"), &json!({"name": "x"}))
+            .await;
+        expect_error(register, 400, "invalid_room").await;
+    }
+}
+
+#[tokio::test]
+async fn rooms_lists_the_listed_rooms_with_who_is_online_and_their_head() {
+    let app = spawn_app().await;
+    let ann = app.join_room("physics", "ann").await;
+    app.join_room("physics", "bo").await;
+    app.say_in("physics", session(&ann), "hello").await;
+    app.join_room("_secret", "cy").await;
+
+    let rooms = app.listed_rooms().await;
+
+    assert_eq!(
+        rooms,
+        vec![
+            json!({"name": "physics", "online": 2, "head": 3}),
+            json!({"name": "lobby", "online": 0, "head": 0}),
+        ]
+    );
+    let (_, secret) = app.get_json("/stats?room=_secret").await;
+    assert_eq!(
+        (secret["online"].as_u64(), secret["head"].as_u64()),
+        (Some(1), Some(1))
+    );
+}
+
+#[tokio::test]
+async fn stats_report_one_room_and_the_total() {
+    let app = spawn_app().await;
+    app.join_room("a", "ann").await;
+    app.join_room("b", "bob").await;
+    app.join_room("b", "cy").await;
+
+    let (_, stats) = app.get_json("/stats?room=b").await;
+
+    assert_eq!(stats["room"], "b");
+    assert_eq!(stats["online"], 2);
+    assert_eq!(stats["head"], 2);
+    assert_eq!(stats["total"], json!({"rooms": 3, "online": 3}));
+    let names: Vec<_> = stats["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].clone())
+        .collect();
+    assert_eq!(names, [json!("b"), json!("a"), json!("lobby")]);
+}
+
+#[tokio::test]
+async fn an_empty_room_is_reclaimed_after_its_idle_timeout_and_opens_afresh() {
+    let app = spawn_app_with(|c| {
+        c.room_idle_timeout = 0.2;
+        c.presence_timeout = 0.2;
+    })
+    .await;
+    let ann = app.join_room("brief", "ann").await;
+    let leave = app
+        .post_json(
+            &format!("/send?session={}&room=brief", session(&ann)),
+            &json!({"type": "leave"}),
+        )
+        .await;
+    assert_eq!(leave.status(), 200);
+
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while app
+        .listed_rooms()
+        .await
+        .iter()
+        .any(|r| r["name"] == "brief")
+    {
+        assert!(tokio::time::Instant::now() < deadline, "never reclaimed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, stats) = app.get_json("/stats").await;
+    assert_eq!(stats["total"]["rooms"], 1, "only the lobby is left");
+
+    let again = app.join_room("brief", "ann").await;
+    assert_ne!(again["epoch"], ann["epoch"], "its log went with it");
+    assert_eq!(again["cursor"], 1);
+}
+
+#[tokio::test]
+async fn a_room_with_a_reader_is_not_reclaimed() {
+    let app = spawn_app_with(|c| c.room_idle_timeout = 0.1).await;
+    let watched = InRoom {
+        app: &app,
+        room: "watched",
+    };
+    let mut reader = Reader::open(&watched, Kind::Sse, From::since(0)).await;
+    reader.control("hello").await;
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    assert!(app
+        .listed_rooms()
+        .await
+        .iter()
+        .any(|r| r["name"] == "watched"));
+    let ann = app.join_room("watched", "ann").await;
+    reader.read_through(ann["cursor"].as_u64().unwrap()).await;
+}
+
+#[tokio::test]
+async fn rooms_are_capped_in_all_and_per_address() {
+    let capped = spawn_app_with(|c| c.max_rooms = 2).await;
+    capped.join_room("one", "a").await;
+    let full = capped
+        .post_json("/register?room=two", &json!({"name": "b"}))
+        .await;
+    expect_error(full, 503, "too_many_rooms").await;
+    assert_eq!(
+        capped.get("/poll?room=one").await.status(),
+        200,
+        "open rooms still serve"
+    );
+
+    let per_address = spawn_app_with(|c| c.ip_rooms = 2).await;
+    per_address.join_room("one", "a").await;
+    per_address.join_room("two", "b").await;
+    let third = per_address
+        .post_json("/register?room=three", &json!({"name": "c"}))
+        .await;
+    expect_error(third, 429, "ip_limit").await;
+}
+
+#[tokio::test]
+async fn every_room_comes_back_with_its_epoch_after_a_restart_with_a_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |c: &mut pushlab::Config| c.data_dir = Some(dir.path().to_owned());
+    let mut app = spawn_app_with(config).await;
+    let mut before = Vec::new();
+    for room in ["lobby", "a", "_b"] {
+        let welcome = app.join_room(room, "ann").await;
+        app.say_in(room, session(&welcome), &format!("in {room}"))
+            .await;
+        before.push((room, welcome["epoch"].clone()));
+    }
+    app.shutdown().await;
+
+    let app = spawn_app_with(config).await;
+
+    for (room, epoch) in before {
+        let (status, batch) = app.get_json(&format!("/poll?since=0&room={room}")).await;
+        assert_eq!(status, 200);
+        assert_eq!(batch["epoch"], epoch, "{room}");
+        let events = batch["events"].as_array().unwrap();
+        assert_eq!(events.len(), 2, "{room}: the join and the message");
+        assert_eq!(events[1]["text"], format!("in {room}"));
+    }
+}
