@@ -15,7 +15,6 @@
 //! the protocol's messages.
 
 use std::io;
-use std::time::Duration;
 
 use actix_codec::{Decoder as _, Encoder as _};
 use actix_http::ws::{Codec, Frame, Item, Message, ProtocolError};
@@ -290,8 +289,7 @@ impl WsStream {
     /// For a client that stopped reading, which would not read them anyway.
     pub fn abort(self) {
         // A zero linger does not block: the close sends a reset at once.
-        #[allow(deprecated)]
-        let _ = self.stream.set_linger(Some(Duration::ZERO));
+        let _ = self.stream.set_zero_linger();
     }
 }
 
