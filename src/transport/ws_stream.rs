@@ -736,7 +736,50 @@ mod tests {
         assert_eq!(result.unwrap_err().close_code(), CloseCode::Protocol);
     }
 
+    /// Reads `bytes` as a socket would deliver them, `read_size` at a time,
+    /// decoding every whole message between reads, and checks the read
+    /// limits throughout. Returns the messages, and the error that stopped
+    /// reading if one did.
+    fn read_in_chunks(
+        bytes: &[u8],
+        read_size: usize,
+    ) -> Result<(Vec<Inbound>, Option<ReadError>), proptest::test_runner::TestCaseError> {
+        let mut reader = FrameReader::default();
+        let mut received = Vec::new();
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let taken = reader.feed(&rest[..read_size.min(rest.len())]);
+            rest = &rest[taken..];
+            proptest::prop_assert!(reader.buffered() <= READ_BUF_CAP);
+            loop {
+                match reader.next_message() {
+                    Ok(Some(message)) => {
+                        if let Inbound::Text(text) = &message {
+                            proptest::prop_assert!(std::str::from_utf8(text).is_ok());
+                        }
+                        received.push(message);
+                    }
+                    Ok(None) => break,
+                    Err(err) => return Ok((received, Some(err))),
+                }
+                proptest::prop_assert!(reader.partial_len() <= MAX_BODY_BYTES);
+            }
+            proptest::prop_assert!(reader.room() > 0, "decoding left no room");
+        }
+        Ok((received, None))
+    }
+
     proptest::proptest! {
+        /// Whatever the bytes, reading never panics and stays within the
+        /// read limits: the fuzz target's checks, on stable.
+        #[test]
+        fn any_bytes_read_in_any_chunks_stay_within_the_read_limits(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..4096),
+            read_size in 1usize..512,
+        ) {
+            read_in_chunks(&bytes, read_size)?;
+        }
+
         /// The fuzz target's checks (`fuzz/fuzz_targets/ws_read.rs`) on
         /// valid streams: messages of every kind, some over the limit, sent
         /// in fragments and read in chunks of any size. Every message under
@@ -785,31 +828,13 @@ mod tests {
                     _ => Inbound::Ping(whole),
                 });
             }
-            let mut reader = FrameReader::default();
-            let mut received = Vec::new();
-            let mut refused = false;
-            let mut rest = &bytes[..];
-            'reading: while !rest.is_empty() {
-                let taken = reader.feed(&rest[..read_size.min(rest.len())]);
-                rest = &rest[taken..];
-                proptest::prop_assert!(reader.buffered() <= READ_BUF_CAP);
-                loop {
-                    match reader.next_message() {
-                        Ok(Some(message)) => received.push(message),
-                        Ok(None) => break,
-                        Err(err) => {
-                            proptest::prop_assert_eq!(err.close_code(), CloseCode::Size);
-                            refused = true;
-                            break 'reading;
-                        }
-                    }
-                    proptest::prop_assert!(reader.partial_len() <= MAX_BODY_BYTES);
-                }
-                proptest::prop_assert!(reader.room() > 0);
+            let (received, refused) = read_in_chunks(&bytes, read_size)?;
+            if let Some(err) = &refused {
+                proptest::prop_assert_eq!(err.close_code(), CloseCode::Size);
             }
             let over = |m: &Inbound| matches!(m, Inbound::Text(b) | Inbound::Binary(b) if b.len() > MAX_BODY_BYTES);
             let first_over = expected.iter().position(over);
-            proptest::prop_assert_eq!(refused, first_over.is_some());
+            proptest::prop_assert_eq!(refused.is_some(), first_over.is_some());
             expected.truncate(first_over.unwrap_or(expected.len()));
             proptest::prop_assert_eq!(received, expected);
         }
