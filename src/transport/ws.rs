@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use actix_codec::Framed;
 use actix_http::body::BodySize;
-use actix_http::ws::{CloseCode, CloseReason, Message, ProtocolError};
+use actix_http::ws::{CloseCode, CloseReason, Message};
 use actix_http::{h1, ws::handshake, ConnectionType, HttpMessage as _, Request, Response};
 use actix_web::web::Bytes;
 use actix_web::{web, HttpResponse, ResponseError as _};
@@ -25,7 +25,7 @@ use futures_util::SinkExt as _;
 use tokio::net::TcpStream;
 use tokio::time::{interval_at, Instant};
 
-use super::ws_stream::{Inbound, Pushed, Received, WsStream};
+use super::ws_stream::{Inbound, Pushed, ReadError, Received, WsStream};
 use super::Transport;
 use crate::api::ReadQuery;
 use crate::config::{WS_MISSED_PONGS, WS_PING_INTERVAL};
@@ -452,13 +452,9 @@ fn refused_message_id(bytes: &[u8]) -> Option<String> {
         .filter(|id| id.chars().count() <= protocol::MAX_ID_CHARS)
 }
 
-fn protocol_close(err: &ProtocolError) -> CloseReason {
-    let code = match err {
-        ProtocolError::Overflow => CloseCode::Size,
-        _ => CloseCode::Protocol,
-    };
+fn protocol_close(err: &ReadError) -> CloseReason {
     CloseReason {
-        code,
+        code: err.close_code(),
         description: Some(err.to_string()),
     }
 }

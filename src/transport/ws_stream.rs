@@ -13,13 +13,37 @@
 //! Buffers are released whenever they empty, so an idle socket holds no
 //! buffer memory at all. This module knows frames and bytes, not the log or
 //! the protocol's messages.
+//!
+//! Inbound, a [`FrameReader`] bounds what a client can make the server hold
+//! before anything is decoded:
+//!
+//! - a frame whose header announces more than [`MAX_BODY_BYTES`] is refused
+//!   as soon as its header is in, before any of its payload is buffered
+//!   (actix-http's codec only checks the size once the whole frame has
+//!   arrived, so it would buffer whatever the client keeps sending);
+//! - the bytes read and not yet decoded never pass [`READ_BUF_CAP`], one
+//!   largest frame: reading stops there until the socket task has decoded
+//!   what it holds, so pipelined frames cannot outrun their handling;
+//! - the fragments of one message never add up to more than
+//!   [`MAX_BODY_BYTES`];
+//! - a text message that is not UTF-8 is refused (RFC 6455 §8.1).
+//!
+//! Each refusal is a [`ReadError`] that names its close code.
+//!
+//! Fragments are put together here, not by a library: actix-http 3's codec
+//! hands out each fragment as a `Frame::Continuation` and leaves aggregation
+//! to its caller, and the aggregator that exists (actix-ws's
+//! `AggregatedMessageStream`) reads from an actix-web request payload, not
+//! from a socket the task owns, and would bring a second crate for about
+//! thirty lines of code.
 
 use std::io;
-use std::time::Duration;
 
 use actix_codec::{Decoder as _, Encoder as _};
-use actix_http::ws::{Codec, Frame, Item, Message, ProtocolError};
+use actix_http::ws::{CloseCode, Codec, Frame, Item, Message, ProtocolError};
 use actix_web::web::{Bytes, BytesMut};
+use bytes::buf::Limit;
+use bytes::BufMut as _;
 use tokio::net::TcpStream;
 
 use crate::protocol::MAX_BODY_BYTES;
@@ -29,8 +53,19 @@ use crate::transport::Transport;
 /// The soft limit of a WebSocket's outbound buffer, in bytes.
 pub const WS_QUEUE_BYTES: usize = 256 * 1024;
 
-/// How much a read asks the kernel for at most, in bytes.
+/// How much room a read makes in the read buffer when it has none, in bytes.
 const READ_CHUNK: usize = 4 * 1024;
+
+/// The longest frame header, in bytes: two, an eight-byte extended length
+/// and a four-byte mask key (RFC 6455 §5.2).
+const MAX_HEADER_BYTES: usize = 14;
+
+/// The most bytes read from a client and not yet decoded: one frame of the
+/// largest size allowed. Reading stops there until decoding makes room.
+pub const READ_BUF_CAP: usize = MAX_BODY_BYTES + MAX_HEADER_BYTES;
+
+/// The largest payload of a control frame, in bytes (RFC 6455 §5.5).
+const MAX_CONTROL_PAYLOAD: u64 = 125;
 
 /// A write buffer that has emptied keeps its allocation up to this size, in
 /// bytes; a bigger one (left over from a burst) is released.
@@ -39,6 +74,7 @@ const KEEP_WRITE_CAPACITY: usize = 4 * 1024;
 /// A whole message from the client, continuations already put together.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Inbound {
+    /// Valid UTF-8.
     Text(Bytes),
     Binary(Bytes),
     Ping(Bytes),
@@ -66,17 +102,226 @@ pub enum Received {
     Gone,
 }
 
-/// The server side of one WebSocket connection.
-pub struct WsStream {
-    stream: TcpStream,
+/// Why a client's input was refused. Each kind has its close code.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// A frame breaks RFC 6455.
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    /// A frame's header announces a payload over [`MAX_BODY_BYTES`].
+    #[error("a frame of {0} bytes is over the {MAX_BODY_BYTES}-byte limit")]
+    FrameTooLarge(u64),
+    /// The fragments of a message add up to more than [`MAX_BODY_BYTES`].
+    #[error("a message over the {MAX_BODY_BYTES}-byte limit")]
+    MessageTooLarge,
+    /// A text message is not valid UTF-8.
+    #[error("text that is not UTF-8")]
+    InvalidUtf8,
+}
+
+impl ReadError {
+    /// The close code RFC 6455 (§7.4.1) gives this refusal.
+    pub fn close_code(&self) -> CloseCode {
+        match self {
+            ReadError::Protocol(_) => CloseCode::Protocol,
+            ReadError::FrameTooLarge(_) | ReadError::MessageTooLarge => CloseCode::Size,
+            ReadError::InvalidUtf8 => CloseCode::Invalid,
+        }
+    }
+}
+
+/// Turns the bytes a client sends into whole messages, holding at most
+/// [`READ_BUF_CAP`] bytes undecoded and [`MAX_BODY_BYTES`] of a fragmented
+/// message. It knows no socket: bytes come in through [`FrameReader::feed`],
+/// or from a socket through [`WsStream::receive`].
+pub struct FrameReader {
     codec: Codec,
-    /// Bytes read and not yet decoded.
-    read_buf: BytesMut,
-    /// Encoded frames not yet accepted by the kernel.
-    write_buf: BytesMut,
+    /// Bytes read and not yet decoded; never more than [`READ_BUF_CAP`]
+    /// once what it holds has been decoded.
+    buf: BytesMut,
     /// A fragmented message being put together: whether it is text, and its
     /// payload so far.
     partial: Option<(bool, BytesMut)>,
+}
+
+impl Default for FrameReader {
+    fn default() -> Self {
+        FrameReader::new(BytesMut::new())
+    }
+}
+
+impl FrameReader {
+    /// A reader that starts with bytes already read (after a handshake).
+    pub fn new(buf: BytesMut) -> Self {
+        FrameReader {
+            codec: Codec::new().max_size(MAX_BODY_BYTES),
+            buf,
+            partial: None,
+        }
+    }
+
+    /// How many more bytes may be read before the next decode.
+    pub fn room(&self) -> usize {
+        READ_BUF_CAP.saturating_sub(self.buf.len())
+    }
+
+    /// Bytes read and not yet decoded.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Bytes of a fragmented message put together so far.
+    pub fn partial_len(&self) -> usize {
+        self.partial.as_ref().map_or(0, |(_, so_far)| so_far.len())
+    }
+
+    /// Takes as much of `bytes` as there is room for; returns how many.
+    pub fn feed(&mut self, bytes: &[u8]) -> usize {
+        let taken = bytes.len().min(self.room());
+        self.buf.extend_from_slice(&bytes[..taken]);
+        taken
+    }
+
+    /// The buffer a socket reads into, limited to the room there is.
+    fn read_buffer(&mut self) -> Limit<&mut BytesMut> {
+        let room = self.room();
+        self.buf.reserve(room.min(READ_CHUNK));
+        (&mut self.buf).limit(room)
+    }
+
+    /// The next whole message among the bytes taken so far, if there is one.
+    /// After an error the stream cannot be decoded any further.
+    pub fn next_message(&mut self) -> Result<Option<Inbound>, ReadError> {
+        loop {
+            check_header(&self.buf, self.partial_len())?;
+            let Some(frame) = self.codec.decode(&mut self.buf)? else {
+                self.release();
+                return Ok(None);
+            };
+            let message = match frame {
+                Frame::Text(text) => Inbound::Text(utf8(text)?),
+                Frame::Binary(bytes) => Inbound::Binary(bytes),
+                Frame::Ping(payload) => Inbound::Ping(payload),
+                Frame::Pong(payload) => Inbound::Pong(payload),
+                Frame::Close(_) => Inbound::Close,
+                Frame::Continuation(item) => match self.continue_message(item)? {
+                    Some(message) => message,
+                    None => continue,
+                },
+            };
+            return Ok(Some(message));
+        }
+    }
+
+    /// Adds a fragment to the message being put together; returns the
+    /// message once its last fragment is in.
+    fn continue_message(&mut self, item: Item) -> Result<Option<Inbound>, ReadError> {
+        let (bytes, last) = match item {
+            Item::FirstText(bytes) => {
+                self.partial = Some((true, BytesMut::from(&bytes[..])));
+                return Ok(None);
+            }
+            Item::FirstBinary(bytes) => {
+                self.partial = Some((false, BytesMut::from(&bytes[..])));
+                return Ok(None);
+            }
+            Item::Continue(bytes) => (bytes, false),
+            Item::Last(bytes) => (bytes, true),
+        };
+        // The codec already refuses a continuation that never started.
+        let Some((is_text, so_far)) = self.partial.as_mut() else {
+            return Err(ProtocolError::ContinuationNotStarted.into());
+        };
+        if so_far.len() + bytes.len() > MAX_BODY_BYTES {
+            return Err(ReadError::MessageTooLarge);
+        }
+        so_far.extend_from_slice(&bytes);
+        if !last {
+            return Ok(None);
+        }
+        let is_text = *is_text;
+        let whole = self
+            .partial
+            .take()
+            .map(|(_, b)| b.freeze())
+            .unwrap_or_default();
+        // Text is checked whole: a character may be split across fragments.
+        Ok(Some(if is_text {
+            Inbound::Text(utf8(whole)?)
+        } else {
+            Inbound::Binary(whole)
+        }))
+    }
+
+    /// Drops an emptied buffer's allocation.
+    fn release(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = BytesMut::new();
+        }
+    }
+}
+
+/// Refuses a frame from its header alone, before its payload is buffered:
+/// a frame announcing more than [`MAX_BODY_BYTES`], a fragment that would
+/// take the message being put together (`so_far` bytes) past that, or a
+/// control frame announcing more than 125 bytes. A header that is not all
+/// in yet, and every other check, is left to the codec.
+fn check_header(buf: &[u8], so_far: usize) -> Result<(), ReadError> {
+    let (Some(len), Some(&first)) = (announced_len(buf), buf.first()) else {
+        return Ok(());
+    };
+    let opcode = first & 0x0F;
+    if opcode & 0x08 != 0 && len > MAX_CONTROL_PAYLOAD {
+        let len = usize::try_from(len).unwrap_or(usize::MAX);
+        return Err(ProtocolError::InvalidLength(len).into());
+    }
+    // A length with its top bit set is malformed, not large (RFC 6455
+    // §5.2); the codec refuses it as a protocol error.
+    if len > i64::MAX as u64 {
+        return Ok(());
+    }
+    if len > MAX_BODY_BYTES as u64 {
+        return Err(ReadError::FrameTooLarge(len));
+    }
+    let is_continuation = opcode == 0;
+    if is_continuation && so_far as u64 + len > MAX_BODY_BYTES as u64 {
+        return Err(ReadError::MessageTooLarge);
+    }
+    Ok(())
+}
+
+/// The payload length a frame's header announces, once its length bytes
+/// are in (RFC 6455 §5.2).
+fn announced_len(buf: &[u8]) -> Option<u64> {
+    match *buf.get(1)? & 0x7F {
+        126 => {
+            let bytes: [u8; 2] = buf.get(2..4)?.try_into().ok()?;
+            Some(u16::from_be_bytes(bytes).into())
+        }
+        127 => {
+            let bytes: [u8; 8] = buf.get(2..10)?.try_into().ok()?;
+            Some(u64::from_be_bytes(bytes))
+        }
+        len => Some(len.into()),
+    }
+}
+
+fn utf8(text: Bytes) -> Result<Bytes, ReadError> {
+    match std::str::from_utf8(&text) {
+        Ok(_) => Ok(text),
+        Err(_) => Err(ReadError::InvalidUtf8),
+    }
+}
+
+/// The server side of one WebSocket connection.
+pub struct WsStream {
+    stream: TcpStream,
+    /// Encodes outbound frames.
+    codec: Codec,
+    /// Decodes inbound frames, within the read limits.
+    reader: FrameReader,
+    /// Encoded frames not yet accepted by the kernel.
+    write_buf: BytesMut,
     /// `write_buf.len()` as last reported to the stats.
     reported_queued: usize,
     stats: std::sync::Arc<Stats>,
@@ -89,10 +334,9 @@ impl WsStream {
     pub fn new(stream: TcpStream, read_buf: BytesMut, stats: std::sync::Arc<Stats>) -> Self {
         WsStream {
             stream,
-            codec: Codec::new().max_size(MAX_BODY_BYTES),
-            read_buf,
+            codec: Codec::new(),
+            reader: FrameReader::new(read_buf),
             write_buf: BytesMut::new(),
-            partial: None,
             reported_queued: 0,
             stats,
         }
@@ -178,14 +422,18 @@ impl WsStream {
         self.stream.writable().await
     }
 
-    /// Reads what the kernel has, without waiting.
+    /// Reads what the kernel has, without waiting, up to the read limit.
+    /// With the buffer at its limit nothing is read: a whole frame is
+    /// waiting there, and the kernel holds the rest until it is decoded.
     pub fn receive(&mut self) -> Received {
-        self.read_buf.reserve(READ_CHUNK);
-        match self.stream.try_read_buf(&mut self.read_buf) {
+        if self.reader.room() == 0 {
+            return Received::Data;
+        }
+        match self.stream.try_read_buf(&mut self.reader.read_buffer()) {
             Ok(0) => Received::Gone,
             Ok(_) => Received::Data,
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                self.release_read_buf();
+                self.reader.release();
                 Received::Nothing
             }
             Err(_) => Received::Gone,
@@ -193,70 +441,8 @@ impl WsStream {
     }
 
     /// The next whole message among the bytes read so far, if there is one.
-    pub fn next_message(&mut self) -> Result<Option<Inbound>, ProtocolError> {
-        loop {
-            let Some(frame) = self.codec.decode(&mut self.read_buf)? else {
-                self.release_read_buf();
-                return Ok(None);
-            };
-            let message = match frame {
-                Frame::Text(text) => Inbound::Text(text),
-                Frame::Binary(bytes) => Inbound::Binary(bytes),
-                Frame::Ping(payload) => Inbound::Ping(payload),
-                Frame::Pong(payload) => Inbound::Pong(payload),
-                Frame::Close(_) => Inbound::Close,
-                Frame::Continuation(item) => match self.continue_message(item)? {
-                    Some(message) => message,
-                    None => continue,
-                },
-            };
-            return Ok(Some(message));
-        }
-    }
-
-    /// Adds a fragment to the message being put together; returns the
-    /// message once its last fragment is in.
-    fn continue_message(&mut self, item: Item) -> Result<Option<Inbound>, ProtocolError> {
-        let (bytes, last) = match item {
-            Item::FirstText(bytes) => {
-                self.partial = Some((true, BytesMut::from(&bytes[..])));
-                return Ok(None);
-            }
-            Item::FirstBinary(bytes) => {
-                self.partial = Some((false, BytesMut::from(&bytes[..])));
-                return Ok(None);
-            }
-            Item::Continue(bytes) => (bytes, false),
-            Item::Last(bytes) => (bytes, true),
-        };
-        // The codec already refuses a continuation that never started.
-        let Some((is_text, so_far)) = self.partial.as_mut() else {
-            return Err(ProtocolError::ContinuationNotStarted);
-        };
-        if so_far.len() + bytes.len() > MAX_BODY_BYTES {
-            return Err(ProtocolError::Overflow);
-        }
-        so_far.extend_from_slice(&bytes);
-        if !last {
-            return Ok(None);
-        }
-        let is_text = *is_text;
-        let whole = self
-            .partial
-            .take()
-            .map(|(_, b)| b.freeze())
-            .unwrap_or_default();
-        Ok(Some(if is_text {
-            Inbound::Text(whole)
-        } else {
-            Inbound::Binary(whole)
-        }))
-    }
-
-    fn release_read_buf(&mut self) {
-        if self.read_buf.is_empty() {
-            self.read_buf = BytesMut::new();
-        }
+    pub fn next_message(&mut self) -> Result<Option<Inbound>, ReadError> {
+        self.reader.next_message()
     }
 
     /// Sends everything still buffered.
@@ -297,8 +483,7 @@ impl WsStream {
     /// For a client that stopped reading, which would not read them anyway.
     pub fn abort(self) {
         // A zero linger does not block: the close sends a reset at once.
-        #[allow(deprecated)]
-        let _ = self.stream.set_linger(Some(Duration::ZERO));
+        let _ = self.stream.set_zero_linger();
     }
 }
 
@@ -322,6 +507,7 @@ fn frame_len(message: &Message) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use actix_http::ws::{OpCode, Parser};
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     use tokio::net::TcpListener;
 
@@ -346,7 +532,7 @@ mod tests {
         bytes
     }
 
-    async fn receive_all(stream: &mut WsStream) -> Result<Vec<Inbound>, ProtocolError> {
+    async fn receive_all(stream: &mut WsStream) -> Result<Vec<Inbound>, ReadError> {
         let mut messages = Vec::new();
         loop {
             stream.readable().await.unwrap();
@@ -398,7 +584,267 @@ mod tests {
 
         let result = receive_all(&mut stream).await;
 
-        assert!(matches!(result, Err(ProtocolError::Overflow)), "{result:?}");
+        assert!(
+            matches!(result, Err(ReadError::MessageTooLarge)),
+            "{result:?}"
+        );
+    }
+
+    /// One masked client frame, whatever its payload.
+    fn raw_frame(opcode: OpCode, fin: bool, payload: &[u8]) -> BytesMut {
+        let mut bytes = BytesMut::new();
+        Parser::write_message(&mut bytes, payload, opcode, fin, true);
+        bytes
+    }
+
+    /// Reads once, then returns the first decoded message or error.
+    async fn receive_one(stream: &mut WsStream) -> Result<Option<Inbound>, ReadError> {
+        stream.readable().await.unwrap();
+        assert!(matches!(stream.receive(), Received::Data));
+        stream.next_message()
+    }
+
+    #[tokio::test]
+    async fn a_frame_announcing_more_than_the_limit_is_refused_from_its_header_alone() {
+        let (mut stream, mut client) = pair().await;
+        // A binary frame of 1 GiB: FIN + opcode, mask bit + 64-bit length,
+        // the length, the mask key. No payload follows.
+        let mut header = vec![0x82, 0x80 | 127];
+        header.extend_from_slice(&(1u64 << 30).to_be_bytes());
+        header.extend_from_slice(&[1, 2, 3, 4]);
+        client.write_all(&header).await.unwrap();
+
+        let result = receive_one(&mut stream).await;
+
+        assert!(
+            matches!(result, Err(ReadError::FrameTooLarge(len)) if len == 1 << 30),
+            "{result:?}"
+        );
+        assert_eq!(result.unwrap_err().close_code(), CloseCode::Size);
+    }
+
+    #[tokio::test]
+    async fn a_text_message_that_is_not_utf8_is_refused() {
+        let (mut stream, mut client) = pair().await;
+        client
+            .write_all(&raw_frame(OpCode::Text, true, b"caf\xC3"))
+            .await
+            .unwrap();
+
+        let result = receive_one(&mut stream).await;
+
+        assert!(matches!(result, Err(ReadError::InvalidUtf8)), "{result:?}");
+        assert_eq!(result.unwrap_err().close_code(), CloseCode::Invalid);
+    }
+
+    #[tokio::test]
+    async fn a_character_split_across_text_fragments_arrives_whole() {
+        let (mut stream, mut client) = pair().await;
+        let mut bytes = raw_frame(OpCode::Text, false, b"caf\xC3");
+        bytes.extend_from_slice(&raw_frame(OpCode::Continue, true, b"\xA9"));
+        client.write_all(&bytes).await.unwrap();
+        client.shutdown().await.unwrap();
+
+        let messages = receive_all(&mut stream).await.unwrap();
+
+        assert_eq!(messages, vec![Inbound::Text(Bytes::from("café"))]);
+    }
+
+    #[tokio::test]
+    async fn reading_stops_at_one_frame_s_worth_of_undecoded_bytes_and_loses_nothing() {
+        let (mut stream, mut client) = pair().await;
+        // 1 MiB of pipelined pings, written while the server reads.
+        let ping = raw_frame(OpCode::Ping, true, &[7; 100]);
+        let count = (1 << 20) / ping.len();
+        let pings = ping.repeat(count);
+        tokio::spawn(async move {
+            client.write_all(&pings).await.unwrap();
+            client.shutdown().await.unwrap();
+        });
+        let cap = READ_BUF_CAP;
+
+        // Reading alone, without decoding, never holds more than a frame.
+        for _ in 0..100 {
+            stream.readable().await.unwrap();
+            stream.receive();
+            assert!(
+                stream.reader.buffered() <= cap,
+                "{}",
+                stream.reader.buffered()
+            );
+            assert!(stream.reader.buf.capacity() <= 2 * cap);
+        }
+        // Decoding makes room again, and every ping comes through.
+        let mut pings = 0;
+        loop {
+            while let Some(message) = stream.next_message().unwrap() {
+                assert_eq!(message, Inbound::Ping(Bytes::from(vec![7; 100])));
+                pings += 1;
+            }
+            stream.readable().await.unwrap();
+            match stream.receive() {
+                Received::Gone => break,
+                Received::Nothing | Received::Data => {}
+            }
+            assert!(
+                stream.reader.buffered() <= cap,
+                "{}",
+                stream.reader.buffered()
+            );
+        }
+        assert_eq!(pings, count);
+    }
+
+    #[test]
+    fn a_fragment_that_would_take_its_message_past_the_limit_is_refused_from_its_header() {
+        let mut reader = FrameReader::default();
+        let first = raw_frame(OpCode::Text, false, &[b'x'; 40 * 1024]);
+        let next = raw_frame(OpCode::Continue, true, &[b'x'; 40 * 1024]);
+        reader.feed(&first);
+        assert_eq!(reader.next_message().unwrap(), None);
+
+        // Only the next fragment's header and mask key.
+        reader.feed(&next[..8]);
+        let result = reader.next_message();
+
+        assert!(
+            matches!(result, Err(ReadError::MessageTooLarge)),
+            "{result:?}"
+        );
+    }
+
+    #[test]
+    fn a_control_frame_announcing_more_than_125_bytes_is_refused_from_its_header() {
+        let mut reader = FrameReader::default();
+        let ping = raw_frame(OpCode::Ping, true, &[0; 126]);
+        reader.feed(&ping[..8]);
+
+        let result = reader.next_message();
+
+        assert!(
+            matches!(
+                result,
+                Err(ReadError::Protocol(ProtocolError::InvalidLength(126)))
+            ),
+            "{result:?}"
+        );
+    }
+
+    #[test]
+    fn a_length_with_its_top_bit_set_is_a_protocol_error_not_a_size_error() {
+        let mut reader = FrameReader::default();
+        let mut header = vec![0x82, 0x80 | 127];
+        header.extend_from_slice(&u64::MAX.to_be_bytes());
+        header.extend_from_slice(&[1, 2, 3, 4]);
+        reader.feed(&header);
+
+        let result = reader.next_message();
+
+        assert_eq!(result.unwrap_err().close_code(), CloseCode::Protocol);
+    }
+
+    /// Reads `bytes` as a socket would deliver them, `read_size` at a time,
+    /// decoding every whole message between reads, and checks the read
+    /// limits throughout. Returns the messages, and the error that stopped
+    /// reading if one did.
+    fn read_in_chunks(
+        bytes: &[u8],
+        read_size: usize,
+    ) -> Result<(Vec<Inbound>, Option<ReadError>), proptest::test_runner::TestCaseError> {
+        let mut reader = FrameReader::default();
+        let mut received = Vec::new();
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let taken = reader.feed(&rest[..read_size.min(rest.len())]);
+            rest = &rest[taken..];
+            proptest::prop_assert!(reader.buffered() <= READ_BUF_CAP);
+            loop {
+                match reader.next_message() {
+                    Ok(Some(message)) => {
+                        if let Inbound::Text(text) = &message {
+                            proptest::prop_assert!(std::str::from_utf8(text).is_ok());
+                        }
+                        received.push(message);
+                    }
+                    Ok(None) => break,
+                    Err(err) => return Ok((received, Some(err))),
+                }
+                proptest::prop_assert!(reader.partial_len() <= MAX_BODY_BYTES);
+            }
+            proptest::prop_assert!(reader.room() > 0, "decoding left no room");
+        }
+        Ok((received, None))
+    }
+
+    proptest::proptest! {
+        /// Whatever the bytes, reading never panics and stays within the
+        /// read limits: the fuzz target's checks, on stable.
+        #[test]
+        fn any_bytes_read_in_any_chunks_stay_within_the_read_limits(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..4096),
+            read_size in 1usize..512,
+        ) {
+            read_in_chunks(&bytes, read_size)?;
+        }
+
+        /// The fuzz target's checks (`fuzz/fuzz_targets/ws_read.rs`) on
+        /// valid streams: messages of every kind, some over the limit, sent
+        /// in fragments and read in chunks of any size. Every message under
+        /// the limit arrives whole and in order; the first one over it is
+        /// refused; the read limits hold throughout.
+        #[test]
+        fn messages_in_any_fragments_and_reads_arrive_whole_within_the_read_limits(
+            messages in proptest::collection::vec(
+                (
+                    0u8..3,
+                    proptest::prop_oneof![0usize..300, 20_000usize..70_000],
+                    1usize..4,
+                    b' '..=b'~',
+                ),
+                1..8,
+            ),
+            read_size in 1usize..20_000,
+        ) {
+            let mut bytes = BytesMut::new();
+            let mut expected = Vec::new();
+            for (kind, len, fragments, fill) in messages {
+                let payload = vec![fill; len];
+                let (opcode, fragments) = match kind {
+                    0 => (OpCode::Text, fragments),
+                    1 => (OpCode::Binary, fragments),
+                    _ => (OpCode::Ping, 1),
+                };
+                let payload = if opcode == OpCode::Ping { &payload[..len % 126] } else { &payload[..] };
+                let step = payload.len() / fragments + 1;
+                let mut parts = payload.chunks(step).peekable();
+                let mut first = true;
+                // An empty payload still takes one frame.
+                if payload.is_empty() {
+                    bytes.extend_from_slice(&raw_frame(opcode, true, &[]));
+                }
+                while let Some(part) = parts.next() {
+                    let fin = parts.peek().is_none();
+                    let op = if first { opcode } else { OpCode::Continue };
+                    bytes.extend_from_slice(&raw_frame(op, fin, part));
+                    first = false;
+                }
+                let whole = Bytes::copy_from_slice(payload);
+                expected.push(match opcode {
+                    OpCode::Text => Inbound::Text(whole),
+                    OpCode::Binary => Inbound::Binary(whole),
+                    _ => Inbound::Ping(whole),
+                });
+            }
+            let (received, refused) = read_in_chunks(&bytes, read_size)?;
+            if let Some(err) = &refused {
+                proptest::prop_assert_eq!(err.close_code(), CloseCode::Size);
+            }
+            let over = |m: &Inbound| matches!(m, Inbound::Text(b) | Inbound::Binary(b) if b.len() > MAX_BODY_BYTES);
+            let first_over = expected.iter().position(over);
+            proptest::prop_assert_eq!(refused.is_some(), first_over.is_some());
+            expected.truncate(first_over.unwrap_or(expected.len()));
+            proptest::prop_assert_eq!(received, expected);
+        }
     }
 
     #[tokio::test]

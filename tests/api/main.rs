@@ -15,3 +15,4 @@ mod rooms;
 mod server;
 mod sessions;
 mod soak;
+mod ws_raw;
