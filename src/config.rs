@@ -92,6 +92,14 @@ pub struct Config {
     /// Cursor moves per second the demo bot makes.
     #[arg(long, env = "PUSHLAB_DEMO_RATE", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub demo_rate: u32,
+
+    /// Seconds an HTTP answer may wait for the client to take any of it
+    /// before the connection is cut and its buffers freed. It runs between
+    /// two successful writes, not over the whole answer: a slow client that
+    /// keeps reading is never cut, nor one with nothing to receive (an idle
+    /// connection, a held long-poll). WebSockets use --slow-client-timeout.
+    #[arg(long, env = "PUSHLAB_SEND_TIMEOUT", default_value_t = 30.0, value_parser = positive_seconds)]
+    pub send_timeout: f64,
 }
 
 fn positive_seconds(raw: &str) -> Result<f64, String> {
@@ -120,6 +128,7 @@ impl Default for Config {
             workers: None,
             demo: false,
             demo_rate: 20,
+            send_timeout: 30.0,
         }
     }
 }

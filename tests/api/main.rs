@@ -12,3 +12,4 @@ mod restart;
 mod server;
 mod sessions;
 mod soak;
+mod timeouts;
