@@ -57,19 +57,24 @@ impl<S> SendTimeout<S> {
         &self.io
     }
 
-    /// Passes on the result of a write-side call; while it waits, runs the
-    /// clock, and fails once the clock runs out. The timer is polled here, so
-    /// it wakes the connection's task by itself when it fires.
-    fn timed<T>(
+    /// Passes on the result of a write: one that is ready took bytes (or
+    /// failed for real), so the next wait starts a new clock.
+    fn written<T>(
         &mut self,
         cx: &mut Context<'_>,
         result: Poll<io::Result<T>>,
     ) -> Poll<io::Result<T>> {
         if result.is_ready() {
-            // Progress (or a real error): the next wait starts a new clock.
             self.stalled = None;
             return result;
         }
+        self.wait(cx)
+    }
+
+    /// Runs the clock while the socket takes nothing, and fails once it runs
+    /// out. The timer is polled here, so it wakes the connection's task by
+    /// itself when it fires.
+    fn wait<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
         let timeout = self.timeout;
         let stalled = self.stalled.get_or_insert_with(|| Box::pin(sleep(timeout)));
         ready!(stalled.as_mut().poll(cx));
@@ -98,7 +103,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for SendTimeout<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let result = Pin::new(&mut this.io).poll_write(cx, buf);
-        this.timed(cx, result)
+        this.written(cx, result)
     }
 
     fn poll_write_vectored(
@@ -108,7 +113,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for SendTimeout<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let result = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
-        this.timed(cx, result)
+        this.written(cx, result)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -117,14 +122,20 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for SendTimeout<S> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let result = Pin::new(&mut this.io).poll_flush(cx);
-        this.timed(cx, result)
+        // A finished flush says nothing of the peer (a socket's is a no-op),
+        // so only a waiting one touches the clock.
+        match Pin::new(&mut this.io).poll_flush(cx) {
+            Poll::Pending => this.wait(cx),
+            ready => ready,
+        }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let result = Pin::new(&mut this.io).poll_shutdown(cx);
-        this.timed(cx, result)
+        match Pin::new(&mut this.io).poll_shutdown(cx) {
+            Poll::Pending => this.wait(cx),
+            ready => ready,
+        }
     }
 }
 
@@ -189,6 +200,26 @@ mod tests {
 
         // Assert
         assert_eq!(reader.await.unwrap(), 1024);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flush_while_a_write_waits_does_not_restart_the_clock() {
+        // Arrange: the peer's buffer is full and it never reads.
+        let (near, _far) = duplex(64);
+        let mut stream = SendTimeout::new(near, TIMEOUT);
+        stream.write_all(&[7; 64]).await.unwrap();
+        let started = Instant::now();
+        let waiting = std::future::poll_fn(|cx| Pin::new(&mut stream).poll_write(cx, &[7]));
+        assert!(futures_util::poll!(Box::pin(waiting)).is_pending());
+
+        // Act: flushes (a no-op for a socket) while the write waits.
+        tokio::time::sleep(TIMEOUT / 2).await;
+        stream.flush().await.unwrap();
+        let result = stream.write_all(&[7]).await;
+
+        // Assert: cut one timeout after the wait began, not after the flush.
+        assert_eq!(result.unwrap_err().kind(), io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), TIMEOUT);
     }
 
     #[tokio::test(start_paused = true)]
