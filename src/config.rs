@@ -100,6 +100,11 @@ pub struct Config {
     /// connection, a held long-poll). WebSockets use --slow-client-timeout.
     #[arg(long, env = "PUSHLAB_SEND_TIMEOUT", default_value_t = 30.0, value_parser = positive_seconds)]
     pub send_timeout: f64,
+
+    /// Seconds a request body may take to arrive in full. Past it the request
+    /// is answered 408 (`body_timeout`) and the connection closes.
+    #[arg(long, env = "PUSHLAB_BODY_TIMEOUT", default_value_t = 10.0, value_parser = positive_seconds)]
+    pub body_timeout: f64,
 }
 
 fn positive_seconds(raw: &str) -> Result<f64, String> {
@@ -129,6 +134,7 @@ impl Default for Config {
             demo: false,
             demo_rate: 20,
             send_timeout: 30.0,
+            body_timeout: 10.0,
         }
     }
 }

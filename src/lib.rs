@@ -29,6 +29,7 @@
 //!     and the WebSocket upgrade path.
 //!   - [`middleware`]: admission for every request: the connection limit,
 //!     the origin check and CORS grants.
+//!   - [`body_timeout`]: request bodies read within `--body-timeout`.
 //!   - [`routes`]: the router built from the table, and the app.
 //!   - [`api`]: `/register`, `/send`, `/stats`, `/healthz`, and the shared
 //!     query and body shapes.
@@ -54,6 +55,7 @@
 
 pub mod api;
 pub mod assets;
+pub mod body_timeout;
 pub mod config;
 pub mod demo;
 pub mod endpoints;

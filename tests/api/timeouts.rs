@@ -1,6 +1,7 @@
-//! The send timeout: a client that stops reading its answer loses its
-//! connection and gives its place back; a client with nothing pending (a
-//! held long-poll, an idle connection) keeps its own.
+//! The send and body timeouts: a client that stops reading its answer, or
+//! stops sending its body, loses its connection and gives its place back;
+//! a client with nothing pending (a held long-poll, an idle connection) keeps
+//! its own.
 
 use std::time::Duration;
 
@@ -184,4 +185,38 @@ async fn a_held_long_poll_is_not_cut_by_the_send_timeout() {
     assert_eq!(body["events"], json!([]));
     assert!(held >= Duration::from_millis(2900), "held for {held:?}");
     assert_eq!(idle_status, 200);
+}
+
+#[tokio::test]
+async fn a_post_whose_body_never_finishes_gets_408_body_timeout_and_frees_its_place() {
+    // Arrange
+    let app = spawn_app_with(|c| {
+        c.body_timeout = 1.0;
+        c.max_connections = 4;
+    })
+    .await;
+    let mut client = TcpStream::connect(app.addr).await.unwrap();
+
+    // Act: a body announced as 100 bytes, of which a few ever come.
+    client
+        .write_all(
+            b"POST /register HTTP/1.1\r\nHost: localhost\r\n\
+              Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"name\":",
+        )
+        .await
+        .unwrap();
+    let received = read_until_closed(&mut client).await;
+
+    // Assert: a 408 with its code, then the connection closed...
+    let text = String::from_utf8_lossy(&received).to_string();
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    let body: Value = serde_json::from_str(&text[text.find("\r\n\r\n").unwrap() + 4..])
+        .unwrap_or_else(|err| panic!("a JSON body ({err}): {text}"));
+    assert_eq!(body["code"], "body_timeout", "{text}");
+    // ...and its place given back.
+    wait_for_stats(&app, "the half-sent POST's place freed", |s| {
+        s["connections"] == 1
+    })
+    .await;
+    assert_eq!(app.register("after").await.status(), 200);
 }
