@@ -23,6 +23,8 @@
 //!   - [`state`]: what every handler shares, built once.
 //!   - [`stats`]: counters per transport, served at `/stats`.
 //!   - [`limits`]: the places under `--max-connections`.
+//!   - [`open_files`]: the open-file limit raised, and
+//!     `--max-connections` fitted under it.
 //!   - [`send_timeout`]: every accepted socket, cut when its client stops
 //!     taking what the server writes.
 //!   - [`endpoints`]: the table of paths and methods, shared by the router
@@ -66,6 +68,7 @@ pub mod limits;
 pub mod log;
 pub mod middleware;
 pub mod names;
+pub mod open_files;
 pub mod presence;
 pub mod protocol;
 pub mod room;
@@ -156,9 +159,12 @@ pub fn serve(listener: TcpListener, config: Config) -> std::io::Result<Server> {
 }
 
 /// Serves pushlab on `listener` over a given event store.
+///
+/// Raises the process's open-file limit first, and lowers
+/// `config.max_connections` if it still does not fit (see [`open_files`]).
 pub fn serve_with_log(
     listener: TcpListener,
-    config: Config,
+    mut config: Config,
     log: Arc<dyn EventLog>,
 ) -> std::io::Result<Server> {
     let addr = listener.local_addr()?;
@@ -169,6 +175,14 @@ pub fn serve_with_log(
         demo::spawn(room.clone(), config.demo_rate, shutdown.clone());
     }
     let workers = config.workers;
+    // actix-server's own default: one worker per core.
+    let worker_count = workers
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
+        .max(1);
+    config.max_connections =
+        open_files::max_connections_within_limit(config.max_connections, worker_count);
     let send_timeout = Duration::from_secs_f64(config.send_timeout);
     let max_connections = usize::try_from(config.max_connections).unwrap_or(usize::MAX);
     // Built once, outside the factory: every worker must share one log.
