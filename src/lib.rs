@@ -19,6 +19,8 @@
 //!   - [`demo`]: the `--demo` bot, a client of the room like any other.
 //! - HTTP:
 //!   - [`config`]: every flag and limit.
+//!   - [`log_throttle`]: the frameworks' per-connection errors, logged at
+//!     most once per kind per 10 s.
 //!   - [`http_error`]: each error's HTTP status and JSON body.
 //!   - [`state`]: what every handler shares, built once.
 //!   - [`stats`]: counters per transport, served at `/stats`.
@@ -66,6 +68,7 @@ pub mod http_error;
 pub mod journal;
 pub mod limits;
 pub mod log;
+pub mod log_throttle;
 pub mod middleware;
 pub mod names;
 pub mod open_files;
