@@ -161,6 +161,27 @@ mod tests {
 
     const TIMEOUT: Duration = Duration::from_secs(30);
 
+    #[test]
+    fn the_timeout_flags_have_their_documented_defaults() {
+        use clap::Parser as _;
+        let parsed = crate::Config::try_parse_from(["pushlab"]).unwrap();
+        assert_eq!(parsed.send_timeout, 30.0);
+        assert_eq!(parsed.body_timeout, 10.0);
+        let default = crate::Config::default();
+        assert_eq!(default.send_timeout, parsed.send_timeout);
+        assert_eq!(default.body_timeout, parsed.body_timeout);
+        let set = crate::Config::try_parse_from([
+            "pushlab",
+            "--send-timeout",
+            "2.5",
+            "--body-timeout",
+            "1",
+        ])
+        .unwrap();
+        assert_eq!((set.send_timeout, set.body_timeout), (2.5, 1.0));
+        assert!(crate::Config::try_parse_from(["pushlab", "--send-timeout", "0"]).is_err());
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_write_the_peer_never_takes_fails_with_timed_out_after_the_timeout() {
         // Arrange: the peer's buffer holds 64 bytes and it never reads.
