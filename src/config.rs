@@ -162,6 +162,19 @@ pub struct Config {
     /// with bursts of twice that. 0 for no limit.
     #[arg(long, env = "PUSHLAB_IP_RATE_LIMIT", default_value_t = 3000)]
     pub ip_rate_limit: u32,
+
+    /// Seconds an HTTP answer may wait for the client to take any of it
+    /// before the connection is cut and its buffers freed. It runs between
+    /// two successful writes, not over the whole answer: a slow client that
+    /// keeps reading is never cut, nor one with nothing to receive (an idle
+    /// connection, a held long-poll). WebSockets use --slow-client-timeout.
+    #[arg(long, env = "PUSHLAB_SEND_TIMEOUT", default_value_t = 30.0, value_parser = positive_seconds)]
+    pub send_timeout: f64,
+
+    /// Seconds a request body may take to arrive in full. Past it the request
+    /// is answered 408 (`body_timeout`) and the connection closes.
+    #[arg(long, env = "PUSHLAB_BODY_TIMEOUT", default_value_t = 10.0, value_parser = positive_seconds)]
+    pub body_timeout: f64,
 }
 
 /// The name in a `Host` value: without its port, and without the brackets
@@ -217,6 +230,8 @@ impl Default for Config {
             ip_sessions: 500,
             ip_connections: 1000,
             ip_rate_limit: 3000,
+            send_timeout: 30.0,
+            body_timeout: 10.0,
         }
     }
 }

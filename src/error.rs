@@ -60,6 +60,9 @@ pub enum ApiError {
     /// A known path asked with a method it does not take.
     #[error("this endpoint does not take that method")]
     MethodNotAllowed,
+    /// The request body did not arrive in full within `--body-timeout`.
+    #[error("the request body did not arrive in time")]
+    BodyTimeout,
     /// Something failed inside the server; the detail is logged, not sent.
     #[error("internal error")]
     Internal,
@@ -86,6 +89,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::BodyTimeout => "body_timeout",
             ApiError::Internal => "internal",
         }
     }

@@ -27,6 +27,7 @@ impl ResponseError for ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -66,6 +67,7 @@ mod tests {
             (ApiError::UnsupportedMediaType, 415),
             (ApiError::NotFound(String::new()), 404),
             (ApiError::MethodNotAllowed, 405),
+            (ApiError::BodyTimeout, 408),
             (ApiError::Internal, 500),
         ];
         for (err, status) in cases {

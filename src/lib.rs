@@ -19,14 +19,21 @@
 //!   - [`demo`]: the `--demo` bot, a client of the room like any other.
 //! - HTTP:
 //!   - [`config`]: every flag and limit.
+//!   - [`log_throttle`]: the frameworks' per-connection errors, logged at
+//!     most once per kind per 10 s.
 //!   - [`http_error`]: each error's HTTP status and JSON body.
 //!   - [`state`]: what every handler shares, built once.
 //!   - [`stats`]: counters per transport, served at `/stats`.
 //!   - [`limits`]: the places under `--max-connections`.
+//!   - [`open_files`]: the open-file limit raised, and
+//!     `--max-connections` fitted under it.
+//!   - [`send_timeout`]: every accepted socket, cut when its client stops
+//!     taking what the server writes.
 //!   - [`endpoints`]: the table of paths and methods, shared by the router
 //!     and the WebSocket upgrade path.
 //!   - [`middleware`]: admission for every request: the connection limit,
 //!     the origin check and CORS grants.
+//!   - [`body_timeout`]: request bodies read within `--body-timeout`.
 //!   - [`routes`]: the router built from the table, and the app.
 //!   - [`api`]: `/register`, `/send`, `/stats`, `/healthz`, and the shared
 //!     query and body shapes.
@@ -52,6 +59,7 @@
 
 pub mod api;
 pub mod assets;
+pub mod body_timeout;
 pub mod config;
 pub mod demo;
 pub mod endpoints;
@@ -60,13 +68,16 @@ pub mod http_error;
 pub mod journal;
 pub mod limits;
 pub mod log;
+pub mod log_throttle;
 pub mod middleware;
 pub mod names;
+pub mod open_files;
 pub mod presence;
 pub mod protocol;
 pub mod room;
 pub mod rooms;
 pub mod routes;
+pub mod send_timeout;
 pub mod state;
 pub mod stats;
 pub mod transport;
@@ -75,11 +86,13 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_http::HttpService;
+use actix_codec::Framed;
+use actix_http::{h1, HttpService, Request};
 use actix_server::ServerHandle;
 use actix_service::{fn_service, map_config, IntoServiceFactory as _, ServiceFactoryExt as _};
 use actix_web::dev::AppConfig;
 use actix_web::web;
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
@@ -87,6 +100,7 @@ pub use error::ApiError;
 pub use log::{EventLog, MemoryLog};
 pub use names::RoomName;
 
+use send_timeout::SendTimeout;
 use state::AppState;
 
 /// Seconds a graceful shutdown waits for connections to finish.
@@ -157,9 +171,12 @@ pub fn serve(listener: TcpListener, config: Config) -> std::io::Result<Server> {
 }
 
 /// Serves pushlab on `listener`, keeping each room's log in `store`.
+///
+/// Raises the process's open-file limit first, and lowers
+/// `config.max_connections` if it still does not fit (see [`open_files`]).
 pub fn serve_with_store(
     listener: TcpListener,
-    config: Config,
+    mut config: Config,
     store: Box<dyn rooms::LogStore>,
 ) -> std::io::Result<Server> {
     let addr = listener.local_addr()?;
@@ -187,6 +204,15 @@ pub fn serve_with_store(
     }
     let workers = config.workers;
     let ip_connections = config.ip_connections;
+    // actix-server's own default: one worker per core.
+    let worker_count = workers
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
+        .max(1);
+    config.max_connections =
+        open_files::max_connections_within_limit(config.max_connections, worker_count);
+    let send_timeout = Duration::from_secs_f64(config.send_timeout);
     let max_connections = usize::try_from(config.max_connections).unwrap_or(usize::MAX);
     // Built once, outside the factory: every worker must share one log.
     let state = web::Data::new(AppState {
@@ -209,32 +235,36 @@ pub fn serve_with_store(
         .listen("pushlab", listener, move || {
             let state = app_state.clone();
             let upgrade_state = app_state.clone();
-            HttpService::build()
+            let http = HttpService::build()
                 // Notice promptly when a client holding a long-poll or
                 // stream goes away.
                 .h1_allow_half_closed(false)
                 .client_request_timeout(REQUEST_HEAD_TIMEOUT)
-                // A push server writes small messages that must go out now:
-                // with Nagle, a write waits for the previous one's ACK, which
-                // the client may delay by up to 40 ms.
-                .tcp_nodelay(true)
                 .local_addr(addr)
                 // WebSocket upgrades skip the router: the socket task takes
-                // the connection itself (see `transport::ws`). The handshake
-                // future is boxed because every connection's HTTP/1 state
-                // has room for it inline otherwise: 2 KiB more per held
-                // long-poll or stream.
-                .upgrade(fn_service(move |(req, framed)| {
-                    Box::pin(transport::ws::upgrade(upgrade_state.clone(), req, framed))
-                        as futures_util::future::LocalBoxFuture<'static, _>
-                }))
+                // the connection itself (see `transport::ws`), unwrapped
+                // from the send timeout, since it bounds slow clients its
+                // own way. The handshake future is boxed because every
+                // connection's HTTP/1 state has room for it inline
+                // otherwise: 2 KiB more per held long-poll or stream.
+                .upgrade(fn_service(
+                    move |(req, framed): (Request, Framed<SendTimeout<TcpStream>, h1::Codec>)| {
+                        let framed = framed.into_map_io(SendTimeout::into_inner);
+                        Box::pin(transport::ws::upgrade(upgrade_state.clone(), req, framed))
+                            as futures_util::future::LocalBoxFuture<'static, _>
+                    },
+                ))
                 .finish(map_config(
                     routes::app(state)
                         .into_factory()
                         .map_err(|err: actix_web::Error| err.error_response()),
                     |_| AppConfig::default(),
-                ))
-                .tcp()
+                ));
+            // Every accepted socket is served behind the send timeout.
+            fn_service(
+                move |io: TcpStream| async move { Ok(send_timeout::accept(io, send_timeout)) },
+            )
+            .and_then(http)
         })?
         .run();
     let handle = server.handle();

@@ -6,7 +6,10 @@ use std::net::TcpListener;
 
 use anyhow::Context as _;
 use clap::Parser as _;
+use pushlab::log_throttle::{self, Throttle, Throttled};
 use pushlab::Config;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 /// jemalloc keeps the memory per idle connection lower than the system
 /// allocator does (see docs/benchmarks.md).
@@ -22,14 +25,21 @@ pub static malloc_conf: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muz
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
+    let lines = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, not in log files.
+        .with_ansi(std::io::stderr().is_terminal());
+    tracing_subscriber::registry()
+        .with(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,actix_server=warn".into()),
         )
-        .with_writer(std::io::stderr)
-        // Colour codes only for a person at a terminal, not in log files.
-        .with_ansi(std::io::stderr().is_terminal())
+        // A client that provokes accept or parse errors gets one line per
+        // kind per 10 s into the log, not one per attempt.
+        .with(Throttled::new(
+            lines,
+            Throttle::new(log_throttle::WINDOW, log_throttle::FRAMEWORK_TARGETS),
+        ))
         .init();
     let config = Config::parse();
     let listener = TcpListener::bind(config.addr)

@@ -9,7 +9,7 @@ use crate::endpoints::Endpoint;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::transport::{longpoll, poll, sse};
-use crate::{api, assets, endpoints, middleware};
+use crate::{api, assets, body_timeout, endpoints, middleware};
 
 /// Every endpoint of the table, with its 405 for other methods; anything
 /// else is a 404. Both as JSON.
@@ -46,6 +46,9 @@ pub fn app(
     App::new()
         .app_data(state)
         .configure(routes)
+        .wrap(actix_web::middleware::from_fn(
+            body_timeout::read_body_in_time,
+        ))
         .wrap(actix_web::middleware::from_fn(middleware::admission))
 }
 

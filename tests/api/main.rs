@@ -15,4 +15,5 @@ mod rooms;
 mod server;
 mod sessions;
 mod soak;
+mod timeouts;
 mod ws_raw;
