@@ -10,8 +10,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
-
 use crate::error::ApiError;
 use crate::log::{EventBody, EventLog, Seq};
 use crate::names::{Name, RoomName};
@@ -209,27 +207,6 @@ impl Room {
         }
     }
 
-    /// Ends sessions that have had no connection and no request for
-    /// `timeout`, until `stop` is cancelled.
-    pub fn spawn_reaper(
-        &self,
-        timeout: Duration,
-        stop: CancellationToken,
-    ) -> tokio::task::JoinHandle<()> {
-        let room = self.clone();
-        let period = reaper_period(timeout);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(period);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => break,
-                    _ = tick.tick() => room.end_idle(timeout).await,
-                }
-            }
-        })
-    }
-
     /// Ends every session that has had no connection and no request for
     /// `timeout`.
     pub async fn end_idle(&self, timeout: Duration) {
@@ -311,29 +288,5 @@ mod tests {
                 ("join", "ALICE".into())
             ]
         );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_reaper_ends_idle_sessions_with_a_leave() {
-        let room = room();
-        let stop = CancellationToken::new();
-        let alice = room.register(Name::parse("alice").unwrap()).await.unwrap();
-        let bob = room.register(Name::parse("bob").unwrap()).await.unwrap();
-        let _bob_is_connected = room.attach(bob.session).unwrap();
-        let reaper = room.spawn_reaper(Duration::from_secs(10), stop.clone());
-        tokio::time::sleep(Duration::from_secs(9)).await;
-        assert_eq!(room.log().head(), 2);
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        assert_eq!(
-            kinds(&room).last().unwrap(),
-            &("leave", "alice".to_string())
-        );
-        assert_eq!(
-            room.touch(alice.session).unwrap_err().code(),
-            "unknown_session"
-        );
-        assert!(room.touch(bob.session).is_ok());
-        stop.cancel();
-        reaper.await.unwrap();
     }
 }

@@ -500,6 +500,36 @@ mod tests {
         assert_eq!(rooms.len(), 1);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn the_reaper_ends_idle_sessions_with_a_leave() {
+        let rooms = rooms(10, 0);
+        let room = rooms.lobby();
+        let stop = CancellationToken::new();
+        let alice = room.register(Name::parse("alice").unwrap()).await.unwrap();
+        let bob = room.register(Name::parse("bob").unwrap()).await.unwrap();
+        let _bob_is_connected = room.attach(bob.session).unwrap();
+
+        let reaper = rooms.spawn_reaper(Duration::from_secs(10), stop.clone());
+        tokio::time::sleep(Duration::from_secs(9)).await;
+        assert_eq!(room.log().head(), 2);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+
+        let last = room.log().read_since(2, None).events;
+        assert_eq!(
+            last.iter()
+                .map(|e| (e.body.kind(), e.name.as_str()))
+                .collect::<Vec<_>>(),
+            [("leave", "alice")]
+        );
+        assert_eq!(
+            room.touch(alice.session).unwrap_err().code(),
+            "unknown_session"
+        );
+        assert!(room.touch(bob.session).is_ok());
+        stop.cancel();
+        reaper.await.unwrap();
+    }
+
     #[tokio::test]
     async fn addresses_count_across_rooms() {
         let rooms = Rooms::new(

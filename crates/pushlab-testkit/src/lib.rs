@@ -163,11 +163,9 @@ impl Reader {
         self
     }
 
-    /// (Re)opens the stream or socket from the current cursor, as a client
-    /// does after its connection dropped.
-    pub async fn connect(&mut self) {
-        self.sse = None;
-        self.ws = None;
+    /// The query every read sends: `?since=` the cursor, with the epoch,
+    /// session and room the reader has.
+    fn query(&self) -> String {
         let mut query = format!("?since={}", self.cursor());
         if let Some(epoch) = &self.epoch {
             query.push_str(&format!("&epoch={epoch}"));
@@ -178,6 +176,15 @@ impl Reader {
         if let Some(room) = &self.room {
             query.push_str(&format!("&room={room}"));
         }
+        query
+    }
+
+    /// (Re)opens the stream or socket from the current cursor, as a client
+    /// does after its connection dropped.
+    pub async fn connect(&mut self) {
+        self.sse = None;
+        self.ws = None;
+        let query = self.query();
         match self.kind {
             Kind::Sse => {
                 let response = self
@@ -283,16 +290,7 @@ impl Reader {
         } else {
             "longpoll"
         };
-        let mut query = format!("?since={}", self.cursor());
-        if let Some(epoch) = &self.epoch {
-            query.push_str(&format!("&epoch={epoch}"));
-        }
-        if let Some(session) = &self.from.session {
-            query.push_str(&format!("&session={session}"));
-        }
-        if let Some(room) = &self.room {
-            query.push_str(&format!("&room={room}"));
-        }
+        let mut query = self.query();
         if self.kind == Kind::LongPoll {
             query.push_str(&format!("&timeout={}", self.long_poll_timeout_secs));
         }
