@@ -18,6 +18,14 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 BENCH=crates/pushlab-bench
 
+# The pushlab binary under test; another build (an older commit's, say) can
+# be measured with the same matrix by naming it here.
+PUSHLAB_BIN=${PUSHLAB_BIN:-target/release/pushlab}
+# Every load client comes from 127.0.0.1, so pushlab's per-address limits are
+# off. Set through the environment, which a build without those flags
+# ignores.
+export PUSHLAB_IP_CONNECTIONS=0 PUSHLAB_IP_SESSIONS=0 PUSHLAB_IP_REGISTRATIONS=0 \
+  PUSHLAB_IP_RATE_LIMIT=0 PUSHLAB_IP_ROOMS=0
 QUICK=${QUICK:-0}
 # The whole run, builds excluded, stops starting new measurements after this.
 BUDGET_SECS=${BUDGET_SECS:-1800}
@@ -74,7 +82,7 @@ start_server() {
   local log="$OUT/$2.server.out"
   : >"$log"
   case "$1" in
-    pushlab) "${RT[@]}" taskset -c "$SERVER_CORE" target/release/pushlab --addr 127.0.0.1:0 \
+    pushlab) "${RT[@]}" taskset -c "$SERVER_CORE" "$PUSHLAB_BIN" --addr 127.0.0.1:0 \
                --rate-limit 0 --workers 1 >"$log" 2>"$OUT/$2.server.err" & ;;
     floor) "${RT[@]}" taskset -c "$SERVER_CORE" target/release/pushlab-floor --addr 127.0.0.1:0 \
              >"$log" 2>"$OUT/$2.server.err" & ;;

@@ -23,7 +23,9 @@ cargo build --release --locked --workspace --bin pushlab --bin pushlab-load
 OUT="target/soak-$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$OUT"
 
+# Every client comes from 127.0.0.1, so the per-address limits are off.
 target/release/pushlab --addr 127.0.0.1:0 --rate-limit 0 --max-connections 20000 \
+  --ip-connections 0 --ip-sessions 0 --ip-registrations 0 --ip-rate-limit 0 \
   --presence-timeout "$PRESENCE_TIMEOUT" >"$OUT/server.out" 2>"$OUT/server.err" &
 SERVER_PID=$!
 trap 'kill "$SERVER_PID" 2>/dev/null || true' EXIT
