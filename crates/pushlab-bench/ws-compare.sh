@@ -6,6 +6,8 @@
 #
 #   crates/pushlab-bench/ws-compare.sh
 #   RUNS=3 IDLE_COUNTS="1000" RATE=50 crates/pushlab-bench/ws-compare.sh
+#   ONLY=fanout RUNS=4 crates/pushlab-bench/ws-compare.sh   some parts only
+#                                     (idle, fanout, oversized)
 #
 # Method, as in run.sh: each server runs alone on core 1 (`taskset -c 1`, one
 # worker, no rate limit), the load generator on core 0 (`taskset -c 0`), and
@@ -38,6 +40,8 @@ FANOUT=${FANOUT:-1000}
 RATE=${RATE:-50}
 DURATION=${DURATION:-10}
 OVERSIZED_SEND=${OVERSIZED_SEND:-67108864}
+ONLY=${ONLY:-idle,fanout,oversized}
+want() { [[ ",$ONLY," == *",$1,"* ]]; }
 SERVER_CORE=${SERVER_CORE:-1}
 LOAD_CORE=${LOAD_CORE:-0}
 export RUST_BACKTRACE=0
@@ -115,28 +119,34 @@ measure() {
 } >"$OUT/machine.txt"
 
 for run in $(seq "$RUNS"); do
-  for n in $IDLE_COUNTS; do
-    for server in pushlab actix-ws; do
-      if [ "$n" -le "$REGISTER_MAX" ]; then
-        measure "idle-registered-$n-$server-$run" "$server" idle --transport ws \
-          --subscribers "$n" --register --connect-concurrency 64
-      fi
-      measure "idle-listening-$n-$server-$run" "$server" idle --transport ws --subscribers "$n"
+  if want idle; then
+    for n in $IDLE_COUNTS; do
+      for server in pushlab actix-ws; do
+        if [ "$n" -le "$REGISTER_MAX" ]; then
+          measure "idle-registered-$n-$server-$run" "$server" idle --transport ws \
+            --subscribers "$n" --register --connect-concurrency 64
+        fi
+        measure "idle-listening-$n-$server-$run" "$server" idle --transport ws --subscribers "$n"
+      done
     done
-  done
+  fi
+  if want fanout; then
+    for server in pushlab actix-ws; do
+      measure "fanout-$FANOUT-$server-$run" "$server" rate --transport ws \
+        --subscribers "$FANOUT" --rate "$RATE" --duration "$DURATION"
+    done
+  fi
+done
+if want oversized; then
   for server in pushlab actix-ws; do
-    measure "fanout-$FANOUT-$server-$run" "$server" rate --transport ws \
-      --subscribers "$FANOUT" --rate "$RATE" --duration "$DURATION"
+    start_server "$server" "oversized-$server"
+    step "oversized frame ($server)"
+    echo "python3 crates/pushlab-bench/oversized-frame.py \$URL \$PID --send $OVERSIZED_SEND" >"$OUT/oversized-$server.cmd"
+    python3 crates/pushlab-bench/oversized-frame.py "$SERVER_URL" "$SERVER_PID" --send "$OVERSIZED_SEND" \
+      >"$OUT/oversized-$server.json" 2>"$OUT/oversized-$server.err" || true
+    stop_server
   done
-done
-for server in pushlab actix-ws; do
-  start_server "$server" "oversized-$server"
-  step "oversized frame ($server)"
-  echo "python3 crates/pushlab-bench/oversized-frame.py \$URL \$PID --send $OVERSIZED_SEND" >"$OUT/oversized-$server.cmd"
-  python3 crates/pushlab-bench/oversized-frame.py "$SERVER_URL" "$SERVER_PID" --send "$OVERSIZED_SEND" \
-    >"$OUT/oversized-$server.json" 2>"$OUT/oversized-$server.err" || true
-  stop_server
-done
+fi
 echo "loadavg at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"
 
 python3 - "$OUT" <<'PY' | tee "$OUT/summary.md"
