@@ -28,6 +28,8 @@ use crate::tally::{Seen, Tally};
 pub enum Kind {
     /// pushlab `GET /ws`.
     Ws,
+    /// pushlab `GET /ws`, registered as a session of its own.
+    WsRegistered,
     /// pushlab `GET /sse`.
     Sse,
     /// pushlab `GET /longpoll`, one held request after another.
@@ -95,7 +97,12 @@ pub async fn subscribe(
     mut ready: Ready,
 ) {
     let result = match kind {
-        Kind::Ws => pushlab_ws(&step, index, &seen, &mut ready).await,
+        Kind::Ws => pushlab_ws(&step, index, None, &seen, &mut ready).await,
+        Kind::WsRegistered => {
+            // A name of at most 24 characters, unique to this subscriber.
+            let name = format!("s{}x{index}", std::process::id() % 100_000);
+            pushlab_ws(&step, index, Some(&name), &seen, &mut ready).await
+        }
         Kind::Sse => pushlab_sse(&step, index, &seen, &mut ready).await,
         Kind::Longpoll | Kind::Poll => pushlab_poll(&step, kind, index, &seen, &mut ready).await,
         Kind::SocketioWs => socketio_ws(&step, index, &seen, &mut ready).await,
@@ -261,20 +268,29 @@ async fn websocket(
     Ok(socket)
 }
 
+/// A pushlab WebSocket subscriber: ready at `hello`, or with a `register`
+/// name at its `welcome`.
 async fn pushlab_ws(
     step: &Step,
     index: usize,
+    register: Option<&str>,
     seen: &Mutex<Seen>,
     ready: &mut Ready,
 ) -> anyhow::Result<()> {
     let path = format!("/ws?since={}", step.since);
     let mut socket = websocket(step, index, &step.wire, &path).await?;
     while let Some(frame) = socket.next().await {
-        match frame? {
-            Message::Text(text) if pushlab_item(seen, &step.tally, &text)? == "hello" => {
-                ready.fire()
-            }
+        let text = match frame? {
+            Message::Text(text) => text,
             Message::Close(close) => bail!("closed by the server: {close:?}"),
+            _ => continue,
+        };
+        match (pushlab_item(seen, &step.tally, &text)?, register) {
+            ("hello", None) | ("welcome", Some(_)) => ready.fire(),
+            ("hello", Some(name)) => {
+                let register = serde_json::json!({"type": "register", "name": name});
+                socket.send(Message::Text(register.to_string())).await?;
+            }
             _ => {}
         }
     }

@@ -168,6 +168,11 @@ struct Common {
     /// How often a short-poll subscriber asks, in ms.
     #[arg(long, default_value_t = 50)]
     poll_interval_ms: u64,
+    /// pushlab `ws` only: each subscriber registers a session of its own
+    /// (and gets the others' joins) before it counts as connected, as a chat
+    /// client does, instead of only listening.
+    #[arg(long)]
+    register: bool,
     /// The server's process id, to report its CPU and RSS.
     #[arg(long)]
     server_pid: Option<u32>,
@@ -211,7 +216,11 @@ impl Common {
     fn kind(&self, index: usize) -> anyhow::Result<Kind> {
         use TargetArg as T;
         use TransportArg as X;
+        if self.register && (self.target, self.transport) != (T::Pushlab, X::Ws) {
+            bail!("--register is for --target pushlab --transport ws");
+        }
         Ok(match (self.target, self.transport) {
+            (T::Pushlab, X::Ws) if self.register => Kind::WsRegistered,
             (T::Pushlab, X::Ws) => Kind::Ws,
             (T::Pushlab, X::Sse) => Kind::Sse,
             (T::Pushlab, X::Longpoll) => Kind::Longpoll,
