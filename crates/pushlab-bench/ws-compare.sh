@@ -31,6 +31,10 @@
 # Raw JSON and the exact commands go to target/ws-compare/<time>/, and a
 # summary table to summary.md there.
 set -euo pipefail
+# Every load client comes from 127.0.0.1, so pushlab's per-address limits are
+# off (through the environment, which pushlab-actix-ws ignores).
+export PUSHLAB_IP_CONNECTIONS=0 PUSHLAB_IP_SESSIONS=0 PUSHLAB_IP_REGISTRATIONS=0 \
+  PUSHLAB_IP_RATE_LIMIT=0 PUSHLAB_IP_ROOMS=0
 cd "$(dirname "$0")/../.."
 
 RUNS=${RUNS:-2}

@@ -46,14 +46,27 @@ use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReaso
 use anyhow::Context as _;
 use clap::Parser;
 use futures_util::StreamExt as _;
+use pushlab::api::ReadQuery;
 use pushlab::config::{WS_MISSED_PONGS, WS_PING_INTERVAL};
 use pushlab::log::{EventLog, MemoryLog, Seq};
-use pushlab::presence::ConnectionGuard;
 use pushlab::protocol::{self, ClientMessage, Control, MAX_BODY_BYTES, MAX_ID_CHARS};
-use pushlab::room::Room;
-use pushlab::transport::ReadQuery;
+use pushlab::room::{Attachment, Room};
 use pushlab::ApiError;
 use tokio_util::sync::CancellationToken;
+
+/// Ends the room's idle sessions until `stop`, as pushlab's own reaper does.
+fn spawn_reaper(room: Room, timeout: Duration, stop: CancellationToken) {
+    let period = pushlab::room::reaper_period(timeout);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => room.end_idle(timeout).await,
+            }
+        }
+    });
+}
 
 /// The server's flags; the defaults are pushlab's.
 #[derive(Debug, Parser)]
@@ -100,7 +113,8 @@ async fn main() -> anyhow::Result<()> {
         open: AtomicU64::new(0),
         shutdown: CancellationToken::new(),
     });
-    shared.room.spawn_reaper(
+    spawn_reaper(
+        shared.room.clone(),
         Duration::from_secs(args.presence_timeout),
         shared.shutdown.clone(),
     );
@@ -148,10 +162,7 @@ async fn websocket(
     let query = web::Query::<ReadQuery>::from_query(req.query_string())
         .map_err(|err| ApiError::BadRequest(format!("bad query string: {err}")))?
         .into_inner();
-    let attached = query
-        .session
-        .map(|s| shared.room.presence().connect(s))
-        .transpose()?;
+    let attached = query.session.map(|s| shared.room.attach(s)).transpose()?;
     let (response, session, incoming) = actix_ws::handle(&req, body)?;
     let incoming = incoming
         .max_frame_size(MAX_BODY_BYTES)
@@ -161,7 +172,7 @@ async fn websocket(
         room: shared.room.clone(),
         session,
         cursor: query.since,
-        epoch: query.epoch().map(str::to_owned),
+        epoch: query.epoch.clone().filter(|e| !e.is_empty()),
         attached,
     };
     actix_web::rt::spawn(socket.run(incoming, shared.into_inner()));
@@ -185,7 +196,7 @@ struct Socket {
     /// The client's epoch, checked on the first read only.
     epoch: Option<String>,
     /// The session this socket speaks for, once it has one.
-    attached: Option<ConnectionGuard>,
+    attached: Option<Attachment>,
 }
 
 impl Socket {
@@ -320,7 +331,7 @@ impl Socket {
         let room = self.room.clone();
         match (message, &self.attached) {
             (ClientMessage::Register(name), None) => match room.register(name).await {
-                Ok(welcome) => match room.presence().connect(welcome.session) {
+                Ok(welcome) => match room.attach(welcome.session) {
                     Ok(guard) => {
                         self.attached = Some(guard);
                         // Events resume after the welcome's cursor.
