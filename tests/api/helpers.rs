@@ -6,7 +6,7 @@
 use pushlab::{Config, Server};
 use serde_json::{json, Value};
 
-pub use pushlab_testkit::{ws_join, From, Kind, Reader, Target, ALL, PATIENCE};
+pub use pushlab_testkit::{ws_join, From, Kind, Reader, RedisServer, Target, ALL, PATIENCE};
 
 pub struct TestApp {
     pub server: Option<Server>,

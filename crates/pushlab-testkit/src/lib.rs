@@ -392,3 +392,123 @@ pub async fn ws_join(target: &impl Target, name: &str) -> (Reader, Value) {
     let welcome = reader.control("welcome").await;
     (reader, welcome)
 }
+
+/// A `redis-server` of a test's own, on a free port, killed when dropped.
+/// Never the system's service: each test gets an empty one.
+pub struct RedisServer {
+    child: Option<std::process::Child>,
+    port: u16,
+    /// Where it keeps its data, when it persists.
+    dir: Option<std::path::PathBuf>,
+}
+
+impl RedisServer {
+    /// Starts one that keeps nothing on disk.
+    pub fn start() -> RedisServer {
+        Self::start_on(free_port(), None)
+    }
+
+    /// Starts one that logs every write to an append-only file in `dir`,
+    /// synced before each answer, so a restart loses nothing.
+    pub fn start_persistent(dir: &std::path::Path) -> RedisServer {
+        Self::start_on(free_port(), Some(dir.to_owned()))
+    }
+
+    fn start_on(port: u16, dir: Option<std::path::PathBuf>) -> RedisServer {
+        let mut command = std::process::Command::new("redis-server");
+        command
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--daemonize", "no", "--loglevel", "warning"])
+            .stdout(std::process::Stdio::null());
+        match &dir {
+            Some(dir) => command
+                .args(["--appendonly", "yes", "--appendfsync", "always"])
+                .arg("--dir")
+                .arg(dir),
+            None => command
+                .args(["--appendonly", "no"])
+                .arg("--dir")
+                .arg(std::env::temp_dir()),
+        };
+        let child = command
+            .spawn()
+            .expect("redis-server runs (tests/run.sh installs it)");
+        let server = RedisServer {
+            child: Some(child),
+            port,
+            dir,
+        };
+        server.wait_ready();
+        server
+    }
+
+    /// `redis://127.0.0.1:PORT/0`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills it at once (SIGKILL): what it had not persisted is gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port, with the same data directory.
+    pub fn restart(&mut self) {
+        self.kill();
+        let again = Self::start_on(self.port, self.dir.clone());
+        *self = again;
+    }
+
+    /// Sends one inline command and returns the first line of the answer.
+    pub fn command(&self, command: &str) -> String {
+        self.try_command(command).expect("redis-server answers")
+    }
+
+    fn try_command(&self, command: &str) -> std::io::Result<String> {
+        use std::io::{BufRead as _, Write as _};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port))?;
+        stream.set_read_timeout(Some(PATIENCE))?;
+        stream.write_all(format!("{command}\r\n").as_bytes())?;
+        let mut line = String::new();
+        std::io::BufReader::new(stream).read_line(&mut line)?;
+        Ok(line.trim_end().to_owned())
+    }
+
+    fn wait_ready(&self) {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
+            let ready = self.try_command("PING").is_ok_and(|pong| pong == "+PONG");
+            if ready {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start on port {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A port nothing listens on now: bound and released at once.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("port 0 binds")
+}
