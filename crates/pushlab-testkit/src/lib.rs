@@ -45,6 +45,23 @@ pub trait Target {
     fn room(&self) -> Option<String> {
         None
     }
+
+    /// Every node that serves the same rooms. A reader sends each request,
+    /// and opens each stream or socket, to one of them at random, as a
+    /// round-robin proxy with no sticky sessions would.
+    fn nodes(&self) -> Vec<SocketAddr> {
+        vec![self.addr()]
+    }
+}
+
+/// One of `0..n`, at random: for spreading requests over nodes.
+pub fn pick(n: usize) -> usize {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    // Each `RandomState` is keyed afresh, so hashing nothing is random.
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    (random % n.max(1) as u64) as usize
 }
 
 /// A server known only by its address, with a client of its own.
@@ -107,7 +124,8 @@ pub type WsStream =
 /// events (with `seq`) and control messages (without).
 pub struct Reader {
     pub kind: Kind,
-    base: String,
+    /// `http://ADDR` of each node it may use.
+    bases: Vec<String>,
     /// The room it reads, if not the lobby.
     room: Option<String>,
     from: From,
@@ -131,7 +149,11 @@ impl Reader {
     pub async fn open(target: &impl Target, kind: Kind, from: From) -> Reader {
         let mut reader = Reader {
             kind,
-            base: format!("http://{}", target.addr()),
+            bases: target
+                .nodes()
+                .iter()
+                .map(|addr| format!("http://{addr}"))
+                .collect(),
             room: target.room(),
             epoch: from.epoch.clone(),
             from,
@@ -163,6 +185,11 @@ impl Reader {
         self
     }
 
+    /// The node for the next request or connection, at random.
+    fn base(&self) -> &str {
+        &self.bases[pick(self.bases.len())]
+    }
+
     /// (Re)opens the stream or socket from the current cursor, as a client
     /// does after its connection dropped.
     pub async fn connect(&mut self) {
@@ -182,7 +209,7 @@ impl Reader {
             Kind::Sse => {
                 let response = self
                     .http
-                    .get(format!("{}/sse{query}", self.base))
+                    .get(format!("{}/sse{query}", self.base()))
                     .send()
                     .await
                     .unwrap();
@@ -191,7 +218,7 @@ impl Reader {
                 self.sse = Some(Box::pin(response.bytes_stream().eventsource()));
             }
             Kind::Ws => {
-                let url = format!("{}/ws{query}", self.base.replacen("http", "ws", 1));
+                let url = format!("{}/ws{query}", self.base().replacen("http", "ws", 1));
                 let (socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
                 self.ws = Some(socket);
             }
@@ -303,7 +330,7 @@ impl Reader {
         }
         let response = self
             .http
-            .get(format!("{}/{path}{query}", self.base))
+            .get(format!("{}/{path}{query}", self.base()))
             .send()
             .await
             .unwrap();
