@@ -90,6 +90,12 @@ pub struct Config {
     #[arg(long, env = "PUSHLAB_JOURNAL_RECOVER")]
     pub journal_recover: bool,
 
+    /// Keep every room's log in this Redis (`redis://HOST:PORT/DB`), so
+    /// several pushlab nodes behind one proxy serve the same rooms. Without
+    /// it the log lives in this process (or in `--data-dir`).
+    #[arg(long, env = "PUSHLAB_REDIS", conflicts_with = "data_dir")]
+    pub redis: Option<String>,
+
     /// HTTP worker threads. Defaults to the number of CPU cores.
     #[arg(long, env = "PUSHLAB_WORKERS")]
     pub workers: Option<usize>,
@@ -217,6 +223,7 @@ impl Default for Config {
             slow_client_timeout: 30.0,
             data_dir: None,
             journal_recover: false,
+            redis: None,
             workers: None,
             demo: false,
             demo_rate: 20,

@@ -63,9 +63,24 @@ pub enum ApiError {
     /// The request body did not arrive in full within `--body-timeout`.
     #[error("the request body did not arrive in time")]
     BodyTimeout,
+    /// The shared store (Redis) cannot be reached: nothing was stored, and
+    /// the client may try again.
+    #[error("the message store is unreachable; try again shortly")]
+    StoreUnavailable,
     /// Something failed inside the server; the detail is logged, not sent.
     #[error("internal error")]
     Internal,
+}
+
+impl From<crate::log::LogError> for ApiError {
+    /// An append that failed: unreachable storage may be tried again; any
+    /// other failure is internal, and logged where it happened.
+    fn from(err: crate::log::LogError) -> Self {
+        match err {
+            crate::log::LogError::Unavailable(_) => ApiError::StoreUnavailable,
+            crate::log::LogError::Storage(_) => ApiError::Internal,
+        }
+    }
 }
 
 impl ApiError {
@@ -90,6 +105,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::BodyTimeout => "body_timeout",
+            ApiError::StoreUnavailable => "store_unavailable",
             ApiError::Internal => "internal",
         }
     }

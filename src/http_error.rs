@@ -23,7 +23,9 @@ impl ResponseError for ApiError {
             ApiError::UnknownSession => StatusCode::UNAUTHORIZED,
             ApiError::ForbiddenOrigin(_) | ApiError::ForbiddenHost(_) => StatusCode::FORBIDDEN,
             ApiError::RateLimited | ApiError::IpLimit(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::StoreUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -35,7 +37,10 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status_code());
         response.insert_header((header::CACHE_CONTROL, "no-store"));
-        if matches!(self, ApiError::Unavailable(_) | ApiError::TooManyRooms(_)) {
+        if matches!(
+            self,
+            ApiError::Unavailable(_) | ApiError::TooManyRooms(_) | ApiError::StoreUnavailable
+        ) {
             // Every 503 is a limit that frees up: say when to come back.
             response.insert_header((header::RETRY_AFTER, "1"));
         }
@@ -68,6 +73,7 @@ mod tests {
             (ApiError::NotFound(String::new()), 404),
             (ApiError::MethodNotAllowed, 405),
             (ApiError::BodyTimeout, 408),
+            (ApiError::StoreUnavailable, 503),
             (ApiError::Internal, 500),
         ];
         for (err, status) in cases {

@@ -151,7 +151,7 @@ impl JournalLog {
 }
 
 impl EventLog for JournalLog {
-    fn epoch(&self) -> &Epoch {
+    fn epoch(&self) -> Epoch {
         self.memory.epoch()
     }
 
@@ -872,10 +872,10 @@ mod tests {
             for i in 0..50 {
                 acked.push(log.append(name("a"), say(&format!("m{i}"))).await.unwrap());
             }
-            (log.epoch().clone(), acked)
+            (log.epoch(), acked)
         };
         let log = JournalLog::open(options(dir.path())).unwrap();
-        assert_eq!(log.epoch(), &epoch);
+        assert_eq!(log.epoch(), epoch);
         assert_eq!(log.head(), 50);
         let batch = log.read_since(0, Some(epoch.as_str()));
         assert!(!batch.gap);
@@ -1117,7 +1117,7 @@ mod tests {
         .unwrap();
 
         // Assert
-        assert_ne!(log.epoch(), &old_epoch);
+        assert_ne!(log.epoch(), old_epoch);
         assert_eq!(log.head(), 10, "above every seq seen, the damaged ones too");
         let batch = log.read_since(2, Some(old_epoch.as_str()));
         assert!(batch.gap);
@@ -1134,10 +1134,10 @@ mod tests {
         assert_eq!(log.append(name("a"), say("new")).await.unwrap().seq, 11);
         let aside = PathBuf::from(format!("{}.damaged", segment.display()));
         assert_eq!(fs::read(&aside).unwrap(), bytes, "kept aside untouched");
-        let epoch = log.epoch().clone();
+        let epoch = log.epoch();
         drop(log);
         let log = JournalLog::open(options(dir.path())).unwrap();
-        assert_eq!(log.epoch(), &epoch, "the new epoch persists");
+        assert_eq!(log.epoch(), epoch, "the new epoch persists");
         assert_eq!(log.head(), 11);
         assert!(!log.read_since(10, Some(epoch.as_str())).gap);
     }

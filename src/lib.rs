@@ -12,6 +12,8 @@
 //!     (append, read since a cursor, wait for newer) and the one
 //!     [`log::Reader`] every transport reads through.
 //!   - [`journal`]: the durable journal behind `--data-dir`.
+//!   - [`redis_store`]: every room's log in Redis behind `--redis`, shared
+//!     by several nodes, mirrored into each.
 //!   - [`presence`]: sessions, names, cursors, rate limits, idle expiry.
 //!   - [`protocol`]: client and server messages, and input validation.
 //!   - [`room`]: the rules that tie presence to the log (join, send, leave,
@@ -74,6 +76,7 @@ pub mod names;
 pub mod open_files;
 pub mod presence;
 pub mod protocol;
+pub mod redis_store;
 pub mod room;
 pub mod rooms;
 pub mod routes;
@@ -156,16 +159,18 @@ impl Server {
 /// Must be called inside a Tokio runtime; the server runs on its own worker
 /// threads until [`Server::shutdown`].
 ///
-/// With `config.data_dir` set, the log is a durable journal there.
+/// With `config.data_dir` set, the log is a durable journal there; with
+/// `config.redis`, every room's log is in that Redis.
 pub fn serve(listener: TcpListener, config: Config) -> std::io::Result<Server> {
     let history = config.history as usize;
-    let store: Box<dyn rooms::LogStore> = match &config.data_dir {
-        Some(dir) => Box::new(rooms::JournalStore {
+    let store: Box<dyn rooms::LogStore> = match (&config.redis, &config.data_dir) {
+        (Some(url), _) => Box::new(redis_store::RedisStore::connect(url, history)?),
+        (None, Some(dir)) => Box::new(rooms::JournalStore {
             dir: dir.clone(),
             history,
             recover: config.journal_recover,
         }),
-        None => Box::new(rooms::MemoryStore { history }),
+        (None, None) => Box::new(rooms::MemoryStore { history }),
     };
     serve_with_store(listener, config, store)
 }

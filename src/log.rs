@@ -222,6 +222,10 @@ pub enum LogError {
     /// The store could not make the event durable.
     #[error("the event store failed: {0}")]
     Storage(String),
+    /// The store cannot be reached (Redis is down): nothing was stored, or
+    /// it cannot be told whether it was, and the client may try again.
+    #[error("the event store is unreachable: {0}")]
+    Unavailable(String),
 }
 
 /// The small interface every transport uses.
@@ -231,8 +235,9 @@ pub enum LogError {
 /// are asynchronous, because a durable store acknowledges only once the event
 /// is safe.
 pub trait EventLog: Send + Sync + 'static {
-    /// This incarnation's epoch.
-    fn epoch(&self) -> &Epoch;
+    /// This incarnation's epoch. A store whose data can be lost behind its
+    /// back (Redis) may change it; every read after that is a gap.
+    fn epoch(&self) -> Epoch;
 
     /// The seq of the newest event, or 0 when the log is empty.
     fn head(&self) -> Seq;
@@ -386,8 +391,8 @@ impl MemoryLog {
 }
 
 impl EventLog for MemoryLog {
-    fn epoch(&self) -> &Epoch {
-        &self.shared.epoch
+    fn epoch(&self) -> Epoch {
+        self.shared.epoch.clone()
     }
 
     fn head(&self) -> Seq {
@@ -480,7 +485,10 @@ pub struct Reader {
     log: Arc<dyn EventLog>,
     /// The last seq this reader has taken.
     cursor: Seq,
-    /// The client's epoch, taken by the first read.
+    /// The epoch the cursor belongs to: the client's until the first read,
+    /// then the log's as it was then. Checked on every read, so a store
+    /// whose epoch changes under a reader (Redis lost its data) gives it a
+    /// gap instead of silently reusing its cursor.
     epoch: Option<String>,
     /// Resolves once the log has events after the cursor; kept until it
     /// fires or the cursor moves, so a reader subscribes once per wait.
@@ -504,7 +512,7 @@ impl Reader {
     }
 
     /// The log's epoch, which every cursor this reader hands out belongs to.
-    pub fn epoch(&self) -> &Epoch {
+    pub fn epoch(&self) -> Epoch {
         self.log.epoch()
     }
 
@@ -521,9 +529,13 @@ impl Reader {
     /// the JSON taken so far is under `budget` bytes. A budget of 0 takes no
     /// event (a gap is still reported); any other budget takes at least one.
     pub fn next(&mut self, budget: usize) -> Read {
-        let batch = self
-            .log
-            .read_since(self.cursor, self.epoch.take().as_deref());
+        // Taken before the read: if the epoch changes in between, the next
+        // read is a gap (at worst a second one), never a silent skip.
+        let epoch = self.log.epoch();
+        let batch = self.log.read_since(self.cursor, self.epoch.as_deref());
+        if self.epoch.as_deref() != Some(epoch.as_str()) {
+            self.epoch = Some(epoch.as_str().to_owned());
+        }
         let before = self.cursor;
         let gap = batch
             .gap

@@ -209,7 +209,7 @@ impl Control {
     /// The `hello` a stream opens with: the reader's epoch and cursor.
     pub fn hello(reader: &Reader) -> Control {
         Control::Hello {
-            epoch: reader.epoch().clone(),
+            epoch: reader.epoch(),
             cursor: reader.cursor(),
         }
     }
@@ -217,7 +217,7 @@ impl Control {
     /// The `gap` a stream sends when a read reports one at `cursor`.
     pub fn gap(reader: &Reader, cursor: Seq) -> Control {
         Control::Gap {
-            epoch: reader.epoch().clone(),
+            epoch: reader.epoch(),
             cursor,
         }
     }

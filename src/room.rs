@@ -125,7 +125,7 @@ impl Room {
             Err(err) => {
                 tracing::error!(%err, "could not append a join");
                 self.presence.finish_end(session);
-                return Err(ApiError::Internal);
+                return Err(err.into());
             }
         };
         let cursor = join.seq;
@@ -150,7 +150,7 @@ impl Room {
         Ok(Welcome {
             session,
             name,
-            epoch: self.log.epoch().clone(),
+            epoch: self.log.epoch(),
             cursor,
             history,
             users,
@@ -184,7 +184,7 @@ impl Room {
         }
         let event = self.log.append(name, body).await.map_err(|err| {
             tracing::error!(%err, "could not append an event");
-            ApiError::Internal
+            ApiError::from(err)
         })?;
         Ok(event.seq)
     }

@@ -28,7 +28,9 @@ use crate::room::{reaper_period, Room};
 
 /// Where rooms keep their logs.
 pub trait LogStore: Send + Sync + 'static {
-    /// Opens the log of `room`: empty, or as it was kept.
+    /// Opens the log of `room`: empty, or as it was kept. A store that
+    /// cannot reach its storage fails with [`io::ErrorKind::NotConnected`],
+    /// which clients see as `store_unavailable`.
     fn open(&self, room: &RoomName) -> io::Result<Arc<dyn EventLog>>;
 
     /// The rooms whose logs were kept by an earlier run, to restore at start.
@@ -214,7 +216,12 @@ impl Rooms {
         // the same room at once both build it; the first one in wins.
         let room = self.build(name).map_err(|err| {
             tracing::error!(%err, room = %name, "could not open a room's log");
-            ApiError::Internal
+            // A shared store that cannot be reached says so; see `LogStore`.
+            if err.kind() == io::ErrorKind::NotConnected {
+                ApiError::StoreUnavailable
+            } else {
+                ApiError::Internal
+            }
         })?;
         let mut rooms = self.shared.rooms.write();
         if let Some(entry) = rooms.get(name) {
@@ -377,7 +384,7 @@ fn view(room: &Room) -> RoomView {
         name: room.name().clone(),
         online: room.online(),
         head: room.log().head(),
-        epoch: room.log().epoch().clone(),
+        epoch: room.log().epoch(),
         // The registry's own reference is not a reader.
         readers: Arc::strong_count(room.log()).saturating_sub(1),
     }
@@ -585,7 +592,7 @@ mod tests {
         assert_eq!(rooms.len(), 3);
         for (name, epoch) in ["lobby", "a", "_b"].iter().zip(epochs) {
             let room = rooms.get(&room(name)).unwrap();
-            assert_eq!(room.log().epoch(), &epoch, "{name}");
+            assert_eq!(room.log().epoch(), epoch, "{name}");
             assert_eq!(room.log().head(), 1, "{name}");
         }
     }

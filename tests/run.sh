@@ -2,8 +2,9 @@
 # Runs every pushlab test: formatting, lints, the Rust unit and API tests, and
 # the browser tests in headless Chromium.
 #
-# On a fresh Debian machine it first installs what the browser tests need
-# (Debian's chromium, Node.js and npm), then the npm packages from the
+# On a fresh Debian machine it first installs what the tests need (Debian's
+# chromium, Node.js and npm for the browser tests; redis-server and nginx
+# for the --redis tests), then the npm packages from the
 # committed lockfile. Nothing is downloaded outside the package managers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,10 @@ missing=()
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+# The --redis tests start their own redis-server on a free port; the
+# cluster tests put nginx in front of the nodes.
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v nginx >/dev/null 2>&1 || missing+=(nginx)
 if [ "${#missing[@]}" -gt 0 ]; then
   step "installing ${missing[*]}"
   sudo=""

@@ -66,7 +66,7 @@ pub fn batch_response(
     reader: &Reader,
     read: &Read,
 ) -> HttpResponse {
-    let body = batch_body(read, reader.cursor(), reader.epoch());
+    let body = batch_body(read, reader.cursor(), &reader.epoch());
     let counters = state.counters(transport);
     counters.sent(read.events.len(), body.len());
     if read.events.is_empty() {

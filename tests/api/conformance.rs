@@ -1,6 +1,8 @@
 //! The same scenarios over poll, long-poll, SSE and WebSocket: every reader
-//! sees every event, once, in one order. Each scenario runs twice: in the
-//! lobby, and in a named room, where every request says `room=`.
+//! sees every event, once, in one order. Each scenario runs three times: in
+//! the lobby; in a named room, where every request says `room=`; and on two
+//! nodes sharing one Redis (`--redis`), where each reader's request or
+//! connection goes to either node at random.
 
 use serde_json::{json, Value};
 
@@ -274,7 +276,8 @@ async fn sse_honours_last_event_id_on_reconnect() {
     assert_eq!(bad.status(), 400);
 }
 
-/// Runs each scenario as two tests: in the lobby and in a named room.
+/// Runs each scenario as three tests: in the lobby, in a named room, and
+/// on two nodes sharing one Redis.
 macro_rules! in_the_lobby_and_in_a_named_room {
     ($($scenario:ident),* $(,)?) => {
         mod in_the_lobby {
@@ -291,6 +294,18 @@ macro_rules! in_the_lobby_and_in_a_named_room {
                 async fn $scenario() {
                     crate::helpers::IN_ROOM
                         .scope(Some("physics-2".to_owned()), super::$scenario())
+                        .await
+                }
+            )*
+        }
+        /// Two nodes with `--redis` on one Redis, every reader's request
+        /// or connection sent to either at random.
+        mod on_two_nodes_sharing_redis {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    crate::helpers::ON_TWO_NODES
+                        .scope(true, super::$scenario())
                         .await
                 }
             )*

@@ -3,10 +3,14 @@
 //! scenario runs over all four, is `pushlab-testkit`'s [`Reader`], shared
 //! with the criterion benches and re-exported here.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use parking_lot::Mutex;
 use pushlab::{Config, Server};
 use serde_json::{json, Value};
 
-pub use pushlab_testkit::{ws_join, From, Kind, Reader, Target, ALL, PATIENCE};
+pub use pushlab_testkit::{pick, ws_join, From, Kind, Reader, RedisServer, Target, ALL, PATIENCE};
 
 pub struct TestApp {
     pub server: Option<Server>,
@@ -14,12 +18,31 @@ pub struct TestApp {
     pub http: reqwest::Client,
     /// The room every request names, if not the lobby.
     pub room: Option<String>,
+    /// Set when the app is two nodes sharing one Redis.
+    cluster: Option<Cluster>,
+}
+
+/// Two nodes on one Redis. Every request and connection goes to one of them
+/// at random, except that a session's requests go to the node that
+/// registered it: sessions are kept per node until presence moves to Redis.
+struct Cluster {
+    /// The second node; `TestApp::server` is the first.
+    other: Option<Server>,
+    nodes: Vec<SocketAddr>,
+    /// Which node registered each session.
+    sessions: Mutex<HashMap<String, SocketAddr>>,
+    /// Dropped last: the nodes need it until they stop.
+    _redis: RedisServer,
 }
 
 tokio::task_local! {
     /// The room the apps spawned inside a scenario use: the conformance
     /// scenarios run once in the lobby and once in a named room.
     pub static IN_ROOM: Option<String>;
+
+    /// Whether the apps spawned inside a scenario are two nodes sharing one
+    /// Redis, with requests spread over them at random.
+    pub static ON_TWO_NODES: bool;
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -39,20 +62,104 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
         ..Config::default()
     };
     configure(&mut config);
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("port 0 binds");
-    let server = pushlab::serve(listener, config).expect("the server starts");
+    let two_nodes = ON_TWO_NODES.try_with(|yes| *yes).unwrap_or(false);
+    let redis = two_nodes.then(|| {
+        let redis = RedisServer::start();
+        config.redis = Some(redis.url());
+        redis
+    });
+    let start = |config: Config| {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("port 0 binds");
+        pushlab::serve(listener, config).expect("the server starts")
+    };
+    let server = start(config.clone());
+    let cluster = redis.map(|redis| {
+        let other = start(config);
+        Cluster {
+            nodes: vec![server.addr(), other.addr()],
+            other: Some(other),
+            sessions: Mutex::default(),
+            _redis: redis,
+        }
+    });
     TestApp {
         addr: server.addr(),
         server: Some(server),
         http: reqwest::Client::new(),
         room: IN_ROOM.try_with(Clone::clone).ok().flatten(),
+        cluster,
     }
 }
 
 impl TestApp {
-    /// The URL of `path`, in the app's room.
+    /// A test app over a server started by hand, in the lobby.
+    pub fn over(server: Server) -> TestApp {
+        TestApp {
+            addr: server.addr(),
+            server: Some(server),
+            http: reqwest::Client::new(),
+            room: None,
+            cluster: None,
+        }
+    }
+
+    /// The URL of `path`, in the app's room, on the node for it.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, self.in_room(path))
+        self.url_on(self.node_for(path), path)
+    }
+
+    fn url_on(&self, node: SocketAddr, path: &str) -> String {
+        format!("http://{}{}", node, self.in_room(path))
+    }
+
+    /// The only node, or on two nodes: the node that registered the
+    /// session `path` names, else either at random.
+    fn node_for(&self, path: &str) -> SocketAddr {
+        let Some(cluster) = &self.cluster else {
+            return self.addr;
+        };
+        let session = path
+            .split(['?', '&'])
+            .find_map(|pair| pair.strip_prefix("session="));
+        session
+            .and_then(|s| cluster.sessions.lock().get(s).copied())
+            .unwrap_or_else(|| cluster.nodes[pick(cluster.nodes.len())])
+    }
+
+    /// On two nodes: waits until `node` has every event either node has,
+    /// so a read right after a write sees it wherever it goes. A node
+    /// mirrors the other's appends within a millisecond or so; a real
+    /// client simply gets them in its next read.
+    async fn converge(&self, node: SocketAddr) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        let mut heads = Vec::new();
+        for &each in &cluster.nodes {
+            heads.push(self.head_on(each).await);
+        }
+        let newest = heads.into_iter().max().unwrap_or(0);
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while self.head_on(node).await < newest {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{node} never caught up"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    }
+
+    async fn head_on(&self, node: SocketAddr) -> u64 {
+        let stats: Value = self
+            .http
+            .get(self.url_on(node, "/stats"))
+            .send()
+            .await
+            .expect("request sent")
+            .json()
+            .await
+            .expect("a JSON body");
+        stats["head"].as_u64().unwrap()
     }
 
     /// The URL of `/ws` with `query` (empty, or starting with `?`), in the
@@ -70,8 +177,12 @@ impl TestApp {
     }
 
     pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.post_json_on(self.node_for(path), path, body).await
+    }
+
+    async fn post_json_on(&self, node: SocketAddr, path: &str, body: &Value) -> reqwest::Response {
         self.http
-            .post(self.url(path))
+            .post(self.url_on(node, path))
             .json(body)
             .send()
             .await
@@ -84,9 +195,16 @@ impl TestApp {
 
     /// Registers and returns the welcome, panicking if refused.
     pub async fn join(&self, name: &str) -> Value {
-        let response = self.register(name).await;
+        let node = self.node_for("/register");
+        let response = self
+            .post_json_on(node, "/register", &json!({ "name": name }))
+            .await;
         assert_eq!(response.status(), 200, "register {name}");
-        response.json().await.unwrap()
+        let welcome: Value = response.json().await.unwrap();
+        if let (Some(cluster), Some(session)) = (&self.cluster, welcome["session"].as_str()) {
+            cluster.sessions.lock().insert(session.to_owned(), node);
+        }
+        welcome
     }
 
     pub async fn send(&self, session: &str, message: &Value) -> reqwest::Response {
@@ -105,8 +223,10 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
+        let node = self.node_for(path);
+        self.converge(node).await;
         self.http
-            .get(self.url(path))
+            .get(self.url_on(node, path))
             .send()
             .await
             .expect("request sent")
@@ -126,6 +246,9 @@ impl TestApp {
         if let Some(server) = self.server.take() {
             server.shutdown().await;
         }
+        if let Some(server) = self.cluster.as_mut().and_then(|c| c.other.take()) {
+            server.shutdown().await;
+        }
     }
 }
 
@@ -141,5 +264,12 @@ impl Target for TestApp {
 
     fn room(&self) -> Option<String> {
         self.room.clone()
+    }
+
+    fn nodes(&self) -> Vec<SocketAddr> {
+        match &self.cluster {
+            Some(cluster) => cluster.nodes.clone(),
+            None => vec![self.addr],
+        }
     }
 }

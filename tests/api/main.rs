@@ -10,6 +10,7 @@ mod helpers;
 mod journal_damage;
 mod longpoll;
 mod properties;
+mod redis;
 mod restart;
 mod rooms;
 mod server;

@@ -177,12 +177,7 @@ async fn a_restart_without_a_journal_is_reported_as_a_gap_on_every_transport() {
     app.shutdown().await;
     let listener = std::net::TcpListener::bind(addr).expect("the same port again");
     let server = pushlab::serve(listener, pushlab::Config::default()).unwrap();
-    let app = TestApp {
-        addr: server.addr(),
-        server: Some(server),
-        http: reqwest::Client::new(),
-        room: None,
-    };
+    let app = TestApp::over(server);
     let bob = app.join("bob").await;
     assert_ne!(bob["epoch"].as_str().unwrap(), epoch, "a new epoch");
     for kind in ALL {

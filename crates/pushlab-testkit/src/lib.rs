@@ -45,6 +45,23 @@ pub trait Target {
     fn room(&self) -> Option<String> {
         None
     }
+
+    /// Every node that serves the same rooms. A reader sends each request,
+    /// and opens each stream or socket, to one of them at random, as a
+    /// round-robin proxy with no sticky sessions would.
+    fn nodes(&self) -> Vec<SocketAddr> {
+        vec![self.addr()]
+    }
+}
+
+/// One of `0..n`, at random: for spreading requests over nodes.
+pub fn pick(n: usize) -> usize {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    // Each `RandomState` is keyed afresh, so hashing nothing is random.
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    (random % n.max(1) as u64) as usize
 }
 
 /// A server known only by its address, with a client of its own.
@@ -107,7 +124,8 @@ pub type WsStream =
 /// events (with `seq`) and control messages (without).
 pub struct Reader {
     pub kind: Kind,
-    base: String,
+    /// `http://ADDR` of each node it may use.
+    bases: Vec<String>,
     /// The room it reads, if not the lobby.
     room: Option<String>,
     from: From,
@@ -131,7 +149,11 @@ impl Reader {
     pub async fn open(target: &impl Target, kind: Kind, from: From) -> Reader {
         let mut reader = Reader {
             kind,
-            base: format!("http://{}", target.addr()),
+            bases: target
+                .nodes()
+                .iter()
+                .map(|addr| format!("http://{addr}"))
+                .collect(),
             room: target.room(),
             epoch: from.epoch.clone(),
             from,
@@ -163,6 +185,11 @@ impl Reader {
         self
     }
 
+    /// The node for the next request or connection, at random.
+    fn base(&self) -> &str {
+        &self.bases[pick(self.bases.len())]
+    }
+
     /// The query every read sends: `?since=` the cursor, with the epoch,
     /// session and room the reader has.
     fn query(&self) -> String {
@@ -189,7 +216,7 @@ impl Reader {
             Kind::Sse => {
                 let response = self
                     .http
-                    .get(format!("{}/sse{query}", self.base))
+                    .get(format!("{}/sse{query}", self.base()))
                     .send()
                     .await
                     .unwrap();
@@ -198,7 +225,7 @@ impl Reader {
                 self.sse = Some(Box::pin(response.bytes_stream().eventsource()));
             }
             Kind::Ws => {
-                let url = format!("{}/ws{query}", self.base.replacen("http", "ws", 1));
+                let url = format!("{}/ws{query}", self.base().replacen("http", "ws", 1));
                 let (socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
                 self.ws = Some(socket);
             }
@@ -301,7 +328,7 @@ impl Reader {
         }
         let response = self
             .http
-            .get(format!("{}/{path}{query}", self.base))
+            .get(format!("{}/{path}{query}", self.base()))
             .send()
             .await
             .unwrap();
@@ -389,4 +416,124 @@ pub async fn ws_join(target: &impl Target, name: &str) -> (Reader, Value) {
         .await;
     let welcome = reader.control("welcome").await;
     (reader, welcome)
+}
+
+/// A `redis-server` of a test's own, on a free port, killed when dropped.
+/// Never the system's service: each test gets an empty one.
+pub struct RedisServer {
+    child: Option<std::process::Child>,
+    port: u16,
+    /// Where it keeps its data, when it persists.
+    dir: Option<std::path::PathBuf>,
+}
+
+impl RedisServer {
+    /// Starts one that keeps nothing on disk.
+    pub fn start() -> RedisServer {
+        Self::start_on(free_port(), None)
+    }
+
+    /// Starts one that logs every write to an append-only file in `dir`,
+    /// synced before each answer, so a restart loses nothing.
+    pub fn start_persistent(dir: &std::path::Path) -> RedisServer {
+        Self::start_on(free_port(), Some(dir.to_owned()))
+    }
+
+    fn start_on(port: u16, dir: Option<std::path::PathBuf>) -> RedisServer {
+        let mut command = std::process::Command::new("redis-server");
+        command
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--daemonize", "no", "--loglevel", "warning"])
+            .stdout(std::process::Stdio::null());
+        match &dir {
+            Some(dir) => command
+                .args(["--appendonly", "yes", "--appendfsync", "always"])
+                .arg("--dir")
+                .arg(dir),
+            None => command
+                .args(["--appendonly", "no"])
+                .arg("--dir")
+                .arg(std::env::temp_dir()),
+        };
+        let child = command
+            .spawn()
+            .expect("redis-server runs (tests/run.sh installs it)");
+        let server = RedisServer {
+            child: Some(child),
+            port,
+            dir,
+        };
+        server.wait_ready();
+        server
+    }
+
+    /// `redis://127.0.0.1:PORT/0`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills it at once (SIGKILL): what it had not persisted is gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port, with the same data directory.
+    pub fn restart(&mut self) {
+        self.kill();
+        let again = Self::start_on(self.port, self.dir.clone());
+        *self = again;
+    }
+
+    /// Sends one inline command and returns the first line of the answer.
+    pub fn command(&self, command: &str) -> String {
+        self.try_command(command).expect("redis-server answers")
+    }
+
+    fn try_command(&self, command: &str) -> std::io::Result<String> {
+        use std::io::{BufRead as _, Write as _};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port))?;
+        stream.set_read_timeout(Some(PATIENCE))?;
+        stream.write_all(format!("{command}\r\n").as_bytes())?;
+        let mut line = String::new();
+        std::io::BufReader::new(stream).read_line(&mut line)?;
+        Ok(line.trim_end().to_owned())
+    }
+
+    fn wait_ready(&self) {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
+            let ready = self.try_command("PING").is_ok_and(|pong| pong == "+PONG");
+            if ready {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start on port {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A port nothing listens on now: bound and released at once.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("port 0 binds")
 }
