@@ -14,8 +14,10 @@
 //!   - [`journal`]: the durable journal behind `--data-dir`.
 //!   - [`presence`]: sessions, names, cursors, rate limits, idle expiry.
 //!   - [`protocol`]: client and server messages, and input validation.
+//!   - [`signals`]: the signal hub that passes WebRTC offers, answers and
+//!     ICE candidates between two sessions of a room, outside the log.
 //!   - [`room`]: the rules that tie presence to the log (join, send, leave,
-//!     attach a connection).
+//!     attach a connection) and to the signal hub.
 //!   - [`demo`]: the `--demo` bot, a client of the room like any other.
 //! - HTTP:
 //!   - [`config`]: every flag and limit.
@@ -28,7 +30,7 @@
 //!   - [`middleware`]: admission for every request: the connection limit,
 //!     the origin check and CORS grants.
 //!   - [`routes`]: the router built from the table, and the app.
-//!   - [`api`]: `/register`, `/send`, `/stats`, `/healthz`, and the shared
+//!   - [`api`]: `/register`, `/send`, `/stats`, `/config`, `/healthz`, and the shared
 //!     query and body shapes.
 //!   - [`assets`]: the browser client in `web/`, embedded in the binary.
 //!   - [`transport`]: `poll`, `longpoll`, `sse`, `ws` (with `ws_stream`, the
@@ -67,6 +69,7 @@ pub mod protocol;
 pub mod room;
 pub mod rooms;
 pub mod routes;
+pub mod signals;
 pub mod state;
 pub mod stats;
 pub mod transport;
@@ -176,6 +179,7 @@ pub fn serve_with_store(
             ip_rate: config.ip_rate_limit,
             ip_sessions: config.ip_sessions,
             ip_registrations: config.ip_registrations,
+            signal_rate: config.signal_rate,
         },
     )?;
     rooms.spawn_reaper(config.presence_timeout(), shutdown.clone());

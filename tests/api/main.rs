@@ -14,5 +14,6 @@ mod restart;
 mod rooms;
 mod server;
 mod sessions;
+mod signals;
 mod soak;
 mod ws_raw;
