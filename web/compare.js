@@ -319,7 +319,9 @@ async function init() {
 
   const refresh = () => {
     for (const pane of panes) pane.refresh();
-    renderSummary(panes);
+    // The table compares the server's transports, read the same way; the
+    // WebRTC pane's figures (moves over its channel) stay in its pane.
+    renderSummary(panes.filter((pane) => pane !== rtcPane));
     if (bot.running) bot.onChange(bot);
   };
   refresh();
