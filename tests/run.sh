@@ -3,7 +3,7 @@
 # the browser tests in headless Chromium.
 #
 # On a fresh Debian machine it first installs what the browser tests need
-# (Debian's chromium, Node.js and npm), then the npm packages from the
+# (Debian's chromium, Node.js, npm and iproute2), then the npm packages from the
 # committed lockfile. Nothing is downloaded outside the package managers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +14,9 @@ missing=()
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+# The WebRTC browser tests make their own network namespace (unshare -n, as
+# root) and need `ip` to give it a veth pair.
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 if [ "${#missing[@]}" -gt 0 ]; then
   step "installing ${missing[*]}"
   sudo=""
