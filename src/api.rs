@@ -1,4 +1,5 @@
-//! The small HTTP endpoints (`/register`, `/send`, `/stats`, `/healthz`), and
+//! The small HTTP endpoints (`/register`, `/send`, `/stats`, `/config`,
+//! `/healthz`), and
 //! the query and body shapes every endpoint shares.
 
 use actix_web::error::{JsonPayloadError, QueryPayloadError};
@@ -29,6 +30,10 @@ pub struct ReadQuery {
     pub timeout: Option<f64>,
     /// The room to read; the lobby when absent.
     pub room: Option<String>,
+    /// WebSocket only: whether the socket takes WebRTC signals for its
+    /// session (`signals=true`).
+    #[serde(default)]
+    pub signals: bool,
 }
 
 impl ReadQuery {
@@ -164,6 +169,7 @@ pub async fn stats(
         .ok_or_else(|| ApiError::NotFound(format!("room {name}")))?;
     Ok(no_store(HttpResponse::Ok()).json(serde_json::json!({
         "transports": state.stats.view(),
+        "signals": state.stats.signals.view(),
         "room": room.name,
         "head": room.head,
         "epoch": room.epoch,
@@ -175,6 +181,18 @@ pub async fn stats(
         },
         "rooms": rooms,
     })))
+}
+
+/// `GET /config`: what a page needs to know of the server's settings: the
+/// ICE servers for its WebRTC peer connections, and the bounds on signals.
+pub async fn client_config(state: web::Data<AppState>) -> HttpResponse {
+    no_store(HttpResponse::Ok()).json(serde_json::json!({
+        "ice_servers": state.config.ice_servers,
+        "signals": {
+            "max_bytes": crate::signals::MAX_SIGNAL_BYTES,
+            "per_second": state.config.signal_rate,
+        },
+    }))
 }
 
 /// `GET /healthz`: 200 while the server is serving.

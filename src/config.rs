@@ -181,6 +181,89 @@ pub struct Config {
     /// is answered 408 (`body_timeout`) and the connection closes.
     #[arg(long, env = "PUSHLAB_BODY_TIMEOUT", default_value_t = 10.0, value_parser = positive_seconds)]
     pub body_timeout: f64,
+
+    /// WebRTC signals (offers, answers, ICE candidates) per second each
+    /// session may send, with bursts of twice that. 0 for no limit.
+    #[arg(long, env = "PUSHLAB_SIGNAL_RATE", default_value_t = 20)]
+    pub signal_rate: u32,
+
+    /// A STUN or TURN server for the pages' WebRTC peer connections, told to
+    /// every page by `GET /config`: `stun:host:3478`, or
+    /// `turn:host:3478?username=U&credential=P` (any other query parameter,
+    /// such as `transport=tcp`, stays in the URL). Repeat for several;
+    /// comma-separated in the environment variable. None by default: peers
+    /// on one machine or one LAN reach each other by their host candidates.
+    #[arg(
+        long = "ice-server",
+        env = "PUSHLAB_ICE_SERVER",
+        value_delimiter = ',',
+        value_parser = IceServer::parse
+    )]
+    pub ice_servers: Vec<IceServer>,
+}
+
+/// A STUN or TURN server, as a page's `RTCPeerConnection` takes it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct IceServer {
+    /// `stun:`, `stuns:`, `turn:` or `turns:` URL, without the credentials.
+    pub urls: String,
+    /// The TURN username.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// The TURN password.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+impl IceServer {
+    /// Parses `scheme:host[:port][?query]`, taking `username` and
+    /// `credential` out of the query. A TURN server needs both.
+    pub fn parse(raw: &str) -> Result<IceServer, String> {
+        let (base, query) = match raw.split_once('?') {
+            Some((base, query)) => (base, Some(query)),
+            None => (raw, None),
+        };
+        let (scheme, host) = base
+            .split_once(':')
+            .ok_or_else(|| format!("{raw:?} is not a stun: or turn: URL"))?;
+        let scheme = scheme.to_ascii_lowercase();
+        if !matches!(scheme.as_str(), "stun" | "stuns" | "turn" | "turns") {
+            return Err(format!(
+                "{raw:?} is not a stun:, stuns:, turn: or turns: URL"
+            ));
+        }
+        if host.is_empty() || host.contains(['/', ' ', ',']) {
+            return Err(format!("{raw:?} has no valid host"));
+        }
+        let (mut username, mut credential, mut kept) = (None, None, Vec::new());
+        for pair in query.into_iter().flat_map(|q| q.split('&')) {
+            match pair.split_once('=') {
+                Some(("username", value)) => username = Some(value.to_owned()),
+                Some(("credential", value)) => credential = Some(value.to_owned()),
+                _ if pair.is_empty() => {}
+                _ => kept.push(pair),
+            }
+        }
+        let is_turn = scheme.starts_with("turn");
+        if is_turn && (username.is_none() || credential.is_none()) {
+            return Err(format!(
+                "{base:?}: a TURN server needs ?username=U&credential=P"
+            ));
+        }
+        if !is_turn && (username.is_some() || credential.is_some()) {
+            return Err(format!("{base:?}: a STUN server takes no credentials"));
+        }
+        let mut urls = format!("{scheme}:{host}");
+        if !kept.is_empty() {
+            urls.push('?');
+            urls.push_str(&kept.join("&"));
+        }
+        Ok(IceServer {
+            urls,
+            username,
+            credential,
+        })
+    }
 }
 
 /// The name in a `Host` value: without its port, and without the brackets
@@ -239,6 +322,8 @@ impl Default for Config {
             ip_rate_limit: 3000,
             send_timeout: 30.0,
             body_timeout: 10.0,
+            signal_rate: 20,
+            ice_servers: Vec::new(),
         }
     }
 }
@@ -311,6 +396,43 @@ mod tests {
         assert_eq!(parsed.max_rooms, default.max_rooms);
         assert_eq!(parsed.ip_rooms, default.ip_rooms);
         assert_eq!(parsed.room_idle_timeout, default.room_idle_timeout);
+        assert_eq!(parsed.signal_rate, default.signal_rate);
+        assert_eq!(parsed.ice_servers, default.ice_servers);
+    }
+
+    #[test]
+    fn ice_servers_take_turn_credentials_from_the_query() {
+        let cfg = Config::try_parse_from([
+            "pushlab",
+            "--ice-server",
+            "stun:stun.example:3478",
+            "--ice-server",
+            "turn:turn.example:3478?transport=tcp&username=u&credential=p",
+        ])
+        .unwrap();
+        assert_eq!(
+            cfg.ice_servers,
+            [
+                IceServer {
+                    urls: "stun:stun.example:3478".into(),
+                    username: None,
+                    credential: None,
+                },
+                IceServer {
+                    urls: "turn:turn.example:3478?transport=tcp".into(),
+                    username: Some("u".into()),
+                    credential: Some("p".into()),
+                },
+            ]
+        );
+        for bad in [
+            "http://stun.example",
+            "turn:turn.example:3478",
+            "stun:stun.example?username=u&credential=p",
+            "stun:",
+        ] {
+            assert!(IceServer::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub enum Endpoint {
     Stats,
     /// `GET /rooms`
     Rooms,
+    /// `GET /config`: ICE servers and signal bounds for the page.
+    Config,
     /// `POST /register`
     Register,
     /// `POST /send`
@@ -39,10 +41,11 @@ pub enum Endpoint {
 
 impl Endpoint {
     /// Every endpoint, in the order the router tries them.
-    pub const ALL: [Endpoint; 11] = [
+    pub const ALL: [Endpoint; 12] = [
         Endpoint::Healthz,
         Endpoint::Stats,
         Endpoint::Rooms,
+        Endpoint::Config,
         Endpoint::Register,
         Endpoint::Send,
         Endpoint::Poll,
@@ -59,6 +62,7 @@ impl Endpoint {
             Endpoint::Healthz => "/healthz",
             Endpoint::Stats => "/stats",
             Endpoint::Rooms => "/rooms",
+            Endpoint::Config => "/config",
             Endpoint::Register => "/register",
             Endpoint::Send => "/send",
             Endpoint::Poll => "/poll",

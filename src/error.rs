@@ -48,6 +48,16 @@ pub enum ApiError {
     /// The request's `Host` is not one this server answers to.
     #[error("host {0:?} is not served here; start pushlab with --allowed-host {0}")]
     ForbiddenHost(String),
+    /// A signal named someone who is not online in this room.
+    #[error("no one named {0:?} is online in this room")]
+    UnknownTarget(String),
+    /// A signal named someone online whose page takes no signals (it is on
+    /// another transport, or its socket did not ask for them).
+    #[error("{0:?} is online but takes no signals: no peer-to-peer with them, use the server")]
+    TargetNotListening(String),
+    /// A signal's target has too many signals waiting to be written.
+    #[error("{0:?} is not reading its signals; try again shortly")]
+    TargetBusy(String),
     /// The server is at a configured limit.
     #[error("{0}")]
     Unavailable(String),
@@ -100,6 +110,9 @@ impl ApiError {
             ApiError::RateLimited => "rate_limited",
             ApiError::IpLimit(_) => "ip_limit",
             ApiError::ForbiddenHost(_) => "forbidden_host",
+            ApiError::UnknownTarget(_) => "unknown_target",
+            ApiError::TargetNotListening(_) => "target_not_listening",
+            ApiError::TargetBusy(_) => "target_busy",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::NotFound(_) => "not_found",

@@ -23,7 +23,9 @@ impl ResponseError for ApiError {
             ApiError::UnknownSession => StatusCode::UNAUTHORIZED,
             ApiError::ForbiddenOrigin(_) | ApiError::ForbiddenHost(_) => StatusCode::FORBIDDEN,
             ApiError::RateLimited | ApiError::IpLimit(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) | ApiError::StoreUnavailable => {
+            ApiError::UnknownTarget(_) => StatusCode::NOT_FOUND,
+            ApiError::TargetNotListening(_) => StatusCode::CONFLICT,
+            ApiError::Unavailable(_) | ApiError::StoreUnavailable | ApiError::TargetBusy(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -69,6 +71,9 @@ mod tests {
             (ApiError::IpLimit(String::new()), 429),
             (ApiError::ForbiddenHost("h".into()), 403),
             (ApiError::Unavailable(String::new()), 503),
+            (ApiError::UnknownTarget("t".into()), 404),
+            (ApiError::TargetNotListening("t".into()), 409),
+            (ApiError::TargetBusy("t".into()), 503),
             (ApiError::UnsupportedMediaType, 415),
             (ApiError::NotFound(String::new()), 404),
             (ApiError::MethodNotAllowed, 405),

@@ -16,8 +16,10 @@
 //!     by several nodes, mirrored into each.
 //!   - [`presence`]: sessions, names, cursors, rate limits, idle expiry.
 //!   - [`protocol`]: client and server messages, and input validation.
+//!   - [`signals`]: the signal hub that passes WebRTC offers, answers and
+//!     ICE candidates between two sessions of a room, outside the log.
 //!   - [`room`]: the rules that tie presence to the log (join, send, leave,
-//!     attach a connection).
+//!     attach a connection) and to the signal hub.
 //!   - [`demo`]: the `--demo` bot, a client of the room like any other.
 //! - HTTP:
 //!   - [`config`]: every flag and limit.
@@ -37,7 +39,7 @@
 //!     the origin check and CORS grants.
 //!   - [`body_timeout`]: request bodies read within `--body-timeout`.
 //!   - [`routes`]: the router built from the table, and the app.
-//!   - [`api`]: `/register`, `/send`, `/stats`, `/healthz`, and the shared
+//!   - [`api`]: `/register`, `/send`, `/stats`, `/config`, `/healthz`, and the shared
 //!     query and body shapes.
 //!   - [`assets`]: the browser client in `web/`, embedded in the binary.
 //!   - [`transport`]: `poll`, `longpoll`, `sse`, `ws` (with `ws_stream`, the
@@ -81,6 +83,7 @@ pub mod room;
 pub mod rooms;
 pub mod routes;
 pub mod send_timeout;
+pub mod signals;
 pub mod state;
 pub mod stats;
 pub mod transport;
@@ -198,6 +201,7 @@ pub fn serve_with_store(
             ip_rate: config.ip_rate_limit,
             ip_sessions: config.ip_sessions,
             ip_registrations: config.ip_registrations,
+            signal_rate: config.signal_rate,
         },
     )?;
     rooms.spawn_reaper(config.presence_timeout(), shutdown.clone());

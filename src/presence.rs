@@ -35,6 +35,9 @@ pub struct SessionLimits {
     pub ip_sessions: u32,
     /// Registrations per address per minute, all of them at once at most.
     pub ip_registrations: u32,
+    /// WebRTC signals per second each session may send, with bursts of
+    /// twice that. Presence does not count them; the room's signal hub does.
+    pub signal_rate: u32,
 }
 
 impl SessionLimits {
@@ -279,6 +282,13 @@ impl Presence {
             previous.notify_one();
         }
         Ok(mine)
+    }
+
+    /// The live session online under `name` (compared without case).
+    pub fn live_session(&self, name: &Name) -> Option<SessionId> {
+        let table = self.shared.lock();
+        let id = *table.names.get(&name.key())?;
+        table.sessions.get(&id).filter(|s| !s.ending).map(|_| id)
     }
 
     /// Whether nobody is in the room, ending sessions included.

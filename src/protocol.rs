@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::ApiError;
 use crate::log::{Epoch, Event, Reader, Seq};
 pub use crate::names::{MessageText, Name, MAX_NAME_CHARS, MAX_TEXT_CHARS};
+pub use crate::signals::{Signal, SignalData, SignalKind};
 
 /// The longest client-chosen message id, in characters.
 pub const MAX_ID_CHARS: usize = 64;
@@ -22,10 +23,23 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 enum RawClientMessage {
-    Register { name: String },
-    Message { text: String, id: Option<String> },
-    Mousemove { x: f64, y: f64 },
+    Register {
+        name: String,
+    },
+    Message {
+        text: String,
+        id: Option<String>,
+    },
+    Mousemove {
+        x: f64,
+        y: f64,
+    },
     Leave {},
+    Signal {
+        to: String,
+        kind: SignalKind,
+        data: serde_json::Value,
+    },
 }
 
 /// A validated client message, the same over every transport.
@@ -49,6 +63,9 @@ pub enum ClientMessage {
     },
     /// Ends the session at once.
     Leave,
+    /// An SDP offer, answer or ICE candidate for another session of the
+    /// room, passed on by the server and never logged (WebSocket only).
+    Signal(Signal),
 }
 
 /// Parses and validates one client message from JSON bytes.
@@ -81,6 +98,13 @@ pub fn parse_client_message(bytes: &[u8]) -> Result<ClientMessage, ApiError> {
             Ok(ClientMessage::Mousemove { x, y })
         }
         RawClientMessage::Leave {} => Ok(ClientMessage::Leave),
+        RawClientMessage::Signal { to, kind, data } => Ok(ClientMessage::Signal(Signal {
+            to: Name::parse(&to).map_err(|_| {
+                ApiError::UnknownTarget(to.chars().take(MAX_NAME_CHARS + 1).collect())
+            })?,
+            kind,
+            data: SignalData::parse(&data)?,
+        })),
     }
 }
 
@@ -136,7 +160,7 @@ fn describe_shape_error(err: &serde_json::Error) -> String {
     // serde's messages are clear, but they end with a position that means
     // little to a client sending one small object.
     let text = text.split(" at line ").next().unwrap_or(&text);
-    format!("not a valid client message: {text}; expected an object with \"type\" one of register, message, mousemove, leave")
+    format!("not a valid client message: {text}; expected an object with \"type\" one of register, message, mousemove, leave, signal")
 }
 
 /// Someone online, as listed in a welcome.
@@ -186,6 +210,9 @@ pub enum Control {
         /// The `id` of the chat message that was refused, if it had one.
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<String>,
+        /// The target of the signal that was refused.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        to: Option<Name>,
     },
     /// Events after the reader's cursor are gone; what follows starts at the
     /// oldest event still kept. The client should reload its state.
@@ -235,6 +262,7 @@ impl From<&ApiError> for Control {
             code: err.code(),
             error: err.to_string(),
             id: None,
+            to: None,
         }
     }
 }
@@ -296,6 +324,32 @@ mod tests {
             " ".repeat(MAX_BODY_BYTES)
         );
         assert_eq!(code(&huge), "too_large");
+    }
+
+    #[test]
+    fn signals_parse_with_a_target_name_a_kind_and_data() {
+        let parsed = parse_client_message(
+            br#"{"type":"signal","to":"bob","kind":"candidate","data":{"candidate":"c"}}"#,
+        )
+        .unwrap();
+        let ClientMessage::Signal(signal) = parsed else {
+            panic!("a signal")
+        };
+        assert_eq!(signal.to.as_str(), "bob");
+        assert_eq!(signal.kind, SignalKind::Candidate);
+        assert_eq!(signal.data.get(), r#"{"candidate":"c"}"#);
+        assert_eq!(
+            code(r#"{"type":"signal","to":"bob","kind":"hug","data":1}"#),
+            "bad_request"
+        );
+        assert_eq!(
+            code(r#"{"type":"signal","to":"bob","kind":"offer"}"#),
+            "bad_request"
+        );
+        assert_eq!(
+            code(r#"{"type":"signal","to":"9 lives","kind":"offer","data":"x"}"#),
+            "unknown_target"
+        );
     }
 
     #[test]

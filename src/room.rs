@@ -16,6 +16,7 @@ use crate::names::{Name, RoomName};
 pub use crate::presence::Attachment;
 use crate::presence::{Presence, SessionId, SessionLimits};
 use crate::protocol::{ClientMessage, Welcome};
+use crate::signals::{Inbox, Signal, SignalHub};
 
 /// The most users a welcome lists; `online` says how many there are in all,
 /// and the rest show up as they move or speak.
@@ -31,6 +32,8 @@ pub struct Room {
     name: RoomName,
     log: Arc<dyn EventLog>,
     presence: Presence,
+    /// Passes WebRTC signals between its sessions, outside the log.
+    signals: SignalHub,
 }
 
 impl std::fmt::Debug for Room {
@@ -51,15 +54,27 @@ impl Room {
 
     /// The lobby over `log` enforcing `limits` per session and per address.
     pub fn with_limits(log: Arc<dyn EventLog>, limits: SessionLimits) -> Self {
-        Self::open(RoomName::lobby(), log, Presence::with_limits(limits))
+        Self::open(
+            RoomName::lobby(),
+            log,
+            Presence::with_limits(limits),
+            limits.signal_rate,
+        )
     }
 
-    /// The room `name` over `log`, with `presence` for its sessions.
-    pub fn open(name: RoomName, log: Arc<dyn EventLog>, presence: Presence) -> Self {
+    /// The room `name` over `log`, with `presence` for its sessions, each
+    /// of which may send `signal_rate` signals a second (0 for no limit).
+    pub fn open(
+        name: RoomName,
+        log: Arc<dyn EventLog>,
+        presence: Presence,
+        signal_rate: u32,
+    ) -> Self {
         Room {
             name,
             log,
             presence,
+            signals: SignalHub::new(signal_rate),
         }
     }
 
@@ -97,6 +112,29 @@ impl Room {
         if self.presence.detach(attachment) {
             self.end(session).await;
         }
+    }
+
+    /// Starts taking WebRTC signals for a live session, on one socket, until
+    /// the inbox is dropped.
+    pub fn listen_signals(&self, session: SessionId) -> Result<Inbox, ApiError> {
+        self.presence.touch(session)?;
+        Ok(self.signals.listen(session))
+    }
+
+    /// Passes `signal` from `from` to the live session of this room that
+    /// it names. Nothing goes into the log.
+    pub fn signal(&self, from: SessionId, signal: &Signal) -> Result<(), ApiError> {
+        let from_name = self.presence.touch(from)?;
+        if from_name.key() == signal.to.key() {
+            return Err(ApiError::BadRequest(
+                "a signal goes to another session, not to its sender".into(),
+            ));
+        }
+        let to = self
+            .presence
+            .live_session(&signal.to)
+            .ok_or_else(|| ApiError::UnknownTarget(signal.to.to_string()))?;
+        self.signals.relay(from, &from_name, to, signal)
     }
 
     /// Counts a request as the session's activity; refuses an unknown or
@@ -177,6 +215,11 @@ impl Room {
                 id,
             },
             ClientMessage::Mousemove { x, y } => EventBody::Mousemove { x, y },
+            ClientMessage::Signal(_) => {
+                return Err(ApiError::BadRequest(
+                    "signals go over a WebSocket opened with signals=true, not into the log".into(),
+                ))
+            }
         };
         let name = self.presence.spend(session)?;
         if let EventBody::Mousemove { x, y } = body {

@@ -192,7 +192,12 @@ impl Rooms {
     fn build(&self, name: &RoomName) -> io::Result<Room> {
         let log = self.shared.store.open(name)?;
         let presence = Presence::sharing(self.shared.session_limits, self.shared.addresses.clone());
-        Ok(Room::open(name.clone(), log, presence))
+        Ok(Room::open(
+            name.clone(),
+            log,
+            presence,
+            self.shared.session_limits.signal_rate,
+        ))
     }
 
     /// The lobby, which is always open.

@@ -59,6 +59,7 @@ fn route(endpoint: Endpoint) -> actix_web::Route {
         Endpoint::Healthz => route.to(api::healthz),
         Endpoint::Stats => route.to(api::stats),
         Endpoint::Rooms => route.to(api::rooms),
+        Endpoint::Config => route.to(api::client_config),
         Endpoint::Register => route.to(api::register),
         Endpoint::Send => route.to(api::send),
         Endpoint::Poll => route.to(poll::poll),

@@ -71,6 +71,42 @@ impl Counters {
     }
 }
 
+/// WebRTC signals the server passed on, and those it refused.
+#[derive(Debug, Default)]
+pub struct SignalCounters {
+    relayed: AtomicU64,
+    refused: AtomicU64,
+}
+
+/// A snapshot of the signal counters, as JSON.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct SignalCountersView {
+    /// Signals delivered to their target's sockets.
+    pub relayed: u64,
+    /// Signals refused with an `error` frame.
+    pub refused: u64,
+}
+
+impl SignalCounters {
+    /// Counts a signal passed on.
+    pub fn relayed(&self) {
+        self.relayed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a signal refused.
+    pub fn refused(&self) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A snapshot.
+    pub fn view(&self) -> SignalCountersView {
+        SignalCountersView {
+            relayed: self.relayed.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// Keeps a connection counted as open until it is dropped.
 pub struct OpenGuard {
     stats: Arc<Stats>,
@@ -93,6 +129,8 @@ pub struct Stats {
     longpoll: Counters,
     sse: Counters,
     ws: Counters,
+    /// WebRTC signals, which go over WebSockets but are no log events.
+    pub signals: SignalCounters,
 }
 
 /// A snapshot of every transport's counters, as served at `GET /stats`.

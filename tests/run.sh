@@ -3,8 +3,8 @@
 # the browser tests in headless Chromium.
 #
 # On a fresh Debian machine it first installs what the tests need (Debian's
-# chromium, Node.js and npm for the browser tests; redis-server and nginx
-# for the --redis tests), then the npm packages from the
+# chromium, Node.js, npm and iproute2 for the browser tests; redis-server and
+# nginx for the --redis tests), then the npm packages from the
 # committed lockfile. Nothing is downloaded outside the package managers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +19,9 @@ command -v npm >/dev/null 2>&1 || missing+=(npm)
 # cluster tests put nginx in front of the nodes.
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v nginx >/dev/null 2>&1 || missing+=(nginx)
+# The WebRTC browser tests make their own network namespace (unshare -n, as
+# root) and need `ip` to give it a veth pair.
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 if [ "${#missing[@]}" -gt 0 ]; then
   step "installing ${missing[*]}"
   sudo=""

@@ -20,6 +20,13 @@ import { Backoff, TRANSPORT_NAMES, createTransport } from './transports.js';
 import { Metrics, renderFigures } from './metrics.js';
 import { CursorLayer, colorFor, fractionOf } from './cursors.js';
 import { notify as showNotice } from './notices.js';
+import { PeerPanel, WebRtcTransport } from './webrtc.js';
+
+/**
+ * The transports this page offers: the four server paths, and WebRTC
+ * (chat over the WebSocket, cursors peer to peer; see webrtc.js).
+ */
+const PAGE_TRANSPORTS = [...TRANSPORT_NAMES, 'webrtc'];
 
 /** Pointer moves are sent at most this often, in ms (about 30 per second). */
 const MOVE_INTERVAL_MS = 33;
@@ -50,6 +57,7 @@ const ui = {
   transportNote: $('#transport-note'),
   status: $('#status'),
   figures: $('#figures'),
+  rtc: $('#rtc'),
 };
 
 /** Everything the page knows. */
@@ -75,6 +83,10 @@ const state = {
   /** True while we are registering again after losing the session. */
   rejoining: false,
   metrics: new Metrics(),
+  /** The WebRTC panel, on ?transport=webrtc. */
+  peerPanel: null,
+  /** Peer names whose channel failure the page has announced. */
+  announcedFailures: new Set(),
 };
 
 const cursors = new CursorLayer(ui.canvas);
@@ -82,16 +94,17 @@ const cursors = new CursorLayer(ui.canvas);
 // ── Options from the query string ────────────────────────────────────────
 
 /**
- * ?transport=poll|longpoll|sse|ws|auto, &interval=MS (short polling only),
- * &name= to pre-fill the form. A bad value falls back to the default and
+ * ?transport=poll|longpoll|sse|ws|auto|webrtc, &interval=MS (short polling
+ * only), &mirror=1 (WebRTC only: send moves through the server too, to
+ * compare the paths), &name= to pre-fill the form. A bad value falls back to the default and
  * says so on the page.
  */
 function readOptions(search) {
   const params = new URLSearchParams(search);
   const problems = [];
   let transport = params.get('transport') ?? 'auto';
-  if (!TRANSPORT_NAMES.includes(transport)) {
-    problems.push(`"${transport}" is not a transport; using auto. Pick one of ${TRANSPORT_NAMES.join(', ')}.`);
+  if (!PAGE_TRANSPORTS.includes(transport)) {
+    problems.push(`"${transport}" is not a transport; using auto. Pick one of ${PAGE_TRANSPORTS.join(', ')}.`);
     transport = 'auto';
   }
   let interval = DEFAULT_INTERVAL_MS;
@@ -106,7 +119,7 @@ function readOptions(search) {
   }
   const { problem: roomProblem } = roomFrom(search);
   if (roomProblem) problems.push(roomProblem);
-  return { transport, interval, name: params.get('name') ?? '', problems };
+  return { transport, interval, mirror: params.get('mirror') === '1', name: params.get('name') ?? '', problems };
 }
 
 /** The same page with another transport, keeping the other options. */
@@ -120,7 +133,7 @@ function urlForTransport(transport) {
 }
 
 function renderSwitcher() {
-  for (const name of TRANSPORT_NAMES) {
+  for (const name of PAGE_TRANSPORTS) {
     const link = document.createElement('a');
     link.textContent = name;
     link.href = urlForTransport(name);
@@ -213,7 +226,7 @@ function enterRoom(welcome) {
 
 function startTransport() {
   state.transport?.stop();
-  const transport = createTransport(state.options.transport, {
+  const options = {
     session: state.me.session,
     position: () => ({ cursor: state.cursor, epoch: state.epoch }),
     deliver: (message) => {
@@ -225,9 +238,40 @@ function startTransport() {
     },
     metrics: state.metrics,
     interval: state.options.interval,
-  });
+  };
+  const transport = state.options.transport === 'webrtc' ? createWebRtc(options) : createTransport(state.options.transport, options);
   state.transport = transport;
   transport.start();
+}
+
+/** The WebRTC transport, wired to the cursors and the peer panel. */
+function createWebRtc(options) {
+  state.peerPanel ??= new PeerPanel(ui.rtc, {
+    mirror: state.options.mirror,
+    onMirror: (checked) => {
+      state.options.mirror = checked;
+      if (state.transport) state.transport.mirror = checked;
+    },
+  });
+  const transport = new WebRtcTransport(options, {
+    me: state.me.name,
+    users: () => [...state.users.keys()],
+    mirror: state.options.mirror,
+    onPeerMove: (name, x, y) => {
+      if (state.transport !== transport || !state.users.has(name)) return;
+      state.users.set(name, { x, y });
+      cursors.move(name, x, y);
+    },
+    onPeersChange: (link) => {
+      if (state.transport !== transport) return;
+      state.peerPanel.refresh(transport);
+      if (link.state === 'failed' && !state.announcedFailures.has(link.name)) {
+        state.announcedFailures.add(link.name);
+        notify(`The peer-to-peer channel with ${link.name} failed (${link.reason}): your cursors reach each other through the server instead.`, 'warning');
+      }
+    },
+  });
+  return transport;
 }
 
 function setStatus(status) {
@@ -236,6 +280,9 @@ function setStatus(status) {
   ui.status.dataset.status = status;
   const active = state.transport?.name ?? state.options.transport;
   ui.transport.textContent = active;
+  if (state.options.transport === 'webrtc') {
+    ui.transportNote.textContent = 'webrtc: chat and presence over the WebSocket; cursors peer to peer on data channels, and through the server to anyone without an open channel.';
+  }
   if (state.options.transport === 'auto') {
     ui.transportNote.textContent = state.transport?.fellBack
       ? 'auto: the WebSocket was refused or silent for 3 s, so this page fell back to long polling.'
@@ -353,6 +400,9 @@ function applyEvent(event) {
     case 'mousemove':
       // Our own dot already moved when the pointer did.
       if (isMe(event.name)) break;
+      // On WebRTC, a peer whose moves arrive over its channel is drawn
+      // from there; the server's copy would only make the dot jitter.
+      if (state.transport?.ownsCursor?.(event.name)) break;
       state.users.set(event.name, { x: event.x, y: event.y });
       cursors.move(event.name, event.x, event.y);
       break;
@@ -561,7 +611,10 @@ function init() {
   ui.send.addEventListener('submit', onSend);
   ui.canvas.addEventListener('pointermove', onPointerMove);
   const updateFigures = renderFigures(ui.figures);
-  setInterval(() => updateFigures(state.metrics.snapshot()), 500);
+  setInterval(() => {
+    updateFigures(state.metrics.snapshot());
+    if (state.peerPanel && state.transport?.paths) state.peerPanel.refresh(state.transport);
+  }, 500);
   updateFigures(state.metrics.snapshot());
   if (!state.options.name) ui.name.focus();
 }

@@ -7,8 +7,15 @@
 //
 // Its cursor traces a Lissajous figure, a smooth loop that visits the
 // whole canvas, so a transport that delivers late or in bursts shows it.
+//
+// The bot is a WebRTC peer too, since the server is none: it keeps a
+// WebSocket that takes signals (webrtc.js) and sends every move on its open
+// data channels as well, so the compare page's WebRTC pane (and any chat
+// page on ?transport=webrtc) gets its cursor browser to browser.
 
 import { beaconLeave, register, send } from './api.js';
+import { Metrics } from './metrics.js';
+import { WebRtcTransport } from './webrtc.js';
 
 /** Seconds between the bot's chat lines. */
 const CHAT_EVERY_MS = 3000;
@@ -37,6 +44,8 @@ export class DemoBot {
     this.chatTimer = 0;
     this.inFlight = false;
     this.line = 0;
+    /** Its WebRTC side: a signalling socket and its data channels, while running. */
+    this.peer = null;
     /** performance.now() at start: the path is a function of time since. */
     this.startedAt = 0;
   }
@@ -49,8 +58,9 @@ export class DemoBot {
     if (this.running) return;
     this.error = '';
     const name = `bot-${Math.random().toString(36).slice(2, 6)}`;
+    let welcome;
     try {
-      const welcome = await register(name);
+      welcome = await register(name);
       this.name = welcome.name;
       this.session = welcome.session;
     } catch (err) {
@@ -58,11 +68,34 @@ export class DemoBot {
       this.onChange(this);
       return;
     }
+    this.startPeer(welcome);
     this.startedAt = performance.now();
     this.schedule();
     this.chatTimer = setInterval(() => this.chat(), CHAT_EVERY_MS);
     this.chat();
     this.onChange(this);
+  }
+
+  /** Joins the room's WebRTC mesh, following who is online to find peers. */
+  startPeer(welcome) {
+    const others = new Set(welcome.users.map((user) => user.name).filter((n) => n !== welcome.name));
+    let position = { cursor: welcome.cursor, epoch: welcome.epoch };
+    this.peer = new WebRtcTransport(
+      {
+        session: welcome.session,
+        position: () => position,
+        deliver: (message) => {
+          if (message.seq === undefined || message.seq <= position.cursor) return;
+          position = { ...position, cursor: message.seq };
+          if (message.type === 'join' && message.name !== this.name) others.add(message.name);
+          if (message.type === 'leave') others.delete(message.name);
+        },
+        // The socket's own figures are not shown anywhere.
+        metrics: new Metrics(),
+      },
+      { me: welcome.name, users: () => [...others] },
+    );
+    this.peer.start();
   }
 
   /** Changes the moves per second, live. */
@@ -82,6 +115,8 @@ export class DemoBot {
     const t = (performance.now() - this.startedAt) / 1000;
     const x = 0.5 + 0.4 * Math.sin(t * 0.9);
     const y = 0.5 + 0.4 * Math.sin(t * 1.3 + Math.PI / 4);
+    // Peers first: the server path below is what every other pane reads.
+    this.peer?.sendPeers(x, y);
     this.inFlight = true;
     try {
       await send(this.session, { type: 'mousemove', x, y });
@@ -126,6 +161,8 @@ export class DemoBot {
   }
 
   halt(error) {
+    this.peer?.stop();
+    this.peer = null;
     clearInterval(this.moveTimer);
     clearInterval(this.chatTimer);
     this.session = null;

@@ -5,16 +5,22 @@
 // start at the same cursor (the log's head, from GET /stats), so from then
 // on they should show exactly the same events, and the differences are the
 // transports': how late, how many requests, how many bytes.
+//
+// The fifth pane, WebRTC, cannot be an anonymous reader: the server relays
+// no cursors peer to peer. It is a user of the room (watch-…) whose socket
+// takes signals, and the bot (bot.js) offers it a data channel; the pane
+// draws only what arrives on that channel.
 
-import { ROOM, getJson, inRoom, roomFrom } from './api.js';
+import { ROOM, getJson, inRoom, register, roomFrom } from './api.js';
 import { mountRoomPicker } from './rooms.js';
 import { DemoBot } from './bot.js';
 import { CursorLayer } from './cursors.js';
 import { Metrics, renderFigures } from './metrics.js';
 import { notify } from './notices.js';
 import { createTransport } from './transports.js';
+import { WebRtcTransport } from './webrtc.js';
 
-/** The transports compared, in the order shown. */
+/** The server's transports compared, in the order shown; the WebRTC pane comes last. */
 const TRANSPORTS = ['poll', 'longpoll', 'sse', 'ws'];
 /** How often the summary table and pane figures refresh, and GET /stats is asked, in ms. */
 const REFRESH_MS = 1000;
@@ -120,6 +126,76 @@ class Pane {
   refresh() {
     this.updateFigures(this.metrics.snapshot());
   }
+
+  setStatus(status) {
+    this.status.textContent = status;
+    this.status.dataset.status = status;
+  }
+}
+
+/**
+ * The bot's cursor peer to peer. Its figures count the moves that came
+ * over data channels, with latency on the sender's clock (one machine, one
+ * clock) and no requests at all; bytes are the moves' JSON only.
+ */
+class RtcPane extends Pane {
+  constructor({ interval }) {
+    super('webrtc', { interval });
+    /** Who else is online: the mesh offers to them. */
+    this.others = new Set();
+  }
+
+  async start() {
+    let welcome;
+    try {
+      welcome = await register(`watch-${Math.random().toString(36).slice(2, 6)}`);
+    } catch (err) {
+      this.setStatus('offline');
+      this.note(`could not join the room: ${err.message}`);
+      return;
+    }
+    for (const user of welcome.users) if (user.name !== welcome.name) this.others.add(user.name);
+    this.cursor = welcome.cursor;
+    this.epoch = welcome.epoch;
+    this.note(`joined as ${welcome.name}; waiting for a peer`);
+    this.transport = new WebRtcTransport(
+      {
+        session: welcome.session,
+        position: () => ({ cursor: this.cursor, epoch: this.epoch }),
+        deliver: (message) => this.receive(message),
+        onStatus: (status) => this.setStatus(status),
+        // The signalling socket's own traffic is not what this pane shows.
+        metrics: new Metrics(),
+        interval: this.interval,
+      },
+      {
+        me: welcome.name,
+        users: () => [...this.others],
+        onPeerMove: (name, x, y, move, bytes) => {
+          this.metrics.recordEvent({ ts: move.t });
+          this.metrics.recordBytes(bytes);
+          this.cursors.move(name, x, y);
+        },
+        onPeersChange: (link) => {
+          this.note(`${link.name}: channel ${link.state}${link.reason ? ` (${link.reason})` : ''}`);
+          if (link.state !== 'open') this.cursors.remove(link.name);
+        },
+      },
+    );
+    this.metrics.perRequest = false;
+    this.transport.start();
+  }
+
+  /** Log events only tell the pane who is online; cursors come peer to peer. */
+  receive(message) {
+    if (message.seq === undefined || message.seq <= this.cursor) return;
+    this.cursor = message.seq;
+    if (message.type === 'join') this.others.add(message.name);
+    if (message.type === 'leave') {
+      this.others.delete(message.name);
+      this.cursors.remove(message.name);
+    }
+  }
 }
 
 // ── Tables ───────────────────────────────────────────────────────────────
@@ -175,8 +251,9 @@ async function refreshStats() {
       return [name, t.open, t.requests, t.events, t.bytes, t.empty].map(String);
     }),
   );
+  const signals = stats.signals ? ` · WebRTC signals relayed ${stats.signals.relayed}, refused ${stats.signals.refused}` : '';
   $('#stats-note').textContent =
-    `Log head seq ${stats.head} · ${stats.online} online · epoch ${stats.epoch.slice(0, 8)}… ` +
+    `Log head seq ${stats.head} · ${stats.online} online · epoch ${stats.epoch.slice(0, 8)}…${signals}. ` +
     'Counts every client of this server, not only this page.';
 }
 
@@ -223,8 +300,10 @@ async function init() {
     if (Number.isInteger(parsed) && parsed >= 50 && parsed <= 60_000) interval = parsed;
     else notify($('#notices'), `interval=${params.get('interval')} is not a whole number of ms from 50 to 60000; using 1000.`, 'warning');
   }
-  const panes = TRANSPORTS.map((name) => new Pane(name, { interval }));
+  const rtcPane = new RtcPane({ interval });
+  const panes = [...TRANSPORTS.map((name) => new Pane(name, { interval })), rtcPane];
   $('#panes').append(...panes.map((pane) => pane.element));
+  window.addEventListener('pagehide', () => rtcPane.transport?.leave());
   const bot = wireBot();
 
   // Start every reader at the current head, so they all see the same events.
@@ -235,11 +314,14 @@ async function init() {
   } catch {
     notify($('#notices'), 'The server did not answer GET /stats; the readers will start from the beginning of the log.', 'warning');
   }
-  for (const pane of panes) pane.start(head, epoch);
+  for (const pane of panes) if (pane !== rtcPane) pane.start(head, epoch);
+  rtcPane.start();
 
   const refresh = () => {
     for (const pane of panes) pane.refresh();
-    renderSummary(panes);
+    // The table compares the server's transports, read the same way; the
+    // WebRTC pane's figures (moves over its channel) stay in its pane.
+    renderSummary(panes.filter((pane) => pane !== rtcPane));
     if (bot.running) bot.onChange(bot);
   };
   refresh();

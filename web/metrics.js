@@ -11,7 +11,7 @@ const SAMPLE_WINDOW = 500;
 const RATE_WINDOW_MS = 5000;
 
 /** A bounded list of recent numbers with percentiles. */
-class Samples {
+export class Samples {
   constructor(limit = SAMPLE_WINDOW) {
     this.limit = limit;
     this.values = [];

@@ -371,7 +371,8 @@ export class WsTransport extends StreamTransport {
 
   open() {
     const { cursor, epoch } = this.position();
-    const url = new URL(readUrl('/ws', { session: this.session, since: cursor, epoch }), location.href);
+    const params = { session: this.session, since: cursor, epoch, ...this.socketParams() };
+    const url = new URL(readUrl('/ws', params), location.href);
     url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
     const socket = new WebSocket(url);
     this.socket = socket;
@@ -400,6 +401,11 @@ export class WsTransport extends StreamTransport {
       if (onTrial) return this.firstFailure();
       this.reconnect(this.greeted);
     };
+  }
+
+  /** Extra query parameters of the socket's URL (WebRTC asks for signals). */
+  socketParams() {
+    return {};
   }
 
   firstFailure() {

@@ -21,6 +21,7 @@ use actix_http::ws::{CloseCode, CloseReason, Message};
 use actix_http::{h1, ws::handshake, ConnectionType, HttpMessage as _, Request, Response};
 use actix_web::web::Bytes;
 use actix_web::{web, HttpResponse, ResponseError as _};
+use bytestring::ByteString;
 use futures_util::SinkExt as _;
 use tokio::net::TcpStream;
 use tokio::time::{interval_at, Instant};
@@ -36,6 +37,7 @@ use crate::log::Reader;
 use crate::middleware;
 use crate::protocol::{self, ClientMessage, Control};
 use crate::room::{Attachment, Room};
+use crate::signals::Inbox;
 use crate::state::AppState;
 
 /// Serves every request that asks for `Connection: upgrade`, with the
@@ -58,7 +60,7 @@ async fn try_upgrade(
     req: Request,
     mut framed: Framed<TcpStream, h1::Codec>,
 ) -> io::Result<()> {
-    let (permit, ip, query, room, attached) = match admit(&state, &req) {
+    let (permit, ip, query, room, attached, inbox) = match admit(&state, &req) {
         Ok(admitted) => admitted,
         Err(err) => return refuse(framed, err.error_response()).await,
     };
@@ -75,6 +77,8 @@ async fn try_upgrade(
         reader: Reader::new(room.log().clone(), query.cursor()),
         room,
         attached,
+        takes_signals: query.signals,
+        inbox,
         ip,
         stream,
         client_closed: false,
@@ -86,8 +90,16 @@ async fn try_upgrade(
 }
 
 /// What an admitted upgrade brings: its place under the limits, the
-/// client's IP, its query, and the session it attached to.
-type Admitted = (Permit, IpAddr, ReadQuery, Room, Option<Attachment>);
+/// client's IP, its query, the session it attached to, and where that
+/// session's signals arrive if the socket asked for them.
+type Admitted = (
+    Permit,
+    IpAddr,
+    ReadQuery,
+    Room,
+    Option<Attachment>,
+    Option<Inbox>,
+);
 
 /// The checks an upgrade passes, in the router's order: the `Host`, a place
 /// under the connection limits, the route, then `/ws`'s own query, origin
@@ -110,7 +122,11 @@ fn admit(state: &AppState, req: &Request) -> Result<Admitted, ApiError> {
     state.counters(Transport::Ws).request();
     let room = state.enter(query.room.as_deref(), query.session, ip)?;
     let attached = query.session.map(|s| room.attach(s)).transpose()?;
-    Ok((permit, ip, query, room, attached))
+    let inbox = match (&attached, query.signals) {
+        (Some(attached), true) => Some(room.listen_signals(attached.session())?),
+        _ => None,
+    };
+    Ok((permit, ip, query, room, attached, inbox))
 }
 
 /// Answers an upgrade request with an ordinary response, then closes.
@@ -154,6 +170,10 @@ struct Socket {
     room: Room,
     /// The session this socket speaks for, once it has one.
     attached: Option<Attachment>,
+    /// Whether the client asked for its session's WebRTC signals.
+    takes_signals: bool,
+    /// Where those signals arrive, once the socket has a session.
+    inbox: Option<Inbox>,
     /// The client's IP, for a registration over this socket.
     ip: IpAddr,
     stream: WsStream,
@@ -229,6 +249,15 @@ impl Socket {
                         description: Some("server shutting down".into()),
                     }));
                 }
+                // Before the client's frames, so a reply to a frame comes
+                // after every signal that was waiting when it arrived. Only
+                // while the buffer has room: a socket that stops reading
+                // leaves its signals in its bounded inbox, and their
+                // senders hear `target_busy`.
+                signal = next_signal(&mut self.inbox), if has_room => {
+                    self.state.counters(Transport::Ws).sent(0, signal.len());
+                    self.stream.push_unchecked(Message::Text(signal));
+                }
                 readable = self.stream.readable() => {
                     if readable.is_err() {
                         return Stop::Gone;
@@ -245,6 +274,7 @@ impl Socket {
                 }
                 // Only while the buffer has room: a full one is not fed.
                 _ = self.reader.newer(), if has_room => {}
+
                 writable = self.stream.writable(), if unsent => {
                     if writable.is_err() {
                         return Stop::Gone;
@@ -345,10 +375,15 @@ impl Socket {
         let message = match protocol::parse_client_message(bytes) {
             Ok(message) => message,
             Err(err) => {
+                let to = refused_signal_target(bytes);
+                if to.is_some() {
+                    self.state.stats.signals.refused();
+                }
                 let control = Control::Error {
                     code: err.code(),
                     error: err.to_string(),
                     id: refused_message_id(bytes),
+                    to: to.flatten(),
                 };
                 return self.reply(&control);
             }
@@ -359,6 +394,9 @@ impl Socket {
                 match room.register_from(name, Some(self.ip)).await {
                     Ok(welcome) => match room.attach(welcome.session) {
                         Ok(attached) => {
+                            if self.takes_signals {
+                                self.inbox = room.listen_signals(welcome.session).ok();
+                            }
                             self.attached = Some(attached);
                             // The welcome's history and users describe the room
                             // up to its cursor; events resume after it.
@@ -378,6 +416,27 @@ impl Socket {
                     description: Some("left".into()),
                 })))
             }
+            (ClientMessage::Signal(signal), attached) => {
+                let relayed = match attached {
+                    Some(attached) => room.signal(attached.session(), &signal),
+                    None => Err(ApiError::UnknownSession),
+                };
+                match relayed {
+                    Ok(()) => {
+                        self.state.stats.signals.relayed();
+                        Next::Continue
+                    }
+                    Err(err) => {
+                        self.state.stats.signals.refused();
+                        self.reply(&Control::Error {
+                            code: err.code(),
+                            error: err.to_string(),
+                            id: None,
+                            to: Some(signal.to),
+                        })
+                    }
+                }
+            }
             (_, None) => self.reply(&Control::from(&ApiError::UnknownSession)),
             (message, Some(attached)) => {
                 let id = match &message {
@@ -390,6 +449,7 @@ impl Socket {
                         code: err.code(),
                         error: err.to_string(),
                         id,
+                        to: None,
                     }),
                 }
             }
@@ -437,6 +497,34 @@ async fn sleep_until_or_never(deadline: Option<Instant>) {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
     }
+}
+
+/// The next signal for this socket's session; never, for a socket that
+/// takes none.
+async fn next_signal(inbox: &mut Option<Inbox>) -> ByteString {
+    match inbox {
+        // The hub keeps the sending side while the inbox lives, so this
+        // only ends if the hub is gone; then no signal can come.
+        Some(inbox) => match inbox.recv().await {
+            Some(signal) => signal,
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// For a refused frame that is a signal: `Some`, with its target's name
+/// when it can be read, so the client knows which peer the refusal is for.
+fn refused_signal_target(bytes: &[u8]) -> Option<Option<protocol::Name>> {
+    #[derive(serde::Deserialize)]
+    struct Addressed {
+        #[serde(rename = "type")]
+        kind: String,
+        to: Option<String>,
+    }
+    let addressed = serde_json::from_slice::<Addressed>(bytes).ok()?;
+    (addressed.kind == "signal")
+        .then(|| addressed.to.and_then(|to| protocol::Name::parse(&to).ok()))
 }
 
 /// The `id` of a refused chat message, when it can still be read, so the

@@ -93,6 +93,18 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
 
 impl TestApp {
     /// A test app over a server started by hand, in the lobby.
+    /// The same app seen from `room`: every request it makes names that
+    /// room. It does not own the server.
+    pub fn view_in(&self, room: &str) -> TestApp {
+        TestApp {
+            server: None,
+            addr: self.addr,
+            http: self.http.clone(),
+            room: Some(room.to_owned()),
+            cluster: None,
+        }
+    }
+
     pub fn over(server: Server) -> TestApp {
         TestApp {
             addr: server.addr(),

@@ -15,6 +15,7 @@ mod restart;
 mod rooms;
 mod server;
 mod sessions;
+mod signals;
 mod soak;
 mod timeouts;
 mod ws_raw;

@@ -137,8 +137,31 @@ export function startProxy(targetPort) {
   });
 }
 
-export function launchBrowser() {
-  return chromium.launch({ executablePath: '/usr/bin/chromium', args: CHROMIUM_ARGS });
+/**
+ * Outside a network namespace of the test's own, WebRTC may use no UDP at
+ * all: pages that open peer connections (the compare page's WebRTC pane)
+ * then gather no candidate, so no test sends traffic on the machine's real
+ * interfaces. Their channels fail, and say so.
+ */
+const NO_WEBRTC_UDP = '--force-webrtc-ip-handling-policy=disable_non_proxied_udp';
+
+/**
+ * Inside one (webrtc.test.mjs), peers find each other by host candidates
+ * on the namespace's own addresses: real addresses instead of random
+ * `.local` names, which nothing in the namespace would resolve.
+ */
+const NAMESPACE_WEBRTC_ARGS = ['--disable-features=WebRtcHideLocalIpsWithMdns'];
+
+/** Whether this process runs in the network namespace webrtc.test.mjs makes. */
+export const IN_TEST_NETNS = process.env.PUSHLAB_TEST_NETNS === '1';
+
+/** Starts Chromium; `webrtc: true` lets WebRTC use UDP, only inside the test's namespace. */
+export function launchBrowser({ webrtc = false } = {}) {
+  if (webrtc && !IN_TEST_NETNS) {
+    throw new Error('WebRTC over UDP is only allowed inside the network namespace webrtc.test.mjs makes');
+  }
+  const args = webrtc ? [...CHROMIUM_ARGS, ...NAMESPACE_WEBRTC_ARGS] : [...CHROMIUM_ARGS, NO_WEBRTC_UDP];
+  return chromium.launch({ executablePath: '/usr/bin/chromium', args });
 }
 
 /**
@@ -146,8 +169,10 @@ export function launchBrowser() {
  * connections, like a separate person) and records any uncaught page error
  * in `page.errors`.
  */
-export async function openPage(browser, url, query = {}) {
+export async function openPage(browser, url, query = {}, { init = null } = {}) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+  // A script to run in the page before its own, such as a test's hooks.
+  if (init) await context.addInitScript(init);
   const page = await context.newPage();
   page.errors = [];
   page.on('pageerror', (err) => page.errors.push(err.message));
@@ -157,8 +182,8 @@ export async function openPage(browser, url, query = {}) {
 }
 
 /** Opens the page on `transport` and joins as `name`; resolves once #status says connected. */
-export async function join(browser, url, { name, transport, query = {} }) {
-  const page = await openPage(browser, url, transport ? { transport, ...query } : query);
+export async function join(browser, url, { name, transport, query = {}, init = null }) {
+  const page = await openPage(browser, url, transport ? { transport, ...query } : query, { init });
   await page.fill('#name', name);
   await page.press('#name', 'Enter');
   await waitForText(page, '#status', 'connected');

@@ -324,6 +324,7 @@ impl Socket {
                     code: err.code(),
                     error: err.to_string(),
                     id: refused_message_id(bytes),
+                    to: None,
                 };
                 return self.reply(&control).await;
             }
@@ -363,6 +364,7 @@ impl Socket {
                             code: err.code(),
                             error: err.to_string(),
                             id,
+                            to: None,
                         };
                         self.reply(&control).await
                     }
