@@ -134,7 +134,12 @@ if (!IN_TEST_NETNS) {
 
       const fromAnn = (await logOf(room)).filter((e) => e.type === 'mousemove' && e.name === ann);
       assert.deepEqual(fromAnn, [], 'every move went peer to peer');
-      assert.match(await figure(bobPage, 'p2p-moves'), /^[1-9]\d* · \d+ B each$/);
+      // The panel redraws on a timer: wait for it to show what arrived.
+      await bobPage.waitForFunction(
+        () => /^[1-9]\d* · \d+ B each$/.test(document.querySelector('#rtc [data-figure="p2p-moves"] .figure-value')?.textContent ?? ''),
+        null,
+        { timeout: WAIT_MS, polling: 50 },
+      );
       assert.equal(await bobPage.locator('#transport').textContent(), 'webrtc');
       assert.deepEqual(annPage.errors, []);
       assert.deepEqual(bobPage.errors, []);
