@@ -31,6 +31,14 @@ pub enum Endpoint {
     Sse,
     /// `GET /ws`, which only a WebSocket upgrade can use.
     Ws,
+    /// `GET /traffic`
+    Traffic,
+    /// `GET /time`
+    Time,
+    /// `GET /join`
+    Join,
+    /// `GET /qr.svg`
+    Qr,
     /// `GET /`: the client page.
     Index,
     /// `GET /{path}`: the client's other files.
@@ -39,7 +47,7 @@ pub enum Endpoint {
 
 impl Endpoint {
     /// Every endpoint, in the order the router tries them.
-    pub const ALL: [Endpoint; 11] = [
+    pub const ALL: [Endpoint; 15] = [
         Endpoint::Healthz,
         Endpoint::Stats,
         Endpoint::Rooms,
@@ -49,6 +57,10 @@ impl Endpoint {
         Endpoint::LongPoll,
         Endpoint::Sse,
         Endpoint::Ws,
+        Endpoint::Traffic,
+        Endpoint::Time,
+        Endpoint::Join,
+        Endpoint::Qr,
         Endpoint::Index,
         Endpoint::Asset,
     ];
@@ -65,6 +77,10 @@ impl Endpoint {
             Endpoint::LongPoll => "/longpoll",
             Endpoint::Sse => "/sse",
             Endpoint::Ws => "/ws",
+            Endpoint::Traffic => "/traffic",
+            Endpoint::Time => "/time",
+            Endpoint::Join => "/join",
+            Endpoint::Qr => "/qr.svg",
             Endpoint::Index => "/",
             Endpoint::Asset => "/{path:.*}",
         }
