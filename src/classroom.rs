@@ -1,7 +1,7 @@
 //! What a lecturer's page needs besides the four transports: each client's
 //! exact traffic (`GET /traffic`), the server's clock (`GET /time`), the URL
 //! students should open (`GET /join`) and a QR code of it (`GET /qr.svg`);
-//! and the middleware that charges every request's bytes to the client it
+//! and `GET /lecture.md`; and the middleware that charges every request's bytes to the client it
 //! names (see [`crate::traffic`]).
 
 use std::net::{IpAddr, SocketAddr};
@@ -190,6 +190,15 @@ pub fn join_urls(bound: SocketAddr, local: &[IpAddr]) -> Vec<String> {
         return vec![url(IpAddr::from([127, 0, 0, 1]))];
     }
     reachable.into_iter().map(url).collect()
+}
+
+/// `GET /lecture.md`: docs/lecture.md, the walk through a server-push
+/// lecture, as plain text (the browser shows it as it is).
+pub async fn lecture() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(include_str!("../docs/lecture.md"))
 }
 
 /// The query of `GET /qr.svg`.

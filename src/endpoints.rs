@@ -39,6 +39,8 @@ pub enum Endpoint {
     Join,
     /// `GET /qr.svg`
     Qr,
+    /// `GET /lecture.md`
+    Lecture,
     /// `GET /`: the client page.
     Index,
     /// `GET /{path}`: the client's other files.
@@ -47,7 +49,7 @@ pub enum Endpoint {
 
 impl Endpoint {
     /// Every endpoint, in the order the router tries them.
-    pub const ALL: [Endpoint; 15] = [
+    pub const ALL: [Endpoint; 16] = [
         Endpoint::Healthz,
         Endpoint::Stats,
         Endpoint::Rooms,
@@ -61,6 +63,7 @@ impl Endpoint {
         Endpoint::Time,
         Endpoint::Join,
         Endpoint::Qr,
+        Endpoint::Lecture,
         Endpoint::Index,
         Endpoint::Asset,
     ];
@@ -81,6 +84,7 @@ impl Endpoint {
             Endpoint::Time => "/time",
             Endpoint::Join => "/join",
             Endpoint::Qr => "/qr.svg",
+            Endpoint::Lecture => "/lecture.md",
             Endpoint::Index => "/",
             Endpoint::Asset => "/{path:.*}",
         }

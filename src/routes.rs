@@ -72,6 +72,7 @@ fn route(endpoint: Endpoint) -> actix_web::Route {
         Endpoint::Time => route.to(classroom::time),
         Endpoint::Join => route.to(classroom::join),
         Endpoint::Qr => route.to(classroom::qr),
+        Endpoint::Lecture => route.to(classroom::lecture),
         Endpoint::Index => route.to(assets::index),
         Endpoint::Asset => route.to(assets::file),
     }
