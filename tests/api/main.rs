@@ -17,4 +17,5 @@ mod server;
 mod sessions;
 mod soak;
 mod timeouts;
+mod walkthrough;
 mod ws_raw;
