@@ -180,6 +180,15 @@ pub async fn stats(
             "online": rooms.iter().map(|r| r.online).sum::<usize>(),
         },
         "rooms": rooms,
+        "server": {
+            "delay_ms": state.config.delay_ms,
+            "walkthrough": state.config.walkthrough,
+            "demo": state.config.demo.then(|| serde_json::json!({
+                "room": state.config.demo_room,
+                "rate": state.config.demo_rate,
+            })),
+            "clients": state.clients.len(),
+        },
     })))
 }
 

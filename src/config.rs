@@ -200,6 +200,21 @@ pub struct Config {
         value_parser = IceServer::parse
     )]
     pub ice_servers: Vec<IceServer>,
+
+    /// Simulated network delay, in milliseconds each way: every byte from a
+    /// client reaches the server this much later, and every byte to it
+    /// reaches it this much later, on every transport (see `src/delay.rs`).
+    /// For showing in class what a round trip costs each transport. 0 (the
+    /// default) adds nothing.
+    #[arg(long, env = "PUSHLAB_DELAY_MS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=MAX_DELAY_MS))]
+    pub delay_ms: u64,
+
+    /// The setting for following docs/protocol.md by hand: sessions live
+    /// [`WALKTHROUGH_PRESENCE_SECS`] seconds without a request, so a person
+    /// typing the examples one by one keeps them (unless
+    /// `--presence-timeout` asks for longer still).
+    #[arg(long, env = "PUSHLAB_WALKTHROUGH")]
+    pub walkthrough: bool,
 }
 
 /// A STUN or TURN server, as a page's `RTCPeerConnection` takes it.
@@ -266,6 +281,12 @@ impl IceServer {
     }
 }
 
+/// The longest `--delay-ms`, in milliseconds.
+pub const MAX_DELAY_MS: u64 = 5000;
+
+/// The presence timeout under `--walkthrough`, in seconds.
+pub const WALKTHROUGH_PRESENCE_SECS: f64 = 600.0;
+
 /// The name in a `Host` value: without its port, and without the brackets
 /// of an IPv6 address.
 fn host_name(host: &str) -> &str {
@@ -324,14 +345,27 @@ impl Default for Config {
             body_timeout: 10.0,
             signal_rate: 20,
             ice_servers: Vec::new(),
+            delay_ms: 0,
+            walkthrough: false,
         }
     }
 }
 
 impl Config {
-    /// `--presence-timeout` as a duration.
+    /// `--presence-timeout` as a duration, at least
+    /// [`WALKTHROUGH_PRESENCE_SECS`] under `--walkthrough`.
     pub fn presence_timeout(&self) -> Duration {
-        Duration::from_secs_f64(self.presence_timeout)
+        let secs = if self.walkthrough {
+            self.presence_timeout.max(WALKTHROUGH_PRESENCE_SECS)
+        } else {
+            self.presence_timeout
+        };
+        Duration::from_secs_f64(secs)
+    }
+
+    /// `--delay-ms` as a duration, or `None` when there is no delay.
+    pub fn delay(&self) -> Option<Duration> {
+        (self.delay_ms > 0).then(|| Duration::from_millis(self.delay_ms))
     }
 
     /// `--room-idle-timeout` as a duration.
@@ -398,6 +432,8 @@ mod tests {
         assert_eq!(parsed.room_idle_timeout, default.room_idle_timeout);
         assert_eq!(parsed.signal_rate, default.signal_rate);
         assert_eq!(parsed.ice_servers, default.ice_servers);
+        assert_eq!(parsed.delay_ms, default.delay_ms);
+        assert_eq!(parsed.walkthrough, default.walkthrough);
     }
 
     #[test]
@@ -433,6 +469,20 @@ mod tests {
         ] {
             assert!(IceServer::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_walkthrough_setting_keeps_sessions_for_ten_minutes() {
+        let walk = Config::try_parse_from(["pushlab", "--walkthrough"]).unwrap();
+        assert_eq!(walk.presence_timeout(), Duration::from_secs(600));
+        let longer =
+            Config::try_parse_from(["pushlab", "--walkthrough", "--presence-timeout", "900"])
+                .unwrap();
+        assert_eq!(longer.presence_timeout(), Duration::from_secs(900));
+        let delayed = Config::try_parse_from(["pushlab", "--delay-ms", "100"]).unwrap();
+        assert_eq!(delayed.delay(), Some(Duration::from_millis(100)));
+        assert_eq!(Config::default().delay(), None);
+        assert!(Config::try_parse_from(["pushlab", "--delay-ms", "5001"]).is_err());
     }
 
     #[test]

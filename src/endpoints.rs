@@ -33,6 +33,16 @@ pub enum Endpoint {
     Sse,
     /// `GET /ws`, which only a WebSocket upgrade can use.
     Ws,
+    /// `GET /traffic`
+    Traffic,
+    /// `GET /time`
+    Time,
+    /// `GET /join`
+    Join,
+    /// `GET /qr.svg`
+    Qr,
+    /// `GET /lecture.md`
+    Lecture,
     /// `GET /`: the client page.
     Index,
     /// `GET /{path}`: the client's other files.
@@ -41,7 +51,7 @@ pub enum Endpoint {
 
 impl Endpoint {
     /// Every endpoint, in the order the router tries them.
-    pub const ALL: [Endpoint; 12] = [
+    pub const ALL: [Endpoint; 17] = [
         Endpoint::Healthz,
         Endpoint::Stats,
         Endpoint::Rooms,
@@ -52,6 +62,11 @@ impl Endpoint {
         Endpoint::LongPoll,
         Endpoint::Sse,
         Endpoint::Ws,
+        Endpoint::Traffic,
+        Endpoint::Time,
+        Endpoint::Join,
+        Endpoint::Qr,
+        Endpoint::Lecture,
         Endpoint::Index,
         Endpoint::Asset,
     ];
@@ -69,6 +84,11 @@ impl Endpoint {
             Endpoint::LongPoll => "/longpoll",
             Endpoint::Sse => "/sse",
             Endpoint::Ws => "/ws",
+            Endpoint::Traffic => "/traffic",
+            Endpoint::Time => "/time",
+            Endpoint::Join => "/join",
+            Endpoint::Qr => "/qr.svg",
+            Endpoint::Lecture => "/lecture.md",
             Endpoint::Index => "/",
             Endpoint::Asset => "/{path:.*}",
         }

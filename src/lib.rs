@@ -33,6 +33,10 @@
 //!     `--max-connections` fitted under it.
 //!   - [`send_timeout`]: every accepted socket, cut when its client stops
 //!     taking what the server writes.
+//!   - [`traffic`]: every byte each connection reads and writes, charged to
+//!     the client (`client=ID`) and channel of the request it served.
+//!   - [`delay`]: `--delay-ms`, the simulated network delay, as a relay
+//!     under every connection.
 //!   - [`endpoints`]: the table of paths and methods, shared by the router
 //!     and the WebSocket upgrade path.
 //!   - [`middleware`]: admission for every request: the connection limit,
@@ -41,6 +45,8 @@
 //!   - [`routes`]: the router built from the table, and the app.
 //!   - [`api`]: `/register`, `/send`, `/stats`, `/config`, `/healthz`, and the shared
 //!     query and body shapes.
+//!   - [`classroom`]: `/traffic`, `/time`, `/join`, `/qr.svg`, and the
+//!     middleware that charges each request to its client.
 //!   - [`assets`]: the browser client in `web/`, embedded in the binary.
 //!   - [`transport`]: `poll`, `longpoll`, `sse`, `ws` (with `ws_stream`, the
 //!     socket's frames and bytes): thin adapters from a reader to each wire
@@ -64,7 +70,9 @@
 pub mod api;
 pub mod assets;
 pub mod body_timeout;
+pub mod classroom;
 pub mod config;
+pub mod delay;
 pub mod demo;
 pub mod endpoints;
 pub mod error;
@@ -86,6 +94,7 @@ pub mod send_timeout;
 pub mod signals;
 pub mod state;
 pub mod stats;
+pub mod traffic;
 pub mod transport;
 
 use std::net::{SocketAddr, TcpListener};
@@ -93,6 +102,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_codec::Framed;
+use actix_http::error::DispatchError;
 use actix_http::{h1, HttpService, Request};
 use actix_server::ServerHandle;
 use actix_service::{fn_service, map_config, IntoServiceFactory as _, ServiceFactoryExt as _};
@@ -108,6 +118,11 @@ pub use names::RoomName;
 
 use send_timeout::SendTimeout;
 use state::AppState;
+use traffic::Wire;
+
+/// Every accepted connection as HTTP serves it: counted, behind the send
+/// timeout.
+type Connection = SendTimeout<Wire<TcpStream>>;
 
 /// Seconds a graceful shutdown waits for connections to finish.
 const SHUTDOWN_GRACE_SECS: u64 = 5;
@@ -222,6 +237,7 @@ pub fn serve_with_store(
     config.max_connections =
         open_files::max_connections_within_limit(config.max_connections, worker_count);
     let send_timeout = Duration::from_secs_f64(config.send_timeout);
+    let delay = config.delay().map(delay::Delay::new).transpose()?;
     let max_connections = usize::try_from(config.max_connections).unwrap_or(usize::MAX);
     // Built once, outside the factory: every worker must share one log.
     let state = web::Data::new(AppState {
@@ -230,6 +246,8 @@ pub fn serve_with_store(
         stats: Default::default(),
         limit: limits::ConnectionLimit::new(max_connections, ip_connections),
         shutdown,
+        clients: Default::default(),
+        addr,
     });
     let app_state = state.clone();
     let mut server = actix_server::Server::build()
@@ -244,12 +262,17 @@ pub fn serve_with_store(
         .listen("pushlab", listener, move || {
             let state = app_state.clone();
             let upgrade_state = app_state.clone();
+            let delay = delay.clone();
             let http = HttpService::build()
                 // Notice promptly when a client holding a long-poll or
                 // stream goes away.
                 .h1_allow_half_closed(false)
                 .client_request_timeout(REQUEST_HEAD_TIMEOUT)
                 .local_addr(addr)
+                // Each request finds its connection's byte counter here.
+                .on_connect_ext(|io: &Connection, ext: &mut actix_http::Extensions| {
+                    ext.insert(io.get_ref().meter().clone());
+                })
                 // WebSocket upgrades skip the router: the socket task takes
                 // the connection itself (see `transport::ws`), unwrapped
                 // from the send timeout, since it bounds slow clients its
@@ -257,8 +280,9 @@ pub fn serve_with_store(
                 // connection's HTTP/1 state has room for it inline
                 // otherwise: 2 KiB more per held long-poll or stream.
                 .upgrade(fn_service(
-                    move |(req, framed): (Request, Framed<SendTimeout<TcpStream>, h1::Codec>)| {
+                    move |(req, framed): (Request, Framed<Connection, h1::Codec>)| {
                         let framed = framed.into_map_io(SendTimeout::into_inner);
+                        classroom::charge_upgrade(&upgrade_state, &req, framed.io_ref().meter());
                         Box::pin(transport::ws::upgrade(upgrade_state.clone(), req, framed))
                             as futures_util::future::LocalBoxFuture<'static, _>
                     },
@@ -269,10 +293,20 @@ pub fn serve_with_store(
                         .map_err(|err: actix_web::Error| err.error_response()),
                     |_| AppConfig::default(),
                 ));
-            // Every accepted socket is served behind the send timeout.
-            fn_service(
-                move |io: TcpStream| async move { Ok(send_timeout::accept(io, send_timeout)) },
-            )
+            // Every accepted socket is served counted, behind the send
+            // timeout, and through the delay if there is one.
+            fn_service(move |io: TcpStream| {
+                let delay = delay.clone();
+                async move {
+                    send_timeout::no_delay(&io);
+                    let peer = io.peer_addr().ok();
+                    let io = match &delay {
+                        Some(delay) => delay.relay(io).await.map_err(DispatchError::Io)?,
+                        None => io,
+                    };
+                    Ok(send_timeout::accept(Wire::new(io), peer, send_timeout))
+                }
+            })
             .and_then(http)
         })?
         .run();

@@ -48,6 +48,14 @@ async fn main() -> anyhow::Result<()> {
     // One stable line on stdout, so scripts that start pushlab on port 0 can
     // read the address it got.
     println!("pushlab listening on http://{}", server.addr());
+    // For a class: the URLs other machines can open (only read from this
+    // machine's interfaces; nothing is sent).
+    if !server.addr().ip().is_loopback() {
+        let local = pushlab::classroom::local_addresses();
+        for url in pushlab::classroom::join_urls(server.addr(), &local) {
+            println!("students join at {url}");
+        }
+    }
     tokio::select! {
         result = server.stopped() => return result.context("the server stopped"),
         _ = shutdown_signal() => tracing::info!("shutting down"),

@@ -9,7 +9,7 @@ use crate::endpoints::Endpoint;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::transport::{longpoll, poll, sse};
-use crate::{api, assets, body_timeout, endpoints, middleware};
+use crate::{api, assets, body_timeout, classroom, endpoints, middleware};
 
 /// Every endpoint of the table, with its 405 for other methods; anything
 /// else is a 404. Both as JSON.
@@ -50,6 +50,8 @@ pub fn app(
             body_timeout::read_body_in_time,
         ))
         .wrap(actix_web::middleware::from_fn(middleware::admission))
+        // Outermost, so that refused requests are charged too.
+        .wrap(actix_web::middleware::from_fn(classroom::charge))
 }
 
 /// The handler behind each endpoint.
@@ -67,6 +69,11 @@ fn route(endpoint: Endpoint) -> actix_web::Route {
         Endpoint::Sse => route.to(sse::sse_stream),
         // An upgrade never reaches the router (see `transport::ws`).
         Endpoint::Ws => route.to(|| async { Err::<HttpResponse, _>(endpoints::not_an_upgrade()) }),
+        Endpoint::Traffic => route.to(classroom::traffic),
+        Endpoint::Time => route.to(classroom::time),
+        Endpoint::Join => route.to(classroom::join),
+        Endpoint::Qr => route.to(classroom::qr),
+        Endpoint::Lecture => route.to(classroom::lecture),
         Endpoint::Index => route.to(assets::index),
         Endpoint::Asset => route.to(assets::file),
     }

@@ -140,17 +140,22 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for SendTimeout<S> {
 }
 
 /// Takes an accepted socket into HTTP/1 service, as actix-http's own
-/// `HttpService::tcp` does, but behind the send timeout.
-pub fn accept(
-    io: TcpStream,
+/// `HttpService::tcp` does, but behind the send timeout. `peer` is the
+/// client's address (the socket's own, or the one a relay stands in for).
+pub fn accept<S>(
+    io: S,
+    peer: Option<SocketAddr>,
     timeout: Duration,
-) -> (SendTimeout<TcpStream>, Protocol, Option<SocketAddr>) {
-    // A push server writes small messages that must go out now: with Nagle,
-    // a write waits for the previous one's ACK, which the client may delay
-    // by up to 40 ms. Failing to set it only costs latency.
-    let _ = io.set_nodelay(true);
-    let peer = io.peer_addr().ok();
+) -> (SendTimeout<S>, Protocol, Option<SocketAddr>) {
     (SendTimeout::new(io, timeout), Protocol::Http1, peer)
+}
+
+/// Sets `TCP_NODELAY` on an accepted socket. A push server writes small
+/// messages that must go out now: with Nagle, a write waits for the
+/// previous one's ACK, which the client may delay by up to 40 ms. Failing
+/// to set it only costs latency.
+pub fn no_delay(io: &TcpStream) {
+    let _ = io.set_nodelay(true);
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use crate::presence::SessionId;
 use crate::room::Room;
 use crate::rooms::Rooms;
 use crate::stats::{Counters, Stats};
+use crate::traffic::Clients;
 use crate::transport::Transport;
 
 /// The server's shared state.
@@ -30,6 +31,10 @@ pub struct AppState {
     /// Cancelled when the server begins to shut down: held long-polls answer,
     /// streams end and sockets close with 1001.
     pub shutdown: CancellationToken,
+    /// Every client's exact traffic, by the `client=` its requests name.
+    pub clients: Arc<Clients>,
+    /// The address the server is bound to, for the join URL.
+    pub addr: std::net::SocketAddr,
 }
 
 impl AppState {

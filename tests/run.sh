@@ -4,7 +4,8 @@
 #
 # On a fresh Debian machine it first installs what the tests need (Debian's
 # chromium, Node.js, npm and iproute2 for the browser tests; redis-server and
-# nginx for the --redis tests), then the npm packages from the
+# nginx for the --redis tests; curl for the protocol walkthrough), then the
+# npm packages from the
 # committed lockfile. Nothing is downloaded outside the package managers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +23,8 @@ command -v nginx >/dev/null 2>&1 || missing+=(nginx)
 # The WebRTC browser tests make their own network namespace (unshare -n, as
 # root) and need `ip` to give it a veth pair.
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+# The walkthrough test runs docs/protocol.md's curl examples as written.
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 if [ "${#missing[@]}" -gt 0 ]; then
   step "installing ${missing[*]}"
   sudo=""

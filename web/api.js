@@ -111,6 +111,17 @@ export function beaconLeave(session) {
 }
 
 /**
+ * The id this page's reads carry as `client=`, so that the server counts
+ * their bytes for it (GET /traffic?client=ID); null sends none.
+ */
+let clientId = null;
+
+/** Names this page's reads from now on (see classroom.js). */
+export function setClientId(id) {
+  clientId = id;
+}
+
+/**
  * Builds a read URL such as `/poll?since=4&epoch=…&session=…` in this page's
  * room, leaving out empty values.
  */
@@ -120,6 +131,7 @@ export function readUrl(path, params) {
     if (value !== null && value !== undefined && value !== '') query.set(key, String(value));
   }
   if (ROOM !== LOBBY) query.set('room', ROOM);
+  if (clientId) query.set('client', clientId);
   return `${path}?${query}`;
 }
 

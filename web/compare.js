@@ -12,6 +12,7 @@
 // draws only what arrives on that channel.
 
 import { ROOM, getJson, inRoom, register, roomFrom } from './api.js';
+import { describeBot, identifyPage, mountClassroom } from './classroom.js';
 import { mountRoomPicker } from './rooms.js';
 import { DemoBot } from './bot.js';
 import { CursorLayer } from './cursors.js';
@@ -261,25 +262,17 @@ async function refreshStats() {
 
 function wireBot() {
   const toggle = $('#bot-toggle');
-  const rate = $('#bot-rate');
   const label = $('#bot-state');
   const bot = new DemoBot({
-    rate: Number(rate.value),
+    rate: Number($('#bot-rate').value) || 20,
     onChange: () => {
       toggle.textContent = bot.running ? 'Stop the bot' : 'Start the bot';
       label.dataset.running = String(bot.running);
-      label.textContent = bot.running
-        ? `${bot.name} is moving at ${bot.rate}/s · ${bot.sent} sent${bot.refused ? ` · ${bot.refused} refused` : ''}`
-        : bot.error
-          ? `bot stopped: ${bot.error}`
-          : 'bot stopped';
+      // Says so when the server's --demo bot runs here too.
+      label.textContent = describeBot(bot);
     },
   });
-  toggle.addEventListener('click', () => (bot.running ? bot.stop() : bot.start()));
-  rate.addEventListener('change', () => {
-    bot.setRate(Number(rate.value));
-    bot.onChange(bot);
-  });
+  // The button and the publish-rate selector are wired in classroom.js.
   window.addEventListener('pagehide', () => bot.leaveNow());
   // The sent counter moves on its own; refresh the label with the tables.
   return bot;
@@ -314,8 +307,11 @@ async function init() {
   } catch {
     notify($('#notices'), 'The server did not answer GET /stats; the readers will start from the beginning of the log.', 'warning');
   }
+  // Every read names this page, so the server counts its exact bytes.
+  identifyPage();
   for (const pane of panes) if (pane !== rtcPane) pane.start(head, epoch);
   rtcPane.start();
+  mountClassroom({ panes: panes.filter((pane) => pane !== rtcPane), bot, interval });
 
   const refresh = () => {
     for (const pane of panes) pane.refresh();

@@ -60,12 +60,13 @@ export class Metrics {
 
   /** A log event arrived (already deduplicated by seq). */
   recordEvent(event) {
-    const now = Date.now();
+    // `ts` is on the server's clock: read ours on the same one.
+    const now = Date.now() + clockOffsetMs;
     this.events += 1;
     this.arrivals.push(performance.now());
     // An event written while we were disconnected (or before we arrived)
     // would measure the outage, not the transport.
-    if (event.ts >= this.liveSince) this.latency.add(Math.max(0, now - event.ts));
+    if (event.ts - clockOffsetMs >= this.liveSince) this.latency.add(Math.max(0, now - event.ts));
   }
 
   /** One HTTP read answered; `empty` if it carried no event. */
@@ -220,4 +221,15 @@ export function watchResourceBytes(pathname, onBytes) {
   }
   byteWatchers.set(pathname, onBytes);
   return () => byteWatchers.delete(pathname);
+}
+
+// The clock offset: what to add to this browser's Date.now() to read the
+// server's clock, on which every event's `ts` is written. 0 until a page
+// estimates it (classroom.js does, against GET /time); a student's laptop
+// can be seconds off the lecturer's server.
+let clockOffsetMs = 0;
+
+/** Sets the offset latency is corrected by, in ms (server minus browser). */
+export function setClockOffset(ms) {
+  clockOffsetMs = ms;
 }

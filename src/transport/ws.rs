@@ -23,7 +23,6 @@ use actix_web::web::Bytes;
 use actix_web::{web, HttpResponse, ResponseError as _};
 use bytestring::ByteString;
 use futures_util::SinkExt as _;
-use tokio::net::TcpStream;
 use tokio::time::{interval_at, Instant};
 
 use super::ws_stream::{Inbound, Pushed, ReadError, Received, WsStream};
@@ -39,6 +38,8 @@ use crate::protocol::{self, ClientMessage, Control};
 use crate::room::{Attachment, Room};
 use crate::signals::Inbox;
 use crate::state::AppState;
+use crate::traffic::Wire;
+use tokio::net::TcpStream;
 
 /// Serves every request that asks for `Connection: upgrade`, with the
 /// connection it came on. Only `GET /ws` is upgraded; anything else gets the
@@ -46,7 +47,7 @@ use crate::state::AppState;
 pub async fn upgrade(
     state: web::Data<AppState>,
     req: Request,
-    framed: Framed<TcpStream, h1::Codec>,
+    framed: Framed<Wire<TcpStream>, h1::Codec>,
 ) -> Result<(), actix_web::Error> {
     if let Err(err) = try_upgrade(state, req, framed).await {
         // The client went away during the handshake; there is no one to tell.
@@ -58,7 +59,7 @@ pub async fn upgrade(
 async fn try_upgrade(
     state: web::Data<AppState>,
     req: Request,
-    mut framed: Framed<TcpStream, h1::Codec>,
+    mut framed: Framed<Wire<TcpStream>, h1::Codec>,
 ) -> io::Result<()> {
     let (permit, ip, query, room, attached, inbox) = match admit(&state, &req) {
         Ok(admitted) => admitted,
@@ -72,7 +73,8 @@ async fn try_upgrade(
         .send(h1::Message::Item((response, BodySize::None)))
         .await?;
     let parts = framed.into_parts();
-    let stream = WsStream::new(parts.io, parts.read_buf, state.stats.clone());
+    let (io, meter) = parts.io.into_parts();
+    let stream = WsStream::new(io, parts.read_buf, state.stats.clone()).metered(meter);
     let socket = Socket {
         reader: Reader::new(room.log().clone(), query.cursor()),
         room,
@@ -131,7 +133,7 @@ fn admit(state: &AppState, req: &Request) -> Result<Admitted, ApiError> {
 
 /// Answers an upgrade request with an ordinary response, then closes.
 async fn refuse(
-    mut framed: Framed<TcpStream, h1::Codec>,
+    mut framed: Framed<Wire<TcpStream>, h1::Codec>,
     response: HttpResponse,
 ) -> io::Result<()> {
     let (head, body) = response.into_parts();

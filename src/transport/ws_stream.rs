@@ -46,6 +46,8 @@ use bytes::buf::Limit;
 use bytes::BufMut as _;
 use tokio::net::TcpStream;
 
+use crate::traffic::ConnectionMeter;
+
 use crate::protocol::MAX_BODY_BYTES;
 use crate::stats::Stats;
 use crate::transport::Transport;
@@ -325,6 +327,9 @@ pub struct WsStream {
     /// `write_buf.len()` as last reported to the stats.
     reported_queued: usize,
     stats: std::sync::Arc<Stats>,
+    /// The connection's byte counter, when it came from the server's
+    /// accept loop (see `crate::traffic`).
+    meter: Option<std::sync::Arc<ConnectionMeter>>,
 }
 
 impl WsStream {
@@ -339,7 +344,14 @@ impl WsStream {
             write_buf: BytesMut::new(),
             reported_queued: 0,
             stats,
+            meter: None,
         }
+    }
+
+    /// Counts every byte read and written into `meter`.
+    pub fn metered(mut self, meter: std::sync::Arc<ConnectionMeter>) -> Self {
+        self.meter = Some(meter);
+        self
     }
 
     /// Whether another log event may be queued now (the soft limit).
@@ -390,6 +402,9 @@ impl WsStream {
             match self.stream.try_write(&self.write_buf) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(written) => {
+                    if let Some(meter) = &self.meter {
+                        meter.wrote(written);
+                    }
                     let _ = self.write_buf.split_to(written);
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
@@ -431,7 +446,12 @@ impl WsStream {
         }
         match self.stream.try_read_buf(&mut self.reader.read_buffer()) {
             Ok(0) => Received::Gone,
-            Ok(_) => Received::Data,
+            Ok(read) => {
+                if let Some(meter) = &self.meter {
+                    meter.read(read);
+                }
+                Received::Data
+            }
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
                 self.reader.release();
                 Received::Nothing

@@ -1,6 +1,7 @@
 //! pushlab's API tests: one test binary, each scenario run over every
 //! transport through the same small client abstraction in `helpers`.
 
+mod classroom;
 mod concurrency;
 mod conformance;
 mod edges;
@@ -18,4 +19,5 @@ mod sessions;
 mod signals;
 mod soak;
 mod timeouts;
+mod walkthrough;
 mod ws_raw;

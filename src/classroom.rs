@@ -1,0 +1,251 @@
+//! What a lecturer's page needs besides the four transports: each client's
+//! exact traffic (`GET /traffic`), the server's clock (`GET /time`), the URL
+//! students should open (`GET /join`) and a QR code of it (`GET /qr.svg`);
+//! and `GET /lecture.md`; and the middleware that charges every request's bytes to the client it
+//! names (see [`crate::traffic`]).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use actix_web::body::{BodySize, BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header;
+use actix_web::middleware::Next;
+use actix_web::web::{self, Bytes};
+use actix_web::HttpResponse;
+use serde::Deserialize;
+
+use crate::error::ApiError;
+use crate::log::now_millis;
+use crate::state::AppState;
+use crate::traffic::{Channel, Charge, ClientId, Clients, ConnectionMeter};
+
+/// The longest text `GET /qr.svg` draws, in bytes: a URL with a room fits
+/// many times over.
+pub const MAX_QR_TEXT: usize = 512;
+
+/// The query that names a client.
+#[derive(Debug, Deserialize)]
+struct ClientQuery {
+    client: Option<String>,
+}
+
+/// Whom a request to `path` with `query` is charged to: the client it
+/// names with a valid `client=`, on the channel its path is. `GET /traffic`
+/// names the client it asks about, so it is charged to no one.
+pub fn charge_for(clients: &Clients, path: &str, query: &str) -> Option<Charge> {
+    if path == "/traffic" {
+        return None;
+    }
+    let raw = web::Query::<ClientQuery>::from_query(query)
+        .ok()?
+        .into_inner()
+        .client?;
+    let client = ClientId::parse(&raw)?;
+    Some(clients.charge(&client, Channel::of_path(path)))
+}
+
+/// Tells the connection's meter which client a routed request is for, and
+/// that its answer is complete once its body is done.
+pub async fn charge(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let meter = req.conn_data::<Arc<ConnectionMeter>>().cloned();
+    if let Some(meter) = &meter {
+        let charge = req
+            .app_data::<web::Data<AppState>>()
+            .and_then(|state| charge_for(&state.clients, req.path(), req.query_string()));
+        meter.begin(charge);
+    }
+    let response = next.call(req).await?.map_into_boxed_body();
+    Ok(match meter {
+        Some(meter) => response.map_body(|_, body| {
+            BoxBody::new(EndsRequest {
+                body,
+                _end: EndOnDrop(meter),
+            })
+        }),
+        None => response,
+    })
+}
+
+/// Tells the meter of an upgraded connection which client it serves.
+pub fn charge_upgrade(state: &AppState, req: &actix_http::Request, meter: &ConnectionMeter) {
+    let query = req.uri().query().unwrap_or("");
+    meter.begin(charge_for(&state.clients, req.path(), query));
+}
+
+/// Ends the request on the meter when the response body is dropped: by
+/// then the HTTP/1 dispatcher has taken its last byte.
+struct EndOnDrop(Arc<ConnectionMeter>);
+
+impl Drop for EndOnDrop {
+    fn drop(&mut self) {
+        self.0.end();
+    }
+}
+
+/// A response body that ends its request on the meter when it is done.
+struct EndsRequest {
+    body: BoxBody,
+    _end: EndOnDrop,
+}
+
+impl MessageBody for EndsRequest {
+    type Error = Box<dyn std::error::Error>;
+
+    fn size(&self) -> BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Bytes, Self::Error>>> {
+        std::pin::Pin::new(&mut self.get_mut().body).poll_next(cx)
+    }
+}
+
+fn no_store(mut response: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {
+    response.insert_header((header::CACHE_CONTROL, "no-store"));
+    response
+}
+
+/// The query of `GET /traffic`.
+#[derive(Debug, Deserialize)]
+pub struct TrafficQuery {
+    /// The client asked about.
+    pub client: String,
+}
+
+/// `GET /traffic?client=ID`: what that client's requests have cost, per
+/// channel, counted on the socket: `{client, poll, longpoll, sse, ws, other}`,
+/// each `{requests, bytes_in, bytes_out}`.
+pub async fn traffic(
+    state: web::Data<AppState>,
+    query: web::Query<TrafficQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let client = ClientId::parse(&query.client).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "client must be 1 to {} characters from A-Z a-z 0-9 _ -",
+            crate::traffic::MAX_CLIENT_ID
+        ))
+    })?;
+    let view = state.clients.view(&client);
+    let mut body = serde_json::to_value(view).map_err(|_| ApiError::Internal)?;
+    body["client"] = client.as_str().into();
+    Ok(no_store(HttpResponse::Ok()).json(body))
+}
+
+/// `GET /time`: the server's clock in Unix milliseconds (the clock of every
+/// event's `ts`), for a client to estimate its own clock's offset.
+pub async fn time() -> HttpResponse {
+    no_store(HttpResponse::Ok()).json(serde_json::json!({ "now": now_millis() }))
+}
+
+/// `GET /join`: the URLs students can open, from the address the server is
+/// bound to.
+pub async fn join(state: web::Data<AppState>) -> HttpResponse {
+    let bound = state.addr;
+    let urls = join_urls(bound, &local_addresses());
+    no_store(HttpResponse::Ok()).json(serde_json::json!({
+        "bound": bound.to_string(),
+        "reachable": !bound.ip().is_loopback(),
+        "urls": urls,
+    }))
+}
+
+/// This machine's addresses, read from its interfaces (nothing is sent).
+pub fn local_addresses() -> Vec<IpAddr> {
+    if_addrs::get_if_addrs()
+        .map(|interfaces| interfaces.into_iter().map(|i| i.ip()).collect())
+        .unwrap_or_default()
+}
+
+/// The base URLs of a server bound to `bound`: that address itself, or,
+/// bound to every address (`0.0.0.0` or `::`), each of `local` that another
+/// machine could reach (not loopback, not IPv6 link-local), IPv4 first.
+pub fn join_urls(bound: SocketAddr, local: &[IpAddr]) -> Vec<String> {
+    let url = |ip: IpAddr| match ip {
+        IpAddr::V4(v4) => format!("http://{v4}:{}/", bound.port()),
+        IpAddr::V6(v6) => format!("http://[{v6}]:{}/", bound.port()),
+    };
+    if !bound.ip().is_unspecified() {
+        return vec![url(bound.ip())];
+    }
+    let mut reachable: Vec<IpAddr> = local
+        .iter()
+        .copied()
+        .filter(|ip| !ip.is_loopback())
+        .filter(|ip| match ip {
+            IpAddr::V4(_) => true,
+            // Only `::` listens on IPv6; a link-local address needs a zone.
+            IpAddr::V6(v6) => bound.is_ipv6() && (v6.segments()[0] & 0xffc0) != 0xfe80,
+        })
+        .collect();
+    reachable.sort_by_key(|ip| ip.is_ipv6());
+    reachable.dedup();
+    if reachable.is_empty() {
+        return vec![url(IpAddr::from([127, 0, 0, 1]))];
+    }
+    reachable.into_iter().map(url).collect()
+}
+
+/// `GET /lecture.md`: docs/lecture.md, the walk through a server-push
+/// lecture, as plain text (the browser shows it as it is).
+pub async fn lecture() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(include_str!("../docs/lecture.md"))
+}
+
+/// The query of `GET /qr.svg`.
+#[derive(Debug, Deserialize)]
+pub struct QrQuery {
+    /// What to encode.
+    pub text: String,
+}
+
+/// `GET /qr.svg?text=T`: `T` as a QR code, drawn here as SVG.
+pub async fn qr(query: web::Query<QrQuery>) -> Result<HttpResponse, ApiError> {
+    if query.text.is_empty() || query.text.len() > MAX_QR_TEXT {
+        return Err(ApiError::BadRequest(format!(
+            "text must be 1 to {MAX_QR_TEXT} bytes"
+        )));
+    }
+    let code = qrcode::QrCode::new(query.text.as_bytes())
+        .map_err(|err| ApiError::BadRequest(format!("cannot encode that text: {err}")))?;
+    let svg = code
+        .render::<qrcode::render::svg::Color<'_>>()
+        .min_dimensions(200, 200)
+        .quiet_zone(true)
+        .build();
+    Ok(no_store(HttpResponse::Ok())
+        .content_type("image/svg+xml")
+        .body(svg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_bound_to_every_address_is_joined_at_each_reachable_one() {
+        let local: Vec<IpAddr> = ["127.0.0.1", "192.168.1.20", "::1", "fe80::1", "2001:db8::5"]
+            .iter()
+            .map(|ip| ip.parse().unwrap())
+            .collect();
+        let v4: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        assert_eq!(join_urls(v4, &local), ["http://192.168.1.20:8080/"]);
+        let v6: SocketAddr = "[::]:8080".parse().unwrap();
+        assert_eq!(
+            join_urls(v6, &local),
+            ["http://192.168.1.20:8080/", "http://[2001:db8::5]:8080/"]
+        );
+        let own: SocketAddr = "10.0.0.7:9000".parse().unwrap();
+        assert_eq!(join_urls(own, &local), ["http://10.0.0.7:9000/"]);
+        assert_eq!(join_urls(v4, &[]), ["http://127.0.0.1:8080/"]);
+    }
+}

@@ -1,0 +1,514 @@
+//! What crosses the wire, counted exactly: every byte the server reads from
+//! and writes to each connection, request and response heads included,
+//! charged to the client that asked (the `client=ID` a page puts on its
+//! requests) and to the kind of request, and served at `GET /traffic`.
+//!
+//! [`Wire`] wraps every accepted socket, under the send timeout, and counts
+//! into that connection's [`ConnectionMeter`]. Each request tells the meter
+//! whom to charge ([`ConnectionMeter::begin`]); the meter splits the
+//! connection's bytes between requests like this:
+//!
+//! - bytes read while no request is being served are the next request's head,
+//!   so they wait in the meter until that request says whom to charge;
+//! - bytes written after a response's body is done are that response's tail,
+//!   so they go to the request that was just answered.
+//!
+//! That split is exact for HTTP/1.1 as browsers speak it: one request at a
+//! time on a connection, the next sent only after the last answer. A client
+//! that pipelines has the heads it sends early charged to the request being
+//! answered. A WebSocket is charged to the client its upgrade named, for the
+//! connection's whole life.
+//!
+//! This module knows no routes and no HTTP framework: the router's
+//! middleware ([`crate::routes`]) and the upgrade path call it.
+
+use std::collections::HashMap;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use parking_lot::Mutex;
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// How many clients' tallies are kept. Past it, the one unused the longest
+/// is forgotten: ids come from anyone, so the table must not grow with them.
+pub const MAX_CLIENTS: usize = 4096;
+
+/// The longest client id, in bytes.
+pub const MAX_CLIENT_ID: usize = 64;
+
+/// A client's name for itself: 1 to [`MAX_CLIENT_ID`] characters from
+/// `A–Z a–z 0–9 _ -`. Not a credential: anyone who knows it can read its
+/// tally, which holds only byte counts.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClientId(String);
+
+impl ClientId {
+    /// Checks a raw id.
+    pub fn parse(raw: &str) -> Option<ClientId> {
+        let fits = !raw.is_empty()
+            && raw.len() <= MAX_CLIENT_ID
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        fits.then(|| ClientId(raw.to_owned()))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What a request was for, as tallied: the four reading transports, and
+/// everything else (register, send, stats, the page's files).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    /// `GET /poll`
+    Poll,
+    /// `GET /longpoll`
+    LongPoll,
+    /// `GET /sse`
+    Sse,
+    /// `GET /ws`, the upgrade and the socket after it
+    Ws,
+    /// Any other request
+    Other,
+}
+
+impl Channel {
+    /// Every channel, in the order [`TallyView`] lists them.
+    pub const ALL: [Channel; 5] = [
+        Channel::Poll,
+        Channel::LongPoll,
+        Channel::Sse,
+        Channel::Ws,
+        Channel::Other,
+    ];
+
+    /// The channel of a request path.
+    pub fn of_path(path: &str) -> Channel {
+        match path {
+            "/poll" => Channel::Poll,
+            "/longpoll" => Channel::LongPoll,
+            "/sse" => Channel::Sse,
+            "/ws" => Channel::Ws,
+            _ => Channel::Other,
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// One channel's counters in a tally.
+#[derive(Debug, Default)]
+struct ChannelCounters {
+    requests: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+}
+
+/// A snapshot of one channel's counters.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct ChannelView {
+    /// HTTP requests made (for SSE and WebSocket: connections opened).
+    pub requests: u64,
+    /// Bytes the server read: request heads and bodies, WebSocket frames.
+    pub bytes_in: u64,
+    /// Bytes the server wrote: response heads and bodies, stream chunks,
+    /// WebSocket frames.
+    pub bytes_out: u64,
+}
+
+/// What one client has cost, per channel.
+#[derive(Debug, Default)]
+pub struct Tally {
+    channels: [ChannelCounters; 5],
+    /// Milliseconds after the table started when it was last charged, for
+    /// forgetting the one unused the longest.
+    last_used: AtomicU64,
+}
+
+/// A snapshot of one client's tally, as served at `GET /traffic`.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct TallyView {
+    /// `GET /poll`
+    pub poll: ChannelView,
+    /// `GET /longpoll`
+    pub longpoll: ChannelView,
+    /// `GET /sse`
+    pub sse: ChannelView,
+    /// `GET /ws`
+    pub ws: ChannelView,
+    /// Every other request.
+    pub other: ChannelView,
+}
+
+impl Tally {
+    fn counters(&self, channel: Channel) -> &ChannelCounters {
+        &self.channels[channel.index()]
+    }
+
+    /// A snapshot of every channel.
+    pub fn view(&self) -> TallyView {
+        let view = |channel: Channel| {
+            let c = self.counters(channel);
+            ChannelView {
+                requests: c.requests.load(Ordering::Relaxed),
+                bytes_in: c.bytes_in.load(Ordering::Relaxed),
+                bytes_out: c.bytes_out.load(Ordering::Relaxed),
+            }
+        };
+        TallyView {
+            poll: view(Channel::Poll),
+            longpoll: view(Channel::LongPoll),
+            sse: view(Channel::Sse),
+            ws: view(Channel::Ws),
+            other: view(Channel::Other),
+        }
+    }
+}
+
+/// Every client's tally, bounded by [`MAX_CLIENTS`].
+#[derive(Debug)]
+pub struct Clients {
+    started: Instant,
+    table: Mutex<HashMap<ClientId, Arc<Tally>>>,
+}
+
+impl Default for Clients {
+    fn default() -> Self {
+        Clients {
+            started: Instant::now(),
+            table: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl Clients {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Whom to charge for a request on `channel` from `client`: its tally,
+    /// made (and the oldest forgotten, if the table is full) on first use.
+    pub fn charge(&self, client: &ClientId, channel: Channel) -> Charge {
+        let now = self.now_ms();
+        let mut table = self.table.lock();
+        let tally = match table.get(client) {
+            Some(tally) => tally.clone(),
+            None => {
+                if table.len() >= MAX_CLIENTS {
+                    let oldest = table
+                        .iter()
+                        .min_by_key(|(_, tally)| tally.last_used.load(Ordering::Relaxed))
+                        .map(|(id, _)| id.clone());
+                    if let Some(oldest) = oldest {
+                        table.remove(&oldest);
+                    }
+                }
+                let tally = Arc::new(Tally::default());
+                table.insert(client.clone(), tally.clone());
+                tally
+            }
+        };
+        tally.last_used.store(now, Ordering::Relaxed);
+        Charge { tally, channel }
+    }
+
+    /// A client's tally so far; all zeros for one never seen (or forgotten).
+    pub fn view(&self, client: &ClientId) -> TallyView {
+        self.table
+            .lock()
+            .get(client)
+            .map(|tally| tally.view())
+            .unwrap_or_default()
+    }
+
+    /// How many clients are tallied now.
+    pub fn len(&self) -> usize {
+        self.table.lock().len()
+    }
+
+    /// Whether no client is tallied.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Whom a request's bytes are charged to: one client's tally, one channel.
+#[derive(Debug, Clone)]
+pub struct Charge {
+    tally: Arc<Tally>,
+    channel: Channel,
+}
+
+impl Charge {
+    fn add_in(&self, bytes: u64) {
+        if bytes > 0 {
+            let c = self.tally.counters(self.channel);
+            c.bytes_in.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+
+    fn add_out(&self, bytes: u64) {
+        if bytes > 0 {
+            let c = self.tally.counters(self.channel);
+            c.bytes_out.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+
+    fn add_request(&self) {
+        let c = self.tally.counters(self.channel);
+        c.requests.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Where a connection stands between its requests.
+#[derive(Debug)]
+enum Phase {
+    /// A request is being served; its bytes go to its charge, if it has one.
+    Serving(Option<Charge>),
+    /// No request is being served. What is read waits for the next request;
+    /// what is written is the tail of the last answer.
+    Between {
+        last: Option<Charge>,
+        unclaimed_in: u64,
+    },
+}
+
+/// One connection's byte counter, shared by its [`Wire`] and the requests
+/// served on it.
+#[derive(Debug)]
+pub struct ConnectionMeter {
+    phase: Mutex<Phase>,
+}
+
+impl Default for ConnectionMeter {
+    fn default() -> Self {
+        ConnectionMeter {
+            phase: Mutex::new(Phase::Between {
+                last: None,
+                unclaimed_in: 0,
+            }),
+        }
+    }
+}
+
+impl ConnectionMeter {
+    /// Counts bytes read from the client.
+    pub fn read(&self, bytes: usize) {
+        let bytes = bytes as u64;
+        match &mut *self.phase.lock() {
+            Phase::Serving(charge) => {
+                if let Some(charge) = charge {
+                    charge.add_in(bytes);
+                }
+            }
+            Phase::Between { unclaimed_in, .. } => *unclaimed_in += bytes,
+        }
+    }
+
+    /// Counts bytes written to the client.
+    pub fn wrote(&self, bytes: usize) {
+        let bytes = bytes as u64;
+        match &*self.phase.lock() {
+            Phase::Serving(Some(charge))
+            | Phase::Between {
+                last: Some(charge), ..
+            } => charge.add_out(bytes),
+            _ => {}
+        }
+    }
+
+    /// A request begins: it is charged (if it names a client) one request
+    /// and the head read since the last one ended, and from now on what the
+    /// connection carries.
+    pub fn begin(&self, charge: Option<Charge>) {
+        let mut phase = self.phase.lock();
+        let unclaimed = match &*phase {
+            Phase::Between { unclaimed_in, .. } => *unclaimed_in,
+            Phase::Serving(_) => 0,
+        };
+        if let Some(charge) = &charge {
+            charge.add_request();
+            charge.add_in(unclaimed);
+        }
+        *phase = Phase::Serving(charge);
+    }
+
+    /// The request's answer is complete (its body is done); what is written
+    /// from now on is its tail.
+    pub fn end(&self) {
+        let mut phase = self.phase.lock();
+        let last = match &mut *phase {
+            Phase::Serving(charge) => charge.take(),
+            Phase::Between { last, .. } => last.take(),
+        };
+        *phase = Phase::Between {
+            last,
+            unclaimed_in: 0,
+        };
+    }
+}
+
+/// A connection that counts every byte through it into its
+/// [`ConnectionMeter`].
+#[derive(Debug)]
+pub struct Wire<S> {
+    io: S,
+    meter: Arc<ConnectionMeter>,
+}
+
+impl<S> Wire<S> {
+    /// Wraps `io` with a fresh meter.
+    pub fn new(io: S) -> Self {
+        Wire {
+            io,
+            meter: Arc::default(),
+        }
+    }
+
+    /// This connection's meter.
+    pub fn meter(&self) -> &Arc<ConnectionMeter> {
+        &self.meter
+    }
+
+    /// The stream and its meter, for a connection that leaves HTTP (a
+    /// WebSocket, which counts its own frames into the meter).
+    pub fn into_parts(self) -> (S, Arc<ConnectionMeter>) {
+        (self.io, self.meter)
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Wire<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let result = Pin::new(&mut this.io).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = result {
+            this.meter.read(buf.filled().len() - before);
+        }
+        result
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Wire<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.io).poll_write(cx, buf);
+        if let Poll::Ready(Ok(written)) = result {
+            this.meter.wrote(written);
+        }
+        result
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(written)) = result {
+            this.meter.wrote(written);
+        }
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(id: &str) -> ClientId {
+        ClientId::parse(id).unwrap()
+    }
+
+    #[test]
+    fn client_ids_are_short_plain_words() {
+        assert!(ClientId::parse("page-3f9a_poll").is_some());
+        assert!(ClientId::parse("").is_none());
+        assert!(ClientId::parse("a b").is_none());
+        assert!(ClientId::parse(&"x".repeat(MAX_CLIENT_ID + 1)).is_none());
+    }
+
+    #[test]
+    fn a_head_read_between_requests_is_charged_to_the_request_it_begins() {
+        // Arrange
+        let clients = Clients::default();
+        let meter = ConnectionMeter::default();
+
+        // Act: head, answer, the answer's tail after its body, next head.
+        meter.read(100);
+        meter.begin(Some(clients.charge(&client("a"), Channel::Poll)));
+        meter.wrote(200);
+        meter.end();
+        meter.wrote(5);
+        meter.read(90);
+        meter.begin(Some(clients.charge(&client("b"), Channel::LongPoll)));
+        meter.read(10);
+        meter.wrote(300);
+
+        // Assert
+        let a = clients.view(&client("a")).poll;
+        assert_eq!((a.requests, a.bytes_in, a.bytes_out), (1, 100, 205));
+        let b = clients.view(&client("b")).longpoll;
+        assert_eq!((b.requests, b.bytes_in, b.bytes_out), (1, 100, 300));
+    }
+
+    #[test]
+    fn a_request_without_a_client_is_charged_to_no_one() {
+        let clients = Clients::default();
+        let meter = ConnectionMeter::default();
+        meter.begin(Some(clients.charge(&client("a"), Channel::Sse)));
+        meter.end();
+        meter.read(50);
+        meter.begin(None);
+        meter.wrote(70);
+        meter.end();
+        meter.wrote(3);
+        let a = clients.view(&client("a")).sse;
+        assert_eq!((a.requests, a.bytes_in, a.bytes_out), (1, 0, 0));
+    }
+
+    #[test]
+    fn the_table_forgets_the_client_unused_the_longest_when_full() {
+        let clients = Clients::default();
+        for i in 0..MAX_CLIENTS {
+            clients.charge(&client(&format!("c{i}")), Channel::Other);
+        }
+        assert_eq!(clients.len(), MAX_CLIENTS);
+        clients
+            .charge(&client("newcomer"), Channel::Other)
+            .add_request();
+        assert_eq!(clients.len(), MAX_CLIENTS);
+        assert_eq!(clients.view(&client("newcomer")).other.requests, 1);
+    }
+}

@@ -1,0 +1,201 @@
+//! The classroom figures: each client's bytes counted exactly on the socket,
+//! both ways, heads included; the simulated delay; the clock and join URL.
+
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt as _, StreamExt as _};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::helpers::{spawn_app, spawn_app_with, TestApp};
+
+/// Sends `request` on a fresh connection and reads the whole answer (the
+/// request asks the server to close after it).
+async fn exchange(app: &TestApp, request: &str) -> Vec<u8> {
+    let mut socket = TcpStream::connect(app.addr).await.unwrap();
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    socket.read_to_end(&mut answer).await.unwrap();
+    answer
+}
+
+async fn traffic(app: &TestApp, client: &str) -> Value {
+    let (status, body) = app.get_json(&format!("/traffic?client={client}")).await;
+    assert_eq!(status, 200);
+    body
+}
+
+#[tokio::test]
+async fn a_clients_poll_is_counted_to_the_byte_both_ways_heads_included() {
+    // Arrange
+    let app = spawn_app().await;
+    let request = "GET /poll?since=0&client=exact-1 HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+                   User-Agent: a-browser-sized-user-agent/1.0 (with some words)\r\n\
+                   Accept: */*\r\nConnection: close\r\n\r\n";
+
+    // Act
+    let answer = exchange(&app, request).await;
+
+    // Assert: the server's count is exactly what crossed the socket.
+    let poll = &traffic(&app, "exact-1").await["poll"];
+    assert_eq!(poll["requests"], 1);
+    assert_eq!(poll["bytes_in"], request.len());
+    assert_eq!(poll["bytes_out"], answer.len());
+}
+
+#[tokio::test]
+async fn requests_on_one_keep_alive_connection_are_charged_each_to_its_own_client() {
+    // Arrange: two clients' requests, one after the other on one connection.
+    let app = spawn_app().await;
+    let first = "GET /poll?client=one HTTP/1.1\r\nHost: x\r\n\r\n";
+    let second = "GET /stats?client=two HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let mut socket = TcpStream::connect(app.addr).await.unwrap();
+
+    // Act
+    socket.write_all(first.as_bytes()).await.unwrap();
+    let mut answer = vec![0; 4096];
+    let first_len = read_one_response(&mut socket, &mut answer).await;
+    socket.write_all(second.as_bytes()).await.unwrap();
+    let mut rest = Vec::new();
+    socket.read_to_end(&mut rest).await.unwrap();
+
+    // Assert
+    let one = traffic(&app, "one").await;
+    assert_eq!(one["poll"]["bytes_in"], first.len());
+    assert_eq!(one["poll"]["bytes_out"], first_len);
+    assert_eq!(one["other"]["requests"], 0);
+    let two = traffic(&app, "two").await;
+    assert_eq!(two["other"]["requests"], 1);
+    assert_eq!(two["other"]["bytes_in"], second.len());
+    assert_eq!(two["other"]["bytes_out"], rest.len());
+}
+
+/// Reads one response with a Content-Length body; returns its size.
+async fn read_one_response(socket: &mut TcpStream, buf: &mut [u8]) -> usize {
+    let mut got = 0;
+    loop {
+        got += socket.read(&mut buf[got..]).await.unwrap();
+        let text = String::from_utf8_lossy(&buf[..got]);
+        if let Some(head_end) = text.find("\r\n\r\n") {
+            let length: usize = text[..head_end]
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length: "))
+                .expect("a content-length")
+                .trim()
+                .parse()
+                .unwrap();
+            if got >= head_end + 4 + length {
+                return got;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_websocket_is_charged_its_handshake_and_every_frame() {
+    // Arrange
+    let app = spawn_app().await;
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async(format!("ws://{}/ws?client=sock-1", app.addr))
+            .await
+            .unwrap();
+    let hello = socket.next().await.unwrap().unwrap();
+
+    // Act: one frame up, and its error frame down.
+    socket
+        .send(Message::text(r#"{"type":"message","text":""}"#))
+        .await
+        .unwrap();
+    let error = socket.next().await.unwrap().unwrap();
+
+    // Assert: the handshake (at least its request line and 101) plus the
+    // frames: 2 header bytes and a 4-byte mask on the way up.
+    let ws = &traffic(&app, "sock-1").await["ws"];
+    assert_eq!(ws["requests"], 1);
+    let up_frame = 2 + 4 + r#"{"type":"message","text":""}"#.len() as u64;
+    let down_frames = (2 + hello.len() + 2 + error.len()) as u64;
+    assert!(ws["bytes_in"].as_u64().unwrap() > up_frame + 100, "{ws}");
+    assert!(
+        ws["bytes_out"].as_u64().unwrap() > down_frames + 100,
+        "{ws}"
+    );
+}
+
+#[tokio::test]
+async fn traffic_asks_for_a_plain_client_id() {
+    let app = spawn_app().await;
+    let (status, body) = app.get_json("/traffic?client=not%20ok").await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("bad_request")));
+    let unknown = traffic(&app, "never-seen").await;
+    assert_eq!(unknown["poll"]["requests"], 0);
+}
+
+#[tokio::test]
+async fn the_simulated_delay_holds_each_direction_of_every_connection() {
+    // Arrange
+    let app = spawn_app_with(|config| config.delay_ms = 100).await;
+    let plain = spawn_app().await;
+
+    // Act: a request and answer on a fresh connection: one way up, one down.
+    let started = Instant::now();
+    exchange(
+        &app,
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let delayed = started.elapsed();
+    let started = Instant::now();
+    exchange(
+        &plain,
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let direct = started.elapsed();
+
+    // Assert
+    assert!(delayed >= Duration::from_millis(200), "{delayed:?}");
+    assert!(delayed < Duration::from_millis(200) + direct + Duration::from_millis(150));
+    let (_, stats) = app.get_json("/stats").await;
+    assert_eq!(stats["server"]["delay_ms"], 100);
+}
+
+#[tokio::test]
+async fn a_websocket_through_the_delay_still_says_hello_and_echoes() {
+    let app = spawn_app_with(|config| config.delay_ms = 50).await;
+    let (mut socket, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", app.addr))
+        .await
+        .unwrap();
+    let hello: Value =
+        serde_json::from_str(socket.next().await.unwrap().unwrap().to_text().unwrap()).unwrap();
+    assert_eq!(hello["type"], "hello");
+    let started = Instant::now();
+    socket
+        .send(Message::text(r#"{"type":"message","text":""}"#))
+        .await
+        .unwrap();
+    socket.next().await.unwrap().unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(100));
+}
+
+#[tokio::test]
+async fn the_server_tells_its_clock_its_join_url_and_draws_it_as_a_qr_code() {
+    let app = spawn_app().await;
+    let before = pushlab::log::now_millis();
+    let (_, time) = app.get_json("/time").await;
+    assert!(time["now"].as_u64().unwrap() >= before);
+    let (_, join) = app.get_json("/join").await;
+    assert_eq!(join["reachable"], false);
+    assert_eq!(join["urls"][0], format!("http://{}/", app.addr));
+    let qr = app
+        .get("/qr.svg?text=http%3A%2F%2F10.0.0.7%3A8080%2F")
+        .await;
+    assert_eq!(qr.status(), 200);
+    assert_eq!(qr.headers()["content-type"], "image/svg+xml");
+    assert!(qr.text().await.unwrap().contains("<svg"));
+    let (status, _) = app
+        .get_json(&format!("/qr.svg?text={}", "x".repeat(600)))
+        .await;
+    assert_eq!(status, 400);
+}

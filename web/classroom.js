@@ -1,0 +1,354 @@
+// classroom.js: what the compare page shows a class besides the four panes.
+//
+//   - Exact bytes. Every read this page makes names it with `client=ID`, and
+//     the server counts, on the socket, every byte each of them read and
+//     wrote, request and response heads included (GET /traffic?client=ID).
+//     The table shows those counts per event and per second. The browser
+//     cannot see its own request bytes, and its Resource Timing figure is
+//     the body plus a guess, so that one stays only as a cross-check.
+//   - The publish rate: idle, 1/s or 20/s. Per event, short polling looks
+//     cheap at 20/s; per second, idle, it is the one that keeps paying.
+//   - Theory next to measurement: what each transport's latency should be
+//     for the measured round trip, beside what it was. Start the server with
+//     --delay-ms 100 to make a round trip long enough to see.
+//   - The clock. Latency is the event's server timestamp to its arrival
+//     here, so this page's clock is set against the server's first: an
+//     NTP-style exchange with GET /time, re-done every 30 s.
+//   - The join URL for students, with a QR code the server draws.
+
+import { getJson, inRoom, ROOM, LOBBY, setClientId } from './api.js';
+import { setClockOffset } from './metrics.js';
+
+/** The transports in the tables, in the panes' order. */
+const TRANSPORTS = ['poll', 'longpoll', 'sse', 'ws'];
+/** How often GET /traffic is asked, in ms. */
+const TRAFFIC_MS = 1000;
+/** The window the per-second figures are averaged over, in ms. */
+const RATE_WINDOW_MS = 5000;
+/** How many GET /time exchanges one clock estimate makes. */
+const CLOCK_SAMPLES = 5;
+/** How often the clock offset is estimated again, in ms. */
+const CLOCK_EVERY_MS = 30_000;
+/** How often the server's setting (delay, demo bot) is read again, in ms. */
+const SETUP_EVERY_MS = 10_000;
+
+const $ = (selector) => document.querySelector(selector);
+
+/** This page's name for itself in `client=`: random, so two tabs never share one. */
+export const CLIENT_ID = `page-${Math.random().toString(36).slice(2, 10)}`;
+
+/** Names every read this page makes, so the server counts its bytes. Call before the panes start. */
+export function identifyPage() {
+  setClientId(CLIENT_ID);
+}
+
+/** What the server said about itself in GET /stats `server`; null until known. */
+const setup = { server: null };
+
+// ── The clock ────────────────────────────────────────────────────────────
+
+/**
+ * This page's clock against the server's: `offset` is what to add to
+ * Date.now() to get the server's time. Each exchange brackets the server's
+ * reading between a send (t0) and an arrival (t1); assuming the request and
+ * the answer took equally long, the server read its clock at (t0 + t1) / 2.
+ * The exchange with the shortest round trip bounds the error best: the
+ * offset is right within ± half that round trip.
+ */
+export class Clock {
+  constructor() {
+    this.offset = 0;
+    this.roundTrip = null;
+    this.estimated = false;
+  }
+
+  async estimate() {
+    let best = null;
+    for (let i = 0; i < CLOCK_SAMPLES; i += 1) {
+      const t0 = Date.now();
+      const started = performance.now();
+      let server;
+      try {
+        server = (await getJson('/time')).now;
+      } catch {
+        continue;
+      }
+      const roundTrip = performance.now() - started;
+      const t1 = t0 + roundTrip;
+      if (!best || roundTrip < best.roundTrip) best = { roundTrip, offset: server - (t0 + t1) / 2 };
+    }
+    if (!best) return;
+    this.offset = best.offset;
+    this.roundTrip = best.roundTrip;
+    this.estimated = true;
+    setClockOffset(this.offset);
+  }
+
+  describe() {
+    if (!this.estimated) return 'Clock: not yet set against the server; latency uses this browser\'s clock as it is.';
+    const sign = this.offset >= 0 ? '+' : '−';
+    return (
+      `Clock offset corrected: the server's clock is ${sign}${Math.abs(this.offset).toFixed(1)} ms from this browser's ` +
+      `(± ${(this.roundTrip / 2).toFixed(1)} ms, from the fastest of ${CLOCK_SAMPLES} GET /time round trips, ` +
+      `${this.roundTrip.toFixed(1)} ms). Latency = arrival here − event ts, on the server's clock.`
+    );
+  }
+}
+
+// ── Exact bytes, from the server's count ─────────────────────────────────
+
+/** Sums of the counters we use, for one transport. */
+function take(view, events) {
+  return { requests: view.requests, bytesIn: view.bytes_in, bytesOut: view.bytes_out, events };
+}
+
+function minus(a, b) {
+  return {
+    requests: a.requests - b.requests,
+    bytesIn: a.bytesIn - b.bytesIn,
+    bytesOut: a.bytesOut - b.bytesOut,
+    events: a.events - b.events,
+  };
+}
+
+/**
+ * GET /traffic samples: `baseline` is where the per-event figures count from
+ * (reset when the scenario changes), `recent` the last few seconds, for the
+ * per-second ones.
+ */
+class TrafficWatch {
+  constructor(panes) {
+    this.panes = panes;
+    this.baseline = null;
+    this.recent = [];
+    this.latest = null;
+  }
+
+  async sample() {
+    let view;
+    try {
+      view = await getJson(`/traffic?client=${encodeURIComponent(CLIENT_ID)}`);
+    } catch {
+      return;
+    }
+    const at = performance.now();
+    const sample = { at };
+    for (const pane of this.panes) {
+      if (view[pane.transportName]) sample[pane.transportName] = take(view[pane.transportName], pane.metrics.events);
+    }
+    this.latest = sample;
+    this.baseline ??= sample;
+    this.recent.push(sample);
+    while (this.recent.length > 2 && this.recent[1].at <= at - RATE_WINDOW_MS) this.recent.shift();
+  }
+
+  /** Counts from now on for the per-event figures. */
+  restart() {
+    this.baseline = this.latest;
+    this.recent = this.latest ? [this.latest] : [];
+  }
+
+  /** {since, perSecond} for one transport, or null before two samples. */
+  figures(transport) {
+    if (!this.latest || !this.baseline?.[transport]) return null;
+    const since = minus(this.latest[transport], this.baseline[transport]);
+    const first = this.recent[0];
+    const seconds = (this.latest.at - first.at) / 1000;
+    const window = minus(this.latest[transport], first[transport]);
+    const perSecond = seconds > 0.5
+      ? { requests: window.requests / seconds, bytesIn: window.bytesIn / seconds, bytesOut: window.bytesOut / seconds, events: window.events / seconds }
+      : null;
+    return { since, perSecond, total: this.latest[transport] };
+  }
+}
+
+const count = (value, digits = 1) => (value === null || value === undefined || !Number.isFinite(value) ? '–' : value.toFixed(digits));
+const bytes = (value) => (value === null || !Number.isFinite(value) ? '–' : `${Math.round(value)} B`);
+
+function renderTraffic(watch) {
+  const tbody = $('#traffic tbody');
+  const rows = TRANSPORTS.map((transport) => {
+    const f = watch.figures(transport);
+    const tr = document.createElement('tr');
+    tr.dataset.transport = transport;
+    const perEvent = (key) => (f && f.since.events > 0 ? f.since[key] / f.since.events : null);
+    const perSecond = (key) => (f?.perSecond ? f.perSecond[key] : null);
+    const cells = {
+      transport,
+      'events-per-second': count(perSecond('events')),
+      'requests-per-second': count(perSecond('requests'), 2),
+      'up-per-second': bytes(perSecond('bytesIn')),
+      'down-per-second': bytes(perSecond('bytesOut')),
+      'requests-per-event': count(perEvent('requests'), 2),
+      'up-per-event': bytes(perEvent('bytesIn')),
+      'down-per-event': bytes(perEvent('bytesOut')),
+    };
+    for (const [key, text] of Object.entries(cells)) {
+      const td = document.createElement('td');
+      td.dataset.figure = key;
+      td.textContent = text;
+      tr.append(td);
+    }
+    if (f) {
+      // The raw counts, for anyone checking the arithmetic (and the tests).
+      tr.dataset.requests = String(f.since.requests);
+      tr.dataset.bytesIn = String(f.since.bytesIn);
+      tr.dataset.bytesOut = String(f.since.bytesOut);
+      tr.dataset.events = String(f.since.events);
+      tr.dataset.totalRequests = String(f.total.requests);
+      tr.dataset.totalBytesIn = String(f.total.bytesIn);
+      tr.dataset.totalBytesOut = String(f.total.bytesOut);
+    }
+    return tr;
+  });
+  tbody.replaceChildren(...rows);
+}
+
+// ── Theory against measurement ───────────────────────────────────────────
+
+/** What each transport's delivery latency should be, for a round trip `rtt` and a poll interval, in ms. */
+export function predictions(rtt, interval) {
+  return {
+    poll: { rule: 'interval/2 + RTT on average (0 to interval, then RTT)', low: interval / 2 + rtt, high: null },
+    longpoll: { rule: '½ RTT while a request is held; up to 1½ RTT between an answer and the next request', low: rtt / 2, high: 1.5 * rtt },
+    sse: { rule: '½ RTT: the response is already open', low: rtt / 2, high: null },
+    ws: { rule: '½ RTT: the socket is already open', low: rtt / 2, high: null },
+  };
+}
+
+function renderTheory(panes, clock, interval) {
+  const rtt = clock.roundTrip;
+  const theory = rtt === null ? null : predictions(rtt, interval);
+  const ms = (v) => (v === null ? '–' : `${v < 10 ? v.toFixed(1) : Math.round(v)} ms`);
+  const rows = panes.map((pane) => {
+    const s = pane.metrics.snapshot();
+    const t = theory?.[pane.transportName];
+    const tr = document.createElement('tr');
+    tr.dataset.transport = pane.transportName;
+    const predicted = t ? (t.high === null ? ms(t.low) : `${ms(t.low)} to ${ms(t.high)}`) : '–';
+    for (const [key, text] of [
+      ['transport', pane.transportName],
+      ['rule', t?.rule ?? ''],
+      ['predicted', predicted],
+      ['p50', ms(s.latencyP50)],
+      ['p95', ms(s.latencyP95)],
+    ]) {
+      const td = document.createElement('td');
+      td.dataset.figure = key;
+      td.textContent = text;
+      tr.append(td);
+    }
+    if (t) tr.dataset.predicted = String(t.low);
+    return tr;
+  });
+  $('#theory tbody').replaceChildren(...rows);
+  const delay = setup.server?.delay_ms ?? 0;
+  const rttText = rtt === null ? 'not measured yet' : `${ms(rtt)} (the fastest GET /time)`;
+  $('#theory-note').textContent = delay
+    ? `Simulated delay: ${delay} ms each way (--delay-ms ${delay}), so one RTT should be about ${2 * delay} ms; measured RTT ${rttText}. Poll interval ${interval} ms.`
+    : `No simulated delay: measured RTT ${rttText}, too short to tell ½ RTT from 1½ RTT. Start the server with --delay-ms 100 to see them apart. Poll interval ${interval} ms.`;
+  $('#clock-note').textContent = clock.describe();
+}
+
+// ── The server's demo bot, and the publish rate ──────────────────────────
+
+/** The server's --demo bot in this room, as {rate}, or null. */
+function serverBot() {
+  const demo = setup.server?.demo;
+  return demo && demo.room === (ROOM || LOBBY) ? demo : null;
+}
+
+/** The bot label's text: this page's bot, and the server's --demo bot if one runs in this room. */
+export function describeBot(bot) {
+  const demo = serverBot();
+  const server = demo ? `the server's demo bot (--demo) is moving at ${demo.rate}/s in this room` : '';
+  if (bot.running) {
+    const own = `${bot.name} is moving at ${bot.rate}/s · ${bot.sent} sent${bot.refused ? ` · ${bot.refused} refused` : ''}`;
+    return server ? `${own} · ${server}` : own;
+  }
+  if (bot.error) return `this page's bot stopped: ${bot.error}${server ? ` · ${server}` : ''}`;
+  return server ? `${server} · this page's bot is stopped` : 'bot stopped';
+}
+
+/**
+ * The publish-rate selector: 0 (idle) stops this page's bot, any other rate
+ * starts it at that rate. `onScenario` hears every change.
+ */
+function wirePublishRate(bot, onScenario) {
+  const select = $('#bot-rate');
+  const toggle = $('#bot-toggle');
+  const apply = async () => {
+    const rate = Number(select.value);
+    if (rate === 0) await bot.stop();
+    else {
+      bot.setRate(rate);
+      if (!bot.running) await bot.start();
+    }
+    bot.onChange(bot);
+    onScenario();
+  };
+  select.addEventListener('change', apply);
+  // The button stops the bot (idle), or starts it at the selected rate, or
+  // at 20/s when idle is selected.
+  toggle.addEventListener('click', () => {
+    select.value = bot.running ? '0' : Number(select.value) === 0 ? '20' : select.value;
+    apply();
+  });
+}
+
+// ── The join URL ─────────────────────────────────────────────────────────
+
+async function showJoin() {
+  let join;
+  try {
+    join = await getJson('/join');
+  } catch {
+    return;
+  }
+  const base = join.urls[0];
+  const url = ROOM && ROOM !== LOBBY ? `${base}?room=${encodeURIComponent(ROOM)}` : base;
+  $('#join-url').textContent = url;
+  $('#join-url').href = url;
+  $('#join-qr').src = `/qr.svg?text=${encodeURIComponent(url)}`;
+  $('#join-qr').alt = `QR code for ${url}`;
+  const others = join.urls.slice(1);
+  $('#join-note').textContent = join.reachable
+    ? `Bound to ${join.bound}.${others.length ? ` Also: ${others.join(', ')}.` : ''} Six tabs of one browser share six HTTP/1.1 connections to this server: see the README's classroom section.`
+    : `Bound to ${join.bound}: only this machine can open it. For a class, start pushlab with --addr 0.0.0.0:8080.`;
+  $('#join').dataset.reachable = String(join.reachable);
+}
+
+// ── Start ────────────────────────────────────────────────────────────────
+
+async function readSetup() {
+  try {
+    setup.server = (await getJson(inRoom('/stats'))).server ?? null;
+  } catch {
+    // The stats table says so already.
+  }
+}
+
+/**
+ * Mounts everything above on the compare page: `panes` are its readers
+ * (each with transportName and metrics), `bot` its DemoBot.
+ */
+export async function mountClassroom({ panes, bot, interval }) {
+  const clock = new Clock();
+  const watch = new TrafficWatch(panes);
+  wirePublishRate(bot, () => watch.restart());
+  showJoin();
+  await Promise.all([clock.estimate(), readSetup()]);
+  bot.onChange(bot);
+  const refresh = async () => {
+    await watch.sample();
+    renderTraffic(watch);
+    renderTheory(panes, clock, interval);
+  };
+  refresh();
+  setInterval(refresh, TRAFFIC_MS);
+  setInterval(() => clock.estimate(), CLOCK_EVERY_MS);
+  setInterval(async () => {
+    await readSetup();
+    bot.onChange(bot);
+  }, SETUP_EVERY_MS);
+}
