@@ -2,8 +2,11 @@
 // same two requests any client uses:
 //
 //   POST /register         {"name":"bot-k3x9"}                     once
-//   POST /send?session=S   {"type":"mousemove","x":…,"y":…}        `rate` times a second
-//   POST /send?session=S   {"type":"message","text":…,"id":…}      every few seconds
+//   POST /send?session=S   {"type":"mousemove","x":…,"y":…}        `rate` times a second,
+//   POST /send?session=S   {"type":"message","text":…,"id":…}      one of them every few seconds
+//
+// Together they make exactly `rate` events a second, as the compare page's
+// publish-rate selector says.
 //
 // Its cursor traces a Lissajous figure, a smooth loop that visits the
 // whole canvas, so a transport that delivers late or in bursts shows it.
@@ -17,7 +20,7 @@ import { beaconLeave, register, send } from './api.js';
 import { Metrics } from './metrics.js';
 import { WebRtcTransport } from './webrtc.js';
 
-/** Seconds between the bot's chat lines. */
+/** About how often the bot says a line instead of moving, in ms. */
 const CHAT_EVERY_MS = 3000;
 
 /** Things the bot says, one per line, in turn. */
@@ -41,7 +44,8 @@ export class DemoBot {
     this.refused = 0;
     this.error = '';
     this.moveTimer = 0;
-    this.chatTimer = 0;
+    /** Ticks since the start: every few seconds' worth, one is a chat line. */
+    this.ticks = 0;
     this.inFlight = false;
     this.line = 0;
     /** Its WebRTC side: a signalling socket and its data channels, while running. */
@@ -70,9 +74,8 @@ export class DemoBot {
     }
     this.startPeer(welcome);
     this.startedAt = performance.now();
+    this.ticks = 0;
     this.schedule();
-    this.chatTimer = setInterval(() => this.chat(), CHAT_EVERY_MS);
-    this.chat();
     this.onChange(this);
   }
 
@@ -104,9 +107,21 @@ export class DemoBot {
     if (this.running) this.schedule();
   }
 
+  /**
+   * One tick every 1/rate s. About every CHAT_EVERY_MS one of them is a chat
+   * line instead of a move, so the bot publishes exactly `rate` events a
+   * second, whatever the rate: what the compare page's selector says.
+   */
   schedule() {
     clearInterval(this.moveTimer);
-    this.moveTimer = setInterval(() => this.move(), 1000 / this.rate);
+    this.moveTimer = setInterval(() => this.tick(), 1000 / this.rate);
+  }
+
+  tick() {
+    this.ticks += 1;
+    const chatEvery = Math.max(2, Math.round((this.rate * CHAT_EVERY_MS) / 1000));
+    if (this.ticks % chatEvery === 0) this.chat();
+    else this.move();
   }
 
   /** One step along the path; skipped if the last move is still on its way. */
@@ -164,7 +179,6 @@ export class DemoBot {
     this.peer?.stop();
     this.peer = null;
     clearInterval(this.moveTimer);
-    clearInterval(this.chatTimer);
     this.session = null;
     this.error = error;
     this.onChange(this);
