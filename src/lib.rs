@@ -20,7 +20,10 @@
 //!     ICE candidates between two sessions of a room, outside the log.
 //!   - [`room`]: the rules that tie presence to the log (join, send, leave,
 //!     attach a connection) and to the signal hub.
-//!   - [`demo`]: the `--demo` bot, a client of the room like any other.
+//!   - [`rooms`]: the room registry above the log and presence: opens a
+//!     room on first use within its caps, lists them, reclaims idle ones,
+//!     and keeps each room's log in a `LogStore` (memory, journal or Redis).
+//!   - [`demo`]: the `--demo` bot, a client of a room like any other.
 //! - HTTP:
 //!   - [`config`]: every flag and limit.
 //!   - [`log_throttle`]: the frameworks' per-connection errors, logged at
