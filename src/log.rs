@@ -214,6 +214,10 @@ pub struct Batch {
     /// window, or the cursor came from another epoch. The batch then starts at
     /// the oldest event still kept.
     pub gap: bool,
+    /// The log's newest seq when the batch was read, taken under the same
+    /// lock, so a reader can tell whether more is waiting without asking
+    /// the log again.
+    pub head: Seq,
 }
 
 /// Why an append failed. Only stores with storage behind them fail.
@@ -434,6 +438,7 @@ impl EventLog for MemoryLog {
             events,
             cursor,
             gap,
+            head,
         }
     }
 
@@ -537,21 +542,30 @@ impl Reader {
             self.epoch = Some(epoch.as_str().to_owned());
         }
         let before = self.cursor;
-        let gap = batch
-            .gap
-            .then(|| batch.events.first().map_or(batch.cursor, |e| e.seq - 1));
+        let Batch {
+            mut events,
+            cursor,
+            gap,
+            head,
+        } = batch;
+        let gap = gap.then(|| events.first().map_or(cursor, |e| e.seq - 1));
         if let Some(gap) = gap {
             self.cursor = gap;
         }
+        // Keep the events that start under the budget; the batch's own
+        // vector is the answer, so nothing is copied.
         let mut used = 0;
-        let mut events = Vec::with_capacity(batch.events.len());
-        for event in batch.events {
-            if used >= budget {
-                break;
-            }
-            used += event.json().len();
-            self.cursor = event.seq;
-            events.push(event);
+        let taken = events
+            .iter()
+            .take_while(|event| {
+                let fits = used < budget;
+                used += event.json().len();
+                fits
+            })
+            .count();
+        events.truncate(taken);
+        if let Some(last) = events.last() {
+            self.cursor = last.seq;
         }
         if self.cursor != before {
             // The saved wake-up was for the old cursor.
@@ -560,7 +574,7 @@ impl Reader {
         Read {
             gap,
             events,
-            more: self.cursor < self.log.head(),
+            more: self.cursor < head,
         }
     }
 
