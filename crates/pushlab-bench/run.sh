@@ -61,42 +61,17 @@ OUT="target/bench-results/$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$OUT"
 START=$(date +%s)
 LOAD=target/release/pushlab-load
-SERVER_PID=""
-SERVER_URL=""
-
-stop_server() {
-  if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-    kill "$SERVER_PID" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$SERVER_PID" 2>/dev/null || true
-  fi
-  SERVER_PID=""
-}
-trap stop_server EXIT
-trap 'stop_server; exit 130' INT TERM
+source "$BENCH/servers.sh"
 
 # start_server pushlab|floor|socketio NAME: a fresh server on a free port,
 # pinned to the server core; sets SERVER_PID and SERVER_URL.
 start_server() {
-  stop_server
-  local log="$OUT/$2.server.out"
-  : >"$log"
   case "$1" in
-    pushlab) "${RT[@]}" taskset -c "$SERVER_CORE" "$PUSHLAB_BIN" --addr 127.0.0.1:0 \
-               --rate-limit 0 --workers 1 >"$log" 2>"$OUT/$2.server.err" & ;;
-    floor) "${RT[@]}" taskset -c "$SERVER_CORE" target/release/pushlab-floor --addr 127.0.0.1:0 \
-             >"$log" 2>"$OUT/$2.server.err" & ;;
-    socketio) "${RT[@]}" taskset -c "$SERVER_CORE" node "$BENCH/socketio/server.js" --addr 127.0.0.1:0 \
-                >"$log" 2>"$OUT/$2.server.err" & ;;
+    pushlab) launch "$2" "${RT[@]}" taskset -c "$SERVER_CORE" "$PUSHLAB_BIN" --addr 127.0.0.1:0 \
+               --rate-limit 0 --workers 1 ;;
+    floor) launch "$2" "${RT[@]}" taskset -c "$SERVER_CORE" target/release/pushlab-floor --addr 127.0.0.1:0 ;;
+    socketio) launch "$2" "${RT[@]}" taskset -c "$SERVER_CORE" node "$BENCH/socketio/server.js" --addr 127.0.0.1:0 ;;
   esac
-  SERVER_PID=$!
-  for _ in $(seq 100); do
-    SERVER_URL=$(sed -n 's/.* listening on [a-z]*:\/\/\(.*\)$/http:\/\/\1/p' "$log" | head -1)
-    [ -n "$SERVER_URL" ] && return 0
-    sleep 0.1
-  done
-  echo "the $1 server did not start; see $OUT/$2.server.err" >&2
-  exit 1
 }
 
 # measure NAME CAP_SECS SERVER pushlab-load ARGS...: one measurement on a
