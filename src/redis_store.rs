@@ -1359,4 +1359,184 @@ mod tests {
         assert_eq!(read.gap, Some(0), "the reader is told");
         assert_eq!(read.events.last().map(|e| e.seq), Some(appended.seq));
     }
+
+    /// The lobby's log and directory on `store`, as one node opens them.
+    fn lobby_shared(store: &RedisStore) -> (Arc<dyn EventLog>, Arc<dyn Directory>) {
+        let opened = store.open(&RoomName::lobby()).unwrap();
+        (opened.log, opened.directory.expect("Redis shares sessions"))
+    }
+
+    /// Every event of `kind` in the log as `log` sees it, once it holds `seq`.
+    async fn events_of(log: &Arc<dyn EventLog>, seq: Seq, kind: &str) -> Vec<Arc<Event>> {
+        until_head(log, seq).await;
+        log.read_since(0, None)
+            .events
+            .into_iter()
+            .filter(|e| e.body.kind() == kind)
+            .collect()
+    }
+
+    const LEASE: Duration = Duration::from_secs(30);
+
+    #[tokio::test]
+    async fn a_name_is_taken_on_every_node_until_its_leave_is_written() {
+        // Arrange
+        let redis = RedisServer::start();
+        let (a, b) = (
+            RedisStore::connect(&redis.url(), 100).unwrap(),
+            RedisStore::connect(&redis.url(), 100).unwrap(),
+        );
+        let ((_, on_a), (_, on_b)) = (lobby_shared(&a), lobby_shared(&b));
+        let alice = SessionId::new_v4();
+
+        // Act
+        let joined = on_a.join(alice, &name("Alice"), LEASE).await.unwrap();
+        let taken = on_b
+            .join(SessionId::new_v4(), &name("aLiCe"), LEASE)
+            .await
+            .unwrap_err();
+        let left = on_b.leave(alice).await.unwrap();
+        let again = on_b.join(SessionId::new_v4(), &name("alice"), LEASE).await;
+
+        // Assert
+        assert_eq!(joined.online, 1);
+        assert_eq!(joined.names, [name("Alice")]);
+        assert_eq!(taken.code(), "name_taken");
+        assert_eq!(left.unwrap().body.kind(), "leave");
+        assert!(again.is_ok(), "the name is free once its leave is written");
+    }
+
+    #[tokio::test]
+    async fn a_session_ended_on_two_nodes_at_once_leaves_once() {
+        // Arrange
+        let redis = RedisServer::start();
+        let (a, b) = (
+            RedisStore::connect(&redis.url(), 100).unwrap(),
+            RedisStore::connect(&redis.url(), 100).unwrap(),
+        );
+        let ((log, on_a), (_, on_b)) = (lobby_shared(&a), lobby_shared(&b));
+        let mut sessions = Vec::new();
+        for i in 0..20 {
+            let session = SessionId::new_v4();
+            on_a.join(session, &name(&format!("u{i}")), LEASE)
+                .await
+                .unwrap();
+            sessions.push(session);
+        }
+
+        // Act
+        let mut leaves = Vec::new();
+        for &session in &sessions {
+            leaves.push(on_a.leave(session));
+            leaves.push(on_b.leave(session));
+        }
+        let outcomes = futures_util::future::join_all(leaves).await;
+
+        // Assert
+        let written = outcomes.iter().filter(|o| matches!(o, Ok(Some(_)))).count();
+        assert_eq!(written, 20, "one leave written per session");
+        assert!(outcomes.iter().all(Result::is_ok));
+        assert_eq!(events_of(&log, 40, "leave").await.len(), 20);
+    }
+
+    #[tokio::test]
+    async fn an_expired_lease_is_reaped_once_by_racing_nodes_and_a_renewed_one_lives_on() {
+        // Arrange
+        let redis = RedisServer::start();
+        let (a, b) = (
+            RedisStore::connect(&redis.url(), 100).unwrap(),
+            RedisStore::connect(&redis.url(), 100).unwrap(),
+        );
+        let ((log, on_a), (_, on_b)) = (lobby_shared(&a), lobby_shared(&b));
+        let short = Duration::from_millis(300);
+        let (gone, kept) = (SessionId::new_v4(), SessionId::new_v4());
+        on_a.join(gone, &name("gone"), short).await.unwrap();
+        on_a.join(kept, &name("kept"), short).await.unwrap();
+
+        // Act: both nodes reap until the first lease has run out; the kept
+        // session's node renews it meanwhile.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let mut ended = 0;
+        let online = loop {
+            assert!(tokio::time::Instant::now() < deadline, "never reaped");
+            assert!(on_a.renew(vec![kept], short).await.unwrap().is_empty());
+            let (x, y) = tokio::join!(on_a.reap(), on_b.reap());
+            let (x, y) = (x.unwrap(), y.unwrap());
+            ended += x.ended + y.ended;
+            if ended > 0 {
+                break x.online.min(y.online);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+
+        // Assert
+        assert_eq!(ended, 1, "the expired session was reaped by one node");
+        assert_eq!(online, 1, "the renewed session is still online");
+        let leaves = events_of(&log, 3, "leave").await;
+        assert_eq!(leaves.len(), 1);
+        assert_eq!(leaves[0].name, name("gone"));
+        assert_eq!(on_b.renew(vec![gone], short).await.unwrap(), [gone]);
+        assert_eq!(on_b.lookup(kept).await.unwrap(), Lookup::Live(name("kept")));
+        assert_eq!(on_b.lookup(gone).await.unwrap(), Lookup::Unknown);
+    }
+
+    #[tokio::test]
+    async fn a_session_rate_limit_holds_across_nodes() {
+        // Arrange
+        let redis = RedisServer::start();
+        let (a, b) = (
+            RedisStore::connect(&redis.url(), 1000).unwrap(),
+            RedisStore::connect(&redis.url(), 1000).unwrap(),
+        );
+        let ((_, on_a), (_, on_b)) = (lobby_shared(&a), lobby_shared(&b));
+        let session = SessionId::new_v4();
+        on_a.join(session, &name("fast"), LEASE).await.unwrap();
+
+        // Act: 40 events at once, alternating nodes, at 5 a second.
+        let mut appends = Vec::new();
+        for i in 0..40 {
+            let node = if i % 2 == 0 { &on_a } else { &on_b };
+            appends.push(node.append(session, name("fast"), say("x"), LEASE, 5));
+        }
+        let outcomes = futures_util::future::join_all(appends).await;
+
+        // Assert: the burst (twice the rate) and whatever refilled meanwhile,
+        // not a burst per node.
+        let accepted = outcomes.iter().filter(|o| o.is_ok()).count();
+        assert!((10..=12).contains(&accepted), "accepted {accepted}");
+        assert!(outcomes
+            .iter()
+            .filter_map(|o| o.as_ref().err())
+            .all(|e| e.code() == "rate_limited"));
+    }
+
+    #[tokio::test]
+    async fn a_session_is_found_in_its_own_room_and_told_apart_in_another() {
+        // Arrange
+        let redis = RedisServer::start();
+        let store = RedisStore::connect(&redis.url(), 100).unwrap();
+        let (_, lobby) = lobby_shared(&store);
+        let other = store
+            .open(&RoomName::parse("other").unwrap())
+            .unwrap()
+            .directory
+            .unwrap();
+        let session = SessionId::new_v4();
+        lobby.join(session, &name("ann"), LEASE).await.unwrap();
+
+        // Act
+        let here = lobby.lookup(session).await.unwrap();
+        let there = other.lookup(session).await.unwrap();
+        let nobody = lobby.lookup(SessionId::new_v4()).await.unwrap();
+        let refused = other
+            .append(session, name("ann"), say("x"), LEASE, 0)
+            .await
+            .unwrap_err();
+
+        // Assert
+        assert_eq!(here, Lookup::Live(name("ann")));
+        assert_eq!(there, Lookup::Elsewhere(RoomName::lobby()));
+        assert_eq!(nobody, Lookup::Unknown);
+        assert_eq!(refused.code(), "unknown_session");
+    }
 }

@@ -268,3 +268,10 @@ impl Target for TestApp {
         }
     }
 }
+
+/// Asserts that `response` is the JSON error `code` with `status`.
+pub async fn expect_error(response: reqwest::Response, status: u16, code: &str) {
+    assert_eq!(response.status().as_u16(), status, "status for {code}");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], code, "{body}");
+}
