@@ -283,15 +283,7 @@ async fn the_sessions_of_a_node_killed_with_kill_9_leave_exactly_once_after_thei
     let mut streams = Vec::new();
     let mut head = 0;
     for name in ["ann", "bob", "cy"] {
-        let welcome: serde_json::Value = reqwest::Client::new()
-            .post(format!("http://{}/register", a.addr))
-            .json(&json!({ "name": name }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let welcome = a.register(name).await;
         head = welcome["cursor"].as_u64().unwrap();
         let from = From {
             since: head,
@@ -333,20 +325,14 @@ async fn the_sessions_of_a_node_killed_with_kill_9_leave_exactly_once_after_thei
     left.sort();
     assert_eq!(left, ["ann", "bob", "cy"], "each once, and only they");
     assert!(later > head + 3);
-    let again = reqwest::Client::new()
-        .post(format!("http://{}/register", b.addr))
-        .json(&json!({"name": "ann"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(again.status(), 200, "the dead node's names are free");
+    let again = b.register("ann").await;
+    assert_eq!(again["name"], "ann", "the dead node's names are free");
 }
 
 impl Node {
-    /// Registers `name` here and sends one message; returns its seq.
-    async fn register_and_say(&self, name: &str) -> u64 {
-        let http = reqwest::Client::new();
-        let welcome: serde_json::Value = http
+    /// Registers `name` here and returns the welcome.
+    async fn register(&self, name: &str) -> serde_json::Value {
+        reqwest::Client::new()
             .post(format!("http://{}/register", self.addr))
             .json(&json!({ "name": name }))
             .send()
@@ -354,7 +340,13 @@ impl Node {
             .unwrap()
             .json()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// Registers `name` here and sends one message; returns its seq.
+    async fn register_and_say(&self, name: &str) -> u64 {
+        let http = reqwest::Client::new();
+        let welcome = self.register(name).await;
         let sent: serde_json::Value = http
             .post(format!(
                 "http://{}/send?session={}",
