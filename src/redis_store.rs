@@ -253,10 +253,14 @@ return leave(ARGV[4], now_ms()) or {-1, 'unknown_session'}
 );
 
 /// Ends the sessions whose lease ran out, at most argument 4 of them, under
-/// whatever epoch Redis has. Returns `{ended, online}`.
+/// whatever epoch Redis has, and keeps the room's keys for argument 5 ms
+/// more. Returns `{ended, online}`.
 pub const REAP: &str = concat!(
     prelude!(),
     r#"
+for i = 1, 8 do
+  redis.call('PEXPIRE', KEYS[i], ARGV[5])
+end
 local now = now_ms()
 local expired = redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', '(' .. now, 'LIMIT', 0, tonumber(ARGV[4]))
 local ended = 0
@@ -952,6 +956,12 @@ pub struct RedisDirectory {
 /// The most names a `join` lists; the rest show up as they move or speak.
 const JOIN_NAMES: usize = crate::room::WELCOME_USERS;
 
+/// How long Redis keeps a room that no node has open: every node that has
+/// it open extends this at each reap (about once a second). A room unused
+/// for longer is gone, and opens again empty under a new epoch, as a
+/// reclaimed room of the in-memory store does.
+pub const ROOM_KEPT_FOR: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// How many expired leases one reap ends at most; the next reap goes on.
 const REAP_BATCH: usize = 1_000;
 
@@ -1064,7 +1074,10 @@ impl Directory for RedisDirectory {
         let mirror = self.mirror.clone();
         on_store(&self.mirror.store, async move {
             let (ended, online): (usize, usize) = mirror
-                .call(&mirror.store.scripts.reap, &[REAP_BATCH.to_string()])
+                .call(
+                    &mirror.store.scripts.reap,
+                    &[REAP_BATCH.to_string(), millis(ROOM_KEPT_FOR).to_string()],
+                )
                 .await?;
             if ended > 0 {
                 tracing::debug!(ended, room = %mirror.keys.room, "sessions whose lease ran out left");
@@ -1538,5 +1551,27 @@ mod tests {
         assert_eq!(there, Lookup::Elsewhere(RoomName::lobby()));
         assert_eq!(nobody, Lookup::Unknown);
         assert_eq!(refused.code(), "unknown_session");
+    }
+
+    #[tokio::test]
+    async fn an_open_room_keeps_its_keys_in_redis_for_a_week_from_its_last_reap() {
+        // Arrange
+        let redis = RedisServer::start();
+        let store = RedisStore::connect(&redis.url(), 100).unwrap();
+        let (log, directory) = lobby_shared(&store);
+        log.append(name("ann"), say("hi")).await.unwrap();
+        let stream = Keys::of(&RoomName::lobby()).stream;
+        let before = redis.command(&format!("PTTL {stream}"));
+
+        // Act
+        directory.reap().await.unwrap();
+
+        // Assert
+        assert_eq!(before, ":-1", "kept for good until a node reaps");
+        let ttl: u64 = redis.command(&format!("PTTL {stream}"))[1..]
+            .parse()
+            .unwrap();
+        let week = millis(ROOM_KEPT_FOR);
+        assert!(ttl <= week && ttl > week - 60_000, "{ttl}");
     }
 }
