@@ -37,7 +37,8 @@
 //!   - [`send_timeout`]: every accepted socket, cut when its client stops
 //!     taking what the server writes.
 //!   - [`traffic`]: every byte each connection reads and writes, charged to
-//!     the client (`client=ID`) and channel of the request it served.
+//!     the node and the client (`client=ID`), on the channel of the request
+//!     it served.
 //!   - [`delay`]: `--delay-ms`, the simulated network delay, as a relay
 //!     under every connection.
 //!   - [`endpoints`]: the table of paths and methods, shared by the router
