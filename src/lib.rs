@@ -12,9 +12,11 @@
 //!     (append, read since a cursor, wait for newer) and the one
 //!     [`log::Reader`] every transport reads through.
 //!   - [`journal`]: the durable journal behind `--data-dir`.
-//!   - [`redis_store`]: every room's log in Redis behind `--redis`, shared
-//!     by several nodes, mirrored into each.
+//!   - [`redis_store`]: every room's log and sessions in Redis behind
+//!     `--redis`, shared by several nodes, each log mirrored into each node.
 //!   - [`presence`]: sessions, names, cursors, rate limits, idle expiry.
+//!   - [`directory`]: the contract for sessions shared across nodes: names
+//!     unique everywhere, leases, and a `leave` written once.
 //!   - [`protocol`]: client and server messages, and input validation.
 //!   - [`signals`]: the signal hub that passes WebRTC offers, answers and
 //!     ICE candidates between two sessions of a room, outside the log.
