@@ -97,8 +97,12 @@ pub struct Addresses {
 
 struct Session {
     name: Name,
-    /// The address that registered it; `None` for the server's own bot.
+    /// The address it came from: the one that registered it, or the first
+    /// one that used it on this node; `None` for the server's own bot.
     ip: Option<IpAddr>,
+    /// Whether it holds one of its address's places under `--ip-sessions`
+    /// here: only on the node that registered it.
+    holds_place: bool,
     /// Last cursor position, unknown until the first mousemove.
     cursor: Option<(f64, f64)>,
     /// Open streams, sockets and held long-polls for this session.
@@ -121,6 +125,20 @@ struct Address {
     events: TokenBucket,
     /// Registrations.
     registrations: TokenBucket,
+}
+
+impl Address {
+    /// An address seen for the first time: no session, full allowances.
+    fn new(limits: SessionLimits, now: Instant) -> Address {
+        Address {
+            sessions: 0,
+            events: TokenBucket::full(event_allowance(limits.ip_rate).1, now),
+            registrations: TokenBucket::full(
+                registration_allowance(limits.ip_registrations).1,
+                now,
+            ),
+        }
+    }
 }
 
 /// A token bucket: refills at a steady rate up to its burst.
@@ -189,7 +207,7 @@ impl Presence {
             return Err(ApiError::NameTaken(name.to_string()));
         }
         let id = Uuid::new_v4();
-        self.insert_into(&mut table, id, name, ip);
+        self.insert_into(&mut table, id, name, ip, true);
         Ok(id)
     }
 
@@ -213,12 +231,13 @@ impl Presence {
         }
     }
 
-    /// Adds a session admitted elsewhere: registered through this node (its
-    /// place under `ip`'s limit already reserved) or, with no `ip`, seen
-    /// here for the first time after registering on another node. A session
-    /// this node still holds under the same name is stale (the directory
-    /// has just admitted the name) and is dropped.
-    pub fn insert(&self, id: SessionId, name: Name, ip: Option<IpAddr>) {
+    /// Adds a session admitted elsewhere: registered through this node, with
+    /// its place under `ip`'s limit already reserved (`holds_place`), or seen
+    /// here for the first time after registering on another node, used from
+    /// `ip`. Either way its events count against `ip`'s rate here. A session
+    /// this node still holds under the same name is stale (the directory has
+    /// just admitted the name) and is dropped.
+    pub fn insert(&self, id: SessionId, name: Name, ip: Option<IpAddr>, holds_place: bool) {
         let mut table = self.shared.lock();
         if table.sessions.contains_key(&id) {
             return;
@@ -228,13 +247,22 @@ impl Presence {
                 if let Some(waiter) = session.long_poll {
                     waiter.notify_one();
                 }
-                self.release(session.ip);
+                if session.holds_place {
+                    self.release(session.ip);
+                }
             }
         }
-        self.insert_into(&mut table, id, name, ip);
+        self.insert_into(&mut table, id, name, ip, holds_place);
     }
 
-    fn insert_into(&self, table: &mut Table, id: SessionId, name: Name, ip: Option<IpAddr>) {
+    fn insert_into(
+        &self,
+        table: &mut Table,
+        id: SessionId,
+        name: Name,
+        ip: Option<IpAddr>,
+        holds_place: bool,
+    ) {
         let now = Instant::now();
         table.names.insert(name.key(), id);
         let (_, burst) = event_allowance(self.limits.rate);
@@ -243,6 +271,7 @@ impl Presence {
             Session {
                 name,
                 ip,
+                holds_place,
                 cursor: None,
                 connections: 0,
                 last_seen: now,
@@ -352,8 +381,8 @@ impl Presence {
         let mut table = self.shared.lock();
         if let Some(session) = table.sessions.remove(&id) {
             table.names.remove(&session.name.key());
-            if let Some(ip) = session.ip {
-                self.addresses.release_session(ip);
+            if session.holds_place {
+                self.release(session.ip);
             }
         }
     }
@@ -467,11 +496,7 @@ impl Addresses {
     ) -> Result<(), ApiError> {
         let mut table = self.shared.lock();
         let (per_second, burst) = registration_allowance(limits.ip_registrations);
-        let address = table.entry(ip).or_insert_with(|| Address {
-            sessions: 0,
-            events: TokenBucket::full(event_allowance(limits.ip_rate).1, now),
-            registrations: TokenBucket::full(burst, now),
-        });
+        let address = table.entry(ip).or_insert_with(|| Address::new(limits, now));
         if limits.ip_registrations > 0 {
             // Every attempt counts, so names cannot be probed for free.
             if address.registrations.refill(per_second, burst, now) < 1.0 {
@@ -506,9 +531,9 @@ impl Addresses {
         }
         let (per_second, burst) = event_allowance(limits.ip_rate);
         let mut table = self.shared.lock();
-        let Some(address) = table.get_mut(&ip) else {
-            return Ok(());
-        };
+        // An address with no session registered here, using one registered
+        // on another node, is counted from its first event.
+        let address = table.entry(ip).or_insert_with(|| Address::new(limits, now));
         if address.events.refill(per_second, burst, now) < 1.0 {
             return Err(ApiError::RateLimited);
         }
@@ -516,15 +541,18 @@ impl Addresses {
         Ok(())
     }
 
-    /// Forgets addresses that hold no session and whose registration
-    /// allowance has refilled, so the table stays as small as who is online.
+    /// Forgets addresses that hold no session and whose allowances have
+    /// refilled, so the table stays as small as who is online.
     pub fn forget_idle(&self, limits: SessionLimits) {
         let (per_second, burst) = registration_allowance(limits.ip_registrations);
+        let (events_per_second, events_burst) = event_allowance(limits.ip_rate);
         let now = Instant::now();
         self.shared.lock().retain(|_, address| {
             address.sessions > 0
                 || (limits.ip_registrations > 0
                     && address.registrations.refill(per_second, burst, now) < burst)
+                || (limits.ip_rate > 0
+                    && address.events.refill(events_per_second, events_burst, now) < events_burst)
         });
     }
 
@@ -766,6 +794,31 @@ mod tests {
         tokio::time::advance(Duration::from_secs(2)).await;
         presence.addresses.forget_idle(limits);
         assert!(presence.addresses.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_from_another_node_spends_its_address_rate_but_takes_no_place() {
+        // Arrange: one place per address, 5 events a second per address.
+        let presence = Presence::with_limits(SessionLimits {
+            ip_sessions: 1,
+            ip_rate: 5,
+            ..Default::default()
+        });
+        let adopted = SessionId::new_v4();
+
+        // Act
+        presence.insert(adopted, name("far"), HOME, false);
+        let allowed = (0..20)
+            .filter(|_| presence.spend_address(adopted).is_ok())
+            .count();
+        let own = presence.open(name("near"), HOME);
+        presence.forget(adopted);
+        let second = presence.open(name("next"), HOME);
+
+        // Assert
+        assert_eq!(allowed, 10, "the address's burst");
+        assert!(own.is_ok(), "the adopted session held no place");
+        assert_eq!(second.unwrap_err().code(), "ip_limit", "nor gave one back");
     }
 
     #[test]

@@ -140,7 +140,7 @@ impl Room {
     /// Makes a session that registered on another node known here, so this
     /// node can serve its requests and connections: `unknown_session` if it
     /// is not live, `wrong_room` if it is another room's.
-    pub async fn adopt(&self, session: SessionId) -> Result<(), ApiError> {
+    pub async fn adopt(&self, session: SessionId, ip: Option<IpAddr>) -> Result<(), ApiError> {
         if self.presence.has(session) {
             return Ok(());
         }
@@ -149,7 +149,7 @@ impl Room {
         };
         match shared.directory.lookup(session).await? {
             Lookup::Live(name) => {
-                self.presence.insert(session, name, None);
+                self.presence.insert(session, name, ip, false);
                 Ok(())
             }
             Lookup::Elsewhere(room) => Err(ApiError::WrongRoom(room.to_string())),
@@ -331,7 +331,7 @@ impl Room {
                 return Err(err);
             }
         };
-        self.presence.insert(session, name, ip);
+        self.presence.insert(session, name, ip, true);
         shared.online.store(joined.online, Ordering::Relaxed);
         let users = self.with_cursors(joined.names, joined.event.seq);
         Ok((session, joined.event.seq, users, joined.online))

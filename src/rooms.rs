@@ -304,7 +304,7 @@ impl Rooms {
         }
         if self.lobby().is_shared() {
             let room = self.open(name, ip)?;
-            room.adopt(session).await?;
+            room.adopt(session, ip).await?;
             return Ok(room);
         }
         match self.find_session(session) {
