@@ -121,7 +121,7 @@ pub async fn register(
     body: JsonBody,
 ) -> Result<HttpResponse, ApiError> {
     let name = protocol::parse_register_request(body.get().as_bytes())?;
-    let room = state.enter(query.room.as_deref(), None, ip.0)?;
+    let room = state.enter(query.room.as_deref(), None, ip.0).await?;
     let welcome = room.register_from(name, Some(ip.0)).await?;
     Ok(no_store(HttpResponse::Ok()).json(welcome))
 }
@@ -134,7 +134,9 @@ pub async fn send(
     body: JsonBody,
 ) -> Result<HttpResponse, ApiError> {
     let message = protocol::parse_client_message(body.get().as_bytes())?;
-    let room = state.enter(query.room.as_deref(), Some(query.session), ip.0)?;
+    let room = state
+        .enter(query.room.as_deref(), Some(query.session), ip.0)
+        .await?;
     let seq = room.submit(query.session, message).await?;
     Ok(no_store(HttpResponse::Ok()).json(serde_json::json!({ "seq": seq })))
 }

@@ -77,6 +77,7 @@ pub mod classroom;
 pub mod config;
 pub mod delay;
 pub mod demo;
+pub mod directory;
 pub mod endpoints;
 pub mod error;
 pub mod http_error;
@@ -220,6 +221,7 @@ pub fn serve_with_store(
             ip_sessions: config.ip_sessions,
             ip_registrations: config.ip_registrations,
             signal_rate: config.signal_rate,
+            timeout: config.presence_timeout(),
         },
     )?;
     rooms.spawn_reaper(config.presence_timeout(), shutdown.clone());

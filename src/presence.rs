@@ -38,6 +38,24 @@ pub struct SessionLimits {
     /// WebRTC signals per second each session may send, with bursts of
     /// twice that. Presence does not count them; the room's signal hub does.
     pub signal_rate: u32,
+    /// How long a session lives with no connection and no request
+    /// (`--presence-timeout`); when sessions are shared across nodes, the
+    /// length of each one's lease. Zero for [`DEFAULT_LEASE`].
+    pub timeout: Duration,
+}
+
+/// A shared session's lease when [`SessionLimits::timeout`] is not set.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
+
+impl SessionLimits {
+    /// How long a shared session's lease lasts.
+    pub fn lease(&self) -> Duration {
+        if self.timeout.is_zero() {
+            DEFAULT_LEASE
+        } else {
+            self.timeout
+        }
+    }
 }
 
 impl SessionLimits {
@@ -164,22 +182,62 @@ impl Presence {
     /// name is online already, or the address is at its registrations per
     /// minute or its live sessions.
     pub fn open(&self, name: Name, ip: Option<IpAddr>) -> Result<SessionId, ApiError> {
-        let limits = self.limits;
-        let now = Instant::now();
         let mut table = self.shared.lock();
-        if let Some(ip) = ip {
-            self.addresses.reserve_session(ip, limits, now)?;
-        }
-        let key = name.key();
-        if table.names.contains_key(&key) {
-            if let Some(ip) = ip {
-                self.addresses.release_session(ip);
-            }
+        self.reserve(ip)?;
+        if table.names.contains_key(&name.key()) {
+            self.release(ip);
             return Err(ApiError::NameTaken(name.to_string()));
         }
         let id = Uuid::new_v4();
-        table.names.insert(key, id);
-        let (_, burst) = event_allowance(limits.rate);
+        self.insert_into(&mut table, id, name, ip);
+        Ok(id)
+    }
+
+    /// Charges a registration to `ip` and counts a session for it, or
+    /// refuses at either of its limits; for a session that another part of
+    /// the server admits ([`crate::directory::Directory::join`]).
+    pub fn reserve(&self, ip: Option<IpAddr>) -> Result<(), ApiError> {
+        match ip {
+            Some(ip) => self
+                .addresses
+                .reserve_session(ip, self.limits, Instant::now()),
+            None => Ok(()),
+        }
+    }
+
+    /// Gives back what [`Presence::reserve`] took, for a session that was
+    /// not admitted after all.
+    pub fn release(&self, ip: Option<IpAddr>) {
+        if let Some(ip) = ip {
+            self.addresses.release_session(ip);
+        }
+    }
+
+    /// Adds a session admitted elsewhere: registered through this node (its
+    /// place under `ip`'s limit already reserved) or, with no `ip`, seen
+    /// here for the first time after registering on another node. A session
+    /// this node still holds under the same name is stale (the directory
+    /// has just admitted the name) and is dropped.
+    pub fn insert(&self, id: SessionId, name: Name, ip: Option<IpAddr>) {
+        let mut table = self.shared.lock();
+        if table.sessions.contains_key(&id) {
+            return;
+        }
+        if let Some(stale) = table.names.get(&name.key()).copied() {
+            if let Some(session) = table.sessions.remove(&stale) {
+                if let Some(waiter) = session.long_poll {
+                    waiter.notify_one();
+                }
+                self.release(session.ip);
+            }
+        }
+        self.insert_into(&mut table, id, name, ip);
+    }
+
+    fn insert_into(&self, table: &mut Table, id: SessionId, name: Name, ip: Option<IpAddr>) {
+        let now = Instant::now();
+        table.names.insert(name.key(), id);
+        let (_, burst) = event_allowance(self.limits.rate);
         table.sessions.insert(
             id,
             Session {
@@ -193,7 +251,11 @@ impl Presence {
                 long_poll: None,
             },
         );
-        Ok(id)
+    }
+
+    /// The limits this table enforces.
+    pub fn limits(&self) -> SessionLimits {
+        self.limits
     }
 
     /// The session's name, if it is live; counts as activity.
@@ -225,6 +287,41 @@ impl Presence {
             session.bucket.tokens -= 1.0;
         }
         Ok(session.name.clone())
+    }
+
+    /// Takes one event from the allowance of the session's address only,
+    /// returning its name: for a session whose own rate limit is counted by
+    /// the directory, across nodes.
+    pub fn spend_address(&self, id: SessionId) -> Result<Name, ApiError> {
+        let now = Instant::now();
+        let mut table = self.shared.lock();
+        let session = live(&mut table, id)?;
+        session.last_seen = now;
+        if let Some(ip) = session.ip {
+            self.addresses.spend(ip, self.limits, now)?;
+        }
+        Ok(session.name.clone())
+    }
+
+    /// Drops a session from this table without it ending: it ended on
+    /// another node, or it lives on there while this node has not seen it
+    /// for a while.
+    pub fn forget(&self, id: SessionId) {
+        if self.begin_end(id).is_some() {
+            self.finish_end(id);
+        }
+    }
+
+    /// Sessions with a connection, or seen since `since`: those whose
+    /// leases this node renews.
+    pub fn active_since(&self, since: Instant) -> Vec<SessionId> {
+        self.shared
+            .lock()
+            .sessions
+            .iter()
+            .filter(|(_, s)| !s.ending && (s.connections > 0 || s.last_seen >= since))
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// Records where the session's cursor is.

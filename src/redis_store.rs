@@ -72,12 +72,15 @@ use redis::{AsyncConnectionConfig, Client, Script};
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use crate::directory::{Directory, Joined, Lookup, Reaped};
+use crate::error::ApiError;
 use crate::log::{
     now_millis, Batch, Epoch, Event, EventBody, EventLog, LogError, MemoryLog, Seq, MAX_BATCH,
     RECENT_MESSAGES,
 };
 use crate::names::{Name, RoomName};
-use crate::rooms::LogStore;
+use crate::presence::SessionId;
+use crate::rooms::{LogStore, OpenedLog};
 
 /// The longest one Redis command may take before it counts as failed.
 pub const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
@@ -93,29 +96,223 @@ const MIRROR_WAIT: Duration = Duration::from_secs(2);
 /// The pause before a mirror tries Redis again after a failure.
 const RETRY: Duration = Duration::from_millis(200);
 
-/// Appends one event. Keys: epoch, seq, stream, messages. Arguments: the
-/// epoch the node reads under, a new epoch to set if Redis has none, the
-/// event's JSON with `"seq":0`, `--history`, `1` for a chat message.
-/// Returns `{seq, json}`, or `{0, epoch}` without appending when the epoch
-/// is not the node's.
-pub const APPEND: &str = r#"
-local epoch = redis.call('GET', KEYS[1])
-if not epoch then
-  redis.call('SET', KEYS[1], ARGV[2])
-  return {0, ARGV[2]}
+/// What every script of a room begins with: its keys, and the steps they
+/// share. Keys: 1 epoch, 2 seq, 3 stream, 4 messages, 5 names, 6 sessions,
+/// 7 leases, 8 buckets, 9 the index of every session's room. Arguments: 1
+/// the epoch the node reads under, 2 a new epoch to set if Redis has none,
+/// 3 `--history`; each script's own come after.
+macro_rules! prelude {
+    () => {
+        r#"
+local function foreign_epoch()
+  local epoch = redis.call('GET', KEYS[1])
+  if not epoch then
+    redis.call('SET', KEYS[1], ARGV[2])
+    return ARGV[2]
+  end
+  if epoch ~= ARGV[1] then
+    return epoch
+  end
+  return false
 end
-if epoch ~= ARGV[1] then
-  return {0, epoch}
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local seq = redis.call('INCR', KEYS[2])
-local json = '{"seq":' .. seq .. string.sub(ARGV[3], 9)
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], seq .. '-0', 'e', json)
-if ARGV[5] == '1' then
-  redis.call('LPUSH', KEYS[4], json)
-  redis.call('LTRIM', KEYS[4], 0, 99)
+local function append(json, message)
+  local seq = redis.call('INCR', KEYS[2])
+  json = '{"seq":' .. seq .. string.sub(json, 9)
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], seq .. '-0', 'e', json)
+  if message then
+    redis.call('LPUSH', KEYS[4], json)
+    redis.call('LTRIM', KEYS[4], 0, 99)
+  end
+  return {seq, json}
 end
-return {seq, json}
-"#;
+local function leave(id, now)
+  if redis.call('ZREM', KEYS[7], id) == 0 then
+    return false
+  end
+  local name = redis.call('HGET', KEYS[6], id)
+  redis.call('HDEL', KEYS[6], id)
+  redis.call('HDEL', KEYS[8], id)
+  redis.call('HDEL', KEYS[9], id)
+  if not name then
+    return false
+  end
+  redis.call('HDEL', KEYS[5], string.lower(name))
+  return append('{"seq":0,"ts":' .. now .. ',"type":"leave","name":"' .. name .. '"}', false)
+end
+"#
+    };
+}
+
+/// The first step of every script that writes: nothing is written under an
+/// epoch the node does not read under; `{0, epoch}` tells it Redis's.
+macro_rules! epoch_guard {
+    () => {
+        r#"
+local foreign = foreign_epoch()
+if foreign then
+  return {0, foreign}
+end
+"#
+    };
+}
+
+/// Appends one event. Arguments after the prelude's: 4 the event's JSON
+/// with `"seq":0`, 5 `1` for a chat message, 6 the session it is from (or
+/// empty), 7 its lease in ms, 8 its rate limit per second (0 for none).
+/// Returns `{seq, json}`; `{0, epoch}` without appending when the epoch is
+/// not the node's; `{-1, code}` when the session is refused.
+pub const APPEND: &str = concat!(
+    prelude!(),
+    epoch_guard!(),
+    r#"
+local id = ARGV[6]
+if id ~= '' then
+  local now = now_ms()
+  local deadline = redis.call('ZSCORE', KEYS[7], id)
+  if (not deadline) or tonumber(deadline) < now then
+    return {-1, 'unknown_session'}
+  end
+  local rate = tonumber(ARGV[8])
+  if rate > 0 then
+    local burst = rate * 2
+    local tokens, since = burst, now
+    local bucket = redis.call('HGET', KEYS[8], id)
+    if bucket then
+      local space = string.find(bucket, ' ')
+      tokens = tonumber(string.sub(bucket, 1, space - 1))
+      since = tonumber(string.sub(bucket, space + 1))
+    end
+    tokens = math.min(burst, tokens + (now - since) * rate / 1000)
+    if tokens < 1 then
+      redis.call('HSET', KEYS[8], id, tokens .. ' ' .. now)
+      return {-1, 'rate_limited'}
+    end
+    redis.call('HSET', KEYS[8], id, (tokens - 1) .. ' ' .. now)
+  end
+  redis.call('ZADD', KEYS[7], 'XX', now + tonumber(ARGV[7]), id)
+end
+return append(ARGV[4], ARGV[5] == '1')
+"#
+);
+
+/// Admits a session and appends its join. Arguments after the prelude's: 4
+/// the join's JSON with `"seq":0`, 5 the session, 6 its name, 7 its lease
+/// in ms, 8 the room's name, 9 how many names to list at most. A holder of
+/// the name whose lease ran out leaves first. Returns `{seq, json, online,
+/// names}`, `{0, epoch}` or `{-1, 'name_taken'}`.
+pub const JOIN: &str = concat!(
+    prelude!(),
+    epoch_guard!(),
+    r#"
+local now = now_ms()
+local key = string.lower(ARGV[6])
+local holder = redis.call('HGET', KEYS[5], key)
+if holder then
+  local deadline = redis.call('ZSCORE', KEYS[7], holder)
+  if deadline and tonumber(deadline) >= now then
+    return {-1, 'name_taken'}
+  end
+  if not leave(holder, now) then
+    redis.call('HDEL', KEYS[5], key)
+  end
+end
+local id = ARGV[5]
+redis.call('HSET', KEYS[5], key, id)
+redis.call('HSET', KEYS[6], id, ARGV[6])
+redis.call('ZADD', KEYS[7], now + tonumber(ARGV[7]), id)
+redis.call('HSET', KEYS[9], id, ARGV[8])
+local joined = append(ARGV[4], false)
+local online = redis.call('HLEN', KEYS[6])
+local names
+if online <= tonumber(ARGV[9]) then
+  names = redis.call('HVALS', KEYS[6])
+else
+  names = redis.call('HRANDFIELD', KEYS[5], tonumber(ARGV[9]))
+  for i, k in ipairs(names) do
+    names[i] = redis.call('HGET', KEYS[6], redis.call('HGET', KEYS[5], k))
+  end
+  names[#names + 1] = ARGV[6]
+end
+return {joined[1], joined[2], online, names}
+"#
+);
+
+/// Ends a session. Arguments after the prelude's: 4 the session. Returns
+/// `{seq, json}` of its leave, `{0, epoch}`, or `{-1, 'unknown_session'}`
+/// if it had ended already.
+pub const LEAVE: &str = concat!(
+    prelude!(),
+    epoch_guard!(),
+    r#"
+return leave(ARGV[4], now_ms()) or {-1, 'unknown_session'}
+"#
+);
+
+/// Ends the sessions whose lease ran out, at most argument 4 of them, under
+/// whatever epoch Redis has, and keeps the room's keys for argument 5 ms
+/// more. Returns `{ended, online}`.
+pub const REAP: &str = concat!(
+    prelude!(),
+    r#"
+for i = 1, 8 do
+  redis.call('PEXPIRE', KEYS[i], ARGV[5])
+end
+local now = now_ms()
+local expired = redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', '(' .. now, 'LIMIT', 0, tonumber(ARGV[4]))
+local ended = 0
+if #expired > 0 and redis.call('EXISTS', KEYS[1]) == 1 then
+  for _, id in ipairs(expired) do
+    if leave(id, now) then
+      ended = ended + 1
+    end
+  end
+end
+return {ended, redis.call('ZCARD', KEYS[7])}
+"#
+);
+
+/// Renews leases. Arguments after the prelude's: 4 the lease in ms, then
+/// the sessions. Returns the sessions that are no longer live.
+pub const RENEW: &str = concat!(
+    prelude!(),
+    r#"
+local now = now_ms()
+local deadline = now + tonumber(ARGV[4])
+local gone = {}
+for i = 5, #ARGV do
+  local current = redis.call('ZSCORE', KEYS[7], ARGV[i])
+  if current and tonumber(current) >= now then
+    redis.call('ZADD', KEYS[7], deadline, ARGV[i])
+  else
+    gone[#gone + 1] = ARGV[i]
+  end
+end
+return gone
+"#
+);
+
+/// Finds a session. Arguments after the prelude's: 4 the session. Returns
+/// `{1, name}` if live in this room, `{2, room}` if live in another, `{0,
+/// ''}` otherwise.
+pub const LOOKUP: &str = concat!(
+    prelude!(),
+    r#"
+local id = ARGV[4]
+local deadline = redis.call('ZSCORE', KEYS[7], id)
+if deadline and tonumber(deadline) >= now_ms() then
+  return {1, redis.call('HGET', KEYS[6], id)}
+end
+local room = redis.call('HGET', KEYS[9], id)
+if room and not deadline then
+  return {2, room}
+end
+return {0, ''}
+"#
+);
 
 /// Reads a room's log as it stands, making its epoch if it has none. Keys:
 /// epoch, seq, stream, messages. Arguments: a new epoch, the epoch and head
@@ -177,8 +374,7 @@ struct StoreShared {
     runtime: tokio::runtime::Handle,
     /// Events each log keeps, in Redis and in each node's window.
     history: usize,
-    append: Script,
-    snapshot: Script,
+    scripts: Scripts,
     stats: Arc<RedisStats>,
 }
 
@@ -219,8 +415,7 @@ impl RedisStore {
                 manager,
                 runtime: runtime.handle().clone(),
                 history: history.max(1),
-                append: Script::new(APPEND),
-                snapshot: Script::new(SNAPSHOT),
+                scripts: Scripts::load(),
                 stats: Arc::default(),
             }),
             runtime: Some(runtime),
@@ -244,8 +439,16 @@ impl Drop for RedisStore {
 }
 
 impl LogStore for RedisStore {
-    fn open(&self, room: &RoomName) -> io::Result<Arc<dyn EventLog>> {
-        Ok(Arc::new(RedisLog::open(self.shared.clone(), room)?))
+    /// The room's log, and its sessions in Redis beside it.
+    fn open(&self, room: &RoomName) -> io::Result<OpenedLog> {
+        let log = RedisLog::open(self.shared.clone(), room)?;
+        let directory = RedisDirectory {
+            mirror: log.mirror.clone(),
+        };
+        Ok(OpenedLog {
+            log: Arc::new(log),
+            directory: Some(Arc::new(directory)),
+        })
     }
 
     /// Rooms live in Redis and open on first use, on whichever node.
@@ -277,23 +480,86 @@ fn wait_on<T: Send + 'static>(
         .map_err(|_| io::Error::new(io::ErrorKind::NotConnected, "Redis did not answer in time"))
 }
 
-/// The names of one room's keys.
+/// Every script, loaded once; each runs by its SHA.
+struct Scripts {
+    append: Script,
+    join: Script,
+    leave: Script,
+    reap: Script,
+    renew: Script,
+    lookup: Script,
+    snapshot: Script,
+}
+
+impl Scripts {
+    fn load() -> Scripts {
+        Scripts {
+            append: Script::new(APPEND),
+            join: Script::new(JOIN),
+            leave: Script::new(LEAVE),
+            reap: Script::new(REAP),
+            renew: Script::new(RENEW),
+            lookup: Script::new(LOOKUP),
+            snapshot: Script::new(SNAPSHOT),
+        }
+    }
+}
+
+/// The names of one room's keys, in the order the scripts' prelude takes
+/// them.
 struct Keys {
+    room: RoomName,
     epoch: String,
     seq: String,
     stream: String,
     messages: String,
+    /// Lower-cased name → session.
+    names: String,
+    /// Session → name.
+    sessions: String,
+    /// Session → the end of its lease, in ms of Redis's clock.
+    leases: String,
+    /// Session → its rate limit's `tokens since`.
+    buckets: String,
 }
+
+/// Session → the room it is in, for every room: how a node tells a session
+/// of another room from an unknown one.
+const SESSION_ROOMS: &str = "pushlab:session-rooms";
 
 impl Keys {
     fn of(room: &RoomName) -> Keys {
         let key = |what: &str| format!("pushlab:room:{{{room}}}:{what}");
         Keys {
+            room: room.clone(),
             epoch: key("epoch"),
             seq: key("seq"),
             stream: key("stream"),
             messages: key("messages"),
+            names: key("names"),
+            sessions: key("sessions"),
+            leases: key("leases"),
+            buckets: key("buckets"),
         }
+    }
+
+    /// `script` with every key of the prelude.
+    fn invoke<'a>(&self, script: &'a Script) -> redis::ScriptInvocation<'a> {
+        let mut invocation = script.prepare_invoke();
+        for key in [
+            &self.epoch,
+            &self.seq,
+            &self.stream,
+            &self.messages,
+            &self.names,
+            &self.sessions,
+            &self.leases,
+            &self.buckets,
+        ] {
+            invocation.key(key);
+        }
+        invocation.key(SESSION_ROOMS);
+        invocation
     }
 }
 
@@ -406,6 +672,7 @@ impl Mirror {
         let started = Instant::now();
         let snapshot: redis::RedisResult<(String, Seq, Vec<String>, Vec<String>)> = self
             .store
+            .scripts
             .snapshot
             .key(&self.keys.epoch)
             .key(&self.keys.seq)
@@ -568,37 +835,54 @@ impl Mirror {
         true
     }
 
-    /// Appends through [`APPEND`], once more after a snapshot if Redis has
-    /// another epoch than the window.
-    async fn append(&self, json: String, message: bool) -> Result<Arc<Event>, LogError> {
+    /// Appends an event through [`APPEND`]; from a session, checked against
+    /// its lease and its rate limit (`(session, lease, rate)`), which may
+    /// refuse it with a code.
+    async fn append(
+        &self,
+        from: Option<(SessionId, Duration, u32)>,
+        name: Name,
+        body: EventBody,
+    ) -> Result<Result<Arc<Event>, String>, LogError> {
+        let message = u8::from(matches!(body, EventBody::Message { .. }));
+        // The script puts the seq in place of this 0.
+        let json = Event::new(0, now_millis(), name, body).json().to_owned();
+        let (session, lease, rate) = match from {
+            Some((session, lease, rate)) => (session.to_string(), millis(lease), rate),
+            None => (String::new(), 0, 0),
+        };
+        let args = [
+            json,
+            message.to_string(),
+            session,
+            lease.to_string(),
+            rate.to_string(),
+        ];
+        Ok(match self.write(&self.store.scripts.append, &args).await? {
+            Written::Stored(event, _) => Ok(event),
+            Written::Refused(code) => Err(code),
+        })
+    }
+
+    /// Runs a script that writes to the log ([`APPEND`], [`JOIN`],
+    /// [`LEAVE`]) with the prelude's arguments and `args`, once more after a
+    /// snapshot if Redis has another epoch than the window. Returns the event
+    /// stored with the rest of the script's reply, or the code it refused
+    /// with.
+    async fn write(&self, script: &Script, args: &[String]) -> Result<Written, LogError> {
         for _ in 0..2 {
-            let expected = self.window.read().epoch();
-            let mut conn = self.store.manager.clone();
-            let started = Instant::now();
-            let reply: redis::RedisResult<(Seq, String)> = self
-                .store
-                .append
-                .key(&self.keys.epoch)
-                .key(&self.keys.seq)
-                .key(&self.keys.stream)
-                .key(&self.keys.messages)
-                .arg(expected.as_str())
-                .arg(Epoch::random().as_str())
-                .arg(&json)
-                .arg(self.store.history)
-                .arg(u8::from(message))
-                .invoke_async(&mut conn)
-                .await;
-            self.store.stats.record(started, reply.is_ok());
-            match reply {
-                Err(err)
-                    if err.is_io_error() || err.is_timeout() || err.is_connection_dropped() =>
-                {
-                    return Err(LogError::Unavailable(err.to_string()))
-                }
-                Err(err) => return Err(LogError::Storage(err.to_string())),
-                Ok((0, epoch)) => {
-                    tracing::warn!(%epoch, stream = %self.keys.stream, "the epoch in Redis changed; reading the log afresh");
+            let reply: Vec<redis::Value> = self.call(script, args).await?;
+            let mut reply = reply.into_iter();
+            let (code, text): (i64, String) = match (reply.next(), reply.next()) {
+                (Some(code), Some(text)) => (
+                    redis::from_redis_value(&code).map_err(store_error)?,
+                    redis::from_redis_value(&text).map_err(store_error)?,
+                ),
+                _ => return Err(LogError::Storage("a script's reply is too short".into())),
+            };
+            match Seq::try_from(code) {
+                Ok(0) => {
+                    tracing::warn!(epoch = %text, stream = %self.keys.stream, "the epoch in Redis changed; reading the log afresh");
                     self.reload.notify_one();
                     let mut head = self.head.subscribe();
                     let generation = head.borrow().0;
@@ -606,12 +890,40 @@ impl Mirror {
                         tokio::time::timeout(MIRROR_WAIT, head.wait_for(|(g, _)| *g != generation))
                             .await;
                 }
-                Ok((seq, json)) => return Ok(self.settled(seq, &json).await),
+                Ok(seq) => {
+                    return Ok(Written::Stored(
+                        self.settled(seq, &text).await,
+                        reply.collect(),
+                    ))
+                }
+                Err(_) => return Ok(Written::Refused(text)),
             }
         }
         Err(LogError::Unavailable(
             "the epoch in Redis kept changing".into(),
         ))
+    }
+
+    /// Runs a script that only reads or renews presence, with the prelude's
+    /// arguments and `args`.
+    async fn call<T: redis::FromRedisValue>(
+        &self,
+        script: &Script,
+        args: &[String],
+    ) -> Result<T, LogError> {
+        let mut invocation = self.keys.invoke(script);
+        invocation
+            .arg(self.window.read().epoch().as_str())
+            .arg(Epoch::random().as_str())
+            .arg(self.store.history);
+        for arg in args {
+            invocation.arg(arg);
+        }
+        let mut conn = self.store.manager.clone();
+        let started = Instant::now();
+        let reply = invocation.invoke_async(&mut conn).await;
+        self.store.stats.record(started, reply.is_ok());
+        reply.map_err(store_error)
     }
 
     /// The event Redis stored as `seq`, from the window once the mirror has
@@ -631,6 +943,188 @@ impl Mirror {
                 Arc::new(parse(json).expect("the script returns the JSON it was given, with a seq"))
             }
         }
+    }
+}
+
+/// The sessions of one room, in Redis beside its log: see [`Directory`]
+/// and the module docs. It shares the log's mirror, so a `join` or `leave`
+/// it writes is read back like any other event.
+pub struct RedisDirectory {
+    mirror: Arc<Mirror>,
+}
+
+/// The most names a `join` lists; the rest show up as they move or speak.
+const JOIN_NAMES: usize = crate::room::WELCOME_USERS;
+
+/// How long Redis keeps a room that no node has open: every node that has
+/// it open extends this at each reap (about once a second). A room unused
+/// for longer is gone, and opens again empty under a new epoch, as a
+/// reclaimed room of the in-memory store does.
+pub const ROOM_KEPT_FOR: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// How many expired leases one reap ends at most; the next reap goes on.
+const REAP_BATCH: usize = 1_000;
+
+impl Directory for RedisDirectory {
+    fn join(
+        &self,
+        session: SessionId,
+        name: &Name,
+        lease: Duration,
+    ) -> BoxFuture<'static, Result<Joined, ApiError>> {
+        let mirror = self.mirror.clone();
+        let args = [
+            Event::new(0, now_millis(), name.clone(), EventBody::Join)
+                .json()
+                .to_owned(),
+            session.to_string(),
+            name.to_string(),
+            millis(lease).to_string(),
+            mirror.keys.room.to_string(),
+            JOIN_NAMES.to_string(),
+        ];
+        let name = name.clone();
+        on_store(&self.mirror.store, async move {
+            match mirror.write(&mirror.store.scripts.join, &args).await? {
+                Written::Refused(_) => Err(ApiError::NameTaken(name.to_string())),
+                Written::Stored(event, rest) => {
+                    let (online, names): (usize, Vec<String>) =
+                        redis::from_redis_value(&redis::Value::Array(rest))
+                            .map_err(|err| LogError::Storage(err.to_string()))?;
+                    let mut names: Vec<Name> =
+                        names.iter().filter_map(|n| Name::parse(n).ok()).collect();
+                    names.sort_by_key(Name::key);
+                    names.dedup_by_key(|n| n.key());
+                    Ok(Joined {
+                        event,
+                        names,
+                        online,
+                    })
+                }
+            }
+        })
+    }
+
+    fn lookup(&self, session: SessionId) -> BoxFuture<'static, Result<Lookup, ApiError>> {
+        let mirror = self.mirror.clone();
+        on_store(&self.mirror.store, async move {
+            let (found, what): (u8, String) = mirror
+                .call(&mirror.store.scripts.lookup, &[session.to_string()])
+                .await?;
+            Ok(match found {
+                1 => Name::parse(&what).map_or(Lookup::Unknown, Lookup::Live),
+                2 => RoomName::parse(&what).map_or(Lookup::Unknown, Lookup::Elsewhere),
+                _ => Lookup::Unknown,
+            })
+        })
+    }
+
+    fn append(
+        &self,
+        session: SessionId,
+        name: Name,
+        body: EventBody,
+        lease: Duration,
+        rate: u32,
+    ) -> BoxFuture<'static, Result<Arc<Event>, ApiError>> {
+        let mirror = self.mirror.clone();
+        on_store(&self.mirror.store, async move {
+            match mirror
+                .append(Some((session, lease, rate)), name, body)
+                .await?
+            {
+                Ok(event) => Ok(event),
+                Err(code) if code == "rate_limited" => Err(ApiError::RateLimited),
+                Err(_) => Err(ApiError::UnknownSession),
+            }
+        })
+    }
+
+    fn leave(
+        &self,
+        session: SessionId,
+    ) -> BoxFuture<'static, Result<Option<Arc<Event>>, ApiError>> {
+        let mirror = self.mirror.clone();
+        on_store(&self.mirror.store, async move {
+            match mirror
+                .write(&mirror.store.scripts.leave, &[session.to_string()])
+                .await?
+            {
+                Written::Stored(event, _) => Ok(Some(event)),
+                Written::Refused(_) => Ok(None),
+            }
+        })
+    }
+
+    fn renew(
+        &self,
+        sessions: Vec<SessionId>,
+        lease: Duration,
+    ) -> BoxFuture<'static, Result<Vec<SessionId>, LogError>> {
+        let mirror = self.mirror.clone();
+        let mut args = vec![millis(lease).to_string()];
+        args.extend(sessions.iter().map(SessionId::to_string));
+        on_store(&self.mirror.store, async move {
+            let gone: Vec<String> = mirror.call(&mirror.store.scripts.renew, &args).await?;
+            Ok(gone.iter().filter_map(|id| id.parse().ok()).collect())
+        })
+    }
+
+    fn reap(&self) -> BoxFuture<'static, Result<Reaped, LogError>> {
+        let mirror = self.mirror.clone();
+        on_store(&self.mirror.store, async move {
+            let (ended, online): (usize, usize) = mirror
+                .call(
+                    &mirror.store.scripts.reap,
+                    &[REAP_BATCH.to_string(), millis(ROOM_KEPT_FOR).to_string()],
+                )
+                .await?;
+            if ended > 0 {
+                tracing::debug!(ended, room = %mirror.keys.room, "sessions whose lease ran out left");
+            }
+            Ok(Reaped { ended, online })
+        })
+    }
+}
+
+/// Runs `task` on the store's runtime, where every Redis call runs.
+fn on_store<T, E>(
+    store: &StoreShared,
+    task: impl std::future::Future<Output = Result<T, E>> + Send + 'static,
+) -> BoxFuture<'static, Result<T, E>>
+where
+    T: Send + 'static,
+    E: From<LogError> + Send + 'static,
+{
+    let task = store.runtime.spawn(task);
+    Box::pin(async move {
+        task.await
+            .map_err(|_| LogError::Unavailable("the Redis store has stopped".into()))?
+    })
+}
+
+/// `duration` in whole milliseconds, at least 1.
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+/// What a writing script did.
+enum Written {
+    /// It stored this event; the rest of its reply follows.
+    Stored(Arc<Event>, Vec<redis::Value>),
+    /// It refused, with this code.
+    Refused(String),
+}
+
+/// A failed Redis call as a log error: unavailable if Redis could not be
+/// reached or did not answer, which clients see as `store_unavailable`.
+fn store_error(err: redis::RedisError) -> LogError {
+    if err.is_io_error() || err.is_timeout() || err.is_connection_dropped() {
+        LogError::Unavailable(err.to_string())
+    } else {
+        LogError::Storage(err.to_string())
     }
 }
 
@@ -658,18 +1152,14 @@ impl EventLog for RedisLog {
         name: Name,
         body: EventBody,
     ) -> BoxFuture<'static, Result<Arc<Event>, LogError>> {
-        let message = matches!(body, EventBody::Message { .. });
-        // The script puts the seq in place of this 0.
-        let json = Event::new(0, now_millis(), name, body).json().to_owned();
         let mirror = self.mirror.clone();
-        let task = self
-            .mirror
-            .store
-            .runtime
-            .spawn(async move { mirror.append(json, message).await });
-        Box::pin(async move {
-            task.await
-                .map_err(|_| LogError::Unavailable("the Redis store has stopped".into()))?
+        on_store(&self.mirror.store, async move {
+            match mirror.append(None, name, body).await? {
+                Ok(event) => Ok(event),
+                Err(code) => Err(LogError::Storage(format!(
+                    "an append from no session was refused: {code}"
+                ))),
+            }
         })
     }
 
@@ -713,7 +1203,7 @@ mod tests {
     }
 
     fn lobby(store: &RedisStore) -> Arc<dyn EventLog> {
-        store.open(&RoomName::lobby()).unwrap()
+        store.open(&RoomName::lobby()).unwrap().log
     }
 
     /// Waits (bounded) until `log` holds `seq`: another node's append
@@ -881,5 +1371,207 @@ mod tests {
         let read = reader.next(usize::MAX);
         assert_eq!(read.gap, Some(0), "the reader is told");
         assert_eq!(read.events.last().map(|e| e.seq), Some(appended.seq));
+    }
+
+    /// The lobby's log and directory on `store`, as one node opens them.
+    fn lobby_shared(store: &RedisStore) -> (Arc<dyn EventLog>, Arc<dyn Directory>) {
+        let opened = store.open(&RoomName::lobby()).unwrap();
+        (opened.log, opened.directory.expect("Redis shares sessions"))
+    }
+
+    /// Every event of `kind` in the log as `log` sees it, once it holds `seq`.
+    async fn events_of(log: &Arc<dyn EventLog>, seq: Seq, kind: &str) -> Vec<Arc<Event>> {
+        until_head(log, seq).await;
+        log.read_since(0, None)
+            .events
+            .into_iter()
+            .filter(|e| e.body.kind() == kind)
+            .collect()
+    }
+
+    const LEASE: Duration = Duration::from_secs(30);
+
+    #[tokio::test]
+    async fn a_name_is_taken_on_every_node_until_its_leave_is_written() {
+        // Arrange
+        let redis = RedisServer::start();
+        let (a, b) = (
+            RedisStore::connect(&redis.url(), 100).unwrap(),
+            RedisStore::connect(&redis.url(), 100).unwrap(),
+        );
+        let ((_, on_a), (_, on_b)) = (lobby_shared(&a), lobby_shared(&b));
+        let alice = SessionId::new_v4();
+
+        // Act
+        let joined = on_a.join(alice, &name("Alice"), LEASE).await.unwrap();
+        let taken = on_b
+            .join(SessionId::new_v4(), &name("aLiCe"), LEASE)
+            .await
+            .unwrap_err();
+        let left = on_b.leave(alice).await.unwrap();
+        let again = on_b.join(SessionId::new_v4(), &name("alice"), LEASE).await;
+
+        // Assert
+        assert_eq!(joined.online, 1);
+        assert_eq!(joined.names, [name("Alice")]);
+        assert_eq!(taken.code(), "name_taken");
+        assert_eq!(left.unwrap().body.kind(), "leave");
+        assert!(again.is_ok(), "the name is free once its leave is written");
+    }
+
+    #[tokio::test]
+    async fn a_session_ended_on_two_nodes_at_once_leaves_once() {
+        // Arrange
+        let redis = RedisServer::start();
+        let (a, b) = (
+            RedisStore::connect(&redis.url(), 100).unwrap(),
+            RedisStore::connect(&redis.url(), 100).unwrap(),
+        );
+        let ((log, on_a), (_, on_b)) = (lobby_shared(&a), lobby_shared(&b));
+        let mut sessions = Vec::new();
+        for i in 0..20 {
+            let session = SessionId::new_v4();
+            on_a.join(session, &name(&format!("u{i}")), LEASE)
+                .await
+                .unwrap();
+            sessions.push(session);
+        }
+
+        // Act
+        let mut leaves = Vec::new();
+        for &session in &sessions {
+            leaves.push(on_a.leave(session));
+            leaves.push(on_b.leave(session));
+        }
+        let outcomes = futures_util::future::join_all(leaves).await;
+
+        // Assert
+        let written = outcomes.iter().filter(|o| matches!(o, Ok(Some(_)))).count();
+        assert_eq!(written, 20, "one leave written per session");
+        assert!(outcomes.iter().all(Result::is_ok));
+        assert_eq!(events_of(&log, 40, "leave").await.len(), 20);
+    }
+
+    #[tokio::test]
+    async fn an_expired_lease_is_reaped_once_by_racing_nodes_and_a_renewed_one_lives_on() {
+        // Arrange
+        let redis = RedisServer::start();
+        let (a, b) = (
+            RedisStore::connect(&redis.url(), 100).unwrap(),
+            RedisStore::connect(&redis.url(), 100).unwrap(),
+        );
+        let ((log, on_a), (_, on_b)) = (lobby_shared(&a), lobby_shared(&b));
+        let short = Duration::from_millis(300);
+        let (gone, kept) = (SessionId::new_v4(), SessionId::new_v4());
+        on_a.join(gone, &name("gone"), short).await.unwrap();
+        on_a.join(kept, &name("kept"), short).await.unwrap();
+
+        // Act: both nodes reap until the first lease has run out; the kept
+        // session's node renews it meanwhile.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let mut ended = 0;
+        let online = loop {
+            assert!(tokio::time::Instant::now() < deadline, "never reaped");
+            assert!(on_a.renew(vec![kept], short).await.unwrap().is_empty());
+            let (x, y) = tokio::join!(on_a.reap(), on_b.reap());
+            let (x, y) = (x.unwrap(), y.unwrap());
+            ended += x.ended + y.ended;
+            if ended > 0 {
+                break x.online.min(y.online);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+
+        // Assert
+        assert_eq!(ended, 1, "the expired session was reaped by one node");
+        assert_eq!(online, 1, "the renewed session is still online");
+        let leaves = events_of(&log, 3, "leave").await;
+        assert_eq!(leaves.len(), 1);
+        assert_eq!(leaves[0].name, name("gone"));
+        assert_eq!(on_b.renew(vec![gone], short).await.unwrap(), [gone]);
+        assert_eq!(on_b.lookup(kept).await.unwrap(), Lookup::Live(name("kept")));
+        assert_eq!(on_b.lookup(gone).await.unwrap(), Lookup::Unknown);
+    }
+
+    #[tokio::test]
+    async fn a_session_rate_limit_holds_across_nodes() {
+        // Arrange
+        let redis = RedisServer::start();
+        let (a, b) = (
+            RedisStore::connect(&redis.url(), 1000).unwrap(),
+            RedisStore::connect(&redis.url(), 1000).unwrap(),
+        );
+        let ((_, on_a), (_, on_b)) = (lobby_shared(&a), lobby_shared(&b));
+        let session = SessionId::new_v4();
+        on_a.join(session, &name("fast"), LEASE).await.unwrap();
+
+        // Act: 40 events at once, alternating nodes, at 5 a second.
+        let mut appends = Vec::new();
+        for i in 0..40 {
+            let node = if i % 2 == 0 { &on_a } else { &on_b };
+            appends.push(node.append(session, name("fast"), say("x"), LEASE, 5));
+        }
+        let outcomes = futures_util::future::join_all(appends).await;
+
+        // Assert: the burst (twice the rate) and whatever refilled meanwhile,
+        // not a burst per node.
+        let accepted = outcomes.iter().filter(|o| o.is_ok()).count();
+        assert!((10..=12).contains(&accepted), "accepted {accepted}");
+        assert!(outcomes
+            .iter()
+            .filter_map(|o| o.as_ref().err())
+            .all(|e| e.code() == "rate_limited"));
+    }
+
+    #[tokio::test]
+    async fn a_session_is_found_in_its_own_room_and_told_apart_in_another() {
+        // Arrange
+        let redis = RedisServer::start();
+        let store = RedisStore::connect(&redis.url(), 100).unwrap();
+        let (_, lobby) = lobby_shared(&store);
+        let other = store
+            .open(&RoomName::parse("other").unwrap())
+            .unwrap()
+            .directory
+            .unwrap();
+        let session = SessionId::new_v4();
+        lobby.join(session, &name("ann"), LEASE).await.unwrap();
+
+        // Act
+        let here = lobby.lookup(session).await.unwrap();
+        let there = other.lookup(session).await.unwrap();
+        let nobody = lobby.lookup(SessionId::new_v4()).await.unwrap();
+        let refused = other
+            .append(session, name("ann"), say("x"), LEASE, 0)
+            .await
+            .unwrap_err();
+
+        // Assert
+        assert_eq!(here, Lookup::Live(name("ann")));
+        assert_eq!(there, Lookup::Elsewhere(RoomName::lobby()));
+        assert_eq!(nobody, Lookup::Unknown);
+        assert_eq!(refused.code(), "unknown_session");
+    }
+
+    #[tokio::test]
+    async fn an_open_room_keeps_its_keys_in_redis_for_a_week_from_its_last_reap() {
+        // Arrange
+        let redis = RedisServer::start();
+        let store = RedisStore::connect(&redis.url(), 100).unwrap();
+        let (log, directory) = lobby_shared(&store);
+        log.append(name("ann"), say("hi")).await.unwrap();
+        let stream = Keys::of(&RoomName::lobby()).stream;
+        let before = redis.command(&format!("PTTL {stream}"));
+
+        // Act
+        directory.reap().await.unwrap();
+
+        // Assert
+        assert_eq!(before, ":-1", "kept for good until a node reaps");
+        let ttl: u64 = redis.command(&format!("PTTL {stream}"))[1..]
+            .parse()
+            .unwrap();
+        let week = millis(ROOM_KEPT_FOR);
+        assert!(ttl <= week && ttl > week - 60_000, "{ttl}");
     }
 }

@@ -7,15 +7,20 @@
 //! nothing of HTTP or sockets.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
+use tokio::time::Instant;
+
+use crate::directory::{Directory, Lookup};
 use crate::error::ApiError;
-use crate::log::{EventBody, EventLog, Seq};
+use crate::log::{Event, EventBody, EventLog, Seq};
 use crate::names::{Name, RoomName};
 pub use crate::presence::Attachment;
 use crate::presence::{Presence, SessionId, SessionLimits};
-use crate::protocol::{ClientMessage, Welcome};
+use crate::protocol::{ClientMessage, UserView, Welcome};
 use crate::signals::{Inbox, Signal, SignalHub};
 
 /// The most users a welcome lists; `online` says how many there are in all,
@@ -34,7 +39,26 @@ pub struct Room {
     presence: Presence,
     /// Passes WebRTC signals between its sessions, outside the log.
     signals: SignalHub,
+    /// Its sessions on every node, when its log is shared; then `presence`
+    /// holds only those this node has seen.
+    shared: Option<Arc<Shared>>,
 }
+
+/// What a room whose sessions live in a [`Directory`] keeps on this node.
+struct Shared {
+    directory: Arc<dyn Directory>,
+    /// How long a session lives with no connection and no request: the
+    /// length of its lease.
+    lease: Duration,
+    /// Sessions online on every node, as last counted.
+    online: AtomicUsize,
+    /// When this node last renewed the leases of the sessions it holds.
+    renewed: Mutex<Instant>,
+}
+
+/// How many of the newest events a welcome looks through for the cursors of
+/// users that registered on other nodes.
+const CURSOR_LOOKBACK: u64 = 2_000;
 
 impl std::fmt::Debug for Room {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -75,6 +99,45 @@ impl Room {
             log,
             presence,
             signals: SignalHub::new(signal_rate),
+            shared: None,
+        }
+    }
+
+    /// The same room with its sessions in `directory`, shared with every
+    /// node that serves it, each a lease of `lease` renewed while it is in
+    /// use.
+    pub fn sharing(mut self, directory: Arc<dyn Directory>, lease: Duration) -> Self {
+        self.shared = Some(Arc::new(Shared {
+            directory,
+            lease,
+            online: AtomicUsize::new(0),
+            renewed: Mutex::new(Instant::now()),
+        }));
+        self
+    }
+
+    /// Whether its sessions are shared with other nodes.
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// Makes a session that registered on another node known here, so this
+    /// node can serve its requests and connections: `unknown_session` if it
+    /// is not live, `wrong_room` if it is another room's.
+    pub async fn adopt(&self, session: SessionId) -> Result<(), ApiError> {
+        if self.presence.has(session) {
+            return Ok(());
+        }
+        let Some(shared) = &self.shared else {
+            return Err(ApiError::UnknownSession);
+        };
+        match shared.directory.lookup(session).await? {
+            Lookup::Live(name) => {
+                self.presence.insert(session, name, None);
+                Ok(())
+            }
+            Lookup::Elsewhere(room) => Err(ApiError::WrongRoom(room.to_string())),
+            Lookup::Unknown => Err(ApiError::UnknownSession),
         }
     }
 
@@ -93,9 +156,14 @@ impl Room {
         self.presence.has(session)
     }
 
-    /// Whether the room has no session at all, ending ones included.
+    /// Whether the room has no session at all, ending ones included, on
+    /// this node nor (as last counted) on any other.
     pub fn is_empty(&self) -> bool {
         self.presence.is_empty()
+            && self
+                .shared
+                .as_ref()
+                .is_none_or(|s| s.online.load(Ordering::Relaxed) == 0)
     }
 
     /// Attaches a connection (a stream, socket or held long-poll) to a live
@@ -143,9 +211,14 @@ impl Room {
         self.presence.touch(session).map(drop)
     }
 
-    /// How many users are online.
+    /// How many users are online: on every node, as last counted, when
+    /// the room is shared.
     pub fn online(&self) -> usize {
-        self.presence.users().len()
+        let here = self.presence.users().len();
+        match &self.shared {
+            Some(shared) => here.max(shared.online.load(Ordering::Relaxed)),
+            None => here,
+        }
     }
 
     /// Brings `name` online for the server itself (the demo bot, tests),
@@ -157,16 +230,10 @@ impl Room {
     /// Brings `name` online for a client at `ip`: a new session, a `join` in
     /// the log, and what a late joiner needs to catch up, bounded in size.
     pub async fn register_from(&self, name: Name, ip: Option<IpAddr>) -> Result<Welcome, ApiError> {
-        let session = self.presence.open(name.clone(), ip)?;
-        let join = match self.log.append(name.clone(), EventBody::Join).await {
-            Ok(event) => event,
-            Err(err) => {
-                tracing::error!(%err, "could not append a join");
-                self.presence.finish_end(session);
-                return Err(err.into());
-            }
+        let (session, cursor, users, online) = match &self.shared {
+            None => self.join_here(name.clone(), ip).await?,
+            Some(shared) => self.join_shared(shared, name.clone(), ip).await?,
         };
-        let cursor = join.seq;
         // Messages newer than the join reach the client as events; leave them
         // out here so nothing arrives twice.
         let mut budget = WELCOME_HISTORY_BYTES;
@@ -183,7 +250,6 @@ impl Room {
             })
             .collect();
         history.reverse();
-        let (users, online) = self.presence.some_users(session, WELCOME_USERS);
         tracing::debug!(%name, %session, seq = cursor, "joined");
         Ok(Welcome {
             session,
@@ -194,6 +260,78 @@ impl Room {
             users,
             online,
         })
+    }
+
+    /// A session of this node only: its `join`, and who is online here.
+    async fn join_here(
+        &self,
+        name: Name,
+        ip: Option<IpAddr>,
+    ) -> Result<(SessionId, Seq, Vec<UserView>, usize), ApiError> {
+        let session = self.presence.open(name.clone(), ip)?;
+        let join = match self.log.append(name, EventBody::Join).await {
+            Ok(event) => event,
+            Err(err) => {
+                tracing::error!(%err, "could not append a join");
+                self.presence.finish_end(session);
+                return Err(err.into());
+            }
+        };
+        let (users, online) = self.presence.some_users(session, WELCOME_USERS);
+        Ok((session, join.seq, users, online))
+    }
+
+    /// A session admitted by the directory, with its name unique on every
+    /// node; the users it lists carry the cursors this node's log shows.
+    async fn join_shared(
+        &self,
+        shared: &Shared,
+        name: Name,
+        ip: Option<IpAddr>,
+    ) -> Result<(SessionId, Seq, Vec<UserView>, usize), ApiError> {
+        self.presence.reserve(ip)?;
+        let session = uuid::Uuid::new_v4();
+        let joined = match shared.directory.join(session, &name, shared.lease).await {
+            Ok(joined) => joined,
+            Err(err) => {
+                self.presence.release(ip);
+                return Err(err);
+            }
+        };
+        self.presence.insert(session, name, ip);
+        shared.online.store(joined.online, Ordering::Relaxed);
+        let users = self.with_cursors(joined.names, joined.event.seq);
+        Ok((session, joined.event.seq, users, joined.online))
+    }
+
+    /// `names` as users, each with the last cursor position the newest
+    /// events up to `seq` show for it.
+    fn with_cursors(&self, names: Vec<Name>, seq: Seq) -> Vec<UserView> {
+        let recent = self
+            .log
+            .read_since(seq.saturating_sub(CURSOR_LOOKBACK), None)
+            .events;
+        let cursor = |name: &Name| {
+            recent
+                .iter()
+                .rev()
+                .filter(|e| e.seq <= seq && e.name.key() == name.key())
+                .find_map(|e: &Arc<Event>| match e.body {
+                    EventBody::Mousemove { x, y } => Some((x, y)),
+                    _ => None,
+                })
+        };
+        names
+            .into_iter()
+            .map(|name| {
+                let at = cursor(&name);
+                UserView {
+                    x: at.map(|c| c.0),
+                    y: at.map(|c| c.1),
+                    name,
+                }
+            })
+            .collect()
     }
 
     /// Acts on a message from a registered session and returns the seq of the
@@ -221,29 +359,67 @@ impl Room {
                 ))
             }
         };
-        let name = self.presence.spend(session)?;
+        let Some(shared) = &self.shared else {
+            let name = self.presence.spend(session)?;
+            if let EventBody::Mousemove { x, y } = body {
+                self.presence.set_cursor(session, x, y);
+            }
+            let event = self.log.append(name, body).await.map_err(|err| {
+                tracing::error!(%err, "could not append an event");
+                ApiError::from(err)
+            })?;
+            return Ok(event.seq);
+        };
+        // The session's own rate limit is counted in the directory, across
+        // nodes; its address's, here.
+        let name = self.presence.spend_address(session)?;
         if let EventBody::Mousemove { x, y } = body {
             self.presence.set_cursor(session, x, y);
         }
-        let event = self.log.append(name, body).await.map_err(|err| {
-            tracing::error!(%err, "could not append an event");
-            ApiError::from(err)
-        })?;
-        Ok(event.seq)
+        let rate = self.presence.limits().rate;
+        let appended = shared
+            .directory
+            .append(session, name, body, shared.lease, rate)
+            .await;
+        match appended {
+            Ok(event) => Ok(event.seq),
+            Err(ApiError::UnknownSession) => {
+                // Ended on another node, or its lease ran out.
+                self.presence.forget(session);
+                Err(ApiError::UnknownSession)
+            }
+            Err(err) => {
+                if err.code() == "store_unavailable" {
+                    tracing::error!("could not append an event: the store is unavailable");
+                }
+                Err(err)
+            }
+        }
     }
 
     /// Ends a session: its `leave` goes into the log and its name is freed.
-    /// Returns the seq of the `leave`, or `None` if the session was not live.
+    /// Returns the seq of the `leave`, or `None` if the session was not live
+    /// (or, shared, had already ended on another node).
     pub async fn end(&self, session: SessionId) -> Option<Seq> {
         let name = self.presence.begin_end(session)?;
-        let result = self.log.append(name.clone(), EventBody::Leave).await;
+        let result = match &self.shared {
+            None => self
+                .log
+                .append(name.clone(), EventBody::Leave)
+                .await
+                .map(Some)
+                .map_err(ApiError::from),
+            Some(shared) => shared.directory.leave(session).await,
+        };
         self.presence.finish_end(session);
         match result {
-            Ok(event) => {
+            Ok(Some(event)) => {
                 tracing::debug!(%name, %session, seq = event.seq, "left");
                 Some(event.seq)
             }
+            Ok(None) => None,
             Err(err) => {
+                // Shared, the lease runs out and the leave is written then.
                 tracing::error!(%err, %name, "could not append a leave");
                 None
             }
@@ -251,10 +427,34 @@ impl Room {
     }
 
     /// Ends every session that has had no connection and no request for
-    /// `timeout`.
+    /// `timeout`. Shared, a session idle here may be busy on another node:
+    /// this node only forgets it, renews the leases of the sessions in use
+    /// here, and ends those whose lease ran out, on whichever node they were.
     pub async fn end_idle(&self, timeout: Duration) {
+        let Some(shared) = &self.shared else {
+            for session in self.presence.idle_sessions(timeout) {
+                self.end(session).await;
+            }
+            return;
+        };
         for session in self.presence.idle_sessions(timeout) {
-            self.end(session).await;
+            self.presence.forget(session);
+        }
+        let since = std::mem::replace(&mut *shared.renewed.lock(), Instant::now());
+        let active = self.presence.active_since(since);
+        if !active.is_empty() {
+            match shared.directory.renew(active, shared.lease).await {
+                Ok(gone) => {
+                    for session in gone {
+                        self.presence.forget(session);
+                    }
+                }
+                Err(err) => tracing::warn!(%err, room = %self.name, "could not renew leases"),
+            }
+        }
+        match shared.directory.reap().await {
+            Ok(reaped) => shared.online.store(reaped.online, Ordering::Relaxed),
+            Err(err) => tracing::warn!(%err, room = %self.name, "could not end expired sessions"),
         }
     }
 }

@@ -19,6 +19,7 @@ use parking_lot::RwLock;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::directory::Directory;
 use crate::error::ApiError;
 use crate::journal::{JournalLog, JournalOptions};
 use crate::log::{Epoch, EventLog, MemoryLog, Seq};
@@ -31,10 +32,29 @@ pub trait LogStore: Send + Sync + 'static {
     /// Opens the log of `room`: empty, or as it was kept. A store that
     /// cannot reach its storage fails with [`io::ErrorKind::NotConnected`],
     /// which clients see as `store_unavailable`.
-    fn open(&self, room: &RoomName) -> io::Result<Arc<dyn EventLog>>;
+    fn open(&self, room: &RoomName) -> io::Result<OpenedLog>;
 
     /// The rooms whose logs were kept by an earlier run, to restore at start.
     fn kept(&self) -> io::Result<Vec<RoomName>>;
+}
+
+/// A room's log as a store opened it.
+pub struct OpenedLog {
+    /// The log.
+    pub log: Arc<dyn EventLog>,
+    /// Where the room's sessions live when other nodes share the log;
+    /// `None` when this node alone serves it.
+    pub directory: Option<Arc<dyn Directory>>,
+}
+
+impl OpenedLog {
+    /// A log only this node serves.
+    pub fn here(log: Arc<dyn EventLog>) -> OpenedLog {
+        OpenedLog {
+            log,
+            directory: None,
+        }
+    }
 }
 
 /// Logs in memory only: a reclaimed room is gone, and opens again empty
@@ -45,8 +65,8 @@ pub struct MemoryStore {
 }
 
 impl LogStore for MemoryStore {
-    fn open(&self, _room: &RoomName) -> io::Result<Arc<dyn EventLog>> {
-        Ok(Arc::new(MemoryLog::new(self.history)))
+    fn open(&self, _room: &RoomName) -> io::Result<OpenedLog> {
+        Ok(OpenedLog::here(Arc::new(MemoryLog::new(self.history))))
     }
 
     fn kept(&self) -> io::Result<Vec<RoomName>> {
@@ -78,12 +98,12 @@ impl JournalStore {
 }
 
 impl LogStore for JournalStore {
-    fn open(&self, room: &RoomName) -> io::Result<Arc<dyn EventLog>> {
+    fn open(&self, room: &RoomName) -> io::Result<OpenedLog> {
         let options = JournalOptions {
             recover: self.recover,
             ..JournalOptions::new(self.dir_of(room), self.history)
         };
-        Ok(Arc::new(JournalLog::open(options)?))
+        Ok(OpenedLog::here(Arc::new(JournalLog::open(options)?)))
     }
 
     fn kept(&self) -> io::Result<Vec<RoomName>> {
@@ -190,14 +210,14 @@ impl Rooms {
     }
 
     fn build(&self, name: &RoomName) -> io::Result<Room> {
-        let log = self.shared.store.open(name)?;
-        let presence = Presence::sharing(self.shared.session_limits, self.shared.addresses.clone());
-        Ok(Room::open(
-            name.clone(),
-            log,
-            presence,
-            self.shared.session_limits.signal_rate,
-        ))
+        let opened = self.shared.store.open(name)?;
+        let limits = self.shared.session_limits;
+        let presence = Presence::sharing(limits, self.shared.addresses.clone());
+        let room = Room::open(name.clone(), opened.log, presence, limits.signal_rate);
+        Ok(match opened.directory {
+            Some(directory) => room.sharing(directory, limits.lease()),
+            None => room,
+        })
     }
 
     /// The lobby, which is always open.
@@ -267,8 +287,10 @@ impl Rooms {
 
     /// The room a request or connection uses: `name`, opened if need be.
     /// A `session` must belong to it: one of another room is refused with
-    /// `wrong_room`, and an unknown one with `unknown_session`.
-    pub fn enter(
+    /// `wrong_room`, and an unknown one with `unknown_session`. When rooms
+    /// are shared with other nodes, a session registered on another node is
+    /// looked up there and from then on known here too.
+    pub async fn enter(
         &self,
         name: &RoomName,
         session: Option<SessionId>,
@@ -278,6 +300,11 @@ impl Rooms {
             return self.open(name, ip);
         };
         if let Some(room) = self.get(name).filter(|r| r.has_session(session)) {
+            return Ok(room);
+        }
+        if self.lobby().is_shared() {
+            let room = self.open(name, ip)?;
+            room.adopt(session).await?;
             return Ok(room);
         }
         match self.find_session(session) {
@@ -456,10 +483,14 @@ mod tests {
             .unwrap()
             .session;
 
-        assert!(rooms.enter(&room("a"), Some(session), HOME).is_ok());
-        let wrong = rooms.enter(&room("b"), Some(session), HOME).unwrap_err();
+        assert!(rooms.enter(&room("a"), Some(session), HOME).await.is_ok());
+        let wrong = rooms
+            .enter(&room("b"), Some(session), HOME)
+            .await
+            .unwrap_err();
         let unknown = rooms
             .enter(&room("a"), Some(uuid::Uuid::new_v4()), HOME)
+            .await
             .unwrap_err();
 
         assert_eq!(wrong.code(), "wrong_room");

@@ -40,7 +40,7 @@ pub struct AppState {
 impl AppState {
     /// The room a request or connection uses: `room` (the lobby when
     /// absent), opened for `ip` if need be; a `session` must belong to it.
-    pub fn enter(
+    pub async fn enter(
         &self,
         room: Option<&str>,
         session: Option<SessionId>,
@@ -50,7 +50,7 @@ impl AppState {
             Some(room) => RoomName::parse(room)?,
             None => RoomName::lobby(),
         };
-        self.rooms.enter(&name, session, Some(ip))
+        self.rooms.enter(&name, session, Some(ip)).await
     }
 
     /// The counters of one transport.

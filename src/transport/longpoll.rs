@@ -26,7 +26,9 @@ pub async fn long_poll(
 ) -> Result<HttpResponse, ApiError> {
     state.counters(Transport::LongPoll).request();
     let hold = hold_for(query.timeout, state.config.longpoll_cap())?;
-    let room = state.enter(query.room.as_deref(), query.session, ip.0)?;
+    let room = state
+        .enter(query.room.as_deref(), query.session, ip.0)
+        .await?;
     let attached = query.session.map(|s| room.attach(s)).transpose()?;
     let replaced = attached.as_ref().map(|a| a.hold_long_poll()).transpose()?;
 

@@ -23,7 +23,9 @@ pub async fn poll(
     ip: web::ReqData<ClientIp>,
 ) -> Result<HttpResponse, ApiError> {
     state.counters(Transport::Poll).request();
-    let room = state.enter(query.room.as_deref(), query.session, ip.0)?;
+    let room = state
+        .enter(query.room.as_deref(), query.session, ip.0)
+        .await?;
     if let Some(session) = query.session {
         room.touch(session)?;
     }

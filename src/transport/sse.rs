@@ -52,7 +52,9 @@ pub async fn sse_stream(
             .and_then(|v| v.trim().parse::<Seq>().ok())
             .ok_or_else(|| ApiError::BadRequest("Last-Event-ID must be an event seq".into()))?;
     }
-    let room = state.enter(query.room.as_deref(), query.session, ip.0)?;
+    let room = state
+        .enter(query.room.as_deref(), query.session, ip.0)
+        .await?;
     let attached = query.session.map(|s| room.attach(s)).transpose()?;
     let open = state.stats.open(Transport::Sse);
     let stream = SseStream {

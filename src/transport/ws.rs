@@ -61,7 +61,7 @@ async fn try_upgrade(
     req: Request,
     mut framed: Framed<Wire<TcpStream>, h1::Codec>,
 ) -> io::Result<()> {
-    let (permit, ip, query, room, attached, inbox) = match admit(&state, &req) {
+    let (permit, ip, query, room, attached, inbox) = match admit(&state, &req).await {
         Ok(admitted) => admitted,
         Err(err) => return refuse(framed, err.error_response()).await,
     };
@@ -106,7 +106,7 @@ type Admitted = (
 /// The checks an upgrade passes, in the router's order: the `Host`, a place
 /// under the connection limits, the route, then `/ws`'s own query, origin
 /// and session.
-fn admit(state: &AppState, req: &Request) -> Result<Admitted, ApiError> {
+async fn admit(state: &AppState, req: &Request) -> Result<Admitted, ApiError> {
     middleware::check_host(req.headers(), &state.config)?;
     let ip = middleware::client_ip(req.peer_addr(), req.headers(), &state.config);
     // A socket counts against the limits for as long as it is open.
@@ -122,7 +122,9 @@ fn admit(state: &AppState, req: &Request) -> Result<Admitted, ApiError> {
     let query = ReadQuery::parse(req.uri().query().unwrap_or(""))?;
     middleware::check_origin(req.headers(), &state.config)?;
     state.counters(Transport::Ws).request();
-    let room = state.enter(query.room.as_deref(), query.session, ip)?;
+    let room = state
+        .enter(query.room.as_deref(), query.session, ip)
+        .await?;
     let attached = query.session.map(|s| room.attach(s)).transpose()?;
     let inbox = match (&attached, query.signals) {
         (Some(attached), true) => Some(room.listen_signals(attached.session())?),

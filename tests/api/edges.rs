@@ -13,12 +13,6 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::helpers::*;
 
-async fn expect_error(response: reqwest::Response, status: u16, code: &str) {
-    assert_eq!(response.status().as_u16(), status, "status for {code}");
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["code"], code, "{body}");
-}
-
 /// A client whose requests come from another loopback address.
 fn client_from(last_octet: u8) -> reqwest::Client {
     reqwest::Client::builder()

@@ -3,10 +3,8 @@
 //! scenario runs over all four, is `pushlab-testkit`'s [`Reader`], shared
 //! with the criterion benches and re-exported here.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use parking_lot::Mutex;
 use pushlab::{Config, Server};
 use serde_json::{json, Value};
 
@@ -23,14 +21,12 @@ pub struct TestApp {
 }
 
 /// Two nodes on one Redis. Every request and connection goes to one of them
-/// at random, except that a session's requests go to the node that
-/// registered it: sessions are kept per node until presence moves to Redis.
+/// at random, as through a round-robin proxy with no sticky sessions: a
+/// session registered on one node is served by either.
 struct Cluster {
     /// The second node; `TestApp::server` is the first.
     other: Option<Server>,
     nodes: Vec<SocketAddr>,
-    /// Which node registered each session.
-    sessions: Mutex<HashMap<String, SocketAddr>>,
     /// Dropped last: the nodes need it until they stop.
     _redis: RedisServer,
 }
@@ -78,7 +74,6 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
         Cluster {
             nodes: vec![server.addr(), other.addr()],
             other: Some(other),
-            sessions: Mutex::default(),
             _redis: redis,
         }
     });
@@ -124,18 +119,12 @@ impl TestApp {
         format!("http://{}{}", node, self.in_room(path))
     }
 
-    /// The only node, or on two nodes: the node that registered the
-    /// session `path` names, else either at random.
-    fn node_for(&self, path: &str) -> SocketAddr {
-        let Some(cluster) = &self.cluster else {
-            return self.addr;
-        };
-        let session = path
-            .split(['?', '&'])
-            .find_map(|pair| pair.strip_prefix("session="));
-        session
-            .and_then(|s| cluster.sessions.lock().get(s).copied())
-            .unwrap_or_else(|| cluster.nodes[pick(cluster.nodes.len())])
+    /// The only node, or on two nodes either at random, whatever `path`.
+    fn node_for(&self, _path: &str) -> SocketAddr {
+        match &self.cluster {
+            Some(cluster) => cluster.nodes[pick(cluster.nodes.len())],
+            None => self.addr,
+        }
     }
 
     /// On two nodes: waits until `node` has every event either node has,
@@ -177,7 +166,8 @@ impl TestApp {
     /// The URL of `/ws` with `query` (empty, or starting with `?`), in the
     /// app's room.
     pub fn ws_url(&self, query: &str) -> String {
-        format!("ws://{}{}", self.addr, self.in_room(&format!("/ws{query}")))
+        let node = self.node_for("/ws");
+        format!("ws://{}{}", node, self.in_room(&format!("/ws{query}")))
     }
 
     fn in_room(&self, path: &str) -> String {
@@ -207,16 +197,9 @@ impl TestApp {
 
     /// Registers and returns the welcome, panicking if refused.
     pub async fn join(&self, name: &str) -> Value {
-        let node = self.node_for("/register");
-        let response = self
-            .post_json_on(node, "/register", &json!({ "name": name }))
-            .await;
+        let response = self.register(name).await;
         assert_eq!(response.status(), 200, "register {name}");
-        let welcome: Value = response.json().await.unwrap();
-        if let (Some(cluster), Some(session)) = (&self.cluster, welcome["session"].as_str()) {
-            cluster.sessions.lock().insert(session.to_owned(), node);
-        }
-        welcome
+        response.json().await.unwrap()
     }
 
     pub async fn send(&self, session: &str, message: &Value) -> reqwest::Response {
@@ -284,4 +267,11 @@ impl Target for TestApp {
             None => vec![self.addr],
         }
     }
+}
+
+/// Asserts that `response` is the JSON error `code` with `status`.
+pub async fn expect_error(response: reqwest::Response, status: u16, code: &str) {
+    assert_eq!(response.status().as_u16(), status, "status for {code}");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], code, "{body}");
 }

@@ -64,10 +64,16 @@ struct Node {
 
 impl Node {
     fn start(redis: &RedisServer) -> Node {
+        Node::start_with(redis, &[])
+    }
+
+    /// A node with more flags.
+    fn start_with(redis: &RedisServer, flags: &[&str]) -> Node {
         use std::io::BufRead as _;
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pushlab"))
             .args(["--addr", "127.0.0.1:0", "--redis", &redis.url()])
             .args(["--rate-limit", "0", "--ip-rate-limit", "0"])
+            .args(flags)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -174,5 +180,186 @@ async fn readers_of_a_node_killed_mid_stream_resume_on_the_other_with_nothing_lo
             "{:?}: no gap",
             reader.kind
         );
+    }
+}
+
+/// Two nodes on one Redis, each a test app of its own.
+async fn two_nodes(redis: &RedisServer) -> (TestApp, TestApp) {
+    let url = redis.url();
+    let a = spawn_app_with(|c| c.redis = Some(url.clone())).await;
+    let b = spawn_app_with(|c| c.redis = Some(url)).await;
+    (a, b)
+}
+
+#[tokio::test]
+async fn a_session_registered_on_one_node_is_served_by_the_other_on_every_transport() {
+    // Arrange
+    let redis = RedisServer::start();
+    let (a, b) = two_nodes(&redis).await;
+    let welcome = a.join("alice").await;
+    let session = welcome["session"].as_str().unwrap().to_owned();
+    let from = From {
+        since: welcome["cursor"].as_u64().unwrap(),
+        epoch: welcome["epoch"].as_str().map(str::to_owned),
+        session: Some(session.clone()),
+    };
+    let mut readers = Vec::new();
+    for kind in ALL {
+        readers.push(Reader::open(&b.addr, kind, from.clone()).await);
+    }
+
+    // Act: every write goes through B.
+    let said = b.say(&session, "through b").await;
+    let mut ws = readers.pop().unwrap();
+    ws.ws_send(&json!({"type": "mousemove", "x": 0.5, "y": 0.25}))
+        .await;
+    readers.push(ws);
+
+    // Assert: every reader on B, holding the session, gets both.
+    for reader in &mut readers {
+        let events = reader.read_through(said + 1).await;
+        let kinds: Vec<_> = events.iter().map(|e| e["type"].clone()).collect();
+        assert_eq!(kinds, ["message", "mousemove"], "{:?}", reader.kind);
+        assert!(events.iter().all(|e| e["name"] == "alice"));
+    }
+    let (_, users) = b.get_json("/stats").await;
+    assert_eq!(users["online"], 1, "one user, on either node");
+}
+
+#[tokio::test]
+async fn a_name_online_on_one_node_is_taken_on_the_other_until_it_leaves_there() {
+    // Arrange
+    let redis = RedisServer::start();
+    let (a, b) = two_nodes(&redis).await;
+    let alice = a.join("alice").await;
+    let session = alice["session"].as_str().unwrap();
+
+    // Act
+    let taken = b.register("ALICE").await;
+    let left = b.send(session, &json!({"type": "leave"})).await;
+    let after_leave = a
+        .send(session, &json!({"type": "message", "text": "still here?"}))
+        .await;
+    let again = b.register("alice").await;
+
+    // Assert
+    expect_error(taken, 409, "name_taken").await;
+    assert_eq!(left.status(), 200, "B ends a session A registered");
+    expect_error(after_leave, 401, "unknown_session").await;
+    assert_eq!(again.status(), 200);
+    let (_, poll) = a.get_json("/poll?since=0").await;
+    let leaves = poll["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "leave")
+        .count();
+    assert_eq!(leaves, 1);
+}
+
+#[tokio::test]
+async fn a_session_of_one_room_is_refused_in_another_on_any_node() {
+    let redis = RedisServer::start();
+    let (a, b) = two_nodes(&redis).await;
+    let in_a = a.view_in("ayy").join("ann").await;
+    let session = in_a["session"].as_str().unwrap();
+
+    let refused = b
+        .view_in("bee")
+        .send(session, &json!({"type": "message", "text": "hi"}))
+        .await;
+
+    expect_error(refused, 403, "wrong_room").await;
+}
+
+#[tokio::test]
+async fn the_sessions_of_a_node_killed_with_kill_9_leave_exactly_once_after_their_lease() {
+    // Arrange: three users on node A, each holding an SSE stream there, so
+    // A renews their leases; a watcher follows the log on B.
+    let redis = RedisServer::start();
+    let lease = ["--presence-timeout", "1"];
+    let mut a = Node::start_with(&redis, &lease);
+    let b = Node::start_with(&redis, &lease);
+    let mut streams = Vec::new();
+    let mut head = 0;
+    for name in ["ann", "bob", "cy"] {
+        let welcome = a.register(name).await;
+        head = welcome["cursor"].as_u64().unwrap();
+        let from = From {
+            since: head,
+            epoch: welcome["epoch"].as_str().map(str::to_owned),
+            session: welcome["session"].as_str().map(str::to_owned),
+        };
+        streams.push(Reader::open(&a.addr, Kind::Sse, from).await);
+    }
+    let mut watcher = Reader::open(&b.addr, Kind::LongPoll, From::since(0)).await;
+    watcher.read_through(head).await;
+
+    // Longer than a lease: the streams keep the sessions alive.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let before: serde_json::Value = reqwest::get(format!("http://{}/poll?since={head}", b.addr))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(before["events"], json!([]), "no one left while connected");
+
+    // Act
+    a.kill();
+    drop(streams);
+    watcher.read_through(head + 3).await;
+    // Twice the lease again, and many of B's reaps: a second leave would
+    // have been written by now.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let later = b.register_and_say("eve").await;
+    watcher.read_through(later).await;
+
+    // Assert
+    let mut left: Vec<_> = watcher
+        .events
+        .iter()
+        .filter(|e| e["type"] == "leave")
+        .map(|e| e["name"].as_str().unwrap().to_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["ann", "bob", "cy"], "each once, and only they");
+    assert!(later > head + 3);
+    let again = b.register("ann").await;
+    assert_eq!(again["name"], "ann", "the dead node's names are free");
+}
+
+impl Node {
+    /// Registers `name` here and returns the welcome.
+    async fn register(&self, name: &str) -> serde_json::Value {
+        reqwest::Client::new()
+            .post(format!("http://{}/register", self.addr))
+            .json(&json!({ "name": name }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Registers `name` here and sends one message; returns its seq.
+    async fn register_and_say(&self, name: &str) -> u64 {
+        let http = reqwest::Client::new();
+        let welcome = self.register(name).await;
+        let sent: serde_json::Value = http
+            .post(format!(
+                "http://{}/send?session={}",
+                self.addr,
+                welcome["session"].as_str().unwrap()
+            ))
+            .json(&json!({"type": "message", "text": "hi"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        sent["seq"].as_u64().unwrap()
     }
 }

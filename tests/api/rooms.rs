@@ -51,12 +51,6 @@ impl TestApp {
     }
 }
 
-async fn expect_error(response: reqwest::Response, status: u16, code: &str) {
-    assert_eq!(response.status().as_u16(), status, "status for {code}");
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["code"], code, "{body}");
-}
-
 fn session(welcome: &Value) -> &str {
     welcome["session"].as_str().unwrap()
 }
