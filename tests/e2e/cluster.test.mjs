@@ -9,7 +9,6 @@ import { after, before, describe, test } from 'node:test';
 import {
   enterName,
   eventually,
-  join,
   launchBrowser,
   moveMouseTo,
   openPage,
@@ -32,25 +31,41 @@ function servedPerNode(cluster, transport) {
   return Promise.all(cluster.nodes.map(async (node) => (await readStats(node)).transports[transport].requests));
 }
 
-/** How many streams, sockets or requests read `room` on each node now (0 where it is not open). */
-function readersPerNode(cluster, room) {
+/**
+ * Whether each node has anyone reading `room` now: an open stream or
+ * socket, or a request in flight. (Not how many: a registered WebSocket
+ * counts more than once.)
+ */
+function readingPerNode(cluster, room) {
   return Promise.all(
-    cluster.nodes.map(async (node) => (await readStats(node)).rooms.find((r) => r.name === room)?.readers ?? 0),
+    cluster.nodes.map(async (node) => ((await readStats(node)).rooms.find((r) => r.name === room)?.readers ?? 0) > 0),
   );
+}
+
+/**
+ * Opens the page and waits until it has fetched everything it fetches
+ * before joining, the favicon included, which Chromium asks for only after
+ * the load event.
+ */
+async function openLoaded(browser, url, query) {
+  const page = await openPage(browser, url, query);
+  await page.waitForLoadState('networkidle');
+  return page;
 }
 
 /**
  * Makes nginx's round robin send the request after next to `target`.
  *
  * With one worker and equal weights, nginx sends each request to the node
- * after the one that served the request before it. A page on sse or ws that
- * joins makes exactly two requests, POST /register and then its stream, and
- * the page already joined makes none meanwhile (it reads over its open
- * stream and has nothing to send). So once a GET /join through nginx is
- * answered by `target`, the next page's /register goes to the other node and
- * its stream to `target`. Without this the two streams would land on one
- * node or on two depending on how many files a page load fetches, and a
- * line could reach the other page without ever crossing Redis.
+ * after the one that served the request before it. A loaded page on sse or
+ * ws that joins makes exactly two requests, POST /register and then its
+ * stream, and the page already joined makes none meanwhile (it reads over
+ * its open stream and has nothing to send). So once a GET /join through
+ * nginx is answered by `target`, the next page's /register goes to the
+ * other node and its stream to `target`. Without this the two streams would
+ * land on one node or on two depending on how many files a page load
+ * fetches, and a line could reach the other page without ever crossing
+ * Redis.
  */
 async function aimStreamAt(cluster, target) {
   for (let probe = 0; probe < cluster.nodes.length; probe += 1) {
@@ -82,26 +97,28 @@ describe('two nodes on one Redis behind nginx round-robin, nothing sticky', () =
       const bob = `bob-${transport}-${id}`;
       const servedBefore = await servedPerNode(cluster, transport);
 
-      const annPage = await join(browser, cluster.url, { name: ann, transport, query: { room } });
-      let bobPage;
+      const annPage = await openLoaded(browser, cluster.url, { transport, room });
+      await enterName(annPage, ann);
+      const bobPage = await openLoaded(browser, cluster.url, { transport, room });
+      // On sse and ws, where each page's stream is: [Ann's node, Bob's node].
+      let streams = null;
       if (STREAMS.has(transport)) {
         // Ann's stream is on one node; Bob's goes to the other, so every
         // line and move between them crosses Redis, and Bob's session,
         // registered on Ann's node, is used on the other one.
-        const annReaders = await eventually(async () => {
-          const readers = await readersPerNode(cluster, room);
-          return readers.reduce((a, b) => a + b) === 1 && readers;
+        const annReading = await eventually(async () => {
+          const reading = await readingPerNode(cluster, room);
+          return reading.filter(Boolean).length === 1 && reading;
         }, `one node holds ${ann}'s ${transport} stream`);
-        const other = cluster.nodes[annReaders.indexOf(0)];
-        bobPage = await openPage(browser, cluster.url, { transport, room });
-        await aimStreamAt(cluster, other);
+        streams = [annReading.indexOf(true), annReading.indexOf(false)].map((i) => cluster.nodes[i]);
+        await aimStreamAt(cluster, streams[1]);
         await enterName(bobPage, bob);
         await eventually(
-          async () => (await readersPerNode(cluster, room)).every((readers) => readers === 1),
+          async () => (await readingPerNode(cluster, room)).every(Boolean),
           `each node holds one of the two ${transport} streams`,
         );
       } else {
-        bobPage = await join(browser, cluster.url, { name: bob, transport, query: { room } });
+        await enterName(bobPage, bob);
       }
       await waitForText(annPage, '#transport', transport);
       await waitForText(bobPage, '#transport', transport);
@@ -145,18 +162,25 @@ describe('two nodes on one Redis behind nginx round-robin, nothing sticky', () =
       // refused. A session one node did not know would show here as 401 or
       // 404. 499 is nginx's note of a held request the closing page gave up.
       const inRoom = new RegExp(`[?&]room=${room}(&|$)`);
-      const reads = await eventually(async () => {
-        const logged = (await cluster.proxy.requests()).filter((r) => inRoom.test(r.uri));
+      const logged = await eventually(async () => {
+        const ofRoom = (await cluster.proxy.requests()).filter((r) => inRoom.test(r.uri));
         // Streams are logged when they close.
-        return logged.filter((r) => r.uri.startsWith(`/${transport}?`)).length >= 2 && logged;
+        return ofRoom.filter((r) => r.uri.startsWith(`/${transport}?`)).length >= 2 && ofRoom;
       }, `nginx has logged both pages' ${transport} reads`);
-      const upstreams = new Set(reads.map((r) => r.upstream));
-      assert.deepEqual([...upstreams].sort(), cluster.nodes.map((n) => n.url.replace('http://', '')).sort(), JSON.stringify(reads));
-      const refused = reads.filter((r) => r.status >= 400 && r.status !== 499);
+      const upstreams = new Set(logged.map((r) => r.upstream));
+      assert.deepEqual([...upstreams].sort(), cluster.nodes.map((n) => n.url.replace('http://', '')).sort(), JSON.stringify(logged));
+      const refused = logged.filter((r) => r.status >= 400 && r.status !== 499);
       assert.deepEqual(refused, [], `requests refused through nginx (served before/after: ${servedBefore}/${servedAfter})`);
+      if (streams) {
+        // Each page registered on the node that does not hold its stream
+        // (Ann's /register and stream were consecutive, and Bob's were
+        // aimed): both sessions were used on a node that did not make them.
+        const registeredOn = logged.filter((r) => r.uri.startsWith('/register?')).map((r) => `http://${r.upstream}`);
+        assert.deepEqual(registeredOn, [streams[1].url, streams[0].url], 'Ann registered on Bob\'s stream node and Bob on Ann\'s');
+      }
       // A WebSocket page sends over its socket; the others POST /send.
       for (const path of transport === 'ws' ? ['/register'] : ['/register', '/send']) {
-        assert.ok(reads.some((r) => r.uri.startsWith(`${path}?`)), `nginx passed on ${path}: ${JSON.stringify(reads)}`);
+        assert.ok(logged.some((r) => r.uri.startsWith(`${path}?`)), `nginx passed on ${path}: ${JSON.stringify(logged)}`);
       }
     });
   }
