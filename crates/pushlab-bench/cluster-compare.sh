@@ -7,7 +7,7 @@
 # more against socket.io's polling with ip_hash, the sticky control. Writes
 # the section "Behind a round-robin proxy" of docs/benchmarks.md.
 #
-#   crates/pushlab-bench/cluster-compare.sh            about a minute and a half
+#   crates/pushlab-bench/cluster-compare.sh            about a minute after the build
 #   SUBSCRIBERS=50 RATE=50 crates/pushlab-bench/cluster-compare.sh
 #
 # Each run gets a fresh Redis (nothing kept on disk), two fresh nodes and a

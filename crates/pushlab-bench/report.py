@@ -169,7 +169,8 @@ def cluster_section():
     out.append("- *missing* counts, per subscriber, every message it never received, so a subscriber that "
                "never connected misses them all; *duplicated* counts second copies. *nginx's answers* are "
                "the statuses nginx logged for every request it passed on (101 for each WebSocket, 499 for a "
-               "request the client gave up on). *Why subscribers stopped* is each distinct reason, with the "
+               "request the client gave up on), the load generator's own included: its publisher's "
+               "WebSocket, and for pushlab one `GET /stats` for the log's head. *Why subscribers stopped* is each distinct reason, with the "
                "status and body the load generator got.")
     out.append("- socket.io's `polling` keeps each engine.io session (its `sid`) in the memory of the node "
                "that answered the handshake; the adapter shares broadcasts between nodes, not sessions. A "
@@ -190,7 +191,7 @@ def cluster_section():
                "this nginx on every transport.")
     out.append("")
     out.append("```console")
-    out.append("$ crates/pushlab-bench/cluster-compare.sh   # about a minute and a half; writes this section")
+    out.append("$ crates/pushlab-bench/cluster-compare.sh   # about a minute after the build; writes this section")
     for name, *_ in CLUSTER_RUNS:
         out.append("$ " + cmd(name).replace("target/release/", "") + "   # " + name)
     out.append("```")
