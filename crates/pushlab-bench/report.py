@@ -723,10 +723,9 @@ if crit.exists():
         w("```")
         w("")
 
-# cluster-compare.sh's section, from its own run, stays as it was.
-kept = kept_block(ROOT / "docs" / "benchmarks.md", "cluster")
-if kept:
-    lines += kept + [""]
+# cluster-compare.sh's section, from its own run, stays as it was, after
+# the sections above (each ends with a blank line).
+lines += kept_block(ROOT / "docs" / "benchmarks.md", "cluster")
 (ROOT / "docs" / "benchmarks.md").write_text("\n".join(lines) + "\n")
 
 
