@@ -1,8 +1,8 @@
 //! What a lecturer's page needs besides the four transports: each client's
 //! exact traffic (`GET /traffic`), the server's clock (`GET /time`), the URL
 //! students should open (`GET /join`) and a QR code of it (`GET /qr.svg`);
-//! and `GET /lecture.md`; and the middleware that charges every request's bytes to the client it
-//! names (see [`crate::traffic`]).
+//! and `GET /lecture.md`; and the middleware that charges every request's
+//! bytes to the node and to the client it names (see [`crate::traffic`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -30,19 +30,26 @@ struct ClientQuery {
     client: Option<String>,
 }
 
-/// Whom a request to `path` with `query` is charged to: the client it
-/// names with a valid `client=`, on the channel its path is. `GET /traffic`
-/// names the client it asks about, so it is charged to no one.
-pub fn charge_for(clients: &Clients, path: &str, query: &str) -> Option<Charge> {
-    if path == "/traffic" {
-        return None;
+/// Whom a request to `path` with `query` is charged to, on the channel its
+/// path is: the node, and the client it names with a valid `client=`.
+/// `GET /traffic` names the client it asks about, so it is charged to the
+/// node alone.
+pub fn charge_for(clients: &Clients, path: &str, query: &str) -> Charge {
+    let channel = Channel::of_path(path);
+    let named = (path != "/traffic").then(|| client_named(query)).flatten();
+    match named {
+        Some(client) => clients.charge(&client, channel),
+        None => clients.charge_node(channel),
     }
+}
+
+/// The client a query names with a valid `client=`, if any.
+fn client_named(query: &str) -> Option<ClientId> {
     let raw = web::Query::<ClientQuery>::from_query(query)
         .ok()?
         .into_inner()
         .client?;
-    let client = ClientId::parse(&raw)?;
-    Some(clients.charge(&client, Channel::of_path(path)))
+    ClientId::parse(&raw)
 }
 
 /// Tells the connection's meter which client a routed request is for, and
@@ -55,7 +62,7 @@ pub async fn charge(
     if let Some(meter) = &meter {
         let charge = req
             .app_data::<web::Data<AppState>>()
-            .and_then(|state| charge_for(&state.clients, req.path(), req.query_string()));
+            .map(|state| charge_for(&state.clients, req.path(), req.query_string()));
         meter.begin(charge);
     }
     let response = next.call(req).await?.map_into_boxed_body();
@@ -73,7 +80,7 @@ pub async fn charge(
 /// Tells the meter of an upgraded connection which client it serves.
 pub fn charge_upgrade(state: &AppState, req: &actix_http::Request, meter: &ConnectionMeter) {
     let query = req.uri().query().unwrap_or("");
-    meter.begin(charge_for(&state.clients, req.path(), query));
+    meter.begin(Some(charge_for(&state.clients, req.path(), query)));
 }
 
 /// Ends the request on the meter when the response body is dropped: by

@@ -16,6 +16,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytestring::ByteString;
 use futures_util::future::BoxFuture;
 
 use crate::error::ApiError;
@@ -92,7 +93,25 @@ pub trait Directory: Send + Sync + 'static {
     /// Ends every session whose lease has run out, writing each one's
     /// `leave`, and says how many it ended and how many are still online.
     fn reap(&self) -> BoxFuture<'static, Result<Reaped, LogError>>;
+
+    /// Passes a WebRTC signal's `frame` to the user `to` on whichever node
+    /// holds its signal socket; `unknown_target` if `to` is not online in
+    /// the room on any node. Whether a socket took it is not known here.
+    fn relay_signal(
+        &self,
+        to: &Name,
+        frame: ByteString,
+    ) -> BoxFuture<'static, Result<(), ApiError>>;
+
+    /// Hands the signals other nodes relay to this room's users to
+    /// `deliver`, on this node, for as long as `deliver` lives: the
+    /// directory keeps only a weak reference.
+    fn deliver_signals(&self, deliver: &Arc<SignalSink>);
 }
+
+/// Delivers a signal's frame, relayed from another node, to the user it
+/// names on this node.
+pub type SignalSink = dyn Fn(&Name, ByteString) + Send + Sync;
 
 /// What a [`Directory::reap`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

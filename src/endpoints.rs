@@ -17,6 +17,8 @@ pub enum Endpoint {
     Healthz,
     /// `GET /stats`
     Stats,
+    /// `GET /metrics`: the node's counters in Prometheus text.
+    Metrics,
     /// `GET /rooms`
     Rooms,
     /// `GET /config`: ICE servers and signal bounds for the page.
@@ -51,9 +53,10 @@ pub enum Endpoint {
 
 impl Endpoint {
     /// Every endpoint, in the order the router tries them.
-    pub const ALL: [Endpoint; 17] = [
+    pub const ALL: [Endpoint; 18] = [
         Endpoint::Healthz,
         Endpoint::Stats,
+        Endpoint::Metrics,
         Endpoint::Rooms,
         Endpoint::Config,
         Endpoint::Register,
@@ -76,6 +79,7 @@ impl Endpoint {
         match self {
             Endpoint::Healthz => "/healthz",
             Endpoint::Stats => "/stats",
+            Endpoint::Metrics => "/metrics",
             Endpoint::Rooms => "/rooms",
             Endpoint::Config => "/config",
             Endpoint::Register => "/register",

@@ -12,9 +12,11 @@
 //!     (append, read since a cursor, wait for newer) and the one
 //!     [`log::Reader`] every transport reads through.
 //!   - [`journal`]: the durable journal behind `--data-dir`.
-//!   - [`redis_store`]: every room's log in Redis behind `--redis`, shared
-//!     by several nodes, mirrored into each.
+//!   - [`redis_store`]: every room's log and sessions in Redis behind
+//!     `--redis`, shared by several nodes, each log mirrored into each node.
 //!   - [`presence`]: sessions, names, cursors, rate limits, idle expiry.
+//!   - [`directory`]: the contract for sessions shared across nodes: names
+//!     unique everywhere, leases, and a `leave` written once.
 //!   - [`protocol`]: client and server messages, and input validation.
 //!   - [`signals`]: the signal hub that passes WebRTC offers, answers and
 //!     ICE candidates between two sessions of a room, outside the log.
@@ -37,7 +39,8 @@
 //!   - [`send_timeout`]: every accepted socket, cut when its client stops
 //!     taking what the server writes.
 //!   - [`traffic`]: every byte each connection reads and writes, charged to
-//!     the client (`client=ID`) and channel of the request it served.
+//!     the node and the client (`client=ID`), on the channel of the request
+//!     it served.
 //!   - [`delay`]: `--delay-ms`, the simulated network delay, as a relay
 //!     under every connection.
 //!   - [`endpoints`]: the table of paths and methods, shared by the router
@@ -48,6 +51,8 @@
 //!   - [`routes`]: the router built from the table, and the app.
 //!   - [`api`]: `/register`, `/send`, `/stats`, `/config`, `/healthz`, and the shared
 //!     query and body shapes.
+//!   - [`metrics`]: `/metrics`, the node's counters (transports, traffic,
+//!     rooms, Redis) in Prometheus text, read when scraped.
 //!   - [`classroom`]: `/traffic`, `/time`, `/join`, `/qr.svg`, and the
 //!     middleware that charges each request to its client.
 //!   - [`assets`]: the browser client in `web/`, embedded in the binary.
@@ -85,6 +90,7 @@ pub mod journal;
 pub mod limits;
 pub mod log;
 pub mod log_throttle;
+pub mod metrics;
 pub mod middleware;
 pub mod names;
 pub mod open_files;
@@ -185,8 +191,13 @@ impl Server {
 /// `config.redis`, every room's log is in that Redis.
 pub fn serve(listener: TcpListener, config: Config) -> std::io::Result<Server> {
     let history = config.history as usize;
+    let mut redis = None;
     let store: Box<dyn rooms::LogStore> = match (&config.redis, &config.data_dir) {
-        (Some(url), _) => Box::new(redis_store::RedisStore::connect(url, history)?),
+        (Some(url), _) => {
+            let store = redis_store::RedisStore::connect(url, history)?;
+            redis = Some(store.stats());
+            Box::new(store)
+        }
         (None, Some(dir)) => Box::new(rooms::JournalStore {
             dir: dir.clone(),
             history,
@@ -194,7 +205,7 @@ pub fn serve(listener: TcpListener, config: Config) -> std::io::Result<Server> {
         }),
         (None, None) => Box::new(rooms::MemoryStore { history }),
     };
-    serve_with_store(listener, config, store)
+    serve_on(listener, config, store, redis)
 }
 
 /// Serves pushlab on `listener`, keeping each room's log in `store`.
@@ -203,8 +214,19 @@ pub fn serve(listener: TcpListener, config: Config) -> std::io::Result<Server> {
 /// `config.max_connections` if it still does not fit (see [`open_files`]).
 pub fn serve_with_store(
     listener: TcpListener,
+    config: Config,
+    store: Box<dyn rooms::LogStore>,
+) -> std::io::Result<Server> {
+    serve_on(listener, config, store, None)
+}
+
+/// [`serve_with_store`], with the Redis store's counters when `store` is
+/// one, for `/metrics`.
+fn serve_on(
+    listener: TcpListener,
     mut config: Config,
     store: Box<dyn rooms::LogStore>,
+    redis: Option<Arc<redis_store::RedisStats>>,
 ) -> std::io::Result<Server> {
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
@@ -253,6 +275,7 @@ pub fn serve_with_store(
         shutdown,
         clients: Default::default(),
         addr,
+        redis,
     });
     let app_state = state.clone();
     let mut server = actix_server::Server::build()

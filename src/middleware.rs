@@ -159,9 +159,9 @@ pub fn check_origin(headers: &HeaderMap, config: &Config) -> Result<(), ApiError
 }
 
 /// Wraps every routed request: the `Host` check, then a listed origin's
-/// preflight is answered here, and everything else but `/healthz` takes a
-/// place under the connection limits (held until its response body is done)
-/// and gets its CORS grant.
+/// preflight is answered here, and everything else but `/healthz` and
+/// `/metrics` takes a place under the connection limits (held until its
+/// response body is done) and gets its CORS grant.
 pub async fn admission(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -181,8 +181,11 @@ pub async fn admission(
     }
     let ip = client_ip(req.peer_addr(), req.headers(), &state.config);
     req.extensions_mut().insert(ClientIp(ip));
-    // Health checks must be answered even when the server is full.
-    let counted = req.path() != Endpoint::Healthz.pattern();
+    // Health checks and scrapes must be answered even when the server is
+    // full: that is when they matter most.
+    let counted = ![Endpoint::Healthz, Endpoint::Metrics]
+        .iter()
+        .any(|endpoint| req.path() == endpoint.pattern());
     let permit = if counted {
         match state.limit.admit(ip) {
             Ok(permit) => Some(permit),

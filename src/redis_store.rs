@@ -2,9 +2,11 @@
 //! pushlab nodes that name the same Redis serve the same logs, and a client
 //! may send each request to any of them.
 //!
-//! It owns the keys of each room's log and the task that mirrors it into
-//! this process. It knows nothing of HTTP, presence or the transports: it is
-//! an [`EventLog`] like [`MemoryLog`] and the journal.
+//! It owns the keys of each room's log and sessions, the task that mirrors
+//! each log into this process, and the one that takes the WebRTC signals
+//! other nodes relay. It knows nothing of HTTP or the transports: it is an
+//! [`EventLog`] like [`MemoryLog`] and the journal, and a [`Directory`] of
+//! each room's sessions.
 //!
 //! # What lives in Redis
 //!
@@ -17,6 +19,24 @@
 //! | `pushlab:room:{NAME}:seq` | string | the last seq handed out |
 //! | `pushlab:room:{NAME}:stream` | stream | the events: id `<seq>-0`, field `e` = the event's JSON, trimmed with `MAXLEN ~ --history` |
 //! | `pushlab:room:{NAME}:messages` | list | the last [`RECENT_MESSAGES`] chat messages, newest first |
+//! | `pushlab:room:{NAME}:names` | hash | lower-cased name → session |
+//! | `pushlab:room:{NAME}:sessions` | hash | session → name |
+//! | `pushlab:room:{NAME}:leases` | sorted set | session, scored by the end of its lease (ms, Redis's clock) |
+//! | `pushlab:room:{NAME}:buckets` | hash | session → its rate limit's `tokens since` |
+//!
+//! and `pushlab:session-rooms` (hash: session → room) for every room. Each
+//! reap extends a room's keys to [`ROOM_KEPT_FOR`].
+//!
+//! # Sessions
+//!
+//! Every step of a session is one script, atomic in Redis: [`JOIN`] claims
+//! the name and appends the `join`; [`APPEND`] checks the session's lease
+//! and its rate limit and renews the lease; [`RENEW`] extends the leases of
+//! the sessions a node uses; [`LEAVE`] and [`REAP`] remove a lease and
+//! append the `leave` only if they removed it, so a session leaves once
+//! whichever nodes end or reap it; [`LOOKUP`] finds a session for a node
+//! that has not seen it. [`SIGNAL`] publishes a WebRTC signal to every node
+//! on [`SIGNALS`] if its target is online.
 //!
 //! # Appends
 //!
@@ -58,21 +78,24 @@
 //! on a small runtime of the store's own, so a room can be opened (which
 //! waits for its snapshot) from any thread, as a journal is opened from disk.
 
+use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::SyncSender;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use bytestring::ByteString;
+
 use futures_util::future::BoxFuture;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::streams::StreamReadReply;
 use redis::{AsyncConnectionConfig, Client, Script};
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use crate::directory::{Directory, Joined, Lookup, Reaped};
+use crate::directory::{Directory, Joined, Lookup, Reaped, SignalSink};
 use crate::error::ApiError;
 use crate::log::{
     now_millis, Batch, Epoch, Event, EventBody, EventLog, LogError, MemoryLog, Seq, MAX_BATCH,
@@ -314,6 +337,20 @@ return {0, ''}
 "#
 );
 
+/// Relays a WebRTC signal to every node, if its target is online in the
+/// room. Arguments after the prelude's: 4 the target's lower-cased name, 5
+/// the channel, 6 the message. Returns how many nodes took it, or -1 if the
+/// target is not online.
+pub const SIGNAL: &str = concat!(
+    prelude!(),
+    r#"
+if redis.call('HEXISTS', KEYS[5], ARGV[4]) == 0 then
+  return -1
+end
+return redis.call('PUBLISH', ARGV[5], ARGV[6])
+"#
+);
+
 /// Reads a room's log as it stands, making its epoch if it has none. Keys:
 /// epoch, seq, stream, messages. Arguments: a new epoch, the epoch and head
 /// the node last saw, how many events to return. If the seq has gone back
@@ -335,6 +372,13 @@ end
 return {epoch, seq, events, redis.call('LRANGE', KEYS[4], 0, -1)}
 "#;
 
+/// The upper bounds of the round-trip histogram's buckets, in
+/// microseconds: 100 µs to 2.5 s, past [`REDIS_TIMEOUT`].
+pub const RTT_BUCKETS_MICROS: [u64; 14] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000,
+];
+
 /// Redis round trips and failures, for `/metrics`.
 #[derive(Debug, Default)]
 pub struct RedisStats {
@@ -344,13 +388,24 @@ pub struct RedisStats {
     pub errors: AtomicU64,
     /// Their round-trip times added up, in microseconds.
     pub rtt_micros: AtomicU64,
+    /// Round trips per bucket, not cumulative: `[i]` counts those longer
+    /// than `RTT_BUCKETS_MICROS[i - 1]` and at most `RTT_BUCKETS_MICROS[i]`;
+    /// the last, those longer than every bound.
+    pub rtt_buckets: [AtomicU64; RTT_BUCKETS_MICROS.len() + 1],
 }
 
 impl RedisStats {
     fn record(&self, started: Instant, ok: bool) {
+        self.observe(started.elapsed(), ok);
+    }
+
+    /// Counts one call that took `rtt` and failed unless `ok`.
+    pub fn observe(&self, rtt: Duration, ok: bool) {
         self.calls.fetch_add(1, Ordering::Relaxed);
-        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let micros = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX);
         self.rtt_micros.fetch_add(micros, Ordering::Relaxed);
+        let bucket = RTT_BUCKETS_MICROS.partition_point(|&bound| bound < micros);
+        self.rtt_buckets[bucket].fetch_add(1, Ordering::Relaxed);
         if !ok {
             self.errors.fetch_add(1, Ordering::Relaxed);
         }
@@ -376,7 +431,12 @@ struct StoreShared {
     history: usize,
     scripts: Scripts,
     stats: Arc<RedisStats>,
+    /// Where each open room takes the WebRTC signals other nodes relay.
+    signal_sinks: SignalSinks,
 }
+
+/// Room → where this node delivers the signals relayed to its users.
+type SignalSinks = Arc<Mutex<HashMap<RoomName, Weak<SignalSink>>>>;
 
 impl RedisStore {
     /// Connects to the Redis at `url` (`redis://HOST:PORT/DB`). Fails if it
@@ -409,6 +469,8 @@ impl RedisStore {
             },
             OPEN_TIMEOUT,
         )??;
+        let signal_sinks = SignalSinks::default();
+        runtime.spawn(follow_signals(client.clone(), signal_sinks.clone()));
         Ok(RedisStore {
             shared: Arc::new(StoreShared {
                 client,
@@ -417,6 +479,7 @@ impl RedisStore {
                 history: history.max(1),
                 scripts: Scripts::load(),
                 stats: Arc::default(),
+                signal_sinks,
             }),
             runtime: Some(runtime),
         })
@@ -457,6 +520,64 @@ impl LogStore for RedisStore {
     }
 }
 
+/// The channel every node's WebRTC signals go through, each message
+/// `ROOM\nTO\nFRAME`: room and user names have no line breaks, and the frame
+/// is compact JSON.
+pub const SIGNALS: &str = "pushlab:signals";
+
+/// Follows [`SIGNALS`] on a connection of its own and hands each signal to
+/// the room it is for, if this node has that room open; reconnects after a
+/// failure, until the store's runtime stops. A signal relayed while this
+/// node is not subscribed is lost, as a WebRTC signal on a broken socket is:
+/// the peers' negotiation times out and the page tries again.
+async fn follow_signals(client: Client, sinks: SignalSinks) {
+    use futures_util::StreamExt as _;
+    loop {
+        match client.get_async_pubsub().await {
+            Ok(mut pubsub) => match pubsub.subscribe(SIGNALS).await {
+                Ok(()) => {
+                    let mut messages = pubsub.into_on_message();
+                    while let Some(message) = messages.next().await {
+                        match message.get_payload::<String>() {
+                            Ok(payload) => dispatch_signal(&sinks, &payload),
+                            Err(err) => tracing::warn!(%err, "a relayed signal is not text"),
+                        }
+                    }
+                    tracing::warn!("lost the signal channel in Redis; reconnecting");
+                }
+                Err(err) => tracing::warn!(%err, "cannot subscribe to signals in Redis"),
+            },
+            Err(err) => tracing::warn!(%err, "cannot connect to Redis for signals"),
+        }
+        tokio::time::sleep(RETRY).await;
+    }
+}
+
+/// Delivers one relayed signal on this node, to its room's sink.
+fn dispatch_signal(sinks: &SignalSinks, payload: &str) {
+    let mut parts = payload.splitn(3, '\n');
+    let (Some(room), Some(to), Some(frame)) = (parts.next(), parts.next(), parts.next()) else {
+        tracing::warn!("a relayed signal is malformed");
+        return;
+    };
+    let (Ok(room), Ok(to)) = (RoomName::parse(room), Name::parse(to)) else {
+        tracing::warn!("a relayed signal names no valid room or user");
+        return;
+    };
+    let sink = {
+        let mut sinks = sinks.lock();
+        let sink = sinks.get(&room).and_then(Weak::upgrade);
+        if sink.is_none() {
+            // A room closed on this node: forget it.
+            sinks.remove(&room);
+        }
+        sink
+    };
+    if let Some(deliver) = sink {
+        deliver(&to, ByteString::from(frame.to_owned()));
+    }
+}
+
 fn unreachable_redis(err: &redis::RedisError) -> io::Error {
     io::Error::new(
         io::ErrorKind::NotConnected,
@@ -488,6 +609,7 @@ struct Scripts {
     reap: Script,
     renew: Script,
     lookup: Script,
+    signal: Script,
     snapshot: Script,
 }
 
@@ -500,6 +622,7 @@ impl Scripts {
             reap: Script::new(REAP),
             renew: Script::new(RENEW),
             lookup: Script::new(LOOKUP),
+            signal: Script::new(SIGNAL),
             snapshot: Script::new(SNAPSHOT),
         }
     }
@@ -1084,6 +1207,35 @@ impl Directory for RedisDirectory {
             }
             Ok(Reaped { ended, online })
         })
+    }
+
+    fn relay_signal(
+        &self,
+        to: &Name,
+        frame: ByteString,
+    ) -> BoxFuture<'static, Result<(), ApiError>> {
+        let mirror = self.mirror.clone();
+        let args = [
+            to.key(),
+            SIGNALS.to_owned(),
+            format!("{}\n{to}\n{frame}", mirror.keys.room),
+        ];
+        let to = to.clone();
+        on_store(&self.mirror.store, async move {
+            let nodes: i64 = mirror.call(&mirror.store.scripts.signal, &args).await?;
+            if nodes < 0 {
+                return Err(ApiError::UnknownTarget(to.to_string()));
+            }
+            Ok(())
+        })
+    }
+
+    fn deliver_signals(&self, deliver: &Arc<SignalSink>) {
+        self.mirror
+            .store
+            .signal_sinks
+            .lock()
+            .insert(self.mirror.keys.room.clone(), Arc::downgrade(deliver));
     }
 }
 

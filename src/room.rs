@@ -14,14 +14,14 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use crate::directory::{Directory, Lookup};
+use crate::directory::{Directory, Lookup, SignalSink};
 use crate::error::ApiError;
 use crate::log::{Event, EventBody, EventLog, Seq};
 use crate::names::{Name, RoomName};
 pub use crate::presence::Attachment;
 use crate::presence::{Presence, SessionId, SessionLimits};
 use crate::protocol::{ClientMessage, UserView, Welcome};
-use crate::signals::{Inbox, Signal, SignalHub};
+use crate::signals::{self, Inbox, Signal, SignalHub};
 
 /// The most users a welcome lists; `online` says how many there are in all,
 /// and the rest show up as they move or speak.
@@ -54,6 +54,9 @@ struct Shared {
     online: AtomicUsize,
     /// When this node last renewed the leases of the sessions it holds.
     renewed: Mutex<Instant>,
+    /// Delivers the signals other nodes relay to this room's users here;
+    /// the directory holds it weakly, so it goes with the room.
+    _signal_sink: Arc<SignalSink>,
 }
 
 /// How many of the newest events a welcome looks through for the cursors of
@@ -107,11 +110,24 @@ impl Room {
     /// node that serves it, each a lease of `lease` renewed while it is in
     /// use.
     pub fn sharing(mut self, directory: Arc<dyn Directory>, lease: Duration) -> Self {
+        let (presence, signals) = (self.presence.clone(), self.signals.clone());
+        let sink: Arc<SignalSink> = Arc::new(move |to: &Name, frame| {
+            let delivered = presence
+                .live_session(to)
+                .ok_or_else(|| ApiError::UnknownTarget(to.to_string()))
+                .and_then(|session| signals.deliver(session, to, frame));
+            if let Err(err) = delivered {
+                // Most often the target listens on another node.
+                tracing::trace!(%err, "a relayed signal is not for this node");
+            }
+        });
+        directory.deliver_signals(&sink);
         self.shared = Some(Arc::new(Shared {
             directory,
             lease,
             online: AtomicUsize::new(0),
             renewed: Mutex::new(Instant::now()),
+            _signal_sink: sink,
         }));
         self
     }
@@ -190,19 +206,36 @@ impl Room {
     }
 
     /// Passes `signal` from `from` to the live session of this room that
-    /// it names. Nothing goes into the log.
-    pub fn signal(&self, from: SessionId, signal: &Signal) -> Result<(), ApiError> {
+    /// it names. Nothing goes into the log. When the room is shared and the
+    /// target takes no signals on this node, the signal goes through the
+    /// directory to whichever node it takes them on.
+    pub async fn signal(&self, from: SessionId, signal: &Signal) -> Result<(), ApiError> {
         let from_name = self.presence.touch(from)?;
         if from_name.key() == signal.to.key() {
             return Err(ApiError::BadRequest(
                 "a signal goes to another session, not to its sender".into(),
             ));
         }
-        let to = self
+        let here = self
             .presence
             .live_session(&signal.to)
-            .ok_or_else(|| ApiError::UnknownTarget(signal.to.to_string()))?;
-        self.signals.relay(from, &from_name, to, signal)
+            .filter(|to| self.signals.is_listening(*to));
+        match (&self.shared, here) {
+            (Some(shared), None) => {
+                self.signals.charge(from)?;
+                shared
+                    .directory
+                    .relay_signal(&signal.to, signals::frame(&from_name, signal))
+                    .await
+            }
+            _ => {
+                let to = self
+                    .presence
+                    .live_session(&signal.to)
+                    .ok_or_else(|| ApiError::UnknownTarget(signal.to.to_string()))?;
+                self.signals.relay(from, &from_name, to, signal)
+            }
+        }
     }
 
     /// Counts a request as the session's activity; refuses an unknown or

@@ -9,7 +9,7 @@ use crate::endpoints::Endpoint;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::transport::{longpoll, poll, sse};
-use crate::{api, assets, body_timeout, classroom, endpoints, middleware};
+use crate::{api, assets, body_timeout, classroom, endpoints, metrics, middleware};
 
 /// Every endpoint of the table, with its 405 for other methods; anything
 /// else is a 404. Both as JSON.
@@ -60,6 +60,7 @@ fn route(endpoint: Endpoint) -> actix_web::Route {
     match endpoint {
         Endpoint::Healthz => route.to(api::healthz),
         Endpoint::Stats => route.to(api::stats),
+        Endpoint::Metrics => route.to(metrics::metrics),
         Endpoint::Rooms => route.to(api::rooms),
         Endpoint::Config => route.to(api::client_config),
         Endpoint::Register => route.to(api::register),

@@ -6,8 +6,10 @@
 //! one other live session of the same room, over the sockets that asked to
 //! take signals, and nowhere else: it is never written to the log, never
 //! replayed, and a socket that opens later never sees it. Each room has one
-//! hub; it knows which of its sessions listen and keeps, per session, a rate
-//! limit and, per socket, a bounded queue. It knows nothing of HTTP or of
+//! hub per node; it knows which of its sessions listen here and keeps, per
+//! session, a rate limit and, per socket, a bounded queue. A signal for a
+//! session that listens on another node goes through the room's
+//! [`crate::directory::Directory`]. The hub knows nothing of HTTP or of
 //! sockets: a socket holds an [`Inbox`] and forwards what arrives in it.
 
 use std::collections::HashMap;
@@ -197,6 +199,13 @@ impl SignalHub {
         to: SessionId,
         signal: &Signal,
     ) -> Result<(), ApiError> {
+        self.charge(from)?;
+        self.deliver(to, &signal.to, frame(from_name, signal))
+    }
+
+    /// Takes one signal from `from`'s rate limit; refuses a sender whose
+    /// socket does not take signals, which could never get an answer.
+    pub fn charge(&self, from: SessionId) -> Result<(), ApiError> {
         let mut listeners = self.shared.lock();
         let Some(sender) = listeners.get_mut(&from) else {
             return Err(ApiError::BadRequest(
@@ -213,18 +222,15 @@ impl SignalHub {
             }
             sender.tokens -= 1.0;
         }
+        Ok(())
+    }
+
+    /// Puts a signal's `frame` in every inbox of `to` (named `name`).
+    pub fn deliver(&self, to: SessionId, name: &Name, frame: ByteString) -> Result<(), ApiError> {
+        let listeners = self.shared.lock();
         let Some(target) = listeners.get(&to) else {
-            return Err(ApiError::TargetNotListening(signal.to.to_string()));
+            return Err(ApiError::TargetNotListening(name.to_string()));
         };
-        let frame = serde_json::to_string(&Delivered {
-            kind_of_message: "signal",
-            from: from_name,
-            kind: signal.kind,
-            data: &signal.data.0,
-        })
-        // A name, a kind and JSON that already parsed: it always serialises.
-        .expect("a signal always serialises");
-        let frame = ByteString::from(frame);
         let mut delivered = false;
         for (_, inbox) in &target.inboxes {
             delivered |= inbox.try_send(frame.clone()).is_ok();
@@ -232,9 +238,22 @@ impl SignalHub {
         if delivered {
             Ok(())
         } else {
-            Err(ApiError::TargetBusy(signal.to.to_string()))
+            Err(ApiError::TargetBusy(name.to_string()))
         }
     }
+}
+
+/// `signal` from `from_name` as its target receives it.
+pub fn frame(from_name: &Name, signal: &Signal) -> ByteString {
+    let frame = serde_json::to_string(&Delivered {
+        kind_of_message: "signal",
+        from: from_name,
+        kind: signal.kind,
+        data: &signal.data.0,
+    })
+    // A name, a kind and JSON that already parsed: it always serialises.
+    .expect("a signal always serialises");
+    ByteString::from(frame)
 }
 
 #[cfg(test)]

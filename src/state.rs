@@ -35,6 +35,8 @@ pub struct AppState {
     pub clients: Arc<Clients>,
     /// The address the server is bound to, for the join URL.
     pub addr: std::net::SocketAddr,
+    /// Redis round trips and failures, with `--redis`; `None` without.
+    pub redis: Option<Arc<crate::redis_store::RedisStats>>,
 }
 
 impl AppState {

@@ -1,7 +1,9 @@
 //! What crosses the wire, counted exactly: every byte the server reads from
 //! and writes to each connection, request and response heads included,
 //! charged to the client that asked (the `client=ID` a page puts on its
-//! requests) and to the kind of request, and served at `GET /traffic`.
+//! requests) and to the kind of request, and served at `GET /traffic`; and
+//! the same for the whole node, every request whether it names a client or
+//! not, served at `GET /metrics`.
 //!
 //! [`Wire`] wraps every accepted socket, under the send timeout, and counts
 //! into that connection's [`ConnectionMeter`]. Each request tells the meter
@@ -175,11 +177,13 @@ impl Tally {
     }
 }
 
-/// Every client's tally, bounded by [`MAX_CLIENTS`].
+/// Every client's tally, bounded by [`MAX_CLIENTS`], and the node's.
 #[derive(Debug)]
 pub struct Clients {
     started: Instant,
     table: Mutex<HashMap<ClientId, Arc<Tally>>>,
+    /// Every request the node served, whether it named a client or not.
+    node: Arc<Tally>,
 }
 
 impl Default for Clients {
@@ -187,6 +191,7 @@ impl Default for Clients {
         Clients {
             started: Instant::now(),
             table: Mutex::new(HashMap::new()),
+            node: Arc::default(),
         }
     }
 }
@@ -219,7 +224,26 @@ impl Clients {
             }
         };
         tally.last_used.store(now, Ordering::Relaxed);
-        Charge { tally, channel }
+        Charge {
+            client: Some(tally),
+            node: self.node.clone(),
+            channel,
+        }
+    }
+
+    /// Whom to charge for a request on `channel` that names no client: the
+    /// node alone.
+    pub fn charge_node(&self, channel: Channel) -> Charge {
+        Charge {
+            client: None,
+            node: self.node.clone(),
+            channel,
+        }
+    }
+
+    /// What every request the node served has cost, per channel.
+    pub fn node_view(&self) -> TallyView {
+        self.node.view()
     }
 
     /// A client's tally so far; all zeros for one never seen (or forgotten).
@@ -242,31 +266,43 @@ impl Clients {
     }
 }
 
-/// Whom a request's bytes are charged to: one client's tally, one channel.
+/// Whom a request's bytes are charged to, on one channel: the node's
+/// tally, and the client's if the request names one.
 #[derive(Debug, Clone)]
 pub struct Charge {
-    tally: Arc<Tally>,
+    client: Option<Arc<Tally>>,
+    node: Arc<Tally>,
     channel: Channel,
 }
 
 impl Charge {
+    /// Every tally charged: the node's, then the client's.
+    fn counters(&self) -> impl Iterator<Item = &ChannelCounters> {
+        std::iter::once(&self.node)
+            .chain(&self.client)
+            .map(|tally| tally.counters(self.channel))
+    }
+
     fn add_in(&self, bytes: u64) {
         if bytes > 0 {
-            let c = self.tally.counters(self.channel);
-            c.bytes_in.fetch_add(bytes, Ordering::Relaxed);
+            for c in self.counters() {
+                c.bytes_in.fetch_add(bytes, Ordering::Relaxed);
+            }
         }
     }
 
     fn add_out(&self, bytes: u64) {
         if bytes > 0 {
-            let c = self.tally.counters(self.channel);
-            c.bytes_out.fetch_add(bytes, Ordering::Relaxed);
+            for c in self.counters() {
+                c.bytes_out.fetch_add(bytes, Ordering::Relaxed);
+            }
         }
     }
 
     fn add_request(&self) {
-        let c = self.tally.counters(self.channel);
-        c.requests.fetch_add(1, Ordering::Relaxed);
+        for c in self.counters() {
+            c.requests.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -496,6 +532,30 @@ mod tests {
         meter.wrote(3);
         let a = clients.view(&client("a")).sse;
         assert_eq!((a.requests, a.bytes_in, a.bytes_out), (1, 0, 0));
+    }
+
+    #[test]
+    fn the_node_is_charged_for_every_request_whether_it_names_a_client_or_not() {
+        // Arrange
+        let clients = Clients::default();
+        let meter = ConnectionMeter::default();
+
+        // Act: one request names a client, the next names none.
+        meter.read(40);
+        meter.begin(Some(clients.charge(&client("a"), Channel::Sse)));
+        meter.wrote(60);
+        meter.end();
+        meter.read(30);
+        meter.begin(Some(clients.charge_node(Channel::Sse)));
+        meter.wrote(20);
+        meter.end();
+
+        // Assert
+        let node = clients.node_view().sse;
+        assert_eq!((node.requests, node.bytes_in, node.bytes_out), (2, 70, 80));
+        let a = clients.view(&client("a")).sse;
+        assert_eq!((a.requests, a.bytes_in, a.bytes_out), (1, 40, 60));
+        assert_eq!(clients.len(), 1, "the node is no client");
     }
 
     #[test]

@@ -24,6 +24,10 @@ fuzz_target!(|data: &[u8]| {
             assert!((0.0..=1.0).contains(&x) && (0.0..=1.0).contains(&y));
         }
         Ok(ClientMessage::Leave) => {}
+        Ok(ClientMessage::Signal(signal)) => {
+            assert!(Name::parse(signal.to.as_str()).is_ok());
+            assert!(signal.data.get().len() <= pushlab::signals::MAX_SIGNAL_BYTES);
+        }
         Err(err) => {
             assert!(CODES.contains(&err.code()), "unexpected code {}", err.code());
             if err.code() == "bad_json" {

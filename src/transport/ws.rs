@@ -422,7 +422,7 @@ impl Socket {
             }
             (ClientMessage::Signal(signal), attached) => {
                 let relayed = match attached {
-                    Some(attached) => room.signal(attached.session(), &signal),
+                    Some(attached) => room.signal(attached.session(), &signal).await,
                     None => Err(ApiError::UnknownSession),
                 };
                 match relayed {

@@ -13,7 +13,7 @@ use crate::helpers::{spawn_app, spawn_app_with, TestApp};
 
 /// Sends `request` on a fresh connection and reads the whole answer (the
 /// request asks the server to close after it).
-async fn exchange(app: &TestApp, request: &str) -> Vec<u8> {
+pub async fn exchange(app: &TestApp, request: &str) -> Vec<u8> {
     let mut socket = TcpStream::connect(app.addr).await.unwrap();
     socket.write_all(request.as_bytes()).await.unwrap();
     let mut answer = Vec::new();

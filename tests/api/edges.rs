@@ -84,6 +84,7 @@ async fn generated_query_strings_never_get_a_5xx_or_an_empty_reply_on_any_endpoi
         ("GET", "/sse"),
         ("GET", "/ws"),
         ("GET", "/stats"),
+        ("GET", "/metrics"),
         ("GET", "/healthz"),
         ("POST", "/send"),
         ("POST", "/register"),

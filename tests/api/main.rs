@@ -10,6 +10,7 @@ mod hardening;
 mod helpers;
 mod journal_damage;
 mod longpoll;
+mod metrics;
 mod properties;
 mod redis;
 mod restart;

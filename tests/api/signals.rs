@@ -7,7 +7,9 @@ use pushlab_testkit::WsStream;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-use crate::helpers::{spawn_app, spawn_app_with, From, Reader, TestApp, ALL, PATIENCE};
+use crate::helpers::{
+    spawn_app, spawn_app_with, From, Reader, RedisServer, TestApp, ALL, PATIENCE,
+};
 
 /// A registered user with a WebSocket that takes signals (or not).
 struct Peer {
@@ -346,4 +348,36 @@ async fn config_tells_the_page_its_ice_servers() {
     );
     assert_eq!(config["signals"]["max_bytes"], 16 * 1024);
     assert_eq!(config["signals"]["per_second"], 20);
+}
+
+#[tokio::test]
+async fn peers_on_two_nodes_sharing_redis_signal_each_other() {
+    // Arrange: ann's socket on node A; bob's and cat's on node B.
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let a = spawn_app_with(|c| c.redis = Some(url.clone())).await;
+    let b = spawn_app_with(|c| c.redis = Some(url)).await;
+    let mut ann = Peer::join(&a, "ann", true).await;
+    let mut bob = Peer::join(&b, "bob", true).await;
+    let mut cat = Peer::join(&b, "cat", true).await;
+
+    // Act
+    ann.signal("BOB", "offer", json!({"sdp": "v=0"})).await;
+    let offer = bob.next_of("signal").await;
+    bob.signal("ann", "answer", json!("a")).await;
+    let answer = ann.next_of("signal").await;
+    ann.signal("ghost", "offer", json!("o")).await;
+    let refused = ann.next_of("error").await;
+
+    // Assert
+    assert_eq!(
+        offer,
+        json!({"type": "signal", "from": "ann", "kind": "offer", "data": {"sdp": "v=0"}})
+    );
+    assert_eq!(
+        (answer["from"].clone(), answer["data"].clone()),
+        (json!("bob"), json!("a"))
+    );
+    assert_eq!(refused["code"], "unknown_target");
+    assert_eq!(cat.signals_so_far().await, Vec::<Value>::new());
 }
