@@ -6,7 +6,9 @@
 #
 # Needs redis-server and nginx (apt-get install redis-server nginx) and a
 # built pushlab (cargo build --release). Ports: REDIS_PORT (6390),
-# NODE_PORTS ("8081 8082"), PROXY_PORT (8080).
+# NODE_PORTS ("8081 8082"), PROXY_PORT (8080). nginx's configuration comes
+# from scripts/nginx-cluster-conf.sh; it logs which node served each request
+# to its access.log in the temporary folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,49 +35,16 @@ redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
 pids+=($!)
 until redis-cli -p "$redis_port" ping >/dev/null 2>&1; do sleep 0.1; done
 
-upstreams=""
+nodes=()
 for port in "${node_ports[@]}"; do
   "$bin" --addr "127.0.0.1:$port" --redis "redis://127.0.0.1:$redis_port/0" \
     --trusted-proxy 127.0.0.1 &
   pids+=($!)
-  upstreams+="    server 127.0.0.1:$port;"$'\n'
+  nodes+=("127.0.0.1:$port")
 done
 
-cat >"$work/nginx.conf" <<CONF
-daemon off;
-worker_processes 1;
-pid $work/nginx.pid;
-error_log $work/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $work/body;
-  proxy_temp_path $work/proxy;
-  fastcgi_temp_path $work/fastcgi;
-  uwsgi_temp_path $work/uwsgi;
-  scgi_temp_path $work/scgi;
-  # Round-robin, the default: no ip_hash, no sticky cookie.
-  upstream pushlab {
-$upstreams  }
-  map \$http_upgrade \$connection_upgrade { default upgrade; '' close; }
-  server {
-    listen 127.0.0.1:$proxy_port;
-    location / {
-      proxy_pass http://pushlab;
-      proxy_http_version 1.1;
-      proxy_set_header Host \$host;
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-      # WebSocket upgrades.
-      proxy_set_header Upgrade \$http_upgrade;
-      proxy_set_header Connection \$connection_upgrade;
-      # SSE and long polls: pass bytes on at once, hold them open.
-      proxy_buffering off;
-      proxy_read_timeout 1h;
-    }
-  }
-}
-CONF
-nginx -c "$work/nginx.conf" &
+scripts/nginx-cluster-conf.sh "$work" "$proxy_port" "${nodes[@]}" >"$work/nginx.conf"
+nginx -p "$work" -e "$work/error.log" -c "$work/nginx.conf" &
 pids+=($!)
 
 echo "pushlab cluster: http://127.0.0.1:$proxy_port/ (nodes ${node_ports[*]}, Redis $redis_port)"

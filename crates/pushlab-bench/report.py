@@ -4,15 +4,25 @@ from one results directory of crates/pushlab-bench/run.sh. Nothing here is measu
 typed in by hand: every figure is read from the JSON the load generator wrote.
 
     python3 crates/pushlab-bench/report.py target/bench-results/<time>
+
+With --cluster it writes only the section "Behind a round-robin proxy" of
+docs/benchmarks.md (between its markers), from a results directory of
+crates/pushlab-bench/cluster-compare.sh; a whole page written without it
+keeps that section as it was.
+
+    python3 crates/pushlab-bench/report.py --cluster target/bench-results/cluster-<time>
 """
 import json
 import re
 import sys
+from collections import Counter
 from pathlib import Path
 
-OUT = Path(sys.argv[1])
+CLUSTER = sys.argv[1:2] == ["--cluster"]
+ARGS = sys.argv[2:] if CLUSTER else sys.argv[1:]
+OUT = Path(ARGS[0])
 # Earlier results directories, for the repeatability table only.
-EARLIER = [Path(p) for p in sys.argv[2:]]
+EARLIER = [] if CLUSTER else [Path(p) for p in ARGS[1:]]
 # The workspace root: this file lives in crates/pushlab-bench/.
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = Path(__file__).resolve().parent
@@ -58,6 +68,147 @@ LABELS = {
     "socketio-ws": "socket.io 4 `websocket`",
     "socketio-polling": "socket.io 4 `polling`",
 }
+
+
+
+def markers(name):
+    return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+
+
+def replace_block(text, name, block):
+    """`text` with the lines `block` between the markers `name:begin` and
+    `name:end`, or None when it has no such markers."""
+    begin, end = markers(name)
+    if begin not in text or end not in text:
+        return None
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return head + "\n".join([begin, ""] + block + ["", end]) + tail
+
+
+def kept_block(path, name):
+    """The lines of `path` from marker `name:begin` to `name:end`, both
+    included, or [] when it has none."""
+    begin, end = markers(name)
+    text = path.read_text() if path.exists() else ""
+    if begin not in text or end not in text:
+        return []
+    return (begin + text.split(begin, 1)[1].split(end, 1)[0] + end).splitlines()
+
+
+# Behind a round-robin proxy (cluster-compare.sh) ------------------------------
+
+CLUSTER_RUNS = [
+    ("pushlab-ws", "pushlab", "`ws`", "round-robin"),
+    ("pushlab-sse", "pushlab", "`sse`", "round-robin"),
+    ("pushlab-longpoll", "pushlab", "`longpoll`", "round-robin"),
+    ("pushlab-poll", "pushlab", "`poll`", "round-robin"),
+    ("socketio-ws", "socket.io", "`websocket`", "round-robin"),
+    ("socketio-polling", "socket.io", "`polling`", "round-robin"),
+    ("socketio-polling-ip-hash", "socket.io", "`polling`", "`ip_hash` (sticky)"),
+]
+
+
+def proxied(name):
+    """What nginx passed to each node in run `name`, from its access log:
+    ({node letter: requests}, Counter of statuses)."""
+    nodes_file, log = OUT / f"{name}.nodes", OUT / f"{name}.access.log"
+    if not nodes_file.exists() or not log.exists():
+        return None, None
+    letters = {addr: letter for addr, letter in zip(nodes_file.read_text().split(), "ab")}
+    per_node = {letter: 0 for letter in letters.values()}
+    statuses = Counter()
+    for line in log.read_text().splitlines():
+        method, uri, status, upstream = line.split(" ", 3)
+        statuses[status] += 1
+        # A request nginx tried on both nodes names both.
+        for addr in upstream.split(", "):
+            if addr in letters:
+                per_node[letters[addr]] += 1
+    return per_node, statuses
+
+
+def cell(text):
+    return text.replace("|", "\\|")
+
+
+def cluster_section():
+    info = dict(line.split(": ", 1) for line in (OUT / "machine.txt").read_text().splitlines() if ": " in line)
+    first = next((load(n) for n, *_ in CLUSTER_RUNS if load(n)), None) or {}
+    subs, rate, secs = first.get("subscribers", "?"), first.get("rate", 0), first.get("duration_secs", 0)
+    out = ["## Behind a round-robin proxy", ""]
+    out.append(f"Written by `crates/pushlab-bench/cluster-compare.sh` from `target/bench-results/{OUT.name}` "
+               f"({info.get('date', '?')}, pushlab {info.get('pushlab commit', '?')}).")
+    out.append("")
+    out.append(f"Two nodes of each server share one Redis {info.get('redis', '')}: pushlab with `--redis`, "
+               f"socket.io {info.get('socket.io', '?')} with `@socket.io/redis-streams-adapter` "
+               f"{info.get('adapter', '?')}. nginx {info.get('nginx', '?')} is in front, configured by "
+               "`scripts/nginx-cluster-conf.sh`: round-robin, no `ip_hash`, no sticky cookie, so every HTTP "
+               "request and every WebSocket goes to either node. Each run starts all of it fresh; the nodes, "
+               "Redis and nginx run on core 1, the load generator on core 0. "
+               f"{subs} subscribers on the transport, and one publisher on a WebSocket sending "
+               f"{rate:.0f} messages a second for {secs:.0f} s, through nginx.")
+    out.append("")
+    out.append("| server | transport | proxy | subscribers connected | delivered / expected | missing | duplicated "
+               "| requests nginx passed to node a / b | nginx's answers | why subscribers stopped |")
+    out.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name, server, transport, proxy in CLUSTER_RUNS:
+        r = load(name)
+        if r is None:
+            out.append(f"| {server} | {transport} | {proxy} | {cell(why_missing(name))} | | | | | | |")
+            continue
+        expected = r["published"] * r["subscribers"]
+        per_node, statuses = proxied(name)
+        nodes = " / ".join(f"{per_node[k]:,}" for k in sorted(per_node)) if per_node else "–"
+        answers = ", ".join(f"{s} ×{n:,}" for s, n in sorted(statuses.items())) if statuses else "–"
+        errors = "; ".join(f"{e['subscribers']} × {e['error']}" for e in r.get("errors", [])) or "none"
+        out.append(f"| {server} | {transport} | {proxy} | {r['connected']} of {r['subscribers']} "
+                   f"| {r['deliveries']:,} / {expected:,} | {r['missing']:,} | {r['duplicated']:,} "
+                   f"| {nodes} | {answers} | {cell(errors)} |")
+    out.append("")
+    out.append("- *missing* counts, per subscriber, every message it never received, so a subscriber that "
+               "never connected misses them all; *duplicated* counts second copies. *nginx's answers* are "
+               "the statuses nginx logged for every request it passed on (101 for each WebSocket, 499 for a "
+               "request the client gave up on), the load generator's own included: its publisher's "
+               "WebSocket, and for pushlab one `GET /stats` for the log's head. *Why subscribers stopped* is each distinct reason, with the "
+               "status and body the load generator got.")
+    out.append("- socket.io's `polling` keeps each engine.io session (its `sid`) in the memory of the node "
+               "that answered the handshake; the adapter shares broadcasts between nodes, not sessions. A "
+               "later request with that `sid` that nginx sends to the other node is refused with HTTP 400 "
+               "`{\"code\":1,\"message\":\"Session ID unknown\"}`, and the subscriber is gone. socket.io "
+               "documents sticky sessions as required whenever polling is on. Its `websocket` transport is "
+               "one connection, so one node, and the adapter carries the publisher's messages to the other.")
+    out.append("- The `ip_hash` control keys on the first three octets of an IPv4 address, and every load "
+               "client here comes from 127.0.0.x, so all of them went to one node: it shows that socket.io "
+               "polling works when it is sticky, not that the load was spread.")
+    out.append("- pushlab keeps no session for a reader: a cursor is a seq in the room's Redis stream, with "
+               "the epoch Redis holds, so any node answers any read. The load generator's readers are "
+               "anonymous and its publisher registers and sends over its WebSocket, one connection to one "
+               "node. A browser on an HTTP transport registers with `POST /register` and sends with "
+               "`POST /send?session=…`, and through a round-robin those reach other nodes than the one that "
+               "registered it: that needs presence shared across nodes through Redis (see "
+               "[scaling.md](scaling.md)); `tests/e2e/cluster.test.mjs` runs the browser client through "
+               "this nginx on every transport.")
+    out.append("")
+    out.append("```console")
+    out.append("$ crates/pushlab-bench/cluster-compare.sh   # about a minute after the build; writes this section")
+    for name, *_ in CLUSTER_RUNS:
+        out.append("$ " + cmd(name).replace("target/release/", "") + "   # " + name)
+    out.append("```")
+    return out
+
+
+if CLUSTER:
+    page = ROOT / "docs" / "benchmarks.md"
+    text = page.read_text()
+    section = cluster_section()
+    updated = replace_block(text, "cluster", section)
+    if updated is None:
+        begin, end = markers("cluster")
+        updated = text.rstrip("\n") + "\n\n" + "\n".join([begin, ""] + section + ["", end]) + "\n"
+    page.write_text(updated)
+    print("wrote the round-robin section of docs/benchmarks.md")
+    sys.exit(0)
 
 lines = []
 w = lines.append
@@ -572,6 +723,9 @@ if crit.exists():
         w("```")
         w("")
 
+# cluster-compare.sh's section, from its own run, stays as it was, after
+# the sections above (each ends with a blank line).
+lines += kept_block(ROOT / "docs" / "benchmarks.md", "cluster")
 (ROOT / "docs" / "benchmarks.md").write_text("\n".join(lines) + "\n")
 
 
@@ -657,20 +811,9 @@ def rfc6202():
 tpath = ROOT / "docs" / "transports.md"
 if tpath.exists():
     text = tpath.read_text()
-    begin, end = "<!-- measured:begin -->", "<!-- measured:end -->"
-    if begin in text and end in text:
-        block = [begin, "",
-                 f"Measured by `crates/pushlab-bench/run.sh` (results `{OUT.name}`; method and machine in "
-                 "[benchmarks.md](benchmarks.md)); one subscriber, the server pinned to one core.", ""]
-        block += wire_table()
-        block += ["", end]
-        head, rest = text.split(begin, 1)
-        _, tail = rest.split(end, 1)
-        text = head + "\n".join(block) + tail
-    begin, end = "<!-- rfc6202:begin -->", "<!-- rfc6202:end -->"
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        _, tail = rest.split(end, 1)
-        text = head + "\n".join([begin, ""] + rfc6202() + ["", end]) + tail
+    measured = [f"Measured by `crates/pushlab-bench/run.sh` (results `{OUT.name}`; method and machine in "
+                "[benchmarks.md](benchmarks.md)); one subscriber, the server pinned to one core.", ""]
+    text = replace_block(text, "measured", measured + wire_table()) or text
+    text = replace_block(text, "rfc6202", rfc6202()) or text
     tpath.write_text(text)
 print("wrote docs/benchmarks.md")

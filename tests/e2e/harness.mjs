@@ -1,13 +1,16 @@
 // harness.mjs: what every browser test needs. A real pushlab server on a
-// free port, Debian's headless Chromium driven by playwright-core, and
-// helpers that speak in the page's stable hooks (#join, #send, #messages li,
-// #canvas, .cursor[data-name], #transport, #status).
+// free port (or a cluster: Redis, several nodes and nginx in front), Debian's
+// headless Chromium driven by playwright-core, and helpers that speak in the
+// page's stable hooks (#join, #send, #messages li, #canvas,
+// .cursor[data-name], #transport, #status).
 //
 // Nothing here sleeps to synchronise: every wait polls the page for the
 // state it expects, with a timeout.
 
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -45,11 +48,7 @@ export function startServer({ port = 0, args = ['--presence-timeout', '30'] } = 
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
   });
-  const logs = [];
-  readline.createInterface({ input: child.stderr }).on('line', (line) => {
-    logs.push(line);
-    if (logs.length > 200) logs.shift();
-  });
+  const logs = keepTail(child.stderr);
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
@@ -85,14 +84,231 @@ class RunningServer {
   }
 
   /** Stops the server: SIGTERM (a graceful shutdown), or SIGKILL to simulate a crash. */
-  async stop(signal = 'SIGTERM') {
-    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
-    const exited = new Promise((resolve) => this.child.once('exit', resolve));
-    this.child.kill(signal);
-    const timer = setTimeout(() => this.child.kill('SIGKILL'), 5000);
-    await exited;
-    clearTimeout(timer);
+  stop(signal = 'SIGTERM') {
+    return stopChild(this.child, signal);
   }
+}
+
+/** The last 200 lines of a child's output stream (added to `lines`), kept for error messages. */
+function keepTail(stream, lines = []) {
+  readline.createInterface({ input: stream }).on('line', (line) => {
+    lines.push(line);
+    if (lines.length > 200) lines.shift();
+  });
+  return lines;
+}
+
+/** Sends `signal` to a child, then SIGKILL if it is still there 5 s later; resolves once it has exited. */
+async function stopChild(child, signal = 'SIGTERM') {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  child.kill(signal);
+  const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+  await exited;
+  clearTimeout(timer);
+}
+
+/**
+ * A free port on 127.0.0.1, for a program that cannot listen on port 0 and
+ * say which port it got (redis-server, nginx): listen on 0, note the port,
+ * close.
+ */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const probe = net.createServer();
+    probe.once('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address();
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+/** Whether something accepts TCP connections on 127.0.0.1:`port` right now. */
+function accepting(port) {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, '127.0.0.1');
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
+}
+
+/**
+ * A program the tests run beside pushlab (redis-server, nginx), in a
+ * temporary folder of its own that goes when it stops.
+ */
+class Service {
+  constructor(name, child, dir, { logFile = null } = {}) {
+    this.name = name;
+    this.child = child;
+    this.dir = dir;
+    this.logFile = logFile;
+    // Both streams are read, so a chatty program never blocks on a full pipe.
+    this.logs = keepTail(child.stderr);
+    keepTail(child.stdout, this.logs);
+  }
+
+  /** What the program said, for an error message. */
+  async said() {
+    const file = this.logFile ? await readFile(this.logFile, 'utf8').catch(() => '') : '';
+    return [...this.logs, file].join('\n').trim();
+  }
+
+  /**
+   * Resolves once the program accepts connections on `port`; rejects if it
+   * exits first or takes more than 10 s. A program that prints nothing when
+   * it is ready can only be asked this way.
+   */
+  async listening(port) {
+    const deadline = Date.now() + 10_000;
+    while (Date.now() < deadline) {
+      if (this.child.exitCode !== null || this.child.signalCode !== null) {
+        throw new Error(`${this.name} exited before listening on ${port}:\n${await this.said()}`);
+      }
+      if (await accepting(port)) return;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    throw new Error(`${this.name} did not listen on ${port} within 10 s:\n${await this.said()}`);
+  }
+
+  /** Stops the program and removes its folder. */
+  async stop() {
+    await stopChild(this.child);
+    await rm(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** Runs `command` in a new temporary folder and waits until it listens on `port`; stops it if it never does. */
+async function startService(name, command, args, { dir, port, logFile = null }) {
+  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const spawned = new Promise((resolve, reject) => {
+    child.once('spawn', resolve);
+    child.once('error', (err) => reject(new Error(`could not run ${command}: ${err.message}`)));
+  });
+  const service = new Service(name, child, dir, { logFile });
+  try {
+    await spawned;
+    await service.listening(port);
+  } catch (err) {
+    await service.stop();
+    throw err;
+  }
+  return service;
+}
+
+/** redis-server; override with REDIS_SERVER. tests/run.sh installs it. */
+export const REDIS_BIN = process.env.REDIS_SERVER ?? 'redis-server';
+
+/** nginx; override with NGINX. Debian puts it in /usr/sbin, outside a user's PATH. */
+export const NGINX_BIN = process.env.NGINX ?? '/usr/sbin/nginx';
+
+/**
+ * Starts a Redis that keeps nothing on disk, on a free port, in a folder of
+ * its own; `url` is what `--redis` takes.
+ */
+export async function startRedis() {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'pushlab-redis-'));
+  const port = await freePort();
+  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
+    '--dir', dir, '--daemonize', 'no', '--loglevel', 'warning'];
+  const redis = await startService('redis-server', REDIS_BIN, args, { dir, port });
+  redis.url = `redis://127.0.0.1:${port}/0`;
+  return redis;
+}
+
+/**
+ * Starts nginx on a free port in front of `upstreams` (`HOST:PORT`s), with
+ * the configuration scripts/nginx-cluster-conf.sh prints: round-robin, or
+ * `ipHash` for the sticky control. It runs as any user, from a folder of its
+ * own, and logs every request with the node that served it; `requests()`
+ * reads that log.
+ */
+export async function startNginx(upstreams, { ipHash = false } = {}) {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'pushlab-nginx-'));
+  const port = await freePort();
+  const script = path.join(REPO_ROOT, 'scripts', 'nginx-cluster-conf.sh');
+  const conf = execFileSync(script, [...(ipHash ? ['--ip-hash'] : []), dir, String(port), ...upstreams], { encoding: 'utf8' });
+  const confFile = path.join(dir, 'nginx.conf');
+  const errorLog = path.join(dir, 'error.log');
+  await writeFile(confFile, conf);
+  const nginx = await startService('nginx', NGINX_BIN, ['-p', dir, '-e', errorLog, '-c', confFile], { dir, port, logFile: errorLog });
+  nginx.url = `http://127.0.0.1:${port}`;
+  nginx.requests = async () => {
+    const text = await readFile(path.join(dir, 'access.log'), 'utf8').catch(() => '');
+    return text.split('\n').filter(Boolean).map((line) => {
+      const [method, uri, status, upstream] = line.split(' ');
+      return { method, uri, status: Number(status), upstream };
+    });
+  };
+  return nginx;
+}
+
+/**
+ * Starts a Redis, `nodes` pushlab nodes on it (each also given `args`), and
+ * nginx in front of them. Pages load from `cluster.url`; `cluster.nodes`
+ * are the servers themselves, for asking each one directly. Whatever
+ * started is stopped again if a later part fails.
+ */
+export async function startCluster({ nodes = 2, args = ['--presence-timeout', '30'], ipHash = false } = {}) {
+  const started = [];
+  try {
+    const redis = await startRedis();
+    started.push(redis);
+    const servers = [];
+    for (let i = 0; i < nodes; i += 1) {
+      // nginx is a trusted proxy: the nodes take the page's address from
+      // its X-Forwarded-For.
+      const server = await startServer({ args: [...args, '--redis', redis.url, '--trusted-proxy', '127.0.0.1'] });
+      started.push(server);
+      servers.push(server);
+    }
+    const proxy = await startNginx(servers.map((server) => `127.0.0.1:${server.port}`), { ipHash });
+    started.push(proxy);
+    return new Cluster(redis, servers, proxy);
+  } catch (err) {
+    await stopAll(started);
+    throw err;
+  }
+}
+
+/** Stops the newest first, each even if another fails to stop. */
+async function stopAll(started) {
+  for (const part of [...started].reverse()) {
+    await part.stop().catch(() => {});
+  }
+}
+
+class Cluster {
+  constructor(redis, nodes, proxy) {
+    this.redis = redis;
+    this.nodes = nodes;
+    this.proxy = proxy;
+  }
+
+  /** Where pages load from: nginx. */
+  get url() {
+    return this.proxy.url;
+  }
+
+  /** The node listening on `HOST:PORT` (as nginx's log and GET /join name it). */
+  node(addr) {
+    return this.nodes.find((server) => server.url === `http://${addr}`);
+  }
+
+  /** Stops nginx, the nodes, then Redis. */
+  stop() {
+    return stopAll([this.redis, ...this.nodes, this.proxy]);
+  }
+}
+
+/** A server's `GET /stats`, asked of that server itself (a node, not the proxy). */
+export async function readStats(server) {
+  const response = await fetch(`${server.url}/stats`);
+  if (!response.ok) throw new Error(`GET /stats from ${server.url} answered ${response.status}`);
+  return response.json();
 }
 
 /**
@@ -184,10 +400,30 @@ export async function openPage(browser, url, query = {}, { init = null } = {}) {
 /** Opens the page on `transport` and joins as `name`; resolves once #status says connected. */
 export async function join(browser, url, { name, transport, query = {}, init = null }) {
   const page = await openPage(browser, url, transport ? { transport, ...query } : query, { init });
+  await enterName(page, name);
+  return page;
+}
+
+/** Joins as `name` on a page already open; resolves once #status says connected. */
+export async function enterName(page, name) {
   await page.fill('#name', name);
   await page.press('#name', 'Enter');
   await waitForText(page, '#status', 'connected');
-  return page;
+}
+
+/**
+ * Waits until `check()` (sync or async) returns something truthy, asking
+ * every 100 ms, and returns it; after `timeout` ms fails with `what`. For
+ * state outside the page, such as a server's counters.
+ */
+export async function eventually(check, what, timeout = WAIT_MS) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() >= deadline) throw new Error(`timed out after ${timeout} ms waiting until ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
 }
 
 /** Waits until `selector`'s text content is exactly `text`. */

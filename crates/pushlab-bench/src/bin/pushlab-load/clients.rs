@@ -298,6 +298,17 @@ async fn pushlab_ws(
 }
 
 /// Opens an HTTP/1.1 keep-alive connection for a subscriber.
+/// A refusal as it came: the status and the start of the body, which names
+/// the reason (socket.io's `{"code":1,"message":"Session ID unknown"}`,
+/// pushlab's `{"error","code"}`). No ids in it, so equal refusals count
+/// together in [`crate::StepResult::errors`].
+fn refusal(status: u16, body: &[u8]) -> String {
+    /// Enough for either server's JSON error.
+    const SHOWN: usize = 160;
+    let text = String::from_utf8_lossy(&body[..body.len().min(SHOWN)]);
+    format!("{status} {}", text.trim())
+}
+
 async fn http(step: &Step, index: usize) -> anyhow::Result<Http1> {
     let stream = connect(step, index, &step.wire).await?;
     // The connection itself counts once; each request counts below.
@@ -362,6 +373,12 @@ async fn pushlab_poll(
     let mut http = http(step, index).await?;
     let mut cursor = step.since;
     let mut epoch = String::new();
+    // The path without its query, which names no cursor, for errors.
+    let endpoint = if kind == Kind::Poll {
+        "/poll"
+    } else {
+        "/longpoll"
+    };
     let mut tick = tokio::time::interval(step.poll_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -381,7 +398,11 @@ async fn pushlab_poll(
         if kind == Kind::Poll {
             step.tally.record_poll_rtt(sent.elapsed());
         }
-        ensure!(status == 200, "GET {path} answered {status}");
+        ensure!(
+            status == 200,
+            "GET {endpoint} answered {}",
+            refusal(status, &body)
+        );
         let batch: BatchBody = serde_json::from_slice(&body).context("a batch is JSON")?;
         if batch.gap {
             seen.lock().gap();
@@ -458,18 +479,26 @@ async fn socketio_polling(
         "",
     )
     .await?;
-    ensure!(status == 200, "the handshake answered {status}");
+    ensure!(
+        status == 200,
+        "the handshake answered {}",
+        refusal(status, &body)
+    );
     let body = std::str::from_utf8(&body)?;
     let Some(Packet::Open(open)) = engineio::packets(body).next() else {
         bail!("no open packet in {body:?}");
     };
     let sid = serde_json::from_str::<engineio::Open>(open)?.sid;
     let path = engineio::query("polling", Some(&sid));
-    let (status, _) = send(&mut http, &step.wire, "POST", &path, engineio::CONNECT).await?;
-    ensure!(status == 200, "the connect answered {status}");
+    let (status, body) = send(&mut http, &step.wire, "POST", &path, engineio::CONNECT).await?;
+    ensure!(
+        status == 200,
+        "the connect answered {}",
+        refusal(status, &body)
+    );
     loop {
         let (status, body) = send(&mut http, &step.wire, "GET", &path, "").await?;
-        ensure!(status == 200, "a poll answered {status}");
+        ensure!(status == 200, "a poll answered {}", refusal(status, &body));
         let mut pinged = false;
         for packet in engineio::packets(std::str::from_utf8(&body)?) {
             match packet {
@@ -481,7 +510,8 @@ async fn socketio_polling(
             }
         }
         if pinged {
-            send(&mut http, &step.wire, "POST", &path, engineio::PONG).await?;
+            let (status, body) = send(&mut http, &step.wire, "POST", &path, engineio::PONG).await?;
+            ensure!(status == 200, "a pong answered {}", refusal(status, &body));
         }
     }
 }

@@ -400,6 +400,9 @@ struct StepResult {
     /// Subscribers that stopped during the step, and why (first few).
     failures: Vec<String>,
     failed: usize,
+    /// Every distinct reason a subscriber stopped, before or after it was
+    /// ready, with how many stopped for it; most frequent first.
+    errors: Vec<ErrorCount>,
     /// Subscriber sockets, per delivered message.
     wire_received_per_delivery: f64,
     wire_sent_per_delivery: f64,
@@ -412,6 +415,29 @@ struct StepResult {
     loadgen_cpu_percent: Option<f64>,
     /// The step met the search criterion (set by the search).
     passed: Option<bool>,
+}
+
+/// How many subscribers stopped for one reason.
+#[derive(Debug, Clone, Serialize)]
+struct ErrorCount {
+    error: String,
+    subscribers: usize,
+}
+
+/// The reasons `seen` record for subscribers that stopped, counted.
+fn count_errors(seen: &[Arc<Mutex<Seen>>]) -> Vec<ErrorCount> {
+    let mut counts = std::collections::BTreeMap::<String, usize>::new();
+    for seen in seen {
+        if let Some(why) = &seen.lock().failure {
+            *counts.entry(why.clone()).or_default() += 1;
+        }
+    }
+    let mut errors: Vec<_> = counts
+        .into_iter()
+        .map(|(error, subscribers)| ErrorCount { error, subscribers })
+        .collect();
+    errors.sort_by_key(|e| std::cmp::Reverse(e.subscribers));
+    errors
 }
 
 /// Connects `subscribers`, and waits until all are ready or failed.
@@ -664,6 +690,9 @@ async fn step(
     while let Some(joined) = publishers.join_next().await {
         joined.context("a publisher panicked")??;
     }
+    // Read before the shutdown: an aborted subscriber records nothing, so
+    // what is there stopped by itself.
+    let errors = count_errors(&crowd.seen);
     crowd.tasks.shutdown().await;
 
     let mut result = StepResult {
@@ -691,6 +720,7 @@ async fn step(
         stale: 0,
         failures: crowd.failures.clone(),
         failed: common.subscribers - crowd.connected,
+        errors,
         wire_received_per_delivery: 0.0,
         wire_sent_per_delivery: 0.0,
         requests_per_delivery: 0.0,
@@ -769,8 +799,8 @@ fn print_step(r: &StepResult) {
             r.missing_examples
         );
     }
-    for failure in &r.failures {
-        println!("    failure: {failure}");
+    for error in &r.errors {
+        println!("    {} stopped: {}", error.subscribers, error.error);
     }
     println!(
         "  per delivery: {:.1} B in ({:.1} B payload), {:.1} B out, {:.3} requests; publisher {:.1} B out per message",
