@@ -10,6 +10,7 @@
 //! same bytes are then handed to every reader on every transport.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -498,6 +499,17 @@ pub struct Reader {
     /// Resolves once the log has events after the cursor; kept until it
     /// fires or the cursor moves, so a reader subscribes once per wait.
     newer: Option<BoxFuture<'static, ()>>,
+    /// Counts this reader among its room's while it lives.
+    _counted: Option<Counted>,
+}
+
+/// One reader counted in a tally, until dropped.
+struct Counted(Arc<AtomicUsize>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Reader {
@@ -508,7 +520,15 @@ impl Reader {
             cursor: from.seq,
             epoch: from.epoch.filter(|e| !e.is_empty()),
             newer: None,
+            _counted: None,
         }
+    }
+
+    /// The same reader, counted in `tally` for as long as it lives.
+    pub fn counted_in(mut self, tally: &Arc<AtomicUsize>) -> Self {
+        tally.fetch_add(1, Ordering::Relaxed);
+        self._counted = Some(Counted(tally.clone()));
+        self
     }
 
     /// The last seq taken.

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::directory::{Directory, Lookup, SignalSink};
 use crate::error::ApiError;
-use crate::log::{Event, EventBody, EventLog, Seq};
+use crate::log::{Cursor, Event, EventBody, EventLog, Reader, Seq};
 use crate::names::{Name, RoomName};
 pub use crate::presence::Attachment;
 use crate::presence::{Presence, SessionId, SessionLimits};
@@ -42,6 +42,8 @@ pub struct Room {
     /// Its sessions on every node, when its log is shared; then `presence`
     /// holds only those this node has seen.
     shared: Option<Arc<Shared>>,
+    /// Open streams, sockets and requests reading the log now.
+    readers: Arc<AtomicUsize>,
 }
 
 /// What a room whose sessions live in a [`Directory`] keeps on this node.
@@ -103,6 +105,7 @@ impl Room {
             presence,
             signals: SignalHub::new(signal_rate),
             shared: None,
+            readers: Arc::default(),
         }
     }
 
@@ -165,6 +168,17 @@ impl Room {
     /// The message log.
     pub fn log(&self) -> &Arc<dyn EventLog> {
         &self.log
+    }
+
+    /// A reader of the log from `from`, counted among the room's readers
+    /// while it lives.
+    pub fn reader(&self, from: Cursor) -> Reader {
+        Reader::new(self.log.clone(), from).counted_in(&self.readers)
+    }
+
+    /// How many streams, sockets and requests read the log now.
+    pub fn readers(&self) -> usize {
+        self.readers.load(Ordering::Relaxed)
     }
 
     /// Whether `session` is one of this room's, live or ending.

@@ -417,8 +417,7 @@ fn view(room: &Room) -> RoomView {
         online: room.online(),
         head: room.log().head(),
         epoch: room.log().epoch(),
-        // The registry's own reference is not a reader.
-        readers: Arc::strong_count(room.log()).saturating_sub(1),
+        readers: room.readers(),
     }
 }
 

@@ -11,7 +11,6 @@ use super::Transport;
 use crate::api::ReadQuery;
 use crate::config::DEFAULT_LONGPOLL_SECS;
 use crate::error::ApiError;
-use crate::log::Reader;
 use crate::middleware::ClientIp;
 use crate::state::AppState;
 
@@ -32,7 +31,7 @@ pub async fn long_poll(
     let attached = query.session.map(|s| room.attach(s)).transpose()?;
     let replaced = attached.as_ref().map(|a| a.hold_long_poll()).transpose()?;
 
-    let mut reader = Reader::new(room.log().clone(), query.cursor());
+    let mut reader = room.reader(query.cursor());
     let mut read = reader.next(POLL_ANSWER_BYTES);
     if read.events.is_empty() && read.gap.is_none() {
         let _open = state.stats.open(Transport::LongPoll);

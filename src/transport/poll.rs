@@ -29,7 +29,7 @@ pub async fn poll(
     if let Some(session) = query.session {
         room.touch(session)?;
     }
-    let mut reader = Reader::new(room.log().clone(), query.cursor());
+    let mut reader = room.reader(query.cursor());
     let read = reader.next(POLL_ANSWER_BYTES);
     Ok(batch_response(&state, Transport::Poll, &reader, &read))
 }

@@ -58,7 +58,7 @@ pub async fn sse_stream(
     let attached = query.session.map(|s| room.attach(s)).transpose()?;
     let open = state.stats.open(Transport::Sse);
     let stream = SseStream {
-        reader: Reader::new(room.log().clone(), from),
+        reader: room.reader(from),
         started: false,
         heartbeat: interval_at(Instant::now() + SSE_HEARTBEAT, SSE_HEARTBEAT),
         stopping: Box::pin(state.shutdown.clone().cancelled_owned()),

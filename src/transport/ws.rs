@@ -76,7 +76,7 @@ async fn try_upgrade(
     let (io, meter) = parts.io.into_parts();
     let stream = WsStream::new(io, parts.read_buf, state.stats.clone()).metered(meter);
     let socket = Socket {
-        reader: Reader::new(room.log().clone(), query.cursor()),
+        reader: room.reader(query.cursor()),
         room,
         attached,
         takes_signals: query.signals,

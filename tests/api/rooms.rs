@@ -340,3 +340,34 @@ async fn every_room_comes_back_with_its_epoch_after_a_restart_with_a_journal() {
         assert_eq!(events[1]["text"], format!("in {room}"));
     }
 }
+
+#[tokio::test]
+async fn a_room_counts_each_open_stream_and_socket_as_one_reader() {
+    // Arrange
+    let app = spawn_app().await;
+    let room = app.view_in("counted");
+    let readers_now = || async {
+        let (_, stats) = room.get_json("/stats").await;
+        let rooms = stats["rooms"].as_array().unwrap().clone();
+        rooms
+            .iter()
+            .find(|r| r["name"] == "counted")
+            .map_or(0, |r| r["readers"].as_u64().unwrap())
+    };
+
+    // Act: a socket with a session, and an SSE stream.
+    let (socket, _) = ws_join(&room, "ann").await;
+    let stream = Reader::open(&room, Kind::Sse, From::since(0)).await;
+    let both = readers_now().await;
+    drop((socket, stream));
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut after = readers_now().await;
+    while after > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        after = readers_now().await;
+    }
+
+    // Assert
+    assert_eq!(both, 2, "one each, however much of the room each holds");
+    assert_eq!(after, 0, "gone with them");
+}
