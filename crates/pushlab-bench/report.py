@@ -206,10 +206,11 @@ def redis_section():
     out = [REDIS_BEGIN, "", "## Scale-out on Redis", ""]
     o = out.append
     rel = OUT.relative_to(ROOT) if OUT.is_absolute() else OUT
+    redis_version = re.sub(r".*v=(\S+).*", r"\1", machine_line("redis-server"))
     o(f"Written by `crates/pushlab-bench/run.sh` (its `redis` section; `ONLY=redis` runs it alone and "
       f"rewrites only this section) from the results in `{rel}`, which may be another run than the rest "
       f"of this page: pushlab commit {machine_line('pushlab commit')}, "
-      f"{machine_line('redis-server').split(' sha=')[0]}, load average "
+      f"redis-server {redis_version}, load average "
       f"{machine_line('loadavg at start')} at the start and {machine_line('loadavg at end')} at the end "
       f"({machine_line('nproc')} cores).")
     if quick:
@@ -321,8 +322,11 @@ def redis_section():
             o(f"| {text} | a search did not run, or the in-memory one passed nothing | | – |")
             continue
         ratio = red["sustained_rate"] / mem["sustained_rate"]
-        note = "".join(f" ({label} was client-limited: a lower bound)"
-                       for label, r in (("in memory", mem), ("Redis", red)) if client_limited(r))
+        # Where the load generator neared its core too, a rate is a lower
+        # bound; its CPU at each first failure says how near.
+        near = [f"{label} {pct(r.get('loadgen_cpu_at_failure'))}"
+                for label, r in (("Redis", red), ("in memory", mem)) if client_limited(r)]
+        note = f" (load generator at the first failure: {', '.join(near)})" if near else ""
         o(f"| {text} | {num(red['sustained_rate'])} vs {num(mem['sustained_rate'])} msg/s{note} | "
           f"{ratio:.2f}× | {verdict(ratio >= 0.7)} |")
     for n, got in nodes.items():
