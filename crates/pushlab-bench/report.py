@@ -11,6 +11,11 @@ crates/pushlab-bench/cluster-compare.sh; a whole page written without it
 keeps that section as it was.
 
     python3 crates/pushlab-bench/report.py --cluster target/bench-results/cluster-<time>
+
+A run of the Redis section alone (`ONLY=redis`) rewrites only that section of
+docs/benchmarks.md, between its markers, and leaves the rest of the page and
+docs/transports.md as another run wrote them. A run without the Redis section
+keeps the one already on the page.
 """
 import json
 import re
@@ -41,6 +46,22 @@ def cmd(name):
     return path.read_text().strip() if path.exists() else "(not run)"
 
 
+def console(names, labelled=False):
+    """A console block of the commands saved as NAME.cmd, each under a
+    `# NAME` line if labelled."""
+    out = ["```console"]
+    for name in names:
+        out += [f"# {name}"] if labelled else []
+        out.append("$ " + cmd(name))
+    return out + ["```"]
+
+
+def hand_written(filename):
+    """A text written by hand beside this script, and a blank line, if it is there."""
+    path = BENCH / filename
+    return [path.read_text().strip(), ""] if path.exists() else []
+
+
 def why_missing(name):
     path = OUT / f"{name}.skipped"
     return path.read_text().strip() if path.exists() else "no result"
@@ -56,6 +77,81 @@ def pct(x):
 
 def num(x, digits=0):
     return "–" if x is None else f"{x:,.{digits}f}"
+
+
+# At or above this load-generator CPU in the first failing step, the client
+# was the limit, and the sustained rate is a lower bound for the server.
+CLIENT_LIMIT = 85.0
+
+SEARCH_HEADER = [
+    "| sustained msg/s | deliveries/s | p50 ms | p99 ms | server CPU | load gen CPU | first failure msg/s | why it failed | server / load gen CPU there | limit |",
+    "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- |",
+]
+SEARCH_STEPS_INTRO = (
+    "Every step of every search (rate, p50/p99 ms, deliveries/s, missing, server and load-generator CPU). "
+    "A step that failed on latency alone was run once more (`again`), and passed if either run did:")
+
+
+def failure_reason(step):
+    if step is None:
+        return "–"
+    reasons = []
+    if step["connected"] < step["subscribers"]:
+        reasons.append(f"{step['subscribers'] - step['connected']} could not connect")
+    if step["latency"]["p99_ms"] > 50:
+        reasons.append(f"p99 {ms(step['latency']['p99_ms'])} ms")
+    lost = step["missing"] + step["missing_seqs"]
+    if lost:
+        reasons.append(f"{lost:,} undelivered after 3 s")
+    dup = step["duplicated"] + step["duplicated_seqs"]
+    if dup:
+        reasons.append(f"{dup:,} duplicated")
+    return ", ".join(reasons) or "–"
+
+
+def search_row(label, name):
+    """One row of a sustained-rate table (SEARCH_HEADER, after a label
+    column) for the search saved as NAME.json."""
+    r = load(name)
+    if not r:
+        return f"| {label} | {why_missing(name)} |||||||||"
+    s = r.get("sustained")
+    fail = None
+    if r.get("first_failure") is not None:
+        # With retries a failing rate was run more than once; the last run decided.
+        fail = ([st for st in r["steps"] if st["rate"] == r["first_failure"]] or [None])[-1]
+    client = (r.get("loadgen_cpu_at_failure") or 0) >= CLIENT_LIMIT
+    limit = "–" if fail is None else ("**client** (load generator ≥ 85%)" if client else "server")
+    there = f"{pct(r.get('server_cpu_at_failure'))} / {pct(r.get('loadgen_cpu_at_failure'))}"
+    if not s:
+        return (f"| {label} | none passed | | | | | | {num(r.get('first_failure'))} | "
+                f"{failure_reason(fail)} | {there} | {limit} |")
+    return (f"| {label} | **{num(r['sustained_rate'])}** | {num(s['deliveries_per_sec'])} | "
+            f"{ms(s['latency']['p50_ms'])} | {ms(s['latency']['p99_ms'])} | {pct(s['server_cpu_percent'])} | "
+            f"{pct(s['loadgen_cpu_percent'])} | {num(r.get('first_failure'))} | {failure_reason(fail)} | "
+            f"{there} | {limit} |")
+
+
+def search_steps(r):
+    """Every step of a search, on one line."""
+    parts = []
+    for i, st in enumerate(r["steps"]):
+        again = i > 0 and r["steps"][i - 1]["rate"] == st["rate"] and not r["steps"][i - 1]["passed"]
+        parts.append(
+            f"{num(st['rate'])}{' again' if again else ''} → {ms(st['latency']['p50_ms'])}/{ms(st['latency']['p99_ms'])} ms, "
+            f"{num(st['deliveries_per_sec'])}/s, missing {st['missing'] + st['missing_seqs']:,}, "
+            f"CPU {pct(st['server_cpu_percent'])}/{pct(st['loadgen_cpu_percent'])} "
+            f"{'pass' if st['passed'] else 'FAIL'}")
+    return "; ".join(parts)
+
+
+def client_limited(r):
+    """The search ended because the load generator, not the server, ran out of CPU."""
+    return bool(r) and r.get("first_failure") is not None and (r.get("loadgen_cpu_at_failure") or 0) >= CLIENT_LIMIT
+
+
+def verdict(ok):
+    return "–" if ok is None else ("**met**" if ok else "**missed**")
 
 
 LABELS = {
@@ -210,20 +306,247 @@ if CLUSTER:
     print("wrote the round-robin section of docs/benchmarks.md")
     sys.exit(0)
 
-lines = []
-w = lines.append
 machine = (OUT / "machine.txt").read_text() if (OUT / "machine.txt").exists() else ""
 quick = "quick: 1" in machine
+# The sections run.sh ran; a run from before it recorded them ran these.
+ran = re.search(r"^sections: (\S+)", machine, flags=re.M)
+RAN = set(ran.group(1).split(",")) if ran else {"latency", "wire", "fanout", "idle", "profile", "criterion"}
+PAGE = ROOT / "docs" / "benchmarks.md"
+REDIS_BEGIN, REDIS_END = markers("redis")
+
+
+def machine_line(key, text=machine):
+    m = re.search(rf"^{key}: (.*)$", text, flags=re.M)
+    return m.group(1).strip() if m else "?"
+
+
+def us_per_delivery(r, cpu):
+    """CPU µs per delivery: CPU (percent of a core) over the run's deliveries per second."""
+    if cpu is None or not r["deliveries_per_sec"]:
+        return None
+    return cpu / 100 / r["deliveries_per_sec"] * 1e6
+
+
+def process_cpu(r, command):
+    """The CPU of the run's server-side processes named COMMAND, summed."""
+    each = [p["cpu_percent"] for p in r.get("server_processes", []) if p["command"] == command]
+    return None if not each or None in each else sum(each)
+
+
+def p50_p99(r):
+    return "–" if not r else f"{ms(r['latency']['p50_ms'])} / {ms(r['latency']['p99_ms'])}"
+
+
+def lost_and_repeated(r):
+    return r["missing"] + r["missing_seqs"], r["duplicated"] + r["duplicated_seqs"]
+
+
+def runs_named(pattern):
+    """What PATTERN's group matches in the names of this run's commands, in
+    order: the publisher counts of the searches, say. A number where it is one."""
+    found = {m.group(1) for f in OUT.glob("*.cmd") if (m := re.fullmatch(pattern, f.stem))}
+    return sorted(int(x) if x.isdigit() else x for x in found)
+
+
+def publishers(n):
+    return f"{n} publisher{'s' * (n != 1)}"
+
+
+def redis_section():
+    """The "Scale-out on Redis" section, between its markers."""
+    out = [REDIS_BEGIN, "", "## Scale-out on Redis", ""]
+    o = out.append
+    rel = OUT.relative_to(ROOT) if OUT.is_absolute() else OUT
+    redis_version = re.sub(r".*v=(\S+).*", r"\1", machine_line("redis-server"))
+    o(f"Written by `crates/pushlab-bench/run.sh` (its `redis` section; `ONLY=redis` runs it alone and "
+      f"rewrites only this section) from the results in `{rel}`, which may be another run than the rest "
+      f"of this page: pushlab commit {machine_line('pushlab commit')}, "
+      f"redis-server {redis_version}, load average "
+      f"{machine_line('loadavg at start')} at the start and {machine_line('loadavg at end')} at the end "
+      f"({machine_line('nproc')} cores).")
+    if quick:
+        o("")
+        o("> **This section comes from a QUICK smoke run** (small counts, short steps). "
+          "Its figures only show that the machinery works.")
+    o("")
+    o("Method, beyond the page's:")
+    o("")
+    o("- *The server side is a node and its Redis.* A pushlab node (`--workers 1 --rate-limit 0`) "
+      "with `--redis` uses a redis-server of its own: Debian's, on a free port, with no RDB snapshots "
+      "and no AOF, in a temporary folder, a fresh one for each measurement. Both are pinned to core 1, "
+      "so Redis's work comes out of the same core as the node's (the in-memory node has that core to "
+      "itself); the load generator keeps core 0.")
+    o("- *Server CPU is the node's and Redis's together*: `--server-pid` names both, the load "
+      "generator reads each from `/proc/PID/stat` over the publishing window and adds them. "
+      "CPU per delivery is that sum over deliveries per second; the node's and Redis's shares are "
+      "given apart.")
+    o("- *Across nodes*: two nodes on one Redis, A and B, and the Redis, all three on core 1. The "
+      "subscribers read B; the publisher sends to A (`--publish-url`), or to B for \"same node\", "
+      "with A still running and mirroring the room, so the same three processes share the core "
+      "in both. On Redis every delivery goes through Redis and B's blocking `XREAD`, wherever it "
+      "was published; what crossing adds is that another process runs the append. \"In memory\" "
+      "is one node without Redis, the same load. A third core for node A would have to be the load "
+      "generator's.")
+    o("")
+
+    # One node ---------------------------------------------------------------
+    stores = (("memory", "in memory"), ("redis", "Redis"))
+    search = {(store, p): load(f"redis-{store}-ws-search-p{p}")
+              for p in runs_named(r"redis-memory-ws-search-p(\d+)") for store, _ in stores}
+    subscribers = next((r["sustained"]["subscribers"] for r in search.values() if r and r.get("sustained")), "N")
+    o(f"### One node: the Redis hop, `ws` fan-out to {subscribers} subscribers")
+    o("")
+    o("The highest sustained rate, searched as in the fan-out section (p99 ≤ 50 ms, nothing "
+      "missing or duplicated, every subscriber connected), with one publisher as there and with "
+      "several sharing the rate:")
+    o("")
+    o("| log, publishers " + SEARCH_HEADER[0])
+    o("| --- " + SEARCH_HEADER[1])
+    for (store, p) in search:
+        o(search_row(f"{dict(stores)[store]}, {publishers(p)}", f"redis-{store}-ws-search-p{p}"))
+    o("")
+    o(SEARCH_STEPS_INTRO)
+    o("")
+    for (store, p), r in search.items():
+        if r:
+            o(f"- {dict(stores)[store]}, {publishers(p)}: " + search_steps(r))
+    o("")
+    o("At fixed rates: 50 msg/s from one publisher, where neither setup fills its core and CPU "
+      "per delivery is a cost, and 200 msg/s from several, nearer the core's limit, for latency.")
+    o("")
+    o("| log | transport | msg/s | publishers | deliveries/s | p50 ms | p99 ms | p99.9 ms | server CPU (node + Redis) | "
+      "CPU per delivery: node | Redis | together | missing | duplicated | load gen CPU |")
+    o("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    fixed = {}
+    fixed_runs = runs_named(r"redis-memory-((ws|sse)-\d+-p\d+)")
+    for run in sorted(fixed_runs, key=lambda run: (not run.startswith("ws-"), int(run.split("-")[1]))):
+        transport, rate, p = run.split("-")
+        for store, label in stores:
+            name = f"redis-{store}-{run}"
+            r = fixed[(store, run)] = load(name)
+            if not r:
+                o(f"| {label} | `{transport}` | {rate} | {p[1:]} | {why_missing(name)} |||||||||||")
+                continue
+            l = r["latency"]
+            node, red = process_cpu(r, "pushlab"), process_cpu(r, "redis-server")
+            lost, dup = lost_and_repeated(r)
+            per = [us_per_delivery(r, c) for c in (node, red, r["server_cpu_percent"])]
+            o(f"| {label} | `{transport}` | {num(r['rate'])} | {r['publishers']} | {num(r['deliveries_per_sec'])} | "
+              f"{ms(l['p50_ms'])} | {ms(l['p99_ms'])} | {ms(l['p999_ms'])} | {pct(r['server_cpu_percent'])} | "
+              + " | ".join("–" if u is None else f"{u:.1f} µs" for u in per)
+              + f" | {lost} | {dup} | {pct(r['loadgen_cpu_percent'])} |")
+    o("")
+
+    # Across nodes -----------------------------------------------------------
+    o("### Across nodes: publish on A, subscribe on B")
+    o("")
+    o("`ws` subscribers, 100 msg/s. Latency p50 / p99 in ms, and the server side's CPU "
+      "(one node; or A + B + Redis):")
+    o("")
+    o("| subscribers | in memory, one node | Redis, same node (B → B) | Redis, across nodes (A → B) | "
+      "across − same, p50 | across − in memory, p50 | CPU: in memory | same node | across |")
+    o("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    nodes = {}
+    for n in runs_named(r"redis-nodes-memory-(\d+)"):
+        got = {where: load(f"redis-nodes-{where}-{n}") for where in ("memory", "same", "cross")}
+        nodes[n] = got
+
+        def added(a, b):
+            if not got[a] or not got[b]:
+                return "–"
+            return f"{got[a]['latency']['p50_ms'] - got[b]['latency']['p50_ms']:+.3f} ms"
+        o(f"| {n:,} | {p50_p99(got['memory'])} | {p50_p99(got['same'])} | {p50_p99(got['cross'])} | "
+          f"{added('cross', 'same')} | {added('cross', 'memory')} | "
+          + " | ".join(pct(got[k]["server_cpu_percent"]) if got[k] else why_missing(f"redis-nodes-{k}-{n}")
+                       for k in ("memory", "same", "cross")) + " |")
+    o("")
+
+    # Targets ------------------------------------------------------------------
+    o("### Targets")
+    o("")
+    o("| target | measured | ratio or difference | met? |")
+    o("| --- | --- | ---: | --- |")
+    for p in runs_named(r"redis-memory-ws-search-p(\d+)"):
+        mem, red = search[("memory", p)], search[("redis", p)]
+        text = f"one node on Redis sustains ≥ 0.7× the in-memory `ws` fan-out rate to {subscribers}, {publishers(p)}"
+        if not (mem and red and mem.get("sustained_rate")):
+            o(f"| {text} | a search did not run, or the in-memory one passed nothing | | – |")
+            continue
+        ratio = red["sustained_rate"] / mem["sustained_rate"]
+        # Where the load generator neared its core too, a rate is a lower
+        # bound; its CPU at each first failure says how near.
+        near = [f"{label} {pct(r.get('loadgen_cpu_at_failure'))}"
+                for label, r in (("Redis", red), ("in memory", mem)) if client_limited(r)]
+        note = f" (load generator at the first failure: {', '.join(near)})" if near else ""
+        o(f"| {text} | {num(red['sustained_rate'])} vs {num(mem['sustained_rate'])} msg/s{note} | "
+          f"{ratio:.2f}× | {verdict(ratio >= 0.7)} |")
+    for n, got in nodes.items():
+        for base, text in (("same", "against the same node on Redis (the target)"),
+                           ("memory", "against one node in memory (the stricter reading)")):
+            a, b = got["cross"], got[base]
+            if not a or not b:
+                o(f"| across nodes adds ≤ 2 ms to p50, {n:,} subscriber{'s' * (n != 1)}, {text} | did not run | | – |")
+                continue
+            d = a["latency"]["p50_ms"] - b["latency"]["p50_ms"]
+            o(f"| across nodes adds ≤ 2 ms to p50, {n:,} subscriber{'s' * (n != 1)}, {text} | "
+              f"{ms(a['latency']['p50_ms'])} vs {ms(b['latency']['p50_ms'])} ms | {d:+.3f} ms | {verdict(d <= 2.0)} |")
+    runs = [r for r in fixed.values() if r] + [r for got in nodes.values() for r in got.values() if r]
+    runs += [st for r in search.values() if r for st in r["steps"] if st.get("passed")]
+    bad = [f"{r['target']}/{r['transport']} at {num(r['rate'])} msg/s" for r in runs if any(lost_and_repeated(r))]
+    o(f"| every run: 0 missing, 0 duplicated | {len(runs)} runs checked (the fixed-rate runs and every "
+      f"passing search step); {'none lost or repeated' if not bad else 'lost or repeated in ' + '; '.join(bad)} "
+      f"| | {verdict(not bad)} |")
+    o("")
+    o("Commands, in the order run (`$URL` and `$PID` are the fresh node's, `$REDIS_PID` its "
+      "Redis's; `$URL_A`, `$URL_B`, `$PID_A`, `$PID_B` the two nodes'):")
+    o("")
+    out.extend(console([f.stem for f in sorted(OUT.glob("redis-*.cmd"), key=lambda f: f.stat().st_mtime)],
+                       labelled=True))
+    o("")
+    out.extend(hand_written("analysis-redis.md"))
+    o(REDIS_END)
+    return out
+
+
+def redis_block_on_page():
+    """The Redis section as the page has it now, if it has one."""
+    text = PAGE.read_text() if PAGE.exists() else ""
+    if REDIS_BEGIN not in text or REDIS_END not in text:
+        return None
+    return REDIS_BEGIN + text.split(REDIS_BEGIN, 1)[1].split(REDIS_END, 1)[0] + REDIS_END
+
+
+if not RAN - {"redis"}:
+    # The Redis section alone: the rest of the page is another run's, and
+    # stays as it is. A page without the section gets it before the
+    # criterion benches, where a whole run puts it.
+    text = PAGE.read_text()
+    block = "\n".join(redis_section())
+    if redis_block_on_page():
+        head, rest = text.split(REDIS_BEGIN, 1)
+        text = head + block + rest.split(REDIS_END, 1)[1]
+    elif "\n## Criterion benches" in text:
+        head, tail = text.split("\n## Criterion benches", 1)
+        text = head + "\n" + block + "\n\n## Criterion benches" + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    PAGE.write_text(text)
+    print("wrote the Redis section of docs/benchmarks.md")
+    sys.exit(0)
+
+lines = []
+w = lines.append
 
 w("# pushlab benchmarks")
 w("")
 w("Written by `crates/pushlab-bench/run.sh` from the results in "
-  f"`{OUT.relative_to(ROOT) if OUT.is_absolute() else OUT}`; every figure below comes from that run. "
-  "Rerun the whole matrix with one command:")
+  f"`{OUT.relative_to(ROOT) if OUT.is_absolute() else OUT}`; every figure below comes from that run, "
+  "but for a section that names its own. Rerun the whole matrix with one command:")
 w("")
 w("```console")
-w("$ crates/pushlab-bench/run.sh            # about 20 minutes, capped at 30; writes this page")
+w("$ crates/pushlab-bench/run.sh            # about 35 minutes, capped at 45; writes this page")
 w("$ QUICK=1 crates/pushlab-bench/run.sh    # a smoke run with small counts")
+w("$ ONLY=redis crates/pushlab-bench/run.sh # the Redis section alone; rewrites only that section")
 w("```")
 if EARLIER:
     w("")
@@ -332,72 +655,19 @@ w("")
 # Fan-out -------------------------------------------------------------------
 w(f"## Fan-out: highest sustained publish rate to {load('fanout-pushlab-ws')['sustained']['subscribers'] if load('fanout-pushlab-ws') and load('fanout-pushlab-ws').get('sustained') else 'N'} subscribers")
 w("")
-w("| server / transport | sustained msg/s | deliveries/s | p50 ms | p99 ms | server CPU | load gen CPU | first failure msg/s | why it failed | server / load gen CPU there | limit |")
-w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- |")
+w("| server / transport " + SEARCH_HEADER[0])
+w("| --- " + SEARCH_HEADER[1])
 fanout = {}
-
-
-# At or above this load-generator CPU in the first failing step, the client
-# was the limit, and the sustained rate is a lower bound for the server.
-CLIENT_LIMIT = 85.0
-
-
-def failure_reason(step):
-    if step is None:
-        return "–"
-    reasons = []
-    if step["connected"] < step["subscribers"]:
-        reasons.append(f"{step['subscribers'] - step['connected']} could not connect")
-    if step["latency"]["p99_ms"] > 50:
-        reasons.append(f"p99 {ms(step['latency']['p99_ms'])} ms")
-    lost = step["missing"] + step["missing_seqs"]
-    if lost:
-        reasons.append(f"{lost:,} undelivered after 3 s")
-    dup = step["duplicated"] + step["duplicated_seqs"]
-    if dup:
-        reasons.append(f"{dup:,} duplicated")
-    return ", ".join(reasons) or "–"
-
-
 for key in ["pushlab-ws", "floor-ws", "pushlab-sse", "pushlab-longpoll",
             "socketio-ws", "socketio-polling"]:
-    r = load(f"fanout-{key}")
-    fanout[key] = r
-    if not r:
-        w(f"| {LABELS[key]} | {why_missing('fanout-' + key)} |||||||||")
-        continue
-    s = r.get("sustained")
-    fail = None
-    if r.get("first_failure") is not None:
-        # With retries a failing rate was run more than once; the last run decided.
-        fail = ([st for st in r["steps"] if st["rate"] == r["first_failure"]] or [None])[-1]
-    client = (r.get("loadgen_cpu_at_failure") or 0) >= CLIENT_LIMIT
-    limit = "–" if fail is None else ("**client** (load generator ≥ 85%)" if client else "server")
-    there = f"{pct(r.get('server_cpu_at_failure'))} / {pct(r.get('loadgen_cpu_at_failure'))}"
-    if s:
-        w(f"| {LABELS[key]} | **{num(r['sustained_rate'])}** | {num(s['deliveries_per_sec'])} | "
-          f"{ms(s['latency']['p50_ms'])} | {ms(s['latency']['p99_ms'])} | {pct(s['server_cpu_percent'])} | "
-          f"{pct(s['loadgen_cpu_percent'])} | {num(r.get('first_failure'))} | {failure_reason(fail)} | "
-          f"{there} | {limit} |")
-    else:
-        w(f"| {LABELS[key]} | none passed | | | | | | {num(r.get('first_failure'))} | "
-          f"{failure_reason(fail)} | {there} | {limit} |")
+    fanout[key] = load(f"fanout-{key}")
+    w(search_row(LABELS[key], f"fanout-{key}"))
 w("")
-w("Every step of every search (rate, p50/p99 ms, deliveries/s, missing, server and load-generator CPU). "
-  "A step that failed on latency alone was run once more (`again`), and passed if either run did:")
+w(SEARCH_STEPS_INTRO)
 w("")
 for key, r in fanout.items():
-    if not r:
-        continue
-    parts = []
-    for i, st in enumerate(r["steps"]):
-        again = i > 0 and r["steps"][i - 1]["rate"] == st["rate"] and not r["steps"][i - 1]["passed"]
-        parts.append(
-            f"{num(st['rate'])}{' again' if again else ''} → {ms(st['latency']['p50_ms'])}/{ms(st['latency']['p99_ms'])} ms, "
-            f"{num(st['deliveries_per_sec'])}/s, missing {st['missing'] + st['missing_seqs']:,}, "
-            f"CPU {pct(st['server_cpu_percent'])}/{pct(st['loadgen_cpu_percent'])} "
-            f"{'pass' if st['passed'] else 'FAIL'}")
-    w(f"- {LABELS[key]}: " + "; ".join(parts))
+    if r:
+        w(f"- {LABELS[key]}: " + search_steps(r))
 mix = load("fanout-pushlab-mix")
 if mix:
     l = mix["latency"]
@@ -540,10 +810,6 @@ def sustained(key):
     return None if not r else r.get("sustained_rate")
 
 
-def verdict(ok):
-    return "–" if ok is None else ("**met**" if ok else "**missed**")
-
-
 lw, lf = latency.get("pushlab-ws"), latency.get("floor-ws")
 if lw and lf:
     r50 = lw["latency"]["p50_ms"] / lf["latency"]["p50_ms"]
@@ -562,13 +828,8 @@ def ratio_row(text, a, b, need, an, bn, keys=()):
     if b == 0:
         w(f"| {text} | {num(a)} vs {num(b)} msg/s | ∞ | {verdict(a > 0)} |")
         return
-    note = "".join(f" ({LABELS[k]} was client-limited: a lower bound)" for k in keys if client_limited(k))
+    note = "".join(f" ({LABELS[k]} was client-limited: a lower bound)" for k in keys if client_limited(fanout.get(k)))
     w(f"| {text} | {num(a)} vs {num(b)} msg/s{note} | {a / b:.2f}× | {verdict(a / b >= need)} |")
-
-
-def client_limited(key):
-    r = fanout.get(key)
-    return bool(r) and r.get("first_failure") is not None and (r.get("loadgen_cpu_at_failure") or 0) >= CLIENT_LIMIT
 
 
 ratio_row("`ws` fan-out ≥ 2× socket.io websocket", ws_, sio, 2.0, "ws", "socket.io",
@@ -692,15 +953,18 @@ if any(prof.values()):
                 break
         w("```")
         w("")
-    w("```console")
-    for name in prof:
-        w("$ " + cmd(f"profile-{name}"))
-    w("```")
+    lines.extend(console([f"profile-{name}" for name in prof]))
     w("")
-    notes = BENCH / "analysis.md"
-    if notes.exists():
-        w(notes.read_text().strip())
-        w("")
+    lines.extend(hand_written("analysis.md"))
+
+# Scale-out on Redis ------------------------------------------------------------
+if "redis" in RAN:
+    lines.extend(redis_section())
+    w("")
+elif redis_block_on_page():
+    # This run left the Redis section out: the page keeps the one it has.
+    w(redis_block_on_page())
+    w("")
 
 # Criterion -------------------------------------------------------------------
 crit = OUT / "criterion.out"
@@ -725,8 +989,8 @@ if crit.exists():
 
 # cluster-compare.sh's section, from its own run, stays as it was, after
 # the sections above (each ends with a blank line).
-lines += kept_block(ROOT / "docs" / "benchmarks.md", "cluster")
-(ROOT / "docs" / "benchmarks.md").write_text("\n".join(lines) + "\n")
+lines += kept_block(PAGE, "cluster")
+PAGE.write_text("\n".join(lines) + "\n")
 
 
 def rfc6202():
@@ -809,7 +1073,8 @@ def rfc6202():
 
 # docs/transports.md: replace the measured block between the markers.
 tpath = ROOT / "docs" / "transports.md"
-if tpath.exists():
+# A run that measured none of what it shows leaves it as it is.
+if tpath.exists() and RAN & {"latency", "wire", "fanout", "idle"}:
     text = tpath.read_text()
     measured = [f"Measured by `crates/pushlab-bench/run.sh` (results `{OUT.name}`; method and machine in "
                 "[benchmarks.md](benchmarks.md)); one subscriber, the server pinned to one core.", ""]

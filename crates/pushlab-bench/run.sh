@@ -2,17 +2,21 @@
 # Runs pushlab's whole benchmark matrix and writes docs/benchmarks.md, plus
 # the measured tables in docs/transports.md.
 #
-#   crates/pushlab-bench/run.sh           the full matrix (about 20 minutes, capped at 30)
+#   crates/pushlab-bench/run.sh           the full matrix (about 35 minutes, capped at 45)
 #   QUICK=1 crates/pushlab-bench/run.sh   a smoke run: small counts, short steps
 #   ONLY=latency,profile crates/pushlab-bench/run.sh   some sections only
-#                               (latency, wire, fanout, idle, profile, criterion)
+#                               (latency, wire, fanout, idle, redis, profile, criterion)
+#
+# `ONLY=redis` rewrites only the Redis section of docs/benchmarks.md and
+# leaves the rest of the page, which comes from another run, as it is.
 #
 # It runs from the workspace root, whose target/ holds every crate's binaries.
 #
 # Method: every server (pushlab --workers 1, pushlab-floor, the socket.io
 # peer on Node) runs pinned to core 1 with `taskset -c 1`; the load generator
-# runs pinned to core 0. Each measurement gets a fresh server. Every server
-# this script starts is stopped on exit, whatever happens. Raw JSON results go
+# runs pinned to core 0. Each measurement gets a fresh server (and a fresh
+# redis-server, pinned with it, where it uses one). Every server this script
+# starts is stopped on exit, whatever happens. Raw JSON results go
 # to target/bench-results/<time>/, and docs/ is written from them alone.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -28,7 +32,7 @@ export PUSHLAB_IP_CONNECTIONS=0 PUSHLAB_IP_SESSIONS=0 PUSHLAB_IP_REGISTRATIONS=0
   PUSHLAB_IP_RATE_LIMIT=0 PUSHLAB_IP_ROOMS=0
 QUICK=${QUICK:-0}
 # The whole run, builds excluded, stops starting new measurements after this.
-BUDGET_SECS=${BUDGET_SECS:-1800}
+BUDGET_SECS=${BUDGET_SECS:-2700}
 SERVER_CORE=${SERVER_CORE:-1}
 LOAD_CORE=${LOAD_CORE:-0}
 # Servers and the load generator run as ordinary processes (SCHED_OTHER),
@@ -42,19 +46,19 @@ if [ "${SCHED_RT:-0}" = 1 ]; then RT=(chrt -r 10); else RT=(); fi
 export RUST_BACKTRACE=0
 
 if [ "$QUICK" = 1 ]; then
-  FANOUT=${FANOUT:-100}; IDLE=${IDLE:-1000}; STEP_SECS=2; LAT_SECS=3; BISECT=1
+  FANOUT=${FANOUT:-100}; IDLE=${IDLE:-1000}; STEP_SECS=2; LAT_SECS=3; BISECT=1; CROSS=${CROSS:-10}
 else
-  FANOUT=${FANOUT:-1000}; IDLE=${IDLE:-10000}; STEP_SECS=5; LAT_SECS=10; BISECT=3
+  FANOUT=${FANOUT:-1000}; IDLE=${IDLE:-10000}; STEP_SECS=5; LAT_SECS=10; BISECT=3; CROSS=${CROSS:-100}
 fi
 
-ONLY=${ONLY:-latency,wire,fanout,idle,profile,criterion}
+ONLY=${ONLY:-latency,wire,fanout,idle,redis,profile,criterion}
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
 step "building (release) and installing the socket.io peer from its lockfile"
 cargo build --release --locked --workspace --bins
-[ "$QUICK" = 1 ] || cargo bench --locked --no-run >/dev/null 2>&1
+if want criterion && [ "$QUICK" != 1 ]; then cargo bench --locked --no-run >/dev/null 2>&1; fi
 (cd "$BENCH/socketio" && npm ci --no-audit --no-fund --silent)
 
 OUT="target/bench-results/$(date -u +%Y%m%dT%H%M%SZ)"
@@ -63,15 +67,52 @@ START=$(date +%s)
 LOAD=target/release/pushlab-load
 source "$BENCH/servers.sh"
 
-# start_server pushlab|floor|socketio NAME: a fresh server on a free port,
-# pinned to the server core; sets SERVER_PID and SERVER_URL.
+PUSHLAB=("$PUSHLAB_BIN" --addr 127.0.0.1:0 --rate-limit 0 --workers 1)
+ON_SERVER_CORE=("${RT[@]}" taskset -c "$SERVER_CORE")
+
+# start_server KIND NAME: a fresh server on a free port, pinned to the
+# server core, and everything it needs. KIND is pushlab, floor, socketio;
+# pushlab-redis (a redis-server and one node on it); or pushlab-redis-same
+# and pushlab-redis-cross (a redis-server and two nodes on it, A and B, the
+# subscribers on B and the publishers on B or on A). Sets SERVER_PID and
+# SERVER_URL (the subscribers' server); SIDE_PIDS, every pid of the server
+# side, comma separated; SERVER_ARGS, what pushlab-load needs besides; and
+# SHOWN, the name each URL and pid goes by in the commands shown in docs/.
+declare -A SHOWN
 start_server() {
+  SERVER_ARGS=()
+  SHOWN=()
   case "$1" in
-    pushlab) launch "$2" "${RT[@]}" taskset -c "$SERVER_CORE" "$PUSHLAB_BIN" --addr 127.0.0.1:0 \
-               --rate-limit 0 --workers 1 ;;
-    floor) launch "$2" "${RT[@]}" taskset -c "$SERVER_CORE" target/release/pushlab-floor --addr 127.0.0.1:0 ;;
-    socketio) launch "$2" "${RT[@]}" taskset -c "$SERVER_CORE" node "$BENCH/socketio/server.js" --addr 127.0.0.1:0 ;;
+    pushlab) launch "$2" "${ON_SERVER_CORE[@]}" "${PUSHLAB[@]}" ;;
+    floor) launch "$2" "${ON_SERVER_CORE[@]}" target/release/pushlab-floor --addr 127.0.0.1:0 ;;
+    socketio) launch "$2" "${ON_SERVER_CORE[@]}" node "$BENCH/socketio/server.js" --addr 127.0.0.1:0 ;;
+    pushlab-redis)
+      stop_server
+      launch_redis "$2" "${ON_SERVER_CORE[@]}"
+      launch_beside "$2" "${ON_SERVER_CORE[@]}" "${PUSHLAB[@]}" --redis "$REDIS_URL"
+      SIDE_PIDS="$SERVER_PID,$REDIS_PID"
+      SHOWN=([$SERVER_URL]='$URL' [$SIDE_PIDS]='$PID,$REDIS_PID')
+      return ;;
+    pushlab-redis-same|pushlab-redis-cross)
+      stop_server
+      launch_redis "$2" "${ON_SERVER_CORE[@]}"
+      launch_beside "$2-a" "${ON_SERVER_CORE[@]}" "${PUSHLAB[@]}" --redis "$REDIS_URL"
+      local a_url=$SERVER_URL a_pid=$SERVER_PID
+      launch_beside "$2" "${ON_SERVER_CORE[@]}" "${PUSHLAB[@]}" --redis "$REDIS_URL"
+      [ "$1" = pushlab-redis-same ] || SERVER_ARGS=(--publish-url "$a_url")
+      SIDE_PIDS="$a_pid,$SERVER_PID,$REDIS_PID"
+      SHOWN=([$SERVER_URL]='$URL_B' [$a_url]='$URL_A' [$SIDE_PIDS]='$PID_A,$PID_B,$REDIS_PID')
+      return ;;
   esac
+  SIDE_PIDS=$SERVER_PID
+  SHOWN=([$SERVER_URL]='$URL' [$SIDE_PIDS]='$PID')
+}
+
+# shown WORDS...: the words, with the server's URLs and pids as SHOWN names them.
+shown() {
+  local out=() word
+  for word in "$@"; do out+=("${SHOWN[$word]:-$word}"); done
+  echo "${out[*]}"
 }
 
 # measure NAME CAP_SECS SERVER pushlab-load ARGS...: one measurement on a
@@ -86,8 +127,8 @@ measure() {
   fi
   [ "$cap" -gt "$left" ] && cap=$left
   start_server "$server" "$name"
-  local args=("$@" --url "$SERVER_URL" --server-pid "$SERVER_PID" --json)
-  echo "${RT[*]} taskset -c $LOAD_CORE $LOAD ${args[*]}" | sed "s#$SERVER_URL#\$URL#; s#--server-pid $SERVER_PID#--server-pid \$PID#" >"$OUT/$name.cmd"
+  local args=("$@" --url "$SERVER_URL" "${SERVER_ARGS[@]}" --server-pid "$SIDE_PIDS" --json)
+  echo "${RT[*]} taskset -c $LOAD_CORE $LOAD $(shown "${args[@]}")" >"$OUT/$name.cmd"
   step "$name: $(cat "$OUT/$name.cmd")"
   if ! timeout --kill-after=5 "$cap" "${RT[@]}" taskset -c "$LOAD_CORE" "$LOAD" "${args[@]}" \
       >"$OUT/$name.json" 2>"$OUT/$name.err"; then
@@ -107,6 +148,8 @@ measure() {
   echo "socket.io: $(node -p "require('./$BENCH/socketio/node_modules/socket.io/package.json').version")"
   echo "pushlab commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src benches crates Cargo.toml || echo ' (with uncommitted changes)')"
   echo "quick: $QUICK"
+  echo "sections: $ONLY"
+  if want redis; then echo "redis-server: $(redis-server --version)"; fi
   echo "scheduling: ${RT[*]:-ordinary (SCHED_OTHER)}; server on core $SERVER_CORE, load generator on core $LOAD_CORE"
   echo "lscpu:"
   lscpu | grep -E 'Model name|^CPU\(s\)|Thread|Core|Socket|MHz|L2|L3|Hypervisor' | sed 's/^/  /'
@@ -144,8 +187,8 @@ fi
 
 # 3. Fan-out: the highest sustained publish rate with p99 <= 50 ms and
 #    nothing missing, by doubling then bisecting.
-if want fanout; then
 SEARCH=(--subscribers "$FANOUT" --duration "$STEP_SECS" --bisect "$BISECT" --p99-limit-ms 50)
+if want fanout; then
 measure fanout-pushlab-ws 360 pushlab search --target pushlab --transport ws --start 128 "${SEARCH[@]}"
 measure fanout-floor-ws 360 floor search --target floor --transport ws --start 128 "${SEARCH[@]}"
 measure fanout-pushlab-sse 360 pushlab search --target pushlab --transport sse --start 128 "${SEARCH[@]}"
@@ -167,7 +210,49 @@ for t in ws polling; do
 done
 fi
 
-# 5. Where the server's time goes under WebSocket fan-out: pushlab and the
+# 5. Scale-out on Redis. The server side is a pushlab node and the
+#    redis-server it uses, both pinned to the server core, so Redis's CPU
+#    comes out of the same core as the in-memory log's; the load generator
+#    keeps core 0, and the CPU figures are the node's and Redis's summed.
+#    a. One node, in memory against `--redis`: the ws fan-out search to
+#       $FANOUT (the fan-out section's criteria) with one publisher, as
+#       there, and with $PUBLISHERS: a node on Redis answers one socket's
+#       messages one after the other, each after its round trip to Redis,
+#       so a lone publisher measures that socket rather than the fan-out.
+#       Then fixed rates: 50 msg/s from one publisher, where neither setup
+#       fills its core and CPU per delivery is a cost, and 200 msg/s from
+#       $PUBLISHERS, nearer the core's limit, for latency.
+#    b. Across nodes: two nodes on one Redis, A and B, and Redis, all three
+#       on the server core. The publisher sends to A and the subscribers read
+#       B, against the publisher on B too (A still running and mirroring
+#       the room, so the same processes share the core), and against one
+#       node in memory; 1 and $CROSS subscribers at 100 msg/s.
+#    Each setup is NAME:KIND, its name in the results and start_server's kind.
+PUBLISHERS=${PUBLISHERS:-8}
+if want redis; then
+for publishers in 1 "$PUBLISHERS"; do
+  for setup in memory:pushlab redis:pushlab-redis; do
+    measure "redis-${setup%%:*}-ws-search-p$publishers" 360 "${setup#*:}" search --target pushlab \
+      --transport ws --start 128 --publishers "$publishers" "${SEARCH[@]}"
+  done
+done
+for run in ws:50:1 ws:200:"$PUBLISHERS" sse:50:1; do
+  IFS=: read -r transport rate publishers <<<"$run"
+  for setup in memory:pushlab redis:pushlab-redis; do
+    measure "redis-${setup%%:*}-$transport-$rate-p$publishers" 60 "${setup#*:}" rate --target pushlab \
+      --transport "$transport" --subscribers "$FANOUT" --rate "$rate" --publishers "$publishers" \
+      --duration "$LAT_SECS"
+  done
+done
+for subscribers in 1 "$CROSS"; do
+  for setup in memory:pushlab same:pushlab-redis-same cross:pushlab-redis-cross; do
+    measure "redis-nodes-${setup%%:*}-$subscribers" 60 "${setup#*:}" rate --target pushlab \
+      --transport ws --subscribers "$subscribers" --rate 100 --duration "$LAT_SECS"
+  done
+done
+fi
+
+# 6. Where the server's time goes under WebSocket fan-out: pushlab and the
 #    floor at the same rate, low enough that both keep up, with a CPU
 #    profile (perf, cpu-clock: this VM has no hardware counters) and a count
 #    of send syscalls, 3 s in the middle of the publishing window.
@@ -202,7 +287,7 @@ if want profile && command -v perf >/dev/null; then
   profile floor-ws floor
 fi
 
-# 6. The criterion benches, if there is time left: server and clients in one
+# 7. The criterion benches, if there is time left: server and clients in one
 #    process, all on the load generator's core.
 if want criterion && [ "$QUICK" != 1 ] && [ $(( BUDGET_SECS - ($(date +%s) - START) )) -gt 150 ]; then
   step "cargo bench"

@@ -58,7 +58,11 @@ const LONGPOLL_HOLD_SECS: u32 = 25;
 
 /// What every client of a step shares.
 pub struct Step {
+    /// The subscribers' server.
     pub server: SocketAddr,
+    /// The publishers' server: the subscribers' one, or another node on the
+    /// same Redis.
+    pub publish_server: SocketAddr,
     pub sources: Sources,
     /// Subscriber sockets.
     pub wire: Arc<Wire>,
@@ -246,22 +250,28 @@ fn peer_payload(seen: &Mutex<Seen>, tally: &Tally, json: &str) -> anyhow::Result
     Ok(())
 }
 
-async fn connect(step: &Step, index: usize, wire: &Arc<Wire>) -> anyhow::Result<Counted> {
-    let stream = net::connect(step.server, step.sources.pick(index), wire.clone())
+async fn connect(
+    step: &Step,
+    server: SocketAddr,
+    index: usize,
+    wire: &Arc<Wire>,
+) -> anyhow::Result<Counted> {
+    let stream = net::connect(server, step.sources.pick(index), wire.clone())
         .await
-        .with_context(|| format!("connecting to {}", step.server))?;
+        .with_context(|| format!("connecting to {server}"))?;
     wire.request();
     Ok(stream)
 }
 
 async fn websocket(
     step: &Step,
+    server: SocketAddr,
     index: usize,
     wire: &Arc<Wire>,
     path: &str,
 ) -> anyhow::Result<tokio_tungstenite::WebSocketStream<Counted>> {
-    let stream = connect(step, index, wire).await?;
-    let url = format!("ws://{}{path}", step.server);
+    let stream = connect(step, server, index, wire).await?;
+    let url = format!("ws://{server}{path}");
     let (socket, _) = tokio_tungstenite::client_async(url, stream)
         .await
         .context("the WebSocket handshake")?;
@@ -278,7 +288,7 @@ async fn pushlab_ws(
     ready: &mut Ready,
 ) -> anyhow::Result<()> {
     let path = format!("/ws?since={}", step.since);
-    let mut socket = websocket(step, index, &step.wire, &path).await?;
+    let mut socket = websocket(step, step.server, index, &step.wire, &path).await?;
     while let Some(frame) = socket.next().await {
         let text = match frame? {
             Message::Text(text) => text,
@@ -310,7 +320,7 @@ fn refusal(status: u16, body: &[u8]) -> String {
 }
 
 async fn http(step: &Step, index: usize) -> anyhow::Result<Http1> {
-    let stream = connect(step, index, &step.wire).await?;
+    let stream = connect(step, step.server, index, &step.wire).await?;
     // The connection itself counts once; each request counts below.
     step.wire
         .requests
@@ -421,7 +431,7 @@ async fn floor_ws(
     seen: &Mutex<Seen>,
     ready: &mut Ready,
 ) -> anyhow::Result<()> {
-    let mut socket = websocket(step, index, &step.wire, "/").await?;
+    let mut socket = websocket(step, step.server, index, &step.wire, "/").await?;
     ready.fire();
     while let Some(frame) = socket.next().await {
         match frame? {
@@ -447,7 +457,7 @@ async fn socketio_ws(
     ready: &mut Ready,
 ) -> anyhow::Result<()> {
     let path = engineio::query("websocket", None);
-    let mut socket = websocket(step, index, &step.wire, &path).await?;
+    let mut socket = websocket(step, step.server, index, &step.wire, &path).await?;
     while let Some(frame) = socket.next().await {
         let Message::Text(text) = frame? else {
             continue;
@@ -581,7 +591,7 @@ pub async fn publish(
     let socket = match peer {
         Peer::Pushlab => {
             let path = format!("/ws?since={}", step.since);
-            let mut socket = websocket(&step, index, wire, &path).await?;
+            let mut socket = websocket(&step, step.publish_server, index, wire, &path).await?;
             let register = serde_json::json!({"type": "register", "name": name});
             socket.send(Message::Text(register.to_string())).await?;
             while let Some(frame) = socket.next().await {
@@ -594,10 +604,10 @@ pub async fn publish(
             }
             socket
         }
-        Peer::Floor => websocket(&step, index, wire, "/").await?,
+        Peer::Floor => websocket(&step, step.publish_server, index, wire, "/").await?,
         Peer::Socketio => {
             let path = engineio::query("websocket", None);
-            let mut socket = websocket(&step, index, wire, &path).await?;
+            let mut socket = websocket(&step, step.publish_server, index, wire, &path).await?;
             while let Some(frame) = socket.next().await {
                 let Message::Text(text) = frame? else {
                     continue;

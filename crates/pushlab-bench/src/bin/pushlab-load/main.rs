@@ -9,6 +9,7 @@
 //! pushlab-load rate   --url http://127.0.0.1:8080 --transport ws --subscribers 1 --rate 100 --duration 10
 //! pushlab-load search --url http://127.0.0.1:8080 --transport ws --subscribers 1000
 //! pushlab-load idle   --url http://127.0.0.1:8080 --transport longpoll --subscribers 10000 --server-pid PID
+//! pushlab-load rate   --url http://127.0.0.1:8082 --publish-url http://127.0.0.1:8081 --server-pid A,B,REDIS
 //! ```
 //!
 //! `--target floor` speaks to `pushlab-floor`, `--target socketio` to the
@@ -19,7 +20,12 @@
 //! missing and duplicated messages (by pushlab seq and by payload id, per
 //! subscriber), bytes on the wire per delivered event in both directions
 //! (counted on its own sockets), and the CPU and memory of the server
-//! (`--server-pid`) and of itself. `--json` prints one JSON object instead.
+//! (`--server-pid`, one process or several, such as pushlab nodes and their
+//! Redis) and of itself. `--json` prints one JSON object instead.
+//!
+//! With `--publish-url` the publishers talk to another server than the
+//! subscribers: another pushlab node on the same Redis, for cross-node
+//! delivery.
 //!
 //! # Layout
 //!
@@ -59,7 +65,7 @@ use tokio::task::JoinSet;
 use clients::{Kind, Peer, Ready, Share, Step};
 use http1::Http1;
 use net::{Sources, Wire, WireSnapshot};
-use procstat::Process;
+use procstat::{Process, ServerSide};
 use tally::{Clock, Seen, Tally};
 
 #[derive(Debug, Parser)]
@@ -154,6 +160,10 @@ struct Common {
     /// The server: `http://HOST:PORT` (or `ws://`).
     #[arg(long)]
     url: String,
+    /// The publishers' server, if not `--url`: another pushlab node on the
+    /// same Redis, so every message crosses from one node to the other.
+    #[arg(long)]
+    publish_url: Option<String>,
     /// Which server speaks at `--url`.
     #[arg(long, value_enum, default_value_t = TargetArg::Pushlab)]
     target: TargetArg,
@@ -173,9 +183,11 @@ struct Common {
     /// client does, instead of only listening.
     #[arg(long)]
     register: bool,
-    /// The server's process id, to report its CPU and RSS.
-    #[arg(long)]
-    server_pid: Option<u32>,
+    /// The server's process id, to report its CPU and RSS. Several (comma
+    /// separated, or the flag again) make one server side, whose CPU and RSS
+    /// are their sums: pushlab nodes and the Redis they share, say.
+    #[arg(long, value_delimiter = ',')]
+    server_pid: Vec<u32>,
     /// Connect from 127.0.0.1 up to 127.0.0.N in turn.
     #[arg(long, default_value_t = 8)]
     sources: u8,
@@ -194,14 +206,17 @@ struct Common {
 }
 
 impl Common {
+    /// The subscribers' server, from `--url`.
     fn server(&self) -> anyhow::Result<SocketAddr> {
-        let rest = self
-            .url
-            .split_once("://")
-            .map_or(self.url.as_str(), |(_, rest)| rest);
-        let host = rest.split('/').next().unwrap_or(rest);
-        host.parse()
-            .with_context(|| format!("--url {} is not http://IP:PORT", self.url))
+        address("--url", &self.url)
+    }
+
+    /// The publishers' server: `--publish-url`, or else `--url`.
+    fn publish_server(&self) -> anyhow::Result<SocketAddr> {
+        match &self.publish_url {
+            Some(url) => address("--publish-url", url),
+            None => self.server(),
+        }
     }
 
     fn peer(&self) -> Peer {
@@ -232,6 +247,14 @@ impl Common {
             (target, transport) => bail!("{target:?} does not serve {transport:?}"),
         })
     }
+}
+
+/// The address in `url` (`http://IP:PORT`, `ws://IP:PORT/...`), given as `flag`.
+fn address(flag: &str, url: &str) -> anyhow::Result<SocketAddr> {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let host = rest.split('/').next().unwrap_or(rest);
+    host.parse()
+        .with_context(|| format!("{flag} {url} is not http://IP:PORT"))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -410,8 +433,14 @@ struct StepResult {
     payload_per_delivery: f64,
     /// Publisher sockets, per published message.
     publisher_sent_per_message: f64,
+    /// The publishers talked to `--publish-url`, another server than the
+    /// subscribers'.
+    publish_elsewhere: bool,
+    /// Summed over every `--server-pid` process.
     server_cpu_percent: Option<f64>,
     server_rss_kib: Option<u64>,
+    /// Each `--server-pid` process on its own.
+    server_processes: Vec<ServerProcess>,
     loadgen_cpu_percent: Option<f64>,
     /// The step met the search criterion (set by the search).
     passed: Option<bool>,
@@ -438,6 +467,16 @@ fn count_errors(seen: &[Arc<Mutex<Seen>>]) -> Vec<ErrorCount> {
         .collect();
     errors.sort_by_key(|e| std::cmp::Reverse(e.subscribers));
     errors
+}
+
+/// One process of the server side, over the publishing window.
+#[derive(Debug, Clone, Serialize)]
+struct ServerProcess {
+    pid: u32,
+    /// `pushlab`, `redis-server`, ...
+    command: Option<String>,
+    cpu_percent: Option<f64>,
+    rss_kib: Option<u64>,
 }
 
 /// Connects `subscribers`, and waits until all are ready or failed.
@@ -572,17 +611,19 @@ async fn head(common: &Common, server: SocketAddr) -> anyhow::Result<u64> {
 
 /// Waits until the server has been nearly idle for a quarter second (at
 /// most 15 s), so one step's backlog does not slow the next.
-async fn settle(server: Option<Process>) {
-    let Some(server) = server else {
+async fn settle(server: &ServerSide) {
+    if server.is_empty() {
         tokio::time::sleep(Duration::from_secs(1)).await;
         return;
-    };
+    }
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
-        let Some(before) = server.cpu() else { return };
+        let before = server.cpu();
         tokio::time::sleep(Duration::from_millis(250)).await;
-        let Some(after) = server.cpu() else { return };
-        if after.percent_since(&before) < 5.0 {
+        let Some(busy) = procstat::total(server.cpu().percents_since(&before)) else {
+            return;
+        };
+        if busy < 5.0 {
             return;
         }
     }
@@ -596,11 +637,12 @@ async fn step(
     duration: f64,
 ) -> anyhow::Result<StepResult> {
     let server_addr = common.server()?;
-    let server = common.server_pid.map(Process::Pid);
+    let server = ServerSide::new(&common.server_pid);
     let count = (rate * duration).round().max(1.0) as u64;
     let tally = Arc::new(Tally::new(clock, number, count));
     let step = Arc::new(Step {
         server: server_addr,
+        publish_server: common.publish_server()?,
         sources: Sources {
             count: common.sources,
         },
@@ -648,11 +690,11 @@ async fn step(
     }
     // Let held requests reach the server and the connects settle.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    settle(server).await;
+    settle(&server).await;
 
     let wire_before = step.wire.snapshot();
     let publisher_wire_before = step.publisher_wire.snapshot();
-    let server_cpu_before = server.and_then(|s| s.cpu());
+    let server_cpu_before = server.cpu();
     let own_cpu_before = Process::Myself.cpu();
     let t0 = Instant::now() + Duration::from_millis(20);
     start_tx.send_replace(Some(t0));
@@ -669,15 +711,22 @@ async fn step(
         published.sent += report.sent;
         published.worst_lateness = published.worst_lateness.max(report.worst_lateness);
     }
-    let server_cpu = server
-        .and_then(|s| s.cpu())
-        .zip(server_cpu_before)
-        .map(|(after, before)| after.percent_since(&before));
+    let server_cpu_each = server.cpu().percents_since(&server_cpu_before);
     let own_cpu = Process::Myself
         .cpu()
         .zip(own_cpu_before)
         .map(|(after, before)| after.percent_since(&before));
-    let server_rss = server.and_then(|s| s.rss_kib());
+    let server_processes: Vec<ServerProcess> = server
+        .pids()
+        .iter()
+        .zip(&server_cpu_each)
+        .map(|(&pid, &cpu_percent)| ServerProcess {
+            pid,
+            command: Process::Pid(pid).command(),
+            cpu_percent,
+            rss_kib: Process::Pid(pid).rss_kib(),
+        })
+        .collect();
 
     let expected = count * crowd.connected as u64;
     let drain_until = Instant::now() + Duration::from_secs_f64(common.drain);
@@ -726,8 +775,10 @@ async fn step(
         requests_per_delivery: 0.0,
         payload_per_delivery: 0.0,
         publisher_sent_per_message: publisher_wire.sent as f64 / published.sent.max(1) as f64,
-        server_cpu_percent: server_cpu,
-        server_rss_kib: server_rss,
+        publish_elsewhere: common.publish_server()? != server_addr,
+        server_cpu_percent: procstat::total(server_cpu_each),
+        server_rss_kib: procstat::total(server_processes.iter().map(|p| p.rss_kib)),
+        server_processes,
         loadgen_cpu_percent: own_cpu,
         passed: None,
     };
@@ -760,7 +811,7 @@ async fn step(
     result.wire_sent_per_delivery = wire.sent as f64 / delivered;
     result.requests_per_delivery = wire.requests as f64 / delivered;
     result.payload_per_delivery = payload as f64 / delivered;
-    settle(server).await;
+    settle(&server).await;
     Ok(result)
 }
 
@@ -817,6 +868,16 @@ fn print_step(r: &StepResult) {
         cpu(r.loadgen_cpu_percent),
         r.publisher_worst_lateness_ms
     );
+    if r.server_processes.len() > 1 {
+        for p in &r.server_processes {
+            println!(
+                "    {} {}: CPU {}",
+                p.command.as_deref().unwrap_or("?"),
+                p.pid,
+                cpu(p.cpu_percent)
+            );
+        }
+    }
 }
 
 struct SearchPlan {
@@ -961,12 +1022,13 @@ struct IdleResult {
 
 async fn idle(common: &Common, clock: Clock, hold: f64) -> anyhow::Result<IdleResult> {
     let server_addr = common.server()?;
-    let Some(pid) = common.server_pid else {
+    let server = ServerSide::new(&common.server_pid);
+    if server.is_empty() {
         bail!("idle needs --server-pid to read the server's RSS");
-    };
-    let server = Process::Pid(pid);
+    }
     let step = Arc::new(Step {
         server: server_addr,
+        publish_server: server_addr,
         sources: Sources {
             count: common.sources,
         },
@@ -976,11 +1038,11 @@ async fn idle(common: &Common, clock: Clock, hold: f64) -> anyhow::Result<IdleRe
         since: head(common, server_addr).await?,
         poll_interval: Duration::from_millis(common.poll_interval_ms),
     });
-    settle(Some(server)).await;
+    settle(&server).await;
     let before = server.rss_kib().context("reading the server's RSS")?;
     let mut crowd = connect_crowd(common, &step, 1).await?;
     tokio::time::sleep(Duration::from_secs_f64(hold)).await;
-    settle(Some(server)).await;
+    settle(&server).await;
     let after = server.rss_kib().context("reading the server's RSS")?;
     let server_open = if common.target == TargetArg::Pushlab {
         let transport = format!("{:?}", common.transport).to_lowercase();
@@ -1002,4 +1064,69 @@ async fn idle(common: &Common, clock: Clock, hold: f64) -> anyhow::Result<IdleRe
         server_open,
         loadgen_rss_kib,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn common(args: &[&str]) -> Common {
+        let cli = Cli::try_parse_from(["pushlab-load", "rate"].iter().chain(args))
+            .expect("the arguments parse");
+        match cli.mode {
+            Mode::Rate { common, .. } => common,
+            _ => unreachable!("parsed as rate"),
+        }
+    }
+
+    #[test]
+    fn publishers_use_the_subscribers_server_unless_given_a_publish_url() {
+        let same = common(&["--url", "http://127.0.0.1:8082"]);
+        let other = common(&[
+            "--url",
+            "http://127.0.0.1:8082",
+            "--publish-url",
+            "ws://127.0.0.1:8081/",
+        ]);
+
+        assert_eq!(same.publish_server().unwrap(), same.server().unwrap());
+        assert_eq!(
+            other.publish_server().unwrap(),
+            "127.0.0.1:8081".parse().unwrap()
+        );
+        assert_eq!(other.server().unwrap(), "127.0.0.1:8082".parse().unwrap());
+    }
+
+    #[test]
+    fn a_publish_url_that_is_not_an_address_is_refused_by_its_flag_name() {
+        let bad = common(&[
+            "--url",
+            "http://127.0.0.1:1",
+            "--publish-url",
+            "http://node-a",
+        ]);
+
+        let error = bad.publish_server().unwrap_err().to_string();
+
+        assert!(error.starts_with("--publish-url http://node-a"), "{error}");
+    }
+
+    #[test]
+    fn several_server_pids_make_one_server_side_in_either_spelling() {
+        let listed = common(&["--url", "http://127.0.0.1:1", "--server-pid", "10,20,30"]);
+        let repeated = common(&[
+            "--url",
+            "http://127.0.0.1:1",
+            "--server-pid",
+            "10",
+            "--server-pid",
+            "20,30",
+        ]);
+
+        assert_eq!(listed.server_pid, [10, 20, 30]);
+        assert_eq!(repeated.server_pid, [10, 20, 30]);
+        assert!(common(&["--url", "http://127.0.0.1:1"])
+            .server_pid
+            .is_empty());
+    }
 }

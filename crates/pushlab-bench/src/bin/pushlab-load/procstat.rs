@@ -1,5 +1,7 @@
 //! What a process costs, read from Linux's `/proc`: resident memory from
-//! `/proc/PID/status` and CPU time from `/proc/PID/stat`.
+//! `/proc/PID/status` and CPU time from `/proc/PID/stat`. A server side of
+//! several processes (pushlab nodes and the Redis they share) is read as
+//! one, process by process.
 
 use std::time::Instant;
 
@@ -46,6 +48,12 @@ impl Process {
             .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
+    /// The command name (`/proc/PID/comm`), such as `pushlab` or `redis-server`.
+    pub fn command(&self) -> Option<String> {
+        let comm = std::fs::read_to_string(format!("{}/comm", self.dir())).ok()?;
+        Some(comm.trim_end().to_owned())
+    }
+
     /// User plus system CPU time so far.
     pub fn cpu(&self) -> Option<CpuReading> {
         let at = Instant::now();
@@ -63,5 +71,91 @@ impl Process {
             cpu_secs: (utime + stime) / ticks,
             at,
         })
+    }
+}
+
+/// The server side of a measurement: every process given with
+/// `--server-pid`, one server or pushlab nodes and their Redis.
+#[derive(Debug, Clone, Default)]
+pub struct ServerSide {
+    pids: Vec<u32>,
+}
+
+/// A CPU reading of every process of a [`ServerSide`], in its order; `None`
+/// for a process that could not be read.
+pub struct SideReading(Vec<Option<CpuReading>>);
+
+impl ServerSide {
+    pub fn new(pids: &[u32]) -> Self {
+        ServerSide {
+            pids: pids.to_vec(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pids.is_empty()
+    }
+
+    pub fn pids(&self) -> &[u32] {
+        &self.pids
+    }
+
+    pub fn cpu(&self) -> SideReading {
+        SideReading(
+            self.pids
+                .iter()
+                .map(|&pid| Process::Pid(pid).cpu())
+                .collect(),
+        )
+    }
+
+    /// Resident set size of every process together, in KiB; `None` if any
+    /// is gone, or none was given.
+    pub fn rss_kib(&self) -> Option<u64> {
+        total(self.pids.iter().map(|&pid| Process::Pid(pid).rss_kib()))
+    }
+}
+
+impl SideReading {
+    /// Each process's share of one core since `earlier`, in percent.
+    pub fn percents_since(&self, earlier: &SideReading) -> Vec<Option<f64>> {
+        self.0
+            .iter()
+            .zip(&earlier.0)
+            .map(|(now, then)| Some(now.as_ref()?.percent_since(then.as_ref()?)))
+            .collect()
+    }
+}
+
+/// The sum of a figure over the processes of a server side: `None` if any
+/// process's figure is missing, since a part would pass for the whole, or
+/// if there are none.
+pub fn total<T: std::iter::Sum<T>>(each: impl IntoIterator<Item = Option<T>>) -> Option<T> {
+    let mut each = each.into_iter().peekable();
+    each.peek()?;
+    each.sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_side_costs_the_sum_of_its_processes_and_nothing_if_one_is_unread() {
+        assert_eq!(total([Some(40.0), Some(2.5)]), Some(42.5));
+        assert_eq!(total([Some(40.0), None]), None);
+        assert_eq!(total(Vec::<Option<u64>>::new()), None);
+    }
+
+    #[test]
+    fn this_process_can_be_read_as_a_server_side_of_one() {
+        let side = ServerSide::new(&[std::process::id()]);
+        let before = side.cpu();
+        let after = side.cpu();
+        let percents = after.percents_since(&before);
+        assert_eq!(percents.len(), 1);
+        assert!(percents[0].is_some_and(|p| p >= 0.0));
+        assert!(side.rss_kib().is_some_and(|kib| kib > 0));
+        assert!(Process::Myself.command().is_some_and(|c| !c.is_empty()));
     }
 }
