@@ -906,14 +906,27 @@ impl Mirror {
                     }
                 }
                 Ok(Some(reply)) => {
+                    let mut in_order = true;
                     for id in reply.keys.iter().flat_map(|key| &key.ids) {
                         let Some(event) = id.get::<String>("e").and_then(|json| parse(&json))
                         else {
                             continue;
                         };
-                        if !self.take(event) {
-                            return;
+                        in_order = self.take(event);
+                        if !in_order {
+                            break;
                         }
+                    }
+                    // Waiters wake once per read, however many events it
+                    // brought, so each reader writes them in one batch.
+                    let head = self.window.read().head();
+                    self.head.send_if_modified(|(_, h)| {
+                        let moved = *h != head;
+                        *h = head;
+                        moved
+                    });
+                    if !in_order {
+                        return;
                     }
                 }
             }
@@ -931,8 +944,9 @@ impl Mirror {
         matches!(epoch, Ok(Some(epoch)) if epoch == self.window.read().epoch().as_str())
     }
 
-    /// Puts an event read from the stream into the window. Returns false if
-    /// the stream went back (Redis lost data), which calls for a snapshot.
+    /// Puts an event read from the stream into the window, without waking
+    /// its waiters yet. Returns false if the stream went back (Redis lost
+    /// data), which calls for a snapshot.
     fn take(&self, event: Event) -> bool {
         let mut window = self.window();
         let head = window.head();
@@ -951,10 +965,8 @@ impl Mirror {
             );
             *self.window.write() = window.clone();
         }
-        let seq = event.seq;
         // The seq was checked above, so it is the window's next.
         let _ = window.restore(event);
-        self.head.send_modify(|(_, h)| *h = seq);
         true
     }
 
