@@ -111,15 +111,7 @@ async fn readers_of_a_node_killed_mid_stream_resume_on_the_other_with_nothing_lo
     let mut a = Node::start(&redis);
     let b = Node::start(&redis);
     let http = reqwest::Client::new();
-    let welcome: serde_json::Value = http
-        .post(format!("http://{}/register", b.addr))
-        .json(&json!({"name": "writer"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let welcome = b.register("writer").await;
     let session = welcome["session"].as_str().unwrap().to_owned();
     let say = |i: u32| {
         let (http, session) = (http.clone(), session.clone());
