@@ -459,7 +459,7 @@ impl RedisStore {
             .set_number_of_retries(2)
             .set_max_delay(500);
         let connecting = client.clone();
-        let manager = wait_on(
+        let connected = wait_on(
             runtime.handle(),
             async move {
                 connecting
@@ -468,7 +468,16 @@ impl RedisStore {
                     .map_err(|err| unreachable_redis(&err))
             },
             OPEN_TIMEOUT,
-        )??;
+        );
+        let manager = match connected {
+            Ok(Ok(manager)) => manager,
+            Ok(Err(err)) | Err(err) => {
+                // Dropped here, a runtime would block, which panics when
+                // this is called from async code, as `pushlab` does.
+                runtime.shutdown_background();
+                return Err(err);
+            }
+        };
         let signal_sinks = SignalSinks::default();
         runtime.spawn(follow_signals(client.clone(), signal_sinks.clone()));
         Ok(RedisStore {

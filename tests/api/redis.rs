@@ -57,6 +57,32 @@ async fn a_register_while_redis_is_down_answers_503_and_frees_the_name() {
 }
 
 /// A `pushlab` process of its own, killed when dropped.
+#[tokio::test]
+async fn a_node_that_cannot_reach_its_redis_exits_with_a_clear_error() {
+    // Arrange: a port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+
+    // Act
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_pushlab"))
+        .args(["--addr", "127.0.0.1:0", "--redis"])
+        .arg(format!("redis://127.0.0.1:{port}/0"))
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .await
+        .expect("the pushlab binary runs");
+
+    // Assert: an error and exit status 1, not a panic (101).
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("Redis is unreachable"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(output.stdout.is_empty(), "it never listened");
+}
+
 struct Node {
     child: std::process::Child,
     addr: std::net::SocketAddr,
