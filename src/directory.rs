@@ -67,7 +67,9 @@ pub trait Directory: Send + Sync + 'static {
     /// Appends an event from `session`: refused with `unknown_session` if
     /// the session is no longer live anywhere, and with `rate_limited` past
     /// `rate` events a second per session (bursts of twice that; 0 for no
-    /// limit) counted across every node. Renews the lease.
+    /// limit) counted across every node. Renews the lease. As with
+    /// [`crate::log::EventLog::append`], the event's place in line is taken
+    /// when this is called.
     fn append(
         &self,
         session: SessionId,

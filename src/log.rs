@@ -248,6 +248,10 @@ pub trait EventLog: Send + Sync + 'static {
     fn head(&self) -> Seq;
 
     /// Appends one event and resolves to it once it is in the log.
+    ///
+    /// The event's place in line is taken when this is called, not when the
+    /// future is first polled: appends called one after another are stored
+    /// in that order, however their futures are awaited.
     fn append(
         &self,
         name: Name,

@@ -42,7 +42,11 @@
 //!
 //! One Lua script ([`APPEND`]) checks the epoch, increments the seq, adds
 //! the event to the stream and keeps the chat history, in one atomic step:
-//! seqs stay dense and gap-free whichever node appends. An append resolves
+//! seqs stay dense and gap-free whichever node appends. Each room has one
+//! writer task per node, and an append joins its queue when it is made: the
+//! writer sends everything queued while its last call ran as one call, so a
+//! busy room costs a round trip to Redis per group, not per event, and a
+//! session's events are stored in the order it sent them. An append resolves
 //! only once Redis has run the script, so no client is told of an event
 //! that is not stored; then it waits (briefly) for this node's mirror to
 //! hold the event, so a client reads its own writes on the node it wrote to.
@@ -92,7 +96,7 @@ use parking_lot::{Mutex, RwLock};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::streams::StreamReadReply;
 use redis::{AsyncConnectionConfig, Client, Script};
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::directory::{Directory, Joined, Lookup, Reaped, SignalSink};
@@ -183,23 +187,26 @@ end
     };
 }
 
-/// Appends one event. Arguments after the prelude's: 4 the event's JSON
-/// with `"seq":0`, 5 `1` for a chat message, 6 the session it is from (or
-/// empty), 7 its lease in ms, 8 its rate limit per second (0 for none).
-/// Returns `{seq, json}`; `{0, epoch}` without appending when the epoch is
-/// not the node's; `{-1, code}` when the session is refused.
+/// Appends a group of events, in order. Arguments after the prelude's, five
+/// for each event: its JSON with `"seq":0`, `1` for a chat message, the
+/// session it is from (or empty), that session's lease in ms, and its rate
+/// limit per second (0 for none). Returns `{code, text}` for each event in
+/// turn: `{seq, json}` when stored, `{-1, code}` when its session is
+/// refused; or `{0, epoch}` alone, appending nothing, when the epoch is not
+/// the node's.
 pub const APPEND: &str = concat!(
     prelude!(),
     epoch_guard!(),
     r#"
-local id = ARGV[6]
-if id ~= '' then
-  local now = now_ms()
+local now = now_ms()
+local function admit(id, lease, rate)
+  if id == '' then
+    return false
+  end
   local deadline = redis.call('ZSCORE', KEYS[7], id)
   if (not deadline) or tonumber(deadline) < now then
-    return {-1, 'unknown_session'}
+    return 'unknown_session'
   end
-  local rate = tonumber(ARGV[8])
   if rate > 0 then
     local burst = rate * 2
     local tokens, since = burst, now
@@ -212,13 +219,26 @@ if id ~= '' then
     tokens = math.min(burst, tokens + (now - since) * rate / 1000)
     if tokens < 1 then
       redis.call('HSET', KEYS[8], id, tokens .. ' ' .. now)
-      return {-1, 'rate_limited'}
+      return 'rate_limited'
     end
     redis.call('HSET', KEYS[8], id, (tokens - 1) .. ' ' .. now)
   end
-  redis.call('ZADD', KEYS[7], 'XX', now + tonumber(ARGV[7]), id)
+  redis.call('ZADD', KEYS[7], 'XX', now + lease, id)
+  return false
 end
-return append(ARGV[4], ARGV[5] == '1')
+local replies = {}
+for i = 4, #ARGV, 5 do
+  local refused = admit(ARGV[i + 2], tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4]))
+  if refused then
+    replies[#replies + 1] = -1
+    replies[#replies + 1] = refused
+  else
+    local stored = append(ARGV[i], ARGV[i + 1] == '1')
+    replies[#replies + 1] = stored[1]
+    replies[#replies + 1] = stored[2]
+  end
+end
+return replies
 "#
 );
 
@@ -716,11 +736,33 @@ struct Mirror {
     /// Asks the mirror task to read the log afresh (an append found another
     /// epoch in Redis).
     reload: Notify,
+    /// Appends waiting for the room's writer task, in the order they were
+    /// made.
+    appends: mpsc::UnboundedSender<Queued>,
 }
+
+/// One append, queued for the room's writer.
+struct Queued {
+    /// The event's JSON with `"seq":0`, and whether it is a chat message.
+    json: String,
+    message: bool,
+    /// The session it is from, with its lease and rate limit, if any.
+    from: Option<(SessionId, Duration, u32)>,
+    /// Where the writer answers.
+    done: oneshot::Sender<Result<Stored, LogError>>,
+}
+
+/// What [`APPEND`] did with one event: stored it as `(seq, json)`, or
+/// refused its session with a code.
+type Stored = Result<(Seq, String), String>;
+
+/// The most appends one [`APPEND`] call takes: more wait for the next.
+const MAX_GROUP: usize = 256;
 
 impl RedisLog {
     fn open(store: Arc<StoreShared>, room: &RoomName) -> io::Result<RedisLog> {
         let (head, _) = watch::channel((0, 0));
+        let (appends, queue) = mpsc::unbounded_channel();
         let mirror = Arc::new(Mirror {
             keys: Keys::of(room),
             // A placeholder until the snapshot replaces it, before `open`
@@ -728,11 +770,15 @@ impl RedisLog {
             window: RwLock::new(MemoryLog::new(1)),
             head,
             reload: Notify::new(),
+            appends,
             store: store.clone(),
         });
         let stop = CancellationToken::new();
         let (ready, loaded) = std::sync::mpsc::sync_channel(1);
         store.runtime.spawn(mirror.clone().run(stop.clone(), ready));
+        store
+            .runtime
+            .spawn(Mirror::write_appends(Arc::downgrade(&mirror), queue));
         let outcome = loaded.recv_timeout(OPEN_TIMEOUT).unwrap_or_else(|_| {
             Err(io::Error::new(
                 io::ErrorKind::NotConnected,
@@ -979,37 +1025,124 @@ impl Mirror {
         true
     }
 
-    /// Appends an event through [`APPEND`]; from a session, checked against
-    /// its lease and its rate limit (`(session, lease, rate)`), which may
-    /// refuse it with a code.
-    async fn append(
-        &self,
+    /// Appends an event through the room's writer; from a session, checked
+    /// against its lease and its rate limit (`(session, lease, rate)`),
+    /// which may refuse it with a code. The append is queued when this is
+    /// called, so appends called one after another are stored in that
+    /// order, however their futures are awaited.
+    fn append(
+        self: &Arc<Self>,
         from: Option<(SessionId, Duration, u32)>,
         name: Name,
         body: EventBody,
-    ) -> Result<Result<Arc<Event>, String>, LogError> {
-        let message = u8::from(matches!(body, EventBody::Message { .. }));
+    ) -> BoxFuture<'static, Result<Result<Arc<Event>, String>, LogError>> {
+        let message = matches!(body, EventBody::Message { .. });
         // The script puts the seq in place of this 0.
         let json = Event::new(0, now_millis(), name, body).json().to_owned();
-        let (session, lease, rate) = match from {
-            Some((session, lease, rate)) => (session.to_string(), millis(lease), rate),
-            None => (String::new(), 0, 0),
-        };
-        let args = [
+        let (done, stored) = oneshot::channel();
+        let queued = self.appends.send(Queued {
             json,
-            message.to_string(),
-            session,
-            lease.to_string(),
-            rate.to_string(),
-        ];
-        Ok(match self.write(&self.store.scripts.append, &args).await? {
-            Written::Stored(event, _) => Ok(event),
-            Written::Refused(code) => Err(code),
+            message,
+            from,
+            done,
+        });
+        let mirror = self.clone();
+        Box::pin(async move {
+            let stopped = || LogError::Unavailable("the Redis store has stopped".into());
+            queued.map_err(|_| stopped())?;
+            match stored.await.map_err(|_| stopped())?? {
+                Ok((seq, json)) => Ok(Ok(mirror.settled(seq, &json).await)),
+                Err(code) => Ok(Err(code)),
+            }
         })
     }
 
-    /// Runs a script that writes to the log ([`APPEND`], [`JOIN`],
-    /// [`LEAVE`]) with the prelude's arguments and `args`, once more after a
+    /// The room's writer: takes every append queued while its last call
+    /// ran, up to [`MAX_GROUP`], and stores them with one [`APPEND`] call,
+    /// for as long as the mirror lives (the log's, or the directory's that
+    /// shares it). One busy socket's messages, or many sockets', cost one
+    /// round trip to Redis per group, not one each; and readers get the
+    /// group from one `XREAD`, so they write it in one batch.
+    async fn write_appends(mirror: Weak<Mirror>, mut queue: mpsc::UnboundedReceiver<Queued>) {
+        let mut group = Vec::with_capacity(MAX_GROUP);
+        while queue.recv_many(&mut group, MAX_GROUP).await > 0 {
+            let Some(mirror) = mirror.upgrade() else {
+                return;
+            };
+            let mut args = Vec::with_capacity(group.len() * 5);
+            for queued in &group {
+                let (session, lease, rate) = match queued.from {
+                    Some((session, lease, rate)) => (session.to_string(), millis(lease), rate),
+                    None => (String::new(), 0, 0),
+                };
+                args.extend([
+                    queued.json.clone(),
+                    u8::from(queued.message).to_string(),
+                    session,
+                    lease.to_string(),
+                    rate.to_string(),
+                ]);
+            }
+            match mirror.write_group(&args).await {
+                Ok(replies) => {
+                    for (queued, reply) in group.drain(..).zip(replies) {
+                        let _ = queued.done.send(Ok(reply));
+                    }
+                }
+                Err(err) => {
+                    let unavailable = matches!(err, LogError::Unavailable(_));
+                    for queued in group.drain(..) {
+                        let err = err.to_string();
+                        let _ = queued.done.send(Err(if unavailable {
+                            LogError::Unavailable(err)
+                        } else {
+                            LogError::Storage(err)
+                        }));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs [`APPEND`] on a group's `args`, once more after a snapshot if
+    /// Redis has another epoch than the window. Returns, for each append,
+    /// the seq and JSON stored or the code its session was refused with.
+    async fn write_group(&self, args: &[String]) -> Result<Vec<Stored>, LogError> {
+        for _ in 0..2 {
+            let reply: Vec<(i64, String)> = self.call(&self.store.scripts.append, args).await?;
+            if let [(0, epoch)] = reply.as_slice() {
+                self.epoch_changed(epoch).await;
+                continue;
+            }
+            if reply.len() * 5 != args.len() {
+                return Err(LogError::Storage(
+                    "APPEND answered for another number of events".into(),
+                ));
+            }
+            return Ok(reply
+                .into_iter()
+                .map(|(code, text)| match Seq::try_from(code) {
+                    Ok(seq) if seq > 0 => Ok((seq, text)),
+                    _ => Err(text),
+                })
+                .collect());
+        }
+        Err(LogError::Unavailable(
+            "the epoch in Redis kept changing".into(),
+        ))
+    }
+
+    /// Has the mirror read the log afresh, Redis having `epoch` where the
+    /// window has another, and waits (briefly) until it has.
+    async fn epoch_changed(&self, epoch: &str) {
+        tracing::warn!(epoch, stream = %self.keys.stream, "the epoch in Redis changed; reading the log afresh");
+        self.reload.notify_one();
+        let mut head = self.head.subscribe();
+        let generation = head.borrow().0;
+        let _ = tokio::time::timeout(MIRROR_WAIT, head.wait_for(|(g, _)| *g != generation)).await;
+    }
+
+    /// Runs a script that writes to the log ([`JOIN`], [`LEAVE`]) with the prelude's arguments and `args`, once more after a
     /// snapshot if Redis has another epoch than the window. Returns the event
     /// stored with the rest of the script's reply, or the code it refused
     /// with.
@@ -1025,22 +1158,14 @@ impl Mirror {
                 _ => return Err(LogError::Storage("a script's reply is too short".into())),
             };
             match Seq::try_from(code) {
-                Ok(0) => {
-                    tracing::warn!(epoch = %text, stream = %self.keys.stream, "the epoch in Redis changed; reading the log afresh");
-                    self.reload.notify_one();
-                    let mut head = self.head.subscribe();
-                    let generation = head.borrow().0;
-                    let _ =
-                        tokio::time::timeout(MIRROR_WAIT, head.wait_for(|(g, _)| *g != generation))
-                            .await;
-                }
+                Ok(0) => self.epoch_changed(&text).await,
                 Ok(seq) => {
                     return Ok(Written::Stored(
                         self.settled(seq, &text).await,
                         reply.collect(),
                     ))
                 }
-                Err(_) => return Ok(Written::Refused(text)),
+                Err(_) => return Ok(Written::Refused),
             }
         }
         Err(LogError::Unavailable(
@@ -1130,7 +1255,7 @@ impl Directory for RedisDirectory {
         let name = name.clone();
         on_store(&self.mirror.store, async move {
             match mirror.write(&mirror.store.scripts.join, &args).await? {
-                Written::Refused(_) => Err(ApiError::NameTaken(name.to_string())),
+                Written::Refused => Err(ApiError::NameTaken(name.to_string())),
                 Written::Stored(event, rest) => {
                     let (online, names): (usize, Vec<String>) =
                         redis::from_redis_value(&redis::Value::Array(rest))
@@ -1171,12 +1296,9 @@ impl Directory for RedisDirectory {
         lease: Duration,
         rate: u32,
     ) -> BoxFuture<'static, Result<Arc<Event>, ApiError>> {
-        let mirror = self.mirror.clone();
-        on_store(&self.mirror.store, async move {
-            match mirror
-                .append(Some((session, lease, rate)), name, body)
-                .await?
-            {
+        let appended = self.mirror.append(Some((session, lease, rate)), name, body);
+        Box::pin(async move {
+            match appended.await? {
                 Ok(event) => Ok(event),
                 Err(code) if code == "rate_limited" => Err(ApiError::RateLimited),
                 Err(_) => Err(ApiError::UnknownSession),
@@ -1195,7 +1317,7 @@ impl Directory for RedisDirectory {
                 .await?
             {
                 Written::Stored(event, _) => Ok(Some(event)),
-                Written::Refused(_) => Ok(None),
+                Written::Refused => Ok(None),
             }
         })
     }
@@ -1287,8 +1409,9 @@ fn millis(duration: Duration) -> u64 {
 enum Written {
     /// It stored this event; the rest of its reply follows.
     Stored(Arc<Event>, Vec<redis::Value>),
-    /// It refused, with this code.
-    Refused(String),
+    /// It refused: the name is taken ([`JOIN`]), the session ended already
+    /// ([`LEAVE`]).
+    Refused,
 }
 
 /// A failed Redis call as a log error: unavailable if Redis could not be
@@ -1325,9 +1448,9 @@ impl EventLog for RedisLog {
         name: Name,
         body: EventBody,
     ) -> BoxFuture<'static, Result<Arc<Event>, LogError>> {
-        let mirror = self.mirror.clone();
-        on_store(&self.mirror.store, async move {
-            match mirror.append(None, name, body).await? {
+        let appended = self.mirror.append(None, name, body);
+        Box::pin(async move {
+            match appended.await? {
                 Ok(event) => Ok(event),
                 Err(code) => Err(LogError::Storage(format!(
                     "an append from no session was refused: {code}"
@@ -1667,6 +1790,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn appends_are_stored_in_the_order_they_were_made_and_queued_ones_go_in_one_call() {
+        // Arrange: Redis holds every write for a second, so the appends
+        // made meanwhile queue behind the first.
+        let redis = RedisServer::start();
+        let store = RedisStore::connect(&redis.url(), 1000).unwrap();
+        let (_log, directory) = lobby_shared(&store);
+        let session = SessionId::new_v4();
+        directory.join(session, &name("ann"), LEASE).await.unwrap();
+        let calls_before = store.stats().calls.load(Ordering::Relaxed);
+        assert_eq!(redis.command("CLIENT PAUSE 1000 WRITE"), "+OK");
+
+        // Act: 50 appends made one after another, then awaited last first.
+        let appends: Vec<_> = (0..50)
+            .map(|i| directory.append(session, name("ann"), say(&format!("m{i}")), LEASE, 0))
+            .collect();
+        let mut events = futures_util::future::join_all(appends.into_iter().rev()).await;
+        events.reverse();
+
+        // Assert: dense seqs in the order made, and at most two calls: the
+        // first append, and every one queued behind it.
+        let events: Vec<Arc<Event>> = events.into_iter().map(Result::unwrap).collect();
+        let first = events[0].seq;
+        for (i, event) in events.iter().enumerate() {
+            assert_eq!(event.seq, first + i as Seq);
+            assert!(
+                event.json().contains(&format!("\"m{i}\"")),
+                "{}",
+                event.json()
+            );
+        }
+        let calls = store.stats().calls.load(Ordering::Relaxed) - calls_before;
+        assert!(calls <= 2, "{calls} calls for 50 appends");
+    }
+
+    #[tokio::test]
     async fn a_session_rate_limit_holds_across_nodes() {
         // Arrange
         let redis = RedisServer::start();
@@ -1723,7 +1881,7 @@ mod tests {
         assert_eq!(here, Lookup::Live(name("ann")));
         assert_eq!(there, Lookup::Elsewhere(RoomName::lobby()));
         assert_eq!(nobody, Lookup::Unknown);
-        assert_eq!(refused.code(), "unknown_session");
+        assert_eq!(refused.code(), "unknown_session", "{refused}");
     }
 
     #[tokio::test]
