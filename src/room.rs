@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
@@ -59,6 +60,14 @@ struct Shared {
     /// Delivers the signals other nodes relay to this room's users here;
     /// the directory holds it weakly, so it goes with the room.
     _signal_sink: Arc<SignalSink>,
+}
+
+/// An event on its way into the log: see [`Room::send`].
+pub type Sending = BoxFuture<'static, Result<Seq, ApiError>>;
+
+/// A [`Sending`] that has already failed.
+fn refused(err: ApiError) -> Sending {
+    Box::pin(std::future::ready(Err(err)))
 }
 
 /// How many of the newest events a welcome looks through for the cursors of
@@ -388,60 +397,88 @@ impl Room {
         session: SessionId,
         message: ClientMessage,
     ) -> Result<Seq, ApiError> {
+        match message {
+            ClientMessage::Leave => self.end(session).await.ok_or(ApiError::UnknownSession),
+            message => self.send(session, message).await,
+        }
+    }
+
+    /// Starts appending a chat message or a cursor move from `session`, and
+    /// returns what is left of it: the seq of the event, once it is stored.
+    ///
+    /// The event's place in line is taken now, before the future is first
+    /// polled: events sent one after another are stored in that order, so a
+    /// socket may send its next message before the last one is stored.
+    pub fn send(&self, session: SessionId, message: ClientMessage) -> Sending {
         let body = match message {
-            ClientMessage::Register(_) => {
-                return Err(ApiError::BadRequest(
-                    "this session is already registered; register once per session".into(),
-                ))
-            }
-            ClientMessage::Leave => return self.end(session).await.ok_or(ApiError::UnknownSession),
             ClientMessage::Message { text, id } => EventBody::Message {
                 text: text.into_string(),
                 id,
             },
             ClientMessage::Mousemove { x, y } => EventBody::Mousemove { x, y },
+            ClientMessage::Register(_) => {
+                return refused(ApiError::BadRequest(
+                    "this session is already registered; register once per session".into(),
+                ))
+            }
+            ClientMessage::Leave => {
+                return refused(ApiError::BadRequest(
+                    "a leave ends the session; it is not sent into the log".into(),
+                ))
+            }
             ClientMessage::Signal(_) => {
-                return Err(ApiError::BadRequest(
+                return refused(ApiError::BadRequest(
                     "signals go over a WebSocket opened with signals=true, not into the log".into(),
                 ))
             }
         };
         let Some(shared) = &self.shared else {
-            let name = self.presence.spend(session)?;
+            let name = match self.presence.spend(session) {
+                Ok(name) => name,
+                Err(err) => return refused(err),
+            };
             if let EventBody::Mousemove { x, y } = body {
                 self.presence.set_cursor(session, x, y);
             }
-            let event = self.log.append(name, body).await.map_err(|err| {
-                tracing::error!(%err, "could not append an event");
-                ApiError::from(err)
-            })?;
-            return Ok(event.seq);
+            let appended = self.log.append(name, body);
+            return Box::pin(async move {
+                let event = appended.await.map_err(|err| {
+                    tracing::error!(%err, "could not append an event");
+                    ApiError::from(err)
+                })?;
+                Ok(event.seq)
+            });
         };
         // The session's own rate limit is counted in the directory, across
         // nodes; its address's, here.
-        let name = self.presence.spend_address(session)?;
+        let name = match self.presence.spend_address(session) {
+            Ok(name) => name,
+            Err(err) => return refused(err),
+        };
         if let EventBody::Mousemove { x, y } = body {
             self.presence.set_cursor(session, x, y);
         }
         let rate = self.presence.limits().rate;
         let appended = shared
             .directory
-            .append(session, name, body, shared.lease, rate)
-            .await;
-        match appended {
-            Ok(event) => Ok(event.seq),
-            Err(ApiError::UnknownSession) => {
-                // Ended on another node, or its lease ran out.
-                self.presence.forget(session);
-                Err(ApiError::UnknownSession)
-            }
-            Err(err) => {
-                if err.code() == "store_unavailable" {
-                    tracing::error!("could not append an event: the store is unavailable");
+            .append(session, name, body, shared.lease, rate);
+        let presence = self.presence.clone();
+        Box::pin(async move {
+            match appended.await {
+                Ok(event) => Ok(event.seq),
+                Err(ApiError::UnknownSession) => {
+                    // Ended on another node, or its lease ran out.
+                    presence.forget(session);
+                    Err(ApiError::UnknownSession)
                 }
-                Err(err)
+                Err(err) => {
+                    if err.code() == "store_unavailable" {
+                        tracing::error!("could not append an event: the store is unavailable");
+                    }
+                    Err(err)
+                }
             }
-        }
+        })
     }
 
     /// Ends a session: its `leave` goes into the log and its name is freed.

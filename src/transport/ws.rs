@@ -10,9 +10,19 @@
 //! rules (404, 405) and the admission rules (connection limit, origin) are
 //! the router's own functions, called from here; a `GET /ws` without an
 //! upgrade goes through the router, which refuses it.
+//!
+//! A client's messages go into the log in the order they came, but the
+//! socket does not wait for one to be stored before it reads the next (up
+//! to 64 at once): a store that answers later, Redis or the
+//! journal, then takes a busy socket's messages in groups. Refusals are
+//! answered in order, and anything else the client sends (a leave, a
+//! signal) is acted on once the messages before it are stored.
 
+use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::io;
 use std::net::IpAddr;
+use std::task::Poll;
 use std::time::Duration;
 
 use actix_codec::Framed;
@@ -22,7 +32,7 @@ use actix_http::{h1, ws::handshake, ConnectionType, HttpMessage as _, Request, R
 use actix_web::web::Bytes;
 use actix_web::{web, HttpResponse, ResponseError as _};
 use bytestring::ByteString;
-use futures_util::SinkExt as _;
+use futures_util::{FutureExt as _, SinkExt as _};
 use tokio::time::{interval_at, Instant};
 
 use super::ws_stream::{Inbound, Pushed, ReadError, Received, WsStream};
@@ -35,7 +45,7 @@ use crate::limits::Permit;
 use crate::log::Reader;
 use crate::middleware;
 use crate::protocol::{self, ClientMessage, Control};
-use crate::room::{Attachment, Room};
+use crate::room::{Attachment, Room, Sending};
 use crate::signals::Inbox;
 use crate::state::AppState;
 use crate::traffic::Wire;
@@ -84,6 +94,7 @@ async fn try_upgrade(
         ip,
         stream,
         client_closed: false,
+        sending: VecDeque::new(),
         state,
         _permit: permit,
     };
@@ -183,6 +194,9 @@ struct Socket {
     stream: WsStream,
     /// Whether the client sent its close frame.
     client_closed: bool,
+    /// The client's messages on their way into the log, oldest first: the
+    /// socket reads on while they are stored.
+    sending: VecDeque<(Option<String>, Sending)>,
     /// This socket's place under `--max-connections`.
     _permit: Permit,
 }
@@ -262,7 +276,16 @@ impl Socket {
                     self.state.counters(Transport::Ws).sent(0, signal.len());
                     self.stream.push_unchecked(Message::Text(signal));
                 }
-                readable = self.stream.readable() => {
+                // Oldest first, so errors are answered in the order the
+                // messages came.
+                sent = next_sent(&mut self.sending), if !self.sending.is_empty() => {
+                    if let Next::Stop(stop) = self.on_sent(sent) {
+                        return stop;
+                    }
+                }
+                // Not while too many messages are on their way into the
+                // log: the client waits, as TCP tells it to.
+                readable = self.stream.readable(), if self.sending.len() < MAX_SENDING => {
                     if readable.is_err() {
                         return Stop::Gone;
                     }
@@ -331,6 +354,10 @@ impl Socket {
                 }
                 Inbound::Close => {
                     self.client_closed = true;
+                    // The session's messages go into the log before its leave.
+                    if let Next::Stop(stop) = self.settle().await {
+                        return Next::Stop(stop);
+                    }
                     // A clean close ends the session at once, unless another
                     // connection of it is still open.
                     if let Some(attached) = self.attached.take() {
@@ -376,7 +403,25 @@ impl Socket {
     }
 
     async fn on_text(&mut self, bytes: &[u8]) -> Next {
-        let message = match protocol::parse_client_message(bytes) {
+        let parsed = match (protocol::parse_client_message(bytes), &self.attached) {
+            (
+                Ok(message @ (ClientMessage::Message { .. } | ClientMessage::Mousemove { .. })),
+                Some(attached),
+            ) => {
+                let id = match &message {
+                    ClientMessage::Message { id, .. } => id.clone(),
+                    _ => None,
+                };
+                let sending = self.room.send(attached.session(), message);
+                return self.start_sending(id, sending).await;
+            }
+            (parsed, _) => parsed,
+        };
+        // Anything else is answered after the messages before it.
+        if let Next::Stop(stop) = self.settle().await {
+            return Next::Stop(stop);
+        }
+        let message = match parsed {
             Ok(message) => message,
             Err(err) => {
                 let to = refused_signal_target(bytes);
@@ -443,20 +488,55 @@ impl Socket {
             }
             (_, None) => self.reply(&Control::from(&ApiError::UnknownSession)),
             (message, Some(attached)) => {
-                let id = match &message {
-                    ClientMessage::Message { id, .. } => id.clone(),
-                    _ => None,
-                };
-                match room.submit(attached.session(), message).await {
-                    Ok(_) => Next::Continue,
-                    Err(err) => self.reply(&Control::Error {
-                        code: err.code(),
-                        error: err.to_string(),
-                        id,
-                        to: None,
-                    }),
-                }
+                let sending = room.send(attached.session(), message);
+                self.start_sending(None, sending).await
             }
+        }
+    }
+
+    /// Takes a message on its way into the log. When nothing is ahead of
+    /// it, and the store took it at once (in memory, it does), it is done
+    /// here; otherwise it waits its turn in `sending`, behind at most
+    /// [`MAX_SENDING`] others.
+    async fn start_sending(&mut self, id: Option<String>, mut sending: Sending) -> Next {
+        if self.sending.is_empty() {
+            if let Some(result) = (&mut sending).now_or_never() {
+                return self.on_sent((id, result));
+            }
+        }
+        while self.sending.len() >= MAX_SENDING {
+            let sent = next_sent(&mut self.sending).await;
+            if let Next::Stop(stop) = self.on_sent(sent) {
+                return Next::Stop(stop);
+            }
+        }
+        self.sending.push_back((id, sending));
+        Next::Continue
+    }
+
+    /// Waits until every message on its way into the log is stored or
+    /// refused, and answers the refused ones.
+    async fn settle(&mut self) -> Next {
+        while !self.sending.is_empty() {
+            let sent = next_sent(&mut self.sending).await;
+            if let Next::Stop(stop) = self.on_sent(sent) {
+                return Next::Stop(stop);
+            }
+        }
+        Next::Continue
+    }
+
+    /// Answers a message that the log refused; a stored one needs no
+    /// answer, as its event comes back like every other.
+    fn on_sent(&mut self, (id, result): Sent) -> Next {
+        match result {
+            Ok(_) => Next::Continue,
+            Err(err) => self.reply(&Control::Error {
+                code: err.code(),
+                error: err.to_string(),
+                id,
+                to: None,
+            }),
         }
     }
 
@@ -483,6 +563,27 @@ impl Socket {
             Pushed::Overflow => Next::Stop(overflow()),
         }
     }
+}
+
+/// A client message that went into the log, or was refused: the `id` it
+/// came with, and the seq of its event or the error.
+type Sent = (Option<String>, Result<crate::log::Seq, ApiError>);
+
+/// The most messages of one socket on their way into the log at once.
+const MAX_SENDING: usize = 64;
+
+/// The oldest message on its way into the log, once it is stored or
+/// refused. Cancel-safe: a message leaves `sending` only when it is done.
+async fn next_sent(sending: &mut VecDeque<(Option<String>, Sending)>) -> Sent {
+    poll_fn(|cx| {
+        let Some((_, future)) = sending.front_mut() else {
+            return Poll::Pending;
+        };
+        let result = std::task::ready!(future.poll_unpin(cx));
+        let (id, _) = sending.pop_front().expect("polled the front");
+        Poll::Ready((id, result))
+    })
+    .await
 }
 
 /// How long a closing socket may take to send its close frame before its

@@ -60,11 +60,7 @@ async fn a_register_while_redis_is_down_answers_503_and_frees_the_name() {
 #[tokio::test]
 async fn a_node_that_cannot_reach_its_redis_exits_with_a_clear_error() {
     // Arrange: a port nothing listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = pushlab_testkit::free_port();
 
     // Act
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_pushlab"))
@@ -380,4 +376,127 @@ impl Node {
             .unwrap();
         sent["seq"].as_u64().unwrap()
     }
+}
+
+#[tokio::test]
+async fn a_websocket_burst_is_stored_in_the_order_sent_and_its_refusals_answered_in_order() {
+    // Arrange: a node on Redis whose sessions may send 10 a second, in
+    // bursts of 20.
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let app = spawn_app_with(|c| {
+        c.redis = Some(url);
+        c.rate_limit = 10;
+    })
+    .await;
+    let (mut socket, _) = ws_join(&app, "burst").await;
+
+    // Act: 60 messages back to back, without waiting for any.
+    const SENT: usize = 60;
+    for i in 0..SENT {
+        socket
+            .ws_send(&json!({"type": "message", "text": format!("m{i}"), "id": format!("{i}")}))
+            .await;
+    }
+    let ids = |values: &[serde_json::Value], kind: &str| -> Vec<usize> {
+        values
+            .iter()
+            .filter(|v| v["type"] == kind)
+            .map(|v| v["id"].as_str().unwrap().parse().unwrap())
+            .collect()
+    };
+    tokio::time::timeout(PATIENCE, async {
+        while ids(&socket.events, "message").len() + ids(&socket.controls, "error").len() < SENT {
+            socket.receive_once().await;
+        }
+    })
+    .await
+    .expect("every message was stored or refused");
+
+    // Assert: the burst is stored and the rest refused, each message once,
+    // each side in the order sent, and stored with dense seqs.
+    let stored = ids(&socket.events, "message");
+    let refused = ids(&socket.controls, "error");
+    assert!(stored.len() >= 20, "the burst is stored: {stored:?}");
+    assert!(!refused.is_empty(), "past the burst, some are refused");
+    assert!(stored.windows(2).all(|w| w[0] < w[1]), "{stored:?}");
+    assert!(refused.windows(2).all(|w| w[0] < w[1]), "{refused:?}");
+    let mut every: Vec<usize> = stored.iter().chain(&refused).copied().collect();
+    every.sort_unstable();
+    assert_eq!(every, (0..SENT).collect::<Vec<_>>());
+    assert!(socket
+        .controls
+        .iter()
+        .filter(|c| c["type"] == "error")
+        .all(|c| c["code"] == "rate_limited"));
+    let seqs = socket.seqs();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+}
+
+#[tokio::test]
+async fn messages_sent_over_a_websocket_just_before_its_leave_are_stored_before_the_leave() {
+    // Arrange
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let app = spawn_app_with(|c| {
+        c.redis = Some(url);
+        c.rate_limit = 0;
+    })
+    .await;
+    let (mut socket, welcome) = ws_join(&app, "quitter").await;
+    let cursor = welcome["cursor"].as_u64().unwrap();
+
+    // Act: Redis holds writes for a while. The first message goes to Redis
+    // and waits there; the rest queue behind it on the node, and the leave
+    // comes right behind them.
+    assert_eq!(redis.command("CLIENT PAUSE 1000 WRITE"), "+OK");
+    let say = |i: usize| json!({"type": "message", "text": format!("last words {i}")});
+    socket.ws_send(&say(0)).await;
+    until_redis_holds_a_write(&redis).await;
+    for i in 1..30 {
+        socket.ws_send(&say(i)).await;
+    }
+    socket.ws_send(&json!({"type": "leave"})).await;
+
+    // Assert: all 30, then the leave; nothing refused.
+    let mut watcher = Reader::open(&app, Kind::LongPoll, From::since(cursor)).await;
+    let events = watcher.read_through(cursor + 31).await;
+    let kinds: Vec<_> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    let mut expected = vec!["message"; 30];
+    expected.push("leave");
+    assert_eq!(kinds, expected);
+    assert!(
+        socket.controls.iter().all(|c| c["type"] != "error"),
+        "{:?}",
+        socket.controls
+    );
+}
+
+/// Waits until a node's script is held in `redis` by a `CLIENT PAUSE`.
+async fn until_redis_holds_a_write(redis: &RedisServer) {
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            // A blocked `XREAD` is a blocked client too; a held write is a
+            // blocked script.
+            let clients: String = redis::cmd("CLIENT")
+                .arg("LIST")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            let held = clients
+                .lines()
+                .any(|line| line.contains(" flags=b ") && line.contains(" cmd=evalsha "));
+            if held {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the write reached Redis");
 }
