@@ -197,6 +197,17 @@ async fn readers_of_a_node_killed_mid_stream_resume_on_the_other_with_nothing_lo
     }
 }
 
+/// A node on `redis` whose sessions may each send `rate_limit` events a
+/// second (0 for no limit).
+async fn node_limited_to(redis: &RedisServer, rate_limit: u32) -> TestApp {
+    let url = redis.url();
+    spawn_app_with(|c| {
+        c.redis = Some(url);
+        c.rate_limit = rate_limit;
+    })
+    .await
+}
+
 /// Two nodes on one Redis, each a test app of its own.
 async fn two_nodes(redis: &RedisServer) -> (TestApp, TestApp) {
     let url = redis.url();
@@ -383,12 +394,7 @@ async fn a_websocket_burst_is_stored_in_the_order_sent_and_its_refusals_answered
     // Arrange: a node on Redis whose sessions may send 10 a second, in
     // bursts of 20.
     let redis = RedisServer::start();
-    let url = redis.url();
-    let app = spawn_app_with(|c| {
-        c.redis = Some(url);
-        c.rate_limit = 10;
-    })
-    .await;
+    let app = node_limited_to(&redis, 10).await;
     let (mut socket, _) = ws_join(&app, "burst").await;
 
     // Act: 60 messages back to back, without waiting for any.
@@ -437,12 +443,7 @@ async fn a_websocket_burst_is_stored_in_the_order_sent_and_its_refusals_answered
 async fn messages_sent_over_a_websocket_just_before_its_leave_are_stored_before_the_leave() {
     // Arrange
     let redis = RedisServer::start();
-    let url = redis.url();
-    let app = spawn_app_with(|c| {
-        c.redis = Some(url);
-        c.rate_limit = 0;
-    })
-    .await;
+    let app = node_limited_to(&redis, 0).await;
     let (mut socket, welcome) = ws_join(&app, "quitter").await;
     let cursor = welcome["cursor"].as_u64().unwrap();
 
