@@ -12,11 +12,11 @@
 //! upgrade goes through the router, which refuses it.
 //!
 //! A client's messages go into the log in the order they came, but the
-//! socket does not wait for one to be stored before it reads the next (up
-//! to 64 at once): a store that answers later, Redis or the
-//! journal, then takes a busy socket's messages in groups. Refusals are
-//! answered in order, and anything else the client sends (a leave, a
-//! signal) is acted on once the messages before it are stored.
+//! socket does not wait for one to be stored before it reads the next (up to
+//! 64 at once): a store that answers later, Redis or the journal, then takes
+//! a busy socket's messages in groups. Refusals are answered in order, and
+//! anything else the client sends (a leave, a signal) is acted on once the
+//! messages before it are stored.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -487,6 +487,7 @@ impl Socket {
                 }
             }
             (_, None) => self.reply(&Control::from(&ApiError::UnknownSession)),
+            // Only a second `register` gets here: the room refuses it.
             (message, Some(attached)) => {
                 let sending = room.send(attached.session(), message);
                 self.start_sending(None, sending).await
