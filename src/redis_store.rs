@@ -1070,13 +1070,14 @@ impl Mirror {
                 return;
             };
             let mut args = Vec::with_capacity(group.len() * 5);
-            for queued in &group {
+            for queued in &mut group {
                 let (session, lease, rate) = match queued.from {
                     Some((session, lease, rate)) => (session.to_string(), millis(lease), rate),
                     None => (String::new(), 0, 0),
                 };
                 args.extend([
-                    queued.json.clone(),
+                    // Only the script needs the JSON; Redis answers with it.
+                    std::mem::take(&mut queued.json),
                     u8::from(queued.message).to_string(),
                     session,
                     lease.to_string(),
