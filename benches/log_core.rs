@@ -148,7 +148,7 @@ fn read_and_answer(c: &mut Criterion) {
             };
             let mut reader = pushlab::log::Reader::new(log.clone(), from);
             let read = reader.next(usize::MAX);
-            pushlab::transport::poll::batch_body(&read, reader.cursor(), &reader.epoch())
+            pushlab::batch_body(&read, reader.cursor(), &reader.epoch())
         })
     });
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::names::RoomName;
+use crate::core::names::RoomName;
 
 /// How often an idle SSE stream gets a comment line, to keep proxies from
 /// closing it and to notice a vanished client.

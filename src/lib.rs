@@ -75,37 +75,24 @@
 //! # Ok(()) }
 //! ```
 
-pub mod api;
-pub mod assets;
-pub mod body_timeout;
-pub mod classroom;
+mod classroom;
 pub mod config;
-pub mod delay;
-pub mod demo;
-pub mod directory;
-pub mod endpoints;
-pub mod error;
-pub mod http_error;
-pub mod journal;
-pub mod limits;
-pub mod log;
-pub mod log_throttle;
-pub mod metrics;
-pub mod middleware;
-pub mod names;
-pub mod open_files;
-pub mod presence;
-pub mod protocol;
-pub mod redis_store;
-pub mod room;
-pub mod rooms;
-pub mod routes;
-pub mod send_timeout;
-pub mod signals;
-pub mod state;
-pub mod stats;
-pub mod traffic;
-pub mod transport;
+mod core;
+mod http;
+mod net;
+mod store;
+mod transport;
+
+// The public API: what the binary, the tests, the benches and the tool
+// crates use. Everything else is private to the crate.
+pub use crate::classroom::{join_urls, local_addresses};
+pub use crate::core::{error, log, names, presence, protocol, room, rooms, signals};
+pub use crate::http::api::ReadQuery;
+pub use crate::http::log_throttle;
+pub use crate::store::journal;
+pub use crate::transport::poll::batch_body;
+/// The WebSocket read path, for the fuzz target.
+pub use crate::transport::ws::stream as ws_stream;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -126,9 +113,14 @@ pub use error::ApiError;
 pub use log::{EventLog, MemoryLog};
 pub use names::RoomName;
 
-use send_timeout::SendTimeout;
-use state::AppState;
-use traffic::Wire;
+use crate::classroom::demo;
+
+use crate::http::routes;
+use crate::http::state::AppState;
+use crate::net::send_timeout::{self, SendTimeout};
+use crate::net::traffic::Wire;
+use crate::net::{delay, limits, open_files};
+use crate::store::redis as redis_store;
 
 /// Every accepted connection as HTTP serves it: counted, behind the send
 /// timeout.

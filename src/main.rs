@@ -51,8 +51,8 @@ async fn main() -> anyhow::Result<()> {
     // For a class: the URLs other machines can open (only read from this
     // machine's interfaces; nothing is sent).
     if !server.addr().ip().is_loopback() {
-        let local = pushlab::classroom::local_addresses();
-        for url in pushlab::classroom::join_urls(server.addr(), &local) {
+        let local = pushlab::local_addresses();
+        for url in pushlab::join_urls(server.addr(), &local) {
             println!("students join at {url}");
         }
     }

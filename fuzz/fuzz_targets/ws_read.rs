@@ -12,7 +12,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use pushlab::protocol::MAX_BODY_BYTES;
-use pushlab::transport::ws_stream::{FrameReader, Inbound, READ_BUF_CAP};
+use pushlab::ws_stream::{FrameReader, Inbound, READ_BUF_CAP};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&read_size, mut rest)) = data.split_first() else {

@@ -8,11 +8,11 @@ use actix_web::{web, HttpResponse};
 
 use super::poll::{batch_response, POLL_ANSWER_BYTES};
 use super::Transport;
-use crate::api::ReadQuery;
 use crate::config::DEFAULT_LONGPOLL_SECS;
-use crate::error::ApiError;
-use crate::middleware::ClientIp;
-use crate::state::AppState;
+use crate::core::error::ApiError;
+use crate::http::admission::ClientIp;
+use crate::http::api::ReadQuery;
+use crate::http::state::AppState;
 
 /// `GET /longpoll?since=N[&epoch=E][&session=S][&timeout=T][&room=R]`.
 ///

@@ -5,11 +5,11 @@ use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 
 use super::Transport;
-use crate::api::ReadQuery;
-use crate::error::ApiError;
-use crate::log::{Epoch, Read, Reader, Seq};
-use crate::middleware::ClientIp;
-use crate::state::AppState;
+use crate::core::error::ApiError;
+use crate::core::log::{Epoch, Read, Reader, Seq};
+use crate::http::admission::ClientIp;
+use crate::http::api::ReadQuery;
+use crate::http::state::AppState;
 
 /// The most bytes of events one poll or long-poll answer carries (besides
 /// the MAX_BATCH events a read takes at most). A client with more to catch

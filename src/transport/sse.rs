@@ -18,15 +18,15 @@ use tokio::time::{interval_at, Instant, Interval};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::Transport;
-use crate::api::ReadQuery;
 use crate::config::SSE_HEARTBEAT;
-use crate::error::ApiError;
-use crate::log::{Reader, Seq};
-use crate::middleware::ClientIp;
-use crate::protocol::Control;
-use crate::room::Attachment;
-use crate::state::AppState;
-use crate::stats::OpenGuard;
+use crate::core::error::ApiError;
+use crate::core::log::{Reader, Seq};
+use crate::core::protocol::Control;
+use crate::core::room::Attachment;
+use crate::http::admission::ClientIp;
+use crate::http::api::ReadQuery;
+use crate::http::state::AppState;
+use crate::http::stats::OpenGuard;
 
 /// The most a stream writes in one chunk, in bytes. actix pulls the next
 /// chunk only when its write buffer has room, so this bounds what one slow

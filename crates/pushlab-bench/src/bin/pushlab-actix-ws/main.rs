@@ -46,12 +46,12 @@ use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReaso
 use anyhow::Context as _;
 use clap::Parser;
 use futures_util::StreamExt as _;
-use pushlab::api::ReadQuery;
 use pushlab::config::{WS_MISSED_PONGS, WS_PING_INTERVAL};
 use pushlab::log::{EventLog, MemoryLog, Seq};
 use pushlab::protocol::{self, ClientMessage, Control, MAX_BODY_BYTES, MAX_ID_CHARS};
 use pushlab::room::{Attachment, Room};
 use pushlab::ApiError;
+use pushlab::ReadQuery;
 use tokio_util::sync::CancellationToken;
 
 /// Ends the room's idle sessions until `stop`, as pushlab's own reaper does.

@@ -8,14 +8,14 @@ use tokio_util::sync::CancellationToken;
 use std::net::IpAddr;
 
 use crate::config::Config;
-use crate::error::ApiError;
-use crate::limits::ConnectionLimit;
-use crate::names::RoomName;
-use crate::presence::SessionId;
-use crate::room::Room;
-use crate::rooms::Rooms;
-use crate::stats::{Counters, Stats};
-use crate::traffic::Clients;
+use crate::core::error::ApiError;
+use crate::core::names::RoomName;
+use crate::core::presence::SessionId;
+use crate::core::room::Room;
+use crate::core::rooms::Rooms;
+use crate::http::stats::{Counters, Stats};
+use crate::net::limits::ConnectionLimit;
+use crate::net::traffic::Clients;
 use crate::transport::Transport;
 
 /// The server's shared state.
@@ -36,7 +36,7 @@ pub struct AppState {
     /// The address the server is bound to, for the join URL.
     pub addr: std::net::SocketAddr,
     /// Redis round trips and failures, with `--redis`; `None` without.
-    pub redis: Option<Arc<crate::redis_store::RedisStats>>,
+    pub redis: Option<Arc<crate::store::redis::RedisStats>>,
 }
 
 impl AppState {

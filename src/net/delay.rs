@@ -66,11 +66,6 @@ impl Delay {
         }))
     }
 
-    /// The delay each way.
-    pub fn one_way(&self) -> Duration {
-        self.one_way
-    }
-
     /// Puts the delay between `client` and the server: returns the stream the
     /// server should serve, and relays between the two until both end.
     pub async fn relay(self: &Arc<Self>, client: TcpStream) -> io::Result<TcpStream> {

@@ -1,9 +1,10 @@
 //! One error type for every rejection, with its machine `code`.
 //!
 //! This is the core's vocabulary of refusals: it knows nothing of HTTP. The
-//! HTTP layer ([`crate::http_error`]) gives each variant a status and turns it
-//! into `{"error", "code"}` JSON; a WebSocket sends it as an `error` frame
-//! (see [`crate::protocol::Control`]).
+//! HTTP layer ([`crate::http::http_error`]) gives each variant a status and
+//! turns it into `{"error", "code"}` JSON, and adds the refusals only HTTP
+//! can make (no such path, wrong method, a bad `Host`); a WebSocket sends a
+//! core refusal as an `error` frame (see [`crate::core::protocol::Control`]).
 
 /// Why a request or a client message was refused.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -45,9 +46,6 @@ pub enum ApiError {
     /// registrations or events per second).
     #[error("{0}")]
     IpLimit(String),
-    /// The request's `Host` is not one this server answers to.
-    #[error("host {0:?} is not served here; start pushlab with --allowed-host {0}")]
-    ForbiddenHost(String),
     /// A signal named someone who is not online in this room.
     #[error("no one named {0:?} is online in this room")]
     UnknownTarget(String),
@@ -61,18 +59,6 @@ pub enum ApiError {
     /// The server is at a configured limit.
     #[error("{0}")]
     Unavailable(String),
-    /// A POST whose body is not declared as `application/json`.
-    #[error("send the body as application/json")]
-    UnsupportedMediaType,
-    /// No such path.
-    #[error("no such endpoint: {0}")]
-    NotFound(String),
-    /// A known path asked with a method it does not take.
-    #[error("this endpoint does not take that method")]
-    MethodNotAllowed,
-    /// The request body did not arrive in full within `--body-timeout`.
-    #[error("the request body did not arrive in time")]
-    BodyTimeout,
     /// The shared store (Redis) cannot be reached: nothing was stored, and
     /// the client may try again.
     #[error("the message store is unreachable; try again shortly")]
@@ -80,17 +66,6 @@ pub enum ApiError {
     /// Something failed inside the server; the detail is logged, not sent.
     #[error("internal error")]
     Internal,
-}
-
-impl From<crate::log::LogError> for ApiError {
-    /// An append that failed: unreachable storage may be tried again; any
-    /// other failure is internal, and logged where it happened.
-    fn from(err: crate::log::LogError) -> Self {
-        match err {
-            crate::log::LogError::Unavailable(_) => ApiError::StoreUnavailable,
-            crate::log::LogError::Storage(_) => ApiError::Internal,
-        }
-    }
 }
 
 impl ApiError {
@@ -109,15 +84,10 @@ impl ApiError {
             ApiError::ForbiddenOrigin(_) => "forbidden_origin",
             ApiError::RateLimited => "rate_limited",
             ApiError::IpLimit(_) => "ip_limit",
-            ApiError::ForbiddenHost(_) => "forbidden_host",
             ApiError::UnknownTarget(_) => "unknown_target",
             ApiError::TargetNotListening(_) => "target_not_listening",
             ApiError::TargetBusy(_) => "target_busy",
             ApiError::Unavailable(_) => "unavailable",
-            ApiError::UnsupportedMediaType => "unsupported_media_type",
-            ApiError::NotFound(_) => "not_found",
-            ApiError::MethodNotAllowed => "method_not_allowed",
-            ApiError::BodyTimeout => "body_timeout",
             ApiError::StoreUnavailable => "store_unavailable",
             ApiError::Internal => "internal",
         }

@@ -4,15 +4,15 @@
 //! It owns the names, types, units and help texts of the families it serves
 //! (listed in `docs/protocol.md`), and nothing else: every value is read
 //! when the page is scraped, from the counters the rest of the server keeps
-//! anyway ([`crate::stats`] per transport, [`crate::traffic`] on the wire,
+//! anyway ([`crate::http::stats`] per transport, [`crate::net::traffic`] on the wire,
 //! the rooms, the connection limit, and with `--redis` the store's
 //! [`RedisStats`]), so a scrape adds no work to any request, stream or
 //! socket. The one count kept for this page alone is the node's wire tally
-//! in [`crate::traffic`]: a relaxed add per socket read or write. This
+//! in [`crate::net::traffic`]: a relaxed add per socket read or write. This
 //! module must not know how any of those are counted, keep counters of its
 //! own, or touch a transport's: a scrape is a request of the `other`
 //! channel, like `GET /stats`, and takes no place under `--max-connections`
-//! (see [`crate::middleware::admission`]), so a full node can be watched.
+//! (see [`crate::http::admission::admission`]), so a full node can be watched.
 //!
 //! The text is written by `prometheus-client`, the Prometheus organisation's
 //! Rust client: each scrape takes a [`Snapshot`], registers it as the one
@@ -30,12 +30,12 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::error::ApiError;
-use crate::log::Seq;
-use crate::redis_store::{RedisStats, RTT_BUCKETS_MICROS};
-use crate::state::AppState;
-use crate::stats::{CountersView, SignalCountersView, StatsView};
-use crate::traffic::{ChannelView, TallyView};
+use crate::core::error::ApiError;
+use crate::core::log::Seq;
+use crate::http::state::AppState;
+use crate::http::stats::{CountersView, SignalCountersView, StatsView};
+use crate::net::traffic::{ChannelView, TallyView};
+use crate::store::redis::{RedisStats, RTT_BUCKETS_MICROS};
 
 /// The prefix of every family's name.
 pub const PREFIX: &str = "pushlab";
@@ -427,8 +427,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::stats::Stats;
-    use crate::traffic::Clients;
+    use crate::http::stats::Stats;
+    use crate::net::traffic::Clients;
 
     fn quiet_node() -> Snapshot {
         Snapshot {

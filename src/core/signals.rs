@@ -9,7 +9,7 @@
 //! hub per node; it knows which of its sessions listen here and keeps, per
 //! session, a rate limit and, per socket, a bounded queue. A signal for a
 //! session that listens on another node goes through the room's
-//! [`crate::directory::Directory`]. The hub knows nothing of HTTP or of
+//! [`crate::core::directory::Directory`]. The hub knows nothing of HTTP or of
 //! sockets: a socket holds an [`Inbox`] and forwards what arrives in it.
 
 use std::collections::HashMap;
@@ -22,9 +22,9 @@ use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::error::ApiError;
-use crate::names::Name;
-use crate::presence::SessionId;
+use crate::core::error::ApiError;
+use crate::core::names::Name;
+use crate::core::names::SessionId;
 
 /// The most bytes a signal's `data` may take: a data-channel offer is under
 /// 1 KiB, one with audio and video a few KiB.

@@ -46,10 +46,10 @@ use bytes::buf::Limit;
 use bytes::BufMut as _;
 use tokio::net::TcpStream;
 
-use crate::traffic::ConnectionMeter;
+use crate::net::traffic::ConnectionMeter;
 
-use crate::protocol::MAX_BODY_BYTES;
-use crate::stats::Stats;
+use crate::core::protocol::MAX_BODY_BYTES;
+use crate::http::stats::Stats;
 use crate::transport::Transport;
 
 /// The soft limit of a WebSocket's outbound buffer, in bytes.
@@ -328,7 +328,7 @@ pub struct WsStream {
     reported_queued: usize,
     stats: std::sync::Arc<Stats>,
     /// The connection's byte counter, when it came from the server's
-    /// accept loop (see `crate::traffic`).
+    /// accept loop (see `crate::net::traffic`).
     meter: Option<std::sync::Arc<ConnectionMeter>>,
 }
 

@@ -6,7 +6,7 @@
 //! handshake, and gives the TCP stream to one task for the socket's whole
 //! life. That task runs a single `select!` over the client's frames, new log
 //! events, the ping timer and shutdown; it writes frames to the socket itself
-//! (see [`super::ws_stream`]) and closes once, with a reason. The routing
+//! (see [`stream`]) and closes once, with a reason. The routing
 //! rules (404, 405) and the admission rules (connection limit, origin) are
 //! the router's own functions, called from here; a `GET /ws` without an
 //! upgrade goes through the router, which refuses it.
@@ -17,6 +17,8 @@
 //! a busy socket's messages in groups. Refusals are answered in order, and
 //! anything else the client sends (a leave, a signal) is acted on once the
 //! messages before it are stored.
+
+pub mod stream;
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -35,20 +37,21 @@ use bytestring::ByteString;
 use futures_util::{FutureExt as _, SinkExt as _};
 use tokio::time::{interval_at, Instant};
 
-use super::ws_stream::{Inbound, Pushed, ReadError, Received, WsStream};
+use self::stream::{Inbound, Pushed, ReadError, Received, WsStream};
 use super::Transport;
-use crate::api::ReadQuery;
 use crate::config::{WS_MISSED_PONGS, WS_PING_INTERVAL};
-use crate::endpoints::{self, Endpoint};
-use crate::error::ApiError;
-use crate::limits::Permit;
-use crate::log::Reader;
-use crate::middleware;
-use crate::protocol::{self, ClientMessage, Control};
-use crate::room::{Attachment, Room, Sending};
-use crate::signals::Inbox;
-use crate::state::AppState;
-use crate::traffic::Wire;
+use crate::core::error::ApiError;
+use crate::core::log::Reader;
+use crate::core::protocol::{self, ClientMessage, Control};
+use crate::core::room::{Attachment, Room, Sending};
+use crate::core::signals::Inbox;
+use crate::http::admission;
+use crate::http::api::ReadQuery;
+use crate::http::endpoints::{self, Endpoint};
+use crate::http::http_error::HttpError;
+use crate::http::state::AppState;
+use crate::net::limits::Permit;
+use crate::net::traffic::Wire;
 use tokio::net::TcpStream;
 
 /// Serves every request that asks for `Connection: upgrade`, with the
@@ -117,21 +120,21 @@ type Admitted = (
 /// The checks an upgrade passes, in the router's order: the `Host`, a place
 /// under the connection limits, the route, then `/ws`'s own query, origin
 /// and session.
-async fn admit(state: &AppState, req: &Request) -> Result<Admitted, ApiError> {
-    middleware::check_host(req.headers(), &state.config)?;
-    let ip = middleware::client_ip(req.peer_addr(), req.headers(), &state.config);
+async fn admit(state: &AppState, req: &Request) -> Result<Admitted, HttpError> {
+    admission::check_host(req.headers(), &state.config)?;
+    let ip = admission::client_ip(req.peer_addr(), req.headers(), &state.config);
     // A socket counts against the limits for as long as it is open.
     let permit = state.limit.admit(ip)?;
     match endpoints::resolve(req.method(), req.path())? {
         Endpoint::Ws => {}
         _ => {
-            return Err(ApiError::BadRequest(
-                "only GET /ws takes a WebSocket upgrade".into(),
-            ))
+            return Err(
+                ApiError::BadRequest("only GET /ws takes a WebSocket upgrade".into()).into(),
+            )
         }
     }
     let query = ReadQuery::parse(req.uri().query().unwrap_or(""))?;
-    middleware::check_origin(req.headers(), &state.config)?;
+    admission::check_origin(req.headers(), &state.config)?;
     state.counters(Transport::Ws).request();
     let room = state
         .enter(query.room.as_deref(), query.session, ip)
@@ -568,7 +571,7 @@ impl Socket {
 
 /// A client message that went into the log, or was refused: the `id` it
 /// came with, and the seq of its event or the error.
-type Sent = (Option<String>, Result<crate::log::Seq, ApiError>);
+type Sent = (Option<String>, Result<crate::core::log::Seq, ApiError>);
 
 /// The most messages of one socket on their way into the log at once.
 const MAX_SENDING: usize = 64;

@@ -2,7 +2,9 @@
 //! exact traffic (`GET /traffic`), the server's clock (`GET /time`), the URL
 //! students should open (`GET /join`) and a QR code of it (`GET /qr.svg`);
 //! and `GET /lecture.md`; and the middleware that charges every request's
-//! bytes to the node and to the client it names (see [`crate::traffic`]).
+//! bytes to the node and to the client it names (see [`crate::net::traffic`]).
+
+pub mod demo;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -15,10 +17,10 @@ use actix_web::web::{self, Bytes};
 use actix_web::HttpResponse;
 use serde::Deserialize;
 
-use crate::error::ApiError;
-use crate::log::now_millis;
-use crate::state::AppState;
-use crate::traffic::{Channel, Charge, ClientId, Clients, ConnectionMeter};
+use crate::core::error::ApiError;
+use crate::core::log::now_millis;
+use crate::http::state::AppState;
+use crate::net::traffic::{Channel, Charge, ClientId, Clients, ConnectionMeter};
 
 /// The longest text `GET /qr.svg` draws, in bytes: a URL with a room fits
 /// many times over.
@@ -136,7 +138,7 @@ pub async fn traffic(
     let client = ClientId::parse(&query.client).ok_or_else(|| {
         ApiError::BadRequest(format!(
             "client must be 1 to {} characters from A-Z a-z 0-9 _ -",
-            crate::traffic::MAX_CLIENT_ID
+            crate::net::traffic::MAX_CLIENT_ID
         ))
     })?;
     let view = state.clients.view(&client);
@@ -205,7 +207,7 @@ pub async fn lecture() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")
         .insert_header((header::CACHE_CONTROL, "no-cache"))
-        .body(include_str!("../docs/lecture.md"))
+        .body(include_str!("../../docs/lecture.md"))
 }
 
 /// The query of `GET /qr.svg`.

@@ -48,10 +48,10 @@ use futures_util::future::BoxFuture;
 use serde::Deserialize;
 use tokio::sync::oneshot;
 
-use crate::log::{
+use crate::core::log::{
     now_millis, Batch, Epoch, Event, EventBody, EventLog, LogError, MemoryLog, Seq, RECENT_MESSAGES,
 };
-use crate::names::Name;
+use crate::core::names::Name;
 
 /// Where a segment rolls over, in bytes.
 pub const SEGMENT_BYTES: u64 = 16 * 1024 * 1024;

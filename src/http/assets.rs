@@ -5,19 +5,19 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use rust_embed::RustEmbed;
 
-use crate::error::ApiError;
+use crate::http::http_error::HttpError;
 
 #[derive(RustEmbed)]
 #[folder = "web/"]
 struct Assets;
 
 /// `GET /`: the client page.
-pub async fn index(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+pub async fn index(req: HttpRequest) -> Result<HttpResponse, HttpError> {
     serve("index.html", &req)
 }
 
 /// `GET /{path}`: any other file of the client.
-pub async fn file(path: web::Path<String>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+pub async fn file(path: web::Path<String>, req: HttpRequest) -> Result<HttpResponse, HttpError> {
     serve(&path, &req)
 }
 
@@ -35,9 +35,9 @@ fn file_name(path: &str) -> String {
     }
 }
 
-fn serve(path: &str, req: &HttpRequest) -> Result<HttpResponse, ApiError> {
+fn serve(path: &str, req: &HttpRequest) -> Result<HttpResponse, HttpError> {
     let path = file_name(path);
-    let file = Assets::get(&path).ok_or_else(|| ApiError::NotFound(format!("/{path}")))?;
+    let file = Assets::get(&path).ok_or_else(|| HttpError::NotFound(format!("/{path}")))?;
     let etag = format!("\"{}\"", hex(&file.metadata.sha256_hash()[..12]));
     let fresh = req
         .headers()

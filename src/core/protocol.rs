@@ -9,10 +9,11 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::ApiError;
-use crate::log::{Epoch, Event, Reader, Seq};
-pub use crate::names::{MessageText, Name, MAX_NAME_CHARS, MAX_TEXT_CHARS};
-pub use crate::signals::{Signal, SignalData, SignalKind};
+use crate::core::error::ApiError;
+use crate::core::log::{Epoch, Event, Reader, Seq};
+pub use crate::core::names::{MessageText, Name, MAX_NAME_CHARS, MAX_TEXT_CHARS};
+pub use crate::core::presence::UserView;
+pub use crate::core::signals::{Signal, SignalData, SignalKind};
 
 /// The longest client-chosen message id, in characters.
 pub const MAX_ID_CHARS: usize = 64;
@@ -163,17 +164,6 @@ fn describe_shape_error(err: &serde_json::Error) -> String {
     format!("not a valid client message: {text}; expected an object with \"type\" one of register, message, mousemove, leave, signal")
 }
 
-/// Someone online, as listed in a welcome.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct UserView {
-    /// Their name.
-    pub name: Name,
-    /// Their last cursor position, or null before they first move.
-    pub x: Option<f64>,
-    /// Their last cursor position, or null before they first move.
-    pub y: Option<f64>,
-}
-
 /// The answer to a registration, over `POST /register` or as a WebSocket
 /// `welcome`.
 #[derive(Debug, Clone, Serialize)]
@@ -189,7 +179,7 @@ pub struct Welcome {
     /// The last chat messages, oldest first.
     pub history: Vec<Arc<Event>>,
     /// Who is online, this user included: everyone, or the first
-    /// [`crate::room::WELCOME_USERS`] by name when more are.
+    /// [`crate::core::room::WELCOME_USERS`] by name when more are.
     pub users: Vec<UserView>,
     /// How many users are online in all.
     pub online: usize,

@@ -21,9 +21,10 @@ use actix_web::web::{self, Bytes, BytesMut};
 use actix_web::{HttpMessage as _, ResponseError as _};
 use futures_util::StreamExt as _;
 
-use crate::error::ApiError;
-use crate::protocol::MAX_BODY_BYTES;
-use crate::state::AppState;
+use crate::core::error::ApiError;
+use crate::core::protocol::MAX_BODY_BYTES;
+use crate::http::http_error::HttpError;
+use crate::http::state::AppState;
 
 /// Reads a request's body within `--body-timeout`, or answers 408 and
 /// closes the connection. Requests without a body pass straight through.
@@ -41,7 +42,7 @@ pub async fn read_body_in_time(
     let limit = Duration::from_secs_f64(state.config.body_timeout);
     let mut payload = req.take_payload();
     let Ok(read) = tokio::time::timeout(limit, read_capped(&mut payload)).await else {
-        let mut response = ApiError::BodyTimeout.error_response();
+        let mut response = HttpError::BodyTimeout.error_response();
         // The rest of the body may still come: the connection cannot be
         // reused, and closing it gives the place back.
         response

@@ -1,14 +1,15 @@
 //! Every endpoint in one table: which paths exist and the method each takes.
 //!
-//! The router is built from this table ([`crate::routes`]), and the
+//! The router is built from this table ([`crate::http::routes`]), and the
 //! WebSocket upgrade path, which never reaches the router, asks it through
 //! [`resolve`], so an unknown path is a 404 and a wrong method a 405 on both
 //! paths alike.
 
 use actix_web::http::Method;
 
-use crate::assets;
-use crate::error::ApiError;
+use crate::core::error::ApiError;
+use crate::http::assets;
+use crate::http::http_error::HttpError;
 
 /// What serves a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,16 +122,16 @@ pub fn not_an_upgrade() -> ApiError {
 }
 
 /// Which endpoint serves `method path`, or the 404 or 405 the router gives.
-pub fn resolve(method: &Method, path: &str) -> Result<Endpoint, ApiError> {
+pub fn resolve(method: &Method, path: &str) -> Result<Endpoint, HttpError> {
     let endpoint = Endpoint::ALL
         .into_iter()
         .find(|endpoint| endpoint.matches(path))
-        .ok_or_else(|| ApiError::NotFound("this path".into()))?;
+        .ok_or_else(|| HttpError::NotFound("this path".into()))?;
     if *method != endpoint.method() {
-        return Err(ApiError::MethodNotAllowed);
+        return Err(HttpError::MethodNotAllowed);
     }
     if endpoint == Endpoint::Asset && !assets::exists(path) {
-        return Err(ApiError::NotFound(path.to_owned()));
+        return Err(HttpError::NotFound(path.to_owned()));
     }
     Ok(endpoint)
 }

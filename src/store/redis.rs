@@ -99,15 +99,15 @@ use redis::{AsyncConnectionConfig, Client, Script};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use crate::directory::{Directory, Joined, Lookup, Reaped, SignalSink};
-use crate::error::ApiError;
-use crate::log::{
+use crate::core::directory::{Directory, Joined, Lookup, Reaped, SignalSink};
+use crate::core::error::ApiError;
+use crate::core::log::{
     now_millis, Batch, Epoch, Event, EventBody, EventLog, LogError, MemoryLog, Seq, MAX_BATCH,
     RECENT_MESSAGES,
 };
-use crate::names::{Name, RoomName};
-use crate::presence::SessionId;
-use crate::rooms::{LogStore, OpenedLog};
+use crate::core::names::{Name, RoomName};
+use crate::core::presence::SessionId;
+use crate::core::rooms::{LogStore, OpenedLog};
 
 /// The longest one Redis command may take before it counts as failed.
 pub const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
@@ -1224,7 +1224,7 @@ pub struct RedisDirectory {
 }
 
 /// The most names a `join` lists; the rest show up as they move or speak.
-const JOIN_NAMES: usize = crate::room::WELCOME_USERS;
+const JOIN_NAMES: usize = crate::core::room::WELCOME_USERS;
 
 /// How long Redis keeps a room that no node has open: every node that has
 /// it open extends this at each reap (about once a second). A room unused
@@ -1485,7 +1485,7 @@ impl EventLog for RedisLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::{Cursor, Reader};
+    use crate::core::log::{Cursor, Reader};
     use pushlab_testkit::RedisServer;
 
     fn name(n: &str) -> Name {

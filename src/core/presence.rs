@@ -1,7 +1,7 @@
 //! Who is online: sessions, their names, their cursors, their rate limits and
 //! how long each has gone without a connection.
 //!
-//! Presence only keeps state; [`crate::room::Room`] decides when a session
+//! Presence only keeps state; [`crate::core::room::Room`] decides when a session
 //! begins and ends and writes the matching events to the log. No lock here is
 //! ever held across an `.await`.
 
@@ -15,12 +15,21 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::error::ApiError;
-use crate::names::Name;
-use crate::protocol::UserView;
+use crate::core::error::ApiError;
+use crate::core::names::Name;
 
-/// A session id: a random v4 UUID, the only credential a client holds.
-pub type SessionId = Uuid;
+pub use crate::core::names::SessionId;
+
+/// Someone online, as listed in a welcome.
+#[derive(Debug, Clone, serde::Serialize, PartialEq)]
+pub struct UserView {
+    /// Their name.
+    pub name: Name,
+    /// Their last cursor position, or null before they first move.
+    pub x: Option<f64>,
+    /// Their last cursor position, or null before they first move.
+    pub y: Option<f64>,
+}
 
 /// The limits presence enforces, per session and per client address.
 /// Every number is 0 for "no limit".
@@ -213,7 +222,7 @@ impl Presence {
 
     /// Charges a registration to `ip` and counts a session for it, or
     /// refuses at either of its limits; for a session that another part of
-    /// the server admits ([`crate::directory::Directory::join`]).
+    /// the server admits ([`crate::core::directory::Directory::join`]).
     pub fn reserve(&self, ip: Option<IpAddr>) -> Result<(), ApiError> {
         match ip {
             Some(ip) => self

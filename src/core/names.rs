@@ -9,7 +9,10 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::error::ApiError;
+/// A session id: a random v4 UUID, the only credential a client holds.
+pub type SessionId = uuid::Uuid;
+
+use crate::core::error::ApiError;
 
 /// The longest name, in characters.
 pub const MAX_NAME_CHARS: usize = 24;

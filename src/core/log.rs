@@ -21,7 +21,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::sync::watch;
 
-use crate::names::Name;
+use crate::core::error::ApiError;
+use crate::core::names::Name;
 
 /// A position in the log. The first event has seq 1; 0 means "before everything".
 pub type Seq = u64;
@@ -231,6 +232,17 @@ pub enum LogError {
     /// it cannot be told whether it was, and the client may try again.
     #[error("the event store is unreachable: {0}")]
     Unavailable(String),
+}
+
+impl From<LogError> for ApiError {
+    /// An append that failed: unreachable storage may be tried again; any
+    /// other failure is internal, and logged where it happened.
+    fn from(err: LogError) -> Self {
+        match err {
+            LogError::Unavailable(_) => ApiError::StoreUnavailable,
+            LogError::Storage(_) => ApiError::Internal,
+        }
+    }
 }
 
 /// The small interface every transport uses.

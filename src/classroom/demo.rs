@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::names::{MessageText, Name};
-use crate::protocol::ClientMessage;
-use crate::room::Room;
+use crate::core::names::{MessageText, Name};
+use crate::core::protocol::ClientMessage;
+use crate::core::room::Room;
 
 /// What the bot says, in turn.
 const LINES: &[&str] = &[
@@ -65,7 +65,7 @@ pub fn spawn(
     })
 }
 
-async fn join(room: &Room) -> Option<crate::presence::SessionId> {
+async fn join(room: &Room) -> Option<crate::core::presence::SessionId> {
     for suffix in ["", "-2", "-3", "-4"] {
         let name = Name::parse(&format!("demobot{suffix}")).ok()?;
         if let Ok(welcome) = room.register(name).await {
@@ -84,7 +84,7 @@ fn figure_of_eight(seconds: f64) -> (f64, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::MemoryLog;
+    use crate::core::log::MemoryLog;
     use std::sync::Arc;
 
     #[test]

@@ -22,10 +22,11 @@ use actix_web::web::{self, Bytes};
 use actix_web::{HttpMessage as _, HttpResponse, ResponseError as _};
 
 use crate::config::Config;
-use crate::endpoints::Endpoint;
-use crate::error::ApiError;
-use crate::limits::Permit;
-use crate::state::AppState;
+use crate::core::error::ApiError;
+use crate::http::endpoints::Endpoint;
+use crate::http::http_error::HttpError;
+use crate::http::state::AppState;
+use crate::net::limits::Permit;
 
 /// A response body that holds a [`Permit`] for as long as it is being sent,
 /// so a stream or socket counts until it ends.
@@ -127,14 +128,14 @@ pub fn client_ip(peer: Option<SocketAddr>, headers: &HeaderMap, config: &Config)
 /// Refuses a request whose `Host` is not one this server answers to, so a
 /// page on a DNS name rebound to this machine cannot use it. A request
 /// without a `Host` (HTTP/1.0, not a browser) passes.
-pub fn check_host(headers: &HeaderMap, config: &Config) -> Result<(), ApiError> {
+pub fn check_host(headers: &HeaderMap, config: &Config) -> Result<(), HttpError> {
     let Some(host) = headers.get(header::HOST) else {
         return Ok(());
     };
     match host.to_str() {
         Ok(host) if config.host_allowed(host) => Ok(()),
-        Ok(host) => Err(ApiError::ForbiddenHost(host.to_owned())),
-        Err(_) => Err(ApiError::ForbiddenHost("(not text)".into())),
+        Ok(host) => Err(HttpError::ForbiddenHost(host.to_owned())),
+        Err(_) => Err(HttpError::ForbiddenHost("(not text)".into())),
     }
 }
 

@@ -1,7 +1,7 @@
 //! Who is online in a room across every node that serves it, when its log
 //! is shared (`--redis`).
 //!
-//! On one node, [`crate::presence::Presence`] is the whole truth. When
+//! On one node, [`crate::core::presence::Presence`] is the whole truth. When
 //! several nodes share a room's log, a session registered on one node may
 //! send, read or connect through any other, so the room's sessions are kept
 //! beside its log by a [`Directory`]: names unique across nodes, sessions as
@@ -10,7 +10,7 @@
 //! Each node's `Presence` then holds only the sessions it has seen, as a
 //! cache of the directory.
 //!
-//! This module is the contract; [`crate::redis_store`] implements it. It
+//! This module is the contract; [`crate::store::redis`] implements it. It
 //! knows nothing of HTTP or of Redis.
 
 use std::sync::Arc;
@@ -19,10 +19,10 @@ use std::time::Duration;
 use bytestring::ByteString;
 use futures_util::future::BoxFuture;
 
-use crate::error::ApiError;
-use crate::log::{Event, EventBody, LogError};
-use crate::names::{Name, RoomName};
-use crate::presence::SessionId;
+use crate::core::error::ApiError;
+use crate::core::log::{Event, EventBody, LogError};
+use crate::core::names::{Name, RoomName};
+use crate::core::presence::SessionId;
 
 /// A session the directory admitted: its `join`, and who was online.
 #[derive(Debug, Clone)]
@@ -68,7 +68,7 @@ pub trait Directory: Send + Sync + 'static {
     /// the session is no longer live anywhere, and with `rate_limited` past
     /// `rate` events a second per session (bursts of twice that; 0 for no
     /// limit) counted across every node. Renews the lease. As with
-    /// [`crate::log::EventLog::append`], the event's place in line is taken
+    /// [`crate::core::log::EventLog::append`], the event's place in line is taken
     /// when this is called.
     fn append(
         &self,

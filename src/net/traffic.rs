@@ -22,7 +22,7 @@
 //! connection's whole life.
 //!
 //! This module knows no routes and no HTTP framework: the router's
-//! middleware ([`crate::routes`]) and the upgrade path call it.
+//! middleware ([`crate::http::routes`]) and the upgrade path call it.
 
 use std::collections::HashMap;
 use std::io;
@@ -83,15 +83,6 @@ pub enum Channel {
 }
 
 impl Channel {
-    /// Every channel, in the order [`TallyView`] lists them.
-    pub const ALL: [Channel; 5] = [
-        Channel::Poll,
-        Channel::LongPoll,
-        Channel::Sse,
-        Channel::Ws,
-        Channel::Other,
-    ];
-
     /// The channel of a request path.
     pub fn of_path(path: &str) -> Channel {
         match path {
@@ -258,11 +249,6 @@ impl Clients {
     /// How many clients are tallied now.
     pub fn len(&self) -> usize {
         self.table.lock().len()
-    }
-
-    /// Whether no client is tallied.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

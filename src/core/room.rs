@@ -15,14 +15,14 @@ use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use crate::directory::{Directory, Lookup, SignalSink};
-use crate::error::ApiError;
-use crate::log::{Cursor, Event, EventBody, EventLog, Reader, Seq};
-use crate::names::{Name, RoomName};
-pub use crate::presence::Attachment;
-use crate::presence::{Presence, SessionId, SessionLimits};
-use crate::protocol::{ClientMessage, UserView, Welcome};
-use crate::signals::{self, Inbox, Signal, SignalHub};
+use crate::core::directory::{Directory, Lookup, SignalSink};
+use crate::core::error::ApiError;
+use crate::core::log::{Cursor, Event, EventBody, EventLog, Reader, Seq};
+use crate::core::names::{Name, RoomName};
+pub use crate::core::presence::Attachment;
+use crate::core::presence::{Presence, SessionId, SessionLimits};
+use crate::core::protocol::{ClientMessage, UserView, Welcome};
+use crate::core::signals::{self, Inbox, Signal, SignalHub};
 
 /// The most users a welcome lists; `online` says how many there are in all,
 /// and the rest show up as they move or speak.
@@ -553,8 +553,8 @@ pub fn reaper_period(timeout: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::MemoryLog;
-    use crate::names::MessageText;
+    use crate::core::log::MemoryLog;
+    use crate::core::names::MessageText;
 
     fn room() -> Room {
         Room::new(Arc::new(MemoryLog::new(1000)), 0)

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::error::ApiError;
+use crate::core::error::ApiError;
 
 /// Counts requests in flight, held long-polls and open streams and sockets
 /// included, against `--max-connections` in all and `--ip-connections` per
@@ -83,6 +83,7 @@ impl ConnectionLimit {
     }
 
     /// Client IPs holding at least one place now.
+    #[cfg(test)]
     pub fn addresses(&self) -> usize {
         self.per_ip.lock().len()
     }

@@ -1,15 +1,16 @@
-//! The router, built from the endpoint table ([`crate::endpoints`]), and the
+//! The router, built from the endpoint table ([`crate::http::endpoints`]), and the
 //! application for one worker.
 
 use actix_web::body::BoxBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::{web, App, HttpResponse};
 
-use crate::endpoints::Endpoint;
-use crate::error::ApiError;
-use crate::state::AppState;
+use crate::classroom;
+use crate::http::endpoints::Endpoint;
+use crate::http::http_error::HttpError;
+use crate::http::state::AppState;
+use crate::http::{admission, api, assets, body_timeout, endpoints, metrics};
 use crate::transport::{longpoll, poll, sse};
-use crate::{api, assets, body_timeout, classroom, endpoints, metrics, middleware};
 
 /// Every endpoint of the table, with its 405 for other methods; anything
 /// else is a 404. Both as JSON.
@@ -21,12 +22,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::resource(endpoint.pattern())
                 .route(route(endpoint))
                 .default_service(web::to(|| async {
-                    Err::<HttpResponse, _>(ApiError::MethodNotAllowed)
+                    Err::<HttpResponse, _>(HttpError::MethodNotAllowed)
                 })),
         );
     }
     cfg.default_service(web::to(|| async {
-        Err::<HttpResponse, _>(ApiError::NotFound("this path".into()))
+        Err::<HttpResponse, _>(HttpError::NotFound("this path".into()))
     }));
 }
 
@@ -49,7 +50,7 @@ pub fn app(
         .wrap(actix_web::middleware::from_fn(
             body_timeout::read_body_in_time,
         ))
-        .wrap(actix_web::middleware::from_fn(middleware::admission))
+        .wrap(actix_web::middleware::from_fn(admission::admission))
         // Outermost, so that refused requests are charged too.
         .wrap(actix_web::middleware::from_fn(classroom::charge))
 }

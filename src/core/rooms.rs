@@ -19,13 +19,13 @@ use parking_lot::RwLock;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::directory::Directory;
-use crate::error::ApiError;
-use crate::journal::{JournalLog, JournalOptions};
-use crate::log::{Epoch, EventLog, MemoryLog, Seq};
-use crate::names::RoomName;
-use crate::presence::{Addresses, Presence, SessionId, SessionLimits};
-use crate::room::{reaper_period, Room};
+use crate::core::directory::Directory;
+use crate::core::error::ApiError;
+use crate::core::log::{Epoch, EventLog, MemoryLog, Seq};
+use crate::core::names::RoomName;
+use crate::core::presence::{Addresses, Presence, SessionId, SessionLimits};
+use crate::core::room::{reaper_period, Room};
+use crate::store::journal::{JournalLog, JournalOptions};
 
 /// Where rooms keep their logs.
 pub trait LogStore: Send + Sync + 'static {
@@ -430,8 +430,8 @@ fn too_many_rooms(max: usize) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::EventBody;
-    use crate::names::Name;
+    use crate::core::log::EventBody;
+    use crate::core::names::Name;
 
     const HOME: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1)));
 

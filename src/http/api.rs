@@ -9,12 +9,13 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use crate::error::ApiError;
-use crate::log::{Cursor, Seq};
-use crate::middleware::ClientIp;
-use crate::names::RoomName;
-use crate::protocol::{self, MAX_BODY_BYTES};
-use crate::state::AppState;
+use crate::core::error::ApiError;
+use crate::core::log::{Cursor, Seq};
+use crate::core::names::RoomName;
+use crate::core::protocol::{self, MAX_BODY_BYTES};
+use crate::http::admission::ClientIp;
+use crate::http::http_error::HttpError;
+use crate::http::state::AppState;
 
 /// The query every read endpoint takes.
 #[derive(Debug, Deserialize)]
@@ -92,15 +93,15 @@ pub fn json_config() -> web::JsonConfig {
 }
 
 fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
-    let refusal = match err {
+    let refusal: HttpError = match err {
         JsonPayloadError::OverflowKnownLength { .. } | JsonPayloadError::Overflow { .. } => {
-            ApiError::TooLarge(format!("the body is over {MAX_BODY_BYTES} bytes"))
+            ApiError::TooLarge(format!("the body is over {MAX_BODY_BYTES} bytes")).into()
         }
-        JsonPayloadError::ContentType => ApiError::UnsupportedMediaType,
+        JsonPayloadError::ContentType => HttpError::UnsupportedMediaType,
         JsonPayloadError::Deserialize(err) => {
-            ApiError::BadJson(format!("the body is not valid JSON: {err}"))
+            ApiError::BadJson(format!("the body is not valid JSON: {err}")).into()
         }
-        other => ApiError::BadRequest(format!("could not read the body: {other}")),
+        other => ApiError::BadRequest(format!("could not read the body: {other}")).into(),
     };
     refusal.into()
 }
@@ -159,7 +160,7 @@ pub async fn rooms(state: web::Data<AppState>) -> HttpResponse {
 pub async fn stats(
     state: web::Data<AppState>,
     query: web::Query<RoomQuery>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HttpError> {
     let name = match &query.room {
         Some(room) => RoomName::parse(room)?,
         None => RoomName::lobby(),
@@ -168,7 +169,7 @@ pub async fn stats(
     let room = rooms
         .iter()
         .find(|room| room.name == name)
-        .ok_or_else(|| ApiError::NotFound(format!("room {name}")))?;
+        .ok_or_else(|| HttpError::NotFound(format!("room {name}")))?;
     Ok(no_store(HttpResponse::Ok()).json(serde_json::json!({
         "transports": state.stats.view(),
         "signals": state.stats.signals.view(),
@@ -200,7 +201,7 @@ pub async fn client_config(state: web::Data<AppState>) -> HttpResponse {
     no_store(HttpResponse::Ok()).json(serde_json::json!({
         "ice_servers": state.config.ice_servers,
         "signals": {
-            "max_bytes": crate::signals::MAX_SIGNAL_BYTES,
+            "max_bytes": crate::core::signals::MAX_SIGNAL_BYTES,
             "per_second": state.config.signal_rate,
         },
     }))
