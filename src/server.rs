@@ -1,0 +1,248 @@
+//! The server assembled: state built once, every accepted connection
+//! wrapped, and actix-http serving the router and the WebSocket upgrade.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_codec::Framed;
+use actix_http::error::DispatchError;
+use actix_http::{h1, HttpService, Request};
+use actix_server::ServerHandle;
+use actix_service::{fn_service, map_config, IntoServiceFactory as _, ServiceFactoryExt as _};
+use actix_web::dev::AppConfig;
+use actix_web::web;
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::core::log::EventLog;
+use crate::core::{presence, rooms};
+use crate::{classroom, transport};
+
+use crate::classroom::demo;
+
+use crate::http::routes;
+use crate::http::state::AppState;
+use crate::net::send_timeout::{self, SendTimeout};
+use crate::net::traffic::Wire;
+use crate::net::{delay, limits, open_files};
+use crate::store::redis as redis_store;
+
+/// Every accepted connection as HTTP serves it: counted, behind the send
+/// timeout.
+type Connection = SendTimeout<Wire<TcpStream>>;
+
+/// Seconds a graceful shutdown waits for connections to finish.
+const SHUTDOWN_GRACE_SECS: u64 = 5;
+
+/// How long a client may take to send a request's head before the
+/// connection is closed.
+const REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A running pushlab server.
+pub struct Server {
+    addr: SocketAddr,
+    handle: ServerHandle,
+    state: web::Data<AppState>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The lobby's message log.
+    pub fn log(&self) -> Arc<dyn EventLog> {
+        self.state.rooms.lobby().log().clone()
+    }
+
+    /// Its rooms.
+    pub fn rooms(&self) -> &rooms::Rooms {
+        &self.state.rooms
+    }
+
+    /// Stops gracefully: held long-polls are answered, streams end, sockets
+    /// close with 1001 (going away), then connections are drained.
+    pub async fn shutdown(self) {
+        self.state.shutdown.cancel();
+        self.handle.stop(true).await;
+        let _ = self.task.await;
+    }
+
+    /// Resolves when the server stops by itself (it does not, unless it fails).
+    pub async fn stopped(&mut self) -> std::io::Result<()> {
+        match (&mut self.task).await {
+            Ok(result) => result,
+            Err(join) => Err(std::io::Error::other(join)),
+        }
+    }
+}
+
+/// Serves pushlab on `listener`.
+///
+/// Must be called inside a Tokio runtime; the server runs on its own worker
+/// threads until [`Server::shutdown`].
+///
+/// With `config.data_dir` set, the log is a durable journal there; with
+/// `config.redis`, every room's log is in that Redis.
+pub fn serve(listener: TcpListener, config: Config) -> std::io::Result<Server> {
+    let history = config.history as usize;
+    let mut redis = None;
+    let store: Box<dyn rooms::LogStore> = match (&config.redis, &config.data_dir) {
+        (Some(url), _) => {
+            let store = redis_store::RedisStore::connect(url, history)?;
+            redis = Some(store.stats());
+            Box::new(store)
+        }
+        (None, Some(dir)) => Box::new(rooms::JournalStore {
+            dir: dir.clone(),
+            history,
+            recover: config.journal_recover,
+        }),
+        (None, None) => Box::new(rooms::MemoryStore { history }),
+    };
+    serve_on(listener, config, store, redis)
+}
+
+/// Serves pushlab on `listener`, keeping each room's log in `store`.
+///
+/// Raises the process's open-file limit first, and lowers
+/// `config.max_connections` if it still does not fit (see [`open_files`]).
+pub fn serve_with_store(
+    listener: TcpListener,
+    config: Config,
+    store: Box<dyn rooms::LogStore>,
+) -> std::io::Result<Server> {
+    serve_on(listener, config, store, None)
+}
+
+/// [`serve_with_store`], with the Redis store's counters when `store` is
+/// one, for `/metrics`.
+fn serve_on(
+    listener: TcpListener,
+    mut config: Config,
+    store: Box<dyn rooms::LogStore>,
+    redis: Option<Arc<redis_store::RedisStats>>,
+) -> std::io::Result<Server> {
+    let addr = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let rooms = rooms::Rooms::new(
+        store,
+        rooms::RoomLimits {
+            max_rooms: config.max_rooms,
+            ip_rooms: config.ip_rooms,
+            idle: config.room_idle_timeout(),
+        },
+        presence::SessionLimits {
+            rate: config.rate_limit,
+            ip_rate: config.ip_rate_limit,
+            ip_sessions: config.ip_sessions,
+            ip_registrations: config.ip_registrations,
+            signal_rate: config.signal_rate,
+            timeout: config.presence_timeout(),
+        },
+    )?;
+    rooms.spawn_reaper(config.presence_timeout(), shutdown.clone());
+    if config.demo {
+        let room = rooms
+            .open(&config.demo_room, None)
+            .map_err(std::io::Error::other)?;
+        demo::spawn(room, config.demo_rate, shutdown.clone());
+    }
+    let workers = config.workers;
+    let ip_connections = config.ip_connections;
+    // actix-server's own default: one worker per core.
+    let worker_count = workers
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
+        .max(1);
+    config.max_connections =
+        open_files::max_connections_within_limit(config.max_connections, worker_count);
+    let send_timeout = Duration::from_secs_f64(config.send_timeout);
+    let delay = config.delay().map(delay::Delay::new).transpose()?;
+    let max_connections = usize::try_from(config.max_connections).unwrap_or(usize::MAX);
+    // Built once, outside the factory: every worker must share one log.
+    let state = web::Data::new(AppState {
+        rooms,
+        config: Arc::new(config),
+        stats: Default::default(),
+        limit: limits::ConnectionLimit::new(max_connections, ip_connections),
+        shutdown,
+        clients: Default::default(),
+        addr,
+        redis,
+    });
+    let app_state = state.clone();
+    let mut server = actix_server::Server::build()
+        .shutdown_timeout(SHUTDOWN_GRACE_SECS)
+        // main() handles signals, so the log and sockets shut down in order.
+        .disable_signals();
+    if let Some(workers) = workers {
+        server = server.workers(workers.max(1));
+    }
+    // The factory runs once per worker; every worker shares `app_state`.
+    let server = server
+        .listen("pushlab", listener, move || {
+            let state = app_state.clone();
+            let upgrade_state = app_state.clone();
+            let delay = delay.clone();
+            let http = HttpService::build()
+                // Notice promptly when a client holding a long-poll or
+                // stream goes away.
+                .h1_allow_half_closed(false)
+                .client_request_timeout(REQUEST_HEAD_TIMEOUT)
+                .local_addr(addr)
+                // Each request finds its connection's byte counter here.
+                .on_connect_ext(|io: &Connection, ext: &mut actix_http::Extensions| {
+                    ext.insert(io.get_ref().meter().clone());
+                })
+                // WebSocket upgrades skip the router: the socket task takes
+                // the connection itself (see `transport::ws`), unwrapped
+                // from the send timeout, since it bounds slow clients its
+                // own way. The handshake future is boxed because every
+                // connection's HTTP/1 state has room for it inline
+                // otherwise: 2 KiB more per held long-poll or stream.
+                .upgrade(fn_service(
+                    move |(req, framed): (Request, Framed<Connection, h1::Codec>)| {
+                        let framed = framed.into_map_io(SendTimeout::into_inner);
+                        classroom::charge_upgrade(&upgrade_state, &req, framed.io_ref().meter());
+                        Box::pin(transport::ws::upgrade(upgrade_state.clone(), req, framed))
+                            as futures_util::future::LocalBoxFuture<'static, _>
+                    },
+                ))
+                .finish(map_config(
+                    routes::app(state)
+                        .into_factory()
+                        .map_err(|err: actix_web::Error| err.error_response()),
+                    |_| AppConfig::default(),
+                ));
+            // Every accepted socket is served counted, behind the send
+            // timeout, and through the delay if there is one.
+            fn_service(move |io: TcpStream| {
+                let delay = delay.clone();
+                async move {
+                    send_timeout::no_delay(&io);
+                    let peer = io.peer_addr().ok();
+                    let io = match &delay {
+                        Some(delay) => delay.relay(io).await.map_err(DispatchError::Io)?,
+                        None => io,
+                    };
+                    Ok(send_timeout::accept(Wire::new(io), peer, send_timeout))
+                }
+            })
+            .and_then(http)
+        })?
+        .run();
+    let handle = server.handle();
+    let task = tokio::spawn(server);
+    Ok(Server {
+        addr,
+        handle,
+        state,
+        task,
+    })
+}
