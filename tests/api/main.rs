@@ -9,6 +9,7 @@ mod errors;
 mod hardening;
 mod helpers;
 mod journal_damage;
+mod layers;
 mod longpoll;
 mod metrics;
 mod properties;
