@@ -610,6 +610,14 @@ w("- Sustained rate: after a 3 s warm-up step at the start rate (reported in the
 w("- Nothing else is meant to run during a run, but the machine is a VM on a shared "
   "host. The load average at the start and the end is recorded below; treat "
   "small differences between runs accordingly.")
+w("- Before and after a change: `crates/pushlab-bench/ab.sh BEFORE_BIN AFTER_BIN` "
+  "measures two pushlab builds with this page's methods (latency at 100 msg/s on "
+  "each transport; fan-out to 1000 subscribers at a fixed rate neither saturates, "
+  "ws and sse 50 msg/s, longpoll 20, for server CPU µs per delivery and p50/p99; "
+  "idle RSS per connection; `SEARCH=1` adds the ws fan-out search), `ROUNDS` times "
+  "(3) taking turns, a fresh server each run. It writes its JSON, commands and "
+  "`summary.md` (medians, each round, AFTER/BEFORE) to `target/ab/<time>/` and "
+  "leaves this page alone; about 13 minutes.")
 w("")
 w("## Machine and versions")
 w("")
