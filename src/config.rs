@@ -188,9 +188,11 @@ pub struct Config {
     pub signal_rate: u32,
 
     /// A STUN or TURN server for the pages' WebRTC peer connections, told to
-    /// every page by `GET /config`: `stun:host:3478`, or
-    /// `turn:host:3478?username=U&credential=P` (any other query parameter,
-    /// such as `transport=tcp`, stays in the URL). Repeat for several;
+    /// every page by `GET /config`: `stun:host:3478`; `turn:host:3478` with
+    /// `--turn-secret`, which mints each page credentials that expire; or
+    /// `turn:host:3478?username=U&credential=P`, static credentials that
+    /// every page is told as they are (any other query parameter, such as
+    /// `transport=tcp`, stays in the URL). Repeat for several;
     /// comma-separated in the environment variable. None by default: peers
     /// on one machine or one LAN reach each other by their host candidates.
     #[arg(
@@ -200,6 +202,22 @@ pub struct Config {
         value_parser = IceServer::parse
     )]
     pub ice_servers: Vec<IceServer>,
+
+    /// The secret shared with the TURN servers (coturn's
+    /// `static-auth-secret`, with `use-auth-secret`). With it, `GET /config`
+    /// gives each page TURN credentials that expire after `--turn-ttl`
+    /// seconds (the TURN REST API scheme: the username is the expiry time,
+    /// the password its HMAC-SHA1 under this secret), and no static
+    /// password is ever handed out. Only for TURN servers given without
+    /// `username` and `credential`.
+    #[arg(long, env = "PUSHLAB_TURN_SECRET", hide_env_values = true)]
+    pub turn_secret: Option<String>,
+
+    /// How long the TURN credentials minted with `--turn-secret` stay
+    /// valid, in seconds (a day by default, as the TURN REST API suggests:
+    /// a page keeps its credentials for as long as it stays open).
+    #[arg(long, env = "PUSHLAB_TURN_TTL", default_value_t = DEFAULT_TURN_TTL_SECS, value_parser = clap::value_parser!(u64).range(60..=7 * 86_400))]
+    pub turn_ttl: u64,
 
     /// Simulated network delay, in milliseconds each way: every byte from a
     /// client reaches the server this much later, and every byte to it
@@ -260,9 +278,9 @@ impl IceServer {
             }
         }
         let is_turn = scheme.starts_with("turn");
-        if is_turn && (username.is_none() || credential.is_none()) {
+        if is_turn && (username.is_none() != credential.is_none()) {
             return Err(format!(
-                "{base:?}: a TURN server needs ?username=U&credential=P"
+                "{base:?}: a TURN server takes both ?username=U&credential=P, or neither (with --turn-secret)"
             ));
         }
         if !is_turn && (username.is_some() || credential.is_some()) {
@@ -279,7 +297,15 @@ impl IceServer {
             credential,
         })
     }
+
+    /// Whether it is a TURN server (`turn:` or `turns:`).
+    pub fn is_turn(&self) -> bool {
+        self.urls.starts_with("turn")
+    }
 }
+
+/// How long minted TURN credentials stay valid by default, in seconds.
+pub const DEFAULT_TURN_TTL_SECS: u64 = 86_400;
 
 /// The longest `--delay-ms`, in milliseconds.
 pub const MAX_DELAY_MS: u64 = 5000;
@@ -345,6 +371,8 @@ impl Default for Config {
             body_timeout: 10.0,
             signal_rate: 20,
             ice_servers: Vec::new(),
+            turn_secret: None,
+            turn_ttl: DEFAULT_TURN_TTL_SECS,
             delay_ms: 0,
             walkthrough: false,
         }
@@ -352,6 +380,29 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Checks what no single flag can: every TURN server has credentials,
+    /// static or minted with `--turn-secret`. Says what to change if not.
+    pub fn check(&self) -> Result<(), String> {
+        for server in self.ice_servers.iter().filter(|s| s.is_turn()) {
+            match (&server.username, &self.turn_secret) {
+                (None, None) => {
+                    return Err(format!(
+                        "--ice-server {}: a TURN server needs --turn-secret (the secret shared with it), or ?username=U&credential=P",
+                        server.urls
+                    ))
+                }
+                (Some(_), Some(_)) => {
+                    return Err(format!(
+                        "--ice-server {}: give its static credentials or --turn-secret, not both",
+                        server.urls
+                    ))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     /// `--presence-timeout` as a duration, at least
     /// [`WALKTHROUGH_PRESENCE_SECS`] under `--walkthrough`.
     pub fn presence_timeout(&self) -> Duration {
@@ -463,12 +514,16 @@ mod tests {
         );
         for bad in [
             "http://stun.example",
-            "turn:turn.example:3478",
+            "turn:turn.example:3478?username=u",
             "stun:stun.example?username=u&credential=p",
             "stun:",
         ] {
             assert!(IceServer::parse(bad).is_err(), "{bad}");
         }
+        // A TURN server with no credentials at all parses, for
+        // --turn-secret, but a config without the secret is refused.
+        let bare = Config::try_parse_from(["pushlab", "--ice-server", "turn:turn.example:3478"]);
+        assert!(bare.unwrap().check().is_err());
     }
 
     #[test]

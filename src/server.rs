@@ -127,6 +127,9 @@ fn serve_on(
     store: Box<dyn rooms::LogStore>,
     redis: Option<Arc<redis_store::RedisStats>>,
 ) -> std::io::Result<Server> {
+    config
+        .check()
+        .map_err(|why| std::io::Error::new(std::io::ErrorKind::InvalidInput, why))?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
     let rooms = rooms::Rooms::new(

@@ -199,7 +199,7 @@ pub async fn stats(
 /// ICE servers for its WebRTC peer connections, and the bounds on signals.
 pub async fn client_config(state: web::Data<AppState>) -> HttpResponse {
     no_store(HttpResponse::Ok()).json(serde_json::json!({
-        "ice_servers": state.config.ice_servers,
+        "ice_servers": crate::http::ice::for_page(&state.config, std::time::SystemTime::now()),
         "signals": {
             "max_bytes": crate::core::signals::MAX_SIGNAL_BYTES,
             "per_second": state.config.signal_rate,

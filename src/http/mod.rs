@@ -7,6 +7,7 @@ pub mod assets;
 pub mod body_timeout;
 pub mod endpoints;
 pub mod http_error;
+pub mod ice;
 pub mod log_throttle;
 pub mod metrics;
 pub mod routes;

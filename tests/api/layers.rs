@@ -88,8 +88,15 @@ fn every_layer_imports_only_from_the_layers_below_it() {
         }
     }
     // Assert
-    assert!(checked > 30, "only {checked} files were checked: is src/ laid out in layers?");
-    assert!(broken.is_empty(), "imports against the layers:\n{}", broken.join("\n"));
+    assert!(
+        checked > 30,
+        "only {checked} files were checked: is src/ laid out in layers?"
+    );
+    assert!(
+        broken.is_empty(),
+        "imports against the layers:\n{}",
+        broken.join("\n")
+    );
 }
 
 #[test]

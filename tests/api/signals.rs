@@ -351,6 +351,60 @@ async fn config_tells_the_page_its_ice_servers() {
 }
 
 #[tokio::test]
+async fn with_a_turn_secret_config_gives_each_page_turn_credentials_that_expire() {
+    // Arrange: a TURN server given without credentials, and the secret
+    // shared with it.
+    let app = spawn_app_with(|config| {
+        config.ice_servers =
+            vec![pushlab::config::IceServer::parse("turn:turn.example:3478").unwrap()];
+        config.turn_secret = Some("north".into());
+        config.turn_ttl = 3600;
+    })
+    .await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+
+    // Act
+    let (status, config) = app.get_json("/config").await;
+
+    // Assert: the username is the expiry an hour from now, the password is
+    // not the secret, and the secret is nowhere in the answer.
+    assert_eq!(status, 200);
+    let server = &config["ice_servers"][0];
+    assert_eq!(server["urls"], "turn:turn.example:3478");
+    let username = server["username"].as_str().expect("a minted username");
+    let (expiry, user) = username.split_once(':').expect("expiry:user");
+    let expiry: u64 = expiry.parse().expect("the expiry in Unix seconds");
+    assert!(
+        (now + 3600..=now + 3600 + 60).contains(&expiry),
+        "expiry {expiry} is not an hour after {now}"
+    );
+    assert_eq!(user, "pushlab");
+    let credential = server["credential"].as_str().expect("a minted password");
+    assert_eq!(
+        credential.len(),
+        28,
+        "base64 of a 20-byte HMAC-SHA1: {credential}"
+    );
+    assert!(!config.to_string().contains("north"));
+}
+
+#[tokio::test]
+async fn a_turn_server_with_neither_credentials_nor_a_secret_is_refused_at_start() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let config = pushlab::Config {
+        ice_servers: vec![pushlab::config::IceServer::parse("turn:turn.example:3478").unwrap()],
+        ..pushlab::Config::default()
+    };
+
+    let refused = pushlab::serve(listener, config).err().expect("a refusal");
+
+    assert!(refused.to_string().contains("--turn-secret"), "{refused}");
+}
+
+#[tokio::test]
 async fn peers_on_two_nodes_sharing_redis_signal_each_other() {
     // Arrange: ann's socket on node A; bob's and cat's on node B.
     let redis = RedisServer::start();
