@@ -16,8 +16,8 @@
 //     NTP-style exchange with GET /time, re-done every 30 s.
 //   - The join URL for students, with a QR code the server draws.
 
-import { getJson, inRoom, ROOM, LOBBY, setClientId } from './api.js';
-import { setClockOffset } from './metrics.js';
+import { getJson, inRoom, ROOM, LOBBY, setClientId } from '../net/api.js';
+import { setClockOffset } from '../net/metrics.js';
 
 /** The transports in the tables, in the panes' order. */
 const TRANSPORTS = ['poll', 'longpoll', 'sse', 'ws'];

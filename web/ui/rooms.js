@@ -9,7 +9,7 @@
 //
 // Rooms whose name starts with `_` are not on the list: share their URL.
 
-import { LOBBY, ROOM, ROOM_RULE, listRooms } from './api.js';
+import { LOBBY, ROOM, ROOM_RULE, listRooms } from '../net/api.js';
 
 /** The URL of this page in room `name`, keeping its other options. */
 export function urlForRoom(name) {

@@ -14,13 +14,13 @@
 // All text from other people is put on the page with textContent, never as
 // HTML, so a message like <img onerror=…> is shown, not run.
 
-import { NAME_RULE, NAME_RULE_TEXT, ROOM, inRoom, register, roomFrom, send as httpSend } from './api.js';
+import { NAME_RULE, NAME_RULE_TEXT, ROOM, inRoom, register, roomFrom, send as httpSend } from '../net/api.js';
 import { mountRoomPicker } from './rooms.js';
-import { Backoff, TRANSPORT_NAMES, createTransport } from './transports.js';
-import { Metrics, renderFigures } from './metrics.js';
+import { Backoff, TRANSPORT_NAMES, createTransport } from '../net/transports.js';
+import { Metrics, renderFigures } from '../net/metrics.js';
 import { CursorLayer, colorFor, fractionOf } from './cursors.js';
 import { notify as showNotice } from './notices.js';
-import { PeerPanel, WebRtcTransport } from './webrtc.js';
+import { PeerPanel, WebRtcTransport } from '../net/webrtc.js';
 
 /**
  * The transports this page offers: the four server paths, and WebRTC

@@ -11,15 +11,15 @@
 // takes signals, and the bot (bot.js) offers it a data channel; the pane
 // draws only what arrives on that channel.
 
-import { ROOM, getJson, inRoom, register, roomFrom } from './api.js';
+import { ROOM, getJson, inRoom, register, roomFrom } from '../net/api.js';
 import { describeBot, identifyPage, mountClassroom } from './classroom.js';
 import { mountRoomPicker } from './rooms.js';
-import { DemoBot } from './bot.js';
+import { DemoBot } from '../net/bot.js';
 import { CursorLayer } from './cursors.js';
-import { Metrics, renderFigures } from './metrics.js';
+import { Metrics, renderFigures } from '../net/metrics.js';
 import { notify } from './notices.js';
-import { createTransport } from './transports.js';
-import { WebRtcTransport } from './webrtc.js';
+import { createTransport } from '../net/transports.js';
+import { WebRtcTransport } from '../net/webrtc.js';
 
 /** The server's transports compared, in the order shown; the WebRTC pane comes last. */
 const TRANSPORTS = ['poll', 'longpoll', 'sse', 'ws'];
