@@ -1,24 +1,26 @@
-// bot.js: demo traffic for the compare page, made in the browser with the
-// same two requests any client uses:
-//
-//   POST /register         {"name":"bot-k3x9"}                     once
-//   POST /send?session=S   {"type":"mousemove","x":…,"y":…}        `rate` times a second,
-//   POST /send?session=S   {"type":"message","text":…,"id":…}      one of them every few seconds
-//
-// Together they make exactly `rate` events a second, as the compare page's
-// publish-rate selector says.
-//
-// Its cursor traces a Lissajous figure, a smooth loop that visits the
-// whole canvas, so a transport that delivers late or in bursts shows it.
-//
-// The bot is a WebRTC peer too, since the server is none: it keeps a
-// WebSocket that takes signals (webrtc.js) and sends every move on its open
-// data channels as well, so the compare page's WebRTC pane (and any chat
-// page on ?transport=webrtc) gets its cursor browser to browser.
+/// bot.js: demo traffic for the compare page, made in the browser with the
+/// same two requests any client uses:
+///
+///   POST /register         {"name":"bot-k3x9"}                     once
+///   POST /send?session=S   {"type":"mousemove","x":…,"y":…}        `rate` times a second,
+///   POST /send?session=S   {"type":"message","text":…,"id":…}      one of them every few seconds
+///
+/// Together they make exactly `rate` events a second, as the compare page's
+/// publish-rate selector says.
+///
+/// Its cursor traces a Lissajous figure, a smooth loop that visits the
+/// whole canvas, so a transport that delivers late or in bursts shows it.
+///
+/// The bot is a WebRTC peer too, since the server is none: a MeshMember
+/// (mesh-member.js) keeps its session, a WebSocket that takes signals, and
+/// its data channels, and every move goes on its open channels as well, so
+/// the compare page's WebRTC pane (and any chat page on ?transport=webrtc)
+/// gets its cursor browser to browser. When the server forgets the bot's
+/// session (it restarted), the member registers it again and the bot goes
+/// on. It knows no DOM.
 
-import { beaconLeave, register, send } from './api.js';
-import { Metrics } from './metrics.js';
-import { WebRtcTransport } from './webrtc.js';
+import { send } from './api.js';
+import { MeshMember } from './mesh-member.js';
 
 /** About how often the bot says a line instead of moving, in ms. */
 const CHAT_EVERY_MS = 3000;
@@ -38,8 +40,6 @@ export class DemoBot {
   constructor({ rate = 20, onChange = () => {} } = {}) {
     this.rate = rate;
     this.onChange = onChange;
-    this.name = null;
-    this.session = null;
     this.sent = 0;
     this.refused = 0;
     this.error = '';
@@ -48,57 +48,53 @@ export class DemoBot {
     this.ticks = 0;
     this.inFlight = false;
     this.line = 0;
-    /** Its WebRTC side: a signalling socket and its data channels, while running. */
-    this.peer = null;
+    /** Its session, its reader of the log and its WebRTC side, while running. */
+    this.member = null;
     /** performance.now() at start: the path is a function of time since. */
     this.startedAt = 0;
   }
 
+  /** Whether the bot is meant to be in the room (it may be registering again). */
   get running() {
-    return this.session !== null;
+    return Boolean(this.member?.running);
+  }
+
+  /** Its name in the room, once it has one. */
+  get name() {
+    return this.member?.name ?? null;
+  }
+
+  /** True while it registers again after the server forgot its session. */
+  get rejoining() {
+    return Boolean(this.member?.rejoining);
+  }
+
+  /** Where its reader stands in the log: {cursor, epoch}, or null when stopped. */
+  position() {
+    return this.member?.follower.position() ?? null;
   }
 
   async start() {
     if (this.running) return;
     this.error = '';
-    const name = `bot-${Math.random().toString(36).slice(2, 6)}`;
-    let welcome;
+    const member = new MeshMember({
+      name: `bot-${Math.random().toString(36).slice(2, 6)}`,
+      onFail: (err) => {
+        if (this.member === member) this.halt(`the server refused to take the bot back: ${err.message}`);
+      },
+    });
+    this.member = member;
     try {
-      welcome = await register(name);
-      this.name = welcome.name;
-      this.session = welcome.session;
+      await member.start();
     } catch (err) {
-      this.error = err.message;
-      this.onChange(this);
+      if (this.member === member) this.halt(err.message);
       return;
     }
-    this.startPeer(welcome);
+    if (this.member !== member) return;
     this.startedAt = performance.now();
     this.ticks = 0;
     this.schedule();
     this.onChange(this);
-  }
-
-  /** Joins the room's WebRTC mesh, following who is online to find peers. */
-  startPeer(welcome) {
-    const others = new Set(welcome.users.map((user) => user.name).filter((n) => n !== welcome.name));
-    let position = { cursor: welcome.cursor, epoch: welcome.epoch };
-    this.peer = new WebRtcTransport(
-      {
-        session: welcome.session,
-        position: () => position,
-        deliver: (message) => {
-          if (message.seq === undefined || message.seq <= position.cursor) return;
-          position = { ...position, cursor: message.seq };
-          if (message.type === 'join' && message.name !== this.name) others.add(message.name);
-          if (message.type === 'leave') others.delete(message.name);
-        },
-        // The socket's own figures are not shown anywhere.
-        metrics: new Metrics(),
-      },
-      { me: welcome.name, users: () => [...others] },
-    );
-    this.peer.start();
   }
 
   /** Changes the moves per second, live. */
@@ -124,62 +120,60 @@ export class DemoBot {
     else this.move();
   }
 
-  /** One step along the path; skipped if the last move is still on its way. */
+  /** One step along the path; skipped if the last move is still on its way, or while registering again. */
   async move() {
-    if (this.inFlight || !this.running) return;
+    const session = this.member?.session;
+    if (this.inFlight || !session) return;
     const t = (performance.now() - this.startedAt) / 1000;
     const x = 0.5 + 0.4 * Math.sin(t * 0.9);
     const y = 0.5 + 0.4 * Math.sin(t * 1.3 + Math.PI / 4);
     // Peers first: the server path below is what every other pane reads.
-    this.peer?.sendPeers(x, y);
+    this.member.sendPeers(x, y);
     this.inFlight = true;
     try {
-      await send(this.session, { type: 'mousemove', x, y });
+      await send(session, { type: 'mousemove', x, y });
       this.sent += 1;
     } catch (err) {
       this.refused += 1;
-      if (err.code === 'unknown_session') this.halt('the server forgot the bot (restarted?)');
+      if (err.code === 'unknown_session') this.member?.sessionLost();
     } finally {
       this.inFlight = false;
     }
   }
 
   async chat() {
-    if (!this.running) return;
+    const session = this.member?.session;
+    if (!session) return;
     const text = LINES[this.line % LINES.length];
     this.line += 1;
     try {
-      await send(this.session, { type: 'message', text, id: `${this.name}-${this.line}` });
+      await send(session, { type: 'message', text, id: `${this.name}-${this.line}` });
       this.sent += 1;
-    } catch {
+    } catch (err) {
       this.refused += 1;
+      if (err.code === 'unknown_session') this.member?.sessionLost();
     }
   }
 
   /** Stops and ends the bot's session. */
   async stop() {
-    const session = this.session;
+    const member = this.member;
+    // Taken from the bot first, so that halting leaves the member to say leave.
+    this.member = null;
     this.halt('');
-    if (session) {
-      try {
-        await send(session, { type: 'leave' });
-      } catch {
-        // Already gone.
-      }
-    }
+    await member?.stop();
   }
 
   /** From pagehide: the page is going, so only a beacon will still get out. */
   leaveNow() {
-    if (this.session) beaconLeave(this.session);
+    this.member?.leaveNow();
     this.halt('');
   }
 
   halt(error) {
-    this.peer?.stop();
-    this.peer = null;
+    this.member?.halt();
+    this.member = null;
     clearInterval(this.moveTimer);
-    this.session = null;
     this.error = error;
     this.onChange(this);
   }
