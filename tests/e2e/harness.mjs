@@ -502,7 +502,13 @@ export async function join(browser, url, { name, transport, query = {}, init = n
 export async function enterName(page, name) {
   await page.fill('#name', name);
   await page.press('#name', 'Enter');
-  await waitForText(page, '#status', 'connected');
+  try {
+    await waitForText(page, '#status', 'connected');
+  } catch (err) {
+    // Say what the page said: a refusal next to the field, or an error.
+    const refusal = await page.locator('#name-error').textContent().catch(() => '(missing)');
+    throw new Error(`${err.message}; #name-error reads "${refusal}", page errors ${JSON.stringify(page.errors ?? [])}`, { cause: err });
+  }
 }
 
 /**
