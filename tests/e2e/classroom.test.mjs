@@ -7,8 +7,8 @@
 // cookies and Sec-Fetch-* included) and each answer's encodedDataLength.
 
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import { WAIT_MS, launchBrowser, startServer } from './harness.mjs';
+import { describe, test } from 'node:test';
+import { WAIT_MS, useServerAndBrowser } from './harness.mjs';
 
 /** How close the page's figure (the server's count) must be to Chromium's: 5%. */
 const BYTES_TOLERANCE = 0.05;
@@ -94,26 +94,14 @@ async function theoryRow(page, transport) {
 }
 
 describe('the compare page in class', () => {
-  let server;
-  let delayed;
-  let browser;
+  const lab = useServerAndBrowser({
+    servers: { server: {}, delayed: { args: ['--presence-timeout', '30', '--delay-ms', String(DELAY_MS)] } },
+  });
   let loopbackLongPollP50;
-
-  before(async () => {
-    server = await startServer();
-    delayed = await startServer({ args: ['--presence-timeout', '30', '--delay-ms', String(DELAY_MS)] });
-    browser = await launchBrowser();
-  });
-
-  after(async () => {
-    await browser?.close();
-    await server?.stop();
-    await delayed?.stop();
-  });
 
   test("the page's long-poll bytes are the server's exact count, request heads included", async (t) => {
     // Arrange: events at 1/s, then idle, so that nothing is in flight.
-    const page = await openCompare(browser, server.url);
+    const page = await openCompare(lab.browser, lab.server.url);
     await setRate(page, 1);
     await waitForEvents(page, 'longpoll', 8);
     loopbackLongPollP50 = (await theoryRow(page, 'longpoll')).p50;
@@ -143,7 +131,7 @@ describe('the compare page in class', () => {
 
   test('idle, short polling keeps making requests while no event arrives', async (t) => {
     // Arrange
-    const page = await openCompare(browser, server.url);
+    const page = await openCompare(lab.browser, lab.server.url);
     await page.waitForSelector('#traffic tbody tr[data-transport="poll"][data-total-requests]', { timeout: WAIT_MS });
     await page.waitForTimeout(6000);
 
@@ -172,7 +160,7 @@ describe('the compare page in class', () => {
 
   test('with 100 ms each way, long-poll latency moves by what the theory predicts', async (t) => {
     // Arrange
-    const page = await openCompare(browser, delayed.url);
+    const page = await openCompare(lab.browser, lab.delayed.url);
     await page.waitForFunction(() => /Clock offset corrected/.test(document.querySelector('#clock-note')?.textContent ?? ''), null, { timeout: WAIT_MS });
 
     // Act: events at 1/s, each while a long-poll is held.

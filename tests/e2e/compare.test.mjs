@@ -7,27 +7,16 @@ import assert from 'node:assert/strict';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { after, before, describe, test } from 'node:test';
-import { COMPARE_TRANSPORTS, WAIT_MS, launchBrowser, openCompareWithBot, readSummary, startServer } from './harness.mjs';
+import { describe, test } from 'node:test';
+import { COMPARE_TRANSPORTS, WAIT_MS, openCompareWithBot, readSummary, useServerAndBrowser } from './harness.mjs';
 
 const ARTIFACTS = path.join(path.dirname(fileURLToPath(import.meta.url)), 'artifacts');
 
 describe('the compare page', () => {
-  let server;
-  let browser;
-
-  before(async () => {
-    server = await startServer();
-    browser = await launchBrowser();
-  });
-
-  after(async () => {
-    await browser?.close();
-    await server?.stop();
-  });
+  const lab = useServerAndBrowser();
 
   test('four observers see the bot on every transport, measured side by side', async () => {
-    const page = await openCompareWithBot(browser, server.url);
+    const page = await openCompareWithBot(lab.browser, lab.server.url);
 
     // Every pane is connected and drew the bot's dot.
     for (const transport of COMPARE_TRANSPORTS) {

@@ -4,16 +4,23 @@
 // page's stable hooks (#join, #send, #messages li, #canvas,
 // .cursor[data-name], #transport, #status).
 //
+// Every browser test file starts the same way: `useServerAndBrowser()` in
+// its describe block starts the servers and Chromium before its tests and
+// stops them after; a file whose pages open WebRTC first calls
+// `runsInTestNamespace()`, which re-runs it inside a network namespace.
+//
 // Nothing here sleeps to synchronise: every wait polls the page for the
 // state it expects, with a timeout.
 
-import { execFileSync, spawn } from 'node:child_process';
+import assert from 'node:assert/strict';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { after, before, test } from 'node:test';
 import { chromium } from 'playwright-core';
 
 /** The repository root, found from this file rather than the working directory. */
@@ -362,22 +369,109 @@ export function startProxy(targetPort) {
 const NO_WEBRTC_UDP = '--force-webrtc-ip-handling-policy=disable_non_proxied_udp';
 
 /**
- * Inside one (webrtc.test.mjs), peers find each other by host candidates
- * on the namespace's own addresses: real addresses instead of random
- * `.local` names, which nothing in the namespace would resolve.
+ * Inside one (see runsInTestNamespace), peers find each other by host
+ * candidates on the namespace's own addresses: real addresses instead of
+ * random `.local` names, which nothing in the namespace would resolve.
  */
 const NAMESPACE_WEBRTC_ARGS = ['--disable-features=WebRtcHideLocalIpsWithMdns'];
 
-/** Whether this process runs in the network namespace webrtc.test.mjs makes. */
+/** Whether this process runs in the network namespace runsInTestNamespace makes. */
 export const IN_TEST_NETNS = process.env.PUSHLAB_TEST_NETNS === '1';
 
 /** Starts Chromium; `webrtc: true` lets WebRTC use UDP, only inside the test's namespace. */
 export function launchBrowser({ webrtc = false } = {}) {
   if (webrtc && !IN_TEST_NETNS) {
-    throw new Error('WebRTC over UDP is only allowed inside the network namespace webrtc.test.mjs makes');
+    throw new Error('WebRTC over UDP is only allowed inside the network namespace runsInTestNamespace makes');
   }
   const args = webrtc ? [...CHROMIUM_ARGS, ...NAMESPACE_WEBRTC_ARGS] : [...CHROMIUM_ARGS, NO_WEBRTC_UDP];
   return chromium.launch({ executablePath: '/usr/bin/chromium', args });
+}
+
+/**
+ * What every browser test file's describe block sets up, wired to its
+ * `before` and `after`: the servers in `servers` (a name for each, and the
+ * options startServer takes; one called `server` unless told otherwise)
+ * and one Chromium (`browser`, with the options launchBrowser takes).
+ * Returns an object whose fields are there once `before` has run:
+ * `lab.browser` and one per server, such as `lab.server`. `after` closes
+ * the browser, then stops the servers.
+ */
+export function useServerAndBrowser({ servers = { server: {} }, browser = {} } = {}) {
+  const lab = {};
+  before(async () => {
+    for (const [name, options] of Object.entries(servers)) lab[name] = await startServer(options);
+    lab.browser = await launchBrowser(browser);
+  });
+  after(async () => {
+    await lab.browser?.close();
+    for (const name of Object.keys(servers)) await lab[name]?.stop();
+  });
+  return lab;
+}
+
+/** The namespace: loopback up, a veth pair with one address each, a default route into it. */
+const NETNS_SETUP = [
+  'ip link set lo up',
+  'ip link add v0 type veth peer name v1',
+  'ip addr add 10.203.0.1/24 dev v0',
+  'ip addr add 10.203.0.2/24 dev v1',
+  'ip link set v0 up',
+  'ip link set v1 up',
+  'ip route add default via 10.203.0.2 dev v0',
+].join(' && ');
+
+/**
+ * The environment of the run inside the namespace: marked as inside, and
+ * without the outer test runner's context, which would make the inner
+ * `node --test` skip its files.
+ */
+function namespaceEnv() {
+  const env = { ...process.env, PUSHLAB_TEST_NETNS: '1' };
+  delete env.NODE_TEST_CONTEXT;
+  return env;
+}
+
+/**
+ * Chromium gathers ICE candidates on every interface it sees, so a test
+ * whose pages open WebRTC never runs on the machine's own network. Called at
+ * the top of such a file (`fileUrl` is its import.meta.url): inside the
+ * namespace it returns true, and the file defines its tests. Outside, it
+ * returns false and adds one test that re-runs the file inside a network
+ * namespace made with `unshare -n`, holding only a loopback and a veth pair
+ * (10.203.0.1 and 10.203.0.2), where the server and the browser both live,
+ * and checks that exactly `tests` tests passed there. With only a loopback
+ * Chromium gathers no candidate at all; the veth pair gives it two host
+ * addresses that lead nowhere else. Lines with `measured:` in them are
+ * repeated as the outer test's diagnostics.
+ */
+export function runsInTestNamespace(fileUrl, { tests }) {
+  if (IN_TEST_NETNS) return true;
+  const file = path.basename(fileURLToPath(fileUrl));
+  test(`the tests of ${file} pass inside a network namespace of their own`, async (t) => {
+    for (const [tool, hint] of [['unshare', 'util-linux'], ['ip', 'iproute2']]) {
+      const found = spawnSync('sh', ['-c', `command -v ${tool}`]).status === 0;
+      assert.ok(found, `WebRTC tests need \`${tool}\` (Debian package ${hint}) to make their network namespace`);
+    }
+    const child = spawn(
+      'unshare',
+      ['-n', 'sh', '-c', `${NETNS_SETUP} && exec "$0" --test --test-reporter=spec "$1"`, process.execPath, fileURLToPath(fileUrl)],
+      { env: namespaceEnv(), stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    const output = [];
+    for (const stream of [child.stdout, child.stderr]) {
+      readline.createInterface({ input: stream }).on('line', (line) => {
+        output.push(line);
+        process.stderr.write(`  [netns] ${line}\n`);
+      });
+    }
+    const code = await new Promise((resolve) => child.on('close', resolve));
+    for (const line of output.filter((l) => l.includes('measured:'))) t.diagnostic(line);
+    assert.equal(code, 0, `the tests of ${file} failed in their namespace (unshare -n needs root or CAP_SYS_ADMIN):\n${output.join('\n')}`);
+    // A run that ran nothing would also exit 0.
+    const passed = Number(/pass (\d+)/.exec(output.join('\n'))?.[1] ?? 0);
+    assert.equal(passed, tests, `expected ${tests} tests of ${file} to pass in the namespace:\n${output.join('\n')}`);
+  });
+  return false;
 }
 
 /**
@@ -408,7 +502,13 @@ export async function join(browser, url, { name, transport, query = {}, init = n
 export async function enterName(page, name) {
   await page.fill('#name', name);
   await page.press('#name', 'Enter');
-  await waitForText(page, '#status', 'connected');
+  try {
+    await waitForText(page, '#status', 'connected');
+  } catch (err) {
+    // Say what the page said: a refusal next to the field, or an error.
+    const refusal = await page.locator('#name-error').textContent().catch(() => '(missing)');
+    throw new Error(`${err.message}; #name-error reads "${refusal}", page errors ${JSON.stringify(page.errors ?? [])}`, { cause: err });
+  }
 }
 
 /**

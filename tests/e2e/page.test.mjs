@@ -3,38 +3,26 @@
 // and your own message is pending until the server echoes it back.
 
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import {
   WAIT_MS,
   join,
-  launchBrowser,
   openPage,
   say,
-  startServer,
   suffix,
+  useServerAndBrowser,
   waitForCursorAt,
   waitForMessage,
   waitForText,
 } from './harness.mjs';
 
 describe('the chat page', () => {
-  let server;
-  let browser;
-
-  before(async () => {
-    server = await startServer();
-    browser = await launchBrowser();
-  });
-
-  after(async () => {
-    await browser?.close();
-    await server?.stop();
-  });
+  const lab = useServerAndBrowser();
 
   test('a name someone online already has is refused next to the field', async () => {
     const name = `Ada${suffix()}`;
-    const first = await join(browser, server.url, { name, transport: 'sse' });
-    const second = await openPage(browser, server.url, { transport: 'poll' });
+    const first = await join(lab.browser, lab.server.url, { name, transport: 'sse' });
+    const second = await openPage(lab.browser, lab.server.url, { transport: 'poll' });
     // Names compare without case on the server.
     await second.fill('#name', name.toUpperCase());
     await second.press('#name', 'Enter');
@@ -47,7 +35,7 @@ describe('the chat page', () => {
   });
 
   test('a name that breaks the rules is refused before anything is sent', async () => {
-    const page = await openPage(browser, server.url);
+    const page = await openPage(lab.browser, lab.server.url);
     const registrations = [];
     page.on('request', (request) => {
       if (new URL(request.url()).pathname === '/register') registrations.push(request);
@@ -62,8 +50,8 @@ describe('the chat page', () => {
 
   test('a message that looks like HTML is shown as text and runs nothing', async () => {
     const id = suffix();
-    const sender = await join(browser, server.url, { name: `mallory-${id}`, transport: 'ws' });
-    const reader = await join(browser, server.url, { name: `reader-${id}`, transport: 'longpoll' });
+    const sender = await join(lab.browser, lab.server.url, { name: `mallory-${id}`, transport: 'ws' });
+    const reader = await join(lab.browser, lab.server.url, { name: `reader-${id}`, transport: 'longpoll' });
     const attack = `<img src=x onerror="window.__pwned = (window.__pwned || 0) + 1"><script>window.__pwned = 1</script>`;
     await say(sender, attack);
     await waitForMessage(reader, attack);
@@ -89,7 +77,7 @@ describe('the chat page', () => {
   });
 
   test('an unknown transport or interval in the query string is announced and the default used', async () => {
-    const page = await openPage(browser, server.url, { transport: 'carrier-pigeon', interval: 'soon' });
+    const page = await openPage(lab.browser, lab.server.url, { transport: 'carrier-pigeon', interval: 'soon' });
     await page.locator('#notices').filter({ hasText: '"carrier-pigeon" is not a transport' }).waitFor({ timeout: WAIT_MS });
     await page.locator('#notices').filter({ hasText: 'interval=soon' }).waitFor({ timeout: WAIT_MS });
     await page.fill('#name', `pigeon-${suffix()}`);
@@ -101,7 +89,7 @@ describe('the chat page', () => {
   });
 
   test('?name= pre-fills the form and the switcher keeps it', async () => {
-    const page = await openPage(browser, server.url, { name: 'grace', transport: 'sse' });
+    const page = await openPage(lab.browser, lab.server.url, { name: 'grace', transport: 'sse' });
     assert.equal(await page.locator('#name').inputValue(), 'grace');
     assert.equal(await page.locator('#switcher a[aria-current="page"]').textContent(), 'sse');
     await page.locator('#switcher a', { hasText: 'longpoll' }).click();
@@ -113,8 +101,8 @@ describe('the chat page', () => {
 
   test('pointer moves go out at most about 30 times a second, the last position always included', async () => {
     const id = suffix();
-    const watcher = await join(browser, server.url, { name: `watcher-${id}`, transport: 'sse' });
-    const mover = await openPage(browser, server.url, { transport: 'ws' });
+    const watcher = await join(lab.browser, lab.server.url, { name: `watcher-${id}`, transport: 'sse' });
+    const mover = await openPage(lab.browser, lab.server.url, { transport: 'ws' });
     // Count the mousemove frames the page writes on its socket.
     const sent = [];
     mover.on('websocket', (socket) =>
@@ -145,7 +133,7 @@ describe('the chat page', () => {
   });
 
   test('your message is pending until the server echoes it, and a failed send can be retried', async () => {
-    const page = await join(browser, server.url, { name: `hopper-${suffix()}`, transport: 'longpoll' });
+    const page = await join(lab.browser, lab.server.url, { name: `hopper-${suffix()}`, transport: 'longpoll' });
     // Hold the first POST /send, then fail it, as a dropped network would.
     let release;
     const held = new Promise((resolve) => {

@@ -6,29 +6,22 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import {
   WAIT_MS,
   join,
-  launchBrowser,
   say,
   startProxy,
   startServer,
   suffix,
+  useServerAndBrowser,
   waitForMessage,
   waitForText,
 } from './harness.mjs';
 
 describe('resilience', () => {
-  let browser;
-
-  before(async () => {
-    browser = await launchBrowser();
-  });
-
-  after(async () => {
-    await browser?.close();
-  });
+  // Each test starts (and kills) servers of its own.
+  const lab = useServerAndBrowser({ servers: {} });
 
   const RESTARTS = [
     {
@@ -57,7 +50,7 @@ describe('resilience', () => {
       const pages = {};
       try {
         for (const transport of transports) {
-          pages[transport] = await join(browser, server.url, { name: `${transport}-${id}`, transport });
+          pages[transport] = await join(lab.browser, server.url, { name: `${transport}-${id}`, transport });
         }
         await say(pages.ws, 'before the crash');
         for (const page of Object.values(pages)) await waitForMessage(page, 'before the crash');
@@ -98,8 +91,8 @@ describe('resilience', () => {
       const network = await startProxy(server.port);
       try {
         const id = suffix();
-        const reader = await join(browser, network.url, { name: `reader-${id}`, transport });
-        const writer = await join(browser, server.url, { name: `writer-${id}`, transport: 'ws' });
+        const reader = await join(lab.browser, network.url, { name: `reader-${id}`, transport });
+        const writer = await join(lab.browser, server.url, { name: `writer-${id}`, transport: 'ws' });
         await say(writer, 'while online');
         await waitForMessage(reader, 'while online');
 
@@ -136,8 +129,8 @@ describe('resilience', () => {
       const network = await startProxy(server.port);
       try {
         const id = suffix();
-        const reader = await join(browser, network.url, { name: `reader-${id}`, transport });
-        const writer = await join(browser, server.url, { name: `writer-${id}`, transport: 'ws' });
+        const reader = await join(lab.browser, network.url, { name: `reader-${id}`, transport });
+        const writer = await join(lab.browser, server.url, { name: `writer-${id}`, transport: 'ws' });
         network.cut();
         await waitForText(reader, '#status', 'reconnecting');
         const missed = Array.from({ length: 8 }, (_, i) => `missed ${i + 1}`);
@@ -178,7 +171,7 @@ describe('resilience', () => {
       const server = await startServer();
       try {
         const id = suffix();
-        const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+        const context = await lab.browser.newContext({ viewport: { width: 1280, height: 860 } });
         const page = await context.newPage();
         page.errors = [];
         page.on('pageerror', (err) => page.errors.push(err.message));
@@ -195,7 +188,7 @@ describe('resilience', () => {
         assert.ok(refused >= 1, 'the page should have tried a WebSocket first');
         await page.locator('#transport-note').filter({ hasText: 'fell back' }).waitFor({ timeout: WAIT_MS });
 
-        const other = await join(browser, server.url, { name: `other-${id}`, transport: 'ws' });
+        const other = await join(lab.browser, server.url, { name: `other-${id}`, transport: 'ws' });
         await say(page, 'sent over long polling');
         await waitForMessage(other, 'sent over long polling');
         await say(other, 'received over long polling');

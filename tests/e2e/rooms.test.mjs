@@ -2,40 +2,28 @@
 // every other room's, and the room picker lists the open rooms.
 
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import {
   WAIT_MS,
   join,
-  launchBrowser,
   moveMouseTo,
   say,
-  startServer,
   suffix,
+  useServerAndBrowser,
   waitForCursorAt,
   waitForMessage,
   waitForText,
 } from './harness.mjs';
 
 describe('rooms', () => {
-  let server;
-  let browser;
-
-  before(async () => {
-    server = await startServer();
-    browser = await launchBrowser();
-  });
-
-  after(async () => {
-    await browser?.close();
-    await server?.stop();
-  });
+  const lab = useServerAndBrowser();
 
   test('a page in room B never shows room A\'s messages or cursors, and the picker lists both', async () => {
     const id = suffix();
     const [roomA, roomB] = [`alpha${id}`, `beta${id}`];
-    const ann = await join(browser, server.url, { name: `ann${id}`, transport: 'ws', query: { room: roomA } });
-    const amy = await join(browser, server.url, { name: `amy${id}`, transport: 'sse', query: { room: roomA } });
-    const bob = await join(browser, server.url, { name: `bob${id}`, transport: 'longpoll', query: { room: roomB } });
+    const ann = await join(lab.browser, lab.server.url, { name: `ann${id}`, transport: 'ws', query: { room: roomA } });
+    const amy = await join(lab.browser, lab.server.url, { name: `amy${id}`, transport: 'sse', query: { room: roomA } });
+    const bob = await join(lab.browser, lab.server.url, { name: `bob${id}`, transport: 'longpoll', query: { room: roomB } });
     for (const [page, room] of [[ann, roomA], [amy, roomA], [bob, roomB]]) {
       await waitForText(page, '#room-name', room);
     }
@@ -78,7 +66,7 @@ describe('rooms', () => {
 
   test('the picker makes a new room, and the page joins it there', async () => {
     const id = suffix();
-    const page = await join(browser, server.url, { name: `cy${id}`, transport: 'ws' });
+    const page = await join(lab.browser, lab.server.url, { name: `cy${id}`, transport: 'ws' });
     await waitForText(page, '#room-name', 'lobby');
 
     await page.click('#room-name');

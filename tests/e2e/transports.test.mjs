@@ -3,15 +3,14 @@
 // the tab. Once per transport, each paired with a different one.
 
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import {
   cursorFraction,
   join,
-  launchBrowser,
   moveMouseTo,
   say,
-  startServer,
   suffix,
+  useServerAndBrowser,
   waitForCursorAt,
   waitForMessage,
   waitForText,
@@ -36,26 +35,15 @@ const ACTIVE = { poll: 'poll', longpoll: 'longpoll', sse: 'sse', ws: 'ws', auto:
 const LEAVE_SEEN_WITHIN_MS = 5000;
 
 describe('two people on different transports', () => {
-  let server;
-  let browser;
-
-  before(async () => {
-    server = await startServer();
-    browser = await launchBrowser();
-  });
-
-  after(async () => {
-    await browser?.close();
-    await server?.stop();
-  });
+  const lab = useServerAndBrowser();
 
   for (const [mine, theirs] of PAIRS) {
     test(`${mine} and ${theirs}: chat both ways, follow each other's cursor, and see a leave at once`, async () => {
       const id = suffix();
       const ann = `ann-${mine}-${id}`;
       const bob = `bob-${theirs}-${id}`;
-      const annPage = await join(browser, server.url, { name: ann, transport: mine });
-      const bobPage = await join(browser, server.url, { name: bob, transport: theirs });
+      const annPage = await join(lab.browser, lab.server.url, { name: ann, transport: mine });
+      const bobPage = await join(lab.browser, lab.server.url, { name: bob, transport: theirs });
       await waitForText(annPage, '#transport', ACTIVE[mine]);
       await waitForText(bobPage, '#transport', ACTIVE[theirs]);
 

@@ -1,104 +1,34 @@
 // WebRTC: cursors browser to browser on data channels, the server only
-// introducing the peers. Chromium gathers ICE candidates on every interface
-// it sees, so these tests never run on the machine's own network: run
-// plainly (as `npm test` does), this file re-runs itself inside a network
-// namespace it makes with `unshare -n`, holding only a loopback and a veth
-// pair (10.203.0.1 and 10.203.0.2), and the server and the browser both
-// live there. With only a loopback Chromium gathers no candidate at all;
-// the veth pair gives it two host addresses that lead nowhere else.
+// introducing the peers. Run plainly (as `npm test` does), this file re-runs
+// itself inside a network namespace of its own (runsInTestNamespace in
+// harness.mjs), where the server and the browser both live.
 
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
-import readline from 'node:readline';
-import { fileURLToPath } from 'node:url';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import {
-  IN_TEST_NETNS,
   WAIT_MS,
   join,
-  launchBrowser,
   moveMouseTo,
-  startServer,
+  runsInTestNamespace,
   suffix,
+  useServerAndBrowser,
   waitForCursorAt,
 } from './harness.mjs';
-
-/** The namespace: loopback up, a veth pair with one address each, a default route into it. */
-const NETNS_SETUP = [
-  'ip link set lo up',
-  'ip link add v0 type veth peer name v1',
-  'ip addr add 10.203.0.1/24 dev v0',
-  'ip addr add 10.203.0.2/24 dev v1',
-  'ip link set v0 up',
-  'ip link set v1 up',
-  'ip route add default via 10.203.0.2 dev v0',
-].join(' && ');
 
 /** Cursor moves made for the measurement, and the pause between two, in ms (about 30 a second). */
 const MEASURED_MOVES = 300;
 const MOVE_PAUSE_MS = 33;
 
-/** How many tests run inside the namespace. */
-const INNER_TESTS = 5;
-
-/**
- * The environment of the run inside the namespace: marked as inside, and
- * without the outer test runner's context, which would make the inner
- * `node --test` skip its files.
- */
-function namespaceEnv() {
-  const env = { ...process.env, PUSHLAB_TEST_NETNS: '1' };
-  delete env.NODE_TEST_CONTEXT;
-  return env;
-}
-
-if (!IN_TEST_NETNS) {
-  test('the WebRTC tests pass inside a network namespace of their own', async (t) => {
-    for (const [tool, hint] of [['unshare', 'util-linux'], ['ip', 'iproute2']]) {
-      const found = spawnSync('sh', ['-c', `command -v ${tool}`]).status === 0;
-      assert.ok(found, `the WebRTC tests need \`${tool}\` (Debian package ${hint}) to make their network namespace`);
-    }
-    const self = fileURLToPath(import.meta.url);
-    const child = spawn(
-      'unshare',
-      ['-n', 'sh', '-c', `${NETNS_SETUP} && exec "$0" --test --test-reporter=spec "$1"`, process.execPath, self],
-      { env: namespaceEnv(), stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    const output = [];
-    for (const stream of [child.stdout, child.stderr]) {
-      readline.createInterface({ input: stream }).on('line', (line) => {
-        output.push(line);
-        process.stderr.write(`  [netns] ${line}\n`);
-      });
-    }
-    const code = await new Promise((resolve) => child.on('close', resolve));
-    for (const line of output.filter((l) => l.includes('measured:'))) t.diagnostic(line);
-    assert.equal(code, 0, `the WebRTC tests failed in their namespace (unshare -n needs root or CAP_SYS_ADMIN):\n${output.join('\n')}`);
-    // A run that ran nothing would also exit 0.
-    const passed = Number(/pass (\d+)/.exec(output.join('\n'))?.[1] ?? 0);
-    assert.equal(passed, INNER_TESTS, `expected ${INNER_TESTS} WebRTC tests to pass in the namespace:\n${output.join('\n')}`);
-  });
-} else {
+if (runsInTestNamespace(import.meta.url, { tests: 5 })) {
   describe('WebRTC: cursors peer to peer, the server only signalling', () => {
-    let server;
-    let browser;
-
-    before(async () => {
-      server = await startServer();
-      browser = await launchBrowser({ webrtc: true });
-    });
-
-    after(async () => {
-      await browser?.close();
-      await server?.stop();
-    });
+    const lab = useServerAndBrowser({ browser: { webrtc: true } });
 
     /** A fresh room per test, so nobody else is online there. */
     const freshRoom = () => `rtc-${suffix()}`;
 
     /** Every event in `room`'s log, read with one short poll. */
     async function logOf(room) {
-      const response = await fetch(`${server.url}/poll?since=0&room=${room}`);
+      const response = await fetch(`${lab.server.url}/poll?since=0&room=${room}`);
       return (await response.json()).events;
     }
 
@@ -115,8 +45,8 @@ if (!IN_TEST_NETNS) {
       const id = suffix();
       const ann = `ann-${id}`;
       const bob = `bob-${id}`;
-      const annPage = await join(browser, server.url, { name: ann, transport: 'webrtc', query: { room }, init });
-      const bobPage = await join(browser, server.url, { name: bob, transport: 'webrtc', query: { room }, init });
+      const annPage = await join(lab.browser, lab.server.url, { name: ann, transport: 'webrtc', query: { room }, init });
+      const bobPage = await join(lab.browser, lab.server.url, { name: bob, transport: 'webrtc', query: { room }, init });
       await waitForPeer(annPage, bob, 'open');
       await waitForPeer(bobPage, ann, 'open');
       return { room, ann, bob, annPage, bobPage };
@@ -124,7 +54,7 @@ if (!IN_TEST_NETNS) {
 
     test("two webrtc pages open a data channel, and B follows A's cursor while the server gets no mousemove from A", async () => {
       const { room, ann, annPage, bobPage } = await twoPeers();
-      const stats = await (await fetch(`${server.url}/stats?room=${room}`)).json();
+      const stats = await (await fetch(`${lab.server.url}/stats?room=${room}`)).json();
       assert.ok(stats.signals.relayed >= 2, `an offer and an answer at least: ${JSON.stringify(stats.signals)}`);
 
       await moveMouseTo(annPage, 0.3, 0.4);
@@ -218,8 +148,8 @@ if (!IN_TEST_NETNS) {
       // user takes no signals.
       const rtc = `ada-${id}`;
       const ws = `zed-${id}`;
-      const wsPage = await join(browser, server.url, { name: ws, transport: 'ws', query: { room } });
-      const rtcPage = await join(browser, server.url, { name: rtc, transport: 'webrtc', query: { room } });
+      const wsPage = await join(lab.browser, lab.server.url, { name: ws, transport: 'ws', query: { room } });
+      const rtcPage = await join(lab.browser, lab.server.url, { name: rtc, transport: 'webrtc', query: { room } });
 
       await moveMouseTo(rtcPage, 0.35, 0.6);
       await waitForCursorAt(wsPage, rtc, 0.35, 0.6);
@@ -235,10 +165,10 @@ if (!IN_TEST_NETNS) {
 
     test("the compare page's WebRTC pane shows the bot's cursor arriving peer to peer", async () => {
       const room = freshRoom();
-      const page = await browser.newPage({ viewport: { width: 1600, height: 1000 } });
+      const page = await lab.browser.newPage({ viewport: { width: 1600, height: 1000 } });
       page.errors = [];
       page.on('pageerror', (err) => page.errors.push(err.message));
-      await page.goto(`${server.url}/compare.html?room=${room}`);
+      await page.goto(`${lab.server.url}/compare.html?room=${room}`);
       await page.locator('.pane[data-transport="webrtc"] .pane-log li', { hasText: 'joined as watch-' }).waitFor({ timeout: WAIT_MS });
       await page.click('#bot-toggle');
 

@@ -1,9 +1,9 @@
-// cursors.js: other people's pointers, drawn as named dots over a shared area.
-//
-// Positions travel as fractions of the area (0..1 on each axis), so a dot
-// lands in the same relative place whatever size each person's window is.
-// Each dot is absolutely positioned with percentages; no transition, so you
-// see exactly how often each transport delivers a move.
+/// cursors.js: other people's pointers, drawn as named dots over a shared area.
+///
+/// Positions travel as fractions of the area (0..1 on each axis), so a dot
+/// lands in the same relative place whatever size each person's window is.
+/// Each dot is absolutely positioned with percentages; no transition, so you
+/// see exactly how often each transport delivers a move.
 
 /** A stable, pleasant colour for a name, so the same person looks the same everywhere. */
 export function colorFor(name) {

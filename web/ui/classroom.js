@@ -1,23 +1,23 @@
-// classroom.js: what the compare page shows a class besides the four panes.
-//
-//   - Exact bytes. Every read this page makes names it with `client=ID`, and
-//     the server counts, on the socket, every byte each of them read and
-//     wrote, request and response heads included (GET /traffic?client=ID).
-//     The table shows those counts per event and per second. The browser
-//     cannot see its own request bytes, and its Resource Timing figure is
-//     the body plus a guess, so that one stays only as a cross-check.
-//   - The publish rate: idle, 1/s or 20/s. Per event, short polling looks
-//     cheap at 20/s; per second, idle, it is the one that keeps paying.
-//   - Theory next to measurement: what each transport's latency should be
-//     for the measured round trip, beside what it was. Start the server with
-//     --delay-ms 100 to make a round trip long enough to see.
-//   - The clock. Latency is the event's server timestamp to its arrival
-//     here, so this page's clock is set against the server's first: an
-//     NTP-style exchange with GET /time, re-done every 30 s.
-//   - The join URL for students, with a QR code the server draws.
+/// classroom.js: what the compare page shows a class besides the panes.
+///
+///   - Exact bytes. Every read the four panes make names the page with
+///     `client=ID` (CLIENT_ID), and the server counts, on the socket, every
+///     byte each of them read and wrote, request and response heads included
+///     (GET /traffic?client=ID). The table shows those counts per event and
+///     per second. The browser cannot see its own request bytes, and its
+///     Resource Timing figure is the body plus a guess, so that one stays
+///     only as a cross-check.
+///   - The publish rate: idle, 1/s or 20/s. Per event, short polling looks
+///     cheap at 20/s; per second, idle, it is the one that keeps paying.
+///   - Theory next to measurement: what each transport's latency should be
+///     for the measured round trip, beside what it was. Start the server with
+///     --delay-ms 100 to make a round trip long enough to see.
+///   - The clock. Latency is the event's server timestamp to its arrival
+///     here, so the page's Clock (net/clock.js), which the panes' figures
+///     are read on, is set against the server's first and every 30 s.
+///   - The join URL for students, with a QR code the server draws.
 
-import { getJson, inRoom, ROOM, LOBBY, setClientId } from './api.js';
-import { setClockOffset } from './metrics.js';
+import { LOBBY, ROOM, getJson, inRoom } from '../net/api.js';
 
 /** The transports in the tables, in the panes' order. */
 const TRANSPORTS = ['poll', 'longpoll', 'sse', 'ws'];
@@ -25,8 +25,6 @@ const TRANSPORTS = ['poll', 'longpoll', 'sse', 'ws'];
 const TRAFFIC_MS = 1000;
 /** The window the per-second figures are averaged over, in ms. */
 const RATE_WINDOW_MS = 5000;
-/** How many GET /time exchanges one clock estimate makes. */
-const CLOCK_SAMPLES = 5;
 /** How often the clock offset is estimated again, in ms. */
 const CLOCK_EVERY_MS = 30_000;
 /** How often the server's setting (delay, demo bot) is read again, in ms. */
@@ -34,66 +32,11 @@ const SETUP_EVERY_MS = 10_000;
 
 const $ = (selector) => document.querySelector(selector);
 
-/** This page's name for itself in `client=`: random, so two tabs never share one. */
+/** This page's name for its readers in `client=`: random, so two tabs never share one. */
 export const CLIENT_ID = `page-${Math.random().toString(36).slice(2, 10)}`;
-
-/** Names every read this page makes, so the server counts its bytes. Call before the panes start. */
-export function identifyPage() {
-  setClientId(CLIENT_ID);
-}
 
 /** What the server said about itself in GET /stats `server`; null until known. */
 const setup = { server: null };
-
-// ── The clock ────────────────────────────────────────────────────────────
-
-/**
- * This page's clock against the server's: `offset` is what to add to
- * Date.now() to get the server's time. Each exchange brackets the server's
- * reading between a send (t0) and an arrival (t1); assuming the request and
- * the answer took equally long, the server read its clock at (t0 + t1) / 2.
- * The exchange with the shortest round trip bounds the error best: the
- * offset is right within ± half that round trip.
- */
-export class Clock {
-  constructor() {
-    this.offset = 0;
-    this.roundTrip = null;
-    this.estimated = false;
-  }
-
-  async estimate() {
-    let best = null;
-    for (let i = 0; i < CLOCK_SAMPLES; i += 1) {
-      const t0 = Date.now();
-      const started = performance.now();
-      let server;
-      try {
-        server = (await getJson('/time')).now;
-      } catch {
-        continue;
-      }
-      const roundTrip = performance.now() - started;
-      const t1 = t0 + roundTrip;
-      if (!best || roundTrip < best.roundTrip) best = { roundTrip, offset: server - (t0 + t1) / 2 };
-    }
-    if (!best) return;
-    this.offset = best.offset;
-    this.roundTrip = best.roundTrip;
-    this.estimated = true;
-    setClockOffset(this.offset);
-  }
-
-  describe() {
-    if (!this.estimated) return 'Clock: not yet set against the server; latency uses this browser\'s clock as it is.';
-    const sign = this.offset >= 0 ? '+' : '−';
-    return (
-      `Clock offset corrected: the server's clock is ${sign}${Math.abs(this.offset).toFixed(1)} ms from this browser's ` +
-      `(± ${(this.roundTrip / 2).toFixed(1)} ms, from the fastest of ${CLOCK_SAMPLES} GET /time round trips, ` +
-      `${this.roundTrip.toFixed(1)} ms). Latency = arrival here − event ts, on the server's clock.`
-    );
-  }
-}
 
 // ── Exact bytes, from the server's count ─────────────────────────────────
 
@@ -262,6 +205,10 @@ function serverBot() {
 export function describeBot(bot) {
   const demo = serverBot();
   const server = demo ? `the server's demo bot (--demo) is moving at ${demo.rate}/s in this room` : '';
+  if (bot.rejoining) {
+    const own = `the server forgot ${bot.name}; registering it again`;
+    return server ? `${own} · ${server}` : own;
+  }
   if (bot.running) {
     const own = `${bot.name} is moving at ${bot.rate}/s · ${bot.sent} sent${bot.refused ? ` · ${bot.refused} refused` : ''}`;
     return server ? `${own} · ${server}` : own;
@@ -330,10 +277,10 @@ async function readSetup() {
 
 /**
  * Mounts everything above on the compare page: `panes` are its readers
- * (each with transportName and metrics), `bot` its DemoBot.
+ * (each with transportName and metrics), `bot` its DemoBot, `clock` the
+ * Clock their latency is read on, which this sets against the server's.
  */
-export async function mountClassroom({ panes, bot, interval }) {
-  const clock = new Clock();
+export async function mountClassroom({ panes, bot, interval, clock }) {
   const watch = new TrafficWatch(panes);
   wirePublishRate(bot, () => watch.restart());
   showJoin();

@@ -1,34 +1,38 @@
-// transports.js: four ways to hear about new log events, behind one interface.
-//
-// The server keeps one append-only log. Each entry has a `seq` (1, 2, 3, …)
-// and a client remembers the last seq it has applied: its cursor. Every
-// transport below does the same job, "give me the events after my cursor,
-// and keep doing it", in its own wire shape:
-//
-//   poll      GET /poll?since=N      answers at once, often with nothing; ask again after an interval
-//   longpoll  GET /longpoll?since=N  the server holds the request until there is news (or 25 s pass)
-//   sse       GET /sse?since=N       one response that never ends; the server writes `data:` lines into it
-//   ws        GET /ws?since=N        an upgraded socket; JSON text frames both ways
-//
-// Every transport takes the same options and has the same methods:
-//
-//   new XTransport({ session, position, deliver, onStatus, metrics, interval })
-//     session    the id from POST /register, or null to observe anonymously
-//     position() returns {cursor, epoch}: where to resume after a reconnect
-//     deliver(m) is called with every event and control message, in order
-//     onStatus(s) hears 'connecting' | 'connected' | 'reconnecting'
-//   .name         'poll' | 'longpoll' | 'sse' | 'ws'
-//   .start()      begins reading; from then on it reconnects by itself
-//   .stop()       stops reading and closes what is open
-//   .send(msg)    sends a client message; rejects with an ApiError
-//   .leave()      ends the session at once, from a page that is going away
-//
-// When a connection drops, a transport waits (capped, jittered backoff) and
-// resumes from position().cursor, so nothing is lost; the page drops anything
-// it has already seen by seq, so nothing is shown twice. When the server
-// says the session is gone (HTTP 401 `unknown_session`), the transport stops
-// and delivers {type: 'error', code: 'unknown_session'}: the page registers
-// again.
+/// transports.js: four ways to hear about new log events, behind one
+/// interface. It owns the wire (URLs, frames, reconnecting with backoff);
+/// where a reader stands in the log, and what is new to it, is its
+/// LogFollower's business (follower.js).
+///
+/// The server keeps one append-only log. Each entry has a `seq` (1, 2, 3, …)
+/// and a reader remembers the last seq it has taken: its cursor. Every
+/// transport below does the same job, "give me the events after my cursor,
+/// and keep doing it", in its own wire shape:
+///
+///   poll      GET /poll?since=N      answers at once, often with nothing; ask again after an interval
+///   longpoll  GET /longpoll?since=N  the server holds the request until there is news (or 25 s pass)
+///   sse       GET /sse?since=N       one response that never ends; the server writes `data:` lines into it
+///   ws        GET /ws?since=N        an upgraded socket; JSON text frames both ways
+///
+/// Every transport takes the same options and has the same methods:
+///
+///   new XTransport({ session, follower, onStatus, metrics, interval, client })
+///     session    the id from POST /register, or null to observe anonymously
+///     follower   a LogFollower: position() says where to resume after a
+///                reconnect, and everything read goes to it, in order
+///     onStatus(s) hears 'connecting' | 'connected' | 'reconnecting'
+///     client     the id the server counts this reader's bytes under, or null
+///   .name         'poll' | 'longpoll' | 'sse' | 'ws'
+///   .start()      begins reading; from then on it reconnects by itself
+///   .stop()       stops reading and closes what is open; nothing read after reaches the follower
+///   .send(msg)    sends a client message; rejects with an ApiError
+///   .leave()      ends the session at once, from a page that is going away
+///
+/// When a connection drops, a transport waits (capped, jittered backoff) and
+/// resumes from the follower's position, so nothing is lost; the follower
+/// drops anything it has already taken, so nothing is shown twice. When the
+/// server says the session is gone (HTTP 401 `unknown_session`), the
+/// transport stops and hands the follower {type: 'error', code:
+/// 'unknown_session'}: its owner registers again.
 
 import { ApiError, beaconLeave, getJson, readUrl, send as httpSend } from './api.js';
 import { watchResourceBytes } from './metrics.js';
@@ -80,11 +84,11 @@ export class Backoff {
 
 /** What every transport shares: options, status, backoff, stopping, HTTP sending. */
 class Transport {
-  constructor({ session = null, position, deliver, onStatus = () => {}, metrics, interval = 1000 }) {
+  constructor({ session = null, follower, onStatus = () => {}, metrics, interval = 1000, client = null }) {
     this.session = session;
-    this.position = position;
-    this.deliver = deliver;
+    this.follower = follower;
     this.onStatus = onStatus;
+    this.client = client;
     this.metrics = metrics;
     this.interval = interval;
     this.backoff = new Backoff();
@@ -120,10 +124,22 @@ class Transport {
     this.wake?.();
   }
 
-  /** The server no longer knows our session: stop, and let the page register again. */
+  /** Hands one message read to the follower, unless this transport has stopped meanwhile. */
+  receive(message) {
+    if (!this.stopped) this.follower.receive(message);
+  }
+
+  /** The query of a read from the follower's position. */
+  readParams() {
+    const { cursor, epoch } = this.follower.position();
+    return { since: cursor, epoch, session: this.session, client: this.client };
+  }
+
+  /** The server no longer knows our session: stop, and let the owner register again. */
   sessionLost() {
+    if (this.stopped) return;
     this.stop();
-    this.deliver({ type: 'error', code: 'unknown_session', error: 'the session has expired' });
+    this.follower.receive({ type: 'error', code: 'unknown_session', error: 'the session has expired' });
   }
 
   /**
@@ -133,9 +149,8 @@ class Transport {
    */
   async sessionIsGone() {
     if (!this.session) return false;
-    const { cursor, epoch } = this.position();
     try {
-      await getJson(readUrl('/poll', { since: cursor, epoch, session: this.session }));
+      await getJson(readUrl('/poll', this.readParams()));
       return false;
     } catch (err) {
       return err.code === 'unknown_session';
@@ -186,8 +201,7 @@ export class PollTransport extends Transport {
 
   /** The query of one read. */
   params() {
-    const { cursor, epoch } = this.position();
-    return { since: cursor, epoch, session: this.session };
+    return this.readParams();
   }
 
   /**
@@ -214,7 +228,7 @@ export class PollTransport extends Transport {
       if (this.stopped) return;
       this.setStatus('connected');
       this.metrics.recordResponse(batch.events.length === 0);
-      deliverBatch(batch, this.deliver);
+      this.follower.receiveBatch(batch);
       await this.between(batch);
     }
   }
@@ -246,20 +260,6 @@ export class LongPollTransport extends PollTransport {
 
   /** No pause: the next request is the next wait. */
   async between() {}
-}
-
-/**
- * Turns one poll answer into the same messages a stream would send: a `gap`
- * first if events after our cursor are gone, then the events in order. The
- * gap rule is the server's (`log::Reader`): the gap's cursor is the seq just
- * before the first event that follows.
- */
-function deliverBatch(batch, deliver) {
-  if (batch.gap) {
-    const cursor = batch.events.length ? batch.events[0].seq - 1 : batch.cursor;
-    deliver({ type: 'gap', epoch: batch.epoch, cursor });
-  }
-  for (const event of batch.events) deliver(event);
 }
 
 /**
@@ -314,8 +314,7 @@ export class SseTransport extends StreamTransport {
   name = 'sse';
 
   open() {
-    const { cursor, epoch } = this.position();
-    const source = new EventSource(readUrl('/sse', { since: cursor, epoch, session: this.session }));
+    const source = new EventSource(readUrl('/sse', this.readParams()));
     this.source = source;
     this.metrics.recordConnection();
     let greeted = false;
@@ -328,7 +327,7 @@ export class SseTransport extends StreamTransport {
         greeted = true;
         this.setStatus('connected');
       }
-      this.deliver(parsed);
+      this.receive(parsed);
     };
     source.onerror = () => {
       source.close();
@@ -370,8 +369,7 @@ export class WsTransport extends StreamTransport {
   }
 
   open() {
-    const { cursor, epoch } = this.position();
-    const params = { session: this.session, since: cursor, epoch, ...this.socketParams() };
+    const params = { ...this.readParams(), ...this.socketParams() };
     const url = new URL(readUrl('/ws', params), location.href);
     url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
     const socket = new WebSocket(url);
@@ -393,7 +391,7 @@ export class WsTransport extends StreamTransport {
         this.everConnected = true;
         this.setStatus('connected');
       }
-      this.deliver(parsed);
+      this.receive(parsed);
     };
     socket.onclose = () => {
       clearTimeout(helloTimer);

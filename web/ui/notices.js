@@ -1,5 +1,5 @@
-// notices.js: dismissable banners at the top of a page, for things the
-// reader should know about (a bad query parameter, a restarted server).
+/// notices.js: dismissable banners at the top of a page, for things the
+/// reader should know about (a bad query parameter, a restarted server).
 
 /** How many banners stay on screen; older ones make room. */
 const MAX_NOTICES = 3;

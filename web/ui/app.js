@@ -1,30 +1,34 @@
-// app.js: the chat-and-cursors page.
-//
-// One state object holds everything the page knows; the functions below
-// change it and then update the DOM. The flow:
-//
-//   1. POST /register {name} → a session, the log's epoch, our cursor (the
-//      seq of our own join), the recent chat history and who is online.
-//   2. A transport (see transports.js) delivers every log event after the
-//      cursor. We apply each one once, in seq order, and move the cursor.
-//   3. We send chat lines and pointer moves with transport.send().
-//   4. On pagehide we end the session at once, so others see us leave now
-//      rather than when the server's presence timeout notices.
-//
-// All text from other people is put on the page with textContent, never as
-// HTML, so a message like <img onerror=…> is shown, not run.
+/// app.js: the chat-and-cursors page.
+///
+/// One state object holds everything the page knows; the functions below
+/// change it and then update the DOM. The flow:
+///
+///   1. POST /register {name} → a session, the log's epoch, our cursor (the
+///      seq of our own join), the recent chat history and who is online.
+///   2. A transport (net/transports.js) reads every log event after the
+///      cursor into the page's LogFollower (net/follower.js), which hands
+///      each new one here once, in seq order.
+///   3. We send chat lines and pointer moves with transport.send().
+///   4. On pagehide we end the session at once, so others see us leave now
+///      rather than when the server's presence timeout notices.
+///
+/// All text from other people is put on the page with textContent, never as
+/// HTML, so a message like <img onerror=…> is shown, not run.
 
-import { NAME_RULE, NAME_RULE_TEXT, ROOM, inRoom, register, roomFrom, send as httpSend } from './api.js';
-import { mountRoomPicker } from './rooms.js';
-import { Backoff, TRANSPORT_NAMES, createTransport } from './transports.js';
-import { Metrics, renderFigures } from './metrics.js';
+import { NAME_RULE, NAME_RULE_TEXT, ROOM, inRoom, register, roomFrom, send as httpSend } from '../net/api.js';
+import { LogFollower } from '../net/follower.js';
+import { Metrics } from '../net/metrics.js';
+import { Backoff, TRANSPORT_NAMES, createTransport } from '../net/transports.js';
+import { WebRtcTransport } from '../net/webrtc.js';
 import { CursorLayer, colorFor, fractionOf } from './cursors.js';
+import { renderFigures } from './figures.js';
 import { notify as showNotice } from './notices.js';
-import { PeerPanel, WebRtcTransport } from './webrtc.js';
+import { PeerPanel } from './peer-panel.js';
+import { mountRoomPicker } from './rooms.js';
 
 /**
  * The transports this page offers: the four server paths, and WebRTC
- * (chat over the WebSocket, cursors peer to peer; see webrtc.js).
+ * (chat over the WebSocket, cursors peer to peer; see net/webrtc.js).
  */
 const PAGE_TRANSPORTS = [...TRANSPORT_NAMES, 'webrtc'];
 
@@ -66,17 +70,26 @@ const state = {
   options: readOptions(location.search),
   /** Our name and session once registered, else null. */
   me: null,
-  /** The log's epoch: it changes when the server restarts with an empty log. */
-  epoch: null,
-  /** The seq of the last event applied. Anything at or below it is a duplicate. */
-  cursor: 0,
+  /** Where we stand in the log (cursor and epoch), and what is new to us. */
+  follower: new LogFollower({
+    onEvent: (event) => {
+      state.metrics.recordEvent(event);
+      applyEvent(event);
+    },
+    // Events after our cursor are gone from the server (we were away too
+    // long, or the log is another one now), so our picture of the room may
+    // be wrong. The only complete picture is a fresh welcome: end this
+    // session and join again.
+    onGap: () => rejoin('Some events this page missed were no longer on the server.', { endSession: true }),
+    onControl: (control) => receiveControl(control),
+  }),
   /** Other people online: name → {x, y} (null until they first move). */
   users: new Map(),
   /** Our chat lines not yet seen back from the server: id → {text, li, sentAt, timer}. */
   outbox: new Map(),
   /** The pointer: where it is, whether a move is waiting or on its way, when we last sent one. */
   pointer: { next: null, frame: 0, inFlight: false, lastSent: 0 },
-  /** The transport in use (see transports.js), or null before joining. */
+  /** The transport in use (see net/transports.js), or null before joining. */
   transport: null,
   /** 'offline' | 'connecting' | 'connected' | 'reconnecting' */
   status: 'offline',
@@ -196,8 +209,7 @@ function describeJoinError(err, name) {
  */
 function enterRoom(welcome) {
   state.me = { name: welcome.name, session: welcome.session };
-  state.epoch = welcome.epoch;
-  state.cursor = welcome.cursor;
+  state.follower.startAt(welcome);
 
   // The chat: the server's history (which may hold lines of ours we never
   // saw confirmed), then our own lines it does not have.
@@ -226,12 +238,11 @@ function enterRoom(welcome) {
 
 function startTransport() {
   state.transport?.stop();
+  // A transport hands nothing to the follower once stopped, so a replaced
+  // one cannot move our cursor.
   const options = {
     session: state.me.session,
-    position: () => ({ cursor: state.cursor, epoch: state.epoch }),
-    deliver: (message) => {
-      if (state.transport === transport) receive(message);
-    },
+    follower: state.follower,
     onStatus: (status) => {
       // Late news from a transport we have already replaced is ignored.
       if (state.transport === transport) setStatus(status);
@@ -309,7 +320,7 @@ async function rejoin(reason, { endSession = false } = {}) {
       // Already gone: that is what we wanted.
     }
   }
-  const oldEpoch = state.epoch;
+  const oldEpoch = state.follower.epoch;
   const backoff = new Backoff();
   for (let attempt = 1; ; attempt += 1) {
     try {
@@ -351,28 +362,9 @@ function leaveRoom() {
 
 // ── Receiving ────────────────────────────────────────────────────────────
 
-/** Every event and control message from the transport comes through here. */
-function receive(message) {
-  if (message.seq === undefined) return receiveControl(message);
-  // Resuming after a reconnect can repeat events we already have.
-  if (message.seq <= state.cursor) return;
-  state.cursor = message.seq;
-  state.metrics.recordEvent(message);
-  applyEvent(message);
-}
-
+/** Messages without a seq that the follower does not act on itself. */
 function receiveControl(control) {
   switch (control.type) {
-    case 'hello':
-      // The stream starts after control.cursor. If its epoch is not ours a
-      // gap follows, and that is where we act.
-      break;
-    case 'gap':
-      // Events after our cursor are gone from the server (we were away too
-      // long), so our picture of the room may be wrong. The only complete
-      // picture is a fresh welcome: end this session and join again.
-      rejoin('Some events this page missed were no longer on the server.', { endSession: true });
-      break;
     case 'error':
       if (control.code === 'unknown_session') {
         rejoin(SESSION_LOST);
@@ -386,6 +378,7 @@ function receiveControl(control) {
   }
 }
 
+/** An event new to the follower, in seq order. */
 function applyEvent(event) {
   switch (event.type) {
     case 'join':

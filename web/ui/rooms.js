@@ -1,15 +1,15 @@
-// rooms.js: which room this page is in, and a small picker to move to another.
-//
-// A room is its own chat, canvas and log. The page's room comes from its URL
-// (`?room=physics`; none means the lobby), and api.js adds it to every
-// request. Moving to another room is a new page load, so each page only
-// ever has one room, one session and one connection, as the server wants.
-//
-//   GET /rooms  → {"rooms":[{"name":"lobby","online":3,"head":120}, …]}
-//
-// Rooms whose name starts with `_` are not on the list: share their URL.
+/// rooms.js: which room this page is in, and a small picker to move to another.
+///
+/// A room is its own chat, canvas and log. The page's room comes from its URL
+/// (`?room=physics`; none means the lobby), and net/api.js adds it to every
+/// request. Moving to another room is a new page load, so each page only
+/// ever has one room, one session and one connection, as the server wants.
+///
+///   GET /rooms  → {"rooms":[{"name":"lobby","online":3,"head":120}, …]}
+///
+/// Rooms whose name starts with `_` are not on the list: share their URL.
 
-import { LOBBY, ROOM, ROOM_RULE, listRooms } from './api.js';
+import { LOBBY, ROOM, ROOM_RULE, listRooms } from '../net/api.js';
 
 /** The URL of this page in room `name`, keeping its other options. */
 export function urlForRoom(name) {

@@ -1,18 +1,19 @@
-// api.js: the request/response half of the pushlab protocol.
-//
-// Every transport reads the log its own way, but joining and (for the HTTP
-// transports) sending are plain JSON requests:
-//
-//   POST /register        {"name":"alice"}        -> {session, name, epoch, cursor, history, users, online}
-//   POST /send?session=S  {"type":"message",...}  -> {seq}
-//
-// Every request names the page's room (`?room=` of the page's own URL) with
-// `room=`; without one, the server uses the lobby. A session belongs to its
-// room: the server answers `wrong_room` if it is used with another.
-//
-// Every POST must say `Content-Type: application/json`; the server answers
-// anything else with 415. Errors come back as {"error": "...", "code": "..."}
-// and `code` is what a program should switch on.
+/// api.js: the request/response half of the pushlab protocol, and the
+/// room every request names. It knows no transport and no page.
+///
+/// Every transport reads the log its own way, but joining and (for the HTTP
+/// transports) sending are plain JSON requests:
+///
+///   POST /register        {"name":"alice"}        -> {session, name, epoch, cursor, history, users, online}
+///   POST /send?session=S  {"type":"message",...}  -> {seq}
+///
+/// Every request names the page's room (`?room=` of the page's own URL) with
+/// `room=`; without one, the server uses the lobby. A session belongs to its
+/// room: the server answers `wrong_room` if it is used with another.
+///
+/// Every POST must say `Content-Type: application/json`; the server answers
+/// anything else with 415. Errors come back as {"error": "...", "code": "..."}
+/// and `code` is what a program should switch on.
 
 /** The server's naming rule, checked here first so a typo never costs a round trip. */
 export const NAME_RULE = /^[A-Za-z][A-Za-z0-9_-]{0,23}$/;
@@ -111,19 +112,9 @@ export function beaconLeave(session) {
 }
 
 /**
- * The id this page's reads carry as `client=`, so that the server counts
- * their bytes for it (GET /traffic?client=ID); null sends none.
- */
-let clientId = null;
-
-/** Names this page's reads from now on (see classroom.js). */
-export function setClientId(id) {
-  clientId = id;
-}
-
-/**
  * Builds a read URL such as `/poll?since=4&epoch=…&session=…` in this page's
- * room, leaving out empty values.
+ * room, leaving out empty values. A reader whose bytes the server should
+ * count for it (GET /traffic?client=ID) passes `client` among them.
  */
 export function readUrl(path, params) {
   const query = new URLSearchParams();
@@ -131,7 +122,6 @@ export function readUrl(path, params) {
     if (value !== null && value !== undefined && value !== '') query.set(key, String(value));
   }
   if (ROOM !== LOBBY) query.set('room', ROOM);
-  if (clientId) query.set('client', clientId);
   return `${path}?${query}`;
 }
 

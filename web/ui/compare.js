@@ -1,25 +1,35 @@
-// compare.js: the same log read four ways at once.
-//
-// Each pane is an anonymous observer: it opens its transport with no
-// session, so it is not "online" and cannot send; it only reads. All four
-// start at the same cursor (the log's head, from GET /stats), so from then
-// on they should show exactly the same events, and the differences are the
-// transports': how late, how many requests, how many bytes.
-//
-// The fifth pane, WebRTC, cannot be an anonymous reader: the server relays
-// no cursors peer to peer. It is a user of the room (watch-…) whose socket
-// takes signals, and the bot (bot.js) offers it a data channel; the pane
-// draws only what arrives on that channel.
+/// compare.js: the same log read four ways at once.
+///
+/// Each pane is an anonymous observer: it opens its transport with no
+/// session, so it is not "online" and cannot send; it only reads, with a
+/// LogFollower of its own (net/follower.js). All four start at the same
+/// cursor (the log's head, from GET /stats), so from then on they should
+/// show exactly the same events, and the differences are the transports':
+/// how late, how many requests, how many bytes. When the log starts again
+/// under a new epoch (the server restarted), each follower takes the gap and
+/// its pane carries on in the new log.
+///
+/// The fifth pane, WebRTC, cannot be an anonymous reader: the server relays
+/// no cursors peer to peer. It is a user of the room (watch-…), a
+/// MeshMember (net/mesh-member.js) whose socket takes signals, and the bot
+/// (net/bot.js) offers it a data channel; the pane draws only what arrives
+/// on that channel.
+///
+/// Each pane's element says where its reader stands (`data-epoch`,
+/// `data-cursor`), and so does the bot's label (#bot-state).
 
-import { ROOM, getJson, inRoom, register, roomFrom } from './api.js';
-import { describeBot, identifyPage, mountClassroom } from './classroom.js';
-import { mountRoomPicker } from './rooms.js';
-import { DemoBot } from './bot.js';
+import { ROOM, getJson, inRoom, roomFrom } from '../net/api.js';
+import { DemoBot } from '../net/bot.js';
+import { Clock } from '../net/clock.js';
+import { LogFollower } from '../net/follower.js';
+import { MeshMember } from '../net/mesh-member.js';
+import { Metrics } from '../net/metrics.js';
+import { createTransport } from '../net/transports.js';
+import { CLIENT_ID, describeBot, mountClassroom } from './classroom.js';
 import { CursorLayer } from './cursors.js';
-import { Metrics, renderFigures } from './metrics.js';
+import { renderFigures } from './figures.js';
 import { notify } from './notices.js';
-import { createTransport } from './transports.js';
-import { WebRtcTransport } from './webrtc.js';
+import { mountRoomPicker } from './rooms.js';
 
 /** The server's transports compared, in the order shown; the WebRTC pane comes last. */
 const TRANSPORTS = ['poll', 'longpoll', 'sse', 'ws'];
@@ -30,15 +40,18 @@ const PANE_LOG_LINES = 4;
 
 const $ = (selector) => document.querySelector(selector);
 
-/** One transport's reader: its own cursor, its own metrics, its own picture of the room. */
+/**
+ * A pane of the page: a canvas for cursors, a little log, its figures, and
+ * where its reader stands. Each kind of pane below sets `follower`.
+ */
 class Pane {
-  constructor(transport, { interval }) {
+  /** `clock` is what latency is read on: the server's, once set, for events stamped by the server. */
+  constructor(transport, { interval, clock }) {
     this.transportName = transport;
     this.interval = interval;
-    /** The last seq this pane applied, and the epoch it belongs to. */
-    this.cursor = 0;
-    this.epoch = null;
-    this.metrics = new Metrics();
+    this.metrics = new Metrics({ clock });
+    /** The pane's LogFollower (net/follower.js). */
+    this.follower = null;
     this.element = this.build();
     this.cursors = new CursorLayer(this.canvas);
   }
@@ -67,55 +80,6 @@ class Pane {
     return card;
   }
 
-  start(cursor, epoch) {
-    this.cursor = cursor;
-    this.epoch = epoch;
-    this.transport = createTransport(this.transportName, {
-      session: null,
-      position: () => ({ cursor: this.cursor, epoch: this.epoch }),
-      deliver: (message) => this.receive(message),
-      onStatus: (status) => {
-        this.status.textContent = status;
-        this.status.dataset.status = status;
-      },
-      metrics: this.metrics,
-      interval: this.interval,
-    });
-    this.transport.start();
-  }
-
-  receive(message) {
-    if (message.type === 'gap') {
-      // An observer has no session to renew: it just carries on from where
-      // the server says the log now starts.
-      this.cursor = message.cursor;
-      this.epoch = message.epoch;
-      this.cursors.clear();
-      this.note(`gap: resumed at seq ${message.cursor}`);
-      return;
-    }
-    if (message.seq === undefined || message.seq <= this.cursor) return;
-    this.cursor = message.seq;
-    this.metrics.recordEvent(message);
-    switch (message.type) {
-      case 'mousemove':
-        this.cursors.move(message.name, message.x, message.y);
-        break;
-      case 'leave':
-        this.cursors.remove(message.name);
-        this.note(`${message.name} left`);
-        break;
-      case 'join':
-        this.note(`${message.name} joined`);
-        break;
-      case 'message':
-        this.note(`${message.name}: ${message.text}`);
-        break;
-      default:
-        break;
-    }
-  }
-
   /** Adds a line to the pane's little log (as text, never HTML). */
   note(text) {
     const line = document.createElement('li');
@@ -126,6 +90,7 @@ class Pane {
 
   refresh() {
     this.updateFigures(this.metrics.snapshot());
+    showPosition(this.element, this.follower.position());
   }
 
   setStatus(status) {
@@ -134,69 +99,109 @@ class Pane {
   }
 }
 
-/**
- * The bot's cursor peer to peer. Its figures count the moves that came
- * over data channels, with latency on the sender's clock (one machine, one
- * clock) and no requests at all; bytes are the moves' JSON only.
- */
-class RtcPane extends Pane {
-  constructor({ interval }) {
-    super('webrtc', { interval });
-    /** Who else is online: the mesh offers to them. */
-    this.others = new Set();
+/** One transport's anonymous reader: its own follower, its own metrics, its own picture of the room. */
+class ReaderPane extends Pane {
+  /** `client` is the id the server counts this pane's bytes under. */
+  constructor(transport, { interval, clock, client }) {
+    super(transport, { interval, clock });
+    this.client = client;
+    this.follower = new LogFollower({
+      onEvent: (event) => this.show(event),
+      onGap: (gap) => {
+        // An observer has no session to renew: it carries on from where
+        // the server says the log now starts, in the log's epoch.
+        this.cursors.clear();
+        this.note(`gap: resumed at seq ${gap.cursor}`);
+      },
+    });
   }
 
-  async start() {
-    let welcome;
-    try {
-      welcome = await register(`watch-${Math.random().toString(36).slice(2, 6)}`);
-    } catch (err) {
-      this.setStatus('offline');
-      this.note(`could not join the room: ${err.message}`);
-      return;
-    }
-    for (const user of welcome.users) if (user.name !== welcome.name) this.others.add(user.name);
-    this.cursor = welcome.cursor;
-    this.epoch = welcome.epoch;
-    this.note(`joined as ${welcome.name}; waiting for a peer`);
-    this.transport = new WebRtcTransport(
-      {
-        session: welcome.session,
-        position: () => ({ cursor: this.cursor, epoch: this.epoch }),
-        deliver: (message) => this.receive(message),
-        onStatus: (status) => this.setStatus(status),
-        // The signalling socket's own traffic is not what this pane shows.
-        metrics: new Metrics(),
-        interval: this.interval,
-      },
-      {
-        me: welcome.name,
-        users: () => [...this.others],
-        onPeerMove: (name, x, y, move, bytes) => {
-          this.metrics.recordEvent({ ts: move.t });
-          this.metrics.recordBytes(bytes);
-          this.cursors.move(name, x, y);
-        },
-        onPeersChange: (link) => {
-          this.note(`${link.name}: channel ${link.state}${link.reason ? ` (${link.reason})` : ''}`);
-          if (link.state !== 'open') this.cursors.remove(link.name);
-        },
-      },
-    );
-    this.metrics.perRequest = false;
+  /** Starts reading after `cursor` of `epoch` (null: the log's, as the first read says). */
+  start({ cursor, epoch }) {
+    this.follower.startAt({ cursor, epoch });
+    this.transport = createTransport(this.transportName, {
+      session: null,
+      follower: this.follower,
+      onStatus: (status) => this.setStatus(status),
+      metrics: this.metrics,
+      interval: this.interval,
+      client: this.client,
+    });
     this.transport.start();
   }
 
-  /** Log events only tell the pane who is online; cursors come peer to peer. */
-  receive(message) {
-    if (message.seq === undefined || message.seq <= this.cursor) return;
-    this.cursor = message.seq;
-    if (message.type === 'join') this.others.add(message.name);
-    if (message.type === 'leave') {
-      this.others.delete(message.name);
-      this.cursors.remove(message.name);
+  /** An event new to this pane's follower. */
+  show(event) {
+    this.metrics.recordEvent(event);
+    switch (event.type) {
+      case 'mousemove':
+        this.cursors.move(event.name, event.x, event.y);
+        break;
+      case 'leave':
+        this.cursors.remove(event.name);
+        this.note(`${event.name} left`);
+        break;
+      case 'join':
+        this.note(`${event.name} joined`);
+        break;
+      case 'message':
+        this.note(`${event.name}: ${event.text}`);
+        break;
+      default:
+        break;
     }
   }
+}
+
+/**
+ * The bot's cursor peer to peer. Its figures count the moves that came
+ * over data channels, with latency on the sender's clock (one machine, one
+ * clock, so no offset) and no requests at all; bytes are the moves' JSON
+ * only. Its reader of the log (the member's follower) only tells it who is
+ * online.
+ */
+class RtcPane extends Pane {
+  constructor({ interval }) {
+    // The moves are stamped on the sending page's clock, which is this machine's.
+    super('webrtc', { interval, clock: { offset: 0 } });
+    this.metrics.perRequest = false;
+    this.member = new MeshMember({
+      name: `watch-${Math.random().toString(36).slice(2, 6)}`,
+      onJoined: (welcome, { again }) => this.note(`joined${again ? ' again' : ''} as ${welcome.name}; waiting for a peer`),
+      onEvent: (event) => {
+        if (event.type === 'leave') this.cursors.remove(event.name);
+      },
+      onGap: (gap) => this.note(`gap: resumed at seq ${gap.cursor}`),
+      onStatus: (status) => this.setStatus(status),
+      onPeerMove: (name, x, y, move, bytes) => {
+        this.metrics.recordEvent({ ts: move.t });
+        this.metrics.recordBytes(bytes);
+        this.cursors.move(name, x, y);
+      },
+      onPeersChange: (link) => {
+        this.note(`${link.name}: channel ${link.state}${link.reason ? ` (${link.reason})` : ''}`);
+        if (link.state !== 'open') this.cursors.remove(link.name);
+      },
+      onFail: (err) => this.note(`could not join the room again: ${err.message}`),
+    });
+    // The pane's reader is the member's.
+    this.follower = this.member.follower;
+  }
+
+  async start() {
+    try {
+      await this.member.start();
+    } catch (err) {
+      this.setStatus('offline');
+      this.note(`could not join the room: ${err.message}`);
+    }
+  }
+}
+
+/** Shows where a reader stands on its element: `data-epoch` and `data-cursor`. */
+function showPosition(element, { cursor, epoch }) {
+  element.dataset.epoch = epoch ?? '';
+  element.dataset.cursor = String(cursor);
 }
 
 // ── Tables ───────────────────────────────────────────────────────────────
@@ -270,6 +275,8 @@ function wireBot() {
       label.dataset.running = String(bot.running);
       // Says so when the server's --demo bot runs here too.
       label.textContent = describeBot(bot);
+      const position = bot.position();
+      if (position) showPosition(label, position);
     },
   });
   // The button and the publish-rate selector are wired in classroom.js.
@@ -293,10 +300,14 @@ async function init() {
     if (Number.isInteger(parsed) && parsed >= 50 && parsed <= 60_000) interval = parsed;
     else notify($('#notices'), `interval=${params.get('interval')} is not a whole number of ms from 50 to 60000; using 1000.`, 'warning');
   }
+  // The server's clock, set by the classroom: events' latency is read on it.
+  const clock = new Clock();
+  // Every read of the four panes names this page, so the server counts its exact bytes.
+  const readers = TRANSPORTS.map((name) => new ReaderPane(name, { interval, clock, client: CLIENT_ID }));
   const rtcPane = new RtcPane({ interval });
-  const panes = [...TRANSPORTS.map((name) => new Pane(name, { interval })), rtcPane];
+  const panes = [...readers, rtcPane];
   $('#panes').append(...panes.map((pane) => pane.element));
-  window.addEventListener('pagehide', () => rtcPane.transport?.leave());
+  window.addEventListener('pagehide', () => rtcPane.member.leaveNow());
   const bot = wireBot();
 
   // Start every reader at the current head, so they all see the same events.
@@ -307,17 +318,15 @@ async function init() {
   } catch {
     notify($('#notices'), 'The server did not answer GET /stats; the readers will start from the beginning of the log.', 'warning');
   }
-  // Every read names this page, so the server counts its exact bytes.
-  identifyPage();
-  for (const pane of panes) if (pane !== rtcPane) pane.start(head, epoch);
+  for (const pane of readers) pane.start({ cursor: head, epoch });
   rtcPane.start();
-  mountClassroom({ panes: panes.filter((pane) => pane !== rtcPane), bot, interval });
+  mountClassroom({ panes: readers, bot, interval, clock });
 
   const refresh = () => {
     for (const pane of panes) pane.refresh();
     // The table compares the server's transports, read the same way; the
     // WebRTC pane's figures (moves over its channel) stay in its pane.
-    renderSummary(panes.filter((pane) => pane !== rtcPane));
+    renderSummary(readers);
     if (bot.running) bot.onChange(bot);
   };
   refresh();

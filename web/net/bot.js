@@ -1,0 +1,180 @@
+/// bot.js: demo traffic for the compare page, made in the browser with the
+/// same two requests any client uses:
+///
+///   POST /register         {"name":"bot-k3x9"}                     once
+///   POST /send?session=S   {"type":"mousemove","x":…,"y":…}        `rate` times a second,
+///   POST /send?session=S   {"type":"message","text":…,"id":…}      one of them every few seconds
+///
+/// Together they make exactly `rate` events a second, as the compare page's
+/// publish-rate selector says.
+///
+/// Its cursor traces a Lissajous figure, a smooth loop that visits the
+/// whole canvas, so a transport that delivers late or in bursts shows it.
+///
+/// The bot is a WebRTC peer too, since the server is none: a MeshMember
+/// (mesh-member.js) keeps its session, a WebSocket that takes signals, and
+/// its data channels, and every move goes on its open channels as well, so
+/// the compare page's WebRTC pane (and any chat page on ?transport=webrtc)
+/// gets its cursor browser to browser. When the server forgets the bot's
+/// session (it restarted), the member registers it again and the bot goes
+/// on. It knows no DOM.
+
+import { send } from './api.js';
+import { MeshMember } from './mesh-member.js';
+
+/** About how often the bot says a line instead of moving, in ms. */
+const CHAT_EVERY_MS = 3000;
+
+/** Things the bot says, one per line, in turn. */
+const LINES = [
+  'Short polling asks every interval, news or not.',
+  'Long polling: the server holds the question until it has an answer.',
+  'SSE is one response that never ends.',
+  'A WebSocket frame costs a couple of bytes of header.',
+  'Every transport reads the same log; only the wire differs.',
+  'Watch the poll pane: my dot jumps once per interval.',
+];
+
+export class DemoBot {
+  /** `onChange(bot)` hears about every start, stop, error and sent count. */
+  constructor({ rate = 20, onChange = () => {} } = {}) {
+    this.rate = rate;
+    this.onChange = onChange;
+    this.sent = 0;
+    this.refused = 0;
+    this.error = '';
+    this.moveTimer = 0;
+    /** Ticks since the start: every few seconds' worth, one is a chat line. */
+    this.ticks = 0;
+    this.inFlight = false;
+    this.line = 0;
+    /** Its session, its reader of the log and its WebRTC side, while running. */
+    this.member = null;
+    /** performance.now() at start: the path is a function of time since. */
+    this.startedAt = 0;
+  }
+
+  /** Whether the bot is meant to be in the room (it may be registering again). */
+  get running() {
+    return Boolean(this.member?.running);
+  }
+
+  /** Its name in the room, once it has one. */
+  get name() {
+    return this.member?.name ?? null;
+  }
+
+  /** True while it registers again after the server forgot its session. */
+  get rejoining() {
+    return Boolean(this.member?.rejoining);
+  }
+
+  /** Where its reader stands in the log: {cursor, epoch}, or null when stopped. */
+  position() {
+    return this.member?.follower.position() ?? null;
+  }
+
+  async start() {
+    if (this.running) return;
+    this.error = '';
+    const member = new MeshMember({
+      name: `bot-${Math.random().toString(36).slice(2, 6)}`,
+      onFail: (err) => {
+        if (this.member === member) this.halt(`the server refused to take the bot back: ${err.message}`);
+      },
+    });
+    this.member = member;
+    try {
+      await member.start();
+    } catch (err) {
+      if (this.member === member) this.halt(err.message);
+      return;
+    }
+    if (this.member !== member) return;
+    this.startedAt = performance.now();
+    this.ticks = 0;
+    this.schedule();
+    this.onChange(this);
+  }
+
+  /** Changes the moves per second, live. */
+  setRate(rate) {
+    this.rate = rate;
+    if (this.running) this.schedule();
+  }
+
+  /**
+   * One tick every 1/rate s. About every CHAT_EVERY_MS one of them is a chat
+   * line instead of a move, so the bot publishes exactly `rate` events a
+   * second, whatever the rate: what the compare page's selector says.
+   */
+  schedule() {
+    clearInterval(this.moveTimer);
+    this.moveTimer = setInterval(() => this.tick(), 1000 / this.rate);
+  }
+
+  tick() {
+    this.ticks += 1;
+    const chatEvery = Math.max(2, Math.round((this.rate * CHAT_EVERY_MS) / 1000));
+    if (this.ticks % chatEvery === 0) this.chat();
+    else this.move();
+  }
+
+  /** One step along the path; skipped if the last move is still on its way, or while registering again. */
+  async move() {
+    const session = this.member?.session;
+    if (this.inFlight || !session) return;
+    const t = (performance.now() - this.startedAt) / 1000;
+    const x = 0.5 + 0.4 * Math.sin(t * 0.9);
+    const y = 0.5 + 0.4 * Math.sin(t * 1.3 + Math.PI / 4);
+    // Peers first: the server path below is what every other pane reads.
+    this.member.sendPeers(x, y);
+    this.inFlight = true;
+    try {
+      await send(session, { type: 'mousemove', x, y });
+      this.sent += 1;
+    } catch (err) {
+      this.refused += 1;
+      if (err.code === 'unknown_session') this.member?.sessionLost();
+    } finally {
+      this.inFlight = false;
+    }
+  }
+
+  async chat() {
+    const session = this.member?.session;
+    if (!session) return;
+    const text = LINES[this.line % LINES.length];
+    this.line += 1;
+    try {
+      await send(session, { type: 'message', text, id: `${this.name}-${this.line}` });
+      this.sent += 1;
+    } catch (err) {
+      this.refused += 1;
+      if (err.code === 'unknown_session') this.member?.sessionLost();
+    }
+  }
+
+  /** Stops and ends the bot's session. */
+  async stop() {
+    const member = this.member;
+    // Taken from the bot first, so that halting leaves the member to say leave.
+    this.member = null;
+    this.halt('');
+    await member?.stop();
+  }
+
+  /** From pagehide: the page is going, so only a beacon will still get out. */
+  leaveNow() {
+    this.member?.leaveNow();
+    this.halt('');
+  }
+
+  halt(error) {
+    this.member?.halt();
+    this.member = null;
+    clearInterval(this.moveTimer);
+    this.error = error;
+    this.onChange(this);
+  }
+}

@@ -1,0 +1,173 @@
+/// mesh-member.js: a user of the room who takes part in its WebRTC mesh and
+/// reads the log only to know who else is online: the compare page's demo
+/// bot (bot.js) and its WebRTC pane (ui/compare.js).
+///
+/// It registers, reads the log with a LogFollower over a WebSocket that
+/// takes signals (webrtc.js), and keeps the set of the others online from
+/// the welcome and the join and leave events that follow. When the server
+/// no longer knows its session (it restarted, or the member was away too
+/// long), it registers again under the same name, with backoff, and starts
+/// over from the new welcome: a new session, a new mesh, and a cursor in the
+/// log's epoch as it is now. A gap needs no new session: the follower moves
+/// past it, and the mesh mends what a missed join or leave would break (a
+/// newcomer offers to us; a peer that left fails its channel).
+///
+/// It knows no DOM: its owner draws what it hears.
+
+import { beaconLeave, register, send } from './api.js';
+import { LogFollower } from './follower.js';
+import { Metrics } from './metrics.js';
+import { Backoff } from './transports.js';
+import { WebRtcTransport } from './webrtc.js';
+
+/** Registering again gives up after this many `name_taken` answers: someone else has the name now. */
+const NAME_TAKEN_TRIES = 3;
+
+const sameName = (a, b) => a.toLowerCase() === b.toLowerCase();
+
+export class MeshMember {
+  /**
+   * `name` is the name to register under. Its owner hears:
+   *   onJoined(welcome, {again})  after each registration, the first and every one after a lost session
+   *   onEvent(event)              every new log event, once the member has noted who is online
+   *   onGap(gap)                  every gap, once the follower has moved past it
+   *   onStatus(status)            the socket's status; 'reconnecting' while registering again, 'offline' once it gives up
+   *   onPeerMove, onPeersChange   as WebRtcTransport's (webrtc.js)
+   *   onFail(err)                 registering again was refused for good (the ApiError)
+   */
+  constructor({
+    name,
+    onJoined = () => {},
+    onEvent = () => {},
+    onGap = () => {},
+    onStatus = () => {},
+    onPeerMove = () => {},
+    onPeersChange = () => {},
+    onFail = () => {},
+  }) {
+    this.name = name;
+    this.handlers = { onJoined, onEvent, onStatus, onPeerMove, onPeersChange, onFail };
+    /** Where the member stands in the log; one for its whole life, restarted by each welcome. */
+    this.follower = new LogFollower({
+      onEvent: (event) => this.onLogEvent(event),
+      onGap,
+      onControl: (control) => {
+        if (control.type === 'error' && control.code === 'unknown_session') this.sessionLost();
+      },
+    });
+    /** The session while registered; null before, while registering again, and after stop. */
+    this.session = null;
+    /** Whether it should be in the room: from start() until stop() or giving up. */
+    this.running = false;
+    /** True while registering again after losing the session. */
+    this.rejoining = false;
+    /** The names of the others online: the mesh offers to them. */
+    this.others = new Set();
+    /** The signalling socket and its data channels, while registered. */
+    this.transport = null;
+  }
+
+  /** Registers and joins the mesh; rejects with the ApiError if the server refuses. */
+  async start() {
+    this.running = true;
+    let welcome;
+    try {
+      welcome = await register(this.name);
+    } catch (err) {
+      this.running = false;
+      throw err;
+    }
+    this.enter(welcome, { again: false });
+  }
+
+  /** Takes a welcome as the whole truth: session, who is online, and where to read from. */
+  enter(welcome, { again }) {
+    if (!this.running) {
+      // Stopped while registering: the session is not wanted.
+      beaconLeave(welcome.session);
+      return;
+    }
+    this.name = welcome.name;
+    this.session = welcome.session;
+    this.others = new Set(welcome.users.map((user) => user.name).filter((name) => !sameName(name, welcome.name)));
+    this.follower.startAt(welcome);
+    const { onStatus, onPeerMove, onPeersChange } = this.handlers;
+    this.transport = new WebRtcTransport(
+      // The socket's own figures are not what anyone shows.
+      { session: welcome.session, follower: this.follower, onStatus, metrics: new Metrics() },
+      { me: welcome.name, users: () => [...this.others], onPeerMove, onPeersChange },
+    );
+    this.transport.start();
+    this.handlers.onJoined(welcome, { again });
+  }
+
+  onLogEvent(event) {
+    if (event.type === 'join' && !sameName(event.name, this.name)) this.others.add(event.name);
+    if (event.type === 'leave') this.others.delete(event.name);
+    this.handlers.onEvent(event);
+  }
+
+  /**
+   * The server no longer knows the session (a transport or a send said
+   * `unknown_session`): registers again under the same name, waiting
+   * longer between attempts while the server is unreachable.
+   */
+  async sessionLost() {
+    if (!this.running || this.rejoining) return;
+    this.rejoining = true;
+    this.transport?.stop();
+    this.transport = null;
+    this.session = null;
+    this.handlers.onStatus('reconnecting');
+    const backoff = new Backoff();
+    for (let attempt = 1; this.running; attempt += 1) {
+      try {
+        const welcome = await register(this.name);
+        this.rejoining = false;
+        this.enter(welcome, { again: true });
+        return;
+      } catch (err) {
+        // A session of ours the server still holds may take a moment to go;
+        // after that a taken name means someone else has it.
+        if (err.code === 'invalid_name' || (err.code === 'name_taken' && attempt >= NAME_TAKEN_TRIES)) {
+          this.running = false;
+          this.handlers.onStatus('offline');
+          this.handlers.onFail(err);
+          break;
+        }
+        await new Promise((resolve) => setTimeout(resolve, backoff.next()));
+      }
+    }
+    this.rejoining = false;
+  }
+
+  /** Sends a move on every open data channel, and nowhere else. */
+  sendPeers(x, y) {
+    this.transport?.sendPeers(x, y);
+  }
+
+  /** Leaves the room: closes the socket (which ends the session) and says leave over HTTP too. */
+  async stop() {
+    const session = this.session;
+    this.halt();
+    if (!session) return;
+    try {
+      await send(session, { type: 'leave' });
+    } catch {
+      // Already gone.
+    }
+  }
+
+  /** From pagehide: the page is going, so only a beacon will still get out. */
+  leaveNow() {
+    if (this.session) beaconLeave(this.session);
+    this.halt();
+  }
+
+  halt() {
+    this.running = false;
+    this.transport?.stop();
+    this.transport = null;
+    this.session = null;
+  }
+}
