@@ -156,7 +156,9 @@ pub async fn rooms(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// `GET /stats[?room=R]`: counters per transport in total; the head, epoch
-/// and who is online in one room (the lobby by default); and every open room.
+/// and who is online in one room (the lobby by default, or any room asked
+/// for by name); and every open listed room. Unlisted rooms (`_` names)
+/// are only counted together: a room's name is its only secret.
 pub async fn stats(
     state: web::Data<AppState>,
     query: web::Query<RoomQuery>,
@@ -170,6 +172,7 @@ pub async fn stats(
         .iter()
         .find(|room| room.name == name)
         .ok_or_else(|| HttpError::NotFound(format!("room {name}")))?;
+    let (listed, unlisted): (Vec<_>, Vec<_>) = rooms.iter().partition(|r| r.name.is_listed());
     Ok(no_store(HttpResponse::Ok()).json(serde_json::json!({
         "transports": state.stats.view(),
         "signals": state.stats.signals.view(),
@@ -182,7 +185,12 @@ pub async fn stats(
             "rooms": rooms.len(),
             "online": rooms.iter().map(|r| r.online).sum::<usize>(),
         },
-        "rooms": rooms,
+        "rooms": listed,
+        "unlisted": {
+            "rooms": unlisted.len(),
+            "online": unlisted.iter().map(|r| r.online).sum::<usize>(),
+            "readers": unlisted.iter().map(|r| r.readers).sum::<usize>(),
+        },
         "server": {
             "delay_ms": state.config.delay_ms,
             "walkthrough": state.config.walkthrough,

@@ -145,7 +145,10 @@ mod tests {
         assert_eq!(resolve(&Method::GET, "/ws").unwrap(), Endpoint::Ws);
         assert_eq!(resolve(&Method::POST, "/send").unwrap(), Endpoint::Send);
         assert_eq!(resolve(&Method::GET, "/").unwrap(), Endpoint::Index);
-        assert_eq!(resolve(&Method::GET, "/ui/app.js").unwrap(), Endpoint::Asset);
+        assert_eq!(
+            resolve(&Method::GET, "/ui/app.js").unwrap(),
+            Endpoint::Asset
+        );
         let code = |method: Method, path: &str| resolve(&method, path).unwrap_err().code();
         assert_eq!(code(Method::POST, "/ws"), "method_not_allowed");
         assert_eq!(code(Method::DELETE, "/poll"), "method_not_allowed");

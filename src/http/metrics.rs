@@ -55,8 +55,10 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
 /// One open room, as its families label it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomSample {
-    /// Its name, the `room` label.
+    /// Its name, the `room` label; never shown for an unlisted room.
     pub name: String,
+    /// Whether it is listed (its name does not start with `_`).
+    pub listed: bool,
     /// The seq of its newest event.
     pub head: Seq,
     /// Users online in it.
@@ -138,6 +140,7 @@ impl Snapshot {
                 .list()
                 .into_iter()
                 .map(|room| RoomSample {
+                    listed: room.name.is_listed(),
                     name: room.name.to_string(),
                     head: room.head,
                     online: room.online,
@@ -298,6 +301,12 @@ impl Snapshot {
                     ConstGauge::new(gauge(self.rooms.len())),
                 ),
                 (
+                    "rooms_unlisted",
+                    "Unlisted rooms (names starting with _) open now, counted in rooms_open; never named here.",
+                    None,
+                    ConstGauge::new(gauge(self.rooms.iter().filter(|r| !r.listed).count())),
+                ),
+                (
                     "sessions_online",
                     "Users online now, in every room.",
                     None,
@@ -311,15 +320,17 @@ impl Snapshot {
                 ),
             ],
         )?;
+        // An unlisted room's name is its only secret: no series names it.
         let heads: Vec<_> = self
             .rooms
             .iter()
+            .filter(|room| room.listed)
             .map(|room| (room.name.as_str(), ConstGauge::new(room.head)))
             .collect();
         labelled(
             encoder,
             "room_log_head",
-            "The seq of each open room's newest event (events appended under its epoch).",
+            "The seq of each open listed room's newest event (events appended under its epoch).",
             None,
             "room",
             &heads,
@@ -438,6 +449,7 @@ mod tests {
             connections: 0,
             max_connections: 20_000,
             rooms: vec![RoomSample {
+                listed: true,
                 name: "lobby".into(),
                 head: 7,
                 online: 2,

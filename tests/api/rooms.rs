@@ -342,6 +342,37 @@ async fn every_room_comes_back_with_its_epoch_after_a_restart_with_a_journal() {
 }
 
 #[tokio::test]
+async fn an_unlisted_room_is_counted_but_never_named_in_stats_or_metrics() {
+    // Arrange: someone online in an unlisted room, whose name is its secret.
+    let app = spawn_app().await;
+    app.join_room("_secretroom42", "ann").await;
+    app.join_room("open", "bob").await;
+
+    // Act
+    let (_, stats) = app.get_json("/stats").await;
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+
+    // Assert: counted in the totals, named nowhere.
+    assert!(!stats.to_string().contains("secretroom42"), "{stats}");
+    assert!(!metrics.contains("secretroom42"), "{metrics}");
+    assert_eq!(stats["total"], json!({"rooms": 3, "online": 2}));
+    assert_eq!(stats["unlisted"]["rooms"], 1);
+    assert_eq!(stats["unlisted"]["online"], 1);
+    let names: Vec<_> = stats["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].clone())
+        .collect();
+    assert_eq!(names, [json!("open"), json!("lobby")]);
+    assert!(metrics.contains("pushlab_rooms_unlisted 1"), "{metrics}");
+    assert!(metrics.contains("pushlab_rooms_open 3"), "{metrics}");
+    // Whoever knows the name may still ask for its own figures.
+    let (status, secret) = app.get_json("/stats?room=_secretroom42").await;
+    assert_eq!((status, secret["online"].clone()), (200, json!(1)));
+}
+
+#[tokio::test]
 async fn a_room_counts_each_open_stream_and_socket_as_one_reader() {
     // Arrange
     let app = spawn_app().await;
