@@ -112,12 +112,29 @@ pub struct SignalHub {
 }
 
 /// A session that takes signals: its open inboxes and its allowance.
+///
+/// The allowance belongs to the session, not to a socket: an entry whose
+/// last inbox closed stays until its allowance has refilled, so reopening
+/// the signals socket never buys a fresh burst. A refilled allowance is the
+/// same as a new one, so such an entry is dropped then (see
+/// [`SignalHub::listen`]), and the map holds at most the sessions that
+/// listen or have spent signals in the last two seconds.
 struct Listener {
     inboxes: Vec<(u64, mpsc::Sender<ByteString>)>,
     /// Numbers the inboxes, so each one can find itself to leave.
     next_inbox: u64,
     tokens: f64,
     refilled: Instant,
+}
+
+impl Listener {
+    /// Whether it has no inbox and an allowance as full as a new one's, so
+    /// forgetting it changes nothing.
+    fn is_spent_out(&self, rate: u32, now: Instant) -> bool {
+        let burst = f64::from(rate) * 2.0;
+        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
+        self.inboxes.is_empty() && (rate == 0 || self.tokens + elapsed * f64::from(rate) >= burst)
+    }
 }
 
 /// Where a socket receives the signals for its session, until it is
@@ -141,7 +158,7 @@ impl Drop for Inbox {
         let mut listeners = self.hub.shared.lock();
         if let Some(listener) = listeners.get_mut(&self.session) {
             listener.inboxes.retain(|(id, _)| *id != self.id);
-            if listener.inboxes.is_empty() {
+            if listener.is_spent_out(self.hub.rate, Instant::now()) {
                 listeners.remove(&self.session);
             }
         }
@@ -162,6 +179,10 @@ impl SignalHub {
     pub fn listen(&self, session: SessionId) -> Inbox {
         let (sender, receiver) = mpsc::channel(SIGNAL_QUEUE);
         let mut listeners = self.shared.lock();
+        // Forget the sessions whose sockets all closed once their allowance
+        // has refilled: they would start afresh anyway.
+        let now = Instant::now();
+        listeners.retain(|_, listener| !listener.is_spent_out(self.rate, now));
         let listener = listeners.entry(session).or_insert_with(|| Listener {
             inboxes: Vec::new(),
             next_inbox: 0,
@@ -181,7 +202,10 @@ impl SignalHub {
 
     /// Whether `session` has a socket that takes signals.
     pub fn is_listening(&self, session: SessionId) -> bool {
-        self.shared.lock().contains_key(&session)
+        self.shared
+            .lock()
+            .get(&session)
+            .is_some_and(|listener| !listener.inboxes.is_empty())
     }
 
     fn burst(&self) -> f64 {
@@ -207,7 +231,7 @@ impl SignalHub {
     /// socket does not take signals, which could never get an answer.
     pub fn charge(&self, from: SessionId) -> Result<(), ApiError> {
         let mut listeners = self.shared.lock();
-        let Some(sender) = listeners.get_mut(&from) else {
+        let Some(sender) = listeners.get_mut(&from).filter(|l| !l.inboxes.is_empty()) else {
             return Err(ApiError::BadRequest(
                 "this socket does not take signals; open it with signals=true to send them".into(),
             ));
@@ -228,7 +252,7 @@ impl SignalHub {
     /// Puts a signal's `frame` in every inbox of `to` (named `name`).
     pub fn deliver(&self, to: SessionId, name: &Name, frame: ByteString) -> Result<(), ApiError> {
         let listeners = self.shared.lock();
-        let Some(target) = listeners.get(&to) else {
+        let Some(target) = listeners.get(&to).filter(|l| !l.inboxes.is_empty()) else {
             return Err(ApiError::TargetNotListening(name.to_string()));
         };
         let mut delivered = false;
@@ -335,6 +359,52 @@ mod tests {
         assert_eq!(refused.unwrap_err().code(), "rate_limited");
         assert!(again.is_ok());
         assert!(bob_inbox.recv().await.is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reopening_the_signals_socket_does_not_refill_the_allowance() {
+        // Arrange: ann spends her whole burst on one socket.
+        let hub = SignalHub::new(5);
+        let (ann, bob) = ids();
+        let _bob_inbox = hub.listen(bob);
+        let name = Name::parse("ann").unwrap();
+        let first = hub.listen(ann);
+        for _ in 0..10 {
+            hub.relay(ann, &name, bob, &signal("bob")).unwrap();
+        }
+
+        // Act: she closes it and opens another at once, many times.
+        drop(first);
+        let mut refused = 0;
+        for _ in 0..20 {
+            let again = hub.listen(ann);
+            refused += usize::from(hub.relay(ann, &name, bob, &signal("bob")).is_err());
+            drop(again);
+        }
+
+        // Assert: no new burst; only the refill over 200 ms would pass one.
+        assert_eq!(refused, 20);
+        tokio::time::advance(std::time::Duration::from_millis(200)).await;
+        let _socket = hub.listen(ann);
+        assert!(hub.relay(ann, &name, bob, &signal("bob")).is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_whose_sockets_closed_is_forgotten_once_its_allowance_refilled() {
+        let hub = SignalHub::new(5);
+        let (ann, bob) = ids();
+        let _bob_inbox = hub.listen(bob);
+        let inbox = hub.listen(ann);
+        hub.relay(ann, &Name::parse("ann").unwrap(), bob, &signal("bob"))
+            .unwrap();
+        drop(inbox);
+        assert_eq!(hub.shared.lock().len(), 2, "kept while it refills");
+        assert!(!hub.is_listening(ann));
+
+        tokio::time::advance(std::time::Duration::from_secs(1)).await;
+        let _carol = hub.listen(uuid::Uuid::new_v4());
+
+        assert!(!hub.shared.lock().contains_key(&ann));
     }
 
     #[test]
