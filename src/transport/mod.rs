@@ -6,15 +6,7 @@ pub mod poll;
 pub mod sse;
 pub mod ws;
 
-/// The four transports, as counted in `/stats`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    /// `GET /poll`
-    Poll,
-    /// `GET /longpoll`
-    LongPoll,
-    /// `GET /sse`
-    Sse,
-    /// `GET /ws`
-    Ws,
-}
+/// The four transports: one enum, kept where the traffic is counted so that
+/// the layers below this one can name a transport too; the endpoint table
+/// says which endpoint is which.
+pub use crate::net::traffic::Transport;
