@@ -38,6 +38,7 @@ use futures_util::{FutureExt as _, SinkExt as _};
 use tokio::time::{interval_at, Instant};
 
 use self::stream::{Inbound, Pushed, ReadError, Received, WsStream};
+use super::Opened;
 use super::Transport;
 use crate::config::{WS_MISSED_PONGS, WS_PING_INTERVAL};
 use crate::core::error::ApiError;
@@ -135,11 +136,7 @@ async fn admit(
     let ip = admitted.ip;
     let query = ReadQuery::parse(req.uri().query().unwrap_or(""))?;
     admission::check_origin(req.headers(), &state.config)?;
-    state.counters(Transport::Ws).request();
-    let room = state
-        .enter(query.room.as_deref(), query.session, ip)
-        .await?;
-    let attached = query.session.map(|s| room.attach(s)).transpose()?;
+    let Opened { room, attached } = super::open(state, Transport::Ws, &query, ip).await?;
     let inbox = match (&attached, query.signals) {
         (Some(attached), true) => Some(room.listen_signals(attached.session())?),
         _ => None,
