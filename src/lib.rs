@@ -43,18 +43,18 @@
 //!     it served.
 //!   - [`delay`]: `--delay-ms`, the simulated network delay, as a relay
 //!     under every connection.
-//!   - [`endpoints`]: the table of paths and methods, shared by the router
-//!     and the WebSocket upgrade path.
-//!   - [`middleware`]: admission for every request: the connection limit,
-//!     the origin check and CORS grants.
+//!   - [`endpoints`]: the table of paths and methods, which transport each
+//!     is, and which skip the limits, shared by the router and admission.
+//!   - [`admission`]: one function where every request and upgrade enters:
+//!     the charge, `Host`, preflight, client IP, the connection limits and
+//!     the route; and the origin check and CORS grants.
 //!   - [`body_timeout`]: request bodies read within `--body-timeout`.
 //!   - [`routes`]: the router built from the table, and the app.
 //!   - [`api`]: `/register`, `/send`, `/stats`, `/config`, `/healthz`, and the shared
 //!     query and body shapes.
 //!   - [`metrics`]: `/metrics`, the node's counters (transports, traffic,
 //!     rooms, Redis) in Prometheus text, read when scraped.
-//!   - [`classroom`]: `/traffic`, `/time`, `/join`, `/qr.svg`, and the
-//!     middleware that charges each request to its client.
+//!   - [`classroom`]: `/traffic`, `/time`, `/join`, `/qr.svg`.
 //!   - [`assets`]: the browser client in `web/`, embedded in the binary.
 //!   - [`transport`]: `poll`, `longpoll`, `sse`, `ws` (with `ws_stream`, the
 //!     socket's frames and bytes): thin adapters from a reader to each wire

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::core::log::EventLog;
 use crate::core::{presence, rooms};
-use crate::{classroom, transport};
+use crate::transport;
 
 use crate::classroom::demo;
 
@@ -212,7 +212,6 @@ fn serve_on(
                 .upgrade(fn_service(
                     move |(req, framed): (Request, Framed<Connection, h1::Codec>)| {
                         let framed = framed.into_map_io(SendTimeout::into_inner);
-                        classroom::charge_upgrade(&upgrade_state, &req, framed.io_ref().meter());
                         Box::pin(transport::ws::upgrade(upgrade_state.clone(), req, framed))
                             as futures_util::future::LocalBoxFuture<'static, _>
                     },

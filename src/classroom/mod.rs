@@ -1,120 +1,26 @@
 //! What a lecturer's page needs besides the four transports: each client's
 //! exact traffic (`GET /traffic`), the server's clock (`GET /time`), the URL
 //! students should open (`GET /join`) and a QR code of it (`GET /qr.svg`);
-//! and `GET /lecture.md`; and the middleware that charges every request's
-//! bytes to the node and to the client it names (see [`crate::net::traffic`]).
+//! and `GET /lecture.md`. What `GET /traffic` reports is charged by
+//! admission ([`crate::http::admission`]) and counted in
+//! [`crate::net::traffic`].
 
 pub mod demo;
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 
-use actix_web::body::{BodySize, BoxBody, MessageBody};
-use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header;
-use actix_web::middleware::Next;
-use actix_web::web::{self, Bytes};
-use actix_web::HttpResponse;
+use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
 use crate::core::error::ApiError;
 use crate::core::log::now_millis;
 use crate::http::state::AppState;
-use crate::net::traffic::{Channel, Charge, ClientId, Clients, ConnectionMeter};
+use crate::net::traffic::ClientId;
 
 /// The longest text `GET /qr.svg` draws, in bytes: a URL with a room fits
 /// many times over.
 pub const MAX_QR_TEXT: usize = 512;
-
-/// The query that names a client.
-#[derive(Debug, Deserialize)]
-struct ClientQuery {
-    client: Option<String>,
-}
-
-/// Whom a request to `path` with `query` is charged to, on the channel its
-/// path is: the node, and the client it names with a valid `client=`.
-/// `GET /traffic` names the client it asks about, so it is charged to the
-/// node alone.
-pub fn charge_for(clients: &Clients, path: &str, query: &str) -> Charge {
-    let channel = Channel::of_path(path);
-    let named = (path != "/traffic").then(|| client_named(query)).flatten();
-    match named {
-        Some(client) => clients.charge(&client, channel),
-        None => clients.charge_node(channel),
-    }
-}
-
-/// The client a query names with a valid `client=`, if any.
-fn client_named(query: &str) -> Option<ClientId> {
-    let raw = web::Query::<ClientQuery>::from_query(query)
-        .ok()?
-        .into_inner()
-        .client?;
-    ClientId::parse(&raw)
-}
-
-/// Tells the connection's meter which client a routed request is for, and
-/// that its answer is complete once its body is done.
-pub async fn charge(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let meter = req.conn_data::<Arc<ConnectionMeter>>().cloned();
-    if let Some(meter) = &meter {
-        let charge = req
-            .app_data::<web::Data<AppState>>()
-            .map(|state| charge_for(&state.clients, req.path(), req.query_string()));
-        meter.begin(charge);
-    }
-    let response = next.call(req).await?.map_into_boxed_body();
-    Ok(match meter {
-        Some(meter) => response.map_body(|_, body| {
-            BoxBody::new(EndsRequest {
-                body,
-                _end: EndOnDrop(meter),
-            })
-        }),
-        None => response,
-    })
-}
-
-/// Tells the meter of an upgraded connection which client it serves.
-pub fn charge_upgrade(state: &AppState, req: &actix_http::Request, meter: &ConnectionMeter) {
-    let query = req.uri().query().unwrap_or("");
-    meter.begin(Some(charge_for(&state.clients, req.path(), query)));
-}
-
-/// Ends the request on the meter when the response body is dropped: by
-/// then the HTTP/1 dispatcher has taken its last byte.
-struct EndOnDrop(Arc<ConnectionMeter>);
-
-impl Drop for EndOnDrop {
-    fn drop(&mut self) {
-        self.0.end();
-    }
-}
-
-/// A response body that ends its request on the meter when it is done.
-struct EndsRequest {
-    body: BoxBody,
-    _end: EndOnDrop,
-}
-
-impl MessageBody for EndsRequest {
-    type Error = Box<dyn std::error::Error>;
-
-    fn size(&self) -> BodySize {
-        self.body.size()
-    }
-
-    fn poll_next(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<Bytes, Self::Error>>> {
-        std::pin::Pin::new(&mut self.get_mut().body).poll_next(cx)
-    }
-}
 
 fn no_store(mut response: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {
     response.insert_header((header::CACHE_CONTROL, "no-store"));

@@ -1,8 +1,11 @@
-//! Request-level policies: the client's IP, the `Host` check, the connection
-//! limits, the origin check for WebSocket upgrades, and CORS grants for
-//! listed origins. The router runs
-//! them through [`admission`]; the upgrade path, which never reaches the
-//! router, calls the same functions.
+//! Admission: where every request and every WebSocket upgrade enters, in
+//! one function, [`admit`], which the router's middleware ([`admission`])
+//! and the WebSocket upgrade path both call. It charges the
+//! request's bytes, checks the `Host`, answers a listed origin's preflight,
+//! finds the client's IP, takes a place under the connection limits and
+//! applies the route's 404 or 405, all as the endpoint table
+//! ([`crate::http::endpoints`]) says; and here are the origin check for
+//! WebSocket upgrades and the CORS grants for listed origins.
 //!
 //! CORS is written out here rather than taken from actix-cors because the
 //! policy is deliberately smaller: pushlab grants nothing by default and
@@ -11,31 +14,196 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use actix_web::body::{BodySize, BoxBody, MessageBody};
-use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::dev::{RequestHead, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpMessage as _, HttpResponse, ResponseError as _};
+use serde::Deserialize;
 
 use crate::config::Config;
 use crate::core::error::ApiError;
-use crate::http::endpoints::Endpoint;
+use crate::http::endpoints::{self, Endpoint};
 use crate::http::http_error::HttpError;
 use crate::http::state::AppState;
 use crate::net::limits::Permit;
+use crate::net::traffic::{Charge, ClientId, Clients, ConnectionMeter};
 
-/// A response body that holds a [`Permit`] for as long as it is being sent,
-/// so a stream or socket counts until it ends.
-pub struct PermitBody {
-    body: BoxBody,
-    _permit: Permit,
+/// A request that passed admission's checks, with its route.
+#[derive(Debug)]
+pub struct Admitted {
+    /// The endpoint that serves it, or the route's 404 or 405. The caller
+    /// answers that refusal like any other answer to the request: holding
+    /// the place, and with the CORS grant.
+    pub route: Result<Endpoint, HttpError>,
+    /// The client's IP (see [`client_ip`]).
+    pub ip: IpAddr,
+    /// Its place under the connection limits, to hold until its answer (or
+    /// socket) is done; `None` for an endpoint the limits leave out.
+    pub permit: Option<Permit>,
+    /// Its `Origin`, if that is listed in `--allowed-origin`.
+    pub granted: Option<header::HeaderValue>,
 }
 
-impl MessageBody for PermitBody {
+/// Why admission answers a request itself instead of passing it on.
+#[derive(Debug)]
+pub enum Answer {
+    /// Refused: the `Host` or the limits, the route, or (on the upgrade
+    /// path) what the endpoint itself checks.
+    Refused(HttpError),
+    /// A CORS preflight from this listed origin.
+    Preflight(header::HeaderValue),
+}
+
+impl Answer {
+    /// The response that says it.
+    pub fn into_response(self) -> HttpResponse {
+        match self {
+            Answer::Refused(refused) => refused.error_response(),
+            Answer::Preflight(origin) => preflight_response(origin),
+        }
+    }
+}
+
+impl From<HttpError> for Answer {
+    fn from(refused: HttpError) -> Self {
+        Answer::Refused(refused)
+    }
+}
+
+impl From<ApiError> for Answer {
+    fn from(refused: ApiError) -> Self {
+        Answer::Refused(refused.into())
+    }
+}
+
+/// Admits a request or upgrade, in this order:
+///
+/// 1. its bytes are charged, through the connection's `meter`, to the node
+///    and to the client its `client=` names, on its endpoint's transport,
+///    so that refusals are charged too;
+/// 2. its `Host` must be one this server answers to;
+/// 3. a listed origin's CORS preflight is answered;
+/// 4. the client's IP is found, behind `--trusted-proxy`;
+/// 5. it takes a place under the connection limits, unless its endpoint
+///    is one the table leaves out ([`Endpoint::is_limited`]);
+/// 6. the route: its endpoint, or the 404 or 405, from
+///    [`endpoints::resolve`] ([`Admitted::route`]).
+pub fn admit(
+    state: &AppState,
+    head: &RequestHead,
+    meter: Option<&ConnectionMeter>,
+) -> Result<Admitted, Answer> {
+    let target = Endpoint::at(&head.uri);
+    if let Some(meter) = meter {
+        let query = head.uri.query().unwrap_or("");
+        meter.begin(Some(charge(&state.clients, target, query)));
+    }
+    check_host(&head.headers, &state.config)?;
+    let granted = granted_origin(&head.headers, &state.config);
+    if let Some(origin) = &granted {
+        if is_preflight(head) {
+            return Err(Answer::Preflight(origin.clone()));
+        }
+    }
+    let ip = client_ip(head.peer_addr, &head.headers, &state.config);
+    let permit = match target {
+        Some(endpoint) if !endpoint.is_limited() => None,
+        _ => Some(state.limit.admit(ip)?),
+    };
+    Ok(Admitted {
+        route: endpoints::resolve(&head.method, &head.uri),
+        ip,
+        permit,
+        granted,
+    })
+}
+
+/// Whom a request to `target` with `query` is charged to, on `target`'s
+/// transport: the node, and the client it names with a valid `client=` if
+/// the endpoint charges it ([`Endpoint::charges_named_client`]).
+fn charge(clients: &Clients, target: Option<Endpoint>, query: &str) -> Charge {
+    let transport = target.and_then(Endpoint::transport);
+    let named = target
+        .is_some_and(Endpoint::charges_named_client)
+        .then(|| client_named(query))
+        .flatten();
+    match named {
+        Some(client) => clients.charge(&client, transport),
+        None => clients.charge_node(transport),
+    }
+}
+
+/// The query that names a client.
+#[derive(Debug, Deserialize)]
+struct ClientQuery {
+    client: Option<String>,
+}
+
+/// The client a query names with a valid `client=`, if any.
+fn client_named(query: &str) -> Option<ClientId> {
+    let raw = web::Query::<ClientQuery>::from_query(query)
+        .ok()?
+        .into_inner()
+        .client?;
+    ClientId::parse(&raw)
+}
+
+/// Wraps every routed request in [`admit`]: an answer it gives is sent as
+/// it is; an admitted request is answered its route's 404 or 405 here, or
+/// goes on to the router with its [`ClientIp`] for the handlers. Either way
+/// it holds its place until its response body is done, and a listed origin
+/// gets its CORS grant; and the connection's meter is told when the answer
+/// is complete.
+pub async fn admission(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .cloned()
+        .ok_or_else(|| actix_web::Error::from(ApiError::Internal))?;
+    let meter = req.conn_data::<Arc<ConnectionMeter>>().cloned();
+    let (response, permit) = match admit(&state, req.head(), meter.as_deref()) {
+        Err(answer) => (req.into_response(answer.into_response()), None),
+        Ok(admitted) => {
+            let mut response = match admitted.route {
+                Err(unrouted) => req.into_response(unrouted.error_response()),
+                Ok(_) => {
+                    req.extensions_mut().insert(ClientIp(admitted.ip));
+                    next.call(req).await?.map_into_boxed_body()
+                }
+            };
+            if let Some(origin) = admitted.granted {
+                grant(&mut response, origin);
+            }
+            (response, admitted.permit)
+        }
+    };
+    Ok(response.map_body(|_, body| {
+        BoxBody::new(HeldBody {
+            body,
+            _permit: permit,
+            _end: meter.map(EndOnDrop),
+        })
+    }))
+}
+
+/// A response body that holds what its request took while it is being
+/// sent: its [`Permit`], so a stream counts until it ends, and the end of
+/// the request on its connection's meter.
+struct HeldBody {
+    body: BoxBody,
+    _permit: Option<Permit>,
+    _end: Option<EndOnDrop>,
+}
+
+impl MessageBody for HeldBody {
     type Error = Box<dyn std::error::Error>;
 
     fn size(&self) -> BodySize {
@@ -50,33 +218,33 @@ impl MessageBody for PermitBody {
     }
 }
 
-/// Ties the permit to the response body.
-pub fn hold_permit(response: ServiceResponse<BoxBody>, permit: Permit) -> ServiceResponse<BoxBody> {
-    response.map_body(|_, body| {
-        BoxBody::new(PermitBody {
-            body,
-            _permit: permit,
-        })
-    })
+/// Ends the request on the meter when the response body is dropped: by
+/// then the HTTP/1 dispatcher has taken its last byte.
+struct EndOnDrop(Arc<ConnectionMeter>);
+
+impl Drop for EndOnDrop {
+    fn drop(&mut self) {
+        self.0.end();
+    }
 }
 
 /// The origin a request names, if it is one listed in `--allowed-origin`.
-pub fn granted_origin(req: &ServiceRequest, config: &Config) -> Option<header::HeaderValue> {
-    let origin = req.headers().get(header::ORIGIN)?;
+fn granted_origin(headers: &HeaderMap, config: &Config) -> Option<header::HeaderValue> {
+    let origin = headers.get(header::ORIGIN)?;
     let text = origin.to_str().ok()?;
     config.origin_allowed(text).then(|| origin.clone())
 }
 
 /// Whether a request is a CORS preflight.
-pub fn is_preflight(req: &ServiceRequest) -> bool {
-    req.method() == Method::OPTIONS
-        && req
-            .headers()
+fn is_preflight(head: &RequestHead) -> bool {
+    head.method == Method::OPTIONS
+        && head
+            .headers
             .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
 }
 
 /// The answer to a CORS preflight from a listed origin.
-pub fn preflight_response(origin: header::HeaderValue) -> HttpResponse {
+fn preflight_response(origin: header::HeaderValue) -> HttpResponse {
     HttpResponse::NoContent()
         .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, origin))
         .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST"))
@@ -90,13 +258,13 @@ pub fn preflight_response(origin: header::HeaderValue) -> HttpResponse {
 }
 
 /// Adds the CORS grant to an answer for a listed origin.
-pub fn grant(response: &mut ServiceResponse<BoxBody>, origin: header::HeaderValue) {
+fn grant(response: &mut ServiceResponse<BoxBody>, origin: header::HeaderValue) {
     let headers = response.headers_mut();
     headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
     headers.append(header::VARY, header::HeaderValue::from_static("Origin"));
 }
 
-/// The client's IP as [`admission`] found it, for handlers to take with
+/// The client's IP as [`admit`] found it, for handlers to take with
 /// `web::ReqData<ClientIp>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientIp(pub IpAddr);
@@ -104,7 +272,7 @@ pub struct ClientIp(pub IpAddr);
 /// The client's IP: the peer's address, or, when the peer is a trusted
 /// proxy, the nearest address in `X-Forwarded-For` that is not one (the
 /// ones further left could have been written by anyone).
-pub fn client_ip(peer: Option<SocketAddr>, headers: &HeaderMap, config: &Config) -> IpAddr {
+fn client_ip(peer: Option<SocketAddr>, headers: &HeaderMap, config: &Config) -> IpAddr {
     let Some(peer) = peer.map(|p| p.ip()) else {
         // Only a test harness serves requests without a peer address.
         return IpAddr::V4(Ipv4Addr::UNSPECIFIED);
@@ -128,7 +296,7 @@ pub fn client_ip(peer: Option<SocketAddr>, headers: &HeaderMap, config: &Config)
 /// Refuses a request whose `Host` is not one this server answers to, so a
 /// page on a DNS name rebound to this machine cannot use it. A request
 /// without a `Host` (HTTP/1.0, not a browser) passes.
-pub fn check_host(headers: &HeaderMap, config: &Config) -> Result<(), HttpError> {
+fn check_host(headers: &HeaderMap, config: &Config) -> Result<(), HttpError> {
     let Some(host) = headers.get(header::HOST) else {
         return Ok(());
     };
@@ -157,51 +325,4 @@ pub fn check_origin(headers: &HeaderMap, config: &Config) -> Result<(), ApiError
         (Some(own), Some(theirs)) if own.eq_ignore_ascii_case(theirs) => Ok(()),
         _ => Err(ApiError::ForbiddenOrigin(origin.to_owned())),
     }
-}
-
-/// Wraps every routed request: the `Host` check, then a listed origin's
-/// preflight is answered here, and everything else but `/healthz` and
-/// `/metrics` takes a place under the connection limits (held until its
-/// response body is done) and gets its CORS grant.
-pub async fn admission(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let state = req
-        .app_data::<web::Data<AppState>>()
-        .cloned()
-        .ok_or_else(|| actix_web::Error::from(ApiError::Internal))?;
-    if let Err(refused) = check_host(req.headers(), &state.config) {
-        return Ok(req.into_response(refused.error_response()));
-    }
-    let origin = granted_origin(&req, &state.config);
-    if let Some(origin) = &origin {
-        if is_preflight(&req) {
-            return Ok(req.into_response(preflight_response(origin.clone())));
-        }
-    }
-    let ip = client_ip(req.peer_addr(), req.headers(), &state.config);
-    req.extensions_mut().insert(ClientIp(ip));
-    // Health checks and scrapes must be answered even when the server is
-    // full: that is when they matter most.
-    let counted = ![Endpoint::Healthz, Endpoint::Metrics]
-        .iter()
-        .any(|endpoint| req.path() == endpoint.pattern());
-    let permit = if counted {
-        match state.limit.admit(ip) {
-            Ok(permit) => Some(permit),
-            Err(refused) => return Ok(req.into_response(refused.error_response())),
-        }
-    } else {
-        None
-    };
-    let response = next.call(req).await?.map_into_boxed_body();
-    let mut response = match permit {
-        Some(permit) => hold_permit(response, permit),
-        None => response,
-    };
-    if let Some(origin) = origin {
-        grant(&mut response, origin);
-    }
-    Ok(response)
 }

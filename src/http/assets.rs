@@ -21,9 +21,11 @@ pub async fn file(path: web::Path<String>, req: HttpRequest) -> Result<HttpRespo
     serve(&path, &req)
 }
 
-/// Whether a request path (with its leading `/`) names a file of the client.
-pub fn exists(path: &str) -> bool {
-    Assets::get(&file_name(path.trim_start_matches('/'))).is_some()
+/// The file of the client a request path (with its leading `/`) names, or
+/// the 404 its handler gives.
+pub fn find(path: &str) -> Result<rust_embed::EmbeddedFile, HttpError> {
+    let path = file_name(path.trim_start_matches('/'));
+    Assets::get(&path).ok_or_else(|| HttpError::NotFound(format!("/{path}")))
 }
 
 /// The embedded file a path names: a directory means its `index.html`.
@@ -36,8 +38,7 @@ fn file_name(path: &str) -> String {
 }
 
 fn serve(path: &str, req: &HttpRequest) -> Result<HttpResponse, HttpError> {
-    let path = file_name(path);
-    let file = Assets::get(&path).ok_or_else(|| HttpError::NotFound(format!("/{path}")))?;
+    let file = find(path)?;
     let etag = format!("\"{}\"", hex(&file.metadata.sha256_hash()[..12]));
     let fresh = req
         .headers()

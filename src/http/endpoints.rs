@@ -1,15 +1,20 @@
-//! Every endpoint in one table: which paths exist and the method each takes.
+//! Every endpoint in one table: which paths exist, the method each takes,
+//! which transport each is, and how admission treats it (whether it takes a
+//! place under the connection limits, whom its bytes are charged to).
 //!
-//! The router is built from this table ([`crate::http::routes`]), and the
-//! WebSocket upgrade path, which never reaches the router, asks it through
-//! [`resolve`], so an unknown path is a 404 and a wrong method a 405 on both
-//! paths alike.
+//! The router is built from this table ([`crate::http::routes`]), and
+//! admission ([`crate::http::admission`]), which both the router and the
+//! WebSocket upgrade path go through, asks it through [`resolve`], so an
+//! unknown path is a 404 and a wrong method a 405 on both paths alike. Paths
+//! are read as the router reads them: percent-decoded ([`Url`]).
 
-use actix_web::http::Method;
+use actix_web::dev::Url;
+use actix_web::http::{Method, Uri};
 
 use crate::core::error::ApiError;
 use crate::http::assets;
 use crate::http::http_error::HttpError;
+use crate::net::traffic::Transport;
 
 /// What serves a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,10 +112,48 @@ impl Endpoint {
         }
     }
 
+    /// The transport this endpoint serves, if it is one of the four.
+    pub fn transport(self) -> Option<Transport> {
+        match self {
+            Endpoint::Poll => Some(Transport::Poll),
+            Endpoint::LongPoll => Some(Transport::LongPoll),
+            Endpoint::Sse => Some(Transport::Sse),
+            Endpoint::Ws => Some(Transport::Ws),
+            _ => None,
+        }
+    }
+
+    /// Whether a request here takes a place under the connection limits.
+    /// Health checks and scrapes do not: they must be answered even when
+    /// the server is full, since that is when they matter most.
+    pub fn is_limited(self) -> bool {
+        !matches!(self, Endpoint::Healthz | Endpoint::Metrics)
+    }
+
+    /// Whether a request here is charged to the client its `client=` names.
+    /// `GET /traffic` names the client it asks about, not the one asking,
+    /// so it is charged to the node alone.
+    pub fn charges_named_client(self) -> bool {
+        self != Endpoint::Traffic
+    }
+
+    /// The endpoint whose path `uri` names, whatever the method: the first
+    /// in the router's order. `None` only for a target that is no path
+    /// (`OPTIONS *`), which the router does not route either.
+    pub fn at(uri: &Uri) -> Option<Endpoint> {
+        Endpoint::at_path(Url::new(uri.clone()).path())
+    }
+
+    fn at_path(path: &str) -> Option<Endpoint> {
+        Endpoint::ALL
+            .into_iter()
+            .find(|endpoint| endpoint.matches(path))
+    }
+
     fn matches(self, path: &str) -> bool {
         match self {
-            // The client's files are looked up by the asset handler.
-            Endpoint::Asset => true,
+            // `/{path:.*}`: the client's files are looked up below.
+            Endpoint::Asset => path.starts_with('/'),
             _ => self.pattern() == path,
         }
     }
@@ -121,17 +164,19 @@ pub fn not_an_upgrade() -> ApiError {
     ApiError::BadRequest("GET /ws expects a WebSocket upgrade".into())
 }
 
-/// Which endpoint serves `method path`, or the 404 or 405 the router gives.
-pub fn resolve(method: &Method, path: &str) -> Result<Endpoint, HttpError> {
-    let endpoint = Endpoint::ALL
-        .into_iter()
-        .find(|endpoint| endpoint.matches(path))
-        .ok_or_else(|| HttpError::NotFound("this path".into()))?;
+/// Which endpoint serves `method uri`, or the 404 or 405: the one routing
+/// decision, which admission applies to every request and upgrade and the
+/// router's default services repeat.
+pub fn resolve(method: &Method, uri: &Uri) -> Result<Endpoint, HttpError> {
+    let url = Url::new(uri.clone());
+    let path = url.path();
+    let endpoint =
+        Endpoint::at_path(path).ok_or_else(|| HttpError::NotFound("this path".into()))?;
     if *method != endpoint.method() {
         return Err(HttpError::MethodNotAllowed);
     }
-    if endpoint == Endpoint::Asset && !assets::exists(path) {
-        return Err(HttpError::NotFound(path.to_owned()));
+    if endpoint == Endpoint::Asset {
+        assets::find(path)?;
     }
     Ok(endpoint)
 }
@@ -140,18 +185,48 @@ pub fn resolve(method: &Method, path: &str) -> Result<Endpoint, HttpError> {
 mod tests {
     use super::*;
 
+    fn uri(target: &'static str) -> Uri {
+        Uri::from_static(target)
+    }
+
     #[test]
     fn the_table_resolves_paths_and_methods_as_the_router_does() {
-        assert_eq!(resolve(&Method::GET, "/ws").unwrap(), Endpoint::Ws);
-        assert_eq!(resolve(&Method::POST, "/send").unwrap(), Endpoint::Send);
-        assert_eq!(resolve(&Method::GET, "/").unwrap(), Endpoint::Index);
-        assert_eq!(
-            resolve(&Method::GET, "/ui/app.js").unwrap(),
-            Endpoint::Asset
-        );
-        let code = |method: Method, path: &str| resolve(&method, path).unwrap_err().code();
+        let resolved = |method: Method, target| resolve(&method, &uri(target)).unwrap();
+        assert_eq!(resolved(Method::GET, "/ws"), Endpoint::Ws);
+        assert_eq!(resolved(Method::POST, "/send"), Endpoint::Send);
+        assert_eq!(resolved(Method::GET, "/"), Endpoint::Index);
+        assert_eq!(resolved(Method::GET, "/ui/app.js"), Endpoint::Asset);
+        assert_eq!(resolved(Method::GET, "/ui/%61pp.js"), Endpoint::Asset);
+        assert_eq!(resolved(Method::GET, "/p%6Fll?since=3"), Endpoint::Poll);
+        let code = |method: Method, target| resolve(&method, &uri(target)).unwrap_err().code();
         assert_eq!(code(Method::POST, "/ws"), "method_not_allowed");
         assert_eq!(code(Method::DELETE, "/poll"), "method_not_allowed");
         assert_eq!(code(Method::GET, "/no/such/thing"), "not_found");
+        assert_eq!(code(Method::OPTIONS, "*"), "not_found");
+    }
+
+    #[test]
+    fn the_table_says_which_transport_each_endpoint_is_and_which_skip_the_limits() {
+        let transports: Vec<_> = Endpoint::ALL
+            .into_iter()
+            .filter_map(|endpoint| Some((endpoint, endpoint.transport()?)))
+            .collect();
+        assert_eq!(
+            transports,
+            [
+                (Endpoint::Poll, Transport::Poll),
+                (Endpoint::LongPoll, Transport::LongPoll),
+                (Endpoint::Sse, Transport::Sse),
+                (Endpoint::Ws, Transport::Ws),
+            ]
+        );
+        let unlimited: Vec<_> = Endpoint::ALL
+            .into_iter()
+            .filter(|endpoint| !endpoint.is_limited())
+            .collect();
+        assert_eq!(unlimited, [Endpoint::Healthz, Endpoint::Metrics]);
+        assert_eq!(Endpoint::at(&uri("/healthz?x=1")), Some(Endpoint::Healthz));
+        assert_eq!(Endpoint::at(&uri("/traffic")), Some(Endpoint::Traffic));
+        assert!(!Endpoint::Traffic.charges_named_client());
     }
 }

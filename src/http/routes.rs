@@ -3,7 +3,7 @@
 
 use actix_web::body::BoxBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
-use actix_web::{web, App, HttpResponse};
+use actix_web::{web, App, HttpRequest, HttpResponse};
 
 use crate::classroom;
 use crate::http::endpoints::Endpoint;
@@ -12,8 +12,9 @@ use crate::http::state::AppState;
 use crate::http::{admission, api, assets, body_timeout, endpoints, metrics};
 use crate::transport::{longpoll, poll, sse};
 
-/// Every endpoint of the table, with its 405 for other methods; anything
-/// else is a 404. Both as JSON.
+/// Every endpoint of the table; a request none of them takes is answered
+/// the table's 404 or 405 ([`endpoints::resolve`]), as JSON. Admission
+/// answers those before the router, from the same function.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.app_data(api::query_config())
         .app_data(api::json_config());
@@ -21,18 +22,24 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         cfg.service(
             web::resource(endpoint.pattern())
                 .route(route(endpoint))
-                .default_service(web::to(|| async {
-                    Err::<HttpResponse, _>(HttpError::MethodNotAllowed)
-                })),
+                .default_service(web::to(unrouted)),
         );
     }
-    cfg.default_service(web::to(|| async {
-        Err::<HttpResponse, _>(HttpError::NotFound("this path".into()))
-    }));
+    cfg.default_service(web::to(unrouted));
 }
 
-/// The application for one worker: every endpoint, behind the admission
-/// rules (connection limit, CORS grants).
+/// The table's refusal of a request the router found no handler for.
+async fn unrouted(req: HttpRequest) -> Result<HttpResponse, HttpError> {
+    Err(match endpoints::resolve(req.method(), req.uri()) {
+        Err(refusal) => refusal,
+        // The router and the table read paths alike, so this is not
+        // reached; were it, "no handler" is a 404.
+        Ok(_) => HttpError::NotFound("this path".into()),
+    })
+}
+
+/// The application for one worker: every endpoint, behind admission
+/// (charges, `Host`, limits, route, CORS) and the body timeout.
 pub fn app(
     state: web::Data<AppState>,
 ) -> App<
@@ -50,9 +57,8 @@ pub fn app(
         .wrap(actix_web::middleware::from_fn(
             body_timeout::read_body_in_time,
         ))
+        // Outermost: every request is charged, refused ones too.
         .wrap(actix_web::middleware::from_fn(admission::admission))
-        // Outermost, so that refused requests are charged too.
-        .wrap(actix_web::middleware::from_fn(classroom::charge))
 }
 
 /// The handler behind each endpoint.

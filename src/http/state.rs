@@ -16,7 +16,7 @@ use crate::core::rooms::Rooms;
 use crate::http::stats::{Counters, Stats};
 use crate::net::limits::ConnectionLimit;
 use crate::net::traffic::Clients;
-use crate::transport::Transport;
+use crate::net::traffic::Transport;
 
 /// The server's shared state.
 pub struct AppState {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::transport::Transport;
+use crate::net::traffic::Transport;
 
 /// One transport's counters.
 #[derive(Debug, Default)]

@@ -21,8 +21,9 @@
 //! answered. A WebSocket is charged to the client its upgrade named, for the
 //! connection's whole life.
 //!
-//! This module knows no routes and no HTTP framework: the router's
-//! middleware ([`crate::http::routes`]) and the upgrade path call it.
+//! This module knows no routes and no HTTP framework: the HTTP layer's
+//! admission ([`crate::http::admission`]) calls it for every request and
+//! upgrade.
 
 use std::collections::HashMap;
 use std::io;
@@ -66,36 +67,32 @@ impl ClientId {
     }
 }
 
-/// What a request was for, as tallied: the four reading transports, and
-/// everything else (register, send, stats, the page's files).
+/// Which of the four transports a request or connection reads the log
+/// with: the one name for it, in `/stats`, `/traffic` and `/metrics`. Which
+/// endpoint is which transport is said by the endpoint table, in the HTTP
+/// layer; this module knows no paths.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Channel {
-    /// `GET /poll`
+pub enum Transport {
+    /// Short polling
     Poll,
-    /// `GET /longpoll`
+    /// Long polling
     LongPoll,
-    /// `GET /sse`
+    /// Server-Sent Events
     Sse,
-    /// `GET /ws`, the upgrade and the socket after it
+    /// WebSocket: the upgrade and the socket after it
     Ws,
-    /// Any other request
-    Other,
 }
 
-impl Channel {
-    /// The channel of a request path.
-    pub fn of_path(path: &str) -> Channel {
-        match path {
-            "/poll" => Channel::Poll,
-            "/longpoll" => Channel::LongPoll,
-            "/sse" => Channel::Sse,
-            "/ws" => Channel::Ws,
-            _ => Channel::Other,
-        }
-    }
+/// What a request was for, as tallied: one of the transports, or `None`
+/// for everything else (register, send, stats, the page's files).
+pub type Channel = Option<Transport>;
 
-    fn index(self) -> usize {
-        self as usize
+/// Where a channel's counters sit in a tally: each transport's, then the
+/// rest's.
+fn slot(channel: Channel) -> usize {
+    match channel {
+        Some(transport) => transport as usize,
+        None => 4,
     }
 }
 
@@ -145,7 +142,7 @@ pub struct TallyView {
 
 impl Tally {
     fn counters(&self, channel: Channel) -> &ChannelCounters {
-        &self.channels[channel.index()]
+        &self.channels[slot(channel)]
     }
 
     /// A snapshot of every channel.
@@ -159,11 +156,11 @@ impl Tally {
             }
         };
         TallyView {
-            poll: view(Channel::Poll),
-            longpoll: view(Channel::LongPoll),
-            sse: view(Channel::Sse),
-            ws: view(Channel::Ws),
-            other: view(Channel::Other),
+            poll: view(Some(Transport::Poll)),
+            longpoll: view(Some(Transport::LongPoll)),
+            sse: view(Some(Transport::Sse)),
+            ws: view(Some(Transport::Ws)),
+            other: view(None),
         }
     }
 }
@@ -489,12 +486,14 @@ mod tests {
 
         // Act: head, answer, the answer's tail after its body, next head.
         meter.read(100);
-        meter.begin(Some(clients.charge(&client("a"), Channel::Poll)));
+        meter.begin(Some(clients.charge(&client("a"), Some(Transport::Poll))));
         meter.wrote(200);
         meter.end();
         meter.wrote(5);
         meter.read(90);
-        meter.begin(Some(clients.charge(&client("b"), Channel::LongPoll)));
+        meter.begin(Some(
+            clients.charge(&client("b"), Some(Transport::LongPoll)),
+        ));
         meter.read(10);
         meter.wrote(300);
 
@@ -509,7 +508,7 @@ mod tests {
     fn a_request_without_a_client_is_charged_to_no_one() {
         let clients = Clients::default();
         let meter = ConnectionMeter::default();
-        meter.begin(Some(clients.charge(&client("a"), Channel::Sse)));
+        meter.begin(Some(clients.charge(&client("a"), Some(Transport::Sse))));
         meter.end();
         meter.read(50);
         meter.begin(None);
@@ -528,11 +527,11 @@ mod tests {
 
         // Act: one request names a client, the next names none.
         meter.read(40);
-        meter.begin(Some(clients.charge(&client("a"), Channel::Sse)));
+        meter.begin(Some(clients.charge(&client("a"), Some(Transport::Sse))));
         meter.wrote(60);
         meter.end();
         meter.read(30);
-        meter.begin(Some(clients.charge_node(Channel::Sse)));
+        meter.begin(Some(clients.charge_node(Some(Transport::Sse))));
         meter.wrote(20);
         meter.end();
 
@@ -548,12 +547,10 @@ mod tests {
     fn the_table_forgets_the_client_unused_the_longest_when_full() {
         let clients = Clients::default();
         for i in 0..MAX_CLIENTS {
-            clients.charge(&client(&format!("c{i}")), Channel::Other);
+            clients.charge(&client(&format!("c{i}")), None);
         }
         assert_eq!(clients.len(), MAX_CLIENTS);
-        clients
-            .charge(&client("newcomer"), Channel::Other)
-            .add_request();
+        clients.charge(&client("newcomer"), None).add_request();
         assert_eq!(clients.len(), MAX_CLIENTS);
         assert_eq!(clients.view(&client("newcomer")).other.requests, 1);
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use actix_web::{web, HttpResponse};
 
 use super::poll::{batch_response, POLL_ANSWER_BYTES};
-use super::Transport;
+use super::{Opened, Transport};
 use crate::config::DEFAULT_LONGPOLL_SECS;
 use crate::core::error::ApiError;
 use crate::http::admission::ClientIp;
@@ -23,12 +23,8 @@ pub async fn long_poll(
     query: web::Query<ReadQuery>,
     ip: web::ReqData<ClientIp>,
 ) -> Result<HttpResponse, ApiError> {
-    state.counters(Transport::LongPoll).request();
     let hold = hold_for(query.timeout, state.config.longpoll_cap())?;
-    let room = state
-        .enter(query.room.as_deref(), query.session, ip.0)
-        .await?;
-    let attached = query.session.map(|s| room.attach(s)).transpose()?;
+    let Opened { room, attached } = super::open(&state, Transport::LongPoll, &query, ip.0).await?;
     let replaced = attached.as_ref().map(|a| a.hold_long_poll()).transpose()?;
 
     let mut reader = room.reader(query.cursor());

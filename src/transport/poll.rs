@@ -17,19 +17,16 @@ use crate::http::state::AppState;
 pub const POLL_ANSWER_BYTES: usize = 256 * 1024;
 
 /// `GET /poll?since=N[&epoch=E][&session=S][&room=R]` → `{events, cursor, epoch, gap, more}`.
+///
+/// The session is attached only while the answer is made, which marks it
+/// active.
 pub async fn poll(
     state: web::Data<AppState>,
     query: web::Query<ReadQuery>,
     ip: web::ReqData<ClientIp>,
 ) -> Result<HttpResponse, ApiError> {
-    state.counters(Transport::Poll).request();
-    let room = state
-        .enter(query.room.as_deref(), query.session, ip.0)
-        .await?;
-    if let Some(session) = query.session {
-        room.touch(session)?;
-    }
-    let mut reader = room.reader(query.cursor());
+    let opened = super::open(&state, Transport::Poll, &query, ip.0).await?;
+    let mut reader = opened.room.reader(query.cursor());
     let read = reader.next(POLL_ANSWER_BYTES);
     Ok(batch_response(&state, Transport::Poll, &reader, &read))
 }

@@ -17,7 +17,7 @@ use futures_util::Stream;
 use tokio::time::{interval_at, Instant, Interval};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use super::Transport;
+use super::{Opened, Transport};
 use crate::config::SSE_HEARTBEAT;
 use crate::core::error::ApiError;
 use crate::core::log::{Reader, Seq};
@@ -41,7 +41,6 @@ pub async fn sse_stream(
     ip: web::ReqData<ClientIp>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    state.counters(Transport::Sse).request();
     let mut from = query.cursor();
     // A reconnecting EventSource repeats its original URL, so the header is
     // the fresher cursor.
@@ -52,10 +51,7 @@ pub async fn sse_stream(
             .and_then(|v| v.trim().parse::<Seq>().ok())
             .ok_or_else(|| ApiError::BadRequest("Last-Event-ID must be an event seq".into()))?;
     }
-    let room = state
-        .enter(query.room.as_deref(), query.session, ip.0)
-        .await?;
-    let attached = query.session.map(|s| room.attach(s)).transpose()?;
+    let Opened { room, attached } = super::open(&state, Transport::Sse, &query, ip.0).await?;
     let open = state.stats.open(Transport::Sse);
     let stream = SseStream {
         reader: room.reader(from),

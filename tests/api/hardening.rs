@@ -238,6 +238,40 @@ async fn past_max_connections_http_answers_503_and_upgrades_are_refused() {
     .expect("a place freed up");
 }
 
+/// The endpoint table leaves health checks and scrapes out of the
+/// connection limits. An upgrade request to them passes admission as their
+/// plain requests do, and is then refused for not being `GET /ws`: a 400,
+/// not the 503 of a full server.
+#[tokio::test]
+async fn at_the_connection_limit_upgrades_to_healthz_and_metrics_are_exempt_as_their_requests_are()
+{
+    // Arrange: one open stream holds the only place.
+    let app = spawn_app_with(|c| c.max_connections = 1).await;
+    let held = app.get("/sse").await;
+    assert_eq!(held.status(), 200);
+    assert_eq!(app.get("/poll").await.status(), 503);
+    let upgrade = |path: &str| {
+        app.http
+            .get(app.url(path))
+            .header("connection", "Upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .send()
+    };
+
+    for path in ["/healthz", "/metrics"] {
+        // Act
+        let plain = app.get(path).await;
+        let upgraded = upgrade(path).await.unwrap();
+
+        // Assert
+        assert_eq!(plain.status(), 200, "{path}");
+        expect_error(upgraded, 400, "bad_request").await;
+    }
+    expect_error(upgrade("/ws").await.unwrap(), 503, "unavailable").await;
+}
+
 #[tokio::test]
 async fn listed_origins_get_cors_headers_and_others_get_none() {
     let app = spawn_app_with(|c| c.allowed_origins = vec!["http://friend.example".into()]).await;

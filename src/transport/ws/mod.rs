@@ -38,6 +38,7 @@ use futures_util::{FutureExt as _, SinkExt as _};
 use tokio::time::{interval_at, Instant};
 
 use self::stream::{Inbound, Pushed, ReadError, Received, WsStream};
+use super::Opened;
 use super::Transport;
 use crate::config::{WS_MISSED_PONGS, WS_PING_INTERVAL};
 use crate::core::error::ApiError;
@@ -45,13 +46,12 @@ use crate::core::log::Reader;
 use crate::core::protocol::{self, ClientMessage, Control};
 use crate::core::room::{Attachment, Room, Sending};
 use crate::core::signals::Inbox;
-use crate::http::admission;
+use crate::http::admission::{self, Answer};
 use crate::http::api::ReadQuery;
 use crate::http::endpoints::{self, Endpoint};
-use crate::http::http_error::HttpError;
 use crate::http::state::AppState;
 use crate::net::limits::Permit;
-use crate::net::traffic::Wire;
+use crate::net::traffic::{ConnectionMeter, Wire};
 use tokio::net::TcpStream;
 
 /// Serves every request that asks for `Connection: upgrade`, with the
@@ -74,9 +74,10 @@ async fn try_upgrade(
     req: Request,
     mut framed: Framed<Wire<TcpStream>, h1::Codec>,
 ) -> io::Result<()> {
-    let (permit, ip, query, room, attached, inbox) = match admit(&state, &req).await {
+    let meter = framed.io_ref().meter();
+    let (permit, ip, query, room, attached, inbox) = match admit(&state, &req, meter).await {
         Ok(admitted) => admitted,
-        Err(err) => return refuse(framed, err.error_response()).await,
+        Err(answer) => return refuse(framed, answer.into_response()).await,
     };
     let response = match handshake(req.head()) {
         Ok(mut accepted) => accepted.finish().drop_body(),
@@ -117,29 +118,25 @@ type Admitted = (
     Option<Inbox>,
 );
 
-/// The checks an upgrade passes, in the router's order: the `Host`, a place
-/// under the connection limits, the route, then `/ws`'s own query, origin
-/// and session.
-async fn admit(state: &AppState, req: &Request) -> Result<Admitted, HttpError> {
-    admission::check_host(req.headers(), &state.config)?;
-    let ip = admission::client_ip(req.peer_addr(), req.headers(), &state.config);
-    // A socket counts against the limits for as long as it is open.
-    let permit = state.limit.admit(ip)?;
-    match endpoints::resolve(req.method(), req.path())? {
-        Endpoint::Ws => {}
-        _ => {
-            return Err(
-                ApiError::BadRequest("only GET /ws takes a WebSocket upgrade".into()).into(),
-            )
-        }
+/// The checks an upgrade passes: admission's, as every routed request
+/// passes them ([`admission::admit`], which charges the upgrade to `meter`),
+/// then `/ws`'s own query, origin and session.
+async fn admit(
+    state: &AppState,
+    req: &Request,
+    meter: &ConnectionMeter,
+) -> Result<Admitted, Answer> {
+    let admitted = admission::admit(state, req.head(), Some(meter))?;
+    if admitted.route? != Endpoint::Ws {
+        return Err(ApiError::BadRequest("only GET /ws takes a WebSocket upgrade".into()).into());
     }
+    // `/ws` is under the limits, so admission took a place, which the
+    // socket holds for as long as it is open.
+    let permit = admitted.permit.ok_or(ApiError::Internal)?;
+    let ip = admitted.ip;
     let query = ReadQuery::parse(req.uri().query().unwrap_or(""))?;
     admission::check_origin(req.headers(), &state.config)?;
-    state.counters(Transport::Ws).request();
-    let room = state
-        .enter(query.room.as_deref(), query.session, ip)
-        .await?;
-    let attached = query.session.map(|s| room.attach(s)).transpose()?;
+    let Opened { room, attached } = super::open(state, Transport::Ws, &query, ip).await?;
     let inbox = match (&attached, query.signals) {
         (Some(attached), true) => Some(room.listen_signals(attached.session())?),
         _ => None,
