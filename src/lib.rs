@@ -99,4 +99,5 @@ pub use crate::config::Config;
 pub use crate::core::error::ApiError;
 pub use crate::core::log::{EventLog, MemoryLog};
 pub use crate::core::names::RoomName;
+pub use crate::core::store::{LogStore, OpenedLog};
 pub use crate::server::{serve, serve_with_store, Server};

@@ -91,18 +91,18 @@ impl Server {
 pub fn serve(listener: TcpListener, config: Config) -> std::io::Result<Server> {
     let history = config.history as usize;
     let mut redis = None;
-    let store: Box<dyn rooms::LogStore> = match (&config.redis, &config.data_dir) {
+    let store: Box<dyn crate::core::store::LogStore> = match (&config.redis, &config.data_dir) {
         (Some(url), _) => {
             let store = redis_store::RedisStore::connect(url, history)?;
             redis = Some(store.stats());
             Box::new(store)
         }
-        (None, Some(dir)) => Box::new(rooms::JournalStore {
+        (None, Some(dir)) => Box::new(crate::store::journal::JournalStore {
             dir: dir.clone(),
             history,
             recover: config.journal_recover,
         }),
-        (None, None) => Box::new(rooms::MemoryStore { history }),
+        (None, None) => Box::new(crate::store::memory::MemoryStore { history }),
     };
     serve_on(listener, config, store, redis)
 }
@@ -114,7 +114,7 @@ pub fn serve(listener: TcpListener, config: Config) -> std::io::Result<Server> {
 pub fn serve_with_store(
     listener: TcpListener,
     config: Config,
-    store: Box<dyn rooms::LogStore>,
+    store: Box<dyn crate::core::store::LogStore>,
 ) -> std::io::Result<Server> {
     serve_on(listener, config, store, None)
 }
@@ -124,7 +124,7 @@ pub fn serve_with_store(
 fn serve_on(
     listener: TcpListener,
     mut config: Config,
-    store: Box<dyn rooms::LogStore>,
+    store: Box<dyn crate::core::store::LogStore>,
     redis: Option<Arc<redis_store::RedisStats>>,
 ) -> std::io::Result<Server> {
     let addr = listener.local_addr()?;

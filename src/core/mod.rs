@@ -11,3 +11,4 @@ pub mod protocol;
 pub mod room;
 pub mod rooms;
 pub mod signals;
+pub mod store;

@@ -3,4 +3,5 @@
 //! Each backend implements the core's traits and imports nothing above them.
 
 pub mod journal;
+pub mod memory;
 pub mod redis;

@@ -107,7 +107,7 @@ use crate::core::log::{
 };
 use crate::core::names::{Name, RoomName};
 use crate::core::presence::SessionId;
-use crate::core::rooms::{LogStore, OpenedLog};
+use crate::core::store::{LogStore, OpenedLog};
 
 /// The longest one Redis command may take before it counts as failed.
 pub const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
