@@ -17,6 +17,7 @@ use crate::core::error::ApiError;
 use crate::core::log::{now_millis, Event, EventBody, LogError};
 use crate::core::names::{Name, RoomName};
 use crate::core::presence::SessionId;
+use crate::core::protocol::WELCOME_USERS;
 use crate::store::redis::mirror::{Mirror, Written};
 use crate::store::redis::{millis, StoreShared, SIGNALS};
 
@@ -28,7 +29,7 @@ pub struct RedisDirectory {
 }
 
 /// The most names a `join` lists; the rest show up as they move or speak.
-const JOIN_NAMES: usize = crate::core::room::WELCOME_USERS;
+const JOIN_NAMES: usize = WELCOME_USERS;
 
 /// How long Redis keeps a room that no node has open: every node that has
 /// it open extends this at each reap (about once a second). A room unused
