@@ -11,9 +11,6 @@
 //!   - [`log`]: the append-only message log, the [`log::EventLog`] trait
 //!     (append, read since a cursor, wait for newer) and the one
 //!     [`log::Reader`] every transport reads through.
-//!   - [`journal`]: the durable journal behind `--data-dir`.
-//!   - [`redis_store`]: every room's log and sessions in Redis behind
-//!     `--redis`, shared by several nodes, each log mirrored into each node.
 //!   - [`presence`]: sessions, names, cursors, rate limits, idle expiry.
 //!   - [`directory`]: the contract for sessions shared across nodes: names
 //!     unique everywhere, leases, and a `leave` written once.
@@ -25,7 +22,17 @@
 //!   - [`rooms`]: the room registry above the log and presence: opens a
 //!     room on first use within its caps, lists them, reclaims idle ones,
 //!     and keeps each room's log in a `LogStore` (memory, journal or Redis).
+//!   - `store` (in the core): the [`LogStore`] trait the registry opens
+//!     each room's log through, and the counters a store may keep for
+//!     `/metrics`; the core defines it, the stores implement it.
 //!   - [`demo`]: the `--demo` bot, a client of a room like any other.
+//! - Stores, each implementing the core's traits and importing nothing
+//!   above them (one folder or file each, under `src/store/`, chosen once
+//!   from the config):
+//!   - memory, the default: each room's log in this process.
+//!   - [`journal`]: the durable journal behind `--data-dir`.
+//!   - redis: every room's log and sessions in Redis behind `--redis`,
+//!     shared by several nodes, each log mirrored into each node.
 //! - HTTP:
 //!   - [`config`]: every flag and limit.
 //!   - [`log_throttle`]: the frameworks' per-connection errors, logged at
@@ -52,7 +59,8 @@
 //!   - [`api`]: `/register`, `/send`, `/stats`, `/config`, `/healthz`, and the shared
 //!     query and body shapes.
 //!   - [`metrics`]: `/metrics`, the node's counters (transports, traffic,
-//!     rooms, Redis) in Prometheus text, read when scraped.
+//!     rooms, the store's round trips) in Prometheus text, read when
+//!     scraped.
 //!   - [`classroom`]: `/traffic`, `/time`, `/join`, `/qr.svg`, and the
 //!     middleware that charges each request to its client.
 //!   - [`assets`]: the browser client in `web/`, embedded in the binary.
@@ -99,5 +107,5 @@ pub use crate::config::Config;
 pub use crate::core::error::ApiError;
 pub use crate::core::log::{EventLog, MemoryLog};
 pub use crate::core::names::RoomName;
-pub use crate::core::store::{LogStore, OpenedLog};
+pub use crate::core::store::{LogStore, OpenedLog, RoundTrips, StoreMetrics};
 pub use crate::server::{serve, serve_with_store, Server};

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::core::log::EventLog;
+use crate::core::store::LogStore;
 use crate::core::{presence, rooms};
 use crate::{classroom, transport};
 
@@ -27,7 +28,7 @@ use crate::http::state::AppState;
 use crate::net::send_timeout::{self, SendTimeout};
 use crate::net::traffic::Wire;
 use crate::net::{delay, limits, open_files};
-use crate::store::redis as redis_store;
+use crate::store;
 
 /// Every accepted connection as HTTP serves it: counted, behind the send
 /// timeout.
@@ -86,47 +87,25 @@ impl Server {
 /// Must be called inside a Tokio runtime; the server runs on its own worker
 /// threads until [`Server::shutdown`].
 ///
-/// With `config.data_dir` set, the log is a durable journal there; with
-/// `config.redis`, every room's log is in that Redis.
+/// Each room's log is in the store the config names (see
+/// [`store::from_config`]): a durable journal with `config.data_dir`, that
+/// Redis with `config.redis`, memory otherwise.
 pub fn serve(listener: TcpListener, config: Config) -> std::io::Result<Server> {
-    let history = config.history as usize;
-    let mut redis = None;
-    let store: Box<dyn crate::core::store::LogStore> = match (&config.redis, &config.data_dir) {
-        (Some(url), _) => {
-            let store = redis_store::RedisStore::connect(url, history)?;
-            redis = Some(store.stats());
-            Box::new(store)
-        }
-        (None, Some(dir)) => Box::new(crate::store::journal::JournalStore {
-            dir: dir.clone(),
-            history,
-            recover: config.journal_recover,
-        }),
-        (None, None) => Box::new(crate::store::memory::MemoryStore { history }),
-    };
-    serve_on(listener, config, store, redis)
+    let store = store::from_config(&config)?;
+    serve_with_store(listener, config, store)
 }
 
-/// Serves pushlab on `listener`, keeping each room's log in `store`.
+/// Serves pushlab on `listener`, keeping each room's log in `store`, and
+/// serving the store's own counters, if it keeps any, at `/metrics`.
 ///
 /// Raises the process's open-file limit first, and lowers
 /// `config.max_connections` if it still does not fit (see [`open_files`]).
 pub fn serve_with_store(
     listener: TcpListener,
-    config: Config,
-    store: Box<dyn crate::core::store::LogStore>,
-) -> std::io::Result<Server> {
-    serve_on(listener, config, store, None)
-}
-
-/// [`serve_with_store`], with the Redis store's counters when `store` is
-/// one, for `/metrics`.
-fn serve_on(
-    listener: TcpListener,
     mut config: Config,
-    store: Box<dyn crate::core::store::LogStore>,
-    redis: Option<Arc<redis_store::RedisStats>>,
+    store: Box<dyn LogStore>,
 ) -> std::io::Result<Server> {
+    let store_metrics = store.metrics();
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
     let rooms = rooms::Rooms::new(
@@ -174,7 +153,7 @@ fn serve_on(
         shutdown,
         clients: Default::default(),
         addr,
-        redis,
+        store_metrics,
     });
     let app_state = state.clone();
     let mut server = actix_server::Server::build()

@@ -1,7 +1,7 @@
 //! The seam between the rooms and where they keep their logs: the
 //! [`LogStore`] trait the room registry opens each room's log through, what
 //! it hands back ([`OpenedLog`]), and the counters a store may keep of its
-//! own for `/metrics` ([`StoreMetrics`]).
+//! own for `/metrics` ([`StoreMetrics`], read as [`RoundTrips`]).
 //!
 //! The core defines these; the backends in [`crate::store`] (memory, journal,
 //! Redis) implement them. This module knows no backend, and nothing of HTTP.
@@ -22,6 +22,12 @@ pub trait LogStore: Send + Sync + 'static {
 
     /// The rooms whose logs were kept by an earlier run, to restore at start.
     fn kept(&self) -> io::Result<Vec<RoomName>>;
+
+    /// The counters the store keeps of its own, for `/metrics`; `None`
+    /// (the default) for a store with nothing to count.
+    fn metrics(&self) -> Option<Arc<dyn StoreMetrics>> {
+        None
+    }
 }
 
 /// A room's log as a store opened it.
@@ -40,5 +46,39 @@ impl OpenedLog {
             log,
             directory: None,
         }
+    }
+}
+
+/// A store's own counters, read each time `/metrics` is scraped.
+pub trait StoreMetrics: Send + Sync + 'static {
+    /// Its round trips to the storage it reaches over the network, now.
+    fn round_trips(&self) -> RoundTrips;
+}
+
+/// A store's round trips to its storage, at one moment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoundTrips {
+    /// The storage as family names say it, lower case: `redis` is served
+    /// as `pushlab_redis_calls_total` and so on.
+    pub storage: &'static str,
+    /// The storage as help texts say it, such as `Redis`.
+    pub title: &'static str,
+    /// Commands sent.
+    pub calls: u64,
+    /// Of those, how many failed.
+    pub errors: u64,
+    /// Their round-trip times added up, in seconds.
+    pub rtt_sum_seconds: f64,
+    /// Round trips per bucket, not cumulative: each bucket's upper bound in
+    /// seconds and how many fell in it; the last bound is infinite.
+    pub rtt_buckets: Vec<(f64, u64)>,
+}
+
+impl RoundTrips {
+    /// The round trips in every bucket. A call is counted in its bucket
+    /// just after `calls`, so a read between the two may see this one
+    /// lower than `calls`.
+    pub fn rtt_count(&self) -> u64 {
+        self.rtt_buckets.iter().map(|(_, count)| count).sum()
     }
 }

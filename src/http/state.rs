@@ -13,6 +13,7 @@ use crate::core::names::RoomName;
 use crate::core::presence::SessionId;
 use crate::core::room::Room;
 use crate::core::rooms::Rooms;
+use crate::core::store::StoreMetrics;
 use crate::http::stats::{Counters, Stats};
 use crate::net::limits::ConnectionLimit;
 use crate::net::traffic::Clients;
@@ -35,8 +36,8 @@ pub struct AppState {
     pub clients: Arc<Clients>,
     /// The address the server is bound to, for the join URL.
     pub addr: std::net::SocketAddr,
-    /// Redis round trips and failures, with `--redis`; `None` without.
-    pub redis: Option<Arc<crate::store::redis::RedisStats>>,
+    /// The store's own counters, for `/metrics`; `None` when it keeps none.
+    pub store_metrics: Option<Arc<dyn StoreMetrics>>,
 }
 
 impl AppState {

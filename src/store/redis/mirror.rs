@@ -791,7 +791,7 @@ mod tests {
         let (_log, directory) = lobby_shared(&store);
         let session = SessionId::new_v4();
         directory.join(session, &name("ann"), LEASE).await.unwrap();
-        let calls_before = store.stats().calls.load(Ordering::Relaxed);
+        let calls_before = store.shared.stats.calls.load(Ordering::Relaxed);
         assert_eq!(redis.command("CLIENT PAUSE 1000 WRITE"), "+OK");
 
         // Act: 50 appends made one after another, then awaited last first.
@@ -813,7 +813,7 @@ mod tests {
                 event.json()
             );
         }
-        let calls = store.stats().calls.load(Ordering::Relaxed) - calls_before;
+        let calls = store.shared.stats.calls.load(Ordering::Relaxed) - calls_before;
         assert!(calls <= 2, "{calls} calls for 50 appends");
     }
 }

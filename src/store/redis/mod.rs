@@ -126,14 +126,14 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Client;
 
 use crate::core::names::RoomName;
-use crate::core::store::{LogStore, OpenedLog};
+use crate::core::store::{LogStore, OpenedLog, StoreMetrics};
 
 pub use directory::RedisDirectory;
 pub use mirror::RedisLog;
 pub use pubsub::SIGNALS;
 use pubsub::{follow_signals, SignalSinks};
 use scripts::Scripts;
-pub use stats::{RedisStats, RTT_BUCKETS_MICROS};
+pub use stats::RedisStats;
 
 /// The longest one Redis command may take before it counts as failed.
 pub const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
@@ -222,11 +222,6 @@ impl RedisStore {
             runtime: Some(runtime),
         })
     }
-
-    /// Its Redis round trips and failures.
-    pub fn stats(&self) -> Arc<RedisStats> {
-        self.shared.stats.clone()
-    }
 }
 
 impl Drop for RedisStore {
@@ -255,6 +250,11 @@ impl LogStore for RedisStore {
     /// Rooms live in Redis and open on first use, on whichever node.
     fn kept(&self) -> io::Result<Vec<RoomName>> {
         Ok(Vec::new())
+    }
+
+    /// Its Redis round trips and failures.
+    fn metrics(&self) -> Option<Arc<dyn StoreMetrics>> {
+        Some(self.shared.stats.clone())
     }
 }
 

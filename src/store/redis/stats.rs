@@ -1,12 +1,14 @@
 //! The Redis store's own counters: every round trip to Redis and every
-//! failure, with a histogram of round-trip times, read by `/metrics`
-//! through the core's store seam.
+//! failure, with a histogram of round-trip times, handed to `/metrics` as
+//! the core's [`StoreMetrics`] and read there as [`RoundTrips`].
 //!
 //! It counts and nothing else: it does not know how the counters are
 //! served, nor which calls are made.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use crate::core::store::{RoundTrips, StoreMetrics};
 
 /// The upper bounds of the round-trip histogram's buckets, in
 /// microseconds: 100 µs to 2.5 s, past [`REDIS_TIMEOUT`].
@@ -45,5 +47,60 @@ impl RedisStats {
         if !ok {
             self.errors.fetch_add(1, Ordering::Relaxed);
         }
+    }
+}
+
+impl StoreMetrics for RedisStats {
+    fn round_trips(&self) -> RoundTrips {
+        let bounds = RTT_BUCKETS_MICROS
+            .iter()
+            .map(|&micros| micros as f64 / 1e6)
+            .chain(std::iter::once(f64::INFINITY));
+        RoundTrips {
+            storage: "redis",
+            title: "Redis",
+            calls: self.calls.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            rtt_sum_seconds: self.rtt_micros.load(Ordering::Relaxed) as f64 / 1e6,
+            rtt_buckets: bounds
+                .zip(&self.rtt_buckets)
+                .map(|(bound, count)| (bound, count.load(Ordering::Relaxed)))
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_round_trip_is_counted_in_seconds_in_its_bucket_whose_bound_is_inclusive() {
+        // Arrange
+        let stats = RedisStats::default();
+
+        // Act
+        stats.observe(Duration::from_micros(300), true);
+        stats.observe(Duration::from_micros(3_000), true);
+        stats.observe(Duration::from_micros(2_500), false);
+        stats.observe(Duration::from_secs(10), false);
+        let read = stats.round_trips();
+
+        // Assert
+        let bucket = |bound: f64| {
+            read.rtt_buckets
+                .iter()
+                .find(|(b, _)| *b == bound)
+                .map(|(_, count)| *count)
+        };
+        assert_eq!((read.storage, read.title), ("redis", "Redis"));
+        assert_eq!((read.calls, read.errors, read.rtt_count()), (4, 2, 4));
+        assert_eq!(bucket(0.0001), Some(0));
+        assert_eq!(bucket(0.0005), Some(1));
+        assert_eq!(bucket(0.0025), Some(1), "a bound is inclusive");
+        assert_eq!(bucket(0.005), Some(1));
+        assert_eq!(bucket(f64::INFINITY), Some(1));
+        assert_eq!(read.rtt_buckets.len(), RTT_BUCKETS_MICROS.len() + 1);
+        assert!((read.rtt_sum_seconds - 10.0058).abs() < 1e-9);
     }
 }
