@@ -22,7 +22,7 @@
 //!   - [`rooms`]: the room registry above the log and presence: opens a
 //!     room on first use within its caps, lists them, reclaims idle ones,
 //!     and keeps each room's log in a `LogStore` (memory, journal or Redis).
-//!   - `store` (in the core): the [`LogStore`] trait the registry opens
+//!   - [`log_store`]: the [`log_store::LogStore`] trait the registry opens
 //!     each room's log through, and the counters a store may keep for
 //!     `/metrics`; the core defines it, the stores implement it.
 //!   - [`demo`]: the `--demo` bot, a client of a room like any other.
@@ -95,7 +95,7 @@ mod transport;
 // The public API: what the binary, the tests, the benches and the tool
 // crates use. Everything else is private to the crate.
 pub use crate::classroom::{join_urls, local_addresses};
-pub use crate::core::{error, log, names, presence, protocol, room, rooms, signals};
+pub use crate::core::{error, log, log_store, names, presence, protocol, room, rooms, signals};
 pub use crate::http::api::ReadQuery;
 pub use crate::http::log_throttle;
 pub use crate::store::journal;
@@ -107,5 +107,4 @@ pub use crate::config::Config;
 pub use crate::core::error::ApiError;
 pub use crate::core::log::{EventLog, MemoryLog};
 pub use crate::core::names::RoomName;
-pub use crate::core::store::{LogStore, OpenedLog, RoundTrips, StoreMetrics};
 pub use crate::server::{serve, serve_with_store, Server};

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::core::log::EventLog;
-use crate::core::store::LogStore;
+use crate::core::log_store::LogStore;
 use crate::core::{presence, rooms};
 use crate::{classroom, transport};
 

@@ -5,10 +5,10 @@
 pub mod directory;
 pub mod error;
 pub mod log;
+pub mod log_store;
 pub mod names;
 pub mod presence;
 pub mod protocol;
 pub mod room;
 pub mod rooms;
 pub mod signals;
-pub mod store;

@@ -20,10 +20,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::core::error::ApiError;
 use crate::core::log::{Epoch, Seq};
+use crate::core::log_store::LogStore;
 use crate::core::names::RoomName;
 use crate::core::presence::{Addresses, Presence, SessionId, SessionLimits};
 use crate::core::room::{reaper_period, Room};
-use crate::core::store::LogStore;
 
 /// The bounds on rooms.
 #[derive(Debug, Clone, Copy)]

@@ -31,7 +31,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::core::error::ApiError;
 use crate::core::log::Seq;
-use crate::core::store::{RoundTrips, StoreMetrics};
+use crate::core::log_store::{RoundTrips, StoreMetrics};
 use crate::http::state::AppState;
 use crate::http::stats::{CountersView, SignalCountersView, StatsView};
 use crate::net::traffic::{ChannelView, TallyView};

@@ -9,11 +9,11 @@ use std::net::IpAddr;
 
 use crate::config::Config;
 use crate::core::error::ApiError;
+use crate::core::log_store::StoreMetrics;
 use crate::core::names::RoomName;
 use crate::core::presence::SessionId;
 use crate::core::room::Room;
 use crate::core::rooms::Rooms;
-use crate::core::store::StoreMetrics;
 use crate::http::stats::{Counters, Stats};
 use crate::net::limits::ConnectionLimit;
 use crate::net::traffic::Clients;

@@ -8,8 +8,8 @@ use std::io;
 use std::sync::Arc;
 
 use crate::core::log::MemoryLog;
+use crate::core::log_store::{LogStore, OpenedLog};
 use crate::core::names::RoomName;
-use crate::core::store::{LogStore, OpenedLog};
 
 /// Logs in memory only: a reclaimed room is gone, and opens again empty
 /// under a new epoch.

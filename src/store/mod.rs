@@ -2,7 +2,7 @@
 //! room (`--data-dir`), or in Redis shared by several nodes (`--redis`).
 //!
 //! One folder or file per backend, each implementing the core's traits
-//! ([`crate::core::store::LogStore`], and for Redis the log and the
+//! ([`crate::core::log_store::LogStore`], and for Redis the log and the
 //! directory) and importing nothing above them: not the room registry, not
 //! a room, nothing of HTTP. [`from_config`] is the one place that reads the
 //! config to choose a backend; nothing else branches on which it is.
@@ -14,7 +14,7 @@ pub mod redis;
 use std::io;
 
 use crate::config::Config;
-use crate::core::store::LogStore;
+use crate::core::log_store::LogStore;
 
 /// The store `config` asks for: Redis with `--redis`, a journal per room
 /// with `--data-dir`, memory otherwise. Fails if Redis cannot be reached

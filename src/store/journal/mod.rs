@@ -63,8 +63,8 @@ use futures_util::future::BoxFuture;
 use tokio::sync::oneshot;
 
 use crate::core::log::{Batch, Epoch, Event, EventBody, EventLog, LogError, MemoryLog, Seq};
+use crate::core::log_store::{LogStore, OpenedLog};
 use crate::core::names::{Name, RoomName};
-use crate::core::store::{LogStore, OpenedLog};
 
 use replay::{read_or_create_epoch, recover, replay, Replay};
 pub use segment::{parse_segment, Damage, DamageKind, ParsedSegment, MAX_RECORD};

@@ -207,7 +207,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::store::LogStore;
+    use crate::core::log_store::LogStore;
     use crate::store::redis::scripts::Keys;
     use crate::store::redis::testing::{events_of, lobby_shared, name, say, LEASE};
     use crate::store::redis::RedisStore;

@@ -125,8 +125,8 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Client;
 
+use crate::core::log_store::{LogStore, OpenedLog, StoreMetrics};
 use crate::core::names::RoomName;
-use crate::core::store::{LogStore, OpenedLog, StoreMetrics};
 
 pub use directory::RedisDirectory;
 pub use mirror::RedisLog;
@@ -297,8 +297,8 @@ mod testing {
     use super::RedisStore;
     use crate::core::directory::Directory;
     use crate::core::log::{Event, EventBody, EventLog, Seq};
+    use crate::core::log_store::LogStore;
     use crate::core::names::{Name, RoomName};
-    use crate::core::store::LogStore;
 
     pub fn name(n: &str) -> Name {
         Name::parse(n).unwrap()

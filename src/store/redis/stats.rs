@@ -8,7 +8,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::core::store::{RoundTrips, StoreMetrics};
+use crate::core::log_store::{RoundTrips, StoreMetrics};
 
 /// The upper bounds of the round-trip histogram's buckets, in
 /// microseconds: 100 µs to 2.5 s, past [`REDIS_TIMEOUT`].
