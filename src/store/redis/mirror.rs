@@ -77,9 +77,13 @@ struct Queued {
 
 /// What [`APPEND`] did with one event: stored it as `(seq, json)`, or
 /// refused its session with a code.
+///
+/// [`APPEND`]: super::scripts::APPEND
 type Stored = Result<(Seq, String), String>;
 
 /// The most appends one [`APPEND`] call takes: more wait for the next.
+///
+/// [`APPEND`]: super::scripts::APPEND
 const MAX_GROUP: usize = 256;
 
 impl RedisLog {
@@ -386,6 +390,8 @@ impl Mirror {
     /// shares it). One busy socket's messages, or many sockets', cost one
     /// round trip to Redis per group, not one each; and readers get the
     /// group from one `XREAD`, so they write it in one batch.
+    ///
+    /// [`APPEND`]: super::scripts::APPEND
     async fn write_appends(mirror: Weak<Mirror>, mut queue: mpsc::UnboundedReceiver<Queued>) {
         let mut group = Vec::with_capacity(MAX_GROUP);
         while queue.recv_many(&mut group, MAX_GROUP).await > 0 {
@@ -431,6 +437,8 @@ impl Mirror {
     /// Runs [`APPEND`] on a group's `args`, once more after a snapshot if
     /// Redis has another epoch than the window. Returns, for each append,
     /// the seq and JSON stored or the code its session was refused with.
+    ///
+    /// [`APPEND`]: super::scripts::APPEND
     async fn write_group(&self, args: &[String]) -> Result<Vec<Stored>, LogError> {
         for _ in 0..2 {
             let reply: Vec<(i64, String)> = self.call(&self.store.scripts.append, args).await?;
@@ -470,6 +478,9 @@ impl Mirror {
     /// snapshot if Redis has another epoch than the window. Returns the event
     /// stored with the rest of the script's reply, or the code it refused
     /// with.
+    ///
+    /// [`JOIN`]: super::scripts::JOIN
+    /// [`LEAVE`]: super::scripts::LEAVE
     pub(super) async fn write(
         &self,
         script: &Script,
@@ -549,6 +560,9 @@ pub(super) enum Written {
     Stored(Arc<Event>, Vec<redis::Value>),
     /// It refused: the name is taken ([`JOIN`]), the session ended already
     /// ([`LEAVE`]).
+    ///
+    /// [`JOIN`]: super::scripts::JOIN
+    /// [`LEAVE`]: super::scripts::LEAVE
     Refused,
 }
 

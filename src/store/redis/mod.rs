@@ -111,6 +111,7 @@
 //! [`Epoch`]: crate::core::log::Epoch
 //! [`LogError::Unavailable`]: crate::core::log::LogError::Unavailable
 //! [`Directory`]: crate::core::directory::Directory
+//! [`Script`]: redis::Script
 
 mod directory;
 mod mirror;

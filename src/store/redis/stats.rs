@@ -12,6 +12,8 @@ use crate::core::log_store::{RoundTrips, StoreMetrics};
 
 /// The upper bounds of the round-trip histogram's buckets, in
 /// microseconds: 100 µs to 2.5 s, past [`REDIS_TIMEOUT`].
+///
+/// [`REDIS_TIMEOUT`]: super::REDIS_TIMEOUT
 pub const RTT_BUCKETS_MICROS: [u64; 14] = [
     100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
     1_000_000, 2_500_000,
