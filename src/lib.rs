@@ -11,9 +11,6 @@
 //!   - [`log`]: the append-only message log, the [`log::EventLog`] trait
 //!     (append, read since a cursor, wait for newer) and the one
 //!     [`log::Reader`] every transport reads through.
-//!   - [`journal`]: the durable journal behind `--data-dir`.
-//!   - [`redis_store`]: every room's log and sessions in Redis behind
-//!     `--redis`, shared by several nodes, each log mirrored into each node.
 //!   - [`presence`]: sessions, names, cursors, rate limits, idle expiry.
 //!   - [`directory`]: the contract for sessions shared across nodes: names
 //!     unique everywhere, leases, and a `leave` written once.
@@ -25,7 +22,17 @@
 //!   - [`rooms`]: the room registry above the log and presence: opens a
 //!     room on first use within its caps, lists them, reclaims idle ones,
 //!     and keeps each room's log in a `LogStore` (memory, journal or Redis).
+//!   - [`log_store`]: the [`log_store::LogStore`] trait the registry opens
+//!     each room's log through, and the counters a store may keep for
+//!     `/metrics`; the core defines it, the stores implement it.
 //!   - [`demo`]: the `--demo` bot, a client of a room like any other.
+//! - Stores, each implementing the core's traits and importing nothing
+//!   above them (one folder or file each, under `src/store/`, chosen once
+//!   from the config):
+//!   - memory, the default: each room's log in this process.
+//!   - [`journal`]: the durable journal behind `--data-dir`.
+//!   - redis: every room's log and sessions in Redis behind `--redis`,
+//!     shared by several nodes, each log mirrored into each node.
 //! - HTTP:
 //!   - [`config`]: every flag and limit.
 //!   - [`log_throttle`]: the frameworks' per-connection errors, logged at
@@ -53,8 +60,10 @@
 //!   - [`api`]: `/register`, `/send`, `/stats`, `/config`, `/healthz`, and the shared
 //!     query and body shapes.
 //!   - [`metrics`]: `/metrics`, the node's counters (transports, traffic,
-//!     rooms, Redis) in Prometheus text, read when scraped.
-//!   - [`classroom`]: `/traffic`, `/time`, `/join`, `/qr.svg`.
+//!     rooms, the store's round trips) in Prometheus text, read when
+//!     scraped.
+//!   - [`classroom`]: `/traffic`, `/time`, `/join`, `/qr.svg`, and the
+//!     middleware that charges each request to its client.
 //!   - [`assets`]: the browser client in `web/`, embedded in the binary.
 //!   - [`transport`]: `poll`, `longpoll`, `sse`, `ws` (with `ws_stream`, the
 //!     socket's frames and bytes): thin adapters from a reader to each wire
@@ -87,7 +96,7 @@ mod transport;
 // The public API: what the binary, the tests, the benches and the tool
 // crates use. Everything else is private to the crate.
 pub use crate::classroom::{join_urls, local_addresses};
-pub use crate::core::{error, log, names, presence, protocol, room, rooms, signals};
+pub use crate::core::{error, log, log_store, names, presence, protocol, room, rooms, signals};
 pub use crate::http::api::ReadQuery;
 pub use crate::http::log_throttle;
 pub use crate::store::journal;

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::core::log::EventLog;
+use crate::core::log_store::LogStore;
 use crate::core::{presence, rooms};
 use crate::transport;
 
@@ -27,7 +28,7 @@ use crate::http::state::AppState;
 use crate::net::send_timeout::{self, SendTimeout};
 use crate::net::traffic::Wire;
 use crate::net::{delay, limits, open_files};
-use crate::store::redis as redis_store;
+use crate::store;
 
 /// Every accepted connection as HTTP serves it: counted, behind the send
 /// timeout.
@@ -86,50 +87,35 @@ impl Server {
 /// Must be called inside a Tokio runtime; the server runs on its own worker
 /// threads until [`Server::shutdown`].
 ///
-/// With `config.data_dir` set, the log is a durable journal there; with
-/// `config.redis`, every room's log is in that Redis.
+/// Each room's log is in the store the config names (see
+/// [`store::from_config`]): a durable journal with `config.data_dir`, that
+/// Redis with `config.redis`, memory otherwise.
 pub fn serve(listener: TcpListener, config: Config) -> std::io::Result<Server> {
-    let history = config.history as usize;
-    let mut redis = None;
-    let store: Box<dyn rooms::LogStore> = match (&config.redis, &config.data_dir) {
-        (Some(url), _) => {
-            let store = redis_store::RedisStore::connect(url, history)?;
-            redis = Some(store.stats());
-            Box::new(store)
-        }
-        (None, Some(dir)) => Box::new(rooms::JournalStore {
-            dir: dir.clone(),
-            history,
-            recover: config.journal_recover,
-        }),
-        (None, None) => Box::new(rooms::MemoryStore { history }),
-    };
-    serve_on(listener, config, store, redis)
+    check(&config)?;
+    let store = store::from_config(&config)?;
+    serve_with_store(listener, config, store)
 }
 
-/// Serves pushlab on `listener`, keeping each room's log in `store`.
+/// Refuses a config whose flags contradict each other (see
+/// [`Config::check`]), before anything is opened.
+fn check(config: &Config) -> std::io::Result<()> {
+    config
+        .check()
+        .map_err(|why| std::io::Error::new(std::io::ErrorKind::InvalidInput, why))
+}
+
+/// Serves pushlab on `listener`, keeping each room's log in `store`, and
+/// serving the store's own counters, if it keeps any, at `/metrics`.
 ///
 /// Raises the process's open-file limit first, and lowers
 /// `config.max_connections` if it still does not fit (see [`open_files`]).
 pub fn serve_with_store(
     listener: TcpListener,
-    config: Config,
-    store: Box<dyn rooms::LogStore>,
-) -> std::io::Result<Server> {
-    serve_on(listener, config, store, None)
-}
-
-/// [`serve_with_store`], with the Redis store's counters when `store` is
-/// one, for `/metrics`.
-fn serve_on(
-    listener: TcpListener,
     mut config: Config,
-    store: Box<dyn rooms::LogStore>,
-    redis: Option<Arc<redis_store::RedisStats>>,
+    store: Box<dyn LogStore>,
 ) -> std::io::Result<Server> {
-    config
-        .check()
-        .map_err(|why| std::io::Error::new(std::io::ErrorKind::InvalidInput, why))?;
+    check(&config)?;
+    let store_metrics = store.metrics();
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
     let rooms = rooms::Rooms::new(
@@ -177,7 +163,7 @@ fn serve_on(
         shutdown,
         clients: Default::default(),
         addr,
-        redis,
+        store_metrics,
     });
     let app_state = state.clone();
     let mut server = actix_server::Server::build()

@@ -5,6 +5,7 @@
 pub mod directory;
 pub mod error;
 pub mod log;
+pub mod log_store;
 pub mod names;
 pub mod presence;
 pub mod protocol;

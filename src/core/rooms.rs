@@ -11,7 +11,6 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,115 +18,12 @@ use parking_lot::RwLock;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::core::directory::Directory;
 use crate::core::error::ApiError;
-use crate::core::log::{Epoch, EventLog, MemoryLog, Seq};
+use crate::core::log::{Epoch, Seq};
+use crate::core::log_store::LogStore;
 use crate::core::names::RoomName;
 use crate::core::presence::{Addresses, Presence, SessionId, SessionLimits};
 use crate::core::room::{reaper_period, Room};
-use crate::store::journal::{JournalLog, JournalOptions};
-
-/// Where rooms keep their logs.
-pub trait LogStore: Send + Sync + 'static {
-    /// Opens the log of `room`: empty, or as it was kept. A store that
-    /// cannot reach its storage fails with [`io::ErrorKind::NotConnected`],
-    /// which clients see as `store_unavailable`.
-    fn open(&self, room: &RoomName) -> io::Result<OpenedLog>;
-
-    /// The rooms whose logs were kept by an earlier run, to restore at start.
-    fn kept(&self) -> io::Result<Vec<RoomName>>;
-}
-
-/// A room's log as a store opened it.
-pub struct OpenedLog {
-    /// The log.
-    pub log: Arc<dyn EventLog>,
-    /// Where the room's sessions live when other nodes share the log;
-    /// `None` when this node alone serves it.
-    pub directory: Option<Arc<dyn Directory>>,
-}
-
-impl OpenedLog {
-    /// A log only this node serves.
-    pub fn here(log: Arc<dyn EventLog>) -> OpenedLog {
-        OpenedLog {
-            log,
-            directory: None,
-        }
-    }
-}
-
-/// Logs in memory only: a reclaimed room is gone, and opens again empty
-/// under a new epoch.
-pub struct MemoryStore {
-    /// Events each log keeps (`--history`).
-    pub history: usize,
-}
-
-impl LogStore for MemoryStore {
-    fn open(&self, _room: &RoomName) -> io::Result<OpenedLog> {
-        Ok(OpenedLog::here(Arc::new(MemoryLog::new(self.history))))
-    }
-
-    fn kept(&self) -> io::Result<Vec<RoomName>> {
-        Ok(Vec::new())
-    }
-}
-
-/// Durable logs (`--data-dir`): a journal per room. The lobby's is the
-/// directory itself, so a journal written before rooms existed is the
-/// lobby's; every other room's is `rooms/<name>/` below it.
-pub struct JournalStore {
-    /// The `--data-dir`.
-    pub dir: PathBuf,
-    /// Events each log keeps in memory (`--history`).
-    pub history: usize,
-    /// `--journal-recover`: start a damaged journal under a new epoch
-    /// instead of refusing to start.
-    pub recover: bool,
-}
-
-impl JournalStore {
-    fn dir_of(&self, room: &RoomName) -> PathBuf {
-        if room.as_str() == RoomName::LOBBY {
-            self.dir.clone()
-        } else {
-            self.dir.join("rooms").join(room.as_str())
-        }
-    }
-}
-
-impl LogStore for JournalStore {
-    fn open(&self, room: &RoomName) -> io::Result<OpenedLog> {
-        let options = JournalOptions {
-            recover: self.recover,
-            ..JournalOptions::new(self.dir_of(room), self.history)
-        };
-        Ok(OpenedLog::here(Arc::new(JournalLog::open(options)?)))
-    }
-
-    fn kept(&self) -> io::Result<Vec<RoomName>> {
-        let rooms = self.dir.join("rooms");
-        let entries = match std::fs::read_dir(&rooms) {
-            Ok(entries) => entries,
-            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(err) => return Err(err),
-        };
-        let mut kept = Vec::new();
-        for entry in entries {
-            let name = entry?.file_name();
-            // Only directories this store made have valid room names.
-            match name.to_str().map(RoomName::parse) {
-                Some(Ok(room)) => kept.push(room),
-                _ => {
-                    tracing::warn!(?name, dir = %rooms.display(), "not a room's journal; left alone")
-                }
-            }
-        }
-        kept.sort();
-        Ok(kept)
-    }
-}
 
 /// The bounds on rooms.
 #[derive(Debug, Clone, Copy)]
@@ -432,6 +328,8 @@ mod tests {
     use super::*;
     use crate::core::log::EventBody;
     use crate::core::names::Name;
+    use crate::store::journal::JournalStore;
+    use crate::store::memory::MemoryStore;
 
     const HOME: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1)));
 

@@ -5,9 +5,9 @@
 //! (listed in `docs/protocol.md`), and nothing else: every value is read
 //! when the page is scraped, from the counters the rest of the server keeps
 //! anyway ([`crate::http::stats`] per transport, [`crate::net::traffic`] on the wire,
-//! the rooms, the connection limit, and with `--redis` the store's
-//! [`RedisStats`]), so a scrape adds no work to any request, stream or
-//! socket. The one count kept for this page alone is the node's wire tally
+//! the rooms, the connection limit, and the store's own [`RoundTrips`] if it
+//! keeps any, as the Redis store does), so a scrape adds no work to any
+//! request, stream or socket. The one count kept for this page alone is the node's wire tally
 //! in [`crate::net::traffic`]: a relaxed add per socket read or write. This
 //! module must not know how any of those are counted, keep counters of its
 //! own, or touch a transport's: a scrape is a request of the `other`
@@ -20,7 +20,6 @@
 //! [`Collector`] of a fresh registry, and encodes that.
 
 use std::fmt;
-use std::sync::atomic::Ordering;
 
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
@@ -33,10 +32,10 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::core::error::ApiError;
 use crate::core::log::Seq;
+use crate::core::log_store::{RoundTrips, StoreMetrics};
 use crate::http::state::AppState;
 use crate::http::stats::{CountersView, SignalCountersView, StatsView};
 use crate::net::traffic::{ChannelView, TallyView};
-use crate::store::redis::{RedisStats, RTT_BUCKETS_MICROS};
 
 /// The prefix of every family's name.
 pub const PREFIX: &str = "pushlab";
@@ -68,46 +67,6 @@ pub struct RoomSample {
     pub readers: usize,
 }
 
-/// The Redis store's counters at one moment.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RedisSnapshot {
-    /// Commands and scripts sent.
-    pub calls: u64,
-    /// Of those, how many failed.
-    pub errors: u64,
-    /// Their round-trip times added up, in seconds.
-    pub rtt_sum_seconds: f64,
-    /// Round trips per bucket, not cumulative: each bucket's upper bound in
-    /// seconds and how many fell in it; the last bound is infinite.
-    pub rtt_buckets: Vec<(f64, u64)>,
-}
-
-impl RedisSnapshot {
-    /// Reads `stats`.
-    pub fn of(stats: &RedisStats) -> RedisSnapshot {
-        let bounds = RTT_BUCKETS_MICROS
-            .iter()
-            .map(|&micros| micros as f64 / 1e6)
-            .chain(std::iter::once(f64::INFINITY));
-        RedisSnapshot {
-            calls: stats.calls.load(Ordering::Relaxed),
-            errors: stats.errors.load(Ordering::Relaxed),
-            rtt_sum_seconds: stats.rtt_micros.load(Ordering::Relaxed) as f64 / 1e6,
-            rtt_buckets: bounds
-                .zip(&stats.rtt_buckets)
-                .map(|(bound, count)| (bound, count.load(Ordering::Relaxed)))
-                .collect(),
-        }
-    }
-
-    /// The round trips in every bucket. A call is counted in its bucket
-    /// just after `calls`, so a scrape between the two may see this one
-    /// lower than `calls`.
-    pub fn rtt_count(&self) -> u64 {
-        self.rtt_buckets.iter().map(|(_, count)| count).sum()
-    }
-}
-
 /// Everything one scrape serves, read at once.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -123,8 +82,8 @@ pub struct Snapshot {
     pub max_connections: u64,
     /// Every open room.
     pub rooms: Vec<RoomSample>,
-    /// The Redis store's counters, with `--redis`.
-    pub redis: Option<RedisSnapshot>,
+    /// The store's round trips, if it counts them (with `--redis`).
+    pub store: Option<RoundTrips>,
 }
 
 impl Snapshot {
@@ -148,7 +107,10 @@ impl Snapshot {
                     readers: room.readers,
                 })
                 .collect(),
-            redis: state.redis.as_deref().map(RedisSnapshot::of),
+            store: state
+                .store_metrics
+                .as_deref()
+                .map(StoreMetrics::round_trips),
         }
     }
 
@@ -338,34 +300,41 @@ impl Snapshot {
         )
     }
 
-    fn encode_redis(redis: &RedisSnapshot, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
-        singles(
-            encoder,
-            &[
-                (
-                    "redis_calls",
-                    "Redis commands and scripts sent.",
-                    None,
-                    ConstCounter::new(redis.calls),
-                ),
-                (
-                    "redis_errors",
-                    "Redis calls that failed: unreachable, timed out or refused.",
-                    None,
-                    ConstCounter::new(redis.errors),
-                ),
-            ],
-        )?;
+    /// The store's round trips, in families named after its storage:
+    /// `redis_calls`, `redis_errors` and `redis_round_trip` for Redis.
+    fn encode_store(store: &RoundTrips, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
+        let RoundTrips { storage, title, .. } = store;
+        for (name, help, count) in [
+            (
+                format!("{storage}_calls"),
+                format!("{title} commands and scripts sent."),
+                store.calls,
+            ),
+            (
+                format!("{storage}_errors"),
+                format!("{title} calls that failed: unreachable, timed out or refused."),
+                store.errors,
+            ),
+        ] {
+            let counter = ConstCounter::new(count);
+            counter.encode(encoder.encode_descriptor(
+                &name,
+                &help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        let name = format!("{storage}_round_trip");
         let mut histogram = encoder.encode_descriptor(
-            "redis_round_trip",
-            "Round-trip time of each Redis call, failed ones included.",
+            &name,
+            &format!("Round-trip time of each {title} call, failed ones included."),
             SECONDS,
             MetricType::Histogram,
         )?;
         histogram.encode_histogram::<NoLabelSet>(
-            redis.rtt_sum_seconds,
-            redis.rtt_count(),
-            &redis.rtt_buckets,
+            store.rtt_sum_seconds,
+            store.rtt_count(),
+            &store.rtt_buckets,
             None,
         )
     }
@@ -375,8 +344,8 @@ impl Collector for Snapshot {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> fmt::Result {
         self.encode_transports(&mut encoder)?;
         self.encode_node(&mut encoder)?;
-        match &self.redis {
-            Some(redis) => Snapshot::encode_redis(redis, &mut encoder),
+        match &self.store {
+            Some(store) => Snapshot::encode_store(store, &mut encoder),
             None => Ok(()),
         }
     }
@@ -436,8 +405,6 @@ fn labelled<M: EncodeMetric>(
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
     use crate::http::stats::Stats;
     use crate::net::traffic::Clients;
@@ -456,7 +423,7 @@ mod tests {
                 online: 2,
                 readers: 1,
             }],
-            redis: None,
+            store: None,
         }
     }
 
@@ -490,17 +457,30 @@ mod tests {
     }
 
     #[test]
-    fn redis_round_trips_are_served_as_a_cumulative_histogram_in_seconds() {
-        // Arrange
-        let stats = RedisStats::default();
-        stats.observe(Duration::from_micros(300), true);
-        stats.observe(Duration::from_micros(3_000), true);
-        stats.observe(Duration::from_micros(2_500), false);
-        stats.observe(Duration::from_secs(10), false);
+    fn a_store_s_round_trips_are_served_as_a_cumulative_histogram_in_seconds() {
+        // Arrange: four calls, two failed, of 300 µs, 3 ms, 2.5 ms and 10 s.
+        let mut rtt_buckets = vec![
+            (0.0001, 0),
+            (0.00025, 0),
+            (0.0005, 1),
+            (0.001, 0),
+            (0.0025, 1),
+            (0.005, 1),
+        ];
+        rtt_buckets.extend([0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5].map(|le| (le, 0)));
+        rtt_buckets.push((f64::INFINITY, 1));
+        let store = RoundTrips {
+            storage: "redis",
+            title: "Redis",
+            calls: 4,
+            errors: 2,
+            rtt_sum_seconds: 10.0058,
+            rtt_buckets,
+        };
 
         // Act
         let text = Snapshot {
-            redis: Some(RedisSnapshot::of(&stats)),
+            store: Some(store),
             ..quiet_node()
         }
         .render()

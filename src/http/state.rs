@@ -9,6 +9,7 @@ use std::net::IpAddr;
 
 use crate::config::Config;
 use crate::core::error::ApiError;
+use crate::core::log_store::StoreMetrics;
 use crate::core::names::RoomName;
 use crate::core::presence::SessionId;
 use crate::core::room::Room;
@@ -35,8 +36,8 @@ pub struct AppState {
     pub clients: Arc<Clients>,
     /// The address the server is bound to, for the join URL.
     pub addr: std::net::SocketAddr,
-    /// Redis round trips and failures, with `--redis`; `None` without.
-    pub redis: Option<Arc<crate::store::redis::RedisStats>>,
+    /// The store's own counters, for `/metrics`; `None` when it keeps none.
+    pub store_metrics: Option<Arc<dyn StoreMetrics>>,
 }
 
 impl AppState {

@@ -1,0 +1,84 @@
+//! The seam between the rooms and where they keep their logs: the
+//! [`LogStore`] trait the room registry opens each room's log through, what
+//! it hands back ([`OpenedLog`]), and the counters a store may keep of its
+//! own for `/metrics` ([`StoreMetrics`], read as [`RoundTrips`]).
+//!
+//! The core defines these; the backends in [`crate::store`] (memory, journal,
+//! Redis) implement them. This module knows no backend, and nothing of HTTP.
+
+use std::io;
+use std::sync::Arc;
+
+use crate::core::directory::Directory;
+use crate::core::log::EventLog;
+use crate::core::names::RoomName;
+
+/// Where rooms keep their logs.
+pub trait LogStore: Send + Sync + 'static {
+    /// Opens the log of `room`: empty, or as it was kept. A store that
+    /// cannot reach its storage fails with [`io::ErrorKind::NotConnected`],
+    /// which clients see as `store_unavailable`.
+    fn open(&self, room: &RoomName) -> io::Result<OpenedLog>;
+
+    /// The rooms whose logs were kept by an earlier run, to restore at start.
+    fn kept(&self) -> io::Result<Vec<RoomName>>;
+
+    /// The counters the store keeps of its own, for `/metrics`; `None`
+    /// (the default) for a store with nothing to count.
+    fn metrics(&self) -> Option<Arc<dyn StoreMetrics>> {
+        None
+    }
+}
+
+/// A room's log as a store opened it.
+pub struct OpenedLog {
+    /// The log.
+    pub log: Arc<dyn EventLog>,
+    /// Where the room's sessions live when other nodes share the log;
+    /// `None` when this node alone serves it.
+    pub directory: Option<Arc<dyn Directory>>,
+}
+
+impl OpenedLog {
+    /// A log only this node serves.
+    pub fn here(log: Arc<dyn EventLog>) -> OpenedLog {
+        OpenedLog {
+            log,
+            directory: None,
+        }
+    }
+}
+
+/// A store's own counters, read each time `/metrics` is scraped.
+pub trait StoreMetrics: Send + Sync + 'static {
+    /// Its round trips to the storage it reaches over the network, now.
+    fn round_trips(&self) -> RoundTrips;
+}
+
+/// A store's round trips to its storage, at one moment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoundTrips {
+    /// The storage as family names say it, lower case: `redis` is served
+    /// as `pushlab_redis_calls_total` and so on.
+    pub storage: &'static str,
+    /// The storage as help texts say it, such as `Redis`.
+    pub title: &'static str,
+    /// Commands sent.
+    pub calls: u64,
+    /// Of those, how many failed.
+    pub errors: u64,
+    /// Their round-trip times added up, in seconds.
+    pub rtt_sum_seconds: f64,
+    /// Round trips per bucket, not cumulative: each bucket's upper bound in
+    /// seconds and how many fell in it; the last bound is infinite.
+    pub rtt_buckets: Vec<(f64, u64)>,
+}
+
+impl RoundTrips {
+    /// The round trips in every bucket. A call is counted in its bucket
+    /// just after `calls`, so a read between the two may see this one
+    /// lower than `calls`.
+    pub fn rtt_count(&self) -> u64 {
+        self.rtt_buckets.iter().map(|(_, count)| count).sum()
+    }
+}

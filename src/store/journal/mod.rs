@@ -1,0 +1,301 @@
+//! The durable journal (`--data-dir`): an [`EventLog`] that writes every
+//! event to disk, and syncs it, before anyone sees it.
+//!
+//! One writer thread owns the files. Appends queue up while it syncs, and it
+//! takes them all as the next group: one write and one `fdatasync` for the
+//! lot, so throughput stays high under load. Only after the sync is an event
+//! put into the in-memory window that readers see, so no acknowledgement (the
+//! `/send` answer, or a WebSocket event echo) ever comes before the event is
+//! durable.
+//!
+//! On disk, `DIR/epoch` holds the log's epoch, so clients resume without a
+//! gap after a restart, and `DIR/segment-<first seq>.log` files hold records:
+//!
+//! ```text
+//! u32 little-endian payload length | u32 little-endian CRC-32 of payload | payload
+//! ```
+//!
+//! A payload is an event's JSON, or a checkpoint `{"checkpoint":[...]}` of the
+//! recent chat messages, written first in each segment so that old segments
+//! can be deleted without losing the history late joiners get. Segments roll
+//! over at a size limit and are deleted once all their events have left the
+//! window, so the journal stays bounded.
+//!
+//! # Damage
+//!
+//! Reading a segment back ([`parse_segment`]) stops at the first record that
+//! is not whole and valid, then looks past it for any later valid record.
+//!
+//! - Damage with nothing valid after it, in the last segment, is a torn tail:
+//!   a crash mid-write, before the sync that would have acknowledged it. It
+//!   is cut off, with a warning that names the file and the offset.
+//! - Damage with valid records after it, or anywhere in an older segment,
+//!   means acknowledged events may be lost. Cutting there and carrying on
+//!   would hand their seqs out again under the same epoch, so the journal
+//!   refuses to open, naming the file, the offset and `--journal-recover`.
+//!   With that flag ([`JournalOptions::recover`]) it moves the segments aside
+//!   (`*.damaged`, `*.superseded`), keeps the chat history from before the
+//!   damage, and starts a new epoch above every seq it saw: clients get a
+//!   gap, and no seq is ever handed out twice.
+//!
+//! # Files
+//!
+//! - this module: [`JournalLog`], its options, and [`JournalStore`], the
+//!   [`LogStore`] that keeps a journal per room;
+//! - `segment`: the record format and [`parse_segment`];
+//! - `replay`: reading a journal back at open, and recovering from damage;
+//! - `writer`: the thread that writes, syncs and publishes each group.
+//!
+//! It implements the core's [`EventLog`] and [`LogStore`], and knows nothing
+//! of the rooms above it, of the other stores, or of HTTP.
+
+mod replay;
+mod segment;
+mod writer;
+
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use tokio::sync::oneshot;
+
+use crate::core::log::{Batch, Epoch, Event, EventBody, EventLog, LogError, MemoryLog, Seq};
+use crate::core::log_store::{LogStore, OpenedLog};
+use crate::core::names::{Name, RoomName};
+
+use replay::{read_or_create_epoch, recover, replay, Replay};
+pub use segment::{parse_segment, Damage, DamageKind, ParsedSegment, MAX_RECORD};
+use writer::{Append, Writer};
+
+/// Where a segment rolls over, in bytes.
+pub const SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
+
+/// How a journal is laid out.
+#[derive(Debug, Clone)]
+pub struct JournalOptions {
+    /// The directory that holds the epoch and the segments.
+    pub dir: PathBuf,
+    /// How many events the in-memory window keeps (`--history`).
+    pub history: usize,
+    /// Where a segment rolls over, in bytes.
+    pub segment_bytes: u64,
+    /// What to do with damage that is not a torn tail (`--journal-recover`):
+    /// refuse to open (false), or move the damaged segments aside and start a
+    /// new epoch above every seq seen (true).
+    pub recover: bool,
+}
+
+impl JournalOptions {
+    /// A journal in `dir` with the default segment size, refusing to open
+    /// over damage that is not a torn tail.
+    pub fn new(dir: impl Into<PathBuf>, history: usize) -> Self {
+        JournalOptions {
+            dir: dir.into(),
+            history,
+            segment_bytes: SEGMENT_BYTES,
+            recover: false,
+        }
+    }
+}
+
+/// An event log backed by the journal. Reads come from memory.
+pub struct JournalLog {
+    memory: MemoryLog,
+    appends: mpsc::Sender<Append>,
+}
+
+impl JournalLog {
+    /// Opens (or creates) the journal in `options.dir`, replays it, and
+    /// starts its writer thread.
+    ///
+    /// Fails with [`io::ErrorKind::InvalidData`] when the journal is damaged
+    /// before its end and `options.recover` is off; the message names the
+    /// file, the offset and the flag.
+    pub fn open(options: JournalOptions) -> io::Result<JournalLog> {
+        fs::create_dir_all(&options.dir)?;
+        let mut epoch = read_or_create_epoch(&options.dir)?;
+        let replayed = match replay(&options.dir)? {
+            Replay::Clean(replayed) => replayed,
+            Replay::Damaged(found) if options.recover => {
+                epoch = recover(&options.dir, &found)?;
+                match replay(&options.dir)? {
+                    Replay::Clean(replayed) => replayed,
+                    Replay::Damaged(found) => return Err(found.refusal()),
+                }
+            }
+            Replay::Damaged(found) => return Err(found.refusal()),
+        };
+        let memory = MemoryLog::resume(
+            options.history.max(1),
+            epoch,
+            replayed.next_seq,
+            replayed.checkpoint,
+        );
+        for event in replayed.events {
+            memory
+                .restore(event)
+                .map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err.to_string()))?;
+        }
+        tracing::info!(
+            dir = %options.dir.display(),
+            head = memory.head(),
+            epoch = %memory.epoch(),
+            "journal replayed"
+        );
+        let mut writer = Writer::open(options, memory.clone(), replayed.segments)?;
+        let (appends, queue) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("pushlab-journal".into())
+            .spawn(move || writer.run(queue))?;
+        Ok(JournalLog { memory, appends })
+    }
+}
+
+impl EventLog for JournalLog {
+    fn epoch(&self) -> Epoch {
+        self.memory.epoch()
+    }
+
+    fn head(&self) -> Seq {
+        self.memory.head()
+    }
+
+    fn append(
+        &self,
+        name: Name,
+        body: EventBody,
+    ) -> BoxFuture<'static, Result<Arc<Event>, LogError>> {
+        let (done, result) = oneshot::channel();
+        let queued = self.appends.send(Append { name, body, done });
+        Box::pin(async move {
+            queued.map_err(|_| LogError::Storage("the journal writer has stopped".into()))?;
+            result
+                .await
+                .map_err(|_| LogError::Storage("the journal writer has stopped".into()))?
+        })
+    }
+
+    fn read_since(&self, since: Seq, epoch: Option<&str>) -> Batch {
+        self.memory.read_since(since, epoch)
+    }
+
+    fn wait_after(&self, seq: Seq) -> BoxFuture<'static, ()> {
+        self.memory.wait_after(seq)
+    }
+
+    fn recent_messages(&self) -> Vec<Arc<Event>> {
+        self.memory.recent_messages()
+    }
+}
+
+/// Durable logs (`--data-dir`): a journal per room. The lobby's is the
+/// directory itself, so a journal written before rooms existed is the
+/// lobby's; every other room's is `rooms/<name>/` below it.
+pub struct JournalStore {
+    /// The `--data-dir`.
+    pub dir: PathBuf,
+    /// Events each log keeps in memory (`--history`).
+    pub history: usize,
+    /// `--journal-recover`: start a damaged journal under a new epoch
+    /// instead of refusing to start.
+    pub recover: bool,
+}
+
+impl JournalStore {
+    fn dir_of(&self, room: &RoomName) -> PathBuf {
+        if room.as_str() == RoomName::LOBBY {
+            self.dir.clone()
+        } else {
+            self.dir.join("rooms").join(room.as_str())
+        }
+    }
+}
+
+impl LogStore for JournalStore {
+    fn open(&self, room: &RoomName) -> io::Result<OpenedLog> {
+        let options = JournalOptions {
+            recover: self.recover,
+            ..JournalOptions::new(self.dir_of(room), self.history)
+        };
+        Ok(OpenedLog::here(Arc::new(JournalLog::open(options)?)))
+    }
+
+    fn kept(&self) -> io::Result<Vec<RoomName>> {
+        let rooms = self.dir.join("rooms");
+        let entries = match std::fs::read_dir(&rooms) {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(err) => return Err(err),
+        };
+        let mut kept = Vec::new();
+        for entry in entries {
+            let name = entry?.file_name();
+            // Only directories this store made have valid room names.
+            match name.to_str().map(RoomName::parse) {
+                Some(Ok(room)) => kept.push(room),
+                _ => {
+                    tracing::warn!(?name, dir = %rooms.display(), "not a room's journal; left alone")
+                }
+            }
+        }
+        kept.sort();
+        Ok(kept)
+    }
+}
+
+/// What the tests of every part of the journal share.
+#[cfg(test)]
+mod testing {
+    use std::path::Path;
+
+    use super::JournalOptions;
+    use crate::core::log::EventBody;
+    use crate::core::names::Name;
+
+    pub fn name(n: &str) -> Name {
+        Name::parse(n).unwrap()
+    }
+
+    pub fn say(text: &str) -> EventBody {
+        EventBody::Message {
+            text: text.into(),
+            id: None,
+        }
+    }
+
+    pub fn options(dir: &Path) -> JournalOptions {
+        JournalOptions::new(dir, 1000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{name, options, say};
+    use super::*;
+
+    #[tokio::test]
+    async fn acknowledged_events_survive_a_reopen_with_the_same_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let (epoch, acked) = {
+            let log = JournalLog::open(options(dir.path())).unwrap();
+            let mut acked = Vec::new();
+            for i in 0..50 {
+                acked.push(log.append(name("a"), say(&format!("m{i}"))).await.unwrap());
+            }
+            (log.epoch(), acked)
+        };
+        let log = JournalLog::open(options(dir.path())).unwrap();
+        assert_eq!(log.epoch(), epoch);
+        assert_eq!(log.head(), 50);
+        let batch = log.read_since(0, Some(epoch.as_str()));
+        assert!(!batch.gap);
+        for (kept, sent) in batch.events.iter().zip(&acked) {
+            assert_eq!(kept.json(), sent.json());
+        }
+        let next = log.append(name("a"), EventBody::Leave).await.unwrap();
+        assert_eq!(next.seq, 51);
+    }
+}

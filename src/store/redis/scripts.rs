@@ -1,0 +1,364 @@
+//! The Lua scripts every node runs in Redis, one atomic step each, and the
+//! names of each room's keys, in the order the scripts take them.
+//!
+//! It owns what lives in Redis and how it is laid out (see the table in
+//! [`crate::store::redis`]); it does not run the scripts or read their
+//! replies, which is the mirror's and the directory's work.
+
+use redis::Script;
+
+use crate::core::names::RoomName;
+
+/// What every script of a room begins with: its keys, and the steps they
+/// share. Keys: 1 epoch, 2 seq, 3 stream, 4 messages, 5 names, 6 sessions,
+/// 7 leases, 8 buckets, 9 the index of every session's room. Arguments: 1
+/// the epoch the node reads under, 2 a new epoch to set if Redis has none,
+/// 3 `--history`; each script's own come after.
+macro_rules! prelude {
+    () => {
+        r#"
+local function foreign_epoch()
+  local epoch = redis.call('GET', KEYS[1])
+  if not epoch then
+    redis.call('SET', KEYS[1], ARGV[2])
+    return ARGV[2]
+  end
+  if epoch ~= ARGV[1] then
+    return epoch
+  end
+  return false
+end
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function append(json, message)
+  local seq = redis.call('INCR', KEYS[2])
+  json = '{"seq":' .. seq .. string.sub(json, 9)
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], seq .. '-0', 'e', json)
+  if message then
+    redis.call('LPUSH', KEYS[4], json)
+    redis.call('LTRIM', KEYS[4], 0, 99)
+  end
+  return {seq, json}
+end
+local function leave(id, now)
+  if redis.call('ZREM', KEYS[7], id) == 0 then
+    return false
+  end
+  local name = redis.call('HGET', KEYS[6], id)
+  redis.call('HDEL', KEYS[6], id)
+  redis.call('HDEL', KEYS[8], id)
+  redis.call('HDEL', KEYS[9], id)
+  if not name then
+    return false
+  end
+  redis.call('HDEL', KEYS[5], string.lower(name))
+  return append('{"seq":0,"ts":' .. now .. ',"type":"leave","name":"' .. name .. '"}', false)
+end
+"#
+    };
+}
+
+/// The first step of every script that writes: nothing is written under an
+/// epoch the node does not read under; `{0, epoch}` tells it Redis's.
+macro_rules! epoch_guard {
+    () => {
+        r#"
+local foreign = foreign_epoch()
+if foreign then
+  return {0, foreign}
+end
+"#
+    };
+}
+
+/// Appends a group of events, in order. Arguments after the prelude's, five
+/// for each event: its JSON with `"seq":0`, `1` for a chat message, the
+/// session it is from (or empty), that session's lease in ms, and its rate
+/// limit per second (0 for none). Returns `{code, text}` for each event in
+/// turn: `{seq, json}` when stored, `{-1, code}` when its session is
+/// refused; or `{0, epoch}` alone, appending nothing, when the epoch is not
+/// the node's.
+pub const APPEND: &str = concat!(
+    prelude!(),
+    epoch_guard!(),
+    r#"
+local now = now_ms()
+local function admit(id, lease, rate)
+  if id == '' then
+    return false
+  end
+  local deadline = redis.call('ZSCORE', KEYS[7], id)
+  if (not deadline) or tonumber(deadline) < now then
+    return 'unknown_session'
+  end
+  if rate > 0 then
+    local burst = rate * 2
+    local tokens, since = burst, now
+    local bucket = redis.call('HGET', KEYS[8], id)
+    if bucket then
+      local space = string.find(bucket, ' ')
+      tokens = tonumber(string.sub(bucket, 1, space - 1))
+      since = tonumber(string.sub(bucket, space + 1))
+    end
+    tokens = math.min(burst, tokens + (now - since) * rate / 1000)
+    if tokens < 1 then
+      redis.call('HSET', KEYS[8], id, tokens .. ' ' .. now)
+      return 'rate_limited'
+    end
+    redis.call('HSET', KEYS[8], id, (tokens - 1) .. ' ' .. now)
+  end
+  redis.call('ZADD', KEYS[7], 'XX', now + lease, id)
+  return false
+end
+local replies = {}
+for i = 4, #ARGV, 5 do
+  local refused = admit(ARGV[i + 2], tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4]))
+  if refused then
+    replies[#replies + 1] = -1
+    replies[#replies + 1] = refused
+  else
+    local stored = append(ARGV[i], ARGV[i + 1] == '1')
+    replies[#replies + 1] = stored[1]
+    replies[#replies + 1] = stored[2]
+  end
+end
+return replies
+"#
+);
+
+/// Admits a session and appends its join. Arguments after the prelude's: 4
+/// the join's JSON with `"seq":0`, 5 the session, 6 its name, 7 its lease
+/// in ms, 8 the room's name, 9 how many names to list at most. A holder of
+/// the name whose lease ran out leaves first. Returns `{seq, json, online,
+/// names}`, `{0, epoch}` or `{-1, 'name_taken'}`.
+pub const JOIN: &str = concat!(
+    prelude!(),
+    epoch_guard!(),
+    r#"
+local now = now_ms()
+local key = string.lower(ARGV[6])
+local holder = redis.call('HGET', KEYS[5], key)
+if holder then
+  local deadline = redis.call('ZSCORE', KEYS[7], holder)
+  if deadline and tonumber(deadline) >= now then
+    return {-1, 'name_taken'}
+  end
+  if not leave(holder, now) then
+    redis.call('HDEL', KEYS[5], key)
+  end
+end
+local id = ARGV[5]
+redis.call('HSET', KEYS[5], key, id)
+redis.call('HSET', KEYS[6], id, ARGV[6])
+redis.call('ZADD', KEYS[7], now + tonumber(ARGV[7]), id)
+redis.call('HSET', KEYS[9], id, ARGV[8])
+local joined = append(ARGV[4], false)
+local online = redis.call('HLEN', KEYS[6])
+local names
+if online <= tonumber(ARGV[9]) then
+  names = redis.call('HVALS', KEYS[6])
+else
+  names = redis.call('HRANDFIELD', KEYS[5], tonumber(ARGV[9]))
+  for i, k in ipairs(names) do
+    names[i] = redis.call('HGET', KEYS[6], redis.call('HGET', KEYS[5], k))
+  end
+  names[#names + 1] = ARGV[6]
+end
+return {joined[1], joined[2], online, names}
+"#
+);
+
+/// Ends a session. Arguments after the prelude's: 4 the session. Returns
+/// `{seq, json}` of its leave, `{0, epoch}`, or `{-1, 'unknown_session'}`
+/// if it had ended already.
+pub const LEAVE: &str = concat!(
+    prelude!(),
+    epoch_guard!(),
+    r#"
+return leave(ARGV[4], now_ms()) or {-1, 'unknown_session'}
+"#
+);
+
+/// Ends the sessions whose lease ran out, at most argument 4 of them, under
+/// whatever epoch Redis has, and keeps the room's keys for argument 5 ms
+/// more. Returns `{ended, online}`.
+pub const REAP: &str = concat!(
+    prelude!(),
+    r#"
+for i = 1, 8 do
+  redis.call('PEXPIRE', KEYS[i], ARGV[5])
+end
+local now = now_ms()
+local expired = redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', '(' .. now, 'LIMIT', 0, tonumber(ARGV[4]))
+local ended = 0
+if #expired > 0 and redis.call('EXISTS', KEYS[1]) == 1 then
+  for _, id in ipairs(expired) do
+    if leave(id, now) then
+      ended = ended + 1
+    end
+  end
+end
+return {ended, redis.call('ZCARD', KEYS[7])}
+"#
+);
+
+/// Renews leases. Arguments after the prelude's: 4 the lease in ms, then
+/// the sessions. Returns the sessions that are no longer live.
+pub const RENEW: &str = concat!(
+    prelude!(),
+    r#"
+local now = now_ms()
+local deadline = now + tonumber(ARGV[4])
+local gone = {}
+for i = 5, #ARGV do
+  local current = redis.call('ZSCORE', KEYS[7], ARGV[i])
+  if current and tonumber(current) >= now then
+    redis.call('ZADD', KEYS[7], deadline, ARGV[i])
+  else
+    gone[#gone + 1] = ARGV[i]
+  end
+end
+return gone
+"#
+);
+
+/// Finds a session. Arguments after the prelude's: 4 the session. Returns
+/// `{1, name}` if live in this room, `{2, room}` if live in another, `{0,
+/// ''}` otherwise.
+pub const LOOKUP: &str = concat!(
+    prelude!(),
+    r#"
+local id = ARGV[4]
+local deadline = redis.call('ZSCORE', KEYS[7], id)
+if deadline and tonumber(deadline) >= now_ms() then
+  return {1, redis.call('HGET', KEYS[6], id)}
+end
+local room = redis.call('HGET', KEYS[9], id)
+if room and not deadline then
+  return {2, room}
+end
+return {0, ''}
+"#
+);
+
+/// Relays a WebRTC signal to every node, if its target is online in the
+/// room. Arguments after the prelude's: 4 the target's lower-cased name, 5
+/// the channel, 6 the message. Returns how many nodes took it, or -1 if the
+/// target is not online.
+pub const SIGNAL: &str = concat!(
+    prelude!(),
+    r#"
+if redis.call('HEXISTS', KEYS[5], ARGV[4]) == 0 then
+  return -1
+end
+return redis.call('PUBLISH', ARGV[5], ARGV[6])
+"#
+);
+
+/// Reads a room's log as it stands, making its epoch if it has none. Keys:
+/// epoch, seq, stream, messages. Arguments: a new epoch, the epoch and head
+/// the node last saw, how many events to return. If the seq has gone back
+/// below the node's head under the same epoch, Redis lost data: the new
+/// epoch replaces it. Returns `{epoch, seq, events newest first, messages
+/// newest first}`.
+pub const SNAPSHOT: &str = r#"
+local epoch = redis.call('GET', KEYS[1])
+local seq = tonumber(redis.call('GET', KEYS[2]) or '0')
+if (not epoch) or (epoch == ARGV[2] and seq < tonumber(ARGV[3])) then
+  epoch = ARGV[1]
+  redis.call('SET', KEYS[1], epoch)
+end
+local entries = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', ARGV[4])
+local events = {}
+for i, entry in ipairs(entries) do
+  events[i] = entry[2][2]
+end
+return {epoch, seq, events, redis.call('LRANGE', KEYS[4], 0, -1)}
+"#;
+
+/// Every script, loaded once; each runs by its SHA.
+pub(super) struct Scripts {
+    pub(super) append: Script,
+    pub(super) join: Script,
+    pub(super) leave: Script,
+    pub(super) reap: Script,
+    pub(super) renew: Script,
+    pub(super) lookup: Script,
+    pub(super) signal: Script,
+    pub(super) snapshot: Script,
+}
+
+impl Scripts {
+    pub(super) fn load() -> Scripts {
+        Scripts {
+            append: Script::new(APPEND),
+            join: Script::new(JOIN),
+            leave: Script::new(LEAVE),
+            reap: Script::new(REAP),
+            renew: Script::new(RENEW),
+            lookup: Script::new(LOOKUP),
+            signal: Script::new(SIGNAL),
+            snapshot: Script::new(SNAPSHOT),
+        }
+    }
+}
+
+/// The names of one room's keys, in the order the scripts' prelude takes
+/// them.
+pub(super) struct Keys {
+    pub(super) room: RoomName,
+    pub(super) epoch: String,
+    pub(super) seq: String,
+    pub(super) stream: String,
+    pub(super) messages: String,
+    /// Lower-cased name → session.
+    pub(super) names: String,
+    /// Session → name.
+    pub(super) sessions: String,
+    /// Session → the end of its lease, in ms of Redis's clock.
+    pub(super) leases: String,
+    /// Session → its rate limit's `tokens since`.
+    pub(super) buckets: String,
+}
+
+/// Session → the room it is in, for every room: how a node tells a session
+/// of another room from an unknown one.
+const SESSION_ROOMS: &str = "pushlab:session-rooms";
+
+impl Keys {
+    pub(super) fn of(room: &RoomName) -> Keys {
+        let key = |what: &str| format!("pushlab:room:{{{room}}}:{what}");
+        Keys {
+            room: room.clone(),
+            epoch: key("epoch"),
+            seq: key("seq"),
+            stream: key("stream"),
+            messages: key("messages"),
+            names: key("names"),
+            sessions: key("sessions"),
+            leases: key("leases"),
+            buckets: key("buckets"),
+        }
+    }
+
+    /// `script` with every key of the prelude.
+    pub(super) fn invoke<'a>(&self, script: &'a Script) -> redis::ScriptInvocation<'a> {
+        let mut invocation = script.prepare_invoke();
+        for key in [
+            &self.epoch,
+            &self.seq,
+            &self.stream,
+            &self.messages,
+            &self.names,
+            &self.sessions,
+            &self.leases,
+            &self.buckets,
+        ] {
+            invocation.key(key);
+        }
+        invocation.key(SESSION_ROOMS);
+        invocation
+    }
+}
