@@ -15,8 +15,12 @@
 //!   - [`redis_store`]: every room's log and sessions in Redis behind
 //!     `--redis`, shared by several nodes, each log mirrored into each node.
 //!   - [`presence`]: sessions, names, cursors, rate limits, idle expiry.
-//!   - [`directory`]: the contract for sessions shared across nodes: names
-//!     unique everywhere, leases, and a `leave` written once.
+//!   - [`directory`]: who is in a room on every node that serves it: names
+//!     unique, each session's own rate limit, a `join` and a `leave`
+//!     written once; the local directory (one node) is the default, and
+//!     the Redis store shares one across nodes, as leases.
+//!   - [`log_store`]: what every backend implements: open a room's log and
+//!     its directory.
 //!   - [`protocol`]: client and server messages, and input validation.
 //!   - [`signals`]: the signal hub that passes WebRTC offers, answers and
 //!     ICE candidates between two sessions of a room, outside the log.
@@ -87,7 +91,9 @@ mod transport;
 // The public API: what the binary, the tests, the benches and the tool
 // crates use. Everything else is private to the crate.
 pub use crate::classroom::{join_urls, local_addresses};
-pub use crate::core::{error, log, names, presence, protocol, room, rooms, signals};
+pub use crate::core::{
+    directory, error, log, log_store, names, presence, protocol, room, rooms, signals,
+};
 pub use crate::http::api::ReadQuery;
 pub use crate::http::log_throttle;
 pub use crate::store::journal;

@@ -5,9 +5,11 @@
 pub mod directory;
 pub mod error;
 pub mod log;
+pub mod log_store;
 pub mod names;
 pub mod presence;
 pub mod protocol;
+mod rate;
 pub mod room;
 pub mod rooms;
 pub mod signals;

@@ -6,7 +6,9 @@
 //! room is all it talks to. A room is opened on first use, within
 //! `--max-rooms` in all and `--ip-rooms` per client address, and reclaimed
 //! once it has had no session and no reader for `--room-idle-timeout`. The
-//! lobby is always there. This module knows nothing of HTTP.
+//! lobby is always there. Each room's log and sessions come from the
+//! [`LogStore`] it was given, and it never asks which one that is. This
+//! module knows nothing of HTTP.
 
 use std::collections::HashMap;
 use std::io;
@@ -19,43 +21,13 @@ use parking_lot::RwLock;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::core::directory::Directory;
 use crate::core::error::ApiError;
-use crate::core::log::{Epoch, EventLog, MemoryLog, Seq};
+use crate::core::log::{Epoch, MemoryLog, Seq};
+pub use crate::core::log_store::{LogStore, OpenedLog};
 use crate::core::names::RoomName;
 use crate::core::presence::{Addresses, Presence, SessionId, SessionLimits};
 use crate::core::room::{reaper_period, Room};
 use crate::store::journal::{JournalLog, JournalOptions};
-
-/// Where rooms keep their logs.
-pub trait LogStore: Send + Sync + 'static {
-    /// Opens the log of `room`: empty, or as it was kept. A store that
-    /// cannot reach its storage fails with [`io::ErrorKind::NotConnected`],
-    /// which clients see as `store_unavailable`.
-    fn open(&self, room: &RoomName) -> io::Result<OpenedLog>;
-
-    /// The rooms whose logs were kept by an earlier run, to restore at start.
-    fn kept(&self) -> io::Result<Vec<RoomName>>;
-}
-
-/// A room's log as a store opened it.
-pub struct OpenedLog {
-    /// The log.
-    pub log: Arc<dyn EventLog>,
-    /// Where the room's sessions live when other nodes share the log;
-    /// `None` when this node alone serves it.
-    pub directory: Option<Arc<dyn Directory>>,
-}
-
-impl OpenedLog {
-    /// A log only this node serves.
-    pub fn here(log: Arc<dyn EventLog>) -> OpenedLog {
-        OpenedLog {
-            log,
-            directory: None,
-        }
-    }
-}
 
 /// Logs in memory only: a reclaimed room is gone, and opens again empty
 /// under a new epoch.
@@ -211,13 +183,8 @@ impl Rooms {
 
     fn build(&self, name: &RoomName) -> io::Result<Room> {
         let opened = self.shared.store.open(name)?;
-        let limits = self.shared.session_limits;
-        let presence = Presence::sharing(limits, self.shared.addresses.clone());
-        let room = Room::open(name.clone(), opened.log, presence, limits.signal_rate);
-        Ok(match opened.directory {
-            Some(directory) => room.sharing(directory, limits.lease()),
-            None => room,
-        })
+        let presence = Presence::sharing(self.shared.session_limits, self.shared.addresses.clone());
+        Ok(Room::open(name.clone(), opened, presence))
     }
 
     /// The lobby, which is always open.
@@ -287,9 +254,10 @@ impl Rooms {
 
     /// The room a request or connection uses: `name`, opened if need be.
     /// A `session` must belong to it: one of another room is refused with
-    /// `wrong_room`, and an unknown one with `unknown_session`. When rooms
-    /// are shared with other nodes, a session registered on another node is
-    /// looked up there and from then on known here too.
+    /// `wrong_room`, and an unknown one with `unknown_session`. A session
+    /// this node has not seen in any room is the room's directory's to
+    /// find (registered on another node, say), and from then on known here
+    /// too.
     pub async fn enter(
         &self,
         name: &RoomName,
@@ -302,15 +270,12 @@ impl Rooms {
         if let Some(room) = self.get(name).filter(|r| r.has_session(session)) {
             return Ok(room);
         }
-        if self.lobby().is_shared() {
-            let room = self.open(name, ip)?;
-            room.adopt(session, ip).await?;
-            return Ok(room);
+        if let Some(other) = self.find_session(session) {
+            return Err(ApiError::WrongRoom(other.to_string()));
         }
-        match self.find_session(session) {
-            Some(other) => Err(ApiError::WrongRoom(other.to_string())),
-            None => Err(ApiError::UnknownSession),
-        }
+        let room = self.open(name, ip)?;
+        room.adopt(session, ip).await?;
+        Ok(room)
     }
 
     /// The room a session belongs to, if any.

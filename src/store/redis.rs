@@ -84,7 +84,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -99,15 +99,15 @@ use redis::{AsyncConnectionConfig, Client, Script};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use crate::core::directory::{Directory, Joined, Lookup, Reaped, SignalSink};
+use crate::core::directory::{Appending, Directory, Joined, Lookup, Reaped, SignalSink};
 use crate::core::error::ApiError;
 use crate::core::log::{
     now_millis, Batch, Epoch, Event, EventBody, EventLog, LogError, MemoryLog, Seq, MAX_BATCH,
     RECENT_MESSAGES,
 };
+use crate::core::log_store::{LogStore, OpenedLog};
 use crate::core::names::{Name, RoomName};
 use crate::core::presence::SessionId;
-use crate::core::rooms::{LogStore, OpenedLog};
 
 /// The longest one Redis command may take before it counts as failed.
 pub const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
@@ -536,10 +536,11 @@ impl LogStore for RedisStore {
         let log = RedisLog::open(self.shared.clone(), room)?;
         let directory = RedisDirectory {
             mirror: log.mirror.clone(),
+            online: Arc::default(),
         };
         Ok(OpenedLog {
             log: Arc::new(log),
-            directory: Some(Arc::new(directory)),
+            directory: Arc::new(directory),
         })
     }
 
@@ -1221,10 +1222,12 @@ impl Mirror {
 /// it writes is read back like any other event.
 pub struct RedisDirectory {
     mirror: Arc<Mirror>,
+    /// Sessions online on every node, as the last `join` or reap counted.
+    online: Arc<AtomicUsize>,
 }
 
 /// The most names a `join` lists; the rest show up as they move or speak.
-const JOIN_NAMES: usize = crate::core::room::WELCOME_USERS;
+const JOIN_NAMES: usize = crate::core::directory::WELCOME_USERS;
 
 /// How long Redis keeps a room that no node has open: every node that has
 /// it open extends this at each reap (about once a second). A room unused
@@ -1253,7 +1256,7 @@ impl Directory for RedisDirectory {
             mirror.keys.room.to_string(),
             JOIN_NAMES.to_string(),
         ];
-        let name = name.clone();
+        let (name, counted) = (name.clone(), self.online.clone());
         on_store(&self.mirror.store, async move {
             match mirror.write(&mirror.store.scripts.join, &args).await? {
                 Written::Refused => Err(ApiError::NameTaken(name.to_string())),
@@ -1265,6 +1268,7 @@ impl Directory for RedisDirectory {
                         names.iter().filter_map(|n| Name::parse(n).ok()).collect();
                     names.sort_by_key(Name::key);
                     names.dedup_by_key(|n| n.key());
+                    counted.store(online, Ordering::Relaxed);
                     Ok(Joined {
                         event,
                         names,
@@ -1296,15 +1300,15 @@ impl Directory for RedisDirectory {
         body: EventBody,
         lease: Duration,
         rate: u32,
-    ) -> BoxFuture<'static, Result<Arc<Event>, ApiError>> {
+    ) -> Appending {
         let appended = self.mirror.append(Some((session, lease, rate)), name, body);
-        Box::pin(async move {
+        Appending::deciding(Box::pin(async move {
             match appended.await? {
                 Ok(event) => Ok(event),
                 Err(code) if code == "rate_limited" => Err(ApiError::RateLimited),
                 Err(_) => Err(ApiError::UnknownSession),
             }
-        })
+        }))
     }
 
     fn leave(
@@ -1337,8 +1341,13 @@ impl Directory for RedisDirectory {
         })
     }
 
+    fn went_idle(&self, _sessions: Vec<SessionId>) -> BoxFuture<'static, Result<usize, LogError>> {
+        // Another node may be using them: their leases decide.
+        Box::pin(std::future::ready(Ok(0)))
+    }
+
     fn reap(&self) -> BoxFuture<'static, Result<Reaped, LogError>> {
-        let mirror = self.mirror.clone();
+        let (mirror, counted) = (self.mirror.clone(), self.online.clone());
         on_store(&self.mirror.store, async move {
             let (ended, online): (usize, usize) = mirror
                 .call(
@@ -1349,8 +1358,13 @@ impl Directory for RedisDirectory {
             if ended > 0 {
                 tracing::debug!(ended, room = %mirror.keys.room, "sessions whose lease ran out left");
             }
+            counted.store(online, Ordering::Relaxed);
             Ok(Reaped { ended, online })
         })
+    }
+
+    fn online(&self) -> usize {
+        self.online.load(Ordering::Relaxed)
     }
 
     fn relay_signal(
@@ -1673,7 +1687,7 @@ mod tests {
     /// The lobby's log and directory on `store`, as one node opens them.
     fn lobby_shared(store: &RedisStore) -> (Arc<dyn EventLog>, Arc<dyn Directory>) {
         let opened = store.open(&RoomName::lobby()).unwrap();
-        (opened.log, opened.directory.expect("Redis shares sessions"))
+        (opened.log, opened.directory)
     }
 
     /// Every event of `kind` in the log as `log` sees it, once it holds `seq`.
@@ -1864,8 +1878,7 @@ mod tests {
         let other = store
             .open(&RoomName::parse("other").unwrap())
             .unwrap()
-            .directory
-            .unwrap();
+            .directory;
         let session = SessionId::new_v4();
         lobby.join(session, &name("ann"), LEASE).await.unwrap();
 
