@@ -12,8 +12,12 @@
 //!     (append, read since a cursor, wait for newer) and the one
 //!     [`log::Reader`] every transport reads through.
 //!   - [`presence`]: sessions, names, cursors, rate limits, idle expiry.
-//!   - [`directory`]: the contract for sessions shared across nodes: names
-//!     unique everywhere, leases, and a `leave` written once.
+//!   - [`directory`]: who is in a room on every node that serves it: names
+//!     unique, each session's own rate limit, a `join` and a `leave`
+//!     written once; the local directory (one node) is the default, and
+//!     the Redis store shares one across nodes, as leases.
+//!   - [`log_store`]: what every backend implements: open a room's log and
+//!     its directory.
 //!   - [`protocol`]: client and server messages, and input validation.
 //!   - [`signals`]: the signal hub that passes WebRTC offers, answers and
 //!     ICE candidates between two sessions of a room, outside the log.
@@ -96,7 +100,9 @@ mod transport;
 // The public API: what the binary, the tests, the benches and the tool
 // crates use. Everything else is private to the crate.
 pub use crate::classroom::{join_urls, local_addresses};
-pub use crate::core::{error, log, log_store, names, presence, protocol, room, rooms, signals};
+pub use crate::core::{
+    directory, error, log, log_store, names, presence, protocol, room, rooms, signals,
+};
 pub use crate::http::api::ReadQuery;
 pub use crate::http::log_throttle;
 pub use crate::store::journal;

@@ -1,19 +1,22 @@
-//! The seam between the rooms and where they keep their logs: the
-//! [`LogStore`] trait the room registry opens each room's log through, what
-//! it hands back ([`OpenedLog`]), and the counters a store may keep of its
-//! own for `/metrics` ([`StoreMetrics`], read as [`RoundTrips`]).
+//! The seam between the rooms and where they keep them: the [`LogStore`]
+//! trait the room registry opens each room's log through, together with the
+//! [`Directory`] of its sessions ([`OpenedLog`]), and the counters a store
+//! may keep of its own for `/metrics` ([`StoreMetrics`], read as
+//! [`RoundTrips`]).
 //!
-//! The core defines these; the backends in [`crate::store`] (memory, journal,
-//! Redis) implement them. This module knows no backend, and nothing of HTTP.
+//! It lives below the room registry ([`crate::core::rooms`]) so that a
+//! backend in [`crate::store`] imports only the core's traits, never the
+//! registry or the room. It knows nothing of HTTP, of a particular backend,
+//! or of which one the configuration picked.
 
 use std::io;
 use std::sync::Arc;
 
-use crate::core::directory::Directory;
+use crate::core::directory::{Directory, LocalDirectory};
 use crate::core::log::EventLog;
 use crate::core::names::RoomName;
 
-/// Where rooms keep their logs.
+/// Where rooms keep their logs and sessions.
 pub trait LogStore: Send + Sync + 'static {
     /// Opens the log of `room`: empty, or as it was kept. A store that
     /// cannot reach its storage fails with [`io::ErrorKind::NotConnected`],
@@ -30,22 +33,21 @@ pub trait LogStore: Send + Sync + 'static {
     }
 }
 
-/// A room's log as a store opened it.
+/// A room's log as a store opened it, and who is in the room.
 pub struct OpenedLog {
     /// The log.
     pub log: Arc<dyn EventLog>,
-    /// Where the room's sessions live when other nodes share the log;
-    /// `None` when this node alone serves it.
-    pub directory: Option<Arc<dyn Directory>>,
+    /// Where the room's sessions live: this node's [`LocalDirectory`], or a
+    /// directory the store shares with other nodes.
+    pub directory: Arc<dyn Directory>,
 }
 
 impl OpenedLog {
-    /// A log only this node serves.
+    /// A log only this node serves, with its sessions in a
+    /// [`LocalDirectory`].
     pub fn here(log: Arc<dyn EventLog>) -> OpenedLog {
-        OpenedLog {
-            log,
-            directory: None,
-        }
+        let directory = Arc::new(LocalDirectory::over(&log));
+        OpenedLog { log, directory }
     }
 }
 

@@ -9,6 +9,7 @@ pub mod log_store;
 pub mod names;
 pub mod presence;
 pub mod protocol;
+mod rate;
 pub mod room;
 pub mod rooms;
 pub mod signals;

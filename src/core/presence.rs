@@ -1,9 +1,13 @@
-//! Who is online: sessions, their names, their cursors, their rate limits and
-//! how long each has gone without a connection.
+//! Who this node serves in a room: the sessions it has seen, their names,
+//! their cursors, their connections and held long-poll, how long each has
+//! gone without one, and the per-address limits.
 //!
-//! Presence only keeps state; [`crate::core::room::Room`] decides when a session
-//! begins and ends and writes the matching events to the log. No lock here is
-//! ever held across an `.await`.
+//! Presence is this node's view. Whether a name is free, whether a session
+//! is still live and its own rate limit are the room's
+//! [`crate::core::directory::Directory`]'s to say; presence holds the
+//! sessions that directory admitted and this node has used since.
+//! [`crate::core::room::Room`] decides when a session begins and ends. No
+//! lock here is ever held across an `.await`.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -13,10 +17,10 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::time::Instant;
-use uuid::Uuid;
 
 use crate::core::error::ApiError;
 use crate::core::names::Name;
+use crate::core::rate::{event_allowance, TokenBucket};
 
 pub use crate::core::names::SessionId;
 
@@ -118,11 +122,9 @@ struct Session {
     connections: u32,
     /// When the session was last active; only meaningful with no connection.
     last_seen: Instant,
-    /// Set once the session is ending: it accepts nothing more, but its name
-    /// stays taken until its `leave` is in the log, so a new user of the same
-    /// name cannot join before the old one has left.
+    /// Set once the session is ending: it accepts nothing more here, and it
+    /// keeps the room from being reclaimed until its `leave` is in the log.
     ending: bool,
-    bucket: TokenBucket,
     /// Wakes the long-poll this session holds, if any, when another replaces it.
     long_poll: Option<Arc<Notify>>,
 }
@@ -148,35 +150,6 @@ impl Address {
             ),
         }
     }
-}
-
-/// A token bucket: refills at a steady rate up to its burst.
-struct TokenBucket {
-    tokens: f64,
-    refilled: Instant,
-}
-
-impl TokenBucket {
-    /// A full bucket.
-    fn full(burst: f64, now: Instant) -> Self {
-        TokenBucket {
-            tokens: burst,
-            refilled: now,
-        }
-    }
-
-    /// Adds what `per_second` has refilled since the last look, up to `burst`.
-    fn refill(&mut self, per_second: f64, burst: f64, now: Instant) -> f64 {
-        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * per_second).min(burst);
-        self.refilled = now;
-        self.tokens
-    }
-}
-
-/// Events a second and burst for a rate limit of `rate` events a second.
-fn event_allowance(rate: u32) -> (f64, f64) {
-    (f64::from(rate), f64::from(rate) * 2.0)
 }
 
 /// Registrations a second and burst for `per_minute` registrations a minute.
@@ -205,24 +178,9 @@ impl Presence {
         }
     }
 
-    /// Creates a session under `name` for a client at `ip`, or refuses: the
-    /// name is online already, or the address is at its registrations per
-    /// minute or its live sessions.
-    pub fn open(&self, name: Name, ip: Option<IpAddr>) -> Result<SessionId, ApiError> {
-        let mut table = self.shared.lock();
-        self.reserve(ip)?;
-        if table.names.contains_key(&name.key()) {
-            self.release(ip);
-            return Err(ApiError::NameTaken(name.to_string()));
-        }
-        let id = Uuid::new_v4();
-        self.insert_into(&mut table, id, name, ip, true);
-        Ok(id)
-    }
-
     /// Charges a registration to `ip` and counts a session for it, or
-    /// refuses at either of its limits; for a session that another part of
-    /// the server admits ([`crate::core::directory::Directory::join`]).
+    /// refuses at either of its limits; before the room's directory admits
+    /// the session ([`crate::core::directory::Directory::join`]).
     pub fn reserve(&self, ip: Option<IpAddr>) -> Result<(), ApiError> {
         match ip {
             Some(ip) => self
@@ -240,12 +198,13 @@ impl Presence {
         }
     }
 
-    /// Adds a session admitted elsewhere: registered through this node, with
-    /// its place under `ip`'s limit already reserved (`holds_place`), or seen
-    /// here for the first time after registering on another node, used from
-    /// `ip`. Either way its events count against `ip`'s rate here. A session
-    /// this node still holds under the same name is stale (the directory has
-    /// just admitted the name) and is dropped.
+    /// Adds a session the room's directory admitted: registered through this
+    /// node, with its place under `ip`'s limit already reserved
+    /// (`holds_place`), or seen here for the first time after registering on
+    /// another node (or before this node forgot it), used from `ip`. Either
+    /// way its events count against `ip`'s rate here. A session this node
+    /// still holds under the same name is stale (the directory has just
+    /// admitted the name) and is dropped.
     pub fn insert(&self, id: SessionId, name: Name, ip: Option<IpAddr>, holds_place: bool) {
         let mut table = self.shared.lock();
         if table.sessions.contains_key(&id) {
@@ -274,7 +233,6 @@ impl Presence {
     ) {
         let now = Instant::now();
         table.names.insert(name.key(), id);
-        let (_, burst) = event_allowance(self.limits.rate);
         table.sessions.insert(
             id,
             Session {
@@ -285,7 +243,6 @@ impl Presence {
                 connections: 0,
                 last_seen: now,
                 ending: false,
-                bucket: TokenBucket::full(burst, now),
                 long_poll: None,
             },
         );
@@ -304,33 +261,10 @@ impl Presence {
         Ok(session.name.clone())
     }
 
-    /// Takes one event from the session's rate limit and from its
-    /// address's, returning its name.
-    pub fn spend(&self, id: SessionId) -> Result<Name, ApiError> {
-        let limits = self.limits;
-        let now = Instant::now();
-        let mut table = self.shared.lock();
-        let session = live(&mut table, id)?;
-        session.last_seen = now;
-        let (per_second, burst) = event_allowance(limits.rate);
-        if limits.rate > 0 && session.bucket.refill(per_second, burst, now) < 1.0 {
-            return Err(ApiError::RateLimited);
-        }
-        if let Some(ip) = session.ip {
-            // Only once the session allows it: an event refused here takes
-            // nothing from the address.
-            self.addresses.spend(ip, limits, now)?;
-        }
-        if limits.rate > 0 {
-            session.bucket.tokens -= 1.0;
-        }
-        Ok(session.name.clone())
-    }
-
-    /// Takes one event from the allowance of the session's address only,
-    /// returning its name: for a session whose own rate limit is counted by
-    /// the directory, across nodes.
-    pub fn spend_address(&self, id: SessionId) -> Result<Name, ApiError> {
+    /// Takes one event from the allowance of the session's address and
+    /// records its cursor (`at`, for a mousemove), returning its name. The
+    /// session's own rate limit is the directory's to count.
+    pub fn spend_address(&self, id: SessionId, at: Option<(f64, f64)>) -> Result<Name, ApiError> {
         let now = Instant::now();
         let mut table = self.shared.lock();
         let session = live(&mut table, id)?;
@@ -338,7 +272,21 @@ impl Presence {
         if let Some(ip) = session.ip {
             self.addresses.spend(ip, self.limits, now)?;
         }
+        if at.is_some() {
+            session.cursor = at;
+        }
         Ok(session.name.clone())
+    }
+
+    /// Gives back the event [`Presence::spend_address`] took from the
+    /// session's address, for an event the directory refused after all: an
+    /// event refused by the session's own limit takes nothing from its
+    /// address.
+    pub fn refund_address(&self, id: SessionId) {
+        let ip = self.shared.lock().sessions.get(&id).and_then(|s| s.ip);
+        if let Some(ip) = ip {
+            self.addresses.refund(ip, self.limits);
+        }
     }
 
     /// Drops a session from this table without it ending: it ended on
@@ -449,19 +397,22 @@ impl Presence {
         users
     }
 
-    /// At most `limit` of the users online, sorted by name, always with
-    /// `me` among them; and how many are online in all.
-    pub fn some_users(&self, me: SessionId, limit: usize) -> (Vec<UserView>, usize) {
-        let mut users = self.users();
-        let online = users.len();
-        if online > limit {
-            let mine = self.shared.lock().sessions.get(&me).map(view);
-            users.retain(|u| Some(&u.name) != mine.as_ref().map(|m| &m.name));
-            users.truncate(limit.saturating_sub(usize::from(mine.is_some())));
-            users.extend(mine);
-            users.sort_by_key(|u| u.name.key());
-        }
-        (users, online)
+    /// How many of its sessions are live.
+    pub fn online(&self) -> usize {
+        self.shared
+            .lock()
+            .sessions
+            .values()
+            .filter(|s| !s.ending)
+            .count()
+    }
+
+    /// The last cursor position this node saw for the session online under
+    /// `name`, if it has moved.
+    pub fn cursor_of(&self, name: &Name) -> Option<(f64, f64)> {
+        let table = self.shared.lock();
+        let id = table.names.get(&name.key())?;
+        table.sessions.get(id)?.cursor
     }
 
     /// Detaches a connection and says whether it was the session's last
@@ -548,6 +499,17 @@ impl Addresses {
         }
         address.events.tokens -= 1.0;
         Ok(())
+    }
+
+    /// Gives `ip` back one event of its allowance, up to its burst.
+    fn refund(&self, ip: IpAddr, limits: SessionLimits) {
+        if limits.ip_rate == 0 {
+            return;
+        }
+        let (_, burst) = event_allowance(limits.ip_rate);
+        if let Some(address) = self.shared.lock().get_mut(&ip) {
+            address.events.tokens = (address.events.tokens + 1.0).min(burst);
+        }
     }
 
     /// Forgets addresses that hold no session and whose allowances have
@@ -639,61 +601,27 @@ mod tests {
         Name::parse(n).unwrap()
     }
 
-    #[test]
-    fn names_are_unique_without_case_until_the_session_is_gone() {
-        let presence = Presence::new(0);
-        let id = presence.open(name("Alice"), None).unwrap();
-        assert_eq!(
-            presence.open(name("aLiCe"), None).unwrap_err().code(),
-            "name_taken"
-        );
-        assert_eq!(presence.begin_end(id), Some(name("Alice")));
-        // Still taken while its leave is being written.
-        assert_eq!(
-            presence.open(name("alice"), None).unwrap_err().code(),
-            "name_taken"
-        );
-        assert_eq!(presence.touch(id).unwrap_err().code(), "unknown_session");
-        presence.finish_end(id);
-        assert!(presence.open(name("alice"), None).is_ok());
+    /// A session registered through this node at `ip`, as the room adds one
+    /// its directory admitted.
+    fn open(presence: &Presence, n: &str, ip: Option<IpAddr>) -> Result<SessionId, ApiError> {
+        presence.reserve(ip)?;
+        let id = SessionId::new_v4();
+        presence.insert(id, name(n), ip, true);
+        Ok(id)
     }
 
     #[test]
     fn a_session_ends_only_once() {
         let presence = Presence::new(0);
-        let id = presence.open(name("a"), None).unwrap();
+        let id = open(&presence, "a", None).unwrap();
         assert!(presence.begin_end(id).is_some());
         assert!(presence.begin_end(id).is_none());
     }
 
     #[tokio::test(start_paused = true)]
-    async fn the_rate_limit_allows_bursts_of_twice_the_rate_then_refills() {
-        let presence = Presence::new(10);
-        let id = presence.open(name("a"), None).unwrap();
-        for _ in 0..20 {
-            presence.spend(id).unwrap();
-        }
-        assert_eq!(presence.spend(id).unwrap_err().code(), "rate_limited");
-        tokio::time::advance(Duration::from_millis(500)).await;
-        for _ in 0..5 {
-            presence.spend(id).unwrap();
-        }
-        assert!(presence.spend(id).is_err());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_zero_rate_limit_is_no_limit() {
-        let presence = Presence::new(0);
-        let id = presence.open(name("a"), None).unwrap();
-        for _ in 0..10_000 {
-            presence.spend(id).unwrap();
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
     async fn sessions_go_idle_only_without_connections() {
         let presence = Presence::new(0);
-        let id = presence.open(name("a"), None).unwrap();
+        let id = open(&presence, "a", None).unwrap();
         let guard = presence.attach(id).unwrap();
         tokio::time::advance(Duration::from_secs(60)).await;
         assert!(presence.idle_sessions(Duration::from_secs(10)).is_empty());
@@ -707,7 +635,7 @@ mod tests {
     #[tokio::test]
     async fn a_second_long_poll_wakes_the_first() {
         let presence = Presence::new(0);
-        let id = presence.open(name("a"), None).unwrap();
+        let id = open(&presence, "a", None).unwrap();
         let (one, other) = (presence.attach(id).unwrap(), presence.attach(id).unwrap());
         let first = one.hold_long_poll().unwrap();
         let _second = other.hold_long_poll().unwrap();
@@ -725,17 +653,17 @@ mod tests {
             ip_sessions: 2,
             ..Default::default()
         });
-        let first = presence.open(name("a"), HOME).unwrap();
-        presence.open(name("b"), HOME).unwrap();
+        let first = open(&presence, "a", HOME).unwrap();
+        open(&presence, "b", HOME).unwrap();
 
-        let refused = presence.open(name("c"), HOME).unwrap_err();
-        let elsewhere = presence.open(name("d"), AWAY);
+        let refused = open(&presence, "c", HOME).unwrap_err();
+        let elsewhere = open(&presence, "d", AWAY);
 
         assert_eq!(refused.code(), "ip_limit");
         assert!(elsewhere.is_ok());
         presence.begin_end(first);
         presence.finish_end(first);
-        assert!(presence.open(name("c"), HOME).is_ok(), "a place came free");
+        assert!(open(&presence, "c", HOME).is_ok(), "a place came free");
     }
 
     #[tokio::test(start_paused = true)]
@@ -744,20 +672,16 @@ mod tests {
             ip_registrations: 3,
             ..Default::default()
         });
-        presence.open(name("a"), HOME).unwrap();
-        presence.open(name("a"), HOME).unwrap_err(); // taken, but it counts
-        presence.open(name("b"), HOME).unwrap();
+        open(&presence, "a", HOME).unwrap();
+        // Refused by the directory (a name taken, say), but it counts.
+        presence.reserve(HOME).unwrap();
+        presence.release(HOME);
+        open(&presence, "b", HOME).unwrap();
 
-        assert_eq!(
-            presence.open(name("c"), HOME).unwrap_err().code(),
-            "ip_limit"
-        );
-        assert!(presence.open(name("c"), AWAY).is_ok());
+        assert_eq!(open(&presence, "c", HOME).unwrap_err().code(), "ip_limit");
+        assert!(open(&presence, "c", AWAY).is_ok());
         tokio::time::advance(Duration::from_secs(20)).await;
-        assert!(
-            presence.open(name("d"), HOME).is_ok(),
-            "one refilled in 20 s"
-        );
+        assert!(open(&presence, "d", HOME).is_ok(), "one refilled in 20 s");
     }
 
     #[tokio::test(start_paused = true)]
@@ -769,21 +693,21 @@ mod tests {
         });
         let sessions: Vec<_> = ["a", "b", "c"]
             .iter()
-            .map(|n| presence.open(name(n), HOME).unwrap())
+            .map(|n| open(&presence, n, HOME).unwrap())
             .collect();
-        let other = presence.open(name("z"), AWAY).unwrap();
+        let other = open(&presence, "z", AWAY).unwrap();
 
         let allowed = (0..30)
-            .filter(|i| presence.spend(sessions[i % 3]).is_ok())
+            .filter(|i| presence.spend_address(sessions[i % 3], None).is_ok())
             .count();
 
         assert_eq!(allowed, 20, "the address's burst, shared");
         assert!(
-            presence.spend(other).is_ok(),
+            presence.spend_address(other, None).is_ok(),
             "another address is unaffected"
         );
         tokio::time::advance(Duration::from_millis(500)).await;
-        assert!(presence.spend(sessions[0]).is_ok());
+        assert!(presence.spend_address(sessions[0], None).is_ok());
     }
 
     #[tokio::test(start_paused = true)]
@@ -792,7 +716,7 @@ mod tests {
             ip_registrations: 60,
             ..Default::default()
         });
-        let id = presence.open(name("a"), HOME).unwrap();
+        let id = open(&presence, "a", HOME).unwrap();
         let limits = presence.limits;
         presence.addresses.forget_idle(limits);
         assert_eq!(presence.addresses.len(), 1);
@@ -818,11 +742,11 @@ mod tests {
         // Act
         presence.insert(adopted, name("far"), HOME, false);
         let allowed = (0..20)
-            .filter(|_| presence.spend_address(adopted).is_ok())
+            .filter(|_| presence.spend_address(adopted, None).is_ok())
             .count();
-        let own = presence.open(name("near"), HOME);
+        let own = open(&presence, "near", HOME);
         presence.forget(adopted);
-        let second = presence.open(name("next"), HOME);
+        let second = open(&presence, "next", HOME);
 
         // Assert
         assert_eq!(allowed, 10, "the address's burst");
@@ -830,11 +754,45 @@ mod tests {
         assert_eq!(second.unwrap_err().code(), "ip_limit", "nor gave one back");
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn an_event_refunded_after_its_session_limit_refused_it_is_not_lost_to_its_address() {
+        // Arrange: 5 events a second per address, bursts of 10.
+        let presence = Presence::with_limits(SessionLimits {
+            ip_rate: 5,
+            ..Default::default()
+        });
+        let id = open(&presence, "a", HOME).unwrap();
+
+        // Act: 5 refused by the session's own limit, in the directory.
+        for _ in 0..5 {
+            presence.spend_address(id, None).unwrap();
+            presence.refund_address(id);
+        }
+        let allowed = (0..20)
+            .filter(|_| presence.spend_address(id, None).is_ok())
+            .count();
+
+        // Assert
+        assert_eq!(allowed, 10, "the whole burst is left");
+    }
+
+    #[test]
+    fn spending_records_a_mousemove_as_the_cursor_the_node_saw() {
+        let presence = Presence::new(0);
+        let id = open(&presence, "bob", None).unwrap();
+
+        presence.spend_address(id, Some((0.5, 0.25))).unwrap();
+        presence.spend_address(id, None).unwrap();
+
+        assert_eq!(presence.cursor_of(&name("BOB")), Some((0.5, 0.25)));
+        assert_eq!(presence.online(), 1);
+    }
+
     #[test]
     fn users_lists_everyone_online_with_their_cursor() {
         let presence = Presence::new(0);
-        let b = presence.open(name("bob"), None).unwrap();
-        presence.open(name("Alice"), None).unwrap();
+        let b = open(&presence, "bob", None).unwrap();
+        open(&presence, "Alice", None).unwrap();
         presence.set_cursor(b, 0.25, 0.75);
         let users = presence.users();
         assert_eq!(users.len(), 2);

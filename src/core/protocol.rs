@@ -164,11 +164,6 @@ fn describe_shape_error(err: &serde_json::Error) -> String {
     format!("not a valid client message: {text}; expected an object with \"type\" one of register, message, mousemove, leave, signal")
 }
 
-/// The most users a welcome lists; `online` says how many there are in all,
-/// and the rest show up as they move or speak. A shared store's directory
-/// lists at most this many names at a join, too.
-pub const WELCOME_USERS: usize = 200;
-
 /// The answer to a registration, over `POST /register` or as a WebSocket
 /// `welcome`.
 #[derive(Debug, Clone, Serialize)]
@@ -184,7 +179,7 @@ pub struct Welcome {
     /// The last chat messages, oldest first.
     pub history: Vec<Arc<Event>>,
     /// Who is online, this user included: everyone, or the first
-    /// [`WELCOME_USERS`] by name when more are.
+    /// [`crate::core::directory::WELCOME_USERS`] by name when more are.
     pub users: Vec<UserView>,
     /// How many users are online in all.
     pub online: usize,

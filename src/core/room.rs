@@ -1,11 +1,15 @@
-//! The one shared room: the message log plus presence, and the rules that
-//! tie them together.
+//! A room: its message log, who is in it, and the rules that tie them
+//! together.
 //!
 //! Every transport hands validated client messages to [`Room`], so a message
 //! means the same thing over HTTP and WebSocket. The room decides when a
-//! session starts and ends and writes `join` and `leave` to the log. It knows
-//! nothing of HTTP or sockets.
+//! session starts and ends; its [`Directory`] admits names, counts each
+//! session's own rate limit and writes `join` and `leave` to the log, and
+//! its [`Presence`] holds what this node sees of each session. The room
+//! never asks which directory it has: one node's, or one shared through a
+//! store with other nodes. It knows nothing of HTTP, sockets or stores.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -15,18 +19,16 @@ use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
+pub use crate::core::directory::WELCOME_USERS;
 use crate::core::directory::{Directory, Lookup, SignalSink};
 use crate::core::error::ApiError;
-use crate::core::log::{Cursor, Event, EventBody, EventLog, Reader, Seq};
+use crate::core::log::{Cursor, EventBody, EventLog, Reader, Seq};
+use crate::core::log_store::OpenedLog;
 use crate::core::names::{Name, RoomName};
 pub use crate::core::presence::Attachment;
 use crate::core::presence::{Presence, SessionId, SessionLimits};
 use crate::core::protocol::{ClientMessage, UserView, Welcome};
 use crate::core::signals::{self, Inbox, Signal, SignalHub};
-
-/// The most users a welcome lists; `online` says how many there are in all,
-/// and the rest show up as they move or speak.
-pub const WELCOME_USERS: usize = 200;
 
 /// The most bytes of chat history a welcome carries: the newest messages
 /// that fit.
@@ -40,21 +42,19 @@ pub struct Room {
     presence: Presence,
     /// Passes WebRTC signals between its sessions, outside the log.
     signals: SignalHub,
-    /// Its sessions on every node, when its log is shared; then `presence`
-    /// holds only those this node has seen.
-    shared: Option<Arc<Shared>>,
+    /// Who is in the room on every node, behind one pointer so a clone
+    /// stays cheap.
+    sessions: Arc<Sessions>,
     /// Open streams, sockets and requests reading the log now.
     readers: Arc<AtomicUsize>,
 }
 
-/// What a room whose sessions live in a [`Directory`] keeps on this node.
-struct Shared {
+/// What the room keeps of its [`Directory`].
+struct Sessions {
     directory: Arc<dyn Directory>,
     /// How long a session lives with no connection and no request: the
-    /// length of its lease.
+    /// length of its lease, where the directory keeps leases.
     lease: Duration,
-    /// Sessions online on every node, as last counted.
-    online: AtomicUsize,
     /// When this node last renewed the leases of the sessions it holds.
     renewed: Mutex<Instant>,
     /// Delivers the signals other nodes relay to this room's users here;
@@ -71,7 +71,8 @@ fn refused(err: ApiError) -> Sending {
 }
 
 /// How many of the newest events a welcome looks through for the cursors of
-/// users that registered on other nodes.
+/// the users it lists; one not found there is given the last one this node
+/// saw.
 const CURSOR_LOOKBACK: u64 = 2_000;
 
 impl std::fmt::Debug for Room {
@@ -84,82 +85,68 @@ impl std::fmt::Debug for Room {
 }
 
 impl Room {
-    /// The lobby over `log`, with a per-session rate limit in events per
-    /// second.
+    /// The lobby over `log`, alone on this node, with a per-session rate
+    /// limit in events per second.
     pub fn new(log: Arc<dyn EventLog>, rate_limit: u32) -> Self {
         Self::with_limits(log, SessionLimits::per_session(rate_limit))
     }
 
-    /// The lobby over `log` enforcing `limits` per session and per address.
+    /// The lobby over `log`, alone on this node, enforcing `limits` per
+    /// session and per address.
     pub fn with_limits(log: Arc<dyn EventLog>, limits: SessionLimits) -> Self {
         Self::open(
             RoomName::lobby(),
-            log,
+            OpenedLog::here(log),
             Presence::with_limits(limits),
-            limits.signal_rate,
         )
     }
 
-    /// The room `name` over `log`, with `presence` for its sessions, each
-    /// of which may send `signal_rate` signals a second (0 for no limit).
-    pub fn open(
-        name: RoomName,
-        log: Arc<dyn EventLog>,
-        presence: Presence,
-        signal_rate: u32,
-    ) -> Self {
+    /// The room `name` over the log and directory a store `opened`, with
+    /// `presence` for the sessions this node serves. Its limits say how many
+    /// signals a second each session may send
+    /// ([`SessionLimits::signal_rate`]) and how long a session's lease is
+    /// ([`SessionLimits::lease`]).
+    pub fn open(name: RoomName, opened: OpenedLog, presence: Presence) -> Self {
+        let limits = presence.limits();
+        let signals = SignalHub::new(limits.signal_rate);
+        let sink: Arc<SignalSink> = {
+            let (presence, signals) = (presence.clone(), signals.clone());
+            Arc::new(move |to: &Name, frame| {
+                let delivered = presence
+                    .live_session(to)
+                    .ok_or_else(|| ApiError::UnknownTarget(to.to_string()))
+                    .and_then(|session| signals.deliver(session, to, frame));
+                if let Err(err) = delivered {
+                    // Most often the target listens on another node.
+                    tracing::trace!(%err, "a relayed signal is not for this node");
+                }
+            })
+        };
+        opened.directory.deliver_signals(&sink);
         Room {
             name,
-            log,
+            log: opened.log,
             presence,
-            signals: SignalHub::new(signal_rate),
-            shared: None,
+            signals,
+            sessions: Arc::new(Sessions {
+                directory: opened.directory,
+                lease: limits.lease(),
+                renewed: Mutex::new(Instant::now()),
+                _signal_sink: sink,
+            }),
             readers: Arc::default(),
         }
     }
 
-    /// The same room with its sessions in `directory`, shared with every
-    /// node that serves it, each a lease of `lease` renewed while it is in
-    /// use.
-    pub fn sharing(mut self, directory: Arc<dyn Directory>, lease: Duration) -> Self {
-        let (presence, signals) = (self.presence.clone(), self.signals.clone());
-        let sink: Arc<SignalSink> = Arc::new(move |to: &Name, frame| {
-            let delivered = presence
-                .live_session(to)
-                .ok_or_else(|| ApiError::UnknownTarget(to.to_string()))
-                .and_then(|session| signals.deliver(session, to, frame));
-            if let Err(err) = delivered {
-                // Most often the target listens on another node.
-                tracing::trace!(%err, "a relayed signal is not for this node");
-            }
-        });
-        directory.deliver_signals(&sink);
-        self.shared = Some(Arc::new(Shared {
-            directory,
-            lease,
-            online: AtomicUsize::new(0),
-            renewed: Mutex::new(Instant::now()),
-            _signal_sink: sink,
-        }));
-        self
-    }
-
-    /// Whether its sessions are shared with other nodes.
-    pub fn is_shared(&self) -> bool {
-        self.shared.is_some()
-    }
-
-    /// Makes a session that registered on another node known here, so this
-    /// node can serve its requests and connections: `unknown_session` if it
-    /// is not live, `wrong_room` if it is another room's.
+    /// Makes a session this node has not seen (registered on another node,
+    /// say) known here, so this node can serve its requests and
+    /// connections: `unknown_session` if it is not live, `wrong_room` if it
+    /// is another room's.
     pub async fn adopt(&self, session: SessionId, ip: Option<IpAddr>) -> Result<(), ApiError> {
         if self.presence.has(session) {
             return Ok(());
         }
-        let Some(shared) = &self.shared else {
-            return Err(ApiError::UnknownSession);
-        };
-        match shared.directory.lookup(session).await? {
+        match self.sessions.directory.lookup(session).await? {
             Lookup::Live(name) => {
                 self.presence.insert(session, name, ip, false);
                 Ok(())
@@ -198,11 +185,7 @@ impl Room {
     /// Whether the room has no session at all, ending ones included, on
     /// this node nor (as last counted) on any other.
     pub fn is_empty(&self) -> bool {
-        self.presence.is_empty()
-            && self
-                .shared
-                .as_ref()
-                .is_none_or(|s| s.online.load(Ordering::Relaxed) == 0)
+        self.presence.is_empty() && self.sessions.directory.online() == 0
     }
 
     /// Attaches a connection (a stream, socket or held long-poll) to a live
@@ -229,9 +212,9 @@ impl Room {
     }
 
     /// Passes `signal` from `from` to the live session of this room that
-    /// it names. Nothing goes into the log. When the room is shared and the
-    /// target takes no signals on this node, the signal goes through the
-    /// directory to whichever node it takes them on.
+    /// it names. Nothing goes into the log. A target that takes no signals
+    /// on this node is the directory's: it passes the signal to whichever
+    /// node the target takes them on, or says why it cannot.
     pub async fn signal(&self, from: SessionId, signal: &Signal) -> Result<(), ApiError> {
         let from_name = self.presence.touch(from)?;
         if from_name.key() == signal.to.key() {
@@ -243,20 +226,14 @@ impl Room {
             .presence
             .live_session(&signal.to)
             .filter(|to| self.signals.is_listening(*to));
-        match (&self.shared, here) {
-            (Some(shared), None) => {
+        match here {
+            Some(to) => self.signals.relay(from, &from_name, to, signal),
+            None => {
                 self.signals.charge(from)?;
-                shared
+                self.sessions
                     .directory
                     .relay_signal(&signal.to, signals::frame(&from_name, signal))
                     .await
-            }
-            _ => {
-                let to = self
-                    .presence
-                    .live_session(&signal.to)
-                    .ok_or_else(|| ApiError::UnknownTarget(signal.to.to_string()))?;
-                self.signals.relay(from, &from_name, to, signal)
             }
         }
     }
@@ -267,14 +244,9 @@ impl Room {
         self.presence.touch(session).map(drop)
     }
 
-    /// How many users are online: on every node, as last counted, when
-    /// the room is shared.
+    /// How many users are online: on every node, as last counted.
     pub fn online(&self) -> usize {
-        let here = self.presence.users().len();
-        match &self.shared {
-            Some(shared) => here.max(shared.online.load(Ordering::Relaxed)),
-            None => here,
-        }
+        self.presence.online().max(self.sessions.directory.online())
     }
 
     /// Brings `name` online for the server itself (the demo bot, tests),
@@ -286,10 +258,23 @@ impl Room {
     /// Brings `name` online for a client at `ip`: a new session, a `join` in
     /// the log, and what a late joiner needs to catch up, bounded in size.
     pub async fn register_from(&self, name: Name, ip: Option<IpAddr>) -> Result<Welcome, ApiError> {
-        let (session, cursor, users, online) = match &self.shared {
-            None => self.join_here(name.clone(), ip).await?,
-            Some(shared) => self.join_shared(shared, name.clone(), ip).await?,
+        let sessions = &self.sessions;
+        self.presence.reserve(ip)?;
+        let session = uuid::Uuid::new_v4();
+        let joined = match sessions
+            .directory
+            .join(session, &name, sessions.lease)
+            .await
+        {
+            Ok(joined) => joined,
+            Err(err) => {
+                self.presence.release(ip);
+                return Err(err);
+            }
         };
+        self.presence.insert(session, name.clone(), ip, true);
+        let cursor = joined.event.seq;
+        let users = self.with_cursors(joined.names, cursor);
         // Messages newer than the join reach the client as events; leave them
         // out here so nothing arrives twice.
         let mut budget = WELCOME_HISTORY_BYTES;
@@ -314,73 +299,40 @@ impl Room {
             cursor,
             history,
             users,
-            online,
+            online: joined.online,
         })
     }
 
-    /// A session of this node only: its `join`, and who is online here.
-    async fn join_here(
-        &self,
-        name: Name,
-        ip: Option<IpAddr>,
-    ) -> Result<(SessionId, Seq, Vec<UserView>, usize), ApiError> {
-        let session = self.presence.open(name.clone(), ip)?;
-        let join = match self.log.append(name, EventBody::Join).await {
-            Ok(event) => event,
-            Err(err) => {
-                tracing::error!(%err, "could not append a join");
-                self.presence.finish_end(session);
-                return Err(err.into());
-            }
-        };
-        let (users, online) = self.presence.some_users(session, WELCOME_USERS);
-        Ok((session, join.seq, users, online))
-    }
-
-    /// A session admitted by the directory, with its name unique on every
-    /// node; the users it lists carry the cursors this node's log shows.
-    async fn join_shared(
-        &self,
-        shared: &Shared,
-        name: Name,
-        ip: Option<IpAddr>,
-    ) -> Result<(SessionId, Seq, Vec<UserView>, usize), ApiError> {
-        self.presence.reserve(ip)?;
-        let session = uuid::Uuid::new_v4();
-        let joined = match shared.directory.join(session, &name, shared.lease).await {
-            Ok(joined) => joined,
-            Err(err) => {
-                self.presence.release(ip);
-                return Err(err);
-            }
-        };
-        self.presence.insert(session, name, ip, true);
-        shared.online.store(joined.online, Ordering::Relaxed);
-        let users = self.with_cursors(joined.names, joined.event.seq);
-        Ok((session, joined.event.seq, users, joined.online))
-    }
-
     /// `names` as users, each with the last cursor position the newest
-    /// events up to `seq` show for it.
+    /// events up to `seq` show for it, or else the last one this node saw.
     fn with_cursors(&self, names: Vec<Name>, seq: Seq) -> Vec<UserView> {
+        let mut wanted: HashMap<String, Option<(f64, f64)>> =
+            names.iter().map(|n| (n.key(), None)).collect();
+        let mut missing = wanted.len();
         let recent = self
             .log
             .read_since(seq.saturating_sub(CURSOR_LOOKBACK), None)
             .events;
-        let cursor = |name: &Name| {
-            recent
-                .iter()
-                .rev()
-                .filter(|e| e.seq <= seq && e.name.key() == name.key())
-                .find_map(|e: &Arc<Event>| match e.body {
-                    EventBody::Mousemove { x, y } => Some((x, y)),
-                    _ => None,
-                })
-        };
+        for event in recent.iter().rev().filter(|e| e.seq <= seq) {
+            if missing == 0 {
+                break;
+            }
+            let EventBody::Mousemove { x, y } = event.body else {
+                continue;
+            };
+            if let Some(at @ None) = wanted.get_mut(&event.name.key()) {
+                *at = Some((x, y));
+                missing -= 1;
+            }
+        }
         names
             .into_iter()
             .map(|name| {
-                let at = cursor(&name);
+                let at = wanted
+                    .get(&name.key())
+                    .copied()
+                    .flatten()
+                    .or_else(|| self.presence.cursor_of(&name));
                 UserView {
                     x: at.map(|c| c.0),
                     y: at.map(|c| c.1),
@@ -432,48 +384,34 @@ impl Room {
                 ))
             }
         };
-        let Some(shared) = &self.shared else {
-            let name = match self.presence.spend(session) {
-                Ok(name) => name,
-                Err(err) => return refused(err),
-            };
-            if let EventBody::Mousemove { x, y } = body {
-                self.presence.set_cursor(session, x, y);
-            }
-            let appended = self.log.append(name, body);
-            return Box::pin(async move {
-                let event = appended.await.map_err(|err| {
-                    tracing::error!(%err, "could not append an event");
-                    ApiError::from(err)
-                })?;
-                Ok(event.seq)
-            });
+        // The session's own rate limit is the directory's to count (across
+        // nodes, when it is shared); its address's is this node's.
+        let at = match body {
+            EventBody::Mousemove { x, y } => Some((x, y)),
+            _ => None,
         };
-        // The session's own rate limit is counted in the directory, across
-        // nodes; its address's, here.
-        let name = match self.presence.spend_address(session) {
+        let name = match self.presence.spend_address(session, at) {
             Ok(name) => name,
             Err(err) => return refused(err),
         };
-        if let EventBody::Mousemove { x, y } = body {
-            self.presence.set_cursor(session, x, y);
-        }
         let rate = self.presence.limits().rate;
-        let appended = shared
-            .directory
-            .append(session, name, body, shared.lease, rate);
+        let appended =
+            self.sessions
+                .directory
+                .append(session, name, body, self.sessions.lease, rate);
         let presence = self.presence.clone();
         Box::pin(async move {
             match appended.await {
                 Ok(event) => Ok(event.seq),
-                Err(ApiError::UnknownSession) => {
-                    // Ended on another node, or its lease ran out.
-                    presence.forget(session);
-                    Err(ApiError::UnknownSession)
-                }
                 Err(err) => {
-                    if err.code() == "store_unavailable" {
-                        tracing::error!("could not append an event: the store is unavailable");
+                    match &err {
+                        // Ended on another node, or its lease ran out.
+                        ApiError::UnknownSession => presence.forget(session),
+                        ApiError::RateLimited => presence.refund_address(session),
+                        ApiError::Internal | ApiError::StoreUnavailable => {
+                            tracing::error!(code = err.code(), "could not append an event");
+                        }
+                        _ => {}
                     }
                     Err(err)
                 }
@@ -483,18 +421,10 @@ impl Room {
 
     /// Ends a session: its `leave` goes into the log and its name is freed.
     /// Returns the seq of the `leave`, or `None` if the session was not live
-    /// (or, shared, had already ended on another node).
+    /// (or had already ended on another node).
     pub async fn end(&self, session: SessionId) -> Option<Seq> {
         let name = self.presence.begin_end(session)?;
-        let result = match &self.shared {
-            None => self
-                .log
-                .append(name.clone(), EventBody::Leave)
-                .await
-                .map(Some)
-                .map_err(ApiError::from),
-            Some(shared) => shared.directory.leave(session).await,
-        };
+        let result = self.sessions.directory.leave(session).await;
         self.presence.finish_end(session);
         match result {
             Ok(Some(event)) => {
@@ -510,24 +440,35 @@ impl Room {
         }
     }
 
-    /// Ends every session that has had no connection and no request for
-    /// `timeout`. Shared, a session idle here may be busy on another node:
-    /// this node only forgets it, renews the leases of the sessions in use
-    /// here, and ends those whose lease ran out, on whichever node they were.
+    /// The room's upkeep, about once a second: tells the directory which
+    /// sessions have had no connection and no request here for `timeout`
+    /// (on one node they end; shared, another node may be using them, and
+    /// this node only forgets them), renews the leases of the sessions in
+    /// use here, and ends those whose lease ran out, on whichever node they
+    /// were.
     pub async fn end_idle(&self, timeout: Duration) {
-        let Some(shared) = &self.shared else {
-            for session in self.presence.idle_sessions(timeout) {
-                self.end(session).await;
+        let sessions = &self.sessions;
+        // Marked as ending first, so nothing here uses them while the
+        // directory decides; dropped from this node once it has.
+        let idle: Vec<SessionId> = self
+            .presence
+            .idle_sessions(timeout)
+            .into_iter()
+            .filter(|session| self.presence.begin_end(*session).is_some())
+            .collect();
+        if !idle.is_empty() {
+            let ended = sessions.directory.went_idle(idle.clone()).await;
+            for session in idle {
+                self.presence.finish_end(session);
             }
-            return;
-        };
-        for session in self.presence.idle_sessions(timeout) {
-            self.presence.forget(session);
+            if let Err(err) = ended {
+                tracing::error!(%err, room = %self.name, "could not append a leave");
+            }
         }
-        let since = std::mem::replace(&mut *shared.renewed.lock(), Instant::now());
+        let since = std::mem::replace(&mut *sessions.renewed.lock(), Instant::now());
         let active = self.presence.active_since(since);
         if !active.is_empty() {
-            match shared.directory.renew(active, shared.lease).await {
+            match sessions.directory.renew(active, sessions.lease).await {
                 Ok(gone) => {
                     for session in gone {
                         self.presence.forget(session);
@@ -536,9 +477,8 @@ impl Room {
                 Err(err) => tracing::warn!(%err, room = %self.name, "could not renew leases"),
             }
         }
-        match shared.directory.reap().await {
-            Ok(reaped) => shared.online.store(reaped.online, Ordering::Relaxed),
-            Err(err) => tracing::warn!(%err, room = %self.name, "could not end expired sessions"),
+        if let Err(err) = sessions.directory.reap().await {
+            tracing::warn!(%err, room = %self.name, "could not end expired sessions");
         }
     }
 }

@@ -6,7 +6,9 @@
 //! room is all it talks to. A room is opened on first use, within
 //! `--max-rooms` in all and `--ip-rooms` per client address, and reclaimed
 //! once it has had no session and no reader for `--room-idle-timeout`. The
-//! lobby is always there. This module knows nothing of HTTP.
+//! lobby is always there. Each room's log and sessions come from the
+//! [`LogStore`] it was given, and it never asks which one that is. This
+//! module knows nothing of HTTP.
 
 use std::collections::HashMap;
 use std::io;
@@ -107,13 +109,8 @@ impl Rooms {
 
     fn build(&self, name: &RoomName) -> io::Result<Room> {
         let opened = self.shared.store.open(name)?;
-        let limits = self.shared.session_limits;
-        let presence = Presence::sharing(limits, self.shared.addresses.clone());
-        let room = Room::open(name.clone(), opened.log, presence, limits.signal_rate);
-        Ok(match opened.directory {
-            Some(directory) => room.sharing(directory, limits.lease()),
-            None => room,
-        })
+        let presence = Presence::sharing(self.shared.session_limits, self.shared.addresses.clone());
+        Ok(Room::open(name.clone(), opened, presence))
     }
 
     /// The lobby, which is always open.
@@ -183,9 +180,10 @@ impl Rooms {
 
     /// The room a request or connection uses: `name`, opened if need be.
     /// A `session` must belong to it: one of another room is refused with
-    /// `wrong_room`, and an unknown one with `unknown_session`. When rooms
-    /// are shared with other nodes, a session registered on another node is
-    /// looked up there and from then on known here too.
+    /// `wrong_room`, and an unknown one with `unknown_session`. A session
+    /// this node has not seen in any room is the room's directory's to
+    /// find (registered on another node, say), and from then on known here
+    /// too.
     pub async fn enter(
         &self,
         name: &RoomName,
@@ -198,15 +196,12 @@ impl Rooms {
         if let Some(room) = self.get(name).filter(|r| r.has_session(session)) {
             return Ok(room);
         }
-        if self.lobby().is_shared() {
-            let room = self.open(name, ip)?;
-            room.adopt(session, ip).await?;
-            return Ok(room);
+        if let Some(other) = self.find_session(session) {
+            return Err(ApiError::WrongRoom(other.to_string()));
         }
-        match self.find_session(session) {
-            Some(other) => Err(ApiError::WrongRoom(other.to_string())),
-            None => Err(ApiError::UnknownSession),
-        }
+        let room = self.open(name, ip)?;
+        room.adopt(session, ip).await?;
+        Ok(room)
     }
 
     /// The room a session belongs to, if any.

@@ -6,18 +6,20 @@
 //! read back like any other event. It knows nothing of the room registry,
 //! of a room, or of HTTP.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytestring::ByteString;
 use futures_util::future::BoxFuture;
 
-use crate::core::directory::{Directory, Joined, Lookup, Reaped, SignalSink};
+use crate::core::directory::{
+    Appending, Directory, Joined, Lookup, Reaped, SignalSink, WELCOME_USERS,
+};
 use crate::core::error::ApiError;
 use crate::core::log::{now_millis, Event, EventBody, LogError};
 use crate::core::names::{Name, RoomName};
 use crate::core::presence::SessionId;
-use crate::core::protocol::WELCOME_USERS;
 use crate::store::redis::mirror::{Mirror, Written};
 use crate::store::redis::{millis, StoreShared, SIGNALS};
 
@@ -26,6 +28,8 @@ use crate::store::redis::{millis, StoreShared, SIGNALS};
 /// it writes is read back like any other event.
 pub struct RedisDirectory {
     pub(super) mirror: Arc<Mirror>,
+    /// Sessions online on every node, as the last `join` or reap counted.
+    pub(super) online: Arc<AtomicUsize>,
 }
 
 /// The most names a `join` lists; the rest show up as they move or speak.
@@ -58,7 +62,7 @@ impl Directory for RedisDirectory {
             mirror.keys.room.to_string(),
             JOIN_NAMES.to_string(),
         ];
-        let name = name.clone();
+        let (name, counted) = (name.clone(), self.online.clone());
         on_store(&self.mirror.store, async move {
             match mirror.write(&mirror.store.scripts.join, &args).await? {
                 Written::Refused => Err(ApiError::NameTaken(name.to_string())),
@@ -70,6 +74,7 @@ impl Directory for RedisDirectory {
                         names.iter().filter_map(|n| Name::parse(n).ok()).collect();
                     names.sort_by_key(Name::key);
                     names.dedup_by_key(|n| n.key());
+                    counted.store(online, Ordering::Relaxed);
                     Ok(Joined {
                         event,
                         names,
@@ -101,15 +106,15 @@ impl Directory for RedisDirectory {
         body: EventBody,
         lease: Duration,
         rate: u32,
-    ) -> BoxFuture<'static, Result<Arc<Event>, ApiError>> {
+    ) -> Appending {
         let appended = self.mirror.append(Some((session, lease, rate)), name, body);
-        Box::pin(async move {
+        Appending::deciding(Box::pin(async move {
             match appended.await? {
                 Ok(event) => Ok(event),
                 Err(code) if code == "rate_limited" => Err(ApiError::RateLimited),
                 Err(_) => Err(ApiError::UnknownSession),
             }
-        })
+        }))
     }
 
     fn leave(
@@ -142,8 +147,13 @@ impl Directory for RedisDirectory {
         })
     }
 
+    fn went_idle(&self, _sessions: Vec<SessionId>) -> BoxFuture<'static, Result<usize, LogError>> {
+        // Another node may be using them: their leases decide.
+        Box::pin(std::future::ready(Ok(0)))
+    }
+
     fn reap(&self) -> BoxFuture<'static, Result<Reaped, LogError>> {
-        let mirror = self.mirror.clone();
+        let (mirror, counted) = (self.mirror.clone(), self.online.clone());
         on_store(&self.mirror.store, async move {
             let (ended, online): (usize, usize) = mirror
                 .call(
@@ -154,8 +164,13 @@ impl Directory for RedisDirectory {
             if ended > 0 {
                 tracing::debug!(ended, room = %mirror.keys.room, "sessions whose lease ran out left");
             }
+            counted.store(online, Ordering::Relaxed);
             Ok(Reaped { ended, online })
         })
+    }
+
+    fn online(&self) -> usize {
+        self.online.load(Ordering::Relaxed)
     }
 
     fn relay_signal(
@@ -354,8 +369,7 @@ mod tests {
         let other = store
             .open(&RoomName::parse("other").unwrap())
             .unwrap()
-            .directory
-            .unwrap();
+            .directory;
         let session = SessionId::new_v4();
         lobby.join(session, &name("ann"), LEASE).await.unwrap();
 

@@ -241,10 +241,11 @@ impl LogStore for RedisStore {
         let log = RedisLog::open(self.shared.clone(), room)?;
         let directory = RedisDirectory {
             mirror: log.mirror.clone(),
+            online: Arc::default(),
         };
         Ok(OpenedLog {
             log: Arc::new(log),
-            directory: Some(Arc::new(directory)),
+            directory: Arc::new(directory),
         })
     }
 
@@ -331,7 +332,7 @@ mod testing {
     /// The lobby's log and directory on `store`, as one node opens them.
     pub fn lobby_shared(store: &RedisStore) -> (Arc<dyn EventLog>, Arc<dyn Directory>) {
         let opened = store.open(&RoomName::lobby()).unwrap();
-        (opened.log, opened.directory.expect("Redis shares sessions"))
+        (opened.log, opened.directory)
     }
 
     /// Every event of `kind` in the log as `log` sees it, once it holds `seq`.
