@@ -2,7 +2,7 @@
 //! which transport each is, and how admission treats it (whether it takes a
 //! place under the connection limits, whom its bytes are charged to).
 //!
-//! The router is built from this table ([`crate::http::routes`]), and
+//! The router is built from this table ([`crate::server`]), and
 //! admission ([`crate::http::admission`]), which both the router and the
 //! WebSocket upgrade path go through, asks it through [`resolve`], so an
 //! unknown path is a 404 and a wrong method a 405 on both paths alike. Paths

@@ -10,6 +10,6 @@ pub mod http_error;
 pub mod ice;
 pub mod log_throttle;
 pub mod metrics;
-pub mod routes;
+
 pub mod state;
 pub mod stats;

@@ -1,5 +1,9 @@
-//! The server assembled: state built once, every accepted connection
-//! wrapped, and actix-http serving the router and the WebSocket upgrade.
+//! The top of the house: the server assembled. State is built once, every
+//! accepted connection wrapped, and actix-http serves the router (built
+//! from the endpoint table in [`routes`]) beside the WebSocket upgrade.
+//! Only this layer imports every other one.
+
+mod routes;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -15,20 +19,16 @@ use actix_web::web;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::classroom::demo;
 use crate::config::Config;
 use crate::core::log::EventLog;
 use crate::core::log_store::LogStore;
 use crate::core::{presence, rooms};
-use crate::transport;
-
-use crate::classroom::demo;
-
-use crate::http::routes;
 use crate::http::state::AppState;
 use crate::net::send_timeout::{self, SendTimeout};
 use crate::net::traffic::Wire;
 use crate::net::{delay, limits, open_files};
-use crate::store;
+use crate::{store, transport};
 
 /// Every accepted connection as HTTP serves it: counted, behind the send
 /// timeout.
