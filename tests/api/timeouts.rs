@@ -90,14 +90,10 @@ async fn fill_log(app: &TestApp, count: usize, len: usize) {
     let text = "f".repeat(len);
     let mut senders = Vec::new();
     for part in 0..2 {
-        let http = app.http.clone();
-        let url = app.url(&format!("/send?session={session}"));
-        let text = text.clone();
+        let (app, session, text) = (app.handle(), session.clone(), text.clone());
         senders.push(tokio::spawn(async move {
             for i in (part..count).step_by(2) {
-                let body = json!({"type": "message", "text": format!("{i} {text}")});
-                let status = http.post(&url).json(&body).send().await.unwrap().status();
-                assert_eq!(status, 200);
+                app.say(&session, &format!("{i} {text}")).await;
             }
         }));
     }
