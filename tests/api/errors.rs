@@ -6,17 +6,6 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 
 use crate::helpers::*;
 
-async fn expect_error(response: reqwest::Response, status: u16, code: &str) {
-    assert_eq!(response.status().as_u16(), status, "status for {code}");
-    assert_eq!(response.headers()["content-type"], "application/json");
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["code"], code);
-    assert!(
-        body["error"].as_str().is_some_and(|e| !e.is_empty()),
-        "a message for humans"
-    );
-}
-
 async fn raw_post(app: &TestApp, path: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
     raw_post_with(app, path, &[], body).await
 }

@@ -457,9 +457,15 @@ impl Target for TestApp {
     }
 }
 
-/// Asserts that `response` is the JSON error `code` with `status`.
+/// Asserts that `response` is the JSON error `code` with `status`, with a
+/// message for people beside the code.
 pub async fn expect_error(response: reqwest::Response, status: u16, code: &str) {
     assert_eq!(response.status().as_u16(), status, "status for {code}");
+    assert_eq!(response.headers()["content-type"], "application/json");
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["code"], code, "{body}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "a message for humans: {body}"
+    );
 }
