@@ -37,23 +37,7 @@ async fn wait_for_stats(app: &TestApp, what: &str, ok: impl Fn(&Value) -> bool) 
 /// Sends `count` chat messages of `len` characters, four requests at a time,
 /// and returns the head once all are in.
 async fn flood(app: &TestApp, count: usize, len: usize) -> u64 {
-    let session = app.join("flood").await["session"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let text = "f".repeat(len);
-    let mut senders = Vec::new();
-    for part in 0..4 {
-        let (app, session, text) = (app.handle(), session.clone(), text.clone());
-        senders.push(tokio::spawn(async move {
-            for i in (part..count).step_by(4) {
-                app.say(&session, &format!("{i} {text}")).await;
-            }
-        }));
-    }
-    for sender in senders {
-        sender.await.unwrap();
-    }
+    app.fill("flood", count, len, 4).await;
     1 + count as u64
 }
 

@@ -359,6 +359,28 @@ impl TestApp {
         self.get_json("/stats").await.1["head"].as_u64().unwrap()
     }
 
+    /// Registers `name` and sends `count` chat messages of about `len`
+    /// characters, `at_once` requests at a time; each must be stored.
+    pub async fn fill(&self, name: &str, count: usize, len: usize, at_once: usize) {
+        let session = self.join(name).await["session"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let text = "f".repeat(len);
+        let mut senders = Vec::new();
+        for part in 0..at_once {
+            let (app, session, text) = (self.handle(), session.clone(), text.clone());
+            senders.push(tokio::spawn(async move {
+                for i in (part..count).step_by(at_once) {
+                    app.say(&session, &format!("{i} {text}")).await;
+                }
+            }));
+        }
+        for sender in senders {
+            sender.await.unwrap();
+        }
+    }
+
     /// Waits until the server reports `n` held long-polls.
     pub async fn until_long_polls_held(&self, n: i64) {
         tokio::time::timeout(PATIENCE, async {

@@ -112,11 +112,7 @@ async fn a_restart_without_a_journal_is_reported_as_a_gap_on_every_transport() {
     let bob = app.join("bob").await;
     assert_ne!(bob["epoch"].as_str().unwrap(), epoch, "a new epoch");
     for kind in ALL {
-        let from = From {
-            since: 2,
-            epoch: Some(epoch.clone()),
-            session: None,
-        };
+        let from = From::since(2).in_epoch(&epoch);
         let mut reader = Reader::open(&app, kind, from).await;
         tokio::time::timeout(PATIENCE, async {
             while reader.events.is_empty() {
@@ -154,11 +150,7 @@ async fn a_restart_with_a_journal_resumes_seamlessly_on_every_transport() {
     assert_eq!(bob["cursor"], 3);
     assert_eq!(bob["history"][0]["text"], "before");
     for kind in ALL {
-        let from = From {
-            since: 2,
-            epoch: Some(epoch.clone()),
-            session: None,
-        };
+        let from = From::since(2).in_epoch(&epoch);
         let mut reader = Reader::open(&app, kind, from).await;
         let events = reader.read_through(3).await;
         assert_eq!(events.len(), 1, "{kind:?}");
