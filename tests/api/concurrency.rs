@@ -21,12 +21,11 @@ async fn concurrent_senders_produce_one_gap_free_order_that_every_reader_sees() 
         if s % 2 == 0 {
             let welcome = app.join(&name).await;
             let session = welcome["session"].as_str().unwrap().to_owned();
-            let http = app.http.clone();
-            let url = app.url(&format!("/send?session={session}"));
+            let app = app.handle();
             tasks.push(tokio::spawn(async move {
                 for i in 0..EACH {
                     let body = json!({"type": "message", "text": format!("{i}"), "id": format!("{s}-{i}")});
-                    let response = http.post(&url).json(&body).send().await.unwrap();
+                    let response = app.send(&session, &body).await;
                     assert_eq!(response.status(), 200);
                 }
             }));

@@ -86,11 +86,7 @@ async fn resuming_from_a_cursor_returns_exactly_the_newer_events() {
         app.say(session, &format!("m{i}")).await;
     }
     for kind in ALL {
-        let from = From {
-            since: 6,
-            epoch: Some(epoch.clone()),
-            session: None,
-        };
+        let from = From::since(6).in_epoch(&epoch);
         let mut reader = Reader::open(&app, kind, from).await;
         let events = reader.read_through(10).await;
         let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
@@ -152,11 +148,7 @@ async fn the_gap_is_flagged_after_an_epoch_change() {
     let alice = app.join("alice").await;
     app.say(alice["session"].as_str().unwrap(), "hi").await;
     for kind in ALL {
-        let from = From {
-            since: 1,
-            epoch: Some("an-epoch-from-before-a-restart".into()),
-            session: None,
-        };
+        let from = From::since(1).in_epoch("an-epoch-from-before-a-restart");
         let mut reader = Reader::open(&app, kind, from).await;
         let events = reader.read_through(2).await;
         assert_eq!(

@@ -6,25 +6,80 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 
 use crate::helpers::*;
 
-async fn expect_error(response: reqwest::Response, status: u16, code: &str) {
-    assert_eq!(response.status().as_u16(), status, "status for {code}");
-    assert_eq!(response.headers()["content-type"], "application/json");
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["code"], code);
-    assert!(
-        body["error"].as_str().is_some_and(|e| !e.is_empty()),
-        "a message for humans"
-    );
+async fn raw_post(app: &TestApp, path: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+    raw_post_with(app, path, &[], body).await
 }
 
-async fn raw_post(app: &TestApp, path: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
-    app.http
+/// POSTs `body` as JSON, with more `headers`.
+async fn raw_post_with(
+    app: &TestApp,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
+    let mut request = app
+        .http
         .post(app.url(path))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap()
+        .header("content-type", "application/json");
+    for &(name, value) in headers {
+        request = request.header(name, value);
+    }
+    request.body(body).send().await.unwrap()
+}
+
+/// `bytes` as a gzip member (RFC 1952) whose one deflate block is stored
+/// rather than compressed: a body any gzip decoder reads back, made without
+/// a compression library.
+fn gzip_stored(bytes: &[u8]) -> Vec<u8> {
+    let len = u16::try_from(bytes.len()).expect("a stored block holds at most 65,535 bytes");
+    // Magic, deflate, no flags, no time, no extra flags, unknown system.
+    let mut gzip = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
+    // The final block, stored: its length, and the length's complement.
+    gzip.push(1);
+    gzip.extend(len.to_le_bytes());
+    gzip.extend((!len).to_le_bytes());
+    gzip.extend(bytes);
+    gzip.extend(crc32(bytes).to_le_bytes());
+    gzip.extend((bytes.len() as u32).to_le_bytes());
+    gzip
+}
+
+/// The CRC-32 gzip ends with (IEEE, reflected), a bit at a time.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in bytes {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
+        }
+    }
+    !crc
+}
+
+#[tokio::test]
+async fn a_gzip_encoded_body_is_refused_with_a_code_and_nothing_is_stored() {
+    // Arrange: pushlab decodes no content coding, so it reads a gzip body
+    // as sent: bytes that are not JSON.
+    let app = spawn_app().await;
+    let alice = app.join("alice").await;
+    let send = format!("/send?session={}", alice["session"].as_str().unwrap());
+    let gzip = [("content-encoding", "gzip")];
+    let message = json!({"type": "message", "text": "zipped"}).to_string();
+    let name = json!({"name": "bob"}).to_string();
+    // A gzip decoder would take these bodies: the CRC is gzip's own.
+    assert_eq!(crc32(b"123456789"), 0xCBF4_3926, "the standard check value");
+    let head = app.head().await;
+
+    // Act
+    let sent = raw_post_with(&app, &send, &gzip, gzip_stored(message.as_bytes())).await;
+    let registered = raw_post_with(&app, "/register", &gzip, gzip_stored(name.as_bytes())).await;
+
+    // Assert
+    expect_error(sent, 400, "bad_json").await;
+    expect_error(registered, 400, "bad_json").await;
+    assert_eq!(app.head().await, head, "nothing was stored");
+    expect_error(app.register("alice").await, 409, "name_taken").await;
+    app.join("bob").await;
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -37,29 +37,7 @@ async fn wait_for_stats(app: &TestApp, what: &str, ok: impl Fn(&Value) -> bool) 
 /// Sends `count` chat messages of `len` characters, four requests at a time,
 /// and returns the head once all are in.
 async fn flood(app: &TestApp, count: usize, len: usize) -> u64 {
-    let session = app.join("flood").await["session"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let text = "f".repeat(len);
-    let mut senders = Vec::new();
-    for part in 0..4 {
-        let http = app.http.clone();
-        let url = app.url(&format!("/send?session={session}"));
-        let text = text.clone();
-        senders.push(tokio::spawn(async move {
-            for i in (part..count).step_by(4) {
-                let body = json!({"type": "message", "text": format!("{i} {text}")});
-                assert_eq!(
-                    http.post(&url).json(&body).send().await.unwrap().status(),
-                    200
-                );
-            }
-        }));
-    }
-    for sender in senders {
-        sender.await.unwrap();
-    }
+    app.fill("flood", count, len, 4).await;
     1 + count as u64
 }
 
@@ -154,10 +132,10 @@ async fn clients_that_vanish_leave_no_waiter_connection_or_session_behind() {
             session: Some(session.clone()),
         };
         if i % 3 == 0 {
-            let url = app.url(&format!("/longpoll?since=30&timeout=25&session={session}"));
-            let request = app.http.get(url).send();
+            let app = app.handle();
+            let path = format!("/longpoll?since=30&timeout=25&session={session}");
             held.push(tokio::spawn(async move {
-                let _ = request.await;
+                app.get(&path).await;
             }));
         } else if i % 3 == 1 {
             let reader = Reader::open(&app, Kind::Sse, from).await;
@@ -367,15 +345,10 @@ async fn readers_dropped_at_random_and_resumed_from_their_cursor_see_every_event
     let session = alice["session"].as_str().unwrap().to_owned();
     const MESSAGES: u64 = 400;
     let publisher = {
-        let http = app.http.clone();
-        let url = app.url(&format!("/send?session={session}"));
+        let app = app.handle();
         tokio::spawn(async move {
             for i in 0..MESSAGES {
-                let body = json!({"type": "message", "text": format!("m{i}")});
-                assert_eq!(
-                    http.post(&url).json(&body).send().await.unwrap().status(),
-                    200
-                );
+                app.say(&session, &format!("m{i}")).await;
                 if i % 20 == 0 {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }

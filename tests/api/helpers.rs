@@ -1,34 +1,56 @@
-//! Test helpers: spawn pushlab in-process on port 0, with one method per
-//! endpoint. The client per transport, behind one interface so every
-//! scenario runs over all four, is `pushlab-testkit`'s [`Reader`], shared
-//! with the criterion benches and re-exported here.
+//! Test helpers: spawn pushlab on port 0, in this process or as the real
+//! binary, with one method per endpoint. The client per transport, behind
+//! one interface so every scenario runs over all four, is
+//! `pushlab-testkit`'s [`Reader`], shared with the criterion benches and
+//! re-exported here.
 
 use std::net::SocketAddr;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
 
 use pushlab::{Config, Server};
 use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt as _, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+use tokio::sync::mpsc;
 
 pub use pushlab_testkit::{pick, ws_join, From, Kind, Reader, RedisServer, Target, ALL, PATIENCE};
 
 pub struct TestApp {
-    pub server: Option<Server>,
-    pub addr: std::net::SocketAddr,
+    /// The first node; on one node, the only one.
+    pub addr: SocketAddr,
     pub http: reqwest::Client,
     /// The room every request names, if not the lobby.
     pub room: Option<String>,
-    /// Set when the app is two nodes sharing one Redis.
-    cluster: Option<Cluster>,
+    /// Every node, `addr` first. On two nodes sharing one Redis, every
+    /// request and connection goes to one of them at random, as through a
+    /// round-robin proxy with no sticky sessions: a session registered on
+    /// one node is served by either.
+    nodes: Vec<SocketAddr>,
+    /// What runs the nodes; `None` for a [`TestApp::handle`] or a
+    /// [`TestApp::view_in`], which own nothing.
+    running: Option<Running>,
 }
 
-/// Two nodes on one Redis. Every request and connection goes to one of them
-/// at random, as through a round-robin proxy with no sticky sessions: a
-/// session registered on one node is served by either.
-struct Cluster {
-    /// The second node; `TestApp::server` is the first.
-    other: Option<Server>,
-    nodes: Vec<SocketAddr>,
-    /// Dropped last: the nodes need it until they stop.
-    _redis: RedisServer,
+/// What keeps an app's nodes running.
+enum Running {
+    /// Servers in this process: one, or two sharing one Redis.
+    InProcess {
+        servers: Vec<Server>,
+        /// Dropped after the servers: they need it until they stop.
+        redis: Option<RedisServer>,
+    },
+    /// The pushlab binary, run as an operator runs it.
+    Binary(Box<Binary>),
+}
+
+/// A `pushlab` process of the test's own, killed when dropped.
+struct Binary {
+    child: Child,
+    /// Its log, a line at a time, read as it comes so the pipe never fills.
+    stderr: mpsc::UnboundedReceiver<String>,
+    /// Kept open: it wrote its address there and may write more.
+    _stdout: Lines<BufReader<ChildStdout>>,
 }
 
 tokio::task_local! {
@@ -68,45 +90,148 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("port 0 binds");
         pushlab::serve(listener, config).expect("the server starts")
     };
-    let server = start(config.clone());
-    let cluster = redis.map(|redis| {
-        let other = start(config);
-        Cluster {
-            nodes: vec![server.addr(), other.addr()],
-            other: Some(other),
-            _redis: redis,
-        }
-    });
+    let mut servers = vec![start(config.clone())];
+    if redis.is_some() {
+        servers.push(start(config));
+    }
     TestApp {
-        addr: server.addr(),
-        server: Some(server),
+        addr: servers[0].addr(),
         http: reqwest::Client::new(),
         room: IN_ROOM.try_with(Clone::clone).ok().flatten(),
-        cluster,
+        nodes: servers.iter().map(Server::addr).collect(),
+        running: Some(Running::InProcess { servers, redis }),
+    }
+}
+
+/// A node in this process that shares `redis`, which the test holds so that
+/// it can kill, restart or pause it.
+pub async fn spawn_app_on(redis: &RedisServer, configure: impl FnOnce(&mut Config)) -> TestApp {
+    let url = redis.url();
+    spawn_app_with(|c| {
+        c.redis = Some(url);
+        configure(c);
+    })
+    .await
+}
+
+/// What became of a start of the real binary.
+pub enum Started {
+    /// It listens, and the app talks to it.
+    Running(TestApp),
+    /// It exited before it listened, having written `stderr`.
+    Refused { status: ExitStatus, stderr: String },
+}
+
+/// Starts the pushlab binary on port 0 with `flags`, and with `env` besides
+/// an environment that has no `RUST_LOG` or `RUST_BACKTRACE` of the
+/// caller's and asks for no colour.
+pub async fn start_binary(flags: &[&str], env: &[(&str, &str)]) -> Started {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pushlab"))
+        .args(["--addr", "127.0.0.1:0"])
+        .args(flags)
+        .env_remove("RUST_LOG")
+        .env_remove("RUST_BACKTRACE")
+        .env("NO_COLOR", "1")
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the pushlab binary runs");
+    let (lines, mut stderr) = mpsc::unbounded_channel();
+    let mut err_lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = err_lines.next_line().await {
+            let _ = lines.send(line);
+        }
+    });
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(PATIENCE, stdout.next_line())
+        .await
+        .expect("it announced its address or exited")
+        .unwrap();
+    let Some(line) = first else {
+        let status = tokio::time::timeout(PATIENCE, child.wait())
+            .await
+            .expect("it exited")
+            .unwrap();
+        let mut text = String::new();
+        // The channel closes once the child's stderr does.
+        while let Some(line) = tokio::time::timeout(PATIENCE, stderr.recv())
+            .await
+            .expect("stderr closed")
+        {
+            text.push_str(&line);
+            text.push('\n');
+        }
+        return Started::Refused {
+            status,
+            stderr: text,
+        };
+    };
+    // The one stable line on its stdout (src/main.rs).
+    let addr: SocketAddr = line
+        .strip_prefix("pushlab listening on http://")
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    Started::Running(TestApp {
+        addr,
+        http: reqwest::Client::new(),
+        room: None,
+        nodes: vec![addr],
+        running: Some(Running::Binary(Box::new(Binary {
+            child,
+            stderr,
+            _stdout: stdout,
+        }))),
+    })
+}
+
+/// Starts the pushlab binary on port 0 with `flags`, panicking with its log
+/// if it exits instead of listening.
+pub async fn spawn_binary(flags: &[&str]) -> TestApp {
+    match start_binary(flags, &[]).await {
+        Started::Running(app) => app,
+        Started::Refused { status, stderr } => {
+            panic!("pushlab exited ({status}) instead of listening:\n{stderr}")
+        }
     }
 }
 
 impl TestApp {
     /// A test app over a server started by hand, in the lobby.
-    /// The same app seen from `room`: every request it makes names that
-    /// room. It does not own the server.
-    pub fn view_in(&self, room: &str) -> TestApp {
-        TestApp {
-            server: None,
-            addr: self.addr,
-            http: self.http.clone(),
-            room: Some(room.to_owned()),
-            cluster: None,
-        }
-    }
-
     pub fn over(server: Server) -> TestApp {
         TestApp {
             addr: server.addr(),
-            server: Some(server),
             http: reqwest::Client::new(),
             room: None,
-            cluster: None,
+            nodes: vec![server.addr()],
+            running: Some(Running::InProcess {
+                servers: vec![server],
+                redis: None,
+            }),
+        }
+    }
+
+    /// Another client of the same nodes, in the same room and sharing the
+    /// connection pool, for a task of its own. It owns nothing: the nodes
+    /// run as long as this app does.
+    pub fn handle(&self) -> TestApp {
+        TestApp {
+            addr: self.addr,
+            http: self.http.clone(),
+            room: self.room.clone(),
+            nodes: self.nodes.clone(),
+            running: None,
+        }
+    }
+
+    /// The same app seen from `room`: every request it makes names that
+    /// room. It owns nothing, as a [`TestApp::handle`].
+    pub fn view_in(&self, room: &str) -> TestApp {
+        TestApp {
+            room: Some(room.to_owned()),
+            ..self.handle()
         }
     }
 
@@ -121,10 +246,7 @@ impl TestApp {
 
     /// The only node, or on two nodes either at random, whatever `path`.
     fn node_for(&self, _path: &str) -> SocketAddr {
-        match &self.cluster {
-            Some(cluster) => cluster.nodes[pick(cluster.nodes.len())],
-            None => self.addr,
-        }
+        self.nodes[pick(self.nodes.len())]
     }
 
     /// On two nodes: waits until `node` has every event either node has,
@@ -132,11 +254,11 @@ impl TestApp {
     /// mirrors the other's appends within a millisecond or so; a real
     /// client simply gets them in its next read.
     async fn converge(&self, node: SocketAddr) {
-        let Some(cluster) = &self.cluster else {
+        if self.nodes.len() < 2 {
             return;
-        };
+        }
         let mut heads = Vec::new();
-        for &each in &cluster.nodes {
+        for &each in &self.nodes {
             heads.push(self.head_on(each).await);
         }
         let newest = heads.into_iter().max().unwrap_or(0);
@@ -146,7 +268,7 @@ impl TestApp {
                 tokio::time::Instant::now() < deadline,
                 "{node} never caught up"
             );
-            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
 
@@ -237,12 +359,103 @@ impl TestApp {
         self.get_json("/stats").await.1["head"].as_u64().unwrap()
     }
 
-    pub async fn shutdown(&mut self) {
-        if let Some(server) = self.server.take() {
-            server.shutdown().await;
+    /// Registers `name` and sends `count` chat messages of about `len`
+    /// characters, `at_once` requests at a time; each must be stored.
+    pub async fn fill(&self, name: &str, count: usize, len: usize, at_once: usize) {
+        let session = self.join(name).await["session"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let text = "f".repeat(len);
+        let mut senders = Vec::new();
+        for part in 0..at_once {
+            let (app, session, text) = (self.handle(), session.clone(), text.clone());
+            senders.push(tokio::spawn(async move {
+                for i in (part..count).step_by(at_once) {
+                    app.say(&session, &format!("{i} {text}")).await;
+                }
+            }));
         }
-        if let Some(server) = self.cluster.as_mut().and_then(|c| c.other.take()) {
-            server.shutdown().await;
+        for sender in senders {
+            sender.await.unwrap();
+        }
+    }
+
+    /// Waits until the server reports `n` held long-polls.
+    pub async fn until_long_polls_held(&self, n: i64) {
+        tokio::time::timeout(PATIENCE, async {
+            loop {
+                let (_, stats) = self.get_json("/stats").await;
+                if stats["transports"]["longpoll"]["open"].as_i64() == Some(n) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the long-poll was held");
+    }
+
+    /// Stops the nodes as an operator would, answering what they hold: in
+    /// this process through [`Server::shutdown`], the binary by SIGTERM.
+    pub async fn shutdown(&mut self) {
+        if let Some(Running::Binary(_)) = self.running {
+            self.terminate();
+            self.exited().await;
+        } else if let Some(Running::InProcess { servers, redis }) = self.running.take() {
+            for server in servers {
+                server.shutdown().await;
+            }
+            drop(redis);
+        }
+    }
+
+    /// For the binary: kills it at once (SIGKILL), as a crash would, and
+    /// reaps it.
+    pub async fn kill(&mut self) {
+        let child = &mut self.binary().child;
+        child.kill().await.expect("the child is ours to kill");
+    }
+
+    /// For the binary: asks it to stop (SIGTERM), as a service manager does.
+    pub fn terminate(&mut self) {
+        let pid = self.binary().child.id().expect("it has not been reaped");
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -TERM {pid}");
+    }
+
+    /// For the binary: waits for it to exit, and returns how it did.
+    pub async fn exited(&mut self) -> ExitStatus {
+        let child = &mut self.binary().child;
+        tokio::time::timeout(PATIENCE, child.wait())
+            .await
+            .expect("it exited")
+            .unwrap()
+    }
+
+    /// For the binary: waits for a log line that contains every one of
+    /// `needles`, passing over the lines before it.
+    pub async fn log_line_with(&mut self, needles: &[&str]) -> String {
+        let stderr = &mut self.binary().stderr;
+        tokio::time::timeout(PATIENCE, async {
+            while let Some(line) = stderr.recv().await {
+                if needles.iter().all(|needle| line.contains(needle)) {
+                    return line;
+                }
+            }
+            panic!("no log line contains {needles:?}");
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no log line contains {needles:?} in time"))
+    }
+
+    fn binary(&mut self) -> &mut Binary {
+        match &mut self.running {
+            Some(Running::Binary(binary)) => binary,
+            _ => panic!("not an app over the pushlab binary"),
         }
     }
 }
@@ -262,16 +475,19 @@ impl Target for TestApp {
     }
 
     fn nodes(&self) -> Vec<SocketAddr> {
-        match &self.cluster {
-            Some(cluster) => cluster.nodes.clone(),
-            None => vec![self.addr],
-        }
+        self.nodes.clone()
     }
 }
 
-/// Asserts that `response` is the JSON error `code` with `status`.
+/// Asserts that `response` is the JSON error `code` with `status`, with a
+/// message for people beside the code.
 pub async fn expect_error(response: reqwest::Response, status: u16, code: &str) {
     assert_eq!(response.status().as_u16(), status, "status for {code}");
+    assert_eq!(response.headers()["content-type"], "application/json");
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["code"], code, "{body}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "a message for humans: {body}"
+    );
 }

@@ -5,98 +5,12 @@
 //! again and clients see a gap.
 
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
-
-use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt as _, BufReader};
-use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
 
 use crate::helpers::*;
 
-/// What became of a start of the real binary.
-enum Started {
-    /// It is serving at `addr`; its log lines arrive on `stderr`.
-    Running {
-        _child: Child,
-        addr: String,
-        stderr: mpsc::UnboundedReceiver<String>,
-    },
-    /// It exited before it listened, having written `stderr`.
-    Refused { status: ExitStatus, stderr: String },
-}
-
 /// Starts the binary on port 0 over `data_dir`, with extra environment.
-async fn start_binary(data_dir: &Path, env: &[(&str, &str)]) -> Started {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pushlab"))
-        .args(["--addr", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .env_remove("RUST_LOG")
-        .env("NO_COLOR", "1")
-        .envs(env.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the binary starts");
-    let (lines, mut stderr) = mpsc::unbounded_channel();
-    let mut err_lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = err_lines.next_line().await {
-            let _ = lines.send(line);
-        }
-    });
-    let mut out_lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(PATIENCE, out_lines.next_line())
-        .await
-        .expect("it announced its address or exited")
-        .unwrap();
-    match first {
-        Some(line) => {
-            let addr = line
-                .strip_prefix("pushlab listening on http://")
-                .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-                .to_owned();
-            Started::Running {
-                _child: child,
-                addr,
-                stderr,
-            }
-        }
-        None => {
-            let status = tokio::time::timeout(PATIENCE, child.wait())
-                .await
-                .expect("it exited")
-                .unwrap();
-            let mut text = String::new();
-            // The channel closes once the child's stderr does.
-            while let Some(line) = tokio::time::timeout(PATIENCE, stderr.recv())
-                .await
-                .expect("stderr closed")
-            {
-                text.push_str(&line);
-                text.push('\n');
-            }
-            Started::Refused {
-                status,
-                stderr: text,
-            }
-        }
-    }
-}
-
-/// Waits for a log line that contains every one of `needles`.
-async fn log_line_with(stderr: &mut mpsc::UnboundedReceiver<String>, needles: &[&str]) -> String {
-    tokio::time::timeout(PATIENCE, async {
-        while let Some(line) = stderr.recv().await {
-            if needles.iter().all(|needle| line.contains(needle)) {
-                return line;
-            }
-        }
-        panic!("no log line contains {needles:?}");
-    })
-    .await
-    .unwrap_or_else(|_| panic!("no log line contains {needles:?} in time"))
+async fn start_over(data_dir: &Path, env: &[(&str, &str)]) -> Started {
+    start_binary(&["--data-dir", data_dir.to_str().unwrap()], env).await
 }
 
 /// Fills a journal with alice's join and ten acknowledged messages (seqs 1
@@ -153,34 +67,6 @@ fn corrupt_record(segment: &Path, seq: usize) -> usize {
     offset
 }
 
-async fn get_json(http: &reqwest::Client, url: String) -> Value {
-    http.get(url).send().await.unwrap().json().await.unwrap()
-}
-
-async fn register(http: &reqwest::Client, addr: &str, name: &str) -> Value {
-    let response = http
-        .post(format!("http://{addr}/register"))
-        .json(&json!({ "name": name }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    response.json().await.unwrap()
-}
-
-async fn say(http: &reqwest::Client, addr: &str, session: &str, text: &str) -> u64 {
-    let response = http
-        .post(format!("http://{addr}/send?session={session}"))
-        .json(&json!({"type": "message", "text": text}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    response.json::<Value>().await.unwrap()["seq"]
-        .as_u64()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zero_filled_tail_is_cut_with_a_warning_and_the_server_starts() {
     // Arrange: zeros after the last record, as a file system leaves them
@@ -194,34 +80,26 @@ async fn a_zero_filled_tail_is_cut_with_a_warning_and_the_server_starts() {
     std::fs::write(&segment, bytes).unwrap();
 
     // Act
-    let started = start_binary(dir.path(), &[]).await;
+    let started = start_over(dir.path(), &[]).await;
 
     // Assert
-    let Started::Running {
-        addr, mut stderr, ..
-    } = started
-    else {
-        let Started::Refused { stderr, .. } = started else {
-            unreachable!()
-        };
-        panic!("the server refused to start:\n{stderr}");
+    let mut app = match started {
+        Started::Running(app) => app,
+        Started::Refused { stderr, .. } => panic!("the server refused to start:\n{stderr}"),
     };
-    let warning = log_line_with(
-        &mut stderr,
-        &["WARN", &segment.display().to_string(), &whole.to_string()],
-    )
-    .await;
+    let warning = app
+        .log_line_with(&["WARN", &segment.display().to_string(), &whole.to_string()])
+        .await;
     assert!(warning.contains("torn"), "{warning}");
     assert_eq!(std::fs::metadata(&segment).unwrap().len(), whole, "cut");
-    let http = reqwest::Client::new();
-    let body = get_json(&http, format!("http://{addr}/poll?since=0&epoch={epoch}")).await;
+    let (_, body) = app.get_json(&format!("/poll?since=0&epoch={epoch}")).await;
     assert_eq!(body["gap"], false);
     assert_eq!(body["epoch"], epoch.as_str());
     for (seq, text) in &acknowledged {
         assert_eq!(body["events"][*seq as usize - 1]["text"], text.as_str());
     }
-    let bob = register(&http, &addr, "bob").await;
-    let next = say(&http, &addr, bob["session"].as_str().unwrap(), "after").await;
+    let bob = app.join("bob").await;
+    let next = app.say(bob["session"].as_str().unwrap(), "after").await;
     assert_eq!(next, 13, "bob's join took 12");
 }
 
@@ -235,7 +113,7 @@ async fn damage_in_the_middle_of_the_last_segment_refuses_to_start_and_names_the
     let damaged = std::fs::read(&segment).unwrap();
 
     // Act
-    let started = start_binary(dir.path(), &[]).await;
+    let started = start_over(dir.path(), &[]).await;
 
     // Assert
     let Started::Refused { status, stderr } = started else {
@@ -264,14 +142,13 @@ async fn recovering_from_mid_segment_damage_starts_a_new_epoch_so_clients_see_a_
     corrupt_record(&segment, 5);
 
     // Act
-    let started = start_binary(dir.path(), &[("PUSHLAB_JOURNAL_RECOVER", "true")]).await;
+    let started = start_over(dir.path(), &[("PUSHLAB_JOURNAL_RECOVER", "true")]).await;
 
     // Assert
-    let Started::Running { addr, .. } = started else {
+    let Started::Running(app) = started else {
         panic!("the server did not start with PUSHLAB_JOURNAL_RECOVER");
     };
-    let http = reqwest::Client::new();
-    let bob = register(&http, &addr, "bob").await;
+    let bob = app.join("bob").await;
     assert_ne!(bob["epoch"], epoch.as_str(), "a new epoch");
     let history: Vec<&str> = bob["history"]
         .as_array()
@@ -280,9 +157,9 @@ async fn recovering_from_mid_segment_damage_starts_a_new_epoch_so_clients_see_a_
         .map(|m| m["text"].as_str().unwrap())
         .collect();
     assert_eq!(history, ["m0", "m1", "m2"], "the chat before the damage");
-    let body = get_json(&http, format!("http://{addr}/poll?since=8&epoch={epoch}")).await;
+    let (_, body) = app.get_json(&format!("/poll?since=8&epoch={epoch}")).await;
     assert_eq!(body["gap"], true, "a reader from the old epoch sees a gap");
-    let next = say(&http, &addr, bob["session"].as_str().unwrap(), "after").await;
+    let next = app.say(bob["session"].as_str().unwrap(), "after").await;
     assert!(next > highest, "seq {next} was already acknowledged");
     let events = body["events"].as_array().unwrap();
     assert!(

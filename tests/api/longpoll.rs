@@ -2,8 +2,6 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
 use crate::helpers::*;
 
 #[tokio::test]
@@ -25,20 +23,13 @@ async fn a_held_long_poll_returns_when_a_message_arrives() {
     let app = spawn_app().await;
     let alice = app.join("alice").await;
     let session = alice["session"].as_str().unwrap().to_owned();
-    let url = app.url("/longpoll?since=1&timeout=20");
-    let http = app.http.clone();
     let started = Instant::now();
-    let poll = tokio::spawn(async move {
-        http.get(url)
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap()
-    });
+    let poll = {
+        let app = app.handle();
+        tokio::spawn(async move { app.get_json("/longpoll?since=1&timeout=20").await.1 })
+    };
     // Act: send only once the long-poll is held.
-    wait_for_open_long_polls(&app, 1).await;
+    app.until_long_polls_held(1).await;
     let seq = app.say(&session, "wake up").await;
     let body = tokio::time::timeout(PATIENCE, poll)
         .await
@@ -99,20 +90,14 @@ async fn a_second_long_poll_for_the_same_session_answers_the_first_at_once() {
     let app = spawn_app().await;
     let alice = app.join("alice").await;
     let session = alice["session"].as_str().unwrap();
-    let url = app.url(&format!("/longpoll?since=1&timeout=20&session={session}"));
-    let http = app.http.clone();
-    let first = tokio::spawn(async move {
-        http.get(url)
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap()
-    });
-    wait_for_open_long_polls(&app, 1).await;
-    let second_url = app.url(&format!("/longpoll?since=1&timeout=20&session={session}"));
-    let second = tokio::spawn(app.http.get(second_url).send());
+    let path = format!("/longpoll?since=1&timeout=20&session={session}");
+    let hold = |path: String| {
+        let app = app.handle();
+        tokio::spawn(async move { app.get_json(&path).await.1 })
+    };
+    let first = hold(path.clone());
+    app.until_long_polls_held(1).await;
+    let second = hold(path);
     let first = tokio::time::timeout(PATIENCE, first)
         .await
         .expect("the first was answered")
@@ -140,19 +125,4 @@ async fn a_held_long_poll_keeps_its_session_alive() {
         .get_json(&format!("/poll?since=1&session={session}"))
         .await;
     assert_eq!(status, 200, "the session is still live");
-}
-
-/// Waits until the server reports `n` held long-polls.
-pub async fn wait_for_open_long_polls(app: &TestApp, n: i64) {
-    tokio::time::timeout(PATIENCE, async {
-        loop {
-            let (_, stats) = app.get_json("/stats").await;
-            if stats["transports"]["longpoll"]["open"].as_i64() == Some(n) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("the long-poll was held");
 }

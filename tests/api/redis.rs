@@ -9,8 +9,7 @@ use crate::helpers::*;
 async fn a_send_while_redis_is_down_answers_503_store_unavailable_and_is_not_stored() {
     // Arrange
     let mut redis = RedisServer::start();
-    let url = redis.url();
-    let app = spawn_app_with(|c| c.redis = Some(url)).await;
+    let app = spawn_app_on(&redis, |_| {}).await;
     let alice = app.join("alice").await;
     let session = alice["session"].as_str().unwrap();
     app.say(session, "stored").await;
@@ -37,8 +36,7 @@ async fn a_send_while_redis_is_down_answers_503_store_unavailable_and_is_not_sto
 #[tokio::test]
 async fn a_register_while_redis_is_down_answers_503_and_frees_the_name() {
     let mut redis = RedisServer::start();
-    let url = redis.url();
-    let app = spawn_app_with(|c| c.redis = Some(url)).await;
+    let app = spawn_app_on(&redis, |_| {}).await;
 
     redis.kill();
     let refused = app.register("bob").await;
@@ -56,103 +54,47 @@ async fn a_register_while_redis_is_down_answers_503_and_frees_the_name() {
     assert_eq!(again.status(), 200, "the name was not left taken");
 }
 
-/// A `pushlab` process of its own, killed when dropped.
 #[tokio::test]
 async fn a_node_that_cannot_reach_its_redis_exits_with_a_clear_error() {
     // Arrange: a port nothing listens on.
-    let port = pushlab_testkit::free_port();
+    let url = format!("redis://127.0.0.1:{}/0", pushlab_testkit::free_port());
 
     // Act
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_pushlab"))
-        .args(["--addr", "127.0.0.1:0", "--redis"])
-        .arg(format!("redis://127.0.0.1:{port}/0"))
-        .env_remove("RUST_BACKTRACE")
-        .output()
-        .await
-        .expect("the pushlab binary runs");
+    let started = start_binary(&["--redis", &url], &[]).await;
 
-    // Assert: an error and exit status 1, not a panic (101).
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    // Assert: it never listened, and exits with an error and status 1,
+    // not a panic (101).
+    let Started::Refused { status, stderr } = started else {
+        panic!("a node listened without its Redis");
+    };
+    assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("Redis is unreachable"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
-    assert!(output.stdout.is_empty(), "it never listened");
 }
 
-struct Node {
-    child: std::process::Child,
-    addr: std::net::SocketAddr,
-}
-
-impl Node {
-    fn start(redis: &RedisServer) -> Node {
-        Node::start_with(redis, &[])
-    }
-
-    /// A node with more flags.
-    fn start_with(redis: &RedisServer, flags: &[&str]) -> Node {
-        use std::io::BufRead as _;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pushlab"))
-            .args(["--addr", "127.0.0.1:0", "--redis", &redis.url()])
-            .args(["--rate-limit", "0", "--ip-rate-limit", "0"])
-            .args(flags)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("the pushlab binary runs");
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .rsplit("http://")
-            .next()
-            .and_then(|addr| addr.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
-        Node { child, addr }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// The pushlab binary as a node on `redis`, with no rate limits, and with
+/// more `flags`.
+async fn binary_node(redis: &RedisServer, flags: &[&str]) -> TestApp {
+    let url = redis.url();
+    let mut all = vec!["--redis", &url, "--rate-limit", "0", "--ip-rate-limit", "0"];
+    all.extend_from_slice(flags);
+    spawn_binary(&all).await
 }
 
 #[tokio::test]
 async fn readers_of_a_node_killed_mid_stream_resume_on_the_other_with_nothing_lost_or_repeated() {
     // Arrange: readers on every transport follow node A; a writer uses B.
     let redis = RedisServer::start();
-    let mut a = Node::start(&redis);
-    let b = Node::start(&redis);
-    let http = reqwest::Client::new();
-    let welcome = b.register("writer").await;
+    let mut a = binary_node(&redis, &[]).await;
+    let b = binary_node(&redis, &[]).await;
+    let welcome = b.join("writer").await;
     let session = welcome["session"].as_str().unwrap().to_owned();
-    let say = |i: u32| {
-        let (http, session) = (http.clone(), session.clone());
-        async move {
-            let sent = http
-                .post(format!("http://{}/send?session={session}", b.addr))
-                .json(&json!({"type": "message", "text": format!("m{i}")}))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(sent.status(), 200);
-        }
-    };
     let mut readers = Vec::new();
     for kind in ALL {
-        readers.push(Reader::open(&a.addr, kind, From::since(0)).await);
+        readers.push(Reader::open(&a, kind, From::since(0)).await);
     }
     for i in 0..50 {
-        say(i).await;
+        b.say(&session, &format!("m{i}")).await;
     }
     for reader in &mut readers {
         reader.read_through(30).await;
@@ -160,9 +102,9 @@ async fn readers_of_a_node_killed_mid_stream_resume_on_the_other_with_nothing_lo
 
     // Act: kill -9 node A mid-stream, write on, and reconnect every reader
     // to B from its cursor, with its epoch.
-    a.kill();
+    a.kill().await;
     for i in 50..100 {
-        say(i).await;
+        b.say(&session, &format!("m{i}")).await;
     }
     let head = 101;
     for reader in &mut readers {
@@ -175,7 +117,7 @@ async fn readers_of_a_node_killed_mid_stream_resume_on_the_other_with_nothing_lo
             epoch,
             session: None,
         };
-        let mut resumed = Reader::open(&b.addr, reader.kind, from).await;
+        let mut resumed = Reader::open(&b, reader.kind, from).await;
         resumed.read_through(head).await;
         reader.events.extend(resumed.events);
         reader.controls.extend(resumed.controls);
@@ -197,22 +139,10 @@ async fn readers_of_a_node_killed_mid_stream_resume_on_the_other_with_nothing_lo
     }
 }
 
-/// A node on `redis` whose sessions may each send `rate_limit` events a
-/// second (0 for no limit).
-async fn node_limited_to(redis: &RedisServer, rate_limit: u32) -> TestApp {
-    let url = redis.url();
-    spawn_app_with(|c| {
-        c.redis = Some(url);
-        c.rate_limit = rate_limit;
-    })
-    .await
-}
-
 /// Two nodes on one Redis, each a test app of its own.
 async fn two_nodes(redis: &RedisServer) -> (TestApp, TestApp) {
-    let url = redis.url();
-    let a = spawn_app_with(|c| c.redis = Some(url.clone())).await;
-    let b = spawn_app_with(|c| c.redis = Some(url)).await;
+    let a = spawn_app_on(redis, |_| {}).await;
+    let b = spawn_app_on(redis, |_| {}).await;
     (a, b)
 }
 
@@ -230,7 +160,7 @@ async fn a_session_registered_on_one_node_is_served_by_the_other_on_every_transp
     };
     let mut readers = Vec::new();
     for kind in ALL {
-        readers.push(Reader::open(&b.addr, kind, from.clone()).await);
+        readers.push(Reader::open(&b, kind, from.clone()).await);
     }
 
     // Act: every write goes through B.
@@ -303,41 +233,37 @@ async fn the_sessions_of_a_node_killed_with_kill_9_leave_exactly_once_after_thei
     // A renews their leases; a watcher follows the log on B.
     let redis = RedisServer::start();
     let lease = ["--presence-timeout", "1"];
-    let mut a = Node::start_with(&redis, &lease);
-    let b = Node::start_with(&redis, &lease);
+    let mut a = binary_node(&redis, &lease).await;
+    let b = binary_node(&redis, &lease).await;
     let mut streams = Vec::new();
     let mut head = 0;
     for name in ["ann", "bob", "cy"] {
-        let welcome = a.register(name).await;
+        let welcome = a.join(name).await;
         head = welcome["cursor"].as_u64().unwrap();
         let from = From {
             since: head,
             epoch: welcome["epoch"].as_str().map(str::to_owned),
             session: welcome["session"].as_str().map(str::to_owned),
         };
-        streams.push(Reader::open(&a.addr, Kind::Sse, from).await);
+        streams.push(Reader::open(&a, Kind::Sse, from).await);
     }
-    let mut watcher = Reader::open(&b.addr, Kind::LongPoll, From::since(0)).await;
+    let mut watcher = Reader::open(&b, Kind::LongPoll, From::since(0)).await;
     watcher.read_through(head).await;
 
     // Longer than a lease: the streams keep the sessions alive.
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    let before: serde_json::Value = reqwest::get(format!("http://{}/poll?since={head}", b.addr))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, before) = b.get_json(&format!("/poll?since={head}")).await;
     assert_eq!(before["events"], json!([]), "no one left while connected");
 
     // Act
-    a.kill();
+    a.kill().await;
     drop(streams);
     watcher.read_through(head + 3).await;
     // Twice the lease again, and many of B's reaps: a second leave would
     // have been written by now.
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    let later = b.register_and_say("eve").await;
+    let eve = b.join("eve").await;
+    let later = b.say(eve["session"].as_str().unwrap(), "hi").await;
     watcher.read_through(later).await;
 
     // Assert
@@ -350,43 +276,8 @@ async fn the_sessions_of_a_node_killed_with_kill_9_leave_exactly_once_after_thei
     left.sort();
     assert_eq!(left, ["ann", "bob", "cy"], "each once, and only they");
     assert!(later > head + 3);
-    let again = b.register("ann").await;
+    let again = b.join("ann").await;
     assert_eq!(again["name"], "ann", "the dead node's names are free");
-}
-
-impl Node {
-    /// Registers `name` here and returns the welcome.
-    async fn register(&self, name: &str) -> serde_json::Value {
-        reqwest::Client::new()
-            .post(format!("http://{}/register", self.addr))
-            .json(&json!({ "name": name }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
-    /// Registers `name` here and sends one message; returns its seq.
-    async fn register_and_say(&self, name: &str) -> u64 {
-        let http = reqwest::Client::new();
-        let welcome = self.register(name).await;
-        let sent: serde_json::Value = http
-            .post(format!(
-                "http://{}/send?session={}",
-                self.addr,
-                welcome["session"].as_str().unwrap()
-            ))
-            .json(&json!({"type": "message", "text": "hi"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        sent["seq"].as_u64().unwrap()
-    }
 }
 
 #[tokio::test]
@@ -394,7 +285,7 @@ async fn a_websocket_burst_is_stored_in_the_order_sent_and_its_refusals_answered
     // Arrange: a node on Redis whose sessions may send 10 a second, in
     // bursts of 20.
     let redis = RedisServer::start();
-    let app = node_limited_to(&redis, 10).await;
+    let app = spawn_app_on(&redis, |c| c.rate_limit = 10).await;
     let (mut socket, _) = ws_join(&app, "burst").await;
 
     // Act: 60 messages back to back, without waiting for any.
@@ -443,7 +334,7 @@ async fn a_websocket_burst_is_stored_in_the_order_sent_and_its_refusals_answered
 async fn messages_sent_over_a_websocket_just_before_its_leave_are_stored_before_the_leave() {
     // Arrange
     let redis = RedisServer::start();
-    let app = node_limited_to(&redis, 0).await;
+    let app = spawn_app_on(&redis, |c| c.rate_limit = 0).await;
     let (mut socket, welcome) = ws_join(&app, "quitter").await;
     let cursor = welcome["cursor"].as_u64().unwrap();
 

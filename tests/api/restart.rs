@@ -1,96 +1,43 @@
 //! Restarts and crashes: clients see either a seamless resume (with the
 //! journal) or a reported gap (in memory), never silent loss.
 
-use std::process::Stdio;
-use std::time::Duration;
-
 use futures::StreamExt as _;
-use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt as _, BufReader};
-use tokio::process::{Child, Command};
+use serde_json::json;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::helpers::*;
-
-/// GETs a URL and reads its JSON body.
-async fn get_json(http: &reqwest::Client, url: String) -> Value {
-    http.get(url).send().await.unwrap().json().await.unwrap()
-}
-
-/// Starts the real binary on port 0 and returns it with its address.
-async fn start_binary(args: &[&str]) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pushlab"))
-        .args(["--addr", "127.0.0.1:0"])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the binary starts");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(PATIENCE, lines.next_line())
-        .await
-        .expect("it announced its address")
-        .unwrap()
-        .expect("a line");
-    let addr = line
-        .strip_prefix("pushlab listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
-    (child, addr)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_events_survive_kill_9_and_clients_resume_without_a_gap() {
     // Arrange
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().to_str().unwrap();
-    let (mut child, addr) = start_binary(&["--data-dir", data_dir, "--rate-limit", "0"]).await;
-    let http = reqwest::Client::new();
-    let welcome: Value = http
-        .post(format!("http://{addr}/register"))
-        .json(&json!({"name": "alice"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let mut app = spawn_binary(&["--data-dir", data_dir, "--rate-limit", "0"]).await;
+    let welcome = app.join("alice").await;
     let session = welcome["session"].as_str().unwrap().to_owned();
     let epoch = welcome["epoch"].as_str().unwrap().to_owned();
     // Act: concurrent sends, each acknowledged, then a crash with no warning.
     let mut sends = Vec::new();
     for i in 0..200 {
-        let http = http.clone();
-        let url = format!("http://{addr}/send?session={session}");
+        let (app, session) = (app.handle(), session.clone());
         sends.push(tokio::spawn(async move {
-            let body = json!({"type": "message", "text": format!("m{i}")});
-            let response = http.post(url).json(&body).send().await.unwrap();
-            assert_eq!(response.status(), 200);
-            (
-                response.json::<Value>().await.unwrap()["seq"]
-                    .as_u64()
-                    .unwrap(),
-                format!("m{i}"),
-            )
+            let text = format!("m{i}");
+            (app.say(&session, &text).await, text)
         }));
     }
     let mut acknowledged = Vec::new();
     for send in sends {
         acknowledged.push(send.await.unwrap());
     }
-    child.kill().await.unwrap();
-    let (_child, addr) = start_binary(&["--data-dir", data_dir]).await;
+    app.kill().await;
+    let app = spawn_binary(&["--data-dir", data_dir]).await;
     // Assert: everything acknowledged is there, under the same epoch.
     let mut events = Vec::new();
     let mut cursor = 0;
     loop {
-        let body: Value = get_json(
-            &http,
-            format!("http://{addr}/poll?since={cursor}&epoch={epoch}"),
-        )
-        .await;
+        let (_, body) = app
+            .get_json(&format!("/poll?since={cursor}&epoch={epoch}"))
+            .await;
         assert_eq!(body["gap"], false, "the same epoch: no gap");
         assert_eq!(body["epoch"], epoch);
         let batch = body["events"].as_array().unwrap().clone();
@@ -105,49 +52,36 @@ async fn acknowledged_events_survive_kill_9_and_clients_resume_without_a_gap() {
         assert_eq!(events[seq as usize - 1]["text"], text.as_str(), "seq {seq}");
     }
     // A reader that was at seq 100 continues exactly where it was.
-    let body: Value = get_json(&http, format!("http://{addr}/poll?since=100&epoch={epoch}")).await;
+    let (_, body) = app
+        .get_json(&format!("/poll?since=100&epoch={epoch}"))
+        .await;
     assert_eq!(body["events"][0]["seq"], 101);
     assert_eq!(body["gap"], false);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_answers_held_long_polls_closes_sockets_with_1001_and_exits_cleanly() {
-    let (mut child, addr) = start_binary(&[]).await;
-    let http = reqwest::Client::new();
-    let held = tokio::spawn(
-        http.get(format!("http://{addr}/longpoll?since=0&timeout=25"))
-            .send(),
-    );
-    let (mut socket, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
-        .await
-        .unwrap();
-    socket.next().await.unwrap().unwrap(); // hello
-                                           // Wait until the long-poll is held.
-    tokio::time::timeout(PATIENCE, async {
-        loop {
-            let stats: Value = get_json(&http, format!("http://{addr}/stats")).await;
-            if stats["transports"]["longpoll"]["open"] == 1 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .unwrap();
-    let pid = child.id().unwrap().to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let mut app = spawn_binary(&[]).await;
+    let held = {
+        let app = app.handle();
+        tokio::spawn(async move { app.get("/longpoll?since=0&timeout=25").await })
+    };
+    let mut reader = Reader::open(&app, Kind::Ws, From::default()).await;
+    reader.control("hello").await;
+    let mut socket = reader.into_ws();
+    app.until_long_polls_held(1).await;
+
+    app.terminate();
 
     let answered = tokio::time::timeout(PATIENCE, held)
         .await
         .expect("answered")
-        .unwrap()
         .unwrap();
     assert_eq!(answered.status(), 200);
-    assert_eq!(answered.json::<Value>().await.unwrap()["events"], json!([]));
+    assert_eq!(
+        answered.json::<serde_json::Value>().await.unwrap()["events"],
+        json!([])
+    );
     let close = tokio::time::timeout(PATIENCE, async {
         loop {
             match socket.next().await {
@@ -160,10 +94,7 @@ async fn sigterm_answers_held_long_polls_closes_sockets_with_1001_and_exits_clea
     .await
     .expect("closed");
     assert_eq!(u16::from(close.unwrap().code), 1001);
-    let exit = tokio::time::timeout(PATIENCE, child.wait())
-        .await
-        .expect("it exited")
-        .unwrap();
+    let exit = app.exited().await;
     assert!(exit.success(), "exit status {exit:?}");
 }
 
@@ -181,11 +112,7 @@ async fn a_restart_without_a_journal_is_reported_as_a_gap_on_every_transport() {
     let bob = app.join("bob").await;
     assert_ne!(bob["epoch"].as_str().unwrap(), epoch, "a new epoch");
     for kind in ALL {
-        let from = From {
-            since: 2,
-            epoch: Some(epoch.clone()),
-            session: None,
-        };
+        let from = From::since(2).in_epoch(&epoch);
         let mut reader = Reader::open(&app, kind, from).await;
         tokio::time::timeout(PATIENCE, async {
             while reader.events.is_empty() {
@@ -223,11 +150,7 @@ async fn a_restart_with_a_journal_resumes_seamlessly_on_every_transport() {
     assert_eq!(bob["cursor"], 3);
     assert_eq!(bob["history"][0]["text"], "before");
     for kind in ALL {
-        let from = From {
-            since: 2,
-            epoch: Some(epoch.clone()),
-            session: None,
-        };
+        let from = From::since(2).in_epoch(&epoch);
         let mut reader = Reader::open(&app, kind, from).await;
         let events = reader.read_through(3).await;
         assert_eq!(events.len(), 1, "{kind:?}");

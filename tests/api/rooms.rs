@@ -7,26 +7,6 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-/// The app as seen from one room: readers opened on it read that room.
-struct InRoom<'a> {
-    app: &'a TestApp,
-    room: &'a str,
-}
-
-impl Target for InRoom<'_> {
-    fn addr(&self) -> std::net::SocketAddr {
-        self.app.addr
-    }
-
-    fn http(&self) -> reqwest::Client {
-        self.app.http.clone()
-    }
-
-    fn room(&self) -> Option<String> {
-        Some(self.room.to_owned())
-    }
-}
-
 impl TestApp {
     async fn join_room(&self, room: &str, name: &str) -> Value {
         let response = self
@@ -58,16 +38,7 @@ fn session(welcome: &Value) -> &str {
 #[tokio::test]
 async fn two_rooms_at_once_never_see_each_others_events_on_any_transport() {
     let app = spawn_app_with(|c| c.rate_limit = 0).await;
-    let (a, b) = (
-        InRoom {
-            app: &app,
-            room: "a",
-        },
-        InRoom {
-            app: &app,
-            room: "b",
-        },
-    );
+    let (a, b) = (app.view_in("a"), app.view_in("b"));
     let mut readers_a = Vec::new();
     let mut readers_b = Vec::new();
     for kind in ALL {
@@ -274,10 +245,7 @@ async fn an_empty_room_is_reclaimed_after_its_idle_timeout_and_opens_afresh() {
 #[tokio::test]
 async fn a_room_with_a_reader_is_not_reclaimed() {
     let app = spawn_app_with(|c| c.room_idle_timeout = 0.1).await;
-    let watched = InRoom {
-        app: &app,
-        room: "watched",
-    };
+    let watched = app.view_in("watched");
     let mut reader = Reader::open(&watched, Kind::Sse, From::since(0)).await;
     reader.control("hello").await;
 

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::helpers::*;
@@ -56,18 +55,11 @@ async fn stats_count_requests_and_events_per_transport() {
 #[tokio::test]
 async fn shutdown_answers_held_long_polls_and_closes_sockets_with_1001() {
     let mut app = spawn_app().await;
-    let http = app.http.clone();
-    let url = app.url("/longpoll?since=0&timeout=25");
-    let held = tokio::spawn(async move {
-        http.get(url)
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap()
-    });
-    crate::longpoll::wait_for_open_long_polls(&app, 1).await;
+    let held = {
+        let app = app.handle();
+        tokio::spawn(async move { app.get_json("/longpoll?since=0&timeout=25").await.1 })
+    };
+    app.until_long_polls_held(1).await;
     let mut socket = Reader::open(&app, Kind::Ws, From::default()).await;
     socket.control("hello").await;
     let mut sse = app.get("/sse").await.bytes_stream();

@@ -50,41 +50,21 @@ async fn hundreds_of_mixed_readers_see_every_event_once_and_leave_nothing_behind
     }
     let publishers: Vec<_> = (0..2)
         .map(|p| {
-            let app_http = app.http.clone();
-            let register = app.url("/register");
-            let send = app.url("/send");
+            let app = app.handle();
             tokio::spawn(async move {
-                let welcome: Value = app_http
-                    .post(register)
-                    .json(&json!({"name": format!("pub{p}")}))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                let url = format!("{send}?session={}", welcome["session"].as_str().unwrap());
+                let welcome = app.join(&format!("pub{p}")).await;
+                let session = welcome["session"].as_str().unwrap().to_owned();
                 for i in 0..MESSAGES / 2 {
-                    let body = json!({"type": "message", "text": format!("{p}:{i}")});
-                    assert_eq!(
-                        app_http
-                            .post(&url)
-                            .json(&body)
-                            .send()
-                            .await
-                            .unwrap()
-                            .status(),
-                        200
-                    );
+                    app.say(&session, &format!("{p}:{i}")).await;
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-                url
+                session
             })
         })
         .collect();
-    let mut publisher_urls = Vec::new();
+    let mut publisher_sessions = Vec::new();
     for publisher in publishers {
-        publisher_urls.push(publisher.await.unwrap());
+        publisher_sessions.push(publisher.await.unwrap());
     }
     // Assert: every reader has every event, once, in order.
     let mut orders = Vec::new();
@@ -107,13 +87,9 @@ async fn hundreds_of_mixed_readers_see_every_event_once_and_leave_nothing_behind
     }
     // Everyone goes; nothing is left behind.
     drop(orders);
-    for url in publisher_urls {
-        app.http
-            .post(url)
-            .json(&json!({"type": "leave"}))
-            .send()
-            .await
-            .unwrap();
+    for session in publisher_sessions {
+        let left = app.send(&session, &json!({"type": "leave"})).await;
+        assert_eq!(left.status(), 200);
     }
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {

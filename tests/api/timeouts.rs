@@ -80,32 +80,6 @@ fn content_length(head: &str) -> Option<usize> {
     })
 }
 
-/// Appends `count` chat messages of about `len` characters, two requests
-/// at a time.
-async fn fill_log(app: &TestApp, count: usize, len: usize) {
-    let session = app.join("filler").await["session"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let text = "f".repeat(len);
-    let mut senders = Vec::new();
-    for part in 0..2 {
-        let http = app.http.clone();
-        let url = app.url(&format!("/send?session={session}"));
-        let text = text.clone();
-        senders.push(tokio::spawn(async move {
-            for i in (part..count).step_by(2) {
-                let body = json!({"type": "message", "text": format!("{i} {text}")});
-                let status = http.post(&url).json(&body).send().await.unwrap().status();
-                assert_eq!(status, 200);
-            }
-        }));
-    }
-    for sender in senders {
-        sender.await.unwrap();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_its_answer_is_cut_off_after_the_send_timeout_and_its_place_freed(
 ) {
@@ -119,7 +93,7 @@ async fn a_client_that_never_reads_its_answer_is_cut_off_after_the_send_timeout_
         c.max_connections = 4;
     })
     .await;
-    fill_log(&app, 1000, 1900).await;
+    app.fill("filler", 1000, 1900, 2).await;
     let socket = TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let mut stalled = socket.connect(app.addr).await.unwrap();

@@ -103,6 +103,15 @@ impl From {
             ..Default::default()
         }
     }
+
+    /// The same start, in `epoch`: a client that read this far before,
+    /// perhaps before a restart.
+    pub fn in_epoch(self, epoch: impl Into<String>) -> Self {
+        From {
+            epoch: Some(epoch.into()),
+            ..self
+        }
+    }
 }
 
 type SseStream = Pin<
