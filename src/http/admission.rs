@@ -111,6 +111,7 @@ pub fn admit(
             return Err(Answer::Preflight(origin.clone()));
         }
     }
+    check_encoding(&head.headers)?;
     let ip = client_ip(head.peer_addr, &head.headers, &state.config);
     let permit = match target {
         Some(endpoint) if !endpoint.is_limited() => None,
@@ -291,6 +292,22 @@ fn client_ip(peer: Option<SocketAddr>, headers: &HeaderMap, config: &Config) -> 
         .rev()
         .find(|hop| !config.trusted_proxies.contains(hop))
         .unwrap_or(peer)
+}
+
+/// Refuses a body in any content coding but `identity`: pushlab decodes
+/// none, so a gzip body would otherwise be read as its compressed bytes.
+fn check_encoding(headers: &HeaderMap) -> Result<(), HttpError> {
+    for value in headers.get_all(header::CONTENT_ENCODING) {
+        let text = value.to_str().unwrap_or("(not text)");
+        let coded = text
+            .split(',')
+            .map(str::trim)
+            .any(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case("identity"));
+        if coded {
+            return Err(HttpError::UnsupportedEncoding(text.to_owned()));
+        }
+    }
+    Ok(())
 }
 
 /// Refuses a request whose `Host` is not one this server answers to, so a

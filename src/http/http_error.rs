@@ -23,6 +23,9 @@ pub enum HttpError {
     /// A POST whose body is not declared as `application/json`.
     #[error("send the body as application/json")]
     UnsupportedMediaType,
+    /// A body in a content coding (gzip, br, …): pushlab decodes none.
+    #[error("send the body without a Content-Encoding; {0:?} is not decoded here")]
+    UnsupportedEncoding(String),
     /// No such path.
     #[error("no such endpoint: {0}")]
     NotFound(String),
@@ -41,6 +44,7 @@ impl HttpError {
             HttpError::Api(err) => err.code(),
             HttpError::ForbiddenHost(_) => "forbidden_host",
             HttpError::UnsupportedMediaType => "unsupported_media_type",
+            HttpError::UnsupportedEncoding(_) => "unsupported_encoding",
             HttpError::NotFound(_) => "not_found",
             HttpError::MethodNotAllowed => "method_not_allowed",
             HttpError::BodyTimeout => "body_timeout",
@@ -53,7 +57,9 @@ impl ResponseError for HttpError {
         match self {
             HttpError::Api(err) => err.status_code(),
             HttpError::ForbiddenHost(_) => StatusCode::FORBIDDEN,
-            HttpError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            HttpError::UnsupportedMediaType | HttpError::UnsupportedEncoding(_) => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
             HttpError::NotFound(_) => StatusCode::NOT_FOUND,
             HttpError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             HttpError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -151,6 +157,11 @@ mod tests {
                 HttpError::UnsupportedMediaType,
                 415,
                 "unsupported_media_type",
+            ),
+            (
+                HttpError::UnsupportedEncoding("gzip".into()),
+                415,
+                "unsupported_encoding",
             ),
             (HttpError::NotFound(String::new()), 404, "not_found"),
             (HttpError::MethodNotAllowed, 405, "method_not_allowed"),
