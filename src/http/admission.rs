@@ -31,7 +31,7 @@ use crate::core::error::ApiError;
 use crate::http::endpoints::{self, Endpoint};
 use crate::http::http_error::HttpError;
 use crate::http::state::AppState;
-use crate::net::limits::Permit;
+use crate::net::limits::{client_address, Permit};
 use crate::net::traffic::{Charge, ClientId, Clients, ConnectionMeter};
 
 /// A request that passed admission's checks, with its route.
@@ -273,25 +273,38 @@ pub struct ClientIp(pub IpAddr);
 /// The client's IP: the peer's address, or, when the peer is a trusted
 /// proxy, the nearest address in `X-Forwarded-For` that is not one (the
 /// ones further left could have been written by anyone).
+///
+/// Every address is taken in its canonical form first, so a dual-stack
+/// listener's `::ffff:127.0.0.1` is the `127.0.0.1` a `--trusted-proxy`
+/// names, and the result is what the per-address limits count
+/// ([`client_address`]: an IPv6 client by its /64).
 fn client_ip(peer: Option<SocketAddr>, headers: &HeaderMap, config: &Config) -> IpAddr {
-    let Some(peer) = peer.map(|p| p.ip()) else {
+    let Some(peer) = peer.map(|p| p.ip().to_canonical()) else {
         // Only a test harness serves requests without a peer address.
         return IpAddr::V4(Ipv4Addr::UNSPECIFIED);
     };
-    if !config.trusted_proxies.contains(&peer) {
-        return peer;
+    let trusted = |ip: &IpAddr| {
+        config
+            .trusted_proxies
+            .iter()
+            .any(|p| p.to_canonical() == *ip)
+    };
+    if !trusted(&peer) {
+        return client_address(peer);
     }
     let forwarded = headers
         .get_all("x-forwarded-for")
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
         .filter_map(|hop| hop.trim().parse::<IpAddr>().ok())
+        .map(|hop| hop.to_canonical())
         .collect::<Vec<_>>();
-    forwarded
+    let client = forwarded
         .into_iter()
         .rev()
-        .find(|hop| !config.trusted_proxies.contains(hop))
-        .unwrap_or(peer)
+        .find(|hop| !trusted(hop))
+        .unwrap_or(peer);
+    client_address(client)
 }
 
 /// Refuses a body in any content coding but `identity`: pushlab decodes

@@ -1,14 +1,31 @@
 //! Bounds on what clients may hold at once, counted without any knowledge
-//! of HTTP: the places under `--max-connections`, in all and per client IP.
+//! of HTTP: the places under `--max-connections`, in all and per client IP,
+//! and what counts as one client address ([`client_address`]).
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
 use crate::core::error::ApiError;
+
+/// The address every per-address limit counts a client under: an
+/// IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, as a dual-stack listener on
+/// `[::]` sees IPv4 peers) as its IPv4 address, and any other IPv6 address
+/// as its /64 network. One subscriber gets a whole /64 and may use any
+/// address in it, so a /64 is one client, as nginx's and Cloudflare's
+/// per-client limits take it; an IPv4 address is itself.
+pub fn client_address(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let network = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(Ipv6Addr::from(network))
+        }
+        v4 => v4,
+    }
+}
 
 /// Counts requests in flight, held long-polls and open streams and sockets
 /// included, against `--max-connections` in all and `--ip-connections` per
@@ -116,6 +133,30 @@ impl Drop for Permit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mapped_ipv4_address_counts_as_its_ipv4_address() {
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        assert_eq!(
+            client_address(mapped),
+            "127.0.0.1".parse::<IpAddr>().unwrap()
+        );
+        let plain: IpAddr = "203.0.113.9".parse().unwrap();
+        assert_eq!(client_address(plain), plain);
+    }
+
+    #[test]
+    fn ipv6_addresses_count_by_their_64_network() {
+        let one: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let same: IpAddr = "2001:db8:1:2:ffff:1:2:3".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(
+            client_address(one),
+            "2001:db8:1:2::".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(client_address(one), client_address(same));
+        assert_ne!(client_address(one), client_address(other));
+    }
 
     const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
     const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));

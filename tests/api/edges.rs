@@ -315,6 +315,65 @@ async fn x_forwarded_for_names_the_client_only_behind_a_trusted_proxy() {
 }
 
 #[tokio::test]
+async fn on_a_dual_stack_listener_a_trusted_ipv4_proxy_is_recognised() {
+    // Arrange: pushlab on [::], where an IPv4 peer shows as ::ffff:127.0.0.1,
+    // behind a proxy named as 127.0.0.1.
+    let listener = std::net::TcpListener::bind("[::]:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let config = pushlab::Config {
+        ip_registrations: 1,
+        trusted_proxies: vec!["127.0.0.1".parse().unwrap()],
+        ..pushlab::Config::default()
+    };
+    let server = pushlab::serve(listener, config).unwrap();
+    let http = reqwest::Client::new();
+    let register = |name: &str, forwarded_for: &str| {
+        http.post(format!("http://127.0.0.1:{port}/register"))
+            .header("x-forwarded-for", forwarded_for)
+            .json(&json!({ "name": name }))
+            .send()
+    };
+
+    // Act: two clients behind the proxy, then the first one again.
+    let first = register("a", "198.51.100.1").await.unwrap();
+    let second = register("b", "198.51.100.2").await.unwrap();
+    let again = register("c", "198.51.100.1").await.unwrap();
+
+    // Assert: each client has its own allowance, not the proxy's.
+    assert_eq!(first.status(), 200);
+    assert_eq!(second.status(), 200);
+    expect_error(again, 429, "ip_limit").await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn ipv6_clients_in_one_64_share_their_allowance() {
+    let app = spawn_app_with(|c| {
+        c.ip_registrations = 1;
+        c.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    })
+    .await;
+    let register = |name: &str, forwarded_for: &str| {
+        app.http
+            .post(app.url("/register"))
+            .header("x-forwarded-for", forwarded_for)
+            .json(&json!({ "name": name }))
+            .send()
+    };
+
+    assert_eq!(
+        register("a", "2001:db8:1:2::1").await.unwrap().status(),
+        200
+    );
+    let same_64 = register("b", "2001:db8:1:2:ffff::9").await.unwrap();
+    expect_error(same_64, 429, "ip_limit").await;
+    assert_eq!(
+        register("c", "2001:db8:1:3::1").await.unwrap().status(),
+        200
+    );
+}
+
+#[tokio::test]
 async fn healthz_answers_when_the_connection_limit_is_reached() {
     let app = spawn_app_with(|c| c.max_connections = 1).await;
     let held = app.get("/sse?since=0").await;
