@@ -3,75 +3,68 @@
 //!
 //! # Layout
 //!
-//! The core knows nothing of HTTP; each layer imports only from below it.
+//! `src/` is a house of layers, one folder each; a layer imports only from
+//! the layers below it (`tests/api/layers.rs` checks it from the source,
+//! and `python3 ../shared/tools/modgraph.py src` finds no import circle):
 //!
-//! - Core, no actix:
-//!   - [`error`]: one error type with a machine `code` for every refusal.
-//!   - [`names`]: [`names::Name`] and [`names::MessageText`], with their rules.
+//! ```text
+//! server/     the assembly: state built once, the router, actix-http
+//! transport/  classroom/      the wire shapes; the lecture's endpoints
+//! http/       endpoints, admission, state, the small handlers
+//! net/        the connection, its bytes, limits, delay
+//! store/      memory, journal/, redis/: the backends
+//! config      every flag and limit
+//! core/       rooms, logs, sessions: no actix, no store, no socket
+//! ```
+//!
+//! - `core` knows nothing of HTTP, sockets or a particular
+//!   store:
+//!   - [`error`]: the core's refusals, each with its machine `code`.
+//!   - [`names`]: session ids, [`names::Name`], [`names::RoomName`] and
+//!     [`names::MessageText`], with their rules.
 //!   - [`log`]: the append-only message log, the [`log::EventLog`] trait
-//!     (append, read since a cursor, wait for newer) and the one
-//!     [`log::Reader`] every transport reads through.
-//!   - [`presence`]: sessions, names, cursors, rate limits, idle expiry.
-//!   - [`directory`]: who is in a room on every node that serves it: names
-//!     unique, each session's own rate limit, a `join` and a `leave`
-//!     written once; the local directory (one node) is the default, and
-//!     the Redis store shares one across nodes, as leases.
-//!   - [`log_store`]: what every backend implements: open a room's log and
-//!     its directory.
+//!     (append, read since a cursor, wait for newer), [`log::MemoryLog`]
+//!     and the one [`log::Reader`] every transport reads through.
+//!   - [`directory`]: who is in a room: names unique, each session's own
+//!     rate limit, a `join` and a `leave` written once. A room always
+//!     holds one: the local directory on one node, the Redis store's on
+//!     several.
+//!   - [`presence`]: this node's view of the sessions: connections,
+//!     cursors, idle time, per-address accounting.
+//!   - [`log_store`]: the trait every backend implements, opening a room's
+//!     log with its directory, and the counters a store may keep.
 //!   - [`protocol`]: client and server messages, and input validation.
-//!   - [`signals`]: the signal hub that passes WebRTC offers, answers and
-//!     ICE candidates between two sessions of a room, outside the log.
-//!   - [`room`]: the rules that tie presence to the log (join, send, leave,
-//!     attach a connection) and to the signal hub.
-//!   - [`rooms`]: the room registry above the log and presence: opens a
-//!     room on first use within its caps, lists them, reclaims idle ones,
-//!     and keeps each room's log in a `LogStore` (memory, journal or Redis).
-//!   - [`log_store`]: the [`log_store::LogStore`] trait the registry opens
-//!     each room's log through, and the counters a store may keep for
-//!     `/metrics`; the core defines it, the stores implement it.
-//!   - [`demo`]: the `--demo` bot, a client of a room like any other.
-//! - Stores, each implementing the core's traits and importing nothing
-//!   above them (one folder or file each, under `src/store/`, chosen once
-//!   from the config):
-//!   - memory, the default: each room's log in this process.
-//!   - [`journal`]: the durable journal behind `--data-dir`.
-//!   - redis: every room's log and sessions in Redis behind `--redis`,
-//!     shared by several nodes, each log mirrored into each node.
-//! - HTTP:
-//!   - [`config`]: every flag and limit.
-//!   - [`log_throttle`]: the frameworks' per-connection errors, logged at
-//!     most once per kind per 10 s.
-//!   - [`http_error`]: each error's HTTP status and JSON body.
-//!   - [`state`]: what every handler shares, built once.
-//!   - [`stats`]: counters per transport, served at `/stats`.
-//!   - [`limits`]: the places under `--max-connections`.
-//!   - [`open_files`]: the open-file limit raised, and
-//!     `--max-connections` fitted under it.
-//!   - [`send_timeout`]: every accepted socket, cut when its client stops
-//!     taking what the server writes.
-//!   - [`traffic`]: every byte each connection reads and writes, charged to
-//!     the node and the client (`client=ID`), on the channel of the request
-//!     it served.
-//!   - [`delay`]: `--delay-ms`, the simulated network delay, as a relay
-//!     under every connection.
-//!   - [`endpoints`]: the table of paths and methods, which transport each
-//!     is, and which skip the limits, shared by the router and admission.
-//!   - [`admission`]: one function where every request and upgrade enters:
-//!     the charge, `Host`, preflight, client IP, the connection limits and
-//!     the route; and the origin check and CORS grants.
-//!   - [`body_timeout`]: request bodies read within `--body-timeout`.
-//!   - [`routes`]: the router built from the table, and the app.
-//!   - [`api`]: `/register`, `/send`, `/stats`, `/config`, `/healthz`, and the shared
-//!     query and body shapes.
-//!   - [`metrics`]: `/metrics`, the node's counters (transports, traffic,
-//!     rooms, the store's round trips) in Prometheus text, read when
-//!     scraped.
-//!   - [`classroom`]: `/traffic`, `/time`, `/join`, `/qr.svg`, and the
-//!     middleware that charges each request to its client.
-//!   - [`assets`]: the browser client in `web/`, embedded in the binary.
-//!   - [`transport`]: `poll`, `longpoll`, `sse`, `ws` (with `ws_stream`, the
-//!     socket's frames and bytes): thin adapters from a reader to each wire
-//!     shape.
+//!   - [`signals`]: the hub that passes WebRTC offers, answers and ICE
+//!     candidates between two sessions of a room, outside the log.
+//!   - [`room`]: join, send, leave and attach: the rules between the log,
+//!     the directory, presence and the signal hub.
+//!   - [`rooms`]: the registry: opens a room on first use within its caps,
+//!     lists them, reclaims idle ones.
+//! - `store`, chosen once from the config by `store::from_config`, each
+//!   backend implementing the core's traits and importing nothing above
+//!   them: `memory` (the default), [`journal`] (`--data-dir`, a durable
+//!   journal per room) and `redis` (`--redis`, every room's log and
+//!   sessions shared by several nodes, each log mirrored into each node).
+//! - [`config`]: every flag, default and limit.
+//! - `net`, under every connection and knowing nothing of routes or rooms:
+//!   `conn` (the one connection type: bytes counted, the send timeout),
+//!   `traffic` (the tallies per transport and per `client=`, and the one
+//!   `Transport` enum), `limits` (places under `--max-connections`, what
+//!   counts as one client address), `delay` (`--delay-ms`), `open_files`.
+//! - `http`: `endpoints` (the table of paths, methods, transports and
+//!   exemptions), `admission` (the one function where every request and
+//!   upgrade enters: charge, `Host`, preflight, client IP, limits, route),
+//!   `state`, `stats`, `http_error`, `body_timeout`, `api` (`/register`,
+//!   `/send`, `/rooms`, `/stats`, `/config`, `/healthz`), `ice` (TURN
+//!   credentials), `metrics` (`/metrics`), `assets` (`web/`, embedded),
+//!   [`log_throttle`].
+//! - `transport`: `poll`, `longpoll`, `sse`, `ws` (with [`ws_stream`], a
+//!   socket's frames), thin adapters from a reader to each wire shape over
+//!   one shared opening (count, enter the room, attach).
+//! - `classroom`: `/traffic`, `/time`, `/join`, `/qr.svg`, `/lecture.md`,
+//!   and the `--demo` bot, a client of a room like any other.
+//! - `server`: [`serve`], the router built from the endpoint table, and the
+//!   WebSocket upgrade beside it.
 //!
 //! The benchmark tools (load generator, WebSocket floor, socket.io peer) are
 //! the workspace member `crates/pushlab-bench`, outside the product.
