@@ -36,8 +36,8 @@
 //!   - [`limits`]: the places under `--max-connections`.
 //!   - [`open_files`]: the open-file limit raised, and
 //!     `--max-connections` fitted under it.
-//!   - [`send_timeout`]: every accepted socket, cut when its client stops
-//!     taking what the server writes.
+//!   - [`conn`]: every accepted connection, HTTP or WebSocket: its bytes
+//!     counted, and cut when its client stops taking what the server writes.
 //!   - [`traffic`]: every byte each connection reads and writes, charged to
 //!     the node and the client (`client=ID`), on the channel of the request
 //!     it served.
