@@ -70,9 +70,11 @@ pub struct Config {
     #[arg(long, env = "PUSHLAB_MAX_CONNECTIONS", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_connections: u64,
 
-    /// Seconds a WebSocket may go without reading while its outbound queue is
-    /// full before it is closed (1008, "too slow"). Until then it simply
-    /// stops being fed and resumes from its cursor when it reads again.
+    /// Seconds a WebSocket may take nothing of what is queued for it before
+    /// it is closed (1008, "too slow"): the socket's send timeout, run only
+    /// while a write waits and restarted whenever the client takes some.
+    /// With its queue full it simply stops being fed meanwhile, and resumes
+    /// from its cursor when it reads again.
     #[arg(long, env = "PUSHLAB_SLOW_CLIENT_TIMEOUT", default_value_t = 30.0, value_parser = positive_seconds)]
     pub slow_client_timeout: f64,
 

@@ -5,10 +5,10 @@
 //! the same for the whole node, every request whether it names a client or
 //! not, served at `GET /metrics`.
 //!
-//! [`Wire`] wraps every accepted socket, under the send timeout, and counts
-//! into that connection's [`ConnectionMeter`]. Each request tells the meter
-//! whom to charge ([`ConnectionMeter::begin`]); the meter splits the
-//! connection's bytes between requests like this:
+//! Every accepted connection (`net::conn`) counts what it carries into its
+//! [`ConnectionMeter`]. Each request tells the meter whom to charge
+//! ([`ConnectionMeter::begin`]); the meter splits the connection's bytes
+//! between requests like this:
 //!
 //! - bytes read while no request is being served are the next request's head,
 //!   so they wait in the meter until that request says whom to charge;
@@ -26,16 +26,12 @@
 //! upgrade.
 
 use std::collections::HashMap;
-use std::io;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 use parking_lot::Mutex;
 use serde::Serialize;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// How many clients' tallies are kept. Past it, the one unused the longest
 /// is forgotten: ids come from anyone, so the table must not grow with them.
@@ -302,8 +298,8 @@ enum Phase {
     },
 }
 
-/// One connection's byte counter, shared by its [`Wire`] and the requests
-/// served on it.
+/// One connection's byte counter, shared by the connection that counts into
+/// it (`net::conn`) and the requests served on it.
 #[derive(Debug)]
 pub struct ConnectionMeter {
     phase: Mutex<Phase>,
@@ -374,91 +370,6 @@ impl ConnectionMeter {
             last,
             unclaimed_in: 0,
         };
-    }
-}
-
-/// A connection that counts every byte through it into its
-/// [`ConnectionMeter`].
-#[derive(Debug)]
-pub struct Wire<S> {
-    io: S,
-    meter: Arc<ConnectionMeter>,
-}
-
-impl<S> Wire<S> {
-    /// Wraps `io` with a fresh meter.
-    pub fn new(io: S) -> Self {
-        Wire {
-            io,
-            meter: Arc::default(),
-        }
-    }
-
-    /// This connection's meter.
-    pub fn meter(&self) -> &Arc<ConnectionMeter> {
-        &self.meter
-    }
-
-    /// The stream and its meter, for a connection that leaves HTTP (a
-    /// WebSocket, which counts its own frames into the meter).
-    pub fn into_parts(self) -> (S, Arc<ConnectionMeter>) {
-        (self.io, self.meter)
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Wire<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let result = Pin::new(&mut this.io).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = result {
-            this.meter.read(buf.filled().len() - before);
-        }
-        result
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Wire<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let result = Pin::new(&mut this.io).poll_write(cx, buf);
-        if let Poll::Ready(Ok(written)) = result {
-            this.meter.wrote(written);
-        }
-        result
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let result = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(written)) = result {
-            this.meter.wrote(written);
-        }
-        result
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
 

@@ -25,14 +25,9 @@ use crate::core::log::EventLog;
 use crate::core::log_store::LogStore;
 use crate::core::{presence, rooms};
 use crate::http::state::AppState;
-use crate::net::send_timeout::{self, SendTimeout};
-use crate::net::traffic::Wire;
+use crate::net::conn::{self, Conn};
 use crate::net::{delay, limits, open_files};
 use crate::{store, transport};
-
-/// Every accepted connection as HTTP serves it: counted, behind the send
-/// timeout.
-type Connection = SendTimeout<Wire<TcpStream>>;
 
 /// Seconds a graceful shutdown waits for connections to finish.
 const SHUTDOWN_GRACE_SECS: u64 = 5;
@@ -186,18 +181,16 @@ pub fn serve_with_store(
                 .client_request_timeout(REQUEST_HEAD_TIMEOUT)
                 .local_addr(addr)
                 // Each request finds its connection's byte counter here.
-                .on_connect_ext(|io: &Connection, ext: &mut actix_http::Extensions| {
-                    ext.insert(io.get_ref().meter().clone());
+                .on_connect_ext(|io: &Conn, ext: &mut actix_http::Extensions| {
+                    ext.insert(io.meter().clone());
                 })
                 // WebSocket upgrades skip the router: the socket task takes
-                // the connection itself (see `transport::ws`), unwrapped
-                // from the send timeout, since it bounds slow clients its
-                // own way. The handshake future is boxed because every
-                // connection's HTTP/1 state has room for it inline
-                // otherwise: 2 KiB more per held long-poll or stream.
+                // the same connection (see `transport::ws`), still counted
+                // and under a send timeout. The handshake future is boxed
+                // because every connection's HTTP/1 state has room for it
+                // inline otherwise: 2 KiB more per held long-poll or stream.
                 .upgrade(fn_service(
-                    move |(req, framed): (Request, Framed<Connection, h1::Codec>)| {
-                        let framed = framed.into_map_io(SendTimeout::into_inner);
+                    move |(req, framed): (Request, Framed<Conn, h1::Codec>)| {
                         Box::pin(transport::ws::upgrade(upgrade_state.clone(), req, framed))
                             as futures_util::future::LocalBoxFuture<'static, _>
                     },
@@ -208,18 +201,18 @@ pub fn serve_with_store(
                         .map_err(|err: actix_web::Error| err.error_response()),
                     |_| AppConfig::default(),
                 ));
-            // Every accepted socket is served counted, behind the send
-            // timeout, and through the delay if there is one.
+            // Every accepted socket is served as a `Conn` (counted, behind
+            // the send timeout), through the delay if there is one.
             fn_service(move |io: TcpStream| {
                 let delay = delay.clone();
                 async move {
-                    send_timeout::no_delay(&io);
+                    conn::no_delay(&io);
                     let peer = io.peer_addr().ok();
                     let io = match &delay {
                         Some(delay) => delay.relay(io).await.map_err(DispatchError::Io)?,
                         None => io,
                     };
-                    Ok(send_timeout::accept(Wire::new(io), peer, send_timeout))
+                    Ok(conn::accept(io, peer, send_timeout))
                 }
             })
             .and_then(http)

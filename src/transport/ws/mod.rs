@@ -37,7 +37,7 @@ use bytestring::ByteString;
 use futures_util::{FutureExt as _, SinkExt as _};
 use tokio::time::{interval_at, Instant};
 
-use self::stream::{Inbound, Pushed, ReadError, Received, WsStream};
+use self::stream::{Inbound, Pushed, ReadError, Ready, Received, WsStream};
 use super::Opened;
 use super::Transport;
 use crate::config::{WS_MISSED_PONGS, WS_PING_INTERVAL};
@@ -50,9 +50,9 @@ use crate::http::admission::{self, Answer};
 use crate::http::api::ReadQuery;
 use crate::http::endpoints::{self, Endpoint};
 use crate::http::state::AppState;
+use crate::net::conn::Conn;
 use crate::net::limits::Permit;
-use crate::net::traffic::{ConnectionMeter, Wire};
-use tokio::net::TcpStream;
+use crate::net::traffic::ConnectionMeter;
 
 /// Serves every request that asks for `Connection: upgrade`, with the
 /// connection it came on. Only `GET /ws` is upgraded; anything else gets the
@@ -60,7 +60,7 @@ use tokio::net::TcpStream;
 pub async fn upgrade(
     state: web::Data<AppState>,
     req: Request,
-    framed: Framed<Wire<TcpStream>, h1::Codec>,
+    framed: Framed<Conn, h1::Codec>,
 ) -> Result<(), actix_web::Error> {
     if let Err(err) = try_upgrade(state, req, framed).await {
         // The client went away during the handshake; there is no one to tell.
@@ -72,7 +72,7 @@ pub async fn upgrade(
 async fn try_upgrade(
     state: web::Data<AppState>,
     req: Request,
-    mut framed: Framed<Wire<TcpStream>, h1::Codec>,
+    mut framed: Framed<Conn, h1::Codec>,
 ) -> io::Result<()> {
     let meter = framed.io_ref().meter();
     let (permit, ip, query, room, attached, inbox) = match admit(&state, &req, meter).await {
@@ -86,9 +86,14 @@ async fn try_upgrade(
     framed
         .send(h1::Message::Item((response, BodySize::None)))
         .await?;
-    let parts = framed.into_parts();
-    let (io, meter) = parts.io.into_parts();
-    let stream = WsStream::new(io, parts.read_buf, state.stats.clone()).metered(meter);
+    let mut parts = framed.into_parts();
+    // The socket keeps the connection the upgrade came on, counted as
+    // before; a client that takes nothing is cut after the socket's own
+    // limit rather than the HTTP one.
+    parts
+        .io
+        .set_send_timeout(state.config.slow_client_timeout());
+    let stream = WsStream::new(parts.io, parts.read_buf, state.stats.clone());
     let socket = Socket {
         reader: room.reader(query.cursor()),
         room,
@@ -145,10 +150,7 @@ async fn admit(
 }
 
 /// Answers an upgrade request with an ordinary response, then closes.
-async fn refuse(
-    mut framed: Framed<Wire<TcpStream>, h1::Codec>,
-    response: HttpResponse,
-) -> io::Result<()> {
+async fn refuse(mut framed: Framed<Conn, h1::Codec>, response: HttpResponse) -> io::Result<()> {
     let (head, body) = response.into_parts();
     // Error bodies are small JSON in memory; reading one cannot fail.
     let body = actix_web::body::to_bytes(body).await.unwrap_or_default();
@@ -233,11 +235,8 @@ impl Socket {
         if let Err(stop) = self.send_control(&Control::hello(&self.reader)) {
             return stop;
         }
-        let slow_limit = self.state.config.slow_client_timeout();
         let mut ping = interval_at(Instant::now() + WS_PING_INTERVAL, WS_PING_INTERVAL);
         let mut missed_pongs = 0;
-        // When the outbound buffer last filled up, while it stays full.
-        let mut stalled_since: Option<Instant> = None;
         // Registered once, not on every turn of the loop.
         let shutdown = self.state.shutdown.clone();
         let stopping = shutdown.cancelled();
@@ -249,16 +248,9 @@ impl Socket {
             if self.stream.flush().is_err() {
                 return Stop::Gone;
             }
-            // The stall clock runs from when the buffer filled up, and starts
-            // again every time the client drains some of it.
             let has_room = self.stream.has_room();
-            if has_room {
-                stalled_since = None;
-            } else {
-                stalled_since.get_or_insert_with(Instant::now);
-            }
-            let give_up_at = stalled_since.map(|since| since + slow_limit);
             let unsent = self.stream.queued() > 0;
+            let can_read = self.sending.len() < MAX_SENDING;
             tokio::select! {
                 biased;
                 _ = &mut stopping => {
@@ -283,13 +275,15 @@ impl Socket {
                         return stop;
                     }
                 }
-                // Not while too many messages are on their way into the
-                // log: the client waits, as TCP tells it to.
-                readable = self.stream.readable(), if self.sending.len() < MAX_SENDING => {
-                    if readable.is_err() {
-                        return Stop::Gone;
-                    }
-                    match self.stream.receive() {
+                // The connection, for the client's frames (not while too
+                // many messages are on their way into the log: the client
+                // waits, as TCP tells it to) and for taking what is queued.
+                // Its send timeout is the stall rule: the clock runs while
+                // the client takes nothing of what is queued, and starts
+                // again whenever it takes some.
+                ready = self.stream.ready(can_read), if can_read || unsent => match ready {
+                    Ok(Ready::Sent) => {}
+                    Ok(Ready::Readable) => match self.stream.receive() {
                         Received::Gone => return Stop::Gone,
                         Received::Nothing => {}
                         Received::Data => {
@@ -297,23 +291,18 @@ impl Socket {
                                 return stop;
                             }
                         }
+                    },
+                    Err(err) if err.kind() == io::ErrorKind::TimedOut => {
+                        tracing::info!(cursor = self.reader.cursor(), "closing a websocket that stopped reading");
+                        return Stop::TooSlow(CloseReason {
+                            code: CloseCode::Policy,
+                            description: Some("too slow: the client stopped reading".into()),
+                        });
                     }
-                }
+                    Err(_) => return Stop::Gone,
+                },
                 // Only while the buffer has room: a full one is not fed.
                 _ = self.reader.newer(), if has_room => {}
-
-                writable = self.stream.writable(), if unsent => {
-                    if writable.is_err() {
-                        return Stop::Gone;
-                    }
-                }
-                _ = sleep_until_or_never(give_up_at) => {
-                    tracing::info!(cursor = self.reader.cursor(), "closing a websocket that stopped reading");
-                    return Stop::TooSlow(CloseReason {
-                        code: CloseCode::Policy,
-                        description: Some("too slow: the client stopped reading".into()),
-                    });
-                }
                 _ = ping.tick() => {
                     if missed_pongs >= WS_MISSED_PONGS {
                         return Stop::TooSlow(CloseReason {
@@ -596,13 +585,6 @@ fn overflow() -> Stop {
         code: CloseCode::Policy,
         description: Some("too slow: outbound queue full".into()),
     })
-}
-
-async fn sleep_until_or_never(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// The next signal for this socket's session; never, for a socket that

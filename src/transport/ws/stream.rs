@@ -1,4 +1,4 @@
-//! One WebSocket's TCP stream, owned by its socket task: whole messages in,
+//! One WebSocket's connection, owned by its socket task: whole messages in,
 //! frames out, with the outbound side bounded in bytes.
 //!
 //! Frames are encoded straight into one write buffer and written with a
@@ -12,7 +12,10 @@
 //!
 //! Buffers are released whenever they empty, so an idle socket holds no
 //! buffer memory at all. This module knows frames and bytes, not the log or
-//! the protocol's messages.
+//! the protocol's messages. It reads and writes through the connection the
+//! upgrade came on (`crate::net::conn`), which counts every byte and cuts a
+//! client that takes nothing of what is queued for its send timeout; none
+//! of that is done again here.
 //!
 //! Inbound, a [`FrameReader`] bounds what a client can make the server hold
 //! before anything is decoded:
@@ -37,16 +40,19 @@
 //! from a socket the task owns, and would bring a second crate for about
 //! thirty lines of code.
 
+use std::future::poll_fn;
 use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 
 use actix_codec::{Decoder as _, Encoder as _};
 use actix_http::ws::{CloseCode, Codec, Frame, Item, Message, ProtocolError};
 use actix_web::web::{Bytes, BytesMut};
 use bytes::buf::Limit;
 use bytes::BufMut as _;
-use tokio::net::TcpStream;
+use tokio::io::AsyncWrite as _;
 
-use crate::net::traffic::ConnectionMeter;
+use crate::net::conn::Conn;
 
 use crate::core::protocol::MAX_BODY_BYTES;
 use crate::http::stats::Stats;
@@ -82,6 +88,15 @@ pub enum Inbound {
     Ping(Bytes),
     Pong(Bytes),
     Close,
+}
+
+/// What [`WsStream::ready`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ready {
+    /// The client may have sent something: [`WsStream::receive`] it.
+    Readable,
+    /// The connection took some of what was queued, and it was written.
+    Sent,
 }
 
 /// What happened to a pushed frame.
@@ -316,8 +331,12 @@ fn utf8(text: Bytes) -> Result<Bytes, ReadError> {
 }
 
 /// The server side of one WebSocket connection.
+///
+/// It reads and writes through the connection the upgrade came on, which
+/// counts the bytes and cuts a client that takes nothing for its send
+/// timeout (see `crate::net::conn`).
 pub struct WsStream {
-    stream: TcpStream,
+    conn: Conn,
     /// Encodes outbound frames.
     codec: Codec,
     /// Decodes inbound frames, within the read limits.
@@ -327,31 +346,21 @@ pub struct WsStream {
     /// `write_buf.len()` as last reported to the stats.
     reported_queued: usize,
     stats: std::sync::Arc<Stats>,
-    /// The connection's byte counter, when it came from the server's
-    /// accept loop (see `crate::net::traffic`).
-    meter: Option<std::sync::Arc<ConnectionMeter>>,
 }
 
 impl WsStream {
-    /// Wraps an upgraded connection; `read_buf` holds whatever the client
-    /// sent after its handshake and was already read. The server sets
-    /// `TCP_NODELAY` on every connection it accepts (`src/lib.rs`).
-    pub fn new(stream: TcpStream, read_buf: BytesMut, stats: std::sync::Arc<Stats>) -> Self {
+    /// Takes over an upgraded connection; `read_buf` holds whatever the
+    /// client sent after its handshake and was already read. The server sets
+    /// `TCP_NODELAY` on every connection it accepts (`crate::net::conn`).
+    pub fn new(conn: Conn, read_buf: BytesMut, stats: std::sync::Arc<Stats>) -> Self {
         WsStream {
-            stream,
+            conn,
             codec: Codec::new(),
             reader: FrameReader::new(read_buf),
             write_buf: BytesMut::new(),
             reported_queued: 0,
             stats,
-            meter: None,
         }
-    }
-
-    /// Counts every byte read and written into `meter`.
-    pub fn metered(mut self, meter: std::sync::Arc<ConnectionMeter>) -> Self {
-        self.meter = Some(meter);
-        self
     }
 
     /// Whether another log event may be queued now (the soft limit).
@@ -399,23 +408,74 @@ impl WsStream {
     /// An error means the connection is gone.
     pub fn flush(&mut self) -> io::Result<()> {
         while !self.write_buf.is_empty() {
-            match self.stream.try_write(&self.write_buf) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(written) => {
-                    if let Some(meter) = &self.meter {
-                        meter.wrote(written);
-                    }
-                    let _ = self.write_buf.split_to(written);
-                }
+            match self.conn.try_write(&self.write_buf) {
+                Ok(written) => self.sent(written)?,
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
                 Err(err) => return Err(err),
             }
         }
+        self.settle_buffer();
+        Ok(())
+    }
+
+    /// Waits until the connection takes some of the buffer, and writes
+    /// that much. Fails with [`io::ErrorKind::TimedOut`] once the client has
+    /// taken nothing for the connection's send timeout (the socket's
+    /// `--slow-client-timeout`); any other error means the connection is
+    /// gone. Cancel-safe: what the kernel took is off the buffer by the
+    /// time this resolves, and a wait that is dropped wrote nothing.
+    async fn send(&mut self) -> io::Result<()> {
+        poll_fn(|cx| self.poll_send(cx)).await
+    }
+
+    /// Waits until the client has sent something (when `read`), or until
+    /// the connection takes some of what is queued, which is then written
+    /// under the send timeout; whichever comes first. One wait for both,
+    /// so the socket task's loop can wait on its connection once.
+    pub async fn ready(&mut self, read: bool) -> io::Result<Ready> {
+        poll_fn(|cx| {
+            if !self.write_buf.is_empty() {
+                if let Poll::Ready(sent) = self.poll_send(cx) {
+                    return Poll::Ready(sent.map(|()| Ready::Sent));
+                }
+            }
+            if read {
+                return self.conn.poll_read_ready(cx).map_ok(|()| Ready::Readable);
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Writes some of the buffer once the connection takes it, under its
+    /// send timeout. Ready at once with nothing queued.
+    fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.write_buf.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        let written = ready!(Pin::new(&mut self.conn).poll_write(cx, &self.write_buf))?;
+        self.sent(written)?;
+        self.settle_buffer();
+        Poll::Ready(Ok(()))
+    }
+
+    /// Takes what the kernel took off the buffer; taking nothing of a
+    /// buffer that holds something means the connection is gone.
+    fn sent(&mut self, written: usize) -> io::Result<()> {
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        let _ = self.write_buf.split_to(written);
+        Ok(())
+    }
+
+    /// Releases an emptied buffer that grew in a burst, and reports what
+    /// is queued.
+    fn settle_buffer(&mut self) {
         if self.write_buf.is_empty() && self.write_buf.capacity() > KEEP_WRITE_CAPACITY {
             self.write_buf = BytesMut::new();
         }
         self.report_queued();
-        Ok(())
     }
 
     fn report_queued(&mut self) {
@@ -429,12 +489,7 @@ impl WsStream {
 
     /// Resolves when the connection may have something to read.
     pub async fn readable(&self) -> io::Result<()> {
-        self.stream.readable().await
-    }
-
-    /// Resolves when the connection may take more bytes.
-    pub async fn writable(&self) -> io::Result<()> {
-        self.stream.writable().await
+        self.conn.readable().await
     }
 
     /// Reads what the kernel has, without waiting, up to the read limit.
@@ -444,14 +499,9 @@ impl WsStream {
         if self.reader.room() == 0 {
             return Received::Data;
         }
-        match self.stream.try_read_buf(&mut self.reader.read_buffer()) {
+        match self.conn.try_read_buf(&mut self.reader.read_buffer()) {
             Ok(0) => Received::Gone,
-            Ok(read) => {
-                if let Some(meter) = &self.meter {
-                    meter.read(read);
-                }
-                Received::Data
-            }
+            Ok(_) => Received::Data,
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
                 self.reader.release();
                 Received::Nothing
@@ -465,10 +515,10 @@ impl WsStream {
         self.reader.next_message()
     }
 
-    /// Sends everything still buffered.
+    /// Sends everything still buffered, within the send timeout.
     pub async fn drain(&mut self) {
         while !self.write_buf.is_empty() {
-            if self.writable().await.is_err() || self.flush().is_err() {
+            if self.send().await.is_err() {
                 return;
             }
         }
@@ -502,8 +552,7 @@ impl WsStream {
     /// Closes at once: unsent bytes are dropped and the client gets a reset.
     /// For a client that stopped reading, which would not read them anyway.
     pub fn abort(self) {
-        // A zero linger does not block: the close sends a reset at once.
-        let _ = self.stream.set_zero_linger();
+        self.conn.reset_on_close();
     }
 }
 
@@ -529,7 +578,7 @@ mod tests {
     use super::*;
     use actix_http::ws::{OpCode, Parser};
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    use tokio::net::TcpListener;
+    use tokio::net::{TcpListener, TcpStream};
 
     /// A server-side stream and the raw client end of the same connection.
     async fn pair() -> (WsStream, TcpStream) {
@@ -538,7 +587,8 @@ mod tests {
             .await
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        let stream = WsStream::new(server, BytesMut::new(), Default::default());
+        let conn = Conn::new(server, std::time::Duration::from_secs(30));
+        let stream = WsStream::new(conn, BytesMut::new(), Default::default());
         (stream, client)
     }
 
@@ -877,6 +927,39 @@ mod tests {
         assert!(!stream.has_room());
         assert_eq!(stream.push(text(WS_QUEUE_BYTES - 100)), Pushed::Queued);
         assert_eq!(stream.push(text(100)), Pushed::Overflow);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_takes_nothing_is_cut_after_the_connection_s_send_timeout() {
+        // Arrange: a client with a tiny receive buffer that never reads, and
+        // more queued than the kernel can hold.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let _client = socket
+            .connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let limit = std::time::Duration::from_secs(1);
+        let mut stream = WsStream::new(
+            Conn::new(server, limit),
+            BytesMut::new(),
+            Default::default(),
+        );
+        for _ in 0..64 {
+            stream.push_unchecked(Message::Binary(Bytes::from(vec![7; 256 * 1024])));
+        }
+        stream.flush().unwrap();
+        let started = tokio::time::Instant::now();
+
+        // Act
+        let result = stream.ready(false).await;
+
+        // Assert
+        assert_eq!(result.unwrap_err().kind(), io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), limit);
+        assert!(stream.queued() > 0);
     }
 
     #[tokio::test]
