@@ -7,7 +7,13 @@
 //!   [`super::traffic`] splits between the requests served on it;
 //! - **the send timeout**: a client that stops taking what the server
 //!   writes is cut once a write has waited that long, so its unsent bytes
-//!   are freed, along with its place under `--max-connections`.
+//!   are freed, along with its place under `--max-connections`;
+//! - **back-pressure on pipelining**: while a write waits for the client,
+//!   nothing more is read from it. HTTP/1's dispatcher answers pipelined
+//!   requests as fast as it reads them, whatever it has yet to write, so a
+//!   client that sends thousands of requests and reads nothing would pile
+//!   their answers up in memory; here it only fills the kernel's buffers
+//!   and the dispatcher's bounded read buffer, then waits.
 //!
 //! Like nginx's `send_timeout`, the clock runs only while a write is waiting
 //! for the socket to take bytes, and restarts at every write that makes
@@ -163,6 +169,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for Conn<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.stalled.is_some() {
+            // A write is waiting for the client to take bytes: read nothing
+            // more from it until that write makes progress. That write's
+            // wait has registered this task to be woken, by the socket or by
+            // the send timeout, so no wake-up is lost.
+            return Poll::Pending;
+        }
         let before = buf.filled().len();
         let result = Pin::new(&mut this.io).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = result {
@@ -331,6 +344,28 @@ mod tests {
         // Assert: cut one timeout after the wait began, not after the flush.
         assert_eq!(result.unwrap_err().kind(), io::ErrorKind::TimedOut);
         assert_eq!(started.elapsed(), TIMEOUT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nothing_more_is_read_while_a_write_waits_for_the_client() {
+        // Arrange: the client's buffer is full, and it has sent a request.
+        let (mut conn, mut far) = full().await;
+        far.write_all(b"GET /time HTTP/1.1\r\n\r\n").await.unwrap();
+        let waiting = std::future::poll_fn(|cx| Pin::new(&mut conn).poll_write(cx, &[7]));
+        assert!(futures_util::poll!(Box::pin(waiting)).is_pending());
+
+        // Act: the server tries to read the next request.
+        let mut buf = [0; 64];
+        let blocked = futures_util::poll!(Box::pin(conn.read(&mut buf)));
+
+        // Assert: it reads nothing until the client takes some of what is
+        // waiting; then the write goes on and so does reading.
+        assert!(blocked.is_pending(), "read while a write waited");
+        let mut taken = [0; 64];
+        far.read_exact(&mut taken).await.unwrap();
+        conn.write_all(&[7]).await.unwrap();
+        let read = conn.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..read], b"GET /time HTTP/1.1\r\n\r\n");
     }
 
     #[tokio::test(start_paused = true)]
