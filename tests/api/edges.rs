@@ -277,6 +277,20 @@ async fn spreading_events_over_sessions_does_not_multiply_one_address_rate() {
     assert!((10..20).contains(&accepted), "{accepted} accepted");
 }
 
+/// Registers `name` through `app` as a proxy would, naming the client
+/// `forwarded_for` in `X-Forwarded-For`.
+fn register_forwarded_for(
+    app: &TestApp,
+    name: &str,
+    forwarded_for: &str,
+) -> impl std::future::Future<Output = reqwest::Result<reqwest::Response>> {
+    app.http
+        .post(app.url("/register"))
+        .header("x-forwarded-for", forwarded_for)
+        .json(&json!({ "name": name }))
+        .send()
+}
+
 #[tokio::test]
 async fn x_forwarded_for_names_the_client_only_behind_a_trusted_proxy() {
     let behind = spawn_app_with(|c| {
@@ -286,11 +300,7 @@ async fn x_forwarded_for_names_the_client_only_behind_a_trusted_proxy() {
     .await;
     let direct = spawn_app_with(|c| c.ip_registrations = 1).await;
     let register = |app: &TestApp, name: &str, forwarded_for: &str| {
-        app.http
-            .post(app.url("/register"))
-            .header("x-forwarded-for", forwarded_for)
-            .json(&json!({ "name": name }))
-            .send()
+        register_forwarded_for(app, name, forwarded_for)
     };
 
     assert_eq!(
@@ -353,13 +363,8 @@ async fn ipv6_clients_in_one_64_share_their_allowance() {
         c.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
     })
     .await;
-    let register = |name: &str, forwarded_for: &str| {
-        app.http
-            .post(app.url("/register"))
-            .header("x-forwarded-for", forwarded_for)
-            .json(&json!({ "name": name }))
-            .send()
-    };
+    let register =
+        |name: &str, forwarded_for: &str| register_forwarded_for(&app, name, forwarded_for);
 
     assert_eq!(
         register("a", "2001:db8:1:2::1").await.unwrap().status(),

@@ -54,8 +54,20 @@ export const FIGURES = [
  */
 export function renderFigures(container, { compact = false, only = null } = {}) {
   const shown = only ? FIGURES.filter((figure) => only.includes(figure.id)) : FIGURES;
+  const values = figureRows(container, shown, { compact });
+  return (snapshot) => {
+    for (const figure of shown) values.get(figure.id).textContent = figure.format(snapshot);
+  };
+}
+
+/**
+ * Appends one row per figure (`id`, `label`, `explain`) to `container` (a
+ * <dl>): its label, a value cell showing '–' until set, and its explanation
+ * (a tooltip when `compact`). Returns each figure's value cell by id.
+ */
+export function figureRows(container, figures, { compact = false } = {}) {
   const values = new Map();
-  for (const figure of shown) {
+  for (const figure of figures) {
     const row = document.createElement('div');
     row.className = 'figure';
     row.dataset.figure = figure.id;
@@ -65,18 +77,16 @@ export function renderFigures(container, { compact = false, only = null } = {}) 
     value.className = 'figure-value';
     value.textContent = '–';
     row.append(term, value);
-    if (!compact) {
+    if (compact) {
+      row.title = figure.explain;
+    } else {
       const note = document.createElement('dd');
       note.className = 'figure-explain';
       note.textContent = figure.explain;
       row.append(note);
-    } else {
-      row.title = figure.explain;
     }
     container.append(row);
     values.set(figure.id, value);
   }
-  return (snapshot) => {
-    for (const figure of shown) values.get(figure.id).textContent = figure.format(snapshot);
-  };
+  return values;
 }

@@ -2,6 +2,8 @@
 /// and the two paths' figures from a WebRtcTransport's PathMetrics
 /// (net/path-metrics.js), each with one plain sentence. DOM only.
 
+import { figureRows } from './figures.js';
+
 const tenths = (v) => (v === null ? '–' : `${v.toFixed(1)} ms`);
 const pairOf = (a, b, count) => (a === null ? '–' : `${tenths(a)} / ${tenths(b)} · ${count} moves`);
 
@@ -60,23 +62,7 @@ export class PeerPanel {
     label.append(this.mirror, ' Send my moves through the server too, so peers can compare the two paths');
     const figures = document.createElement('dl');
     figures.className = 'figures';
-    this.values = new Map();
-    for (const figure of RTC_FIGURES) {
-      const row = document.createElement('div');
-      row.className = 'figure';
-      row.dataset.figure = figure.id;
-      const term = document.createElement('dt');
-      term.textContent = figure.label;
-      const value = document.createElement('dd');
-      value.className = 'figure-value';
-      value.textContent = '–';
-      const note = document.createElement('dd');
-      note.className = 'figure-explain';
-      note.textContent = figure.explain;
-      row.append(term, value, note);
-      figures.append(row);
-      this.values.set(figure.id, value);
-    }
+    this.values = figureRows(figures, RTC_FIGURES);
     container.append(title, this.list, label, figures);
     container.hidden = false;
   }
