@@ -82,8 +82,14 @@ impl Delay {
             let down = pump(outer_read, client_write, one_way);
             tokio::pin!(up, down);
             tokio::select! {
+                // The client is done sending: the server's answer may still
+                // be on its way, for a while.
                 _ = &mut up => { let _ = tokio::time::timeout(HALF_OPEN_GRACE, down).await; }
-                _ = &mut down => { let _ = tokio::time::timeout(HALF_OPEN_GRACE, up).await; }
+                // The server closed (it answered, or cut a client that sent
+                // no request head within its own head timeout): nothing the
+                // client sends can reach it any more, so the relay and its
+                // descriptors go now, not a grace period later.
+                _ = &mut down => {}
             }
         });
         Ok(inner)

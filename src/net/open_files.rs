@@ -21,16 +21,33 @@ pub fn raise_limit() -> std::io::Result<u64> {
     rlimit::increase_nofile_limit(u64::MAX)
 }
 
+/// Descriptors one connection holds: its socket, and with `--delay-ms` the
+/// relay's two ends of the loopback pair besides (see [`super::delay`]).
+pub fn files_per_connection(delayed: bool) -> u64 {
+    if delayed {
+        3
+    } else {
+        1
+    }
+}
+
 /// The connection limit that fits `open_files` descriptors with `workers`
-/// worker threads: `requested`, or less if it does not fit (at least 1).
-pub fn fit_max_connections(requested: u64, open_files: u64, workers: usize) -> u64 {
+/// worker threads, each connection holding `per_connection` of them:
+/// `requested`, or less if it does not fit (at least 1).
+pub fn fit_max_connections(
+    requested: u64,
+    open_files: u64,
+    workers: usize,
+    per_connection: u64,
+) -> u64 {
     let reserved = RESERVED_FILES.saturating_add(FILES_PER_WORKER.saturating_mul(workers as u64));
-    requested.min(open_files.saturating_sub(reserved)).max(1)
+    let fits = open_files.saturating_sub(reserved) / per_connection.max(1);
+    requested.min(fits).max(1)
 }
 
 /// Raises the open-file limit and returns the connection limit that fits
 /// it, logging when `requested` had to be lowered.
-pub fn max_connections_within_limit(requested: u64, workers: usize) -> u64 {
+pub fn max_connections_within_limit(requested: u64, workers: usize, per_connection: u64) -> u64 {
     let open_files = match raise_limit() {
         Ok(limit) => limit,
         Err(err) => {
@@ -38,7 +55,7 @@ pub fn max_connections_within_limit(requested: u64, workers: usize) -> u64 {
             return requested;
         }
     };
-    let fitted = fit_max_connections(requested, open_files, workers);
+    let fitted = fit_max_connections(requested, open_files, workers, per_connection);
     if fitted < requested {
         tracing::warn!(
             requested,
@@ -56,20 +73,29 @@ mod tests {
 
     #[test]
     fn a_limit_that_fits_is_kept() {
-        assert_eq!(fit_max_connections(20_000, 1_048_576, 8), 20_000);
-        assert_eq!(fit_max_connections(100, u64::MAX, 2), 100);
+        assert_eq!(fit_max_connections(20_000, 1_048_576, 8, 1), 20_000);
+        assert_eq!(fit_max_connections(100, u64::MAX, 2, 1), 100);
     }
 
     #[test]
     fn a_limit_that_does_not_fit_is_lowered_to_leave_the_reserve() {
         // 20,000 descriptors, 2 workers: 64 + 2 × 2 are kept back.
-        assert_eq!(fit_max_connections(20_000, 20_000, 2), 20_000 - 68);
-        assert_eq!(fit_max_connections(20_000, 1024, 4), 1024 - 72);
+        assert_eq!(fit_max_connections(20_000, 20_000, 2, 1), 20_000 - 68);
+        assert_eq!(fit_max_connections(20_000, 1024, 4, 1), 1024 - 72);
+    }
+
+    #[test]
+    fn with_the_delay_each_connection_counts_its_three_descriptors() {
+        // 1024 descriptors, 4 workers: 72 kept back, 952 left, 3 a connection.
+        let per = files_per_connection(true);
+        assert_eq!(fit_max_connections(20_000, 1024, 4, per), 952 / 3);
+        assert_eq!(fit_max_connections(100, 1024, 4, per), 100);
+        assert_eq!(files_per_connection(false), 1);
     }
 
     #[test]
     fn a_limit_with_no_room_left_still_admits_one() {
-        assert_eq!(fit_max_connections(20_000, 10, 2), 1);
+        assert_eq!(fit_max_connections(20_000, 10, 2, 1), 1);
     }
 
     #[test]

@@ -144,8 +144,11 @@ pub fn serve_with_store(
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
         })
         .max(1);
-    config.max_connections =
-        open_files::max_connections_within_limit(config.max_connections, worker_count);
+    config.max_connections = open_files::max_connections_within_limit(
+        config.max_connections,
+        worker_count,
+        open_files::files_per_connection(config.delay().is_some()),
+    );
     let send_timeout = Duration::from_secs_f64(config.send_timeout);
     let delay = config.delay().map(delay::Delay::new).transpose()?;
     let max_connections = usize::try_from(config.max_connections).unwrap_or(usize::MAX);

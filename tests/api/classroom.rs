@@ -199,3 +199,73 @@ async fn the_server_tells_its_clock_its_join_url_and_draws_it_as_a_qr_code() {
         .await;
     assert_eq!(status, 400);
 }
+
+/// How many of `clients`' connections to the server on `port` are still
+/// established at the server's end (with the delay, the relay's end).
+fn established_from(port: u16, clients: &[u16]) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let port_of = |address: &str| {
+        address
+            .rsplit(':')
+            .next()
+            .and_then(|p| u16::from_str_radix(p, 16).ok())
+    };
+    // The table is read while it changes, so a socket may be listed twice:
+    // count each client once.
+    let established: std::collections::BTreeSet<u16> = table
+        .lines()
+        .skip(1)
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .filter(|fields| fields.len() > 3 && port_of(fields[1]) == Some(port) && fields[3] == "01")
+        .filter_map(|fields| port_of(fields[2]))
+        .filter(|p| clients.contains(p))
+        .collect();
+    established.len()
+}
+
+/// Waits up to `patience` for `ok` to hold of [`established_from`], and
+/// returns the last count.
+async fn wait_established(
+    port: u16,
+    clients: &[u16],
+    patience: Duration,
+    ok: impl Fn(usize) -> bool,
+) -> usize {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        let now = established_from(port, clients);
+        if ok(now) || tokio::time::Instant::now() >= deadline {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn with_the_delay_a_silent_client_s_relay_is_released_with_its_connection() {
+    // Arrange: the delay relays each connection through a loopback pair.
+    let app = spawn_app_with(|config| config.delay_ms = 10).await;
+    let port = app.addr.port();
+
+    // Act: 20 clients connect and never send a request head; the server
+    // cuts each after its 5 s head timeout.
+    let mut silent = Vec::new();
+    for _ in 0..20 {
+        silent.push(tokio::net::TcpStream::connect(app.addr).await.unwrap());
+    }
+    let clients: Vec<u16> = silent
+        .iter()
+        .map(|s| s.local_addr().unwrap().port())
+        .collect();
+    let held = wait_established(port, &clients, Duration::from_secs(3), |n| n >= 20).await;
+
+    // Assert: once the server has cut them, the relay lets go of the
+    // clients' sockets too, well before its 60 s grace for a half-open one.
+    assert_eq!(held, 20);
+    let left = wait_established(port, &clients, Duration::from_secs(20), |n| n == 0).await;
+    assert_eq!(
+        left, 0,
+        "the relay still holds clients the server cut 15 s ago"
+    );
+    drop(silent);
+}
