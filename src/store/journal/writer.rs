@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
-use crate::core::log::{now_millis, Event, EventBody, EventLog, LogError, MemoryLog, Seq};
+use crate::core::log::{now_millis, Event, EventBody, EventLog, LogError, MemoryLog};
 use crate::core::names::Name;
 use crate::store::journal::segment::{create_segment, push_record, segment_path, Segment};
 use crate::store::journal::JournalOptions;
@@ -97,16 +97,26 @@ impl Writer {
             }
             return;
         }
-        let first = self.memory.head() + 1;
+        let mut next = self.memory.head() + 1;
         let ts = now_millis();
         self.buf.clear();
         let mut events = Vec::with_capacity(group.len());
         let mut waiting = Vec::with_capacity(group.len());
-        for (i, append) in group.into_iter().enumerate() {
-            let event = Event::new(first + i as Seq, ts, append.name, append.body);
+        for append in group {
+            let event = Event::new(next, ts, append.name, append.body);
+            // Refused before it is written, when the node's total has no
+            // room for it even once this room's window is empty.
+            if !self.memory.could_keep(event.cost()) {
+                let _ = append.done.send(Err(LogError::Full));
+                continue;
+            }
+            next += 1;
             push_record(&mut self.buf, event.json().as_bytes());
             events.push(event);
             waiting.push(append.done);
+        }
+        if events.is_empty() {
+            return;
         }
         let written = self
             .file
@@ -143,8 +153,9 @@ impl Writer {
         self.file_len = self.file.metadata()?.len();
         self.segments.push(segment);
         // A segment can go once the next one starts at or before the oldest
-        // event the window keeps: everything in it is older than that.
-        let window_start = next_seq.saturating_sub(self.options.history as Seq);
+        // event the window keeps, whether the window was trimmed by count
+        // or by bytes: everything in it is older than that.
+        let window_start = self.memory.oldest();
         while self.segments.len() > 1 && self.segments[1].first_seq <= window_start {
             let old = self.segments.remove(0);
             fs::remove_file(&old.path)?;
@@ -184,6 +195,7 @@ mod tests {
         let options = JournalOptions {
             dir: dir.path().to_owned(),
             history: 100,
+            budget: crate::core::log::LogBudget::unlimited(),
             segment_bytes: 4096,
             recover: false,
         };

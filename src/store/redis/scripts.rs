@@ -11,9 +11,15 @@ use crate::core::names::RoomName;
 
 /// What every script of a room begins with: its keys, and the steps they
 /// share. Keys: 1 epoch, 2 seq, 3 stream, 4 messages, 5 names, 6 sessions,
-/// 7 leases, 8 buckets, 9 the index of every session's room. Arguments: 1
-/// the epoch the node reads under, 2 a new epoch to set if Redis has none,
-/// 3 `--history`; each script's own come after.
+/// 7 leases, 8 buckets, 9 the index of every session's room, 10 the
+/// stream's bytes. Arguments: 1 the epoch the node reads under, 2 a new
+/// epoch to set if Redis has none, 3 the stream's limits, `<--history>
+/// <--room-bytes>`; each script's own come after.
+///
+/// `append` trims the stream as it adds: the oldest entries go until it
+/// holds at most `--history` events and `--room-bytes` of JSON, the newest
+/// always kept. The bytes are counted in key 10 as entries are added and
+/// trimmed, so a trim reads only the entries it removes.
 macro_rules! prelude {
     () => {
         r#"
@@ -32,10 +38,42 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+local function trim(added)
+  local history, budget = string.match(ARGV[3], '^(%d+) (%d+)$')
+  history, budget = tonumber(history), tonumber(budget)
+  local bytes = redis.call('INCRBY', KEYS[10], added)
+  local len = redis.call('XLEN', KEYS[3])
+  local dropped, freed, from, last = 0, 0, '-', nil
+  while len - dropped > 1 and (len - dropped > history or bytes - freed > budget) do
+    local entries = redis.call('XRANGE', KEYS[3], from, '+', 'COUNT', 64)
+    if #entries == 0 then
+      break
+    end
+    for _, entry in ipairs(entries) do
+      if len - dropped <= 1 or (len - dropped <= history and bytes - freed <= budget) then
+        break
+      end
+      dropped = dropped + 1
+      freed = freed + #entry[2][2]
+      last = entry[1]
+      from = '(' .. last
+    end
+  end
+  if last then
+    redis.call('XTRIM', KEYS[3], 'MINID', string.match(last, '^(%d+)') .. '-1')
+  end
+  if len - dropped <= 1 then
+    -- Only the newest is left: count it exactly, whatever went before.
+    redis.call('SET', KEYS[10], added)
+  elseif freed > 0 then
+    redis.call('DECRBY', KEYS[10], freed)
+  end
+end
 local function append(json, message)
   local seq = redis.call('INCR', KEYS[2])
   json = '{"seq":' .. seq .. string.sub(json, 9)
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], seq .. '-0', 'e', json)
+  redis.call('XADD', KEYS[3], seq .. '-0', 'e', json)
+  trim(#json)
   if message then
     redis.call('LPUSH', KEYS[4], json)
     redis.call('LTRIM', KEYS[4], 0, 99)
@@ -190,6 +228,7 @@ pub const REAP: &str = concat!(
 for i = 1, 8 do
   redis.call('PEXPIRE', KEYS[i], ARGV[5])
 end
+redis.call('PEXPIRE', KEYS[10], ARGV[5])
 local now = now_ms()
 local expired = redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', '(' .. now, 'LIMIT', 0, tonumber(ARGV[4]))
 local ended = 0
@@ -321,6 +360,8 @@ pub(super) struct Keys {
     pub(super) leases: String,
     /// Session → its rate limit's `tokens since`.
     pub(super) buckets: String,
+    /// The JSON bytes the stream holds.
+    pub(super) bytes: String,
 }
 
 /// Session → the room it is in, for every room: how a node tells a session
@@ -340,6 +381,7 @@ impl Keys {
             sessions: key("sessions"),
             leases: key("leases"),
             buckets: key("buckets"),
+            bytes: key("bytes"),
         }
     }
 
@@ -359,6 +401,7 @@ impl Keys {
             invocation.key(key);
         }
         invocation.key(SESSION_ROOMS);
+        invocation.key(&self.bytes);
         invocation
     }
 }
