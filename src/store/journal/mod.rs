@@ -332,4 +332,25 @@ mod tests {
         let next = log.append(name("a"), EventBody::Leave).await.unwrap();
         assert_eq!(next.seq, 51);
     }
+
+    #[tokio::test]
+    async fn an_append_the_node_total_has_no_room_for_is_refused_before_it_is_written() {
+        // Arrange: a node total smaller than one message.
+        let dir = tempfile::tempdir().unwrap();
+        let options = JournalOptions::bounded(dir.path(), 100, LogBudget::new(1 << 20, 100));
+        let log = JournalLog::open(options.clone()).unwrap();
+
+        // Act
+        let refused = log.append(name("a"), say("too much")).await;
+
+        // Assert
+        assert!(matches!(refused, Err(LogError::Full)), "{refused:?}");
+        assert_eq!(log.head(), 0);
+        drop(log);
+        assert_eq!(
+            JournalLog::open(options).unwrap().head(),
+            0,
+            "nothing written"
+        );
+    }
 }

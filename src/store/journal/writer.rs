@@ -168,7 +168,7 @@ impl Writer {
 
 #[cfg(test)]
 mod tests {
-    use crate::core::log::{EventBody, EventLog};
+    use crate::core::log::{EventBody, EventLog, LogBudget, RECENT_MESSAGE_BYTES};
     use crate::store::journal::segment::list_segments;
     use crate::store::journal::testing::{name, options, say};
     use crate::store::journal::{JournalLog, JournalOptions};
@@ -187,6 +187,46 @@ mod tests {
             seqs.push(append.await.unwrap().seq);
         }
         assert_eq!(seqs, (1..=500).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn a_journal_fed_large_messages_keeps_its_window_and_its_disk_within_the_byte_budget() {
+        // Arrange: a 256 KiB budget and 128 KiB segments, against 300
+        // messages of 2000 emoji (about 2.4 MB of JSON) and --history 10,000.
+        let dir = tempfile::tempdir().unwrap();
+        let room_bytes = 256 * 1024;
+        let options = JournalOptions {
+            segment_bytes: 128 * 1024,
+            ..JournalOptions::bounded(dir.path(), 10_000, LogBudget::new(room_bytes, usize::MAX))
+        };
+        let emoji = say(&"\u{1F600}".repeat(2000));
+
+        // Act
+        {
+            let log = JournalLog::open(options.clone()).unwrap();
+            for _ in 0..300 {
+                log.append(name("a"), emoji.clone()).await.unwrap();
+            }
+            assert!(log.memory.bytes() <= room_bytes, "{}", log.memory.bytes());
+        }
+        let reopened = JournalLog::open(options.clone()).unwrap();
+
+        // Assert: the disk holds the window, the segment it starts in, the
+        // open one, and a checkpoint in each.
+        let segments = list_segments(dir.path()).unwrap();
+        let disk: u64 = segments
+            .iter()
+            .map(|s| fs::metadata(&s.path).unwrap().len())
+            .sum();
+        let bound = room_bytes as u64
+            + 2 * options.segment_bytes
+            + segments.len() as u64 * RECENT_MESSAGE_BYTES as u64;
+        assert!(disk <= bound, "{disk} bytes on disk, more than {bound}");
+        assert!(reopened.memory.bytes() <= room_bytes);
+        assert_eq!(reopened.head(), 300);
+        let read = reopened.read_since(0, None);
+        assert!(read.gap, "a reader from the start is told what was trimmed");
+        assert_eq!(read.events.last().map(|e| e.seq), Some(300));
     }
 
     #[tokio::test]

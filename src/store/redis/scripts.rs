@@ -405,3 +405,65 @@ impl Keys {
         invocation
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use pushlab_testkit::RedisServer;
+    use redis::streams::StreamRangeReply;
+
+    use super::Keys;
+    use crate::core::log::{Cursor, LogBudget, Reader};
+    use crate::core::names::RoomName;
+    use crate::store::redis::testing::{lobby, name, say};
+    use crate::store::redis::RedisStore;
+
+    #[tokio::test]
+    async fn a_room_s_stream_in_redis_and_its_window_keep_at_most_the_room_s_byte_budget() {
+        // Arrange: a 256 KiB budget against 200 messages of 2000 emoji
+        // (about 1.6 MB of JSON), well within --history.
+        let redis = RedisServer::start();
+        let room_bytes = 256 * 1024;
+        let budget = LogBudget::new(room_bytes, usize::MAX);
+        let store = RedisStore::connect_bounded(&redis.url(), 10_000, budget).unwrap();
+        let log = lobby(&store);
+        let mut reader = Reader::new(log.clone(), Cursor::default());
+        let emoji = say(&"\u{1F600}".repeat(2000));
+
+        // Act
+        for _ in 0..200 {
+            log.append(name("ann"), emoji.clone()).await.unwrap();
+        }
+
+        // Assert: the stream holds the newest events, within the budget,
+        // and counts what it holds.
+        let keys = Keys::of(&RoomName::lobby());
+        let mut conn = store.shared.manager.clone();
+        let stream: StreamRangeReply = redis::cmd("XRANGE")
+            .arg(&keys.stream)
+            .arg("-")
+            .arg("+")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let kept: Vec<String> = stream
+            .ids
+            .iter()
+            .map(|entry| entry.get::<String>("e").unwrap())
+            .collect();
+        let bytes: usize = kept.iter().map(String::len).sum();
+        assert!(bytes <= room_bytes, "{bytes} bytes in the stream");
+        assert!(bytes > room_bytes - kept[0].len(), "and the budget is used");
+        assert_eq!(stream.ids.last().map(|e| e.id.as_str()), Some("200-0"));
+        let counted: usize = redis::cmd("GET")
+            .arg(&keys.bytes)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(counted, bytes, "the script counts what the stream holds");
+        let window = store.shared.budget.node.used();
+        assert!(window <= room_bytes, "{window} bytes in the node's window");
+        let read = reader.next(usize::MAX);
+        assert!(read.gap.is_some(), "a reader from the start is told");
+        assert_eq!(read.events.last().map(|e| e.seq), Some(200));
+    }
+}
