@@ -35,13 +35,28 @@ pub const RECENT_MESSAGES: usize = 100;
 /// welcome sends at most this much of it, so keeping more would be waste.
 pub const RECENT_MESSAGE_BYTES: usize = 64 * 1024;
 
-/// What one event costs beyond its JSON and the heap bytes of its fields, in
-/// bytes: the `Arc<Event>` allocation (the struct and the Arc's counts, 136 B
-/// on x86-64, in jemalloc's 160 B size class), its slot in the window, the
-/// shared buffer's header and the allocator's rounding of the two strings.
-/// Estimated, then checked against RSS in `docs/benchmarks.md` ("What a full
-/// room costs").
+/// What one event costs beyond the allocations of its JSON and of its text
+/// and id, in bytes: the `Arc<Event>` allocation (the struct and the Arc's
+/// counts, 136 B on x86-64, in jemalloc's 160 B size class), its slot in the
+/// window, and the shared buffer's header. Checked against RSS in
+/// `docs/benchmarks.md` ("What a full room costs").
 pub const EVENT_OVERHEAD: usize = 256;
+
+/// The JSON of an event besides its name, text and id, at most, in bytes:
+/// the keys, a 20-digit seq, a 13-digit ts, the type, the punctuation, and a
+/// mousemove's two numbers. The JSON is written into a buffer this much
+/// larger than those, so it is allocated once, at the size it needs.
+const JSON_FRAME: usize = 128;
+
+/// The bytes the allocator hands out for `len` bytes: jemalloc's size
+/// classes, four to each doubling, 16 B apart at the smallest.
+fn allocated(len: usize) -> usize {
+    if len == 0 {
+        return 0;
+    }
+    let spacing = (len.next_power_of_two() / 8).max(16);
+    len.div_ceil(spacing) * spacing
+}
 
 /// The most events one read returns; a reader with more to catch up reads again.
 pub const MAX_BATCH: usize = 1000;
@@ -173,8 +188,10 @@ impl Event {
             name: name.as_str(),
             body: &body,
         };
+        let mut json = Vec::with_capacity(json_capacity(&name, &body));
         // Serialising plain strings and finite numbers cannot fail.
-        let json = serde_json::to_string(&wire).expect("an event always serialises");
+        serde_json::to_writer(&mut json, &wire).expect("an event always serialises");
+        let json = String::from_utf8(json).expect("serde_json writes UTF-8");
         Event {
             seq,
             ts,
@@ -210,15 +227,28 @@ impl Event {
     }
 
     /// The bytes this event takes in memory, as windows count them against
-    /// their budgets: its JSON, the text and id it also keeps parsed, its
-    /// name, and [`EVENT_OVERHEAD`].
+    /// their budgets: the allocations of its JSON and of the text and id it
+    /// also keeps parsed, its name, and [`EVENT_OVERHEAD`].
     pub fn cost(&self) -> usize {
         let fields = match &self.body {
-            EventBody::Message { text, id } => text.len() + id.as_ref().map_or(0, String::len),
+            EventBody::Message { text, id } => {
+                allocated(text.len()) + allocated(id.as_ref().map_or(0, String::len))
+            }
             _ => 0,
         };
-        self.json.len() + fields + self.name.as_str().len() + EVENT_OVERHEAD
+        let json = json_capacity(&self.name, &self.body).max(self.json.len());
+        allocated(json) + fields + allocated(self.name.as_str().len() + 16) + EVENT_OVERHEAD
     }
+}
+
+/// The buffer an event's JSON is written into: enough for it unless its
+/// text needs escaping.
+fn json_capacity(name: &Name, body: &EventBody) -> usize {
+    let fields = match body {
+        EventBody::Message { text, id } => text.len() + id.as_ref().map_or(0, String::len),
+        _ => 0,
+    };
+    JSON_FRAME + name.as_str().len() + fields
 }
 
 impl Serialize for Event {
@@ -1325,6 +1355,34 @@ mod tests {
         assert_eq!(log.head(), 1);
         assert_eq!(log.bytes(), 0);
         assert!(log.read_since(0, None).gap);
+    }
+
+    #[test]
+    fn an_event_s_cost_covers_what_it_allocates() {
+        let said = Event::new(u64::MAX, u64::MAX, name("bob"), emoji(2000));
+        let moved = Event::new(
+            u64::MAX,
+            u64::MAX,
+            name("bob"),
+            EventBody::Mousemove {
+                x: 0.123456789,
+                y: 1e-300,
+            },
+        );
+
+        assert!(said.json().len() <= json_capacity(&said.name, &said.body));
+        assert!(moved.json().len() <= json_capacity(&moved.name, &moved.body));
+        assert!(EVENT_OVERHEAD >= allocated(std::mem::size_of::<Event>() + 16) + 8);
+        assert_eq!(said.cost(), 8192 + 8192 + 32 + EVENT_OVERHEAD);
+        assert_eq!(
+            (
+                allocated(1),
+                allocated(100),
+                allocated(8000),
+                allocated(8193)
+            ),
+            (16, 112, 8192, 10240)
+        );
     }
 
     #[test]
