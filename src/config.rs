@@ -596,6 +596,12 @@ mod tests {
         assert!(!cfg.origin_allowed("http://c.test"));
         assert_eq!(cfg.presence_timeout(), Duration::from_millis(500));
         assert!(Config::try_parse_from(["pushlab", "--history", "0"]).is_err());
+        assert!(Config::try_parse_from(["pushlab", "--room-bytes", "1000"]).is_err());
+        let budget = Config::try_parse_from(["pushlab", "--log-bytes", "1048576"])
+            .unwrap()
+            .log_budget();
+        assert_eq!(budget.node.total(), 1 << 20);
+        assert_eq!(budget.room_bytes, DEFAULT_ROOM_BYTES as usize);
         assert!(Config::try_parse_from(["pushlab", "--longpoll-timeout", "-1"]).is_err());
     }
 
