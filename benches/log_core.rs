@@ -31,7 +31,7 @@ fn message(i: u64) -> EventBody {
 fn full_log() -> MemoryLog {
     let log = MemoryLog::new(HISTORY);
     for i in 0..HISTORY as u64 {
-        log.append_now(alice(), message(i));
+        log.append_now(alice(), message(i)).unwrap();
     }
     log
 }
@@ -104,7 +104,7 @@ fn wake_up(c: &mut Criterion) {
 
 async fn wake_readers(readers: usize) -> Duration {
     let log = MemoryLog::new(HISTORY);
-    log.append_now(alice(), message(0));
+    log.append_now(alice(), message(0)).unwrap();
     let head = log.head();
     let parked = Arc::new(AtomicUsize::new(0));
     let awake = Arc::new(AtomicUsize::new(0));
@@ -126,7 +126,7 @@ async fn wake_readers(readers: usize) -> Duration {
         tokio::task::yield_now().await;
     }
     let started = Instant::now();
-    log.append_now(alice(), message(1));
+    log.append_now(alice(), message(1)).unwrap();
     all_awake.notified().await;
     let elapsed = started.elapsed();
     for task in tasks {

@@ -20,6 +20,17 @@ pub const WS_PING_INTERVAL: Duration = Duration::from_secs(15);
 pub const WS_MISSED_PONGS: u32 = 2;
 /// The long-poll timeout a client gets when it does not ask for one, in seconds.
 pub const DEFAULT_LONGPOLL_SECS: f64 = 25.0;
+/// The bytes one room's window keeps by default (`--room-bytes`), 8 MiB:
+/// about 500 of the largest chat messages (2000 emoji), or every one of
+/// `--history`'s 10,000 mousemoves (about 400 B each, overhead included).
+pub const DEFAULT_ROOM_BYTES: u64 = 8 * 1024 * 1024;
+/// The bytes every room's window on a node keeps together by default
+/// (`--total-bytes`), 2 GiB: a twelfth of this 24 GiB machine, room for
+/// 256 full rooms at once; with the 64 KiB of chat history each room keeps
+/// besides, 1000 rooms stay under 2.1 GiB.
+pub const DEFAULT_TOTAL_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+/// The smallest `--room-bytes`, in bytes: one largest message fits.
+pub const MIN_ROOM_BYTES: u64 = 64 * 1024;
 
 /// pushlab's settings.
 #[derive(Debug, Clone, Parser)]
@@ -38,6 +49,21 @@ pub struct Config {
     /// gets `gap: true`. The last 100 chat messages are kept regardless.
     #[arg(long, env = "PUSHLAB_HISTORY", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub history: u64,
+
+    /// The bytes one room's window of recent events may hold in memory: the
+    /// events' JSON, their parsed text and a fixed per-event overhead. The
+    /// oldest events are trimmed past it, as past `--history`, and a reader
+    /// behind gets `gap: true`. A journal keeps at most about this plus two
+    /// segments on disk per room, and Redis each room's stream within it.
+    #[arg(long, env = "PUSHLAB_ROOM_BYTES", default_value_t = DEFAULT_ROOM_BYTES, value_parser = clap::value_parser!(u64).range(MIN_ROOM_BYTES..))]
+    pub room_bytes: u64,
+
+    /// The bytes every room's window on this node may hold together, in
+    /// bytes. An append that would pass it trims its own room's oldest
+    /// events first; if the room has none left, it is refused with 503
+    /// `store_full` (and `Retry-After`).
+    #[arg(long, alias = "log-bytes", env = "PUSHLAB_TOTAL_BYTES", default_value_t = DEFAULT_TOTAL_BYTES, value_parser = clap::value_parser!(u64).range(MIN_ROOM_BYTES..))]
+    pub total_bytes: u64,
 
     /// Seconds a session may go with no open connection and no request before
     /// it is ended and its `leave` is sent.
@@ -347,6 +373,8 @@ impl Default for Config {
         Config {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             history: 10_000,
+            room_bytes: DEFAULT_ROOM_BYTES,
+            total_bytes: DEFAULT_TOTAL_BYTES,
             presence_timeout: 10.0,
             longpoll_timeout: 30.0,
             rate_limit: 60,
@@ -421,6 +449,13 @@ impl Config {
         (self.delay_ms > 0).then(|| Duration::from_millis(self.delay_ms))
     }
 
+    /// `--room-bytes` and `--total-bytes` as the budget every window of
+    /// this node shares.
+    pub fn log_budget(&self) -> crate::core::log::LogBudget {
+        let bytes = |b: u64| usize::try_from(b).unwrap_or(usize::MAX);
+        crate::core::log::LogBudget::new(bytes(self.room_bytes), bytes(self.total_bytes))
+    }
+
     /// `--room-idle-timeout` as a duration.
     pub fn room_idle_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.room_idle_timeout)
@@ -472,6 +507,8 @@ mod tests {
         let default = Config::default();
         assert_eq!(parsed.addr, default.addr);
         assert_eq!(parsed.history, default.history);
+        assert_eq!(parsed.room_bytes, default.room_bytes);
+        assert_eq!(parsed.total_bytes, default.total_bytes);
         assert_eq!(parsed.presence_timeout, default.presence_timeout);
         assert_eq!(parsed.longpoll_timeout, default.longpoll_timeout);
         assert_eq!(parsed.rate_limit, default.rate_limit);
@@ -561,6 +598,12 @@ mod tests {
         assert!(!cfg.origin_allowed("http://c.test"));
         assert_eq!(cfg.presence_timeout(), Duration::from_millis(500));
         assert!(Config::try_parse_from(["pushlab", "--history", "0"]).is_err());
+        assert!(Config::try_parse_from(["pushlab", "--room-bytes", "1000"]).is_err());
+        let budget = Config::try_parse_from(["pushlab", "--log-bytes", "1048576"])
+            .unwrap()
+            .log_budget();
+        assert_eq!(budget.node.total(), 1 << 20);
+        assert_eq!(budget.room_bytes, DEFAULT_ROOM_BYTES as usize);
         assert!(Config::try_parse_from(["pushlab", "--longpoll-timeout", "-1"]).is_err());
     }
 

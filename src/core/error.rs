@@ -63,6 +63,11 @@ pub enum ApiError {
     /// the client may try again.
     #[error("the message store is unreachable; try again shortly")]
     StoreUnavailable,
+    /// The node's event windows hold `--total-bytes` between them and this
+    /// room has nothing left to trim: nothing was stored, and the client
+    /// may try again once other rooms trim or close.
+    #[error("the server's message memory is full; try again shortly")]
+    StoreFull,
     /// Something failed inside the server; the detail is logged, not sent.
     #[error("internal error")]
     Internal,
@@ -89,6 +94,7 @@ impl ApiError {
             ApiError::TargetBusy(_) => "target_busy",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::StoreUnavailable => "store_unavailable",
+            ApiError::StoreFull => "store_full",
             ApiError::Internal => "internal",
         }
     }

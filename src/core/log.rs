@@ -30,6 +30,34 @@ pub type Seq = u64;
 /// How many chat messages are kept for late joiners, whatever else is trimmed.
 pub const RECENT_MESSAGES: usize = 100;
 
+/// The most bytes of event JSON the chat history for late joiners keeps, in
+/// bytes; older messages go first, though the newest is always kept. The
+/// welcome sends at most this much of it, so keeping more would be waste.
+pub const RECENT_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// What one event costs beyond the allocations of its JSON and of its text
+/// and id, in bytes: the `Arc<Event>` allocation (the struct and the Arc's
+/// counts, 136 B on x86-64, in jemalloc's 160 B size class), its slot in the
+/// window, and the shared buffer's header. Checked against RSS in
+/// `docs/benchmarks.md` ("What a full room costs").
+pub const EVENT_OVERHEAD: usize = 256;
+
+/// The JSON of an event besides its name, text and id, at most, in bytes:
+/// the keys, a 20-digit seq, a 13-digit ts, the type, the punctuation, and a
+/// mousemove's two numbers. The JSON is written into a buffer this much
+/// larger than those, so it is allocated once, at the size it needs.
+const JSON_FRAME: usize = 128;
+
+/// The bytes the allocator hands out for `len` bytes: jemalloc's size
+/// classes, four to each doubling, 16 B apart at the smallest.
+fn allocated(len: usize) -> usize {
+    if len == 0 {
+        return 0;
+    }
+    let spacing = (len.next_power_of_two() / 8).max(16);
+    len.div_ceil(spacing) * spacing
+}
+
 /// The most events one read returns; a reader with more to catch up reads again.
 pub const MAX_BATCH: usize = 1000;
 
@@ -160,8 +188,10 @@ impl Event {
             name: name.as_str(),
             body: &body,
         };
+        let mut json = Vec::with_capacity(json_capacity(&name, &body));
         // Serialising plain strings and finite numbers cannot fail.
-        let json = serde_json::to_string(&wire).expect("an event always serialises");
+        serde_json::to_writer(&mut json, &wire).expect("an event always serialises");
+        let json = String::from_utf8(json).expect("serde_json writes UTF-8");
         Event {
             seq,
             ts,
@@ -195,6 +225,30 @@ impl Event {
     pub fn json_shared(&self) -> ByteString {
         self.json.clone()
     }
+
+    /// The bytes this event takes in memory, as windows count them against
+    /// their budgets: the allocations of its JSON and of the text and id it
+    /// also keeps parsed, its name, and [`EVENT_OVERHEAD`].
+    pub fn cost(&self) -> usize {
+        let fields = match &self.body {
+            EventBody::Message { text, id } => {
+                allocated(text.len()) + allocated(id.as_ref().map_or(0, String::len))
+            }
+            _ => 0,
+        };
+        let json = json_capacity(&self.name, &self.body).max(self.json.len());
+        allocated(json) + fields + allocated(self.name.as_str().len() + 16) + EVENT_OVERHEAD
+    }
+}
+
+/// The buffer an event's JSON is written into: enough for it unless its
+/// text needs escaping.
+fn json_capacity(name: &Name, body: &EventBody) -> usize {
+    let fields = match body {
+        EventBody::Message { text, id } => text.len() + id.as_ref().map_or(0, String::len),
+        _ => 0,
+    };
+    JSON_FRAME + name.as_str().len() + fields
 }
 
 impl Serialize for Event {
@@ -232,6 +286,11 @@ pub enum LogError {
     /// it cannot be told whether it was, and the client may try again.
     #[error("the event store is unreachable: {0}")]
     Unavailable(String),
+    /// The node's windows hold `--total-bytes` between them, and emptying
+    /// this room's window would not make room: nothing was stored, and the
+    /// client may try again once other rooms trim or close.
+    #[error("the node's event windows are full")]
+    Full,
 }
 
 impl From<LogError> for ApiError {
@@ -240,6 +299,7 @@ impl From<LogError> for ApiError {
     fn from(err: LogError) -> Self {
         match err {
             LogError::Unavailable(_) => ApiError::StoreUnavailable,
+            LogError::Full => ApiError::StoreFull,
             LogError::Storage(_) => ApiError::Internal,
         }
     }
@@ -291,6 +351,76 @@ pub fn now_millis() -> u64 {
         .unwrap_or(0)
 }
 
+/// The bytes every window of a node holds between them, and their cap
+/// (`--total-bytes`). Windows add what they keep and take back what they
+/// trim or drop; an addition that would pass the cap is refused.
+#[derive(Debug)]
+pub struct NodeBytes {
+    /// Bytes held now, by [`Event::cost`].
+    used: AtomicUsize,
+    /// The cap, in bytes.
+    total: usize,
+}
+
+impl NodeBytes {
+    /// A node whose windows may hold `total` bytes between them.
+    pub fn new(total: usize) -> Arc<NodeBytes> {
+        Arc::new(NodeBytes {
+            used: AtomicUsize::new(0),
+            total,
+        })
+    }
+
+    /// The bytes every window holds now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// The cap, in bytes.
+    pub fn total(&self) -> usize {
+        self.total
+    }
+
+    /// Adds `bytes` if that keeps the node within its cap.
+    fn reserve(&self, bytes: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+                used.checked_add(bytes).filter(|&after| after <= self.total)
+            })
+            .is_ok()
+    }
+
+    fn release(&self, bytes: usize) {
+        self.used.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
+
+/// How many bytes of events a window may keep: its own budget, and the
+/// node's total it shares with every other window.
+#[derive(Debug, Clone)]
+pub struct LogBudget {
+    /// The most one window keeps, in bytes by [`Event::cost`]
+    /// (`--room-bytes`). The newest event is kept whatever its size.
+    pub room_bytes: usize,
+    /// The node's total (`--total-bytes`), shared by every window.
+    pub node: Arc<NodeBytes>,
+}
+
+impl LogBudget {
+    /// Windows of at most `room_bytes` each, and `total_bytes` together.
+    pub fn new(room_bytes: usize, total_bytes: usize) -> LogBudget {
+        LogBudget {
+            room_bytes,
+            node: NodeBytes::new(total_bytes),
+        }
+    }
+
+    /// No bound in bytes: only the count of events bounds the window.
+    pub fn unlimited() -> LogBudget {
+        LogBudget::new(usize::MAX, usize::MAX)
+    }
+}
+
 /// The in-memory log: a bounded window of recent events.
 #[derive(Clone)]
 pub struct MemoryLog {
@@ -307,25 +437,90 @@ struct Shared {
     head: watch::Sender<Seq>,
 }
 
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // A closed room gives its bytes back to the node.
+        let window = self.state.get_mut();
+        window.budget.node.release(window.bytes);
+    }
+}
+
 struct Window {
-    /// The last `capacity` events, oldest first, with consecutive seqs.
+    /// The last events, oldest first, with consecutive seqs: at most
+    /// `capacity` of them and `budget.room_bytes` of them, and only what
+    /// the node's total allows.
     events: VecDeque<Arc<Event>>,
     /// How many events the window keeps (`--history`).
     capacity: usize,
+    /// The bytes the window may keep, and the node's total.
+    budget: LogBudget,
+    /// What `events` cost, by [`Event::cost`]; counted in `budget.node`.
+    bytes: usize,
     /// The seq the next append gets.
     next_seq: Seq,
-    /// The last [`RECENT_MESSAGES`] chat messages, oldest first.
+    /// The last [`RECENT_MESSAGES`] chat messages, oldest first, at most
+    /// [`RECENT_MESSAGE_BYTES`] of JSON (the newest always).
     messages: VecDeque<Arc<Event>>,
+    /// The JSON bytes of `messages`.
+    message_bytes: usize,
+}
+
+/// What an insert does with an event the node's total has no room for,
+/// even once the room's window is empty.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum WhenFull {
+    /// Refuse it: the seq is not used ([`LogError::Full`]).
+    Refuse,
+    /// It is stored elsewhere already (a journal, Redis): its seq is used
+    /// and the window moves past it without keeping it, so readers behind
+    /// get a gap.
+    PassOver,
+}
+
+impl Window {
+    /// Drops the oldest event, giving its bytes back. False if empty.
+    fn trim_oldest(&mut self) -> bool {
+        match self.events.pop_front() {
+            Some(old) => {
+                let cost = old.cost();
+                self.bytes -= cost;
+                self.budget.node.release(cost);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Keeps `message` in the chat history, dropping the oldest past
+    /// [`RECENT_MESSAGES`] or [`RECENT_MESSAGE_BYTES`].
+    fn remember(&mut self, message: Arc<Event>) {
+        self.message_bytes += message.json().len();
+        self.messages.push_back(message);
+        while self.messages.len() > RECENT_MESSAGES
+            || (self.message_bytes > RECENT_MESSAGE_BYTES && self.messages.len() > 1)
+        {
+            if let Some(old) = self.messages.pop_front() {
+                self.message_bytes -= old.json().len();
+            }
+        }
+    }
 }
 
 impl MemoryLog {
-    /// An empty log keeping the last `capacity` events, with a random epoch.
+    /// An empty log keeping the last `capacity` events, with a random
+    /// epoch and no bound in bytes.
     pub fn new(capacity: usize) -> Self {
-        Self::with_epoch(capacity, Epoch::random())
+        Self::bounded(capacity, LogBudget::unlimited())
+    }
+
+    /// An empty log keeping the last `capacity` events within `budget`,
+    /// with a random epoch.
+    pub fn bounded(capacity: usize, budget: LogBudget) -> Self {
+        Self::with_epoch(capacity, budget, Epoch::random())
     }
 
     /// An empty log with a given epoch.
-    pub fn with_epoch(capacity: usize, epoch: Epoch) -> Self {
+    pub fn with_epoch(capacity: usize, budget: LogBudget, epoch: Epoch) -> Self {
         let capacity = capacity.max(1);
         let (head, _) = watch::channel(0);
         MemoryLog {
@@ -334,28 +529,44 @@ impl MemoryLog {
                 state: RwLock::new(Window {
                     events: VecDeque::with_capacity(capacity.min(1 << 16)),
                     capacity,
+                    budget,
+                    bytes: 0,
                     next_seq: 1,
                     messages: VecDeque::with_capacity(RECENT_MESSAGES),
+                    message_bytes: 0,
                 }),
                 head,
             }),
         }
     }
 
-    /// Appends at once, stamping the event with the current time.
-    pub fn append_now(&self, name: Name, body: EventBody) -> Arc<Event> {
-        self.insert(|seq| Event::new(seq, now_millis(), name, body))
+    /// Appends at once, stamping the event with the current time. Fails
+    /// with [`LogError::Full`] when the node's total has no room for it
+    /// even once this window is empty.
+    pub fn append_now(&self, name: Name, body: EventBody) -> Result<Arc<Event>, LogError> {
+        let inserted = self.insert_if(
+            |seq| Some(Event::new(seq, now_millis(), name, body)),
+            WhenFull::Refuse,
+        )?;
+        Ok(inserted.expect("an unconditional insert always makes its event"))
     }
 
     /// An empty log that continues an earlier one: the next event gets
     /// `next_seq`, and `messages` (oldest first) are its chat history.
-    pub fn resume(capacity: usize, epoch: Epoch, next_seq: Seq, messages: Vec<Arc<Event>>) -> Self {
-        let log = Self::with_epoch(capacity, epoch);
+    pub fn resume(
+        capacity: usize,
+        budget: LogBudget,
+        epoch: Epoch,
+        next_seq: Seq,
+        messages: Vec<Arc<Event>>,
+    ) -> Self {
+        let log = Self::with_epoch(capacity, budget, epoch);
         {
             let mut window = log.shared.state.write();
             window.next_seq = next_seq.max(1);
-            let skip = messages.len().saturating_sub(RECENT_MESSAGES);
-            window.messages.extend(messages.into_iter().skip(skip));
+            for message in messages {
+                window.remember(message);
+            }
         }
         log.shared.head.send_replace(next_seq.max(1) - 1);
         log
@@ -363,36 +574,90 @@ impl MemoryLog {
 
     /// Puts an event already built (with its seq and ts) into the log, as a
     /// journal does once the event is durable. Its seq must be the next one.
+    ///
+    /// It is stored elsewhere already, so it is never refused: when the
+    /// node's total has no room for it even once this window is empty, the
+    /// window moves past it, and readers behind get a gap.
     pub fn restore(&self, event: Event) -> Result<Arc<Event>, LogError> {
         let seq = event.seq;
         let mut event = Some(event);
-        let inserted = self.insert_if(|next| if seq == next { event.take() } else { None });
+        let inserted = self.insert_if(
+            |next| if seq == next { event.take() } else { None },
+            WhenFull::PassOver,
+        )?;
         inserted.ok_or_else(|| {
             LogError::Storage(format!("out of order: expected the next seq, found {seq}"))
         })
     }
 
-    fn insert(&self, build: impl FnOnce(Seq) -> Event) -> Arc<Event> {
-        self.insert_if(|seq| Some(build(seq)))
-            .expect("an unconditional insert always inserts")
+    /// The bytes the window holds now, by [`Event::cost`]: at most the
+    /// room's budget (or the one newest event, if that is larger).
+    pub fn bytes(&self) -> usize {
+        self.shared.state.read().bytes
     }
 
-    /// Stores the event `build` makes for the next seq, if it makes one.
-    fn insert_if(&self, build: impl FnOnce(Seq) -> Option<Event>) -> Option<Arc<Event>> {
+    /// The seq of the oldest event the window keeps, or of the next one
+    /// when it keeps none: everything before it has been trimmed.
+    pub fn oldest(&self) -> Seq {
+        let window = self.shared.state.read();
+        window.events.front().map_or(window.next_seq, |e| e.seq)
+    }
+
+    /// Whether an event costing `cost` could be kept now, trimming this
+    /// window as far as it takes: a check before writing an event
+    /// elsewhere, not a reservation.
+    pub fn could_keep(&self, cost: usize) -> bool {
+        let window = self.shared.state.read();
+        let node = &window.budget.node;
+        node.used().saturating_sub(window.bytes) + cost <= node.total()
+    }
+
+    /// Stores the event `build` makes for the next seq, if it makes one,
+    /// trimming the oldest events past the window's count or bytes, and
+    /// then as many as the node's total needs.
+    fn insert_if(
+        &self,
+        build: impl FnOnce(Seq) -> Option<Event>,
+        when_full: WhenFull,
+    ) -> Result<Option<Arc<Event>>, LogError> {
         let event = {
             let mut window = self.shared.state.write();
             let seq = window.next_seq;
-            let event = Arc::new(build(seq)?);
-            window.next_seq += 1;
-            if window.events.len() == window.capacity {
-                window.events.pop_front();
+            let Some(event) = build(seq) else {
+                return Ok(None);
+            };
+            let event = Arc::new(event);
+            let cost = event.cost();
+            while window.events.len() >= window.capacity
+                || (window.bytes + cost > window.budget.room_bytes && !window.events.is_empty())
+            {
+                window.trim_oldest();
             }
-            window.events.push_back(event.clone());
-            if matches!(event.body, EventBody::Message { .. }) {
-                if window.messages.len() == RECENT_MESSAGES {
-                    window.messages.pop_front();
+            // The node's total, the one atomic step of an append: other
+            // rooms' bytes are theirs to trim, so this room trims its own.
+            let kept = loop {
+                if window.budget.node.reserve(cost) {
+                    break true;
                 }
-                window.messages.push_back(event.clone());
+                if !window.trim_oldest() {
+                    break false;
+                }
+            };
+            if !kept && when_full == WhenFull::Refuse {
+                return Err(LogError::Full);
+            }
+            window.next_seq += 1;
+            if kept {
+                window.bytes += cost;
+                window.events.push_back(event.clone());
+            } else {
+                tracing::warn!(
+                    seq,
+                    "the node's event windows are full; an event stored elsewhere is passed over"
+                );
+            }
+            if matches!(event.body, EventBody::Message { .. }) {
+                window.remember(event.clone());
             }
             event
         };
@@ -407,7 +672,7 @@ impl MemoryLog {
                 false
             }
         });
-        Some(event)
+        Ok(Some(event))
     }
 }
 
@@ -425,8 +690,7 @@ impl EventLog for MemoryLog {
         name: Name,
         body: EventBody,
     ) -> BoxFuture<'static, Result<Arc<Event>, LogError>> {
-        let event = self.append_now(name, body);
-        Box::pin(std::future::ready(Ok(event)))
+        Box::pin(std::future::ready(self.append_now(name, body)))
     }
 
     fn read_since(&self, since: Seq, epoch: Option<&str>) -> Batch {
@@ -649,10 +913,21 @@ mod tests {
                 id: None,
             },
         )
+        .unwrap()
+    }
+
+    /// Bob's message "hi" with the id "m1".
+    fn bob_says_hi(log: &MemoryLog) -> Arc<Event> {
+        let hi = EventBody::Message {
+            text: "hi".into(),
+            id: Some("m1".into()),
+        };
+        log.append_now(name("bob"), hi).unwrap()
     }
 
     fn mv(log: &MemoryLog) -> Arc<Event> {
         log.append_now(name("alice"), EventBody::Mousemove { x: 0.5, y: 0.5 })
+            .unwrap()
     }
 
     fn reader(log: &MemoryLog, seq: Seq, epoch: Option<&str>) -> Reader {
@@ -761,13 +1036,7 @@ mod tests {
     #[test]
     fn an_event_serialises_with_seq_ts_type_and_name() {
         let log = MemoryLog::new(10);
-        let event = log.append_now(
-            name("bob"),
-            EventBody::Message {
-                text: "hi".into(),
-                id: Some("m1".into()),
-            },
-        );
+        let event = bob_says_hi(&log);
         let value: serde_json::Value = serde_json::from_str(event.json()).unwrap();
         assert_eq!(value["seq"], 1);
         assert_eq!(value["type"], "message");
@@ -775,7 +1044,7 @@ mod tests {
         assert_eq!(value["text"], "hi");
         assert_eq!(value["id"], "m1");
         assert!(value["ts"].as_u64().unwrap() > 1_600_000_000_000);
-        let leave = log.append_now(name("bob"), EventBody::Leave);
+        let leave = log.append_now(name("bob"), EventBody::Leave).unwrap();
         let value: serde_json::Value = serde_json::from_str(leave.json()).unwrap();
         assert_eq!(
             value,
@@ -934,13 +1203,7 @@ mod tests {
     #[test]
     fn event_fields_come_in_one_order() {
         let log = MemoryLog::new(10);
-        let said = log.append_now(
-            name("bob"),
-            EventBody::Message {
-                text: "hi".into(),
-                id: Some("m1".into()),
-            },
-        );
+        let said = bob_says_hi(&log);
         let expected = format!(
             r#"{{"seq":1,"ts":{},"type":"message","name":"bob","text":"hi","id":"m1"}}"#,
             said.ts
@@ -957,13 +1220,15 @@ mod tests {
     #[test]
     fn an_event_reads_back_from_its_json() {
         let log = MemoryLog::new(10);
-        let said = log.append_now(
-            name("bob"),
-            EventBody::Message {
-                text: "a \"quoted\" line".into(),
-                id: Some("x".into()),
-            },
-        );
+        let said = log
+            .append_now(
+                name("bob"),
+                EventBody::Message {
+                    text: "a \"quoted\" line".into(),
+                    id: Some("x".into()),
+                },
+            )
+            .unwrap();
         let moved = mv(&log);
         for event in [said, moved] {
             let back = Event::from_json(event.json()).unwrap();
@@ -980,11 +1245,144 @@ mod tests {
     fn a_resumed_log_continues_the_seqs_and_keeps_its_history() {
         let old = MemoryLog::new(10);
         let said = say(&old, "kept");
-        let log = MemoryLog::resume(10, old.epoch().clone(), 42, vec![said]);
+        let log = MemoryLog::resume(
+            10,
+            LogBudget::unlimited(),
+            old.epoch().clone(),
+            42,
+            vec![said],
+        );
         assert_eq!(log.head(), 41);
         assert_eq!(log.recent_messages().len(), 1);
         assert_eq!(mv(&log).seq, 42);
         assert!(log.read_since(10, None).gap);
+    }
+
+    /// A chat message of `chars` emoji, as the issue's flood sent them.
+    fn emoji(chars: usize) -> EventBody {
+        EventBody::Message {
+            text: "\u{1F600}".repeat(chars),
+            id: None,
+        }
+    }
+
+    #[test]
+    fn a_room_fed_large_messages_keeps_at_most_its_byte_budget_and_an_old_reader_gets_a_gap() {
+        // Arrange: a budget of 1 MiB, far less than 10,000 such messages.
+        let budget = 1024 * 1024;
+        let log = MemoryLog::bounded(10_000, LogBudget::new(budget, usize::MAX));
+        let first = log.append_now(name("alice"), emoji(2000)).unwrap();
+        let mut reader = reader(&log, first.seq, None);
+
+        // Act
+        for _ in 0..1000 {
+            log.append_now(name("alice"), emoji(2000)).unwrap();
+        }
+
+        // Assert
+        assert!(log.bytes() <= budget, "{} bytes kept", log.bytes());
+        assert!(
+            log.bytes() > budget - first.cost(),
+            "and the budget is used"
+        );
+        let read = reader.next(usize::MAX);
+        let oldest = log.read_since(0, None).events[0].seq;
+        assert_eq!(read.gap, Some(oldest - 1), "the reader is told");
+        assert_eq!(read.events.first().map(|e| e.seq), Some(oldest));
+        assert_eq!(log.head(), 1001);
+    }
+
+    #[test]
+    fn the_chat_history_for_late_joiners_is_bounded_in_bytes() {
+        let log = MemoryLog::new(10_000);
+
+        for _ in 0..RECENT_MESSAGES {
+            log.append_now(name("alice"), emoji(2000)).unwrap();
+        }
+
+        let recent = log.recent_messages();
+        let bytes: usize = recent.iter().map(|m| m.json().len()).sum();
+        assert!(bytes <= RECENT_MESSAGE_BYTES, "{bytes} bytes of history");
+        assert_eq!(recent.last().map(|m| m.seq), Some(log.head()));
+    }
+
+    #[test]
+    fn the_node_total_is_never_exceeded_and_an_append_past_it_is_refused_after_trimming() {
+        // Arrange: three rooms sharing a total of about twelve messages.
+        let one = emoji(2000);
+        let cost = Event::new(1, 0, name("alice"), one.clone()).cost();
+        let node = NodeBytes::new(12 * cost + cost / 2);
+        let budget = LogBudget {
+            room_bytes: 10 * cost,
+            node: node.clone(),
+        };
+        let rooms: Vec<MemoryLog> = (0..3)
+            .map(|_| MemoryLog::bounded(10_000, budget.clone()))
+            .collect();
+
+        // Act: the first two rooms fill the total between them.
+        for _ in 0..6 {
+            for room in &rooms[..2] {
+                room.append_now(name("alice"), one.clone()).unwrap();
+                assert!(node.used() <= node.total());
+            }
+        }
+        let third = rooms[2].append_now(name("alice"), one.clone());
+        let trimmed_own = rooms[0].append_now(name("alice"), one.clone());
+
+        // Assert: the third room has nothing of its own to trim, so it is
+        // refused and its seq is not used; the first trims its oldest.
+        assert!(matches!(third, Err(LogError::Full)), "{third:?}");
+        assert_eq!(rooms[2].head(), 0);
+        assert_eq!(trimmed_own.unwrap().seq, 7);
+        assert_eq!(rooms[0].read_since(0, None).events.len(), 6);
+        assert!(rooms[0].read_since(0, None).gap);
+        assert!(node.used() <= node.total());
+        let used: usize = rooms.iter().map(MemoryLog::bytes).sum();
+        assert_eq!(node.used(), used, "the node counts what the windows hold");
+        drop(rooms);
+        assert_eq!(node.used(), 0, "closed rooms give their bytes back");
+    }
+
+    #[test]
+    fn an_event_stored_elsewhere_is_passed_over_when_the_node_is_full() {
+        let cost = Event::new(1, 0, name("a"), EventBody::Join).cost();
+        let log = MemoryLog::bounded(10, LogBudget::new(usize::MAX, cost - 1));
+
+        let passed = log.restore(Event::new(1, 0, name("a"), EventBody::Join));
+
+        assert_eq!(passed.unwrap().seq, 1);
+        assert_eq!(log.head(), 1);
+        assert_eq!(log.bytes(), 0);
+        assert!(log.read_since(0, None).gap);
+    }
+
+    #[test]
+    fn an_event_s_cost_covers_what_it_allocates() {
+        let said = Event::new(u64::MAX, u64::MAX, name("bob"), emoji(2000));
+        let moved = Event::new(
+            u64::MAX,
+            u64::MAX,
+            name("bob"),
+            EventBody::Mousemove {
+                x: 0.123456789,
+                y: 1e-300,
+            },
+        );
+
+        assert!(said.json().len() <= json_capacity(&said.name, &said.body));
+        assert!(moved.json().len() <= json_capacity(&moved.name, &moved.body));
+        assert!(EVENT_OVERHEAD >= allocated(std::mem::size_of::<Event>() + 16) + 8);
+        assert_eq!(said.cost(), 8192 + 8192 + 32 + EVENT_OVERHEAD);
+        assert_eq!(
+            (
+                allocated(1),
+                allocated(100),
+                allocated(8000),
+                allocated(8193)
+            ),
+            (16, 112, 8192, 10240)
+        );
     }
 
     #[test]

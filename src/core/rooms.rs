@@ -330,7 +330,10 @@ mod tests {
 
     fn rooms(max_rooms: usize, ip_rooms: u32) -> Rooms {
         Rooms::new(
-            Box::new(MemoryStore { history: 100 }),
+            Box::new(MemoryStore {
+                history: 100,
+                budget: crate::core::log::LogBudget::unlimited(),
+            }),
             RoomLimits {
                 max_rooms,
                 ip_rooms,
@@ -468,7 +471,10 @@ mod tests {
     #[tokio::test]
     async fn addresses_count_across_rooms() {
         let rooms = Rooms::new(
-            Box::new(MemoryStore { history: 100 }),
+            Box::new(MemoryStore {
+                history: 100,
+                budget: crate::core::log::LogBudget::unlimited(),
+            }),
             RoomLimits {
                 max_rooms: 10,
                 ip_rooms: 0,
@@ -497,6 +503,7 @@ mod tests {
         let store = || JournalStore {
             dir: dir.path().to_owned(),
             history: 100,
+            budget: crate::core::log::LogBudget::unlimited(),
             recover: false,
         };
         let limits = RoomLimits {

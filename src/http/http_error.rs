@@ -101,9 +101,10 @@ impl ResponseError for ApiError {
             ApiError::RateLimited | ApiError::IpLimit(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::UnknownTarget(_) => StatusCode::NOT_FOUND,
             ApiError::TargetNotListening(_) => StatusCode::CONFLICT,
-            ApiError::Unavailable(_) | ApiError::StoreUnavailable | ApiError::TargetBusy(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::Unavailable(_)
+            | ApiError::StoreUnavailable
+            | ApiError::StoreFull
+            | ApiError::TargetBusy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -112,7 +113,10 @@ impl ResponseError for ApiError {
         // Every such 503 is a limit that frees up: say when to come back.
         let retry = matches!(
             self,
-            ApiError::Unavailable(_) | ApiError::TooManyRooms(_) | ApiError::StoreUnavailable
+            ApiError::Unavailable(_)
+                | ApiError::TooManyRooms(_)
+                | ApiError::StoreUnavailable
+                | ApiError::StoreFull
         );
         json_refusal(self.status_code(), &self.to_string(), self.code(), retry)
     }
@@ -142,6 +146,7 @@ mod tests {
             (ApiError::TargetNotListening("t".into()), 409),
             (ApiError::TargetBusy("t".into()), 503),
             (ApiError::StoreUnavailable, 503),
+            (ApiError::StoreFull, 503),
             (ApiError::Internal, 500),
         ];
         for (err, status) in cases {

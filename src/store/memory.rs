@@ -7,7 +7,7 @@
 use std::io;
 use std::sync::Arc;
 
-use crate::core::log::MemoryLog;
+use crate::core::log::{LogBudget, MemoryLog};
 use crate::core::log_store::{LogStore, OpenedLog};
 use crate::core::names::RoomName;
 
@@ -16,11 +16,17 @@ use crate::core::names::RoomName;
 pub struct MemoryStore {
     /// Events each log keeps (`--history`).
     pub history: usize,
+    /// Bytes each log keeps (`--room-bytes`), and the node's total
+    /// (`--total-bytes`) they share.
+    pub budget: LogBudget,
 }
 
 impl LogStore for MemoryStore {
     fn open(&self, _room: &RoomName) -> io::Result<OpenedLog> {
-        Ok(OpenedLog::here(Arc::new(MemoryLog::new(self.history))))
+        Ok(OpenedLog::here(Arc::new(MemoryLog::bounded(
+            self.history,
+            self.budget.clone(),
+        ))))
     }
 
     fn kept(&self) -> io::Result<Vec<RoomName>> {

@@ -21,13 +21,16 @@ use crate::core::log_store::LogStore;
 /// now.
 pub fn from_config(config: &Config) -> io::Result<Box<dyn LogStore>> {
     let history = config.history as usize;
+    // One budget for the node: every room's window counts against its total.
+    let budget = config.log_budget();
     Ok(match (&config.redis, &config.data_dir) {
-        (Some(url), _) => Box::new(redis::RedisStore::connect(url, history)?),
+        (Some(url), _) => Box::new(redis::RedisStore::connect_bounded(url, history, budget)?),
         (None, Some(dir)) => Box::new(journal::JournalStore {
             dir: dir.clone(),
             history,
+            budget,
             recover: config.journal_recover,
         }),
-        (None, None) => Box::new(memory::MemoryStore { history }),
+        (None, None) => Box::new(memory::MemoryStore { history, budget }),
     })
 }

@@ -1,6 +1,7 @@
 //! pushlab's API tests: one test binary, each scenario run over every
 //! transport through the same small client abstraction in `helpers`.
 
+mod budgets;
 mod classroom;
 mod concurrency;
 mod conformance;

@@ -217,7 +217,7 @@ proptest! {
                 scope.spawn(move || {
                     let name = Name::parse(&format!("w{w}")).unwrap();
                     for i in 0..*count {
-                        log.append_now(name.clone(), EventBody::Message { text: i.to_string(), id: None });
+                        log.append_now(name.clone(), EventBody::Message { text: i.to_string(), id: None }).unwrap();
                     }
                 });
             }

@@ -18,8 +18,14 @@
 //! A payload is an event's JSON, or a checkpoint `{"checkpoint":[...]}` of the
 //! recent chat messages, written first in each segment so that old segments
 //! can be deleted without losing the history late joiners get. Segments roll
-//! over at a size limit and are deleted once all their events have left the
-//! window, so the journal stays bounded.
+//! over at a size limit ([`segment_bytes_for`]: a quarter of the room's
+//! byte budget, between 1 and 16 MiB) and are deleted once all their events
+//! have left the window, whether by count or by bytes. So a room's journal
+//! holds the window's events (at most `--room-bytes` of JSON), the one
+//! segment the window starts in, the open one, and a checkpoint (at most
+//! 64 KiB) per segment: with the default 8 MiB budget, at most about
+//! 1.5 × `--room-bytes`, and never more than `--room-bytes` + 2 segments +
+//! one group of appends.
 //!
 //! # Damage
 //!
@@ -62,7 +68,9 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use tokio::sync::oneshot;
 
-use crate::core::log::{Batch, Epoch, Event, EventBody, EventLog, LogError, MemoryLog, Seq};
+use crate::core::log::{
+    Batch, Epoch, Event, EventBody, EventLog, LogBudget, LogError, MemoryLog, Seq,
+};
 use crate::core::log_store::{LogStore, OpenedLog};
 use crate::core::names::{Name, RoomName};
 
@@ -70,8 +78,20 @@ use replay::{read_or_create_epoch, recover, replay, Replay};
 pub use segment::{parse_segment, Damage, DamageKind, ParsedSegment, MAX_RECORD};
 use writer::{Append, Writer};
 
-/// Where a segment rolls over, in bytes.
+/// Where a segment rolls over at most, in bytes.
 pub const SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Where a segment rolls over at least, in bytes: a segment starts with a
+/// checkpoint of up to 64 KiB, so smaller ones would be mostly checkpoint.
+pub const MIN_SEGMENT_BYTES: u64 = 1024 * 1024;
+
+/// Where the segments of a room with `room_bytes` of budget roll over, in
+/// bytes: a quarter of the budget, between [`MIN_SEGMENT_BYTES`] and
+/// [`SEGMENT_BYTES`], so that the segment the window starts in and the open
+/// one add at most half the budget to the disk.
+pub fn segment_bytes_for(room_bytes: usize) -> u64 {
+    (room_bytes as u64 / 4).clamp(MIN_SEGMENT_BYTES, SEGMENT_BYTES)
+}
 
 /// How a journal is laid out.
 #[derive(Debug, Clone)]
@@ -80,6 +100,9 @@ pub struct JournalOptions {
     pub dir: PathBuf,
     /// How many events the in-memory window keeps (`--history`).
     pub history: usize,
+    /// The bytes the in-memory window keeps (`--room-bytes`) and the
+    /// node's total they count against; the disk follows the window.
+    pub budget: LogBudget,
     /// Where a segment rolls over, in bytes.
     pub segment_bytes: u64,
     /// What to do with damage that is not a torn tail (`--journal-recover`):
@@ -89,13 +112,20 @@ pub struct JournalOptions {
 }
 
 impl JournalOptions {
-    /// A journal in `dir` with the default segment size, refusing to open
-    /// over damage that is not a torn tail.
+    /// A journal in `dir` with no bound in bytes and the largest segment
+    /// size, refusing to open over damage that is not a torn tail.
     pub fn new(dir: impl Into<PathBuf>, history: usize) -> Self {
+        Self::bounded(dir, history, LogBudget::unlimited())
+    }
+
+    /// A journal in `dir` whose window keeps `budget`, with segments sized
+    /// for it ([`segment_bytes_for`]).
+    pub fn bounded(dir: impl Into<PathBuf>, history: usize, budget: LogBudget) -> Self {
         JournalOptions {
             dir: dir.into(),
             history,
-            segment_bytes: SEGMENT_BYTES,
+            segment_bytes: segment_bytes_for(budget.room_bytes),
+            budget,
             recover: false,
         }
     }
@@ -130,6 +160,7 @@ impl JournalLog {
         };
         let memory = MemoryLog::resume(
             options.history.max(1),
+            options.budget.clone(),
             epoch,
             replayed.next_seq,
             replayed.checkpoint,
@@ -199,6 +230,9 @@ pub struct JournalStore {
     pub dir: PathBuf,
     /// Events each log keeps in memory (`--history`).
     pub history: usize,
+    /// Bytes each log keeps in memory (`--room-bytes`), and the node's
+    /// total (`--total-bytes`) they share.
+    pub budget: LogBudget,
     /// `--journal-recover`: start a damaged journal under a new epoch
     /// instead of refusing to start.
     pub recover: bool,
@@ -218,7 +252,7 @@ impl LogStore for JournalStore {
     fn open(&self, room: &RoomName) -> io::Result<OpenedLog> {
         let options = JournalOptions {
             recover: self.recover,
-            ..JournalOptions::new(self.dir_of(room), self.history)
+            ..JournalOptions::bounded(self.dir_of(room), self.history, self.budget.clone())
         };
         Ok(OpenedLog::here(Arc::new(JournalLog::open(options)?)))
     }
@@ -297,5 +331,26 @@ mod tests {
         }
         let next = log.append(name("a"), EventBody::Leave).await.unwrap();
         assert_eq!(next.seq, 51);
+    }
+
+    #[tokio::test]
+    async fn an_append_the_node_total_has_no_room_for_is_refused_before_it_is_written() {
+        // Arrange: a node total smaller than one message.
+        let dir = tempfile::tempdir().unwrap();
+        let options = JournalOptions::bounded(dir.path(), 100, LogBudget::new(1 << 20, 100));
+        let log = JournalLog::open(options.clone()).unwrap();
+
+        // Act
+        let refused = log.append(name("a"), say("too much")).await;
+
+        // Assert
+        assert!(matches!(refused, Err(LogError::Full)), "{refused:?}");
+        assert_eq!(log.head(), 0);
+        drop(log);
+        assert_eq!(
+            JournalLog::open(options).unwrap().head(),
+            0,
+            "nothing written"
+        );
     }
 }

@@ -378,6 +378,7 @@ mod tests {
         let options = JournalOptions {
             dir: dir.path().to_owned(),
             history: 10_000,
+            budget: crate::core::log::LogBudget::unlimited(),
             segment_bytes: 1024,
             recover: false,
         };
@@ -451,6 +452,7 @@ mod tests {
         let options = JournalOptions {
             dir: dir.path().to_owned(),
             history: 10_000,
+            budget: crate::core::log::LogBudget::unlimited(),
             segment_bytes: 1024,
             recover: false,
         };

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
-use crate::core::log::{now_millis, Event, EventBody, EventLog, LogError, MemoryLog, Seq};
+use crate::core::log::{now_millis, Event, EventBody, EventLog, LogError, MemoryLog};
 use crate::core::names::Name;
 use crate::store::journal::segment::{create_segment, push_record, segment_path, Segment};
 use crate::store::journal::JournalOptions;
@@ -97,16 +97,26 @@ impl Writer {
             }
             return;
         }
-        let first = self.memory.head() + 1;
+        let mut next = self.memory.head() + 1;
         let ts = now_millis();
         self.buf.clear();
         let mut events = Vec::with_capacity(group.len());
         let mut waiting = Vec::with_capacity(group.len());
-        for (i, append) in group.into_iter().enumerate() {
-            let event = Event::new(first + i as Seq, ts, append.name, append.body);
+        for append in group {
+            let event = Event::new(next, ts, append.name, append.body);
+            // Refused before it is written, when the node's total has no
+            // room for it even once this room's window is empty.
+            if !self.memory.could_keep(event.cost()) {
+                let _ = append.done.send(Err(LogError::Full));
+                continue;
+            }
+            next += 1;
             push_record(&mut self.buf, event.json().as_bytes());
             events.push(event);
             waiting.push(append.done);
+        }
+        if events.is_empty() {
+            return;
         }
         let written = self
             .file
@@ -143,8 +153,9 @@ impl Writer {
         self.file_len = self.file.metadata()?.len();
         self.segments.push(segment);
         // A segment can go once the next one starts at or before the oldest
-        // event the window keeps: everything in it is older than that.
-        let window_start = next_seq.saturating_sub(self.options.history as Seq);
+        // event the window keeps, whether the window was trimmed by count
+        // or by bytes: everything in it is older than that.
+        let window_start = self.memory.oldest();
         while self.segments.len() > 1 && self.segments[1].first_seq <= window_start {
             let old = self.segments.remove(0);
             fs::remove_file(&old.path)?;
@@ -157,7 +168,7 @@ impl Writer {
 
 #[cfg(test)]
 mod tests {
-    use crate::core::log::{EventBody, EventLog};
+    use crate::core::log::{EventBody, EventLog, LogBudget, RECENT_MESSAGE_BYTES};
     use crate::store::journal::segment::list_segments;
     use crate::store::journal::testing::{name, options, say};
     use crate::store::journal::{JournalLog, JournalOptions};
@@ -179,11 +190,52 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_journal_fed_large_messages_keeps_its_window_and_its_disk_within_the_byte_budget() {
+        // Arrange: a 256 KiB budget and 128 KiB segments, against 300
+        // messages of 2000 emoji (about 2.4 MB of JSON) and --history 10,000.
+        let dir = tempfile::tempdir().unwrap();
+        let room_bytes = 256 * 1024;
+        let options = JournalOptions {
+            segment_bytes: 128 * 1024,
+            ..JournalOptions::bounded(dir.path(), 10_000, LogBudget::new(room_bytes, usize::MAX))
+        };
+        let emoji = say(&"\u{1F600}".repeat(2000));
+
+        // Act
+        {
+            let log = JournalLog::open(options.clone()).unwrap();
+            for _ in 0..300 {
+                log.append(name("a"), emoji.clone()).await.unwrap();
+            }
+            assert!(log.memory.bytes() <= room_bytes, "{}", log.memory.bytes());
+        }
+        let reopened = JournalLog::open(options.clone()).unwrap();
+
+        // Assert: the disk holds the window, the segment it starts in, the
+        // open one, and a checkpoint in each.
+        let segments = list_segments(dir.path()).unwrap();
+        let disk: u64 = segments
+            .iter()
+            .map(|s| fs::metadata(&s.path).unwrap().len())
+            .sum();
+        let bound = room_bytes as u64
+            + 2 * options.segment_bytes
+            + segments.len() as u64 * RECENT_MESSAGE_BYTES as u64;
+        assert!(disk <= bound, "{disk} bytes on disk, more than {bound}");
+        assert!(reopened.memory.bytes() <= room_bytes);
+        assert_eq!(reopened.head(), 300);
+        let read = reopened.read_since(0, None);
+        assert!(read.gap, "a reader from the start is told what was trimmed");
+        assert_eq!(read.events.last().map(|e| e.seq), Some(300));
+    }
+
+    #[tokio::test]
     async fn segments_roll_over_and_old_ones_are_deleted_but_history_is_kept() {
         let dir = tempfile::tempdir().unwrap();
         let options = JournalOptions {
             dir: dir.path().to_owned(),
             history: 100,
+            budget: crate::core::log::LogBudget::unlimited(),
             segment_bytes: 4096,
             recover: false,
         };

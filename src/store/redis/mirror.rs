@@ -205,6 +205,7 @@ impl Mirror {
             .collect();
         let fresh = MemoryLog::resume(
             history,
+            self.store.budget.clone(),
             Epoch::from_string(epoch),
             first,
             history_before
@@ -341,6 +342,7 @@ impl Mirror {
             tracing::warn!(from = head + 1, to = event.seq - 1, stream = %self.keys.stream, "events trimmed before this node read them");
             window = MemoryLog::resume(
                 self.store.history,
+                self.store.budget.clone(),
                 window.epoch(),
                 event.seq,
                 window.recent_messages(),
@@ -523,7 +525,7 @@ impl Mirror {
         invocation
             .arg(self.window.read().epoch().as_str())
             .arg(Epoch::random().as_str())
-            .arg(self.store.history);
+            .arg(self.store.limits());
         for arg in args {
             invocation.arg(arg);
         }

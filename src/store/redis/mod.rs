@@ -17,7 +17,8 @@
 //! | --- | --- | --- |
 //! | `pushlab:room:{NAME}:epoch` | string | the log's [`Epoch`] |
 //! | `pushlab:room:{NAME}:seq` | string | the last seq handed out |
-//! | `pushlab:room:{NAME}:stream` | stream | the events: id `<seq>-0`, field `e` = the event's JSON, trimmed with `MAXLEN ~ --history` |
+//! | `pushlab:room:{NAME}:stream` | stream | the events: id `<seq>-0`, field `e` = the event's JSON; at most `--history` of them and `--room-bytes` of their JSON (the newest always), trimmed with `XTRIM MINID` as each is added |
+//! | `pushlab:room:{NAME}:bytes` | string | the JSON bytes the stream holds, kept by the same scripts that add and trim |
 //! | `pushlab:room:{NAME}:messages` | list | the last [`RECENT_MESSAGES`] chat messages, newest first |
 //! | `pushlab:room:{NAME}:names` | hash | lower-cased name → session |
 //! | `pushlab:room:{NAME}:sessions` | hash | session → name |
@@ -25,7 +26,8 @@
 //! | `pushlab:room:{NAME}:buckets` | hash | session → its rate limit's `tokens since` |
 //!
 //! and `pushlab:session-rooms` (hash: session → room) for every room. Each
-//! reap extends a room's keys to [`ROOM_KEPT_FOR`].
+//! reap extends a room's keys to [`ROOM_KEPT_FOR`]: a closed room's stream
+//! stays that long, and is bounded by `--room-bytes` like an open one's.
 //!
 //! # Sessions
 //!
@@ -126,6 +128,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Client;
 
+use crate::core::log::LogBudget;
 use crate::core::log_store::{LogStore, OpenedLog, StoreMetrics};
 use crate::core::names::RoomName;
 
@@ -162,6 +165,10 @@ struct StoreShared {
     runtime: tokio::runtime::Handle,
     /// Events each log keeps, in Redis and in each node's window.
     history: usize,
+    /// Bytes each log keeps, in Redis (of JSON) and in each node's window
+    /// (by [`crate::core::log::Event::cost`]), and the node's total its
+    /// windows share.
+    budget: LogBudget,
     scripts: Scripts,
     stats: Arc<RedisStats>,
     /// Where each open room takes the WebRTC signals other nodes relay.
@@ -169,9 +176,18 @@ struct StoreShared {
 }
 
 impl RedisStore {
-    /// Connects to the Redis at `url` (`redis://HOST:PORT/DB`). Fails if it
+    /// Connects to the Redis at `url` (`redis://HOST:PORT/DB`), with no
+    /// bound in bytes, as the tests that are not about bytes do. Fails if it
     /// cannot be reached now.
+    #[cfg(test)]
     pub fn connect(url: &str, history: usize) -> io::Result<RedisStore> {
+        Self::connect_bounded(url, history, LogBudget::unlimited())
+    }
+
+    /// Connects to the Redis at `url`, each room's log keeping at most
+    /// `history` events and `budget`'s bytes. Fails if it cannot be reached
+    /// now.
+    pub fn connect_bounded(url: &str, history: usize, budget: LogBudget) -> io::Result<RedisStore> {
         let client = Client::open(url).map_err(|err| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -216,6 +232,7 @@ impl RedisStore {
                 manager,
                 runtime: runtime.handle().clone(),
                 history: history.max(1),
+                budget,
                 scripts: Scripts::load(),
                 stats: Arc::default(),
                 signal_sinks,
@@ -281,6 +298,14 @@ fn wait_on<T: Send + 'static>(
     result
         .recv_timeout(timeout)
         .map_err(|_| io::Error::new(io::ErrorKind::NotConnected, "Redis did not answer in time"))
+}
+
+impl StoreShared {
+    /// The prelude's limits argument: `<events> <bytes>`, what each room's
+    /// stream keeps.
+    fn limits(&self) -> String {
+        format!("{} {}", self.history, self.budget.room_bytes)
+    }
 }
 
 /// `duration` in whole milliseconds, at least 1.

@@ -11,9 +11,15 @@ use crate::core::names::RoomName;
 
 /// What every script of a room begins with: its keys, and the steps they
 /// share. Keys: 1 epoch, 2 seq, 3 stream, 4 messages, 5 names, 6 sessions,
-/// 7 leases, 8 buckets, 9 the index of every session's room. Arguments: 1
-/// the epoch the node reads under, 2 a new epoch to set if Redis has none,
-/// 3 `--history`; each script's own come after.
+/// 7 leases, 8 buckets, 9 the index of every session's room, 10 the
+/// stream's bytes. Arguments: 1 the epoch the node reads under, 2 a new
+/// epoch to set if Redis has none, 3 the stream's limits, `<--history>
+/// <--room-bytes>`; each script's own come after.
+///
+/// `append` trims the stream as it adds: the oldest entries go until it
+/// holds at most `--history` events and `--room-bytes` of JSON, the newest
+/// always kept. The bytes are counted in key 10 as entries are added and
+/// trimmed, so a trim reads only the entries it removes.
 macro_rules! prelude {
     () => {
         r#"
@@ -32,10 +38,42 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+local function trim(added)
+  local history, budget = string.match(ARGV[3], '^(%d+) (%d+)$')
+  history, budget = tonumber(history), tonumber(budget)
+  local bytes = redis.call('INCRBY', KEYS[10], added)
+  local len = redis.call('XLEN', KEYS[3])
+  local dropped, freed, from, last = 0, 0, '-', nil
+  while len - dropped > 1 and (len - dropped > history or bytes - freed > budget) do
+    local entries = redis.call('XRANGE', KEYS[3], from, '+', 'COUNT', 64)
+    if #entries == 0 then
+      break
+    end
+    for _, entry in ipairs(entries) do
+      if len - dropped <= 1 or (len - dropped <= history and bytes - freed <= budget) then
+        break
+      end
+      dropped = dropped + 1
+      freed = freed + #entry[2][2]
+      last = entry[1]
+      from = '(' .. last
+    end
+  end
+  if last then
+    redis.call('XTRIM', KEYS[3], 'MINID', string.match(last, '^(%d+)') .. '-1')
+  end
+  if len - dropped <= 1 then
+    -- Only the newest is left: count it exactly, whatever went before.
+    redis.call('SET', KEYS[10], added)
+  elseif freed > 0 then
+    redis.call('DECRBY', KEYS[10], freed)
+  end
+end
 local function append(json, message)
   local seq = redis.call('INCR', KEYS[2])
   json = '{"seq":' .. seq .. string.sub(json, 9)
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], seq .. '-0', 'e', json)
+  redis.call('XADD', KEYS[3], seq .. '-0', 'e', json)
+  trim(#json)
   if message then
     redis.call('LPUSH', KEYS[4], json)
     redis.call('LTRIM', KEYS[4], 0, 99)
@@ -190,6 +228,7 @@ pub const REAP: &str = concat!(
 for i = 1, 8 do
   redis.call('PEXPIRE', KEYS[i], ARGV[5])
 end
+redis.call('PEXPIRE', KEYS[10], ARGV[5])
 local now = now_ms()
 local expired = redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', '(' .. now, 'LIMIT', 0, tonumber(ARGV[4]))
 local ended = 0
@@ -321,6 +360,8 @@ pub(super) struct Keys {
     pub(super) leases: String,
     /// Session → its rate limit's `tokens since`.
     pub(super) buckets: String,
+    /// The JSON bytes the stream holds.
+    pub(super) bytes: String,
 }
 
 /// Session → the room it is in, for every room: how a node tells a session
@@ -340,6 +381,7 @@ impl Keys {
             sessions: key("sessions"),
             leases: key("leases"),
             buckets: key("buckets"),
+            bytes: key("bytes"),
         }
     }
 
@@ -359,6 +401,69 @@ impl Keys {
             invocation.key(key);
         }
         invocation.key(SESSION_ROOMS);
+        invocation.key(&self.bytes);
         invocation
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use pushlab_testkit::RedisServer;
+    use redis::streams::StreamRangeReply;
+
+    use super::Keys;
+    use crate::core::log::{Cursor, LogBudget, Reader};
+    use crate::core::names::RoomName;
+    use crate::store::redis::testing::{lobby, name, say};
+    use crate::store::redis::RedisStore;
+
+    #[tokio::test]
+    async fn a_room_s_stream_in_redis_and_its_window_keep_at_most_the_room_s_byte_budget() {
+        // Arrange: a 256 KiB budget against 200 messages of 2000 emoji
+        // (about 1.6 MB of JSON), well within --history.
+        let redis = RedisServer::start();
+        let room_bytes = 256 * 1024;
+        let budget = LogBudget::new(room_bytes, usize::MAX);
+        let store = RedisStore::connect_bounded(&redis.url(), 10_000, budget).unwrap();
+        let log = lobby(&store);
+        let mut reader = Reader::new(log.clone(), Cursor::default());
+        let emoji = say(&"\u{1F600}".repeat(2000));
+
+        // Act
+        for _ in 0..200 {
+            log.append(name("ann"), emoji.clone()).await.unwrap();
+        }
+
+        // Assert: the stream holds the newest events, within the budget,
+        // and counts what it holds.
+        let keys = Keys::of(&RoomName::lobby());
+        let mut conn = store.shared.manager.clone();
+        let stream: StreamRangeReply = redis::cmd("XRANGE")
+            .arg(&keys.stream)
+            .arg("-")
+            .arg("+")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let kept: Vec<String> = stream
+            .ids
+            .iter()
+            .map(|entry| entry.get::<String>("e").unwrap())
+            .collect();
+        let bytes: usize = kept.iter().map(String::len).sum();
+        assert!(bytes <= room_bytes, "{bytes} bytes in the stream");
+        assert!(bytes > room_bytes - kept[0].len(), "and the budget is used");
+        assert_eq!(stream.ids.last().map(|e| e.id.as_str()), Some("200-0"));
+        let counted: usize = redis::cmd("GET")
+            .arg(&keys.bytes)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(counted, bytes, "the script counts what the stream holds");
+        let window = store.shared.budget.node.used();
+        assert!(window <= room_bytes, "{window} bytes in the node's window");
+        let read = reader.next(usize::MAX);
+        assert!(read.gap.is_some(), "a reader from the start is told");
+        assert_eq!(read.events.last().map(|e| e.seq), Some(200));
     }
 }
