@@ -72,6 +72,53 @@ async fn a_node_that_cannot_reach_its_redis_exits_with_a_clear_error() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
+#[tokio::test]
+async fn a_leave_while_redis_is_down_answers_503_and_is_written_once_when_redis_returns() {
+    // Arrange: a Redis that keeps its data across a restart.
+    let dir = tempfile::tempdir().unwrap();
+    let mut redis = RedisServer::start_persistent(dir.path());
+    let app = spawn_app_on(&redis, |_| {}).await;
+    let alice = app.join("alice").await;
+    let session = alice["session"].as_str().unwrap();
+    let leave = json!({"type": "leave"});
+
+    // Act: leave while Redis is down, then again once it is back.
+    redis.kill();
+    let refused = app.send(session, &leave).await;
+    let (refused_status, refused_retry) = (
+        refused.status(),
+        refused.headers().contains_key("retry-after"),
+    );
+    let refused: serde_json::Value = refused.json().await.unwrap();
+    redis.restart();
+    let mut retried = app.send(session, &leave).await;
+    for _ in 0..50 {
+        if retried.status() != 503 {
+            break;
+        }
+        // Waiting for the node to reconnect to Redis, not for an event.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        retried = app.send(session, &leave).await;
+    }
+    let retried_status = retried.status();
+    let after = app.send(session, &leave).await;
+
+    // Assert
+    assert_eq!(refused_status, 503);
+    assert!(refused_retry, "Retry-After invites the retry");
+    assert_eq!(refused["code"], "store_unavailable");
+    assert_eq!(
+        retried_status, 200,
+        "the session was kept live for its retry"
+    );
+    assert_eq!(after.status(), 401, "ended once it left");
+    assert_eq!(
+        events_of_kind(&app, "leave").await,
+        1,
+        "the leave is written once"
+    );
+}
+
 /// The pushlab binary as a node on `redis`, with no rate limits, and with
 /// more `flags`.
 async fn binary_node(redis: &RedisServer, flags: &[&str]) -> TestApp {
@@ -202,14 +249,7 @@ async fn a_name_online_on_one_node_is_taken_on_the_other_until_it_leaves_there()
     assert_eq!(left.status(), 200, "B ends a session A registered");
     expect_error(after_leave, 401, "unknown_session").await;
     assert_eq!(again.status(), 200);
-    let (_, poll) = a.get_json("/poll?since=0").await;
-    let leaves = poll["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["type"] == "leave")
-        .count();
-    assert_eq!(leaves, 1);
+    assert_eq!(events_of_kind(&a, "leave").await, 1);
 }
 
 #[tokio::test]
@@ -391,4 +431,15 @@ async fn until_redis_holds_a_write(redis: &RedisServer) {
     })
     .await
     .expect("the write reached Redis");
+}
+
+/// How many events of `kind` the log holds, as `app` reads it.
+async fn events_of_kind(app: &TestApp, kind: &str) -> usize {
+    let (_, poll) = app.get_json("/poll?since=0").await;
+    poll["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == kind)
+        .count()
 }
