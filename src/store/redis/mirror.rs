@@ -8,7 +8,7 @@
 //! directory's, and it knows nothing of rooms, presence or HTTP.
 
 use std::io;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -29,7 +29,8 @@ use crate::core::names::{Name, RoomName};
 use crate::core::presence::SessionId;
 use crate::store::redis::scripts::Keys;
 use crate::store::redis::{
-    millis, unreachable_redis, StoreShared, CONNECT_TIMEOUT, OPEN_TIMEOUT, REDIS_TIMEOUT, RETRY,
+    millis, unreachable_redis, RedisStats, StoreShared, CONNECT_TIMEOUT, OPEN_TIMEOUT,
+    REDIS_TIMEOUT, RETRY,
 };
 
 /// How long a mirror's `XREAD` blocks before it checks the epoch, in ms.
@@ -60,8 +61,14 @@ pub(super) struct Mirror {
     /// epoch in Redis).
     reload: Notify,
     /// Appends waiting for the room's writer task, in the order they were
-    /// made.
+    /// made. Unbounded as a channel: what it holds is bounded in bytes by
+    /// `queued` (see [`Held`]).
     appends: mpsc::UnboundedSender<Queued>,
+    /// Bytes of appends the room's writer holds now, queued or being
+    /// written: at most [`QueueLimits::room_bytes`].
+    ///
+    /// [`QueueLimits::room_bytes`]: super::QueueLimits::room_bytes
+    queued: Arc<AtomicUsize>,
 }
 
 /// One append, queued for the room's writer.
@@ -73,6 +80,55 @@ struct Queued {
     from: Option<(SessionId, Duration, u32)>,
     /// Where the writer answers.
     done: oneshot::Sender<Result<Stored, LogError>>,
+    /// Its bytes of the room's and the node's bounds, until it is answered.
+    _held: Held,
+}
+
+/// The bytes one append holds of its room's queue bound and its node's,
+/// taken when it is queued and given back when it is dropped: once the
+/// writer has answered it, or with the queue.
+struct Held {
+    bytes: usize,
+    room: Arc<AtomicUsize>,
+    node: Arc<RedisStats>,
+}
+
+impl Held {
+    /// Takes `bytes` of the room's and the node's bounds, or nothing if
+    /// either would pass its limit.
+    fn take(mirror: &Mirror, bytes: usize) -> Option<Held> {
+        let limits = mirror.store.queue_limits;
+        let node = &mirror.store.stats;
+        if !take_bytes(&mirror.queued, bytes, limits.room_bytes) {
+            return None;
+        }
+        if !take_bytes(&node.queued_bytes, bytes, limits.node_bytes) {
+            mirror.queued.fetch_sub(bytes, Ordering::AcqRel);
+            return None;
+        }
+        Some(Held {
+            bytes,
+            room: mirror.queued.clone(),
+            node: node.clone(),
+        })
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.room.fetch_sub(self.bytes, Ordering::AcqRel);
+        self.node
+            .queued_bytes
+            .fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+/// Adds `bytes` to `held` if that stays within `limit`.
+fn take_bytes(held: &AtomicUsize, bytes: usize, limit: usize) -> bool {
+    held.fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+        now.checked_add(bytes).filter(|&then| then <= limit)
+    })
+    .is_ok()
 }
 
 /// What [`APPEND`] did with one event: stored it as `(seq, json)`, or
@@ -98,6 +154,7 @@ impl RedisLog {
             head,
             reload: Notify::new(),
             appends,
+            queued: Arc::default(),
             store: store.clone(),
         });
         let stop = CancellationToken::new();
@@ -366,12 +423,20 @@ impl Mirror {
         let message = matches!(body, EventBody::Message { .. });
         // The script puts the seq in place of this 0.
         let json = Event::new(0, now_millis(), name, body).json().to_owned();
+        let Some(held) = Held::take(self, json.len() + std::mem::size_of::<Queued>()) else {
+            // Redis is slow or gone and the writer holds its fill: refused
+            // now, never buffered.
+            return Box::pin(std::future::ready(Err(LogError::Unavailable(
+                "the room's queue to Redis is full".into(),
+            ))));
+        };
         let (done, stored) = oneshot::channel();
         let queued = self.appends.send(Queued {
             json,
             message,
             from,
             done,
+            _held: held,
         });
         let mirror = self.clone();
         Box::pin(async move {
@@ -636,9 +701,11 @@ impl EventLog for RedisLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::error::ApiError;
     use crate::core::log::{Cursor, Reader};
     use crate::store::redis::testing::{lobby, lobby_shared, name, say, until_head, LEASE};
-    use crate::store::redis::RedisStore;
+    use crate::store::redis::{QueueLimits, RedisStore};
+    use futures_util::FutureExt;
     use pushlab_testkit::RedisServer;
 
     #[tokio::test]
@@ -794,6 +861,79 @@ mod tests {
         let read = reader.next(usize::MAX);
         assert_eq!(read.gap, Some(0), "the reader is told");
         assert_eq!(read.events.last().map(|e| e.seq), Some(appended.seq));
+    }
+
+    /// Makes appends of about 2 KB to `log` while Redis holds every write,
+    /// `count` of them: those taken (still waiting), and how many were
+    /// refused at once, each with `store_unavailable`.
+    fn fill(log: &RedisLog, count: usize) -> (Vec<AppendingEvent>, usize) {
+        let text = "x".repeat(2_000);
+        let (mut taken, mut refused) = (Vec::new(), 0);
+        for _ in 0..count {
+            let mut append = log.append(name("ann"), say(&text));
+            match (&mut append).now_or_never() {
+                None => taken.push(append),
+                Some(Err(err)) => {
+                    assert_eq!(ApiError::from(err).code(), "store_unavailable");
+                    refused += 1;
+                }
+                Some(Ok(event)) => panic!("stored while Redis holds writes: {}", event.seq),
+            }
+        }
+        (taken, refused)
+    }
+
+    type AppendingEvent = BoxFuture<'static, Result<Arc<Event>, LogError>>;
+
+    #[tokio::test]
+    async fn appends_past_a_room_s_or_the_node_s_queue_bytes_are_refused_at_once_while_redis_stalls(
+    ) {
+        // Arrange: small bounds, two rooms, and a Redis that holds every
+        // write for a second.
+        let redis = RedisServer::start();
+        let limits = QueueLimits {
+            room_bytes: 64 * 1024,
+            node_bytes: 96 * 1024,
+        };
+        let store = RedisStore::connect_with(&redis.url(), 1000, limits).unwrap();
+        let room = |n: &str| RedisLog::open(store.shared.clone(), &RoomName::parse(n).unwrap());
+        let (first, second) = (room("first").unwrap(), room("second").unwrap());
+        assert_eq!(redis.command("CLIENT PAUSE 1000 WRITE"), "+OK");
+
+        // Act: far more than either bound, into one room and then the other.
+        let (taken_first, refused_first) = fill(&first, 200);
+        let (taken_second, refused_second) = fill(&second, 200);
+        let held = (
+            first.mirror.queued.load(Ordering::Acquire),
+            second.mirror.queued.load(Ordering::Acquire),
+            store.shared.stats.queued_bytes.load(Ordering::Acquire),
+        );
+        let stored = futures_util::future::join_all(taken_first.into_iter().chain(taken_second))
+            .await
+            .into_iter()
+            .filter(Result::is_ok)
+            .count();
+
+        // Assert: each room held at most its bound, the node at most its
+        // own, the rest was refused, and all that was taken is stored.
+        assert!(held.0 <= limits.room_bytes, "{held:?}");
+        assert!(
+            held.0 > limits.room_bytes - 4 * 1024,
+            "the room's bound filled: {held:?}"
+        );
+        assert!(held.2 <= limits.node_bytes, "{held:?}");
+        assert_eq!(held.0 + held.1, held.2, "the node counts every room");
+        assert!(
+            held.1 < limits.room_bytes / 2 + 4 * 1024,
+            "the node's bound came first: {held:?}"
+        );
+        assert_eq!(refused_first + refused_second + stored, 400);
+        assert!(refused_first > 100 && refused_second > 150);
+        assert_eq!(
+            store.shared.stats.queued_bytes.load(Ordering::Acquire),
+            0,
+            "all given back"
+        );
     }
 
     #[tokio::test]

@@ -53,6 +53,12 @@
 //! When Redis cannot be reached, an append fails with
 //! [`LogError::Unavailable`], which clients see as 503 `store_unavailable`.
 //!
+//! What a room's writer holds (queued, or in the call under way) is bounded
+//! in bytes, per room and for the node ([`QueueLimits`]): while Redis is
+//! slow or stopped, an append past either bound is refused at once with
+//! [`LogError::Unavailable`], never buffered, so a stalled Redis costs the
+//! node at most [`NODE_QUEUE_BYTES`] of appends, however many clients send.
+//!
 //! # Reads
 //!
 //! Each node mirrors each room it has open with one task: a blocking
@@ -145,6 +151,33 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(3);
 /// The pause before a mirror tries Redis again after a failure.
 const RETRY: Duration = Duration::from_millis(200);
 
+/// The most bytes of appends one room's writer holds on a node, queued or
+/// being written: 4 MiB, some 2,000 of the largest chat messages.
+pub const ROOM_QUEUE_BYTES: usize = 4 * 1024 * 1024;
+/// The most bytes of appends every room's writer on a node holds together:
+/// 64 MiB.
+pub const NODE_QUEUE_BYTES: usize = 64 * 1024 * 1024;
+
+/// How many bytes of appends the writers may hold while Redis has not
+/// stored them (see "Appends" in the module docs). An append counts its
+/// event's JSON and its place in the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueLimits {
+    /// Per room, in bytes.
+    pub room_bytes: usize,
+    /// For every room of the node together, in bytes.
+    pub node_bytes: usize,
+}
+
+impl Default for QueueLimits {
+    fn default() -> Self {
+        QueueLimits {
+            room_bytes: ROOM_QUEUE_BYTES,
+            node_bytes: NODE_QUEUE_BYTES,
+        }
+    }
+}
+
 /// Every room's log in one Redis. See the module docs.
 pub struct RedisStore {
     shared: Arc<StoreShared>,
@@ -166,12 +199,24 @@ struct StoreShared {
     stats: Arc<RedisStats>,
     /// Where each open room takes the WebRTC signals other nodes relay.
     signal_sinks: SignalSinks,
+    /// How many bytes of appends the writers may hold.
+    queue_limits: QueueLimits,
 }
 
 impl RedisStore {
-    /// Connects to the Redis at `url` (`redis://HOST:PORT/DB`). Fails if it
-    /// cannot be reached now.
+    /// Connects to the Redis at `url` (`redis://HOST:PORT/DB`), with the
+    /// default [`QueueLimits`]. Fails if it cannot be reached now.
     pub fn connect(url: &str, history: usize) -> io::Result<RedisStore> {
+        Self::connect_with(url, history, QueueLimits::default())
+    }
+
+    /// Connects as [`RedisStore::connect`] does, with the writers' queues
+    /// bounded by `queue_limits`.
+    pub fn connect_with(
+        url: &str,
+        history: usize,
+        queue_limits: QueueLimits,
+    ) -> io::Result<RedisStore> {
         let client = Client::open(url).map_err(|err| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -219,6 +264,7 @@ impl RedisStore {
                 scripts: Scripts::load(),
                 stats: Arc::default(),
                 signal_sinks,
+                queue_limits,
             }),
             runtime: Some(runtime),
         })
