@@ -402,7 +402,7 @@ impl Room {
         let presence = self.presence.clone();
         Box::pin(async move {
             match appended.await {
-                Ok(event) => Ok(event.seq),
+                Ok(seq) => Ok(seq),
                 Err(err) => {
                     match &err {
                         // Ended on another node, or its lease ran out.

@@ -21,6 +21,7 @@ use redis::{AsyncConnectionConfig, Script};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use crate::core::directory::{idempotency_key, SENT_IDS, SENT_ID_BYTES};
 use crate::core::log::{
     now_millis, Batch, Epoch, Event, EventBody, EventLog, LogError, MemoryLog, Seq, MAX_BATCH,
     RECENT_MESSAGES,
@@ -78,10 +79,22 @@ struct Queued {
     message: bool,
     /// The session it is from, with its lease and rate limit, if any.
     from: Option<(SessionId, Duration, u32)>,
+    /// Its idempotency key (a chat message's `id`), or empty.
+    key: String,
     /// Where the writer answers.
     done: oneshot::Sender<Result<Stored, LogError>>,
     /// Its bytes of the room's and the node's bounds, until it is answered.
-    _held: Held,
+    held: Held,
+}
+
+impl Queued {
+    /// Gives back its bytes, then answers: whoever hears the answer finds
+    /// them given back.
+    fn answer(self, answer: Result<Stored, LogError>) {
+        let Queued { done, held, .. } = self;
+        drop(held);
+        let _ = done.send(answer);
+    }
 }
 
 /// The bytes one append holds of its room's queue bound and its node's,
@@ -131,11 +144,28 @@ fn take_bytes(held: &AtomicUsize, bytes: usize, limit: usize) -> bool {
     .is_ok()
 }
 
-/// What [`APPEND`] did with one event: stored it as `(seq, json)`, or
-/// refused its session with a code.
+/// What [`APPEND`] did with one event.
 ///
 /// [`APPEND`]: super::scripts::APPEND
-type Stored = Result<(Seq, String), String>;
+enum Stored {
+    /// Stored it as this seq and JSON.
+    Appended(Seq, String),
+    /// Its session sent its idempotency key before, stored as this seq.
+    Repeated(Seq),
+    /// Refused its session with this code.
+    Refused(String),
+}
+
+/// What became of an append made through the room's writer.
+pub(super) enum Answer {
+    /// Stored as this event.
+    Stored(Arc<Event>),
+    /// Sent before by its session, with the same `id`, and stored then as
+    /// this seq: not stored again.
+    Repeated(Seq),
+    /// Refused, its session with this code.
+    Refused(String),
+}
 
 /// The most appends one [`APPEND`] call takes: more wait for the next.
 ///
@@ -411,19 +441,25 @@ impl Mirror {
 
     /// Appends an event through the room's writer; from a session, checked
     /// against its lease and its rate limit (`(session, lease, rate)`),
-    /// which may refuse it with a code. The append is queued when this is
-    /// called, so appends called one after another are stored in that
-    /// order, however their futures are awaited.
+    /// which may refuse it with a code, and against the idempotency keys it
+    /// sent last. The append is queued when this is called, so appends
+    /// called one after another are stored in that order, however their
+    /// futures are awaited.
     pub(super) fn append(
         self: &Arc<Self>,
         from: Option<(SessionId, Duration, u32)>,
         name: Name,
         body: EventBody,
-    ) -> BoxFuture<'static, Result<Result<Arc<Event>, String>, LogError>> {
+    ) -> BoxFuture<'static, Result<Answer, LogError>> {
         let message = matches!(body, EventBody::Message { .. });
+        let key = match from {
+            Some(_) => idempotency_key(&body).unwrap_or_default().to_owned(),
+            None => String::new(),
+        };
         // The script puts the seq in place of this 0.
         let json = Event::new(0, now_millis(), name, body).json().to_owned();
-        let Some(held) = Held::take(self, json.len() + std::mem::size_of::<Queued>()) else {
+        let bytes = json.len() + key.len() + std::mem::size_of::<Queued>();
+        let Some(held) = Held::take(self, bytes) else {
             // Redis is slow or gone and the writer holds its fill: refused
             // now, never buffered.
             return Box::pin(std::future::ready(Err(LogError::Unavailable(
@@ -435,17 +471,19 @@ impl Mirror {
             json,
             message,
             from,
+            key,
             done,
-            _held: held,
+            held,
         });
         let mirror = self.clone();
         Box::pin(async move {
             let stopped = || LogError::Unavailable("the Redis store has stopped".into());
             queued.map_err(|_| stopped())?;
-            match stored.await.map_err(|_| stopped())?? {
-                Ok((seq, json)) => Ok(Ok(mirror.settled(seq, &json).await)),
-                Err(code) => Ok(Err(code)),
-            }
+            Ok(match stored.await.map_err(|_| stopped())?? {
+                Stored::Appended(seq, json) => Answer::Stored(mirror.settled(seq, &json).await),
+                Stored::Repeated(seq) => Answer::Repeated(seq),
+                Stored::Refused(code) => Answer::Refused(code),
+            })
         })
     }
 
@@ -463,7 +501,8 @@ impl Mirror {
             let Some(mirror) = mirror.upgrade() else {
                 return;
             };
-            let mut args = Vec::with_capacity(group.len() * 5);
+            let mut args = Vec::with_capacity(2 + group.len() * 6);
+            args.extend([SENT_IDS.to_string(), SENT_ID_BYTES.to_string()]);
             for queued in &mut group {
                 let (session, lease, rate) = match queued.from {
                     Some((session, lease, rate)) => (session.to_string(), millis(lease), rate),
@@ -476,19 +515,20 @@ impl Mirror {
                     session,
                     lease.to_string(),
                     rate.to_string(),
+                    std::mem::take(&mut queued.key),
                 ]);
             }
-            match mirror.write_group(&args).await {
+            match mirror.write_group(&args, group.len()).await {
                 Ok(replies) => {
                     for (queued, reply) in group.drain(..).zip(replies) {
-                        let _ = queued.done.send(Ok(reply));
+                        queued.answer(Ok(reply));
                     }
                 }
                 Err(err) => {
                     let unavailable = matches!(err, LogError::Unavailable(_));
                     for queued in group.drain(..) {
                         let err = err.to_string();
-                        let _ = queued.done.send(Err(if unavailable {
+                        queued.answer(Err(if unavailable {
                             LogError::Unavailable(err)
                         } else {
                             LogError::Storage(err)
@@ -499,28 +539,32 @@ impl Mirror {
         }
     }
 
-    /// Runs [`APPEND`] on a group's `args`, once more after a snapshot if
-    /// Redis has another epoch than the window. Returns, for each append,
-    /// the seq and JSON stored or the code its session was refused with.
+    /// Runs [`APPEND`] on the `args` of a group of `count` appends, once
+    /// more after a snapshot if Redis has another epoch than the window.
+    /// Returns what it did with each append.
     ///
     /// [`APPEND`]: super::scripts::APPEND
-    async fn write_group(&self, args: &[String]) -> Result<Vec<Stored>, LogError> {
+    async fn write_group(&self, args: &[String], count: usize) -> Result<Vec<Stored>, LogError> {
         for _ in 0..2 {
             let reply: Vec<(i64, String)> = self.call(&self.store.scripts.append, args).await?;
             if let [(0, epoch)] = reply.as_slice() {
                 self.epoch_changed(epoch).await;
                 continue;
             }
-            if reply.len() * 5 != args.len() {
+            if reply.len() != count {
                 return Err(LogError::Storage(
                     "APPEND answered for another number of events".into(),
                 ));
             }
             return Ok(reply
                 .into_iter()
-                .map(|(code, text)| match Seq::try_from(code) {
-                    Ok(seq) if seq > 0 => Ok((seq, text)),
-                    _ => Err(text),
+                .map(|(code, text)| match (code, Seq::try_from(code)) {
+                    (_, Ok(seq)) if seq > 0 => Stored::Appended(seq, text),
+                    (-2, _) => match text.parse() {
+                        Ok(seq) => Stored::Repeated(seq),
+                        Err(_) => Stored::Refused("internal".into()),
+                    },
+                    _ => Stored::Refused(text),
                 })
                 .collect());
         }
@@ -668,8 +712,12 @@ impl EventLog for RedisLog {
         let appended = self.mirror.append(None, name, body);
         Box::pin(async move {
             match appended.await? {
-                Ok(event) => Ok(event),
-                Err(code) => Err(LogError::Storage(format!(
+                Answer::Stored(event) => Ok(event),
+                // Only a session's appends are checked for keys sent before.
+                Answer::Repeated(seq) => Err(LogError::Storage(format!(
+                    "an append from no session was taken as sent before, as {seq}"
+                ))),
+                Answer::Refused(code) => Err(LogError::Storage(format!(
                     "an append from no session was refused: {code}"
                 ))),
             }
@@ -942,7 +990,7 @@ mod tests {
         // made meanwhile queue behind the first.
         let redis = RedisServer::start();
         let store = RedisStore::connect(&redis.url(), 1000).unwrap();
-        let (_log, directory) = lobby_shared(&store);
+        let (log, directory) = lobby_shared(&store);
         let session = SessionId::new_v4();
         directory.join(session, &name("ann"), LEASE).await.unwrap();
         let calls_before = store.shared.stats.calls.load(Ordering::Relaxed);
@@ -952,15 +1000,18 @@ mod tests {
         let appends: Vec<_> = (0..50)
             .map(|i| directory.append(session, name("ann"), say(&format!("m{i}")), LEASE, 0))
             .collect();
-        let mut events = futures_util::future::join_all(appends.into_iter().rev()).await;
-        events.reverse();
+        let mut seqs = futures_util::future::join_all(appends.into_iter().rev()).await;
+        seqs.reverse();
 
         // Assert: dense seqs in the order made, and at most two calls: the
         // first append, and every one queued behind it.
-        let events: Vec<Arc<Event>> = events.into_iter().map(Result::unwrap).collect();
-        let first = events[0].seq;
+        let seqs: Vec<Seq> = seqs.into_iter().map(Result::unwrap).collect();
+        let first = seqs[0];
+        let events = log.read_since(first - 1, None).events;
+        assert_eq!(events.len(), 50);
         for (i, event) in events.iter().enumerate() {
-            assert_eq!(event.seq, first + i as Seq);
+            assert_eq!(seqs[i], first + i as Seq);
+            assert_eq!(event.seq, seqs[i]);
             assert!(
                 event.json().contains(&format!("\"m{i}\"")),
                 "{}",

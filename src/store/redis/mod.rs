@@ -23,6 +23,7 @@
 //! | `pushlab:room:{NAME}:sessions` | hash | session → name |
 //! | `pushlab:room:{NAME}:leases` | sorted set | session, scored by the end of its lease (ms, Redis's clock) |
 //! | `pushlab:room:{NAME}:buckets` | hash | session → its rate limit's `tokens since` |
+//! | `pushlab:room:{NAME}:sent` | hash | session → the idempotency keys (`id`s) of its last [`SENT_IDS`] chat messages with their seqs, a JSON array `[id, seq, …]` |
 //!
 //! and `pushlab:session-rooms` (hash: session → room) for every room. Each
 //! reap extends a room's keys to [`ROOM_KEPT_FOR`].
@@ -42,7 +43,9 @@
 //!
 //! One Lua script ([`APPEND`]) checks the epoch, increments the seq, adds
 //! the event to the stream and keeps the chat history, in one atomic step:
-//! seqs stay dense and gap-free whichever node appends. Each room has one
+//! seqs stay dense and gap-free whichever node appends. A chat message whose
+//! `id` its session sent before is not appended again: the script answers
+//! with the seq it was stored as, whichever node stored it. Each room has one
 //! writer task per node, and an append joins its queue when it is made: the
 //! writer sends everything queued while its last call ran as one call, so a
 //! busy room costs a round trip to Redis per group, not per event, and a
@@ -111,6 +114,7 @@
 //! [`SIGNAL`]: scripts::SIGNAL
 //! [`SNAPSHOT`]: scripts::SNAPSHOT
 //! [`RECENT_MESSAGES`]: crate::core::log::RECENT_MESSAGES
+//! [`SENT_IDS`]: crate::core::directory::SENT_IDS
 //! [`ROOM_KEPT_FOR`]: directory::ROOM_KEPT_FOR
 //! [`EventLog`]: crate::core::log::EventLog
 //! [`MemoryLog`]: crate::core::log::MemoryLog
