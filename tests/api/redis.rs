@@ -119,6 +119,59 @@ async fn a_leave_while_redis_is_down_answers_503_and_is_written_once_when_redis_
     );
 }
 
+#[tokio::test]
+async fn a_message_retried_with_its_id_after_store_unavailable_is_stored_once_under_one_seq() {
+    // Arrange: Redis holds every write for longer than a node waits, then
+    // runs what it held.
+    let redis = RedisServer::start();
+    let app = spawn_app_on(&redis, |_| {}).await;
+    let session = app.join("alice").await["session"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let message = json!({"type": "message", "text": "once", "id": "m1"});
+    assert_eq!(redis.command("CLIENT PAUSE 3000 WRITE"), "+OK");
+
+    // Act: the send times out; the retry is answered once Redis goes on.
+    let refused = app.send(&session, &message).await;
+    let refused_status = refused.status();
+    let mut retried = app.send(&session, &message).await;
+    for _ in 0..50 {
+        if retried.status() != 503 {
+            break;
+        }
+        // Waiting for Redis to go on, not for an event.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        retried = app.send(&session, &message).await;
+    }
+    let retried: serde_json::Value = retried.json().await.unwrap();
+    let sent_again = app.send(&session, &message).await;
+    let sent_again: serde_json::Value = sent_again.json().await.unwrap();
+    // A later message is read back on this node, so the log holds the rest.
+    app.say(&session, "after").await;
+
+    // Assert
+    assert_eq!(refused_status, 503);
+    let seq = retried["seq"].as_u64().expect("the retry is answered");
+    assert_eq!(
+        sent_again["seq"], seq,
+        "every send of the id answers one seq"
+    );
+    let (_, poll) = app.get_json("/poll?since=0").await;
+    let stored: Vec<u64> = poll["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["id"] == "m1")
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        stored,
+        [seq],
+        "stored once, under the seq every answer gave"
+    );
+}
+
 /// The pushlab binary as a node on `redis`, with no rate limits, and with
 /// more `flags`.
 async fn binary_node(redis: &RedisServer, flags: &[&str]) -> TestApp {
