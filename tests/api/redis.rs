@@ -91,15 +91,7 @@ async fn a_leave_while_redis_is_down_answers_503_and_is_written_once_when_redis_
     );
     let refused: serde_json::Value = refused.json().await.unwrap();
     redis.restart();
-    let mut retried = app.send(session, &leave).await;
-    for _ in 0..50 {
-        if retried.status() != 503 {
-            break;
-        }
-        // Waiting for the node to reconnect to Redis, not for an event.
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        retried = app.send(session, &leave).await;
-    }
+    let retried = send_until_redis_answers(&app, session, &leave).await;
     let retried_status = retried.status();
     let after = app.send(session, &leave).await;
 
@@ -120,6 +112,29 @@ async fn a_leave_while_redis_is_down_answers_503_and_is_written_once_when_redis_
 }
 
 #[tokio::test]
+async fn a_websocket_leave_while_redis_is_down_gets_a_store_unavailable_frame_and_the_session_lives_on(
+) {
+    // Arrange
+    let dir = tempfile::tempdir().unwrap();
+    let mut redis = RedisServer::start_persistent(dir.path());
+    let app = spawn_app_on(&redis, |_| {}).await;
+    let (mut socket, welcome) = ws_join(&app, "alice").await;
+    let session = welcome["session"].as_str().unwrap();
+
+    // Act
+    redis.kill();
+    socket.ws_send(&json!({"type": "leave"})).await;
+    let error = socket.control("error").await;
+    redis.restart();
+    let left = send_until_redis_answers(&app, session, &json!({"type": "leave"})).await;
+
+    // Assert
+    assert_eq!(error["code"], "store_unavailable");
+    assert_eq!(left.status(), 200, "the session was still live");
+    assert_eq!(events_of_kind(&app, "leave").await, 1);
+}
+
+#[tokio::test]
 async fn a_message_retried_with_its_id_after_store_unavailable_is_stored_once_under_one_seq() {
     // Arrange: Redis holds every write for longer than a node waits, then
     // runs what it held.
@@ -135,15 +150,7 @@ async fn a_message_retried_with_its_id_after_store_unavailable_is_stored_once_un
     // Act: the send times out; the retry is answered once Redis goes on.
     let refused = app.send(&session, &message).await;
     let refused_status = refused.status();
-    let mut retried = app.send(&session, &message).await;
-    for _ in 0..50 {
-        if retried.status() != 503 {
-            break;
-        }
-        // Waiting for Redis to go on, not for an event.
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        retried = app.send(&session, &message).await;
-    }
+    let retried = send_until_redis_answers(&app, &session, &message).await;
     let retried: serde_json::Value = retried.json().await.unwrap();
     let sent_again = app.send(&session, &message).await;
     let sent_again: serde_json::Value = sent_again.json().await.unwrap();
@@ -495,4 +502,22 @@ async fn events_of_kind(app: &TestApp, kind: &str) -> usize {
         .iter()
         .filter(|e| e["type"] == kind)
         .count()
+}
+
+/// Sends `message` as a client that follows `Retry-After` does, until the
+/// node answers otherwise than 503: it waits for the node to reach Redis
+/// again, which no event tells.
+async fn send_until_redis_answers(
+    app: &TestApp,
+    session: &str,
+    message: &serde_json::Value,
+) -> reqwest::Response {
+    for _ in 0..50 {
+        let answer = app.send(session, message).await;
+        if answer.status() != 503 {
+            return answer;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    app.send(session, message).await
 }
