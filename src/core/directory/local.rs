@@ -4,11 +4,12 @@
 //!
 //! It owns, in this process, what a shared directory keeps in its store:
 //! each name taken (without case) until its session's `leave` is in the log,
-//! whether each session is live or ending, and each session's own rate
-//! limit (`--rate-limit`), and the ids of the chat messages each session
-//! sent last, so one sent again is stored once. It has no leases: on one node the node is the
-//! whole truth, so a session ends when the room hears it went idle here
-//! ([`Directory::went_idle`], after `--presence-timeout`), or leaves.
+//! whether each session is live or ending, each session's own rate limit
+//! (`--rate-limit`), and the ids of the chat messages each session sent
+//! last, so that one sent again is stored once. It has no leases: on one
+//! node the node is the whole truth, so a session ends when the room hears
+//! it went idle here ([`Directory::went_idle`], after
+//! `--presence-timeout`), or leaves.
 //!
 //! Every `join` and `leave` takes its place in the log while this table is
 //! locked, so the names a `join` lists are exactly those online at its seq.

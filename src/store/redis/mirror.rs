@@ -556,17 +556,16 @@ impl Mirror {
                     "APPEND answered for another number of events".into(),
                 ));
             }
-            return Ok(reply
+            return reply
                 .into_iter()
                 .map(|(code, text)| match (code, Seq::try_from(code)) {
-                    (_, Ok(seq)) if seq > 0 => Stored::Appended(seq, text),
-                    (-2, _) => match text.parse() {
-                        Ok(seq) => Stored::Repeated(seq),
-                        Err(_) => Stored::Refused("internal".into()),
-                    },
-                    _ => Stored::Refused(text),
+                    (_, Ok(seq)) if seq > 0 => Ok(Stored::Appended(seq, text)),
+                    (-2, _) => text.parse().map(Stored::Repeated).map_err(|_| {
+                        LogError::Storage(format!("APPEND answered a seq that is none: {text:?}"))
+                    }),
+                    _ => Ok(Stored::Refused(text)),
                 })
-                .collect());
+                .collect();
         }
         Err(LogError::Unavailable(
             "the epoch in Redis kept changing".into(),
