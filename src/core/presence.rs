@@ -332,6 +332,17 @@ impl Presence {
         Some(session.name.clone())
     }
 
+    /// Makes a session that [`Presence::begin_end`] marked as ending live
+    /// again, because its `leave` could not be written (the store is
+    /// unreachable): it may leave again, and until then it times out like
+    /// any other session.
+    pub fn cancel_end(&self, id: SessionId) {
+        if let Some(session) = self.shared.lock().sessions.get_mut(&id) {
+            session.ending = false;
+            session.last_seen = Instant::now();
+        }
+    }
+
     /// Removes an ended session and frees its name and its place under its
     /// address's limit.
     pub fn finish_end(&self, id: SessionId) {

@@ -350,7 +350,7 @@ impl Room {
         message: ClientMessage,
     ) -> Result<Seq, ApiError> {
         match message {
-            ClientMessage::Leave => self.end(session).await.ok_or(ApiError::UnknownSession),
+            ClientMessage::Leave => self.leave(session).await,
             message => self.send(session, message).await,
         }
     }
@@ -402,7 +402,7 @@ impl Room {
         let presence = self.presence.clone();
         Box::pin(async move {
             match appended.await {
-                Ok(event) => Ok(event.seq),
+                Ok(seq) => Ok(seq),
                 Err(err) => {
                     match &err {
                         // Ended on another node, or its lease ran out.
@@ -419,23 +419,51 @@ impl Room {
         })
     }
 
-    /// Ends a session: its `leave` goes into the log and its name is freed.
-    /// Returns the seq of the `leave`, or `None` if the session was not live
-    /// (or had already ended on another node).
+    /// Ends a session at its own request (`leave`): its `leave` goes into
+    /// the log and its name is freed, and this returns the leave's seq.
+    /// Refused with `unknown_session` if the session was not live (or had
+    /// already ended on another node), and with `store_unavailable` if the
+    /// store cannot be reached: then the session stays live, so the client
+    /// may leave again, and if it does not, it times out and its leave is
+    /// written then (shared, by whichever node reaps its lease).
+    pub async fn leave(&self, session: SessionId) -> Result<Seq, ApiError> {
+        self.end_session(session)
+            .await?
+            .ok_or(ApiError::UnknownSession)
+    }
+
+    /// Ends a session whose last connection closed, or that the server
+    /// ends: as [`Room::leave`], returning the seq of the `leave`, or `None`
+    /// if the session was not live or its `leave` could not be written now.
     pub async fn end(&self, session: SessionId) -> Option<Seq> {
-        let name = self.presence.begin_end(session)?;
+        self.end_session(session).await.ok().flatten()
+    }
+
+    /// Writes the `leave` of `session` and forgets it here, unless the store
+    /// is unreachable: then the session is live again (see [`Room::leave`]).
+    async fn end_session(&self, session: SessionId) -> Result<Option<Seq>, ApiError> {
+        let Some(name) = self.presence.begin_end(session) else {
+            return Ok(None);
+        };
         let result = self.sessions.directory.leave(session).await;
+        if let Err(ApiError::StoreUnavailable) = result {
+            // Nothing was ended in the store: ending it here too would lose
+            // the leave until its lease ran out, and refuse the client's
+            // retry with `unknown_session`.
+            self.presence.cancel_end(session);
+            tracing::warn!(%name, %session, "could not write a leave; the session stays live");
+            return Err(ApiError::StoreUnavailable);
+        }
         self.presence.finish_end(session);
         match result {
             Ok(Some(event)) => {
                 tracing::debug!(%name, %session, seq = event.seq, "left");
-                Some(event.seq)
+                Ok(Some(event.seq))
             }
-            Ok(None) => None,
+            Ok(None) => Ok(None),
             Err(err) => {
-                // Shared, the lease runs out and the leave is written then.
                 tracing::error!(%err, %name, "could not append a leave");
-                None
+                Err(err)
             }
         }
     }

@@ -24,7 +24,12 @@ pub fn from_config(config: &Config) -> io::Result<Box<dyn LogStore>> {
     // One budget for the node: every room's window counts against its total.
     let budget = config.log_budget();
     Ok(match (&config.redis, &config.data_dir) {
-        (Some(url), _) => Box::new(redis::RedisStore::connect_bounded(url, history, budget)?),
+        (Some(url), _) => Box::new(redis::RedisStore::connect_bounded(
+            url,
+            history,
+            budget,
+            redis::QueueLimits::default(),
+        )?),
         (None, Some(dir)) => Box::new(journal::JournalStore {
             dir: dir.clone(),
             history,

@@ -147,6 +147,8 @@ proptest! {
             let mut left = false;
             let mut spent = 0u32;
             let mut last_seq = room.log().head();
+            // Fewer than 40 messages: every id sent is still remembered.
+            let mut sent_ids = std::collections::HashMap::new();
             for candidate in &candidates {
                 let bytes = serde_json::to_vec(&candidate.to_json()).unwrap();
                 let answer = match parse_client_message(&bytes) {
@@ -171,7 +173,18 @@ proptest! {
                     }
                     (Ok((seq, message)), Ok(())) => {
                         prop_assert!(!left, "accepted after leave");
+                        let id = match &message {
+                            ClientMessage::Message { id: Some(id), .. } if !id.is_empty() => Some(id.clone()),
+                            _ => None,
+                        };
+                        if let Some(first) = id.as_ref().and_then(|id| sent_ids.get(id)) {
+                            prop_assert_eq!(seq, *first, "an id sent again answers its first seq");
+                            continue;
+                        }
                         prop_assert_eq!(seq, last_seq + 1, "one event, the next seq");
+                        if let Some(id) = id {
+                            sent_ids.insert(id, seq);
+                        }
                         last_seq = seq;
                         if message == ClientMessage::Leave {
                             left = true;

@@ -72,6 +72,113 @@ async fn a_node_that_cannot_reach_its_redis_exits_with_a_clear_error() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
+#[tokio::test]
+async fn a_leave_while_redis_is_down_answers_503_and_is_written_once_when_redis_returns() {
+    // Arrange: a Redis that keeps its data across a restart.
+    let dir = tempfile::tempdir().unwrap();
+    let mut redis = RedisServer::start_persistent(dir.path());
+    let app = spawn_app_on(&redis, |_| {}).await;
+    let alice = app.join("alice").await;
+    let session = alice["session"].as_str().unwrap();
+    let leave = json!({"type": "leave"});
+
+    // Act: leave while Redis is down, then again once it is back.
+    redis.kill();
+    let refused = app.send(session, &leave).await;
+    let (refused_status, refused_retry) = (
+        refused.status(),
+        refused.headers().contains_key("retry-after"),
+    );
+    let refused: serde_json::Value = refused.json().await.unwrap();
+    redis.restart();
+    let retried = send_until_redis_answers(&app, session, &leave).await;
+    let retried_status = retried.status();
+    let after = app.send(session, &leave).await;
+
+    // Assert
+    assert_eq!(refused_status, 503);
+    assert!(refused_retry, "Retry-After invites the retry");
+    assert_eq!(refused["code"], "store_unavailable");
+    assert_eq!(
+        retried_status, 200,
+        "the session was kept live for its retry"
+    );
+    assert_eq!(after.status(), 401, "ended once it left");
+    assert_eq!(
+        events_of_kind(&app, "leave").await,
+        1,
+        "the leave is written once"
+    );
+}
+
+#[tokio::test]
+async fn a_websocket_leave_while_redis_is_down_gets_a_store_unavailable_frame_and_the_session_lives_on(
+) {
+    // Arrange
+    let dir = tempfile::tempdir().unwrap();
+    let mut redis = RedisServer::start_persistent(dir.path());
+    let app = spawn_app_on(&redis, |_| {}).await;
+    let (mut socket, welcome) = ws_join(&app, "alice").await;
+    let session = welcome["session"].as_str().unwrap();
+
+    // Act
+    redis.kill();
+    socket.ws_send(&json!({"type": "leave"})).await;
+    let error = socket.control("error").await;
+    redis.restart();
+    let left = send_until_redis_answers(&app, session, &json!({"type": "leave"})).await;
+
+    // Assert
+    assert_eq!(error["code"], "store_unavailable");
+    assert_eq!(left.status(), 200, "the session was still live");
+    assert_eq!(events_of_kind(&app, "leave").await, 1);
+}
+
+#[tokio::test]
+async fn a_message_retried_with_its_id_after_store_unavailable_is_stored_once_under_one_seq() {
+    // Arrange: Redis holds every write for longer than a node waits, then
+    // runs what it held.
+    let redis = RedisServer::start();
+    let app = spawn_app_on(&redis, |_| {}).await;
+    let session = app.join("alice").await["session"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let message = json!({"type": "message", "text": "once", "id": "m1"});
+    assert_eq!(redis.command("CLIENT PAUSE 3000 WRITE"), "+OK");
+
+    // Act: the send times out; the retry is answered once Redis goes on.
+    let refused = app.send(&session, &message).await;
+    let refused_status = refused.status();
+    let retried = send_until_redis_answers(&app, &session, &message).await;
+    let retried: serde_json::Value = retried.json().await.unwrap();
+    let sent_again = app.send(&session, &message).await;
+    let sent_again: serde_json::Value = sent_again.json().await.unwrap();
+    // A later message is read back on this node, so the log holds the rest.
+    app.say(&session, "after").await;
+
+    // Assert
+    assert_eq!(refused_status, 503);
+    let seq = retried["seq"].as_u64().expect("the retry is answered");
+    assert_eq!(
+        sent_again["seq"], seq,
+        "every send of the id answers one seq"
+    );
+    let (_, poll) = app.get_json("/poll?since=0").await;
+    let stored: Vec<u64> = poll["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["id"] == "m1")
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        stored,
+        [seq],
+        "stored once, under the seq every answer gave"
+    );
+}
+
 /// The pushlab binary as a node on `redis`, with no rate limits, and with
 /// more `flags`.
 async fn binary_node(redis: &RedisServer, flags: &[&str]) -> TestApp {
@@ -202,14 +309,7 @@ async fn a_name_online_on_one_node_is_taken_on_the_other_until_it_leaves_there()
     assert_eq!(left.status(), 200, "B ends a session A registered");
     expect_error(after_leave, 401, "unknown_session").await;
     assert_eq!(again.status(), 200);
-    let (_, poll) = a.get_json("/poll?since=0").await;
-    let leaves = poll["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["type"] == "leave")
-        .count();
-    assert_eq!(leaves, 1);
+    assert_eq!(events_of_kind(&a, "leave").await, 1);
 }
 
 #[tokio::test]
@@ -391,4 +491,33 @@ async fn until_redis_holds_a_write(redis: &RedisServer) {
     })
     .await
     .expect("the write reached Redis");
+}
+
+/// How many events of `kind` the log holds, as `app` reads it.
+async fn events_of_kind(app: &TestApp, kind: &str) -> usize {
+    let (_, poll) = app.get_json("/poll?since=0").await;
+    poll["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == kind)
+        .count()
+}
+
+/// Sends `message` as a client that follows `Retry-After` does, until the
+/// node answers otherwise than 503: it waits for the node to reach Redis
+/// again, which no event tells.
+async fn send_until_redis_answers(
+    app: &TestApp,
+    session: &str,
+    message: &serde_json::Value,
+) -> reqwest::Response {
+    for _ in 0..50 {
+        let answer = app.send(session, message).await;
+        if answer.status() != 503 {
+            return answer;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    app.send(session, message).await
 }

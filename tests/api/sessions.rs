@@ -194,3 +194,49 @@ async fn wait_for_leave(app: &TestApp, name: &str) {
     .await
     .unwrap_or_else(|_| panic!("{name} never left"));
 }
+
+/// How many chat messages with `id` the log holds, and their seqs.
+async fn messages_with_id(app: &TestApp, id: &str) -> Vec<u64> {
+    let (_, poll) = app.get_json("/poll?since=0").await;
+    poll["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "message" && e["id"] == id)
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_message_sent_twice_with_the_same_id_is_stored_once_and_both_answers_carry_its_seq() {
+    for journal in [false, true] {
+        // Arrange: in memory, then in a journal.
+        let dir = tempfile::tempdir().unwrap();
+        let app = spawn_app_with(|c| {
+            if journal {
+                c.data_dir = Some(dir.path().to_owned());
+            }
+        })
+        .await;
+        let session = app.join("alice").await["session"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let message = json!({"type": "message", "text": "once", "id": "m1"});
+
+        // Act
+        let first = app.send(&session, &message).await;
+        let first: serde_json::Value = first.json().await.unwrap();
+        let again = app.send(&session, &message).await;
+        let again: serde_json::Value = again.json().await.unwrap();
+
+        // Assert
+        assert_eq!(first["seq"], 2, "journal: {journal}");
+        assert_eq!(again["seq"], first["seq"], "journal: {journal}");
+        assert_eq!(
+            messages_with_id(&app, "m1").await,
+            [2],
+            "journal: {journal}"
+        );
+    }
+}

@@ -4,10 +4,12 @@
 //!
 //! It owns, in this process, what a shared directory keeps in its store:
 //! each name taken (without case) until its session's `leave` is in the log,
-//! whether each session is live or ending, and each session's own rate
-//! limit (`--rate-limit`). It has no leases: on one node the node is the
-//! whole truth, so a session ends when the room hears it went idle here
-//! ([`Directory::went_idle`], after `--presence-timeout`), or leaves.
+//! whether each session is live or ending, each session's own rate limit
+//! (`--rate-limit`), and the ids of the chat messages each session sent
+//! last, so that one sent again is stored once. It has no leases: on one
+//! node the node is the whole truth, so a session ends when the room hears
+//! it went idle here ([`Directory::went_idle`], after
+//! `--presence-timeout`), or leaves.
 //!
 //! Every `join` and `leave` takes its place in the log while this table is
 //! locked, so the names a `join` lists are exactly those online at its seq.
@@ -15,18 +17,22 @@
 //! tells that nobody uses a room any more. It knows nothing of presence,
 //! connections, addresses, the room or the registry.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytestring::ByteString;
-use futures_util::future::BoxFuture;
+use futures_util::future::{BoxFuture, Shared};
+use futures_util::FutureExt;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use super::{Appending, Directory, Joined, Lookup, Reaped, SignalSink, WELCOME_USERS};
+use super::{
+    idempotency_key, Appending, Directory, Joined, Lookup, Reaped, SignalSink, SENT_IDS,
+    SENT_ID_BYTES, WELCOME_USERS,
+};
 use crate::core::error::ApiError;
-use crate::core::log::{Event, EventBody, EventLog, LogError};
+use crate::core::log::{Event, EventBody, EventLog, LogError, Seq};
 use crate::core::names::Name;
 use crate::core::presence::SessionId;
 use crate::core::rate::TokenBucket;
@@ -57,6 +63,66 @@ struct Session {
     ending: bool,
     /// Its own rate limit.
     bucket: TokenBucket,
+    /// The ids of the chat messages it sent last.
+    sent: SentIds,
+}
+
+/// The ids of the chat messages one session sent last, oldest first, with
+/// what became of each: at most [`SENT_IDS`] of them and [`SENT_ID_BYTES`]
+/// of ids.
+#[derive(Default)]
+struct SentIds {
+    ids: VecDeque<(Box<str>, Sent)>,
+    /// The bytes of the ids held.
+    bytes: usize,
+}
+
+/// A chat message's append, shared by every send of its id.
+type Storing = Shared<BoxFuture<'static, Result<Seq, ApiError>>>;
+
+/// What became of a chat message sent with an id.
+#[derive(Clone)]
+enum Sent {
+    /// On its way into the log: a send of the same id waits for it.
+    Storing(Storing),
+    /// Stored as this seq.
+    Stored(Seq),
+}
+
+impl SentIds {
+    fn find(&self, id: &str) -> Option<Sent> {
+        self.ids
+            .iter()
+            .find(|(sent, _)| &**sent == id)
+            .map(|(_, what)| what.clone())
+    }
+
+    /// Remembers `id`, forgetting the oldest past either bound.
+    fn remember(&mut self, id: &str, what: Sent) {
+        self.bytes += id.len();
+        self.ids.push_back((id.into(), what));
+        while self.ids.len() > SENT_IDS || self.bytes > SENT_ID_BYTES {
+            if let Some((old, _)) = self.ids.pop_front() {
+                self.bytes -= old.len();
+            }
+        }
+    }
+
+    /// Records how the append of `id` ended: stored as a seq, or failed,
+    /// when the id is forgotten so that sending it again appends it.
+    fn settle(&mut self, id: &str, result: &Result<Seq, ApiError>) {
+        let Some(at) = self.ids.iter().position(|(sent, _)| &**sent == id) else {
+            return;
+        };
+        match result {
+            Ok(seq) => self.ids[at].1 = Sent::Stored(*seq),
+            Err(_) => {
+                if let Some((old, _)) = self.ids.remove(at) {
+                    self.bytes -= old.len();
+                }
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for LocalDirectory {
@@ -153,6 +219,7 @@ impl Directory for LocalDirectory {
                     ending: false,
                     // Full: a new session may send its burst at once.
                     bucket: TokenBucket::full(f64::INFINITY, Instant::now()),
+                    sent: SentIds::default(),
                 },
             );
             table.live += 1;
@@ -193,19 +260,51 @@ impl Directory for LocalDirectory {
         _lease: Duration,
         rate: u32,
     ) -> Appending {
-        {
-            let mut table = self.table.lock();
-            let Some(entry) = table.sessions.get_mut(&session).filter(|s| !s.ending) else {
-                return Appending::refused(ApiError::UnknownSession);
-            };
+        let mut table = self.table.lock();
+        let Some(entry) = table.sessions.get_mut(&session).filter(|s| !s.ending) else {
+            return Appending::refused(ApiError::UnknownSession);
+        };
+        let Some(id) = idempotency_key(&body).map(str::to_owned) else {
             if !entry.bucket.take(rate, Instant::now()) {
                 return Appending::refused(ApiError::RateLimited);
             }
-        }
-        match self.log() {
-            Ok(log) => Appending::admitted(log.append(name, body)),
-            Err(err) => Appending::refused(err.into()),
-        }
+            drop(table);
+            return match self.log() {
+                Ok(log) => Appending::admitted(log.append(name, body)),
+                Err(err) => Appending::refused(err.into()),
+            };
+        };
+        let storing = match entry.sent.find(&id) {
+            Some(Sent::Stored(seq)) => return Appending::repeated(seq),
+            Some(Sent::Storing(storing)) => storing,
+            None => {
+                if !entry.bucket.take(rate, Instant::now()) {
+                    return Appending::refused(ApiError::RateLimited);
+                }
+                let log = match self.log() {
+                    Ok(log) => log,
+                    Err(err) => return Appending::refused(err.into()),
+                };
+                // Appended while the table is locked, so a second send of
+                // the id finds this one, and waits for it.
+                let storing = log
+                    .append(name, body)
+                    .map(|appended| Ok(appended?.seq))
+                    .boxed()
+                    .shared();
+                entry.sent.remember(&id, Sent::Storing(storing.clone()));
+                storing
+            }
+        };
+        drop(table);
+        let table = self.table.clone();
+        Appending::deciding(Box::pin(async move {
+            let result = storing.await;
+            if let Some(entry) = table.lock().sessions.get_mut(&session) {
+                entry.sent.settle(&id, &result);
+            }
+            result
+        }))
     }
 
     fn leave(
@@ -470,6 +569,77 @@ mod tests {
         assert_eq!(over.unwrap_err().code(), "rate_limited");
         assert!(other.is_ok(), "each session has its own limit");
         assert_eq!(refilled, 5, "half a second at 10 a second");
+    }
+
+    fn say_with_id(id: &str) -> EventBody {
+        EventBody::Message {
+            text: "hi".into(),
+            id: Some(id.into()),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_message_sent_again_with_its_id_is_stored_once_and_answers_its_first_seq() {
+        // Arrange
+        let (log, directory) = room();
+        let (ann, bob) = (SessionId::new_v4(), SessionId::new_v4());
+        directory.join(ann, &name("ann"), LEASE).await.unwrap();
+        directory.join(bob, &name("bob"), LEASE).await.unwrap();
+        let send = |session, id| directory.append(session, name("x"), say_with_id(id), LEASE, 0);
+
+        // Act: twice in a row, twice at once, and the same id from another
+        // session.
+        let first = send(ann, "m1").await.unwrap();
+        let again = send(ann, "m1").await.unwrap();
+        let (once, twice) = (send(ann, "m2"), send(ann, "m2"));
+        let (once, twice) = (once.await.unwrap(), twice.await.unwrap());
+        let other = send(bob, "m1").await.unwrap();
+
+        // Assert
+        assert_eq!(again, first);
+        assert_eq!(twice, once);
+        assert_ne!(other, first, "an id is a key per session");
+        assert_eq!(log.head(), 2 + 3, "two joins, three messages");
+    }
+
+    #[tokio::test]
+    async fn a_session_remembers_only_its_last_sent_ids() {
+        // Arrange
+        let (log, directory) = room();
+        let ann = SessionId::new_v4();
+        directory.join(ann, &name("ann"), LEASE).await.unwrap();
+        let send = |id: &str| directory.append(ann, name("ann"), say_with_id(id), LEASE, 0);
+        let first = send("m0").await.unwrap();
+        for i in 1..=SENT_IDS {
+            send(&format!("m{i}")).await.unwrap();
+        }
+
+        // Act
+        let forgotten = send("m0").await.unwrap();
+        let remembered = send(&format!("m{SENT_IDS}")).await.unwrap();
+
+        // Assert
+        assert!(forgotten > first, "past the window it is a new message");
+        assert_eq!(remembered, first + SENT_IDS as u64);
+        assert_eq!(log.head(), 1 + SENT_IDS as u64 + 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_message_sent_again_spends_none_of_the_rate_limit() {
+        // Arrange: a burst of 2 at 1 a second.
+        let (_log, directory) = room();
+        let ann = SessionId::new_v4();
+        directory.join(ann, &name("ann"), LEASE).await.unwrap();
+        let send = |id: &str| directory.append(ann, name("ann"), say_with_id(id), LEASE, 1);
+        send("a").await.unwrap();
+
+        // Act
+        let retries: Vec<_> = futures_util::future::join_all((0..5).map(|_| send("a"))).await;
+        let new = send("b").await;
+
+        // Assert
+        assert!(retries.iter().all(Result::is_ok));
+        assert!(new.is_ok(), "the burst's second token is left");
     }
 
     #[tokio::test]

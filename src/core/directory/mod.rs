@@ -30,7 +30,7 @@ use bytestring::ByteString;
 use futures_util::future::BoxFuture;
 
 use crate::core::error::ApiError;
-use crate::core::log::{Event, EventBody, LogError};
+use crate::core::log::{Event, EventBody, LogError, Seq};
 use crate::core::names::{Name, RoomName};
 use crate::core::presence::SessionId;
 
@@ -38,6 +38,25 @@ use crate::core::presence::SessionId;
 /// small; `online` says how many there are in all, and the rest show up as
 /// they move or speak.
 pub const WELCOME_USERS: usize = 200;
+
+/// How many of a session's last chat message ids its directory remembers,
+/// with the seq each was stored under: a message sent again with one of
+/// them is not stored again (see [`Directory::append`]).
+pub const SENT_IDS: usize = 64;
+
+/// The most bytes of ids remembered per session: the oldest go first past
+/// it, or past [`SENT_IDS`]. An id is at most 64 characters, so the last 64
+/// ids fit unless they are long and not ASCII.
+pub const SENT_ID_BYTES: usize = 4 * 1024;
+
+/// The idempotency key of an event: the `id` of a chat message, if it has
+/// a non-empty one.
+pub fn idempotency_key(body: &EventBody) -> Option<&str> {
+    match body {
+        EventBody::Message { id: Some(id), .. } if !id.is_empty() => Some(id),
+        _ => None,
+    }
+}
 
 /// A session the directory admitted: its `join`, and who was online.
 #[derive(Debug, Clone)]
@@ -88,6 +107,13 @@ pub trait Directory: Send + Sync + 'static {
     /// [`crate::core::log::EventLog::append`], the event's place in line is
     /// taken when this is called. This is every message's path: see
     /// [`Appending`] for why it is no boxed future.
+    ///
+    /// A chat message whose [`idempotency_key`] the session already sent,
+    /// among its last [`SENT_IDS`] (and [`SENT_ID_BYTES`]), is not appended
+    /// again: it answers with the seq of the first, once that is stored,
+    /// and spends nothing of the rate limit. So a client may send a message
+    /// again after `store_unavailable` (which cannot tell whether it was
+    /// stored) and it is stored once.
     fn append(
         &self,
         session: SessionId,
@@ -160,7 +186,7 @@ pub struct Reaped {
 }
 
 /// An event on its way into a room's log through its [`Directory`]: the
-/// `Future` of [`Directory::append`]. It is a type of its own, not a boxed
+/// `Future` of [`Directory::append`], which resolves to its seq. It is a type of its own, not a boxed
 /// future, so that a directory that admits the event at once (on one node)
 /// hands over the log's own append as it is, and sending costs no more
 /// allocations than appending.
@@ -168,18 +194,24 @@ pub struct Reaped {
 pub struct Appending(Stage);
 
 enum Stage {
-    /// Refused before it reached the log; taken when first polled.
-    Refused(Option<ApiError>),
+    /// Answered before it reached the log (refused, or sent before);
+    /// taken when first polled.
+    Answered(Option<Result<Seq, ApiError>>),
     /// Admitted, and on its way into the log.
     Admitted(BoxFuture<'static, Result<Arc<Event>, LogError>>),
     /// Admitted or refused where it is stored, as one step.
-    Deciding(BoxFuture<'static, Result<Arc<Event>, ApiError>>),
+    Deciding(BoxFuture<'static, Result<Seq, ApiError>>),
 }
 
 impl Appending {
     /// An event refused with `err`.
     pub fn refused(err: ApiError) -> Self {
-        Appending(Stage::Refused(Some(err)))
+        Appending(Stage::Answered(Some(Err(err))))
+    }
+
+    /// A chat message sent before and stored as `seq`: not appended again.
+    pub fn repeated(seq: Seq) -> Self {
+        Appending(Stage::Answered(Some(Ok(seq))))
     }
 
     /// An event admitted by the directory, being appended to the log.
@@ -188,20 +220,22 @@ impl Appending {
     }
 
     /// An event that the store admits or refuses where it stores it.
-    pub fn deciding(append: BoxFuture<'static, Result<Arc<Event>, ApiError>>) -> Self {
+    pub fn deciding(append: BoxFuture<'static, Result<Seq, ApiError>>) -> Self {
         Appending(Stage::Deciding(append))
     }
 }
 
 impl Future for Appending {
-    type Output = Result<Arc<Event>, ApiError>;
+    type Output = Result<Seq, ApiError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match &mut self.0 {
             // Polled again after it answered, it answers as a fused future
             // would not: with an internal error rather than a panic.
-            Stage::Refused(err) => Poll::Ready(Err(err.take().unwrap_or(ApiError::Internal))),
-            Stage::Admitted(append) => append.as_mut().poll(cx).map_err(ApiError::from),
+            Stage::Answered(answer) => {
+                Poll::Ready(answer.take().unwrap_or(Err(ApiError::Internal)))
+            }
+            Stage::Admitted(append) => append.as_mut().poll(cx).map(|appended| Ok(appended?.seq)),
             Stage::Deciding(append) => append.as_mut().poll(cx),
         }
     }

@@ -20,7 +20,7 @@ use crate::core::error::ApiError;
 use crate::core::log::{now_millis, Event, EventBody, LogError};
 use crate::core::names::{Name, RoomName};
 use crate::core::presence::SessionId;
-use crate::store::redis::mirror::{Mirror, Written};
+use crate::store::redis::mirror::{Answer, Mirror, Written};
 use crate::store::redis::{millis, StoreShared, SIGNALS};
 
 /// The sessions of one room, in Redis beside its log: see [`Directory`]
@@ -110,9 +110,10 @@ impl Directory for RedisDirectory {
         let appended = self.mirror.append(Some((session, lease, rate)), name, body);
         Appending::deciding(Box::pin(async move {
             match appended.await? {
-                Ok(event) => Ok(event),
-                Err(code) if code == "rate_limited" => Err(ApiError::RateLimited),
-                Err(_) => Err(ApiError::UnknownSession),
+                Answer::Stored(event) => Ok(event.seq),
+                Answer::Repeated(seq) => Ok(seq),
+                Answer::Refused(code) if code == "rate_limited" => Err(ApiError::RateLimited),
+                Answer::Refused(_) => Err(ApiError::UnknownSession),
             }
         }))
     }
@@ -222,6 +223,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::directory::SENT_IDS;
     use crate::core::log_store::LogStore;
     use crate::store::redis::scripts::Keys;
     use crate::store::redis::testing::{events_of, lobby_shared, name, say, LEASE};
@@ -328,6 +330,69 @@ mod tests {
         assert_eq!(on_b.renew(vec![gone], short).await.unwrap(), [gone]);
         assert_eq!(on_b.lookup(kept).await.unwrap(), Lookup::Live(name("kept")));
         assert_eq!(on_b.lookup(gone).await.unwrap(), Lookup::Unknown);
+    }
+
+    fn say_with_id(id: &str) -> EventBody {
+        EventBody::Message {
+            text: "hi".into(),
+            id: Some(id.into()),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_message_sent_again_with_its_id_on_any_node_is_stored_once_and_answers_its_first_seq()
+    {
+        // Arrange
+        let redis = RedisServer::start();
+        let (a, b) = (
+            RedisStore::connect(&redis.url(), 100).unwrap(),
+            RedisStore::connect(&redis.url(), 100).unwrap(),
+        );
+        let ((log, on_a), (_, on_b)) = (lobby_shared(&a), lobby_shared(&b));
+        let ann = SessionId::new_v4();
+        on_a.join(ann, &name("ann"), LEASE).await.unwrap();
+        let send = |node: &Arc<dyn Directory>, id| {
+            node.append(ann, name("ann"), say_with_id(id), LEASE, 1)
+        };
+
+        // Act: again on the other node, and twice at once; at 1 a second,
+        // so a retry that spent the rate would be refused.
+        let first = send(&on_a, "m1").await.unwrap();
+        let again = send(&on_b, "m1").await.unwrap();
+        let (once, twice) = (send(&on_a, "m2"), send(&on_a, "m2"));
+        let (once, twice) = (once.await.unwrap(), twice.await.unwrap());
+
+        // Assert
+        assert_eq!(again, first);
+        assert_eq!(twice, once);
+        assert_eq!(events_of(&log, once, "message").await.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_session_s_sent_ids_in_redis_are_bounded_and_go_with_its_leave() {
+        // Arrange
+        let redis = RedisServer::start();
+        let store = RedisStore::connect(&redis.url(), 1000).unwrap();
+        let (_log, directory) = lobby_shared(&store);
+        let ann = SessionId::new_v4();
+        directory.join(ann, &name("ann"), LEASE).await.unwrap();
+        let send = |id: &str| directory.append(ann, name("ann"), say_with_id(id), LEASE, 0);
+        let sent = Keys::of(&RoomName::lobby()).sent;
+        let first = send("id-0").await.unwrap();
+
+        // Act
+        for i in 1..=2 * SENT_IDS {
+            send(&format!("id-{i}")).await.unwrap();
+        }
+        let held = redis.command(&format!("HSTRLEN {sent} {ann}"));
+        let forgotten = send("id-0").await.unwrap();
+        directory.leave(ann).await.unwrap();
+
+        // Assert: at most SENT_IDS pairs of a short id and a seq.
+        let held: usize = held[1..].parse().unwrap();
+        assert!(held > 0 && held <= SENT_IDS * 20, "{held} bytes");
+        assert!(forgotten > first, "past the window it is a new message");
+        assert_eq!(redis.command(&format!("HEXISTS {sent} {ann}")), ":0");
     }
 
     #[tokio::test]

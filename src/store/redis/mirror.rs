@@ -8,7 +8,7 @@
 //! directory's, and it knows nothing of rooms, presence or HTTP.
 
 use std::io;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -21,6 +21,7 @@ use redis::{AsyncConnectionConfig, Script};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use crate::core::directory::{idempotency_key, SENT_IDS, SENT_ID_BYTES};
 use crate::core::log::{
     now_millis, Batch, Epoch, Event, EventBody, EventLog, LogError, MemoryLog, Seq, MAX_BATCH,
     RECENT_MESSAGES,
@@ -29,7 +30,8 @@ use crate::core::names::{Name, RoomName};
 use crate::core::presence::SessionId;
 use crate::store::redis::scripts::Keys;
 use crate::store::redis::{
-    millis, unreachable_redis, StoreShared, CONNECT_TIMEOUT, OPEN_TIMEOUT, REDIS_TIMEOUT, RETRY,
+    millis, unreachable_redis, RedisStats, StoreShared, CONNECT_TIMEOUT, OPEN_TIMEOUT,
+    REDIS_TIMEOUT, RETRY,
 };
 
 /// How long a mirror's `XREAD` blocks before it checks the epoch, in ms.
@@ -60,8 +62,14 @@ pub(super) struct Mirror {
     /// epoch in Redis).
     reload: Notify,
     /// Appends waiting for the room's writer task, in the order they were
-    /// made.
+    /// made. Unbounded as a channel: what it holds is bounded in bytes by
+    /// `queued` (see [`Held`]).
     appends: mpsc::UnboundedSender<Queued>,
+    /// Bytes of appends the room's writer holds now, queued or being
+    /// written: at most [`QueueLimits::room_bytes`].
+    ///
+    /// [`QueueLimits::room_bytes`]: super::QueueLimits::room_bytes
+    queued: Arc<AtomicUsize>,
 }
 
 /// One append, queued for the room's writer.
@@ -71,15 +79,93 @@ struct Queued {
     message: bool,
     /// The session it is from, with its lease and rate limit, if any.
     from: Option<(SessionId, Duration, u32)>,
+    /// Its idempotency key (a chat message's `id`), or empty.
+    key: String,
     /// Where the writer answers.
     done: oneshot::Sender<Result<Stored, LogError>>,
+    /// Its bytes of the room's and the node's bounds, until it is answered.
+    held: Held,
 }
 
-/// What [`APPEND`] did with one event: stored it as `(seq, json)`, or
-/// refused its session with a code.
+impl Queued {
+    /// Gives back its bytes, then answers: whoever hears the answer finds
+    /// them given back.
+    fn answer(self, answer: Result<Stored, LogError>) {
+        let Queued { done, held, .. } = self;
+        drop(held);
+        let _ = done.send(answer);
+    }
+}
+
+/// The bytes one append holds of its room's queue bound and its node's,
+/// taken when it is queued and given back when it is dropped: once the
+/// writer has answered it, or with the queue.
+struct Held {
+    bytes: usize,
+    room: Arc<AtomicUsize>,
+    node: Arc<RedisStats>,
+}
+
+impl Held {
+    /// Takes `bytes` of the room's and the node's bounds, or nothing if
+    /// either would pass its limit.
+    fn take(mirror: &Mirror, bytes: usize) -> Option<Held> {
+        let limits = mirror.store.queue_limits;
+        let node = &mirror.store.stats;
+        if !take_bytes(&mirror.queued, bytes, limits.room_bytes) {
+            return None;
+        }
+        if !take_bytes(&node.queued_bytes, bytes, limits.node_bytes) {
+            mirror.queued.fetch_sub(bytes, Ordering::AcqRel);
+            return None;
+        }
+        Some(Held {
+            bytes,
+            room: mirror.queued.clone(),
+            node: node.clone(),
+        })
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.room.fetch_sub(self.bytes, Ordering::AcqRel);
+        self.node
+            .queued_bytes
+            .fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+/// Adds `bytes` to `held` if that stays within `limit`.
+fn take_bytes(held: &AtomicUsize, bytes: usize, limit: usize) -> bool {
+    held.fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+        now.checked_add(bytes).filter(|&then| then <= limit)
+    })
+    .is_ok()
+}
+
+/// What [`APPEND`] did with one event.
 ///
 /// [`APPEND`]: super::scripts::APPEND
-type Stored = Result<(Seq, String), String>;
+enum Stored {
+    /// Stored it as this seq and JSON.
+    Appended(Seq, String),
+    /// Its session sent its idempotency key before, stored as this seq.
+    Repeated(Seq),
+    /// Refused its session with this code.
+    Refused(String),
+}
+
+/// What became of an append made through the room's writer.
+pub(super) enum Answer {
+    /// Stored as this event.
+    Stored(Arc<Event>),
+    /// Sent before by its session, with the same `id`, and stored then as
+    /// this seq: not stored again.
+    Repeated(Seq),
+    /// Refused, its session with this code.
+    Refused(String),
+}
 
 /// The most appends one [`APPEND`] call takes: more wait for the next.
 ///
@@ -98,6 +184,7 @@ impl RedisLog {
             head,
             reload: Notify::new(),
             appends,
+            queued: Arc::default(),
             store: store.clone(),
         });
         let stop = CancellationToken::new();
@@ -356,33 +443,49 @@ impl Mirror {
 
     /// Appends an event through the room's writer; from a session, checked
     /// against its lease and its rate limit (`(session, lease, rate)`),
-    /// which may refuse it with a code. The append is queued when this is
-    /// called, so appends called one after another are stored in that
-    /// order, however their futures are awaited.
+    /// which may refuse it with a code, and against the idempotency keys it
+    /// sent last. The append is queued when this is called, so appends
+    /// called one after another are stored in that order, however their
+    /// futures are awaited.
     pub(super) fn append(
         self: &Arc<Self>,
         from: Option<(SessionId, Duration, u32)>,
         name: Name,
         body: EventBody,
-    ) -> BoxFuture<'static, Result<Result<Arc<Event>, String>, LogError>> {
+    ) -> BoxFuture<'static, Result<Answer, LogError>> {
         let message = matches!(body, EventBody::Message { .. });
+        let key = match from {
+            Some(_) => idempotency_key(&body).unwrap_or_default().to_owned(),
+            None => String::new(),
+        };
         // The script puts the seq in place of this 0.
         let json = Event::new(0, now_millis(), name, body).json().to_owned();
+        let bytes = json.len() + key.len() + std::mem::size_of::<Queued>();
+        let Some(held) = Held::take(self, bytes) else {
+            // Redis is slow or gone and the writer holds its fill: refused
+            // now, never buffered.
+            return Box::pin(std::future::ready(Err(LogError::Unavailable(
+                "the room's queue to Redis is full".into(),
+            ))));
+        };
         let (done, stored) = oneshot::channel();
         let queued = self.appends.send(Queued {
             json,
             message,
             from,
+            key,
             done,
+            held,
         });
         let mirror = self.clone();
         Box::pin(async move {
             let stopped = || LogError::Unavailable("the Redis store has stopped".into());
             queued.map_err(|_| stopped())?;
-            match stored.await.map_err(|_| stopped())?? {
-                Ok((seq, json)) => Ok(Ok(mirror.settled(seq, &json).await)),
-                Err(code) => Ok(Err(code)),
-            }
+            Ok(match stored.await.map_err(|_| stopped())?? {
+                Stored::Appended(seq, json) => Answer::Stored(mirror.settled(seq, &json).await),
+                Stored::Repeated(seq) => Answer::Repeated(seq),
+                Stored::Refused(code) => Answer::Refused(code),
+            })
         })
     }
 
@@ -400,7 +503,8 @@ impl Mirror {
             let Some(mirror) = mirror.upgrade() else {
                 return;
             };
-            let mut args = Vec::with_capacity(group.len() * 5);
+            let mut args = Vec::with_capacity(2 + group.len() * 6);
+            args.extend([SENT_IDS.to_string(), SENT_ID_BYTES.to_string()]);
             for queued in &mut group {
                 let (session, lease, rate) = match queued.from {
                     Some((session, lease, rate)) => (session.to_string(), millis(lease), rate),
@@ -413,19 +517,20 @@ impl Mirror {
                     session,
                     lease.to_string(),
                     rate.to_string(),
+                    std::mem::take(&mut queued.key),
                 ]);
             }
-            match mirror.write_group(&args).await {
+            match mirror.write_group(&args, group.len()).await {
                 Ok(replies) => {
                     for (queued, reply) in group.drain(..).zip(replies) {
-                        let _ = queued.done.send(Ok(reply));
+                        queued.answer(Ok(reply));
                     }
                 }
                 Err(err) => {
                     let unavailable = matches!(err, LogError::Unavailable(_));
                     for queued in group.drain(..) {
                         let err = err.to_string();
-                        let _ = queued.done.send(Err(if unavailable {
+                        queued.answer(Err(if unavailable {
                             LogError::Unavailable(err)
                         } else {
                             LogError::Storage(err)
@@ -436,30 +541,33 @@ impl Mirror {
         }
     }
 
-    /// Runs [`APPEND`] on a group's `args`, once more after a snapshot if
-    /// Redis has another epoch than the window. Returns, for each append,
-    /// the seq and JSON stored or the code its session was refused with.
+    /// Runs [`APPEND`] on the `args` of a group of `count` appends, once
+    /// more after a snapshot if Redis has another epoch than the window.
+    /// Returns what it did with each append.
     ///
     /// [`APPEND`]: super::scripts::APPEND
-    async fn write_group(&self, args: &[String]) -> Result<Vec<Stored>, LogError> {
+    async fn write_group(&self, args: &[String], count: usize) -> Result<Vec<Stored>, LogError> {
         for _ in 0..2 {
             let reply: Vec<(i64, String)> = self.call(&self.store.scripts.append, args).await?;
             if let [(0, epoch)] = reply.as_slice() {
                 self.epoch_changed(epoch).await;
                 continue;
             }
-            if reply.len() * 5 != args.len() {
+            if reply.len() != count {
                 return Err(LogError::Storage(
                     "APPEND answered for another number of events".into(),
                 ));
             }
-            return Ok(reply
+            return reply
                 .into_iter()
-                .map(|(code, text)| match Seq::try_from(code) {
-                    Ok(seq) if seq > 0 => Ok((seq, text)),
-                    _ => Err(text),
+                .map(|(code, text)| match (code, Seq::try_from(code)) {
+                    (_, Ok(seq)) if seq > 0 => Ok(Stored::Appended(seq, text)),
+                    (-2, _) => text.parse().map(Stored::Repeated).map_err(|_| {
+                        LogError::Storage(format!("APPEND answered a seq that is none: {text:?}"))
+                    }),
+                    _ => Ok(Stored::Refused(text)),
                 })
-                .collect());
+                .collect();
         }
         Err(LogError::Unavailable(
             "the epoch in Redis kept changing".into(),
@@ -605,8 +713,12 @@ impl EventLog for RedisLog {
         let appended = self.mirror.append(None, name, body);
         Box::pin(async move {
             match appended.await? {
-                Ok(event) => Ok(event),
-                Err(code) => Err(LogError::Storage(format!(
+                Answer::Stored(event) => Ok(event),
+                // Only a session's appends are checked for keys sent before.
+                Answer::Repeated(seq) => Err(LogError::Storage(format!(
+                    "an append from no session was taken as sent before, as {seq}"
+                ))),
+                Answer::Refused(code) => Err(LogError::Storage(format!(
                     "an append from no session was refused: {code}"
                 ))),
             }
@@ -638,9 +750,11 @@ impl EventLog for RedisLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::error::ApiError;
     use crate::core::log::{Cursor, Reader};
     use crate::store::redis::testing::{lobby, lobby_shared, name, say, until_head, LEASE};
-    use crate::store::redis::RedisStore;
+    use crate::store::redis::{QueueLimits, RedisStore};
+    use futures_util::FutureExt;
     use pushlab_testkit::RedisServer;
 
     #[tokio::test]
@@ -798,13 +912,92 @@ mod tests {
         assert_eq!(read.events.last().map(|e| e.seq), Some(appended.seq));
     }
 
+    /// Makes appends of about 2 KB to `log` while Redis holds every write,
+    /// `count` of them: those taken (still waiting), and how many were
+    /// refused at once, each with `store_unavailable`.
+    fn fill(log: &RedisLog, count: usize) -> (Vec<AppendingEvent>, usize) {
+        let text = "x".repeat(2_000);
+        let (mut taken, mut refused) = (Vec::new(), 0);
+        for _ in 0..count {
+            let mut append = log.append(name("ann"), say(&text));
+            match (&mut append).now_or_never() {
+                None => taken.push(append),
+                Some(Err(err)) => {
+                    assert_eq!(ApiError::from(err).code(), "store_unavailable");
+                    refused += 1;
+                }
+                Some(Ok(event)) => panic!("stored while Redis holds writes: {}", event.seq),
+            }
+        }
+        (taken, refused)
+    }
+
+    type AppendingEvent = BoxFuture<'static, Result<Arc<Event>, LogError>>;
+
+    #[tokio::test]
+    async fn appends_past_a_room_s_or_the_node_s_queue_bytes_are_refused_at_once_while_redis_stalls(
+    ) {
+        // Arrange: small bounds, two rooms, and a Redis that holds every
+        // write for a second.
+        let redis = RedisServer::start();
+        let limits = QueueLimits {
+            room_bytes: 64 * 1024,
+            node_bytes: 96 * 1024,
+        };
+        let store = RedisStore::connect_bounded(
+            &redis.url(),
+            1000,
+            crate::core::log::LogBudget::unlimited(),
+            limits,
+        )
+        .unwrap();
+        let room = |n: &str| RedisLog::open(store.shared.clone(), &RoomName::parse(n).unwrap());
+        let (first, second) = (room("first").unwrap(), room("second").unwrap());
+        assert_eq!(redis.command("CLIENT PAUSE 1000 WRITE"), "+OK");
+
+        // Act: far more than either bound, into one room and then the other.
+        let (taken_first, refused_first) = fill(&first, 200);
+        let (taken_second, refused_second) = fill(&second, 200);
+        let held = (
+            first.mirror.queued.load(Ordering::Acquire),
+            second.mirror.queued.load(Ordering::Acquire),
+            store.shared.stats.queued_bytes.load(Ordering::Acquire),
+        );
+        let stored = futures_util::future::join_all(taken_first.into_iter().chain(taken_second))
+            .await
+            .into_iter()
+            .filter(Result::is_ok)
+            .count();
+
+        // Assert: each room held at most its bound, the node at most its
+        // own, the rest was refused, and all that was taken is stored.
+        assert!(held.0 <= limits.room_bytes, "{held:?}");
+        assert!(
+            held.0 > limits.room_bytes - 4 * 1024,
+            "the room's bound filled: {held:?}"
+        );
+        assert!(held.2 <= limits.node_bytes, "{held:?}");
+        assert_eq!(held.0 + held.1, held.2, "the node counts every room");
+        assert!(
+            held.1 < limits.room_bytes / 2 + 4 * 1024,
+            "the node's bound came first: {held:?}"
+        );
+        assert_eq!(refused_first + refused_second + stored, 400);
+        assert!(refused_first > 100 && refused_second > 150);
+        assert_eq!(
+            store.shared.stats.queued_bytes.load(Ordering::Acquire),
+            0,
+            "all given back"
+        );
+    }
+
     #[tokio::test]
     async fn appends_are_stored_in_the_order_they_were_made_and_queued_ones_go_in_one_call() {
         // Arrange: Redis holds every write for a second, so the appends
         // made meanwhile queue behind the first.
         let redis = RedisServer::start();
         let store = RedisStore::connect(&redis.url(), 1000).unwrap();
-        let (_log, directory) = lobby_shared(&store);
+        let (log, directory) = lobby_shared(&store);
         let session = SessionId::new_v4();
         directory.join(session, &name("ann"), LEASE).await.unwrap();
         let calls_before = store.shared.stats.calls.load(Ordering::Relaxed);
@@ -814,15 +1007,18 @@ mod tests {
         let appends: Vec<_> = (0..50)
             .map(|i| directory.append(session, name("ann"), say(&format!("m{i}")), LEASE, 0))
             .collect();
-        let mut events = futures_util::future::join_all(appends.into_iter().rev()).await;
-        events.reverse();
+        let mut seqs = futures_util::future::join_all(appends.into_iter().rev()).await;
+        seqs.reverse();
 
         // Assert: dense seqs in the order made, and at most two calls: the
         // first append, and every one queued behind it.
-        let events: Vec<Arc<Event>> = events.into_iter().map(Result::unwrap).collect();
-        let first = events[0].seq;
+        let seqs: Vec<Seq> = seqs.into_iter().map(Result::unwrap).collect();
+        let first = seqs[0];
+        let events = log.read_since(first - 1, None).events;
+        assert_eq!(events.len(), 50);
         for (i, event) in events.iter().enumerate() {
-            assert_eq!(event.seq, first + i as Seq);
+            assert_eq!(seqs[i], first + i as Seq);
+            assert_eq!(event.seq, seqs[i]);
             assert!(
                 event.json().contains(&format!("\"m{i}\"")),
                 "{}",

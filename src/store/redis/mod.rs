@@ -24,6 +24,7 @@
 //! | `pushlab:room:{NAME}:sessions` | hash | session → name |
 //! | `pushlab:room:{NAME}:leases` | sorted set | session, scored by the end of its lease (ms, Redis's clock) |
 //! | `pushlab:room:{NAME}:buckets` | hash | session → its rate limit's `tokens since` |
+//! | `pushlab:room:{NAME}:sent` | hash | session → the idempotency keys (`id`s) of its last [`SENT_IDS`] chat messages with their seqs, a JSON array `[id, seq, …]` |
 //!
 //! and `pushlab:session-rooms` (hash: session → room) for every room. Each
 //! reap extends a room's keys to [`ROOM_KEPT_FOR`]: a closed room's stream
@@ -44,7 +45,9 @@
 //!
 //! One Lua script ([`APPEND`]) checks the epoch, increments the seq, adds
 //! the event to the stream and keeps the chat history, in one atomic step:
-//! seqs stay dense and gap-free whichever node appends. Each room has one
+//! seqs stay dense and gap-free whichever node appends. A chat message whose
+//! `id` its session sent before is not appended again: the script answers
+//! with the seq it was stored as, whichever node stored it. Each room has one
 //! writer task per node, and an append joins its queue when it is made: the
 //! writer sends everything queued while its last call ran as one call, so a
 //! busy room costs a round trip to Redis per group, not per event, and a
@@ -54,6 +57,12 @@
 //! hold the event, so a client reads its own writes on the node it wrote to.
 //! When Redis cannot be reached, an append fails with
 //! [`LogError::Unavailable`], which clients see as 503 `store_unavailable`.
+//!
+//! What a room's writer holds (queued, or in the call under way) is bounded
+//! in bytes, per room and for the node ([`QueueLimits`]): while Redis is
+//! slow or stopped, an append past either bound is refused at once with
+//! [`LogError::Unavailable`], never buffered, so a stalled Redis costs the
+//! node at most [`NODE_QUEUE_BYTES`] of appends, however many clients send.
 //!
 //! # Reads
 //!
@@ -107,6 +116,7 @@
 //! [`SIGNAL`]: scripts::SIGNAL
 //! [`SNAPSHOT`]: scripts::SNAPSHOT
 //! [`RECENT_MESSAGES`]: crate::core::log::RECENT_MESSAGES
+//! [`SENT_IDS`]: crate::core::directory::SENT_IDS
 //! [`ROOM_KEPT_FOR`]: directory::ROOM_KEPT_FOR
 //! [`EventLog`]: crate::core::log::EventLog
 //! [`MemoryLog`]: crate::core::log::MemoryLog
@@ -148,6 +158,33 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(3);
 /// The pause before a mirror tries Redis again after a failure.
 const RETRY: Duration = Duration::from_millis(200);
 
+/// The most bytes of appends one room's writer holds on a node, queued or
+/// being written: 4 MiB, some 2,000 of the largest chat messages.
+pub const ROOM_QUEUE_BYTES: usize = 4 * 1024 * 1024;
+/// The most bytes of appends every room's writer on a node holds together:
+/// 64 MiB.
+pub const NODE_QUEUE_BYTES: usize = 64 * 1024 * 1024;
+
+/// How many bytes of appends the writers may hold while Redis has not
+/// stored them (see "Appends" in the module docs). An append counts its
+/// event's JSON and its place in the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueLimits {
+    /// Per room, in bytes.
+    pub room_bytes: usize,
+    /// For every room of the node together, in bytes.
+    pub node_bytes: usize,
+}
+
+impl Default for QueueLimits {
+    fn default() -> Self {
+        QueueLimits {
+            room_bytes: ROOM_QUEUE_BYTES,
+            node_bytes: NODE_QUEUE_BYTES,
+        }
+    }
+}
+
 /// Every room's log in one Redis. See the module docs.
 pub struct RedisStore {
     shared: Arc<StoreShared>,
@@ -173,21 +210,28 @@ struct StoreShared {
     stats: Arc<RedisStats>,
     /// Where each open room takes the WebRTC signals other nodes relay.
     signal_sinks: SignalSinks,
+    /// How many bytes of appends the writers may hold.
+    queue_limits: QueueLimits,
 }
 
 impl RedisStore {
     /// Connects to the Redis at `url` (`redis://HOST:PORT/DB`), with no
-    /// bound in bytes, as the tests that are not about bytes do. Fails if it
-    /// cannot be reached now.
+    /// bound in bytes on the logs and the default [`QueueLimits`], as the
+    /// tests that are not about bytes do. Fails if it cannot be reached now.
     #[cfg(test)]
     pub fn connect(url: &str, history: usize) -> io::Result<RedisStore> {
-        Self::connect_bounded(url, history, LogBudget::unlimited())
+        Self::connect_bounded(url, history, LogBudget::unlimited(), QueueLimits::default())
     }
 
     /// Connects to the Redis at `url`, each room's log keeping at most
-    /// `history` events and `budget`'s bytes. Fails if it cannot be reached
-    /// now.
-    pub fn connect_bounded(url: &str, history: usize, budget: LogBudget) -> io::Result<RedisStore> {
+    /// `history` events and `budget`'s bytes, and the writers' queues
+    /// bounded by `queue_limits`. Fails if it cannot be reached now.
+    pub fn connect_bounded(
+        url: &str,
+        history: usize,
+        budget: LogBudget,
+        queue_limits: QueueLimits,
+    ) -> io::Result<RedisStore> {
         let client = Client::open(url).map_err(|err| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -236,6 +280,7 @@ impl RedisStore {
                 scripts: Scripts::load(),
                 stats: Arc::default(),
                 signal_sinks,
+                queue_limits,
             }),
             runtime: Some(runtime),
         })

@@ -12,9 +12,10 @@ use crate::core::names::RoomName;
 /// What every script of a room begins with: its keys, and the steps they
 /// share. Keys: 1 epoch, 2 seq, 3 stream, 4 messages, 5 names, 6 sessions,
 /// 7 leases, 8 buckets, 9 the index of every session's room, 10 the
-/// stream's bytes. Arguments: 1 the epoch the node reads under, 2 a new
-/// epoch to set if Redis has none, 3 the stream's limits, `<--history>
-/// <--room-bytes>`; each script's own come after.
+/// stream's bytes, 11 the ids each session sent last. Arguments: 1 the
+/// epoch the node reads under, 2 a new epoch to set if Redis has none, 3
+/// the stream's limits, `<--history> <--room-bytes>`; each script's own
+/// come after.
 ///
 /// `append` trims the stream as it adds: the oldest entries go until it
 /// holds at most `--history` events and `--room-bytes` of JSON, the newest
@@ -88,6 +89,7 @@ local function leave(id, now)
   redis.call('HDEL', KEYS[6], id)
   redis.call('HDEL', KEYS[8], id)
   redis.call('HDEL', KEYS[9], id)
+  redis.call('HDEL', KEYS[11], id)
   if not name then
     return false
   end
@@ -111,25 +113,69 @@ end
     };
 }
 
-/// Appends a group of events, in order. Arguments after the prelude's, five
-/// for each event: its JSON with `"seq":0`, `1` for a chat message, the
-/// session it is from (or empty), that session's lease in ms, and its rate
-/// limit per second (0 for none). Returns `{code, text}` for each event in
-/// turn: `{seq, json}` when stored, `{-1, code}` when its session is
-/// refused; or `{0, epoch}` alone, appending nothing, when the epoch is not
-/// the node's.
+/// Appends a group of events, in order. Arguments after the prelude's: 4
+/// how many ids each session's entry in `sent` keeps ([`SENT_IDS`]), 5 how
+/// many bytes of ids ([`SENT_ID_BYTES`]); then six for each event: its JSON
+/// with `"seq":0`, `1` for a chat message, the session it is from (or
+/// empty), that session's lease in ms, its rate limit per second (0 for
+/// none), and the message's idempotency key (or empty). Returns `{code,
+/// text}` for each event in turn: `{seq, json}` when stored, `{-2, seq}`
+/// when its session sent its key before and it was stored as that seq (it
+/// is not stored again, and spends no rate), `{-1, code}` when its session
+/// is refused; or `{0, epoch}` alone, appending nothing, when the epoch is
+/// not the node's.
+///
+/// A session's keys are one field of `sent`, a JSON array `[key, seq, key,
+/// seq, ...]`, oldest first, which goes with the session's leave.
+///
+/// [`SENT_IDS`]: crate::core::directory::SENT_IDS
+/// [`SENT_ID_BYTES`]: crate::core::directory::SENT_ID_BYTES
 pub const APPEND: &str = concat!(
     prelude!(),
     epoch_guard!(),
     r#"
 local now = now_ms()
-local function admit(id, lease, rate)
+local max_ids, max_bytes = tonumber(ARGV[4]), tonumber(ARGV[5])
+local function sent_by(id)
+  local sent = redis.call('HGET', KEYS[11], id)
+  if sent then
+    return cjson.decode(sent)
+  end
+  return {}
+end
+local function sent_as(sent, key)
+  for j = 1, #sent, 2 do
+    if sent[j] == key then
+      return sent[j + 1]
+    end
+  end
+  return false
+end
+local function remember(id, sent, key, seq)
+  sent[#sent + 1] = key
+  sent[#sent + 1] = string.format('%d', seq)
+  local bytes = 0
+  for j = 1, #sent, 2 do
+    bytes = bytes + #sent[j]
+  end
+  while #sent > 2 * max_ids or bytes > max_bytes do
+    bytes = bytes - #sent[1]
+    table.remove(sent, 1)
+    table.remove(sent, 1)
+  end
+  redis.call('HSET', KEYS[11], id, cjson.encode(sent))
+end
+local function admit(id, lease, rate, repeated)
   if id == '' then
     return false
   end
   local deadline = redis.call('ZSCORE', KEYS[7], id)
   if (not deadline) or tonumber(deadline) < now then
     return 'unknown_session'
+  end
+  if repeated then
+    redis.call('ZADD', KEYS[7], 'XX', now + lease, id)
+    return false
   end
   if rate > 0 then
     local burst = rate * 2
@@ -151,13 +197,25 @@ local function admit(id, lease, rate)
   return false
 end
 local replies = {}
-for i = 4, #ARGV, 5 do
-  local refused = admit(ARGV[i + 2], tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4]))
+for i = 6, #ARGV, 6 do
+  local id, key = ARGV[i + 2], ARGV[i + 5]
+  local sent, repeated = nil, false
+  if id ~= '' and key ~= '' then
+    sent = sent_by(id)
+    repeated = sent_as(sent, key)
+  end
+  local refused = admit(id, tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4]), repeated)
   if refused then
     replies[#replies + 1] = -1
     replies[#replies + 1] = refused
+  elseif repeated then
+    replies[#replies + 1] = -2
+    replies[#replies + 1] = repeated
   else
     local stored = append(ARGV[i], ARGV[i + 1] == '1')
+    if sent then
+      remember(id, sent, key, stored[1])
+    end
     replies[#replies + 1] = stored[1]
     replies[#replies + 1] = stored[2]
   end
@@ -229,6 +287,7 @@ for i = 1, 8 do
   redis.call('PEXPIRE', KEYS[i], ARGV[5])
 end
 redis.call('PEXPIRE', KEYS[10], ARGV[5])
+redis.call('PEXPIRE', KEYS[11], ARGV[5])
 local now = now_ms()
 local expired = redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', '(' .. now, 'LIMIT', 0, tonumber(ARGV[4]))
 local ended = 0
@@ -362,6 +421,9 @@ pub(super) struct Keys {
     pub(super) buckets: String,
     /// The JSON bytes the stream holds.
     pub(super) bytes: String,
+    /// Session → the idempotency keys of its last chat messages, with
+    /// their seqs.
+    pub(super) sent: String,
 }
 
 /// Session → the room it is in, for every room: how a node tells a session
@@ -382,6 +444,7 @@ impl Keys {
             leases: key("leases"),
             buckets: key("buckets"),
             bytes: key("bytes"),
+            sent: key("sent"),
         }
     }
 
@@ -402,6 +465,7 @@ impl Keys {
         }
         invocation.key(SESSION_ROOMS);
         invocation.key(&self.bytes);
+        invocation.key(&self.sent);
         invocation
     }
 }
@@ -424,7 +488,13 @@ mod tests {
         let redis = RedisServer::start();
         let room_bytes = 256 * 1024;
         let budget = LogBudget::new(room_bytes, usize::MAX);
-        let store = RedisStore::connect_bounded(&redis.url(), 10_000, budget).unwrap();
+        let store = RedisStore::connect_bounded(
+            &redis.url(),
+            10_000,
+            budget,
+            super::super::QueueLimits::default(),
+        )
+        .unwrap();
         let log = lobby(&store);
         let mut reader = Reader::new(log.clone(), Cursor::default());
         let emoji = say(&"\u{1F600}".repeat(2000));

@@ -5,7 +5,7 @@
 //! It counts and nothing else: it does not know how the counters are
 //! served, nor which calls are made.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::core::log_store::{RoundTrips, StoreMetrics};
@@ -32,6 +32,11 @@ pub struct RedisStats {
     /// than `RTT_BUCKETS_MICROS[i - 1]` and at most `RTT_BUCKETS_MICROS[i]`;
     /// the last, those longer than every bound.
     pub rtt_buckets: [AtomicU64; RTT_BUCKETS_MICROS.len() + 1],
+    /// Bytes of appends every room's writer on this node holds now, queued
+    /// or being written: a gauge, bounded by [`QueueLimits::node_bytes`].
+    ///
+    /// [`QueueLimits::node_bytes`]: super::QueueLimits::node_bytes
+    pub queued_bytes: AtomicUsize,
 }
 
 impl RedisStats {

@@ -447,7 +447,13 @@ impl Socket {
                 }
             }
             (ClientMessage::Leave, Some(attached)) => {
-                room.end(attached.session()).await;
+                if let Err(err) = room.leave(attached.session()).await {
+                    if matches!(err, ApiError::StoreUnavailable) {
+                        // The session is still live: the client may leave
+                        // again on this socket.
+                        return self.reply(&Control::from(&err));
+                    }
+                }
                 self.attached = None;
                 Next::Stop(Stop::Close(Some(CloseReason {
                     code: CloseCode::Normal,
