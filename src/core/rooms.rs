@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::RwLock;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -27,16 +28,22 @@ use crate::core::names::RoomName;
 use crate::core::presence::{Addresses, Presence, SessionId, SessionLimits};
 use crate::core::room::{reaper_period, Room};
 
+/// The longest between two sweeps for kept logs past their retention.
+const SWEEP_PERIOD: Duration = Duration::from_secs(3600);
+
 /// The bounds on rooms.
 #[derive(Debug, Clone, Copy)]
 pub struct RoomLimits {
-    /// Rooms open at once, the lobby included.
+    /// Rooms open at once, the lobby included, and those being opened.
     pub max_rooms: usize,
-    /// Rooms one client address may have opened that are still open; 0 for
-    /// no limit.
+    /// Rooms one client address may have opened (or be opening) that are
+    /// still open; 0 for no limit.
     pub ip_rooms: u32,
     /// How long a room with no session and no reader stays open.
     pub idle: Duration,
+    /// How long a closed room's kept log (its journal) stays unused before
+    /// it is deleted; `None` keeps it forever. The lobby's never goes.
+    pub retention: Option<Duration>,
 }
 
 /// A room as listed by `GET /rooms` and `/stats`.
@@ -61,25 +68,66 @@ pub struct Rooms {
 }
 
 struct Shared {
-    store: Box<dyn LogStore>,
+    /// Shared with the blocking tasks that open and delete logs.
+    store: Arc<dyn LogStore>,
     limits: RoomLimits,
     session_limits: SessionLimits,
     /// Per-address accounting, shared by every room's presence.
     addresses: Addresses,
-    rooms: RwLock<HashMap<RoomName, Entry>>,
+    /// Every room that is open, being opened or having its kept log
+    /// deleted. Never held across an `.await` or a store call.
+    rooms: RwLock<HashMap<RoomName, Slot>>,
+}
+
+/// What the registry holds under a room's name.
+enum Slot {
+    /// The room is open.
+    Open(Entry),
+    /// Its log is being opened off the workers. It holds its place under
+    /// `--max-rooms` and `--ip-rooms` from the moment it was claimed, so
+    /// two opens cannot both pass the caps.
+    Opening {
+        opened_by: Option<IpAddr>,
+        /// Closed when the opening settles; whoever wants the room waits
+        /// on it, then looks again.
+        done: watch::Receiver<()>,
+    },
+    /// Its kept log is being deleted (retention); it cannot open until
+    /// that is done. Holds no place under the caps.
+    Deleting { done: watch::Receiver<()> },
 }
 
 struct Entry {
     room: Room,
     /// The address that opened it, for `--ip-rooms`; `None` for the lobby
-    /// and for rooms restored at start.
+    /// and the demo room.
     opened_by: Option<IpAddr>,
     /// Since when the reaper has seen it unused.
     idle_since: Option<Instant>,
 }
 
+impl Slot {
+    /// Who holds a place under the caps: `Some(opened_by)` for an open or
+    /// opening room.
+    fn place(&self) -> Option<Option<IpAddr>> {
+        match self {
+            Slot::Open(entry) => Some(entry.opened_by),
+            Slot::Opening { opened_by, .. } => Some(*opened_by),
+            Slot::Deleting { .. } => None,
+        }
+    }
+
+    fn open(&self) -> Option<&Room> {
+        match self {
+            Slot::Open(entry) => Some(&entry.room),
+            _ => None,
+        }
+    }
+}
+
 impl Rooms {
-    /// Opens the lobby and every room `store` kept.
+    /// Opens the lobby. Every other room, kept by `store` or not, opens on
+    /// first use ([`Rooms::open`]).
     pub fn new(
         store: Box<dyn LogStore>,
         limits: RoomLimits,
@@ -87,26 +135,27 @@ impl Rooms {
     ) -> io::Result<Rooms> {
         let rooms = Rooms {
             shared: Arc::new(Shared {
-                store,
+                store: Arc::from(store),
                 limits,
                 session_limits,
                 addresses: Addresses::default(),
                 rooms: RwLock::new(HashMap::new()),
             }),
         };
-        let mut names = vec![RoomName::lobby()];
-        names.extend(rooms.shared.store.kept()?);
-        for name in names {
-            let room = rooms.build(&name)?;
-            rooms.shared.rooms.write().entry(name).or_insert(Entry {
+        let lobby = RoomName::lobby();
+        let room = rooms.build(&lobby)?;
+        rooms.shared.rooms.write().insert(
+            lobby,
+            Slot::Open(Entry {
                 room,
                 opened_by: None,
                 idle_since: None,
-            });
-        }
+            }),
+        );
         Ok(rooms)
     }
 
+    /// Opens `name`'s log from the store: blocking, so never on a worker.
     fn build(&self, name: &RoomName) -> io::Result<Room> {
         let opened = self.shared.store.open(name)?;
         let presence = Presence::sharing(self.shared.session_limits, self.shared.addresses.clone());
@@ -121,18 +170,77 @@ impl Rooms {
 
     /// The room `name`, if it is open.
     pub fn get(&self, name: &RoomName) -> Option<Room> {
-        self.shared.rooms.read().get(name).map(|e| e.room.clone())
+        self.shared
+            .rooms
+            .read()
+            .get(name)
+            .and_then(Slot::open)
+            .cloned()
     }
 
     /// The room `name`, opened for a client at `ip` if it is not open yet.
-    pub fn open(&self, name: &RoomName, ip: Option<IpAddr>) -> Result<Room, ApiError> {
-        if let Some(room) = self.get(name) {
-            return Ok(room);
+    ///
+    /// The caps are checked and a place claimed in one step under the lock;
+    /// the log is then opened on the blocking pool, never on the caller's
+    /// thread, and the place is given back if that fails. Concurrent opens
+    /// of one room wait for the first and share its room.
+    pub async fn open(&self, name: &RoomName, ip: Option<IpAddr>) -> Result<Room, ApiError> {
+        loop {
+            let claimed = {
+                let mut rooms = self.shared.rooms.write();
+                match rooms.get(name) {
+                    Some(Slot::Open(entry)) => return Ok(entry.room.clone()),
+                    Some(Slot::Opening { done, .. } | Slot::Deleting { done }) => {
+                        Waiting::On(done.clone())
+                    }
+                    None => {
+                        self.check_caps(&rooms, ip)?;
+                        let (settled, done) = watch::channel(());
+                        rooms.insert(
+                            name.clone(),
+                            Slot::Opening {
+                                opened_by: ip,
+                                done,
+                            },
+                        );
+                        Waiting::Claimed(settled)
+                    }
+                }
+            };
+            match claimed {
+                Waiting::Claimed(settled) => return self.open_claimed(name, ip, settled).await,
+                // Closed (an error) when the opening or deletion settles.
+                Waiting::On(mut done) => {
+                    let _ = done.changed().await;
+                }
+            }
         }
-        self.check_caps(ip)?;
-        // Opening may touch the disk: not under the lock. Two clients opening
-        // the same room at once both build it; the first one in wins.
-        let room = self.build(name).map_err(|err| {
+    }
+
+    /// Opens the room whose place the caller claimed, on the blocking pool.
+    /// The task settles the claim even if the caller goes away meanwhile.
+    async fn open_claimed(
+        &self,
+        name: &RoomName,
+        ip: Option<IpAddr>,
+        settled: watch::Sender<()>,
+    ) -> Result<Room, ApiError> {
+        let claim = Claim {
+            rooms: self.clone(),
+            name: name.clone(),
+            opened_by: ip,
+            room: None,
+            _settled: settled,
+        };
+        let built = tokio::task::spawn_blocking(move || {
+            let mut claim = claim;
+            let room = claim.rooms.build(&claim.name)?;
+            claim.room = Some(room.clone());
+            Ok::<_, io::Error>(room)
+        })
+        .await
+        .unwrap_or_else(|panicked| Err(io::Error::other(panicked.to_string())));
+        built.map_err(|err| {
             tracing::error!(%err, room = %name, "could not open a room's log");
             // A shared store that cannot be reached says so; see `LogStore`.
             if err.kind() == io::ErrorKind::NotConnected {
@@ -140,34 +248,21 @@ impl Rooms {
             } else {
                 ApiError::Internal
             }
-        })?;
-        let mut rooms = self.shared.rooms.write();
-        if let Some(entry) = rooms.get(name) {
-            return Ok(entry.room.clone());
-        }
-        if rooms.len() >= self.shared.limits.max_rooms {
-            return Err(too_many_rooms(self.shared.limits.max_rooms));
-        }
-        tracing::debug!(room = %name, "room opened");
-        rooms.insert(
-            name.clone(),
-            Entry {
-                room: room.clone(),
-                opened_by: ip,
-                idle_since: None,
-            },
-        );
-        Ok(room)
+        })
     }
 
-    fn check_caps(&self, ip: Option<IpAddr>) -> Result<(), ApiError> {
+    fn check_caps(
+        &self,
+        rooms: &HashMap<RoomName, Slot>,
+        ip: Option<IpAddr>,
+    ) -> Result<(), ApiError> {
         let limits = self.shared.limits;
-        let rooms = self.shared.rooms.read();
-        if rooms.len() >= limits.max_rooms {
+        let places = || rooms.values().filter_map(Slot::place);
+        if places().count() >= limits.max_rooms {
             return Err(too_many_rooms(limits.max_rooms));
         }
         if let (Some(ip), true) = (ip, limits.ip_rooms > 0) {
-            let opened = rooms.values().filter(|e| e.opened_by == Some(ip)).count();
+            let opened = places().filter(|by| *by == Some(ip)).count();
             if opened >= limits.ip_rooms as usize {
                 return Err(ApiError::IpLimit(format!(
                     "this address has opened {} rooms that are still open, its limit",
@@ -191,7 +286,7 @@ impl Rooms {
         ip: Option<IpAddr>,
     ) -> Result<Room, ApiError> {
         let Some(session) = session else {
-            return self.open(name, ip);
+            return self.open(name, ip).await;
         };
         if let Some(room) = self.get(name).filter(|r| r.has_session(session)) {
             return Ok(room);
@@ -199,7 +294,7 @@ impl Rooms {
         if let Some(other) = self.find_session(session) {
             return Err(ApiError::WrongRoom(other.to_string()));
         }
-        let room = self.open(name, ip)?;
+        let room = self.open(name, ip).await?;
         room.adopt(session, ip).await?;
         Ok(room)
     }
@@ -210,26 +305,26 @@ impl Rooms {
             .rooms
             .read()
             .values()
-            .find(|e| e.room.has_session(session))
-            .map(|e| e.room.name().clone())
+            .filter_map(Slot::open)
+            .find(|room| room.has_session(session))
+            .map(|room| room.name().clone())
     }
 
     /// Every open room, busiest first.
     pub fn list(&self) -> Vec<RoomView> {
-        let mut views: Vec<RoomView> = self
-            .shared
-            .rooms
-            .read()
-            .values()
-            .map(|e| view(&e.room))
-            .collect();
+        let mut views: Vec<RoomView> = self.all().iter().map(view).collect();
         views.sort_by(|a, b| b.online.cmp(&a.online).then_with(|| a.name.cmp(&b.name)));
         views
     }
 
     /// How many rooms are open.
     pub fn len(&self) -> usize {
-        self.shared.rooms.read().len()
+        self.shared
+            .rooms
+            .read()
+            .values()
+            .filter_map(Slot::open)
+            .count()
     }
 
     /// Whether no room is open (never: the lobby always is).
@@ -243,39 +338,112 @@ impl Rooms {
             .rooms
             .read()
             .values()
-            .map(|e| e.room.clone())
+            .filter_map(Slot::open)
+            .cloned()
             .collect()
     }
 
     /// Closes rooms that have had no session and no reader for the idle
-    /// timeout, so their memory comes back. Returns how many it closed.
-    pub fn reclaim_idle(&self) -> usize {
+    /// timeout, so their memory comes back, and with it their log's
+    /// threads and files (a journal's writer), which are released on the
+    /// blocking pool before this returns. Returns how many it closed.
+    pub async fn reclaim_idle(&self) -> usize {
         let idle = self.shared.limits.idle;
         let now = Instant::now();
-        let mut rooms = self.shared.rooms.write();
-        let before = rooms.len();
-        rooms.retain(|name, entry| {
-            let unused = name.as_str() != RoomName::LOBBY
-                && entry.room.is_empty()
-                // Every reader and every request holds a reference to the
-                // log; only the registry's own is left when none does.
-                && Arc::strong_count(entry.room.log()) == 1;
-            if !unused {
-                entry.idle_since = None;
-                return true;
+        let closed: Vec<Room> = {
+            let mut rooms = self.shared.rooms.write();
+            let mut expired = Vec::new();
+            for (name, slot) in rooms.iter_mut() {
+                let Slot::Open(entry) = slot else { continue };
+                let unused = name.as_str() != RoomName::LOBBY
+                    && entry.room.is_empty()
+                    // Every reader and every request holds a reference to
+                    // the log; only the registry's own is left when none
+                    // does.
+                    && Arc::strong_count(entry.room.log()) == 1;
+                if !unused {
+                    entry.idle_since = None;
+                    continue;
+                }
+                let since = *entry.idle_since.get_or_insert(now);
+                if now.duration_since(since) >= idle {
+                    expired.push(name.clone());
+                }
             }
-            let since = *entry.idle_since.get_or_insert(now);
-            let keep = now.duration_since(since) < idle;
-            if !keep {
-                tracing::debug!(room = %name, "room reclaimed");
+            expired
+                .into_iter()
+                .filter_map(|name| {
+                    tracing::debug!(room = %name, "room reclaimed");
+                    match rooms.remove(&name) {
+                        Some(Slot::Open(entry)) => Some(entry.room),
+                        _ => None,
+                    }
+                })
+                .collect()
+        };
+        let count = closed.len();
+        if count > 0 {
+            // Closing a log may wait for its writer to finish: off the
+            // workers, and outside the lock.
+            let _ = tokio::task::spawn_blocking(move || drop(closed)).await;
+        }
+        count
+    }
+
+    /// Deletes the kept logs of rooms that are not open and have not been
+    /// used for the retention (`--room-retention`), never the lobby's.
+    /// Each room is held shut while its log is deleted. Runs on the
+    /// blocking pool; returns how many it deleted.
+    pub async fn delete_expired(&self) -> usize {
+        let Some(retention) = self.shared.limits.retention else {
+            return 0;
+        };
+        let rooms = self.clone();
+        tokio::task::spawn_blocking(move || rooms.delete_expired_now(retention))
+            .await
+            .unwrap_or(0)
+    }
+
+    fn delete_expired_now(&self, retention: Duration) -> usize {
+        let kept = match self.shared.store.kept() {
+            Ok(kept) => kept,
+            Err(err) => {
+                tracing::warn!(%err, "could not list the kept rooms to apply their retention");
+                return 0;
             }
-            keep
-        });
-        before - rooms.len()
+        };
+        let mut deleted = 0;
+        for name in kept {
+            if name.as_str() == RoomName::LOBBY {
+                continue;
+            }
+            // Hold the room shut: an open room's log is never deleted, and
+            // none opens while this one is.
+            let _settled = {
+                let mut rooms = self.shared.rooms.write();
+                if rooms.contains_key(&name) {
+                    continue;
+                }
+                let (settled, done) = watch::channel(());
+                rooms.insert(name.clone(), Slot::Deleting { done });
+                settled
+            };
+            match self.shared.store.delete_if_unused(&name, retention) {
+                Ok(true) => {
+                    tracing::info!(room = %name, "deleted a room's log, unused past its retention");
+                    deleted += 1;
+                }
+                Ok(false) => {}
+                Err(err) => tracing::warn!(%err, room = %name, "could not delete a room's log"),
+            }
+            self.shared.rooms.write().remove(&name);
+        }
+        deleted
     }
 
     /// Ends idle sessions in every room, closes idle rooms and forgets idle
-    /// addresses, until `stop` is cancelled.
+    /// addresses, and now and then deletes kept logs past their retention
+    /// (first at start), until `stop` is cancelled.
     pub fn spawn_reaper(
         &self,
         presence_timeout: Duration,
@@ -283,9 +451,15 @@ impl Rooms {
     ) -> tokio::task::JoinHandle<()> {
         let rooms = self.clone();
         let period = reaper_period(presence_timeout).min(reaper_period(self.shared.limits.idle));
+        let sweep_period = self
+            .shared
+            .limits
+            .retention
+            .map_or(SWEEP_PERIOD, |retention| retention.min(SWEEP_PERIOD));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut swept: Option<Instant> = None;
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => break,
@@ -293,12 +467,58 @@ impl Rooms {
                         for room in rooms.all() {
                             room.end_idle(presence_timeout).await;
                         }
-                        rooms.reclaim_idle();
+                        rooms.reclaim_idle().await;
                         rooms.shared.addresses.forget_idle(rooms.shared.session_limits);
+                        if swept.is_none_or(|at| at.elapsed() >= sweep_period) {
+                            swept = Some(Instant::now());
+                            rooms.delete_expired().await;
+                        }
                     }
                 }
             }
         })
+    }
+}
+
+/// What an open found under the room's name, once the lock is released.
+enum Waiting {
+    /// Another open or a deletion: wait for it to settle, then look again.
+    On(watch::Receiver<()>),
+    /// A place this open claimed; it settles it.
+    Claimed(watch::Sender<()>),
+}
+
+/// A place claimed under the caps for a room being opened. Dropped, it
+/// settles: the room goes in if it was built, the place is given back if
+/// not, and whoever waits for the room looks again.
+struct Claim {
+    rooms: Rooms,
+    name: RoomName,
+    opened_by: Option<IpAddr>,
+    room: Option<Room>,
+    /// Dropped last, after the registry is updated: wakes the waiters.
+    _settled: watch::Sender<()>,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut rooms = self.rooms.shared.rooms.write();
+        match self.room.take() {
+            Some(room) => {
+                tracing::debug!(room = %self.name, "room opened");
+                rooms.insert(
+                    self.name.clone(),
+                    Slot::Open(Entry {
+                        room,
+                        opened_by: self.opened_by,
+                        idle_since: None,
+                    }),
+                );
+            }
+            None => {
+                rooms.remove(&self.name);
+            }
+        }
     }
 }
 
@@ -335,6 +555,7 @@ mod tests {
                 max_rooms,
                 ip_rooms,
                 idle: Duration::from_secs(60),
+                retention: None,
             },
             SessionLimits::default(),
         )
@@ -348,8 +569,8 @@ mod tests {
     #[tokio::test]
     async fn each_room_has_its_own_seqs_epoch_and_names() {
         let rooms = rooms(10, 0);
-        let a = rooms.open(&room("a"), HOME).unwrap();
-        let b = rooms.open(&room("b"), HOME).unwrap();
+        let a = rooms.open(&room("a"), HOME).await.unwrap();
+        let b = rooms.open(&room("b"), HOME).await.unwrap();
 
         let alice_a = a.register(Name::parse("alice").unwrap()).await.unwrap();
         let alice_b = b.register(Name::parse("alice").unwrap()).await;
@@ -367,8 +588,8 @@ mod tests {
     #[tokio::test]
     async fn a_session_enters_only_its_own_room() {
         let rooms = rooms(10, 0);
-        let a = rooms.open(&room("a"), HOME).unwrap();
-        rooms.open(&room("b"), HOME).unwrap();
+        let a = rooms.open(&room("a"), HOME).await.unwrap();
+        rooms.open(&room("b"), HOME).await.unwrap();
         let session = a
             .register(Name::parse("ann").unwrap())
             .await
@@ -392,16 +613,16 @@ mod tests {
     #[tokio::test]
     async fn rooms_are_capped_in_all_and_per_address() {
         let rooms = rooms(3, 1);
-        rooms.open(&room("mine"), HOME).unwrap();
+        rooms.open(&room("mine"), HOME).await.unwrap();
 
-        let second = rooms.open(&room("again"), HOME).unwrap_err();
-        rooms.open(&room("theirs"), None).unwrap();
-        let full = rooms.open(&room("more"), None).unwrap_err();
+        let second = rooms.open(&room("again"), HOME).await.unwrap_err();
+        rooms.open(&room("theirs"), None).await.unwrap();
+        let full = rooms.open(&room("more"), None).await.unwrap_err();
 
         assert_eq!(second.code(), "ip_limit");
         assert_eq!(full.code(), "too_many_rooms");
         assert!(
-            rooms.open(&room("mine"), HOME).is_ok(),
+            rooms.open(&room("mine"), HOME).await.is_ok(),
             "an open room is not counted again"
         );
     }
@@ -409,18 +630,18 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_unused_room_is_reclaimed_after_the_idle_timeout_and_the_lobby_never_is() {
         let rooms = rooms(10, 0);
-        let busy = rooms.open(&room("busy"), HOME).unwrap();
+        let busy = rooms.open(&room("busy"), HOME).await.unwrap();
         let session = busy
             .register(Name::parse("bo").unwrap())
             .await
             .unwrap()
             .session;
-        let reader = rooms.open(&room("read"), HOME).unwrap().log().clone();
-        drop(rooms.open(&room("empty"), HOME).unwrap());
+        let reader = rooms.open(&room("read"), HOME).await.unwrap().log().clone();
+        drop(rooms.open(&room("empty"), HOME).await.unwrap());
 
-        rooms.reclaim_idle();
+        rooms.reclaim_idle().await;
         tokio::time::advance(Duration::from_secs(61)).await;
-        let reclaimed = rooms.reclaim_idle();
+        let reclaimed = rooms.reclaim_idle().await;
 
         assert_eq!(reclaimed, 1);
         assert!(rooms.get(&room("empty")).is_none());
@@ -429,9 +650,9 @@ mod tests {
         assert!(rooms.get(&RoomName::lobby()).is_some());
         busy.end(session).await;
         drop((busy, reader));
-        rooms.reclaim_idle();
+        rooms.reclaim_idle().await;
         tokio::time::advance(Duration::from_secs(61)).await;
-        assert_eq!(rooms.reclaim_idle(), 2);
+        assert_eq!(rooms.reclaim_idle().await, 2);
         assert_eq!(rooms.len(), 1);
     }
 
@@ -473,6 +694,7 @@ mod tests {
                 max_rooms: 10,
                 ip_rooms: 0,
                 idle: Duration::from_secs(60),
+                retention: None,
             },
             SessionLimits {
                 ip_sessions: 1,
@@ -480,8 +702,8 @@ mod tests {
             },
         )
         .unwrap();
-        let a = rooms.open(&room("a"), HOME).unwrap();
-        let b = rooms.open(&room("b"), HOME).unwrap();
+        let a = rooms.open(&room("a"), HOME).await.unwrap();
+        let b = rooms.open(&room("b"), HOME).await.unwrap();
         a.register_from(Name::parse("x").unwrap(), HOME)
             .await
             .unwrap();
@@ -492,7 +714,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_journal_store_restores_every_room_with_its_epoch() {
+    async fn a_journal_store_reopens_each_kept_room_on_first_use_with_its_epoch() {
+        // Arrange: three rooms written by an earlier run.
         let dir = tempfile::tempdir().unwrap();
         let store = || JournalStore {
             dir: dir.path().to_owned(),
@@ -503,25 +726,30 @@ mod tests {
             max_rooms: 10,
             ip_rooms: 0,
             idle: Duration::from_secs(60),
+            retention: None,
         };
         let epochs: Vec<Epoch> = {
             let rooms = Rooms::new(Box::new(store()), limits, SessionLimits::default()).unwrap();
             let mut epochs = Vec::new();
             for name in ["lobby", "a", "_b"] {
-                let room = rooms.open(&room(name), None).unwrap();
+                let room = rooms.open(&room(name), None).await.unwrap();
                 room.register(Name::parse("z").unwrap()).await.unwrap();
                 epochs.push(room.log().epoch().clone());
             }
             epochs
         };
 
+        // Act
         let rooms = Rooms::new(Box::new(store()), limits, SessionLimits::default()).unwrap();
+        let open_at_start = rooms.len();
 
-        assert_eq!(rooms.len(), 3);
+        // Assert: only the lobby opens at start; the others on first use.
+        assert_eq!(open_at_start, 1);
         for (name, epoch) in ["lobby", "a", "_b"].iter().zip(epochs) {
-            let room = rooms.get(&room(name)).unwrap();
+            let room = rooms.open(&room(name), None).await.unwrap();
             assert_eq!(room.log().epoch(), epoch, "{name}");
             assert_eq!(room.log().head(), 1, "{name}");
         }
+        assert_eq!(rooms.len(), 3);
     }
 }
