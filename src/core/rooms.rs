@@ -752,4 +752,68 @@ mod tests {
         }
         assert_eq!(rooms.len(), 3);
     }
+
+    /// Sets every file of the journal in `dir`, and `dir`, as last changed
+    /// `ago`.
+    fn backdate(dir: &std::path::Path, ago: Duration) {
+        let then = std::time::SystemTime::now() - ago;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let file = std::fs::File::open(entry.unwrap().path()).unwrap();
+            file.set_modified(then).unwrap();
+        }
+        std::fs::File::open(dir)
+            .unwrap()
+            .set_modified(then)
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn retention_deletes_a_closed_room_s_old_journal_but_never_an_open_one() {
+        // Arrange: two rooms unused for eight days, one closed, one open.
+        let dir = tempfile::tempdir().unwrap();
+        let week = Duration::from_secs(7 * 24 * 3600);
+        let rooms = Rooms::new(
+            Box::new(JournalStore {
+                dir: dir.path().to_owned(),
+                history: 100,
+                recover: false,
+            }),
+            RoomLimits {
+                max_rooms: 10,
+                ip_rooms: 0,
+                idle: Duration::ZERO,
+                retention: Some(week),
+            },
+            SessionLimits::default(),
+        )
+        .unwrap();
+        drop(rooms.open(&room("old"), None).await.unwrap());
+        let open = rooms.open(&room("open"), None).await.unwrap();
+        let reader = open.log().clone();
+        assert_eq!(rooms.reclaim_idle().await, 1, "the old room closed");
+        let journals = dir.path().join("rooms");
+        for name in ["old", "open"] {
+            backdate(&journals.join(name), week + Duration::from_secs(86_400));
+        }
+        backdate(dir.path(), week * 2);
+
+        // Act
+        let deleted = rooms.delete_expired().await;
+
+        // Assert
+        assert_eq!(deleted, 1);
+        assert!(!journals.join("old").exists(), "the closed room's went");
+        assert!(
+            journals.join("open").join("epoch").exists(),
+            "the open room's stays"
+        );
+        assert!(dir.path().join("epoch").exists(), "the lobby's stays");
+        let kept = reader
+            .append(Name::parse("z").unwrap(), EventBody::Leave)
+            .await
+            .unwrap();
+        assert_eq!(kept.seq, 1, "the open room still writes its journal");
+        let again = rooms.open(&room("old"), None).await.unwrap();
+        assert_eq!(again.log().head(), 0, "the old room opens afresh");
+    }
 }
