@@ -92,6 +92,13 @@ enum Slot {
         /// on it, then looks again.
         done: watch::Receiver<()>,
     },
+    /// It was reclaimed and its log is being closed off the workers (a
+    /// journal's writer finishing). It keeps its place, and cannot open
+    /// again until then, so one journal never has two writers.
+    Closing {
+        opened_by: Option<IpAddr>,
+        done: watch::Receiver<()>,
+    },
     /// Its kept log is being deleted (retention); it cannot open until
     /// that is done. Holds no place under the caps.
     Deleting { done: watch::Receiver<()> },
@@ -112,7 +119,7 @@ impl Slot {
     fn place(&self) -> Option<Option<IpAddr>> {
         match self {
             Slot::Open(entry) => Some(entry.opened_by),
-            Slot::Opening { opened_by, .. } => Some(*opened_by),
+            Slot::Opening { opened_by, .. } | Slot::Closing { opened_by, .. } => Some(*opened_by),
             Slot::Deleting { .. } => None,
         }
     }
@@ -190,9 +197,11 @@ impl Rooms {
                 let mut rooms = self.shared.rooms.write();
                 match rooms.get(name) {
                     Some(Slot::Open(entry)) => return Ok(entry.room.clone()),
-                    Some(Slot::Opening { done, .. } | Slot::Deleting { done }) => {
-                        Waiting::On(done.clone())
-                    }
+                    Some(
+                        Slot::Opening { done, .. }
+                        | Slot::Closing { done, .. }
+                        | Slot::Deleting { done },
+                    ) => Waiting::On(done.clone()),
                     None => {
                         self.check_caps(&rooms, ip)?;
                         let (settled, done) = watch::channel(());
@@ -350,7 +359,7 @@ impl Rooms {
     pub async fn reclaim_idle(&self) -> usize {
         let idle = self.shared.limits.idle;
         let now = Instant::now();
-        let closed: Vec<Room> = {
+        let (closed, settled) = {
             let mut rooms = self.shared.rooms.write();
             let mut expired = Vec::new();
             for (name, slot) in rooms.iter_mut() {
@@ -370,22 +379,43 @@ impl Rooms {
                     expired.push(name.clone());
                 }
             }
-            expired
+            let (settled, done) = watch::channel(());
+            let closed: Vec<(RoomName, Room)> = expired
                 .into_iter()
                 .filter_map(|name| {
                     tracing::debug!(room = %name, "room reclaimed");
-                    match rooms.remove(&name) {
-                        Some(Slot::Open(entry)) => Some(entry.room),
-                        _ => None,
-                    }
+                    let Some(Slot::Open(entry)) = rooms.remove(&name) else {
+                        return None;
+                    };
+                    // Keeps its place under the caps until its log is closed.
+                    let closing = Slot::Closing {
+                        opened_by: entry.opened_by,
+                        done: done.clone(),
+                    };
+                    rooms.insert(name.clone(), closing);
+                    Some((name, entry.room))
                 })
-                .collect()
+                .collect();
+            (closed, settled)
         };
         let count = closed.len();
         if count > 0 {
             // Closing a log may wait for its writer to finish: off the
-            // workers, and outside the lock.
-            let _ = tokio::task::spawn_blocking(move || drop(closed)).await;
+            // workers, and outside the lock; then the names are free.
+            let registry = self.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                let names: Vec<RoomName> = closed.iter().map(|(name, _)| name.clone()).collect();
+                // Each room's log closes here: a journal joins its writer.
+                drop(closed);
+                let mut rooms = registry.shared.rooms.write();
+                for name in names {
+                    if matches!(rooms.get(&name), Some(Slot::Closing { .. })) {
+                        rooms.remove(&name);
+                    }
+                }
+                drop(settled);
+            })
+            .await;
         }
         count
     }

@@ -422,10 +422,14 @@ async fn rooms_kept_on_disk_stay_shut_at_start_and_reopen_on_first_use_within_ma
 }
 
 #[tokio::test]
-async fn a_reclaimed_room_releases_its_journal_files() {
-    // Arrange: a room with a journal, opened and then left alone.
+async fn a_kept_room_holds_its_journal_files_only_while_it_is_open() {
+    // Arrange: a room an earlier run kept, and a restart that reclaims
+    // empty rooms quickly.
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().to_owned();
+    let mut first = spawn_app_with(|c| c.data_dir = Some(data_dir.clone())).await;
+    assert_eq!(first.get("/poll?room=brief").await.status(), 200);
+    first.shutdown().await;
     let app = spawn_app_with(|c| {
         c.data_dir = Some(data_dir);
         c.room_idle_timeout = 0.2;
@@ -433,20 +437,24 @@ async fn a_reclaimed_room_releases_its_journal_files() {
     })
     .await;
     let journal = dir.path().join("rooms").join("brief");
+    let at_start = files_open_under(&journal);
+
+    // Act: use it, then wait for the reaper to close it.
     assert_eq!(app.get("/poll?room=brief").await.status(), 200);
     let while_open = files_open_under(&journal);
-
-    // Act: wait for the reaper to close it.
     let deadline = tokio::time::Instant::now() + PATIENCE;
-    while rooms_open(&app).await > 1 {
-        assert!(tokio::time::Instant::now() < deadline, "never reclaimed");
+    while files_open_under(&journal) > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "its files were never closed"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let once_closed = files_open_under(&journal);
 
     // Assert
+    assert_eq!(at_start, 0, "a room not yet used holds no file open");
     assert!(while_open >= 1, "its writer holds its segment open");
-    assert_eq!(once_closed, 0, "closing the room closed its files");
+    assert_eq!(rooms_open(&app).await, 1, "it was reclaimed");
     assert!(journal.join("epoch").exists(), "its journal is kept");
 }
 
