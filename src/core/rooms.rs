@@ -6,9 +6,12 @@
 //! room is all it talks to. A room is opened on first use, within
 //! `--max-rooms` in all and `--ip-rooms` per client address, and reclaimed
 //! once it has had no session and no reader for `--room-idle-timeout`. The
-//! lobby is always there. Each room's log and sessions come from the
-//! [`LogStore`] it was given, and it never asks which one that is. This
-//! module knows nothing of HTTP.
+//! lobby is always there; a room a store kept from an earlier run opens
+//! only when used again, and its kept log is deleted once unused for
+//! `--room-retention`. Each room's log and sessions come from the
+//! [`LogStore`] it was given, and it never asks which one that is. Every
+//! store call may block (disk, network), so it runs on tokio's blocking
+//! pool, never on the caller's thread. This module knows nothing of HTTP.
 
 use std::collections::HashMap;
 use std::io;
@@ -655,6 +658,24 @@ mod tests {
             rooms.open(&room("mine"), HOME).await.is_ok(),
             "an open room is not counted again"
         );
+    }
+
+    #[tokio::test]
+    async fn concurrent_opens_of_one_room_share_one_room() {
+        // Arrange
+        let rooms = rooms(10, 1);
+        let same = room("same");
+
+        // Act
+        let opens = (0..50).map(|_| rooms.open(&same, HOME));
+        let opened = futures_util::future::join_all(opens).await;
+
+        // Assert
+        let first = opened[0].as_ref().unwrap().log().clone();
+        for room in opened {
+            assert!(Arc::ptr_eq(room.unwrap().log(), &first));
+        }
+        assert_eq!(rooms.len(), 2, "it and the lobby");
     }
 
     #[tokio::test(start_paused = true)]
