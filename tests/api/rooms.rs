@@ -565,3 +565,40 @@ async fn healthz_answers_while_a_room_s_log_is_still_opening() {
     );
     assert_eq!(slow.await.unwrap(), 200, "the room opened once released");
 }
+
+#[tokio::test]
+async fn healthz_answers_while_rooms_open_against_a_stalled_redis() {
+    // Arrange: Redis holding every command for longer than an open waits.
+    let redis = RedisServer::start();
+    let app = spawn_app_on(&redis, |_| {}).await;
+    assert_eq!(redis.command("CLIENT PAUSE 5000 ALL"), "+OK");
+    let opens: Vec<_> = (0..4)
+        .map(|i| {
+            let app = app.handle();
+            tokio::spawn(async move { app.get(&format!("/poll?room=stalled{i}")).await })
+        })
+        .collect();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let (_, stats) = app.get_json("/stats").await;
+        if stats["connections"].as_u64().unwrap() >= 4 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the opens never arrived: {stats}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Act
+    let health = tokio::time::timeout(PATIENCE, app.get("/healthz")).await;
+
+    // Assert
+    let waiting = opens.iter().filter(|open| !open.is_finished()).count();
+    assert_eq!(health.expect("/healthz answered").status(), 200);
+    assert!(
+        waiting > 0,
+        "/healthz answered while the opens waited for Redis"
+    );
+}
