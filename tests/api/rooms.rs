@@ -380,6 +380,20 @@ fn files_open_under(dir: &std::path::Path) -> usize {
         .count()
 }
 
+/// Waits (bounded) until this process holds no file open under `dir`:
+/// until a server that stopped, or a room that closed, has released them.
+async fn until_no_file_open_under(dir: &std::path::Path) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while files_open_under(dir) > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "files under {} were never closed",
+            dir.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn rooms_open(app: &TestApp) -> u64 {
     let (_, stats) = app.get_json("/stats").await;
     stats["total"]["rooms"].as_u64().unwrap()
@@ -398,6 +412,7 @@ async fn rooms_kept_on_disk_stay_shut_at_start_and_reopen_on_first_use_within_ma
         epochs.push(batch["epoch"].clone());
     }
     first.shutdown().await;
+    until_no_file_open_under(dir.path()).await;
 
     // Act: restart with room for the lobby and two more.
     let app = spawn_app_with(|c| {
@@ -430,6 +445,7 @@ async fn a_kept_room_holds_its_journal_files_only_while_it_is_open() {
     let mut first = spawn_app_with(|c| c.data_dir = Some(data_dir.clone())).await;
     assert_eq!(first.get("/poll?room=brief").await.status(), 200);
     first.shutdown().await;
+    until_no_file_open_under(dir.path()).await;
     let app = spawn_app_with(|c| {
         c.data_dir = Some(data_dir);
         c.room_idle_timeout = 0.2;
@@ -442,14 +458,7 @@ async fn a_kept_room_holds_its_journal_files_only_while_it_is_open() {
     // Act: use it, then wait for the reaper to close it.
     assert_eq!(app.get("/poll?room=brief").await.status(), 200);
     let while_open = files_open_under(&journal);
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while files_open_under(&journal) > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "its files were never closed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_no_file_open_under(&journal).await;
 
     // Assert
     assert_eq!(at_start, 0, "a room not yet used holds no file open");
