@@ -157,6 +157,12 @@ pub struct Config {
     #[arg(long, env = "PUSHLAB_ROOM_IDLE_TIMEOUT", default_value_t = 300.0, value_parser = positive_seconds)]
     pub room_idle_timeout: f64,
 
+    /// Seconds a closed room's kept log (its journal under `--data-dir`)
+    /// stays on disk unused before it is deleted; 0 keeps it forever. The
+    /// lobby's is never deleted, nor an open room's. Default 7 days.
+    #[arg(long, env = "PUSHLAB_ROOM_RETENTION", default_value_t = 604_800)]
+    pub room_retention: u64,
+
     /// A host name (as in the `Host` header) this server answers to, besides
     /// IP addresses, `localhost` and `*.localhost`, which it always answers
     /// to. Any other `Host` gets 403 `forbidden_host` on every endpoint, so a
@@ -391,6 +397,7 @@ impl Default for Config {
             max_rooms: 1000,
             ip_rooms: 50,
             room_idle_timeout: 300.0,
+            room_retention: 604_800,
             allowed_hosts: Vec::new(),
             trusted_proxies: Vec::new(),
             ip_registrations: 300,
@@ -461,6 +468,11 @@ impl Config {
         Duration::from_secs_f64(self.room_idle_timeout)
     }
 
+    /// `--room-retention` as a duration; `None` (0) keeps kept logs forever.
+    pub fn room_retention(&self) -> Option<Duration> {
+        (self.room_retention > 0).then(|| Duration::from_secs(self.room_retention))
+    }
+
     /// `--slow-client-timeout` as a duration.
     pub fn slow_client_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.slow_client_timeout)
@@ -520,6 +532,7 @@ mod tests {
         assert_eq!(parsed.max_rooms, default.max_rooms);
         assert_eq!(parsed.ip_rooms, default.ip_rooms);
         assert_eq!(parsed.room_idle_timeout, default.room_idle_timeout);
+        assert_eq!(parsed.room_retention, default.room_retention);
         assert_eq!(parsed.signal_rate, default.signal_rate);
         assert_eq!(parsed.ice_servers, default.ice_servers);
         assert_eq!(parsed.delay_ms, default.delay_ms);

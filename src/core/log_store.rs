@@ -11,6 +11,7 @@
 
 use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::core::directory::{Directory, LocalDirectory};
 use crate::core::log::EventLog;
@@ -18,13 +19,27 @@ use crate::core::names::RoomName;
 
 /// Where rooms keep their logs and sessions.
 pub trait LogStore: Send + Sync + 'static {
-    /// Opens the log of `room`: empty, or as it was kept. A store that
-    /// cannot reach its storage fails with [`io::ErrorKind::NotConnected`],
-    /// which clients see as `store_unavailable`.
+    /// Opens the log of `room`: empty, or as it was kept. It may block (a
+    /// journal replays from disk, Redis waits for a snapshot), so the
+    /// registry calls it off the async workers. A store that cannot reach
+    /// its storage fails with [`io::ErrorKind::NotConnected`], which
+    /// clients see as `store_unavailable`.
     fn open(&self, room: &RoomName) -> io::Result<OpenedLog>;
 
-    /// The rooms whose logs were kept by an earlier run, to restore at start.
+    /// The rooms whose logs this store keeps on its own, open or not: the
+    /// candidates for [`LogStore::delete_if_unused`]. Nothing is opened
+    /// from this list; a kept room opens on first use.
     fn kept(&self) -> io::Result<Vec<RoomName>>;
+
+    /// Deletes the kept log of `room` if nothing has used it for
+    /// `unused_for`, and says whether it did. The registry calls it only
+    /// for a room that is not open, and keeps the room from opening
+    /// meanwhile. It may block. The default keeps nothing of its own to
+    /// delete.
+    fn delete_if_unused(&self, room: &RoomName, unused_for: Duration) -> io::Result<bool> {
+        let _ = (room, unused_for);
+        Ok(false)
+    }
 
     /// The counters the store keeps of its own, for `/metrics`; `None`
     /// (the default) for a store with nothing to count.

@@ -6,9 +6,12 @@
 //! room is all it talks to. A room is opened on first use, within
 //! `--max-rooms` in all and `--ip-rooms` per client address, and reclaimed
 //! once it has had no session and no reader for `--room-idle-timeout`. The
-//! lobby is always there. Each room's log and sessions come from the
-//! [`LogStore`] it was given, and it never asks which one that is. This
-//! module knows nothing of HTTP.
+//! lobby is always there; a room a store kept from an earlier run opens
+//! only when used again, and its kept log is deleted once unused for
+//! `--room-retention`. Each room's log and sessions come from the
+//! [`LogStore`] it was given, and it never asks which one that is. Every
+//! store call may block (disk, network), so it runs on tokio's blocking
+//! pool, never on the caller's thread. This module knows nothing of HTTP.
 
 use std::collections::HashMap;
 use std::io;
@@ -17,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::RwLock;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -27,16 +31,22 @@ use crate::core::names::RoomName;
 use crate::core::presence::{Addresses, Presence, SessionId, SessionLimits};
 use crate::core::room::{reaper_period, Room};
 
+/// The longest between two sweeps for kept logs past their retention.
+const SWEEP_PERIOD: Duration = Duration::from_secs(3600);
+
 /// The bounds on rooms.
 #[derive(Debug, Clone, Copy)]
 pub struct RoomLimits {
-    /// Rooms open at once, the lobby included.
+    /// Rooms open at once, the lobby included, and those being opened.
     pub max_rooms: usize,
-    /// Rooms one client address may have opened that are still open; 0 for
-    /// no limit.
+    /// Rooms one client address may have opened (or be opening) that are
+    /// still open; 0 for no limit.
     pub ip_rooms: u32,
     /// How long a room with no session and no reader stays open.
     pub idle: Duration,
+    /// How long a closed room's kept log (its journal) stays unused before
+    /// it is deleted; `None` keeps it forever. The lobby's never goes.
+    pub retention: Option<Duration>,
 }
 
 /// A room as listed by `GET /rooms` and `/stats`.
@@ -61,25 +71,73 @@ pub struct Rooms {
 }
 
 struct Shared {
-    store: Box<dyn LogStore>,
+    /// Shared with the blocking tasks that open and delete logs.
+    store: Arc<dyn LogStore>,
     limits: RoomLimits,
     session_limits: SessionLimits,
     /// Per-address accounting, shared by every room's presence.
     addresses: Addresses,
-    rooms: RwLock<HashMap<RoomName, Entry>>,
+    /// Every room that is open, being opened or having its kept log
+    /// deleted. Never held across an `.await` or a store call.
+    rooms: RwLock<HashMap<RoomName, Slot>>,
+}
+
+/// What the registry holds under a room's name.
+enum Slot {
+    /// The room is open.
+    Open(Entry),
+    /// Its log is being opened off the workers. It holds its place under
+    /// `--max-rooms` and `--ip-rooms` from the moment it was claimed, so
+    /// two opens cannot both pass the caps.
+    Opening {
+        opened_by: Option<IpAddr>,
+        /// Closed when the opening settles; whoever wants the room waits
+        /// on it, then looks again.
+        done: watch::Receiver<()>,
+    },
+    /// It was reclaimed and its log is being closed off the workers (a
+    /// journal's writer finishing). It keeps its place, and cannot open
+    /// again until then, so one journal never has two writers.
+    Closing {
+        opened_by: Option<IpAddr>,
+        done: watch::Receiver<()>,
+    },
+    /// Its kept log is being deleted (retention); it cannot open until
+    /// that is done. Holds no place under the caps.
+    Deleting { done: watch::Receiver<()> },
 }
 
 struct Entry {
     room: Room,
     /// The address that opened it, for `--ip-rooms`; `None` for the lobby
-    /// and for rooms restored at start.
+    /// and the demo room.
     opened_by: Option<IpAddr>,
     /// Since when the reaper has seen it unused.
     idle_since: Option<Instant>,
 }
 
+impl Slot {
+    /// Who holds a place under the caps: `Some(opened_by)` for an open or
+    /// opening room.
+    fn place(&self) -> Option<Option<IpAddr>> {
+        match self {
+            Slot::Open(entry) => Some(entry.opened_by),
+            Slot::Opening { opened_by, .. } | Slot::Closing { opened_by, .. } => Some(*opened_by),
+            Slot::Deleting { .. } => None,
+        }
+    }
+
+    fn open(&self) -> Option<&Room> {
+        match self {
+            Slot::Open(entry) => Some(&entry.room),
+            _ => None,
+        }
+    }
+}
+
 impl Rooms {
-    /// Opens the lobby and every room `store` kept.
+    /// Opens the lobby. Every other room, kept by `store` or not, opens on
+    /// first use ([`Rooms::open`]).
     pub fn new(
         store: Box<dyn LogStore>,
         limits: RoomLimits,
@@ -87,26 +145,27 @@ impl Rooms {
     ) -> io::Result<Rooms> {
         let rooms = Rooms {
             shared: Arc::new(Shared {
-                store,
+                store: Arc::from(store),
                 limits,
                 session_limits,
                 addresses: Addresses::default(),
                 rooms: RwLock::new(HashMap::new()),
             }),
         };
-        let mut names = vec![RoomName::lobby()];
-        names.extend(rooms.shared.store.kept()?);
-        for name in names {
-            let room = rooms.build(&name)?;
-            rooms.shared.rooms.write().entry(name).or_insert(Entry {
+        let lobby = RoomName::lobby();
+        let room = rooms.build(&lobby)?;
+        rooms.shared.rooms.write().insert(
+            lobby,
+            Slot::Open(Entry {
                 room,
                 opened_by: None,
                 idle_since: None,
-            });
-        }
+            }),
+        );
         Ok(rooms)
     }
 
+    /// Opens `name`'s log from the store: blocking, so never on a worker.
     fn build(&self, name: &RoomName) -> io::Result<Room> {
         let opened = self.shared.store.open(name)?;
         let presence = Presence::sharing(self.shared.session_limits, self.shared.addresses.clone());
@@ -121,18 +180,79 @@ impl Rooms {
 
     /// The room `name`, if it is open.
     pub fn get(&self, name: &RoomName) -> Option<Room> {
-        self.shared.rooms.read().get(name).map(|e| e.room.clone())
+        self.shared
+            .rooms
+            .read()
+            .get(name)
+            .and_then(Slot::open)
+            .cloned()
     }
 
     /// The room `name`, opened for a client at `ip` if it is not open yet.
-    pub fn open(&self, name: &RoomName, ip: Option<IpAddr>) -> Result<Room, ApiError> {
-        if let Some(room) = self.get(name) {
-            return Ok(room);
+    ///
+    /// The caps are checked and a place claimed in one step under the lock;
+    /// the log is then opened on the blocking pool, never on the caller's
+    /// thread, and the place is given back if that fails. Concurrent opens
+    /// of one room wait for the first and share its room.
+    pub async fn open(&self, name: &RoomName, ip: Option<IpAddr>) -> Result<Room, ApiError> {
+        loop {
+            let claimed = {
+                let mut rooms = self.shared.rooms.write();
+                match rooms.get(name) {
+                    Some(Slot::Open(entry)) => return Ok(entry.room.clone()),
+                    Some(
+                        Slot::Opening { done, .. }
+                        | Slot::Closing { done, .. }
+                        | Slot::Deleting { done },
+                    ) => Waiting::On(done.clone()),
+                    None => {
+                        self.check_caps(&rooms, ip)?;
+                        let (settled, done) = watch::channel(());
+                        rooms.insert(
+                            name.clone(),
+                            Slot::Opening {
+                                opened_by: ip,
+                                done,
+                            },
+                        );
+                        Waiting::Claimed(settled)
+                    }
+                }
+            };
+            match claimed {
+                Waiting::Claimed(settled) => return self.open_claimed(name, ip, settled).await,
+                // Closed (an error) when the opening or deletion settles.
+                Waiting::On(mut done) => {
+                    let _ = done.changed().await;
+                }
+            }
         }
-        self.check_caps(ip)?;
-        // Opening may touch the disk: not under the lock. Two clients opening
-        // the same room at once both build it; the first one in wins.
-        let room = self.build(name).map_err(|err| {
+    }
+
+    /// Opens the room whose place the caller claimed, on the blocking pool.
+    /// The task settles the claim even if the caller goes away meanwhile.
+    async fn open_claimed(
+        &self,
+        name: &RoomName,
+        ip: Option<IpAddr>,
+        settled: watch::Sender<()>,
+    ) -> Result<Room, ApiError> {
+        let claim = Claim {
+            rooms: self.clone(),
+            name: name.clone(),
+            opened_by: ip,
+            room: None,
+            _settled: settled,
+        };
+        let built = tokio::task::spawn_blocking(move || {
+            let mut claim = claim;
+            let room = claim.rooms.build(&claim.name)?;
+            claim.room = Some(room.clone());
+            Ok::<_, io::Error>(room)
+        })
+        .await
+        .unwrap_or_else(|panicked| Err(io::Error::other(panicked.to_string())));
+        built.map_err(|err| {
             tracing::error!(%err, room = %name, "could not open a room's log");
             // A shared store that cannot be reached says so; see `LogStore`.
             if err.kind() == io::ErrorKind::NotConnected {
@@ -140,34 +260,21 @@ impl Rooms {
             } else {
                 ApiError::Internal
             }
-        })?;
-        let mut rooms = self.shared.rooms.write();
-        if let Some(entry) = rooms.get(name) {
-            return Ok(entry.room.clone());
-        }
-        if rooms.len() >= self.shared.limits.max_rooms {
-            return Err(too_many_rooms(self.shared.limits.max_rooms));
-        }
-        tracing::debug!(room = %name, "room opened");
-        rooms.insert(
-            name.clone(),
-            Entry {
-                room: room.clone(),
-                opened_by: ip,
-                idle_since: None,
-            },
-        );
-        Ok(room)
+        })
     }
 
-    fn check_caps(&self, ip: Option<IpAddr>) -> Result<(), ApiError> {
+    fn check_caps(
+        &self,
+        rooms: &HashMap<RoomName, Slot>,
+        ip: Option<IpAddr>,
+    ) -> Result<(), ApiError> {
         let limits = self.shared.limits;
-        let rooms = self.shared.rooms.read();
-        if rooms.len() >= limits.max_rooms {
+        let places = || rooms.values().filter_map(Slot::place);
+        if places().count() >= limits.max_rooms {
             return Err(too_many_rooms(limits.max_rooms));
         }
         if let (Some(ip), true) = (ip, limits.ip_rooms > 0) {
-            let opened = rooms.values().filter(|e| e.opened_by == Some(ip)).count();
+            let opened = places().filter(|by| *by == Some(ip)).count();
             if opened >= limits.ip_rooms as usize {
                 return Err(ApiError::IpLimit(format!(
                     "this address has opened {} rooms that are still open, its limit",
@@ -191,7 +298,7 @@ impl Rooms {
         ip: Option<IpAddr>,
     ) -> Result<Room, ApiError> {
         let Some(session) = session else {
-            return self.open(name, ip);
+            return self.open(name, ip).await;
         };
         if let Some(room) = self.get(name).filter(|r| r.has_session(session)) {
             return Ok(room);
@@ -199,7 +306,7 @@ impl Rooms {
         if let Some(other) = self.find_session(session) {
             return Err(ApiError::WrongRoom(other.to_string()));
         }
-        let room = self.open(name, ip)?;
+        let room = self.open(name, ip).await?;
         room.adopt(session, ip).await?;
         Ok(room)
     }
@@ -210,26 +317,26 @@ impl Rooms {
             .rooms
             .read()
             .values()
-            .find(|e| e.room.has_session(session))
-            .map(|e| e.room.name().clone())
+            .filter_map(Slot::open)
+            .find(|room| room.has_session(session))
+            .map(|room| room.name().clone())
     }
 
     /// Every open room, busiest first.
     pub fn list(&self) -> Vec<RoomView> {
-        let mut views: Vec<RoomView> = self
-            .shared
-            .rooms
-            .read()
-            .values()
-            .map(|e| view(&e.room))
-            .collect();
+        let mut views: Vec<RoomView> = self.all().iter().map(view).collect();
         views.sort_by(|a, b| b.online.cmp(&a.online).then_with(|| a.name.cmp(&b.name)));
         views
     }
 
     /// How many rooms are open.
     pub fn len(&self) -> usize {
-        self.shared.rooms.read().len()
+        self.shared
+            .rooms
+            .read()
+            .values()
+            .filter_map(Slot::open)
+            .count()
     }
 
     /// Whether no room is open (never: the lobby always is).
@@ -243,39 +350,133 @@ impl Rooms {
             .rooms
             .read()
             .values()
-            .map(|e| e.room.clone())
+            .filter_map(Slot::open)
+            .cloned()
             .collect()
     }
 
     /// Closes rooms that have had no session and no reader for the idle
-    /// timeout, so their memory comes back. Returns how many it closed.
-    pub fn reclaim_idle(&self) -> usize {
+    /// timeout, so their memory comes back, and with it their log's
+    /// threads and files (a journal's writer), which are released on the
+    /// blocking pool before this returns. Returns how many it closed.
+    pub async fn reclaim_idle(&self) -> usize {
         let idle = self.shared.limits.idle;
         let now = Instant::now();
-        let mut rooms = self.shared.rooms.write();
-        let before = rooms.len();
-        rooms.retain(|name, entry| {
-            let unused = name.as_str() != RoomName::LOBBY
-                && entry.room.is_empty()
-                // Every reader and every request holds a reference to the
-                // log; only the registry's own is left when none does.
-                && Arc::strong_count(entry.room.log()) == 1;
-            if !unused {
-                entry.idle_since = None;
-                return true;
+        let (closed, settled) = {
+            let mut rooms = self.shared.rooms.write();
+            let mut expired = Vec::new();
+            for (name, slot) in rooms.iter_mut() {
+                let Slot::Open(entry) = slot else { continue };
+                let unused = name.as_str() != RoomName::LOBBY
+                    && entry.room.is_empty()
+                    // Every reader and every request holds a reference to
+                    // the log; only the registry's own is left when none
+                    // does.
+                    && Arc::strong_count(entry.room.log()) == 1;
+                if !unused {
+                    entry.idle_since = None;
+                    continue;
+                }
+                let since = *entry.idle_since.get_or_insert(now);
+                if now.duration_since(since) >= idle {
+                    expired.push(name.clone());
+                }
             }
-            let since = *entry.idle_since.get_or_insert(now);
-            let keep = now.duration_since(since) < idle;
-            if !keep {
-                tracing::debug!(room = %name, "room reclaimed");
+            let (settled, done) = watch::channel(());
+            let closed: Vec<(RoomName, Room)> = expired
+                .into_iter()
+                .filter_map(|name| {
+                    tracing::debug!(room = %name, "room reclaimed");
+                    let Some(Slot::Open(entry)) = rooms.remove(&name) else {
+                        return None;
+                    };
+                    // Keeps its place under the caps until its log is closed.
+                    let closing = Slot::Closing {
+                        opened_by: entry.opened_by,
+                        done: done.clone(),
+                    };
+                    rooms.insert(name.clone(), closing);
+                    Some((name, entry.room))
+                })
+                .collect();
+            (closed, settled)
+        };
+        let count = closed.len();
+        if count > 0 {
+            // Closing a log may wait for its writer to finish: off the
+            // workers, and outside the lock; then the names are free.
+            let registry = self.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                let names: Vec<RoomName> = closed.iter().map(|(name, _)| name.clone()).collect();
+                // Each room's log closes here: a journal joins its writer.
+                drop(closed);
+                let mut rooms = registry.shared.rooms.write();
+                for name in names {
+                    if matches!(rooms.get(&name), Some(Slot::Closing { .. })) {
+                        rooms.remove(&name);
+                    }
+                }
+                drop(settled);
+            })
+            .await;
+        }
+        count
+    }
+
+    /// Deletes the kept logs of rooms that are not open and have not been
+    /// used for the retention (`--room-retention`), never the lobby's.
+    /// Each room is held shut while its log is deleted. Runs on the
+    /// blocking pool; returns how many it deleted.
+    pub async fn delete_expired(&self) -> usize {
+        let Some(retention) = self.shared.limits.retention else {
+            return 0;
+        };
+        let rooms = self.clone();
+        tokio::task::spawn_blocking(move || rooms.delete_expired_now(retention))
+            .await
+            .unwrap_or(0)
+    }
+
+    fn delete_expired_now(&self, retention: Duration) -> usize {
+        let kept = match self.shared.store.kept() {
+            Ok(kept) => kept,
+            Err(err) => {
+                tracing::warn!(%err, "could not list the kept rooms to apply their retention");
+                return 0;
             }
-            keep
-        });
-        before - rooms.len()
+        };
+        let mut deleted = 0;
+        for name in kept {
+            if name.as_str() == RoomName::LOBBY {
+                continue;
+            }
+            // Hold the room shut: an open room's log is never deleted, and
+            // none opens while this one is.
+            let _settled = {
+                let mut rooms = self.shared.rooms.write();
+                if rooms.contains_key(&name) {
+                    continue;
+                }
+                let (settled, done) = watch::channel(());
+                rooms.insert(name.clone(), Slot::Deleting { done });
+                settled
+            };
+            match self.shared.store.delete_if_unused(&name, retention) {
+                Ok(true) => {
+                    tracing::info!(room = %name, "deleted a room's log, unused past its retention");
+                    deleted += 1;
+                }
+                Ok(false) => {}
+                Err(err) => tracing::warn!(%err, room = %name, "could not delete a room's log"),
+            }
+            self.shared.rooms.write().remove(&name);
+        }
+        deleted
     }
 
     /// Ends idle sessions in every room, closes idle rooms and forgets idle
-    /// addresses, until `stop` is cancelled.
+    /// addresses, and now and then deletes kept logs past their retention
+    /// (first at start), until `stop` is cancelled.
     pub fn spawn_reaper(
         &self,
         presence_timeout: Duration,
@@ -283,9 +484,15 @@ impl Rooms {
     ) -> tokio::task::JoinHandle<()> {
         let rooms = self.clone();
         let period = reaper_period(presence_timeout).min(reaper_period(self.shared.limits.idle));
+        let sweep_period = self
+            .shared
+            .limits
+            .retention
+            .map_or(SWEEP_PERIOD, |retention| retention.min(SWEEP_PERIOD));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut swept: Option<Instant> = None;
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => break,
@@ -293,12 +500,58 @@ impl Rooms {
                         for room in rooms.all() {
                             room.end_idle(presence_timeout).await;
                         }
-                        rooms.reclaim_idle();
+                        rooms.reclaim_idle().await;
                         rooms.shared.addresses.forget_idle(rooms.shared.session_limits);
+                        if swept.is_none_or(|at| at.elapsed() >= sweep_period) {
+                            swept = Some(Instant::now());
+                            rooms.delete_expired().await;
+                        }
                     }
                 }
             }
         })
+    }
+}
+
+/// What an open found under the room's name, once the lock is released.
+enum Waiting {
+    /// Another open or a deletion: wait for it to settle, then look again.
+    On(watch::Receiver<()>),
+    /// A place this open claimed; it settles it.
+    Claimed(watch::Sender<()>),
+}
+
+/// A place claimed under the caps for a room being opened. Dropped, it
+/// settles: the room goes in if it was built, the place is given back if
+/// not, and whoever waits for the room looks again.
+struct Claim {
+    rooms: Rooms,
+    name: RoomName,
+    opened_by: Option<IpAddr>,
+    room: Option<Room>,
+    /// Dropped last, after the registry is updated: wakes the waiters.
+    _settled: watch::Sender<()>,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut rooms = self.rooms.shared.rooms.write();
+        match self.room.take() {
+            Some(room) => {
+                tracing::debug!(room = %self.name, "room opened");
+                rooms.insert(
+                    self.name.clone(),
+                    Slot::Open(Entry {
+                        room,
+                        opened_by: self.opened_by,
+                        idle_since: None,
+                    }),
+                );
+            }
+            None => {
+                rooms.remove(&self.name);
+            }
+        }
     }
 }
 
@@ -338,6 +591,7 @@ mod tests {
                 max_rooms,
                 ip_rooms,
                 idle: Duration::from_secs(60),
+                retention: None,
             },
             SessionLimits::default(),
         )
@@ -351,8 +605,8 @@ mod tests {
     #[tokio::test]
     async fn each_room_has_its_own_seqs_epoch_and_names() {
         let rooms = rooms(10, 0);
-        let a = rooms.open(&room("a"), HOME).unwrap();
-        let b = rooms.open(&room("b"), HOME).unwrap();
+        let a = rooms.open(&room("a"), HOME).await.unwrap();
+        let b = rooms.open(&room("b"), HOME).await.unwrap();
 
         let alice_a = a.register(Name::parse("alice").unwrap()).await.unwrap();
         let alice_b = b.register(Name::parse("alice").unwrap()).await;
@@ -370,8 +624,8 @@ mod tests {
     #[tokio::test]
     async fn a_session_enters_only_its_own_room() {
         let rooms = rooms(10, 0);
-        let a = rooms.open(&room("a"), HOME).unwrap();
-        rooms.open(&room("b"), HOME).unwrap();
+        let a = rooms.open(&room("a"), HOME).await.unwrap();
+        rooms.open(&room("b"), HOME).await.unwrap();
         let session = a
             .register(Name::parse("ann").unwrap())
             .await
@@ -395,35 +649,53 @@ mod tests {
     #[tokio::test]
     async fn rooms_are_capped_in_all_and_per_address() {
         let rooms = rooms(3, 1);
-        rooms.open(&room("mine"), HOME).unwrap();
+        rooms.open(&room("mine"), HOME).await.unwrap();
 
-        let second = rooms.open(&room("again"), HOME).unwrap_err();
-        rooms.open(&room("theirs"), None).unwrap();
-        let full = rooms.open(&room("more"), None).unwrap_err();
+        let second = rooms.open(&room("again"), HOME).await.unwrap_err();
+        rooms.open(&room("theirs"), None).await.unwrap();
+        let full = rooms.open(&room("more"), None).await.unwrap_err();
 
         assert_eq!(second.code(), "ip_limit");
         assert_eq!(full.code(), "too_many_rooms");
         assert!(
-            rooms.open(&room("mine"), HOME).is_ok(),
+            rooms.open(&room("mine"), HOME).await.is_ok(),
             "an open room is not counted again"
         );
+    }
+
+    #[tokio::test]
+    async fn concurrent_opens_of_one_room_share_one_room() {
+        // Arrange
+        let rooms = rooms(10, 1);
+        let same = room("same");
+
+        // Act
+        let opens = (0..50).map(|_| rooms.open(&same, HOME));
+        let opened = futures_util::future::join_all(opens).await;
+
+        // Assert
+        let first = opened[0].as_ref().unwrap().log().clone();
+        for room in opened {
+            assert!(Arc::ptr_eq(room.unwrap().log(), &first));
+        }
+        assert_eq!(rooms.len(), 2, "it and the lobby");
     }
 
     #[tokio::test(start_paused = true)]
     async fn an_unused_room_is_reclaimed_after_the_idle_timeout_and_the_lobby_never_is() {
         let rooms = rooms(10, 0);
-        let busy = rooms.open(&room("busy"), HOME).unwrap();
+        let busy = rooms.open(&room("busy"), HOME).await.unwrap();
         let session = busy
             .register(Name::parse("bo").unwrap())
             .await
             .unwrap()
             .session;
-        let reader = rooms.open(&room("read"), HOME).unwrap().log().clone();
-        drop(rooms.open(&room("empty"), HOME).unwrap());
+        let reader = rooms.open(&room("read"), HOME).await.unwrap().log().clone();
+        drop(rooms.open(&room("empty"), HOME).await.unwrap());
 
-        rooms.reclaim_idle();
+        rooms.reclaim_idle().await;
         tokio::time::advance(Duration::from_secs(61)).await;
-        let reclaimed = rooms.reclaim_idle();
+        let reclaimed = rooms.reclaim_idle().await;
 
         assert_eq!(reclaimed, 1);
         assert!(rooms.get(&room("empty")).is_none());
@@ -432,9 +704,9 @@ mod tests {
         assert!(rooms.get(&RoomName::lobby()).is_some());
         busy.end(session).await;
         drop((busy, reader));
-        rooms.reclaim_idle();
+        rooms.reclaim_idle().await;
         tokio::time::advance(Duration::from_secs(61)).await;
-        assert_eq!(rooms.reclaim_idle(), 2);
+        assert_eq!(rooms.reclaim_idle().await, 2);
         assert_eq!(rooms.len(), 1);
     }
 
@@ -479,6 +751,7 @@ mod tests {
                 max_rooms: 10,
                 ip_rooms: 0,
                 idle: Duration::from_secs(60),
+                retention: None,
             },
             SessionLimits {
                 ip_sessions: 1,
@@ -486,8 +759,8 @@ mod tests {
             },
         )
         .unwrap();
-        let a = rooms.open(&room("a"), HOME).unwrap();
-        let b = rooms.open(&room("b"), HOME).unwrap();
+        let a = rooms.open(&room("a"), HOME).await.unwrap();
+        let b = rooms.open(&room("b"), HOME).await.unwrap();
         a.register_from(Name::parse("x").unwrap(), HOME)
             .await
             .unwrap();
@@ -498,7 +771,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_journal_store_restores_every_room_with_its_epoch() {
+    async fn a_journal_store_reopens_each_kept_room_on_first_use_with_its_epoch() {
+        // Arrange: three rooms written by an earlier run.
         let dir = tempfile::tempdir().unwrap();
         let store = || JournalStore {
             dir: dir.path().to_owned(),
@@ -510,25 +784,95 @@ mod tests {
             max_rooms: 10,
             ip_rooms: 0,
             idle: Duration::from_secs(60),
+            retention: None,
         };
         let epochs: Vec<Epoch> = {
             let rooms = Rooms::new(Box::new(store()), limits, SessionLimits::default()).unwrap();
             let mut epochs = Vec::new();
             for name in ["lobby", "a", "_b"] {
-                let room = rooms.open(&room(name), None).unwrap();
+                let room = rooms.open(&room(name), None).await.unwrap();
                 room.register(Name::parse("z").unwrap()).await.unwrap();
                 epochs.push(room.log().epoch().clone());
             }
             epochs
         };
 
+        // Act
         let rooms = Rooms::new(Box::new(store()), limits, SessionLimits::default()).unwrap();
+        let open_at_start = rooms.len();
 
-        assert_eq!(rooms.len(), 3);
+        // Assert: only the lobby opens at start; the others on first use.
+        assert_eq!(open_at_start, 1);
         for (name, epoch) in ["lobby", "a", "_b"].iter().zip(epochs) {
-            let room = rooms.get(&room(name)).unwrap();
+            let room = rooms.open(&room(name), None).await.unwrap();
             assert_eq!(room.log().epoch(), epoch, "{name}");
             assert_eq!(room.log().head(), 1, "{name}");
         }
+        assert_eq!(rooms.len(), 3);
+    }
+
+    /// Sets every file of the journal in `dir`, and `dir`, as last changed
+    /// `ago`.
+    fn backdate(dir: &std::path::Path, ago: Duration) {
+        let then = std::time::SystemTime::now() - ago;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let file = std::fs::File::open(entry.unwrap().path()).unwrap();
+            file.set_modified(then).unwrap();
+        }
+        std::fs::File::open(dir)
+            .unwrap()
+            .set_modified(then)
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn retention_deletes_a_closed_room_s_old_journal_but_never_an_open_one() {
+        // Arrange: two rooms unused for eight days, one closed, one open.
+        let dir = tempfile::tempdir().unwrap();
+        let week = Duration::from_secs(7 * 24 * 3600);
+        let rooms = Rooms::new(
+            Box::new(JournalStore {
+                dir: dir.path().to_owned(),
+                history: 100,
+                budget: crate::core::log::LogBudget::unlimited(),
+                recover: false,
+            }),
+            RoomLimits {
+                max_rooms: 10,
+                ip_rooms: 0,
+                idle: Duration::ZERO,
+                retention: Some(week),
+            },
+            SessionLimits::default(),
+        )
+        .unwrap();
+        drop(rooms.open(&room("old"), None).await.unwrap());
+        let open = rooms.open(&room("open"), None).await.unwrap();
+        let reader = open.log().clone();
+        assert_eq!(rooms.reclaim_idle().await, 1, "the old room closed");
+        let journals = dir.path().join("rooms");
+        for name in ["old", "open"] {
+            backdate(&journals.join(name), week + Duration::from_secs(86_400));
+        }
+        backdate(dir.path(), week * 2);
+
+        // Act
+        let deleted = rooms.delete_expired().await;
+
+        // Assert
+        assert_eq!(deleted, 1);
+        assert!(!journals.join("old").exists(), "the closed room's went");
+        assert!(
+            journals.join("open").join("epoch").exists(),
+            "the open room's stays"
+        );
+        assert!(dir.path().join("epoch").exists(), "the lobby's stays");
+        let kept = reader
+            .append(Name::parse("z").unwrap(), EventBody::Leave)
+            .await
+            .unwrap();
+        assert_eq!(kept.seq, 1, "the open room still writes its journal");
+        let again = rooms.open(&room("old"), None).await.unwrap();
+        assert_eq!(again.log().head(), 0, "the old room opens afresh");
     }
 }

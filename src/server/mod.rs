@@ -119,6 +119,7 @@ pub fn serve_with_store(
             max_rooms: config.max_rooms,
             ip_rooms: config.ip_rooms,
             idle: config.room_idle_timeout(),
+            retention: config.room_retention(),
         },
         presence::SessionLimits {
             rate: config.rate_limit,
@@ -131,10 +132,20 @@ pub fn serve_with_store(
     )?;
     rooms.spawn_reaper(config.presence_timeout(), shutdown.clone());
     if config.demo {
-        let room = rooms
-            .open(&config.demo_room, None)
-            .map_err(std::io::Error::other)?;
-        demo::spawn(room, config.demo_rate, shutdown.clone());
+        // Opening a room may block (a journal replays, Redis answers), so
+        // the bot opens its room on the blocking pool like any client.
+        let (rooms, room, rate, stop) = (
+            rooms.clone(),
+            config.demo_room.clone(),
+            config.demo_rate,
+            shutdown.clone(),
+        );
+        tokio::spawn(async move {
+            match rooms.open(&room, None).await {
+                Ok(room) => drop(demo::spawn(room, rate, stop)),
+                Err(err) => tracing::error!(%err, %room, "the demo bot could not open its room"),
+            }
+        });
     }
     let workers = config.workers;
     let ip_connections = config.ip_connections;

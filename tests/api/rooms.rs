@@ -370,3 +370,244 @@ async fn a_room_counts_each_open_stream_and_socket_as_one_reader() {
     assert_eq!(both, 2, "one each, however much of the room each holds");
     assert_eq!(after, 0, "gone with them");
 }
+
+/// The files this process holds open under `dir`.
+fn files_open_under(dir: &std::path::Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter(|target| target.starts_with(dir))
+        .count()
+}
+
+/// Waits (bounded) until this process holds no file open under `dir`:
+/// until a server that stopped, or a room that closed, has released them.
+async fn until_no_file_open_under(dir: &std::path::Path) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while files_open_under(dir) > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "files under {} were never closed",
+            dir.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn rooms_open(app: &TestApp) -> u64 {
+    let (_, stats) = app.get_json("/stats").await;
+    stats["total"]["rooms"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn rooms_kept_on_disk_stay_shut_at_start_and_reopen_on_first_use_within_max_rooms() {
+    // Arrange: an earlier run kept four rooms besides the lobby.
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_owned();
+    let mut first = spawn_app_with(|c| c.data_dir = Some(data_dir.clone())).await;
+    let mut epochs = Vec::new();
+    for room in ["a", "b", "c", "d"] {
+        let (status, batch) = first.get_json(&format!("/poll?room={room}")).await;
+        assert_eq!(status, 200);
+        epochs.push(batch["epoch"].clone());
+    }
+    first.shutdown().await;
+    until_no_file_open_under(dir.path()).await;
+
+    // Act: restart with room for the lobby and two more.
+    let app = spawn_app_with(|c| {
+        c.data_dir = Some(data_dir.clone());
+        c.max_rooms = 3;
+    })
+    .await;
+    let at_start = rooms_open(&app).await;
+    let files_at_start = files_open_under(&dir.path().join("rooms"));
+    let (a, batch_a) = app.get_json("/poll?room=a").await;
+    let (b, batch_b) = app.get_json("/poll?room=b").await;
+    let refused = app.get("/poll?room=c").await;
+
+    // Assert
+    assert_eq!(at_start, 1, "only the lobby opens at start");
+    assert_eq!(files_at_start, 0, "a shut room holds no file open");
+    assert_eq!((a, b), (200, 200));
+    assert_eq!(batch_a["epoch"], epochs[0], "a kept room reopens as it was");
+    assert_eq!(batch_b["epoch"], epochs[1]);
+    expect_error(refused, 503, "too_many_rooms").await;
+    assert_eq!(rooms_open(&app).await, 3);
+}
+
+#[tokio::test]
+async fn a_kept_room_holds_its_journal_files_only_while_it_is_open() {
+    // Arrange: a room an earlier run kept, and a restart that reclaims
+    // empty rooms quickly.
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_owned();
+    let mut first = spawn_app_with(|c| c.data_dir = Some(data_dir.clone())).await;
+    assert_eq!(first.get("/poll?room=brief").await.status(), 200);
+    first.shutdown().await;
+    until_no_file_open_under(dir.path()).await;
+    let app = spawn_app_with(|c| {
+        c.data_dir = Some(data_dir);
+        c.room_idle_timeout = 0.2;
+        c.presence_timeout = 0.2;
+    })
+    .await;
+    let journal = dir.path().join("rooms").join("brief");
+    let at_start = files_open_under(&journal);
+
+    // Act: use it, then wait for the reaper to close it.
+    assert_eq!(app.get("/poll?room=brief").await.status(), 200);
+    let while_open = files_open_under(&journal);
+    until_no_file_open_under(&journal).await;
+
+    // Assert
+    assert_eq!(at_start, 0, "a room not yet used holds no file open");
+    assert!(while_open >= 1, "its writer holds its segment open");
+    assert_eq!(rooms_open(&app).await, 1, "it was reclaimed");
+    assert!(journal.join("epoch").exists(), "its journal is kept");
+}
+
+/// Opens 100 rooms at once from 127.0.0.1, and says how many opened and
+/// how many were refused with 429.
+async fn open_100_rooms_at_once(app: &TestApp) -> (usize, usize) {
+    let opens = (0..100).map(|i| {
+        let app = app.handle();
+        async move { app.get(&format!("/poll?room=r{i}")).await.status() }
+    });
+    let statuses = futures_util::future::join_all(opens).await;
+    let count = |code: u16| statuses.iter().filter(|s| s.as_u16() == code).count();
+    (count(200), count(429))
+}
+
+#[tokio::test]
+async fn concurrent_opens_from_one_address_open_exactly_its_ip_rooms() {
+    // Arrange: a journal, so that opening a room takes a while.
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_owned();
+    let app = spawn_app_with(|c| {
+        c.data_dir = Some(data_dir);
+        c.ip_rooms = 5;
+    })
+    .await;
+
+    // Act
+    let (opened, refused) = open_100_rooms_at_once(&app).await;
+
+    // Assert
+    assert_eq!((opened, refused), (5, 95));
+    assert_eq!(rooms_open(&app).await, 6, "the five and the lobby");
+}
+
+#[tokio::test]
+async fn concurrent_opens_from_one_address_open_exactly_its_ip_rooms_on_redis() {
+    // Arrange: Redis, where opening a room waits for its snapshot.
+    let redis = RedisServer::start();
+    let app = spawn_app_on(&redis, |c| c.ip_rooms = 5).await;
+
+    // Act
+    let (opened, refused) = open_100_rooms_at_once(&app).await;
+
+    // Assert
+    assert_eq!((opened, refused), (5, 95));
+    assert_eq!(rooms_open(&app).await, 6, "the five and the lobby");
+}
+
+/// A store whose rooms other than the lobby open only when the test says
+/// so, and which says when an open has begun.
+struct GatedStore {
+    began: tokio::sync::mpsc::UnboundedSender<()>,
+    release: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl pushlab::log_store::LogStore for GatedStore {
+    fn open(&self, room: &pushlab::RoomName) -> std::io::Result<pushlab::log_store::OpenedLog> {
+        if room.as_str() != pushlab::RoomName::LOBBY {
+            let _ = self.began.send(());
+            // The test holds the sender; a dropped one releases too.
+            let _ = self.release.lock().unwrap().recv();
+        }
+        let log = std::sync::Arc::new(pushlab::MemoryLog::new(100));
+        Ok(pushlab::log_store::OpenedLog::here(log))
+    }
+
+    fn kept(&self) -> std::io::Result<Vec<pushlab::RoomName>> {
+        Ok(Vec::new())
+    }
+}
+
+#[tokio::test]
+async fn healthz_answers_while_a_room_s_log_is_still_opening() {
+    // Arrange: one worker, and a store whose open blocks until released.
+    let (began, mut opening) = tokio::sync::mpsc::unbounded_channel();
+    let (release, gate) = std::sync::mpsc::channel();
+    let store = GatedStore {
+        began,
+        release: std::sync::Mutex::new(gate),
+    };
+    let config = pushlab::Config {
+        workers: Some(1),
+        ..pushlab::Config::default()
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let app = TestApp::over(pushlab::serve_with_store(listener, config, Box::new(store)).unwrap());
+    let slow = tokio::spawn({
+        let app = app.handle();
+        async move { app.get("/poll?room=slow").await.status() }
+    });
+    opening.recv().await.expect("the open began");
+
+    // Act: ask for health while the open is blocked.
+    let health = tokio::time::timeout(PATIENCE, app.get("/healthz")).await;
+
+    // Assert
+    let still_opening = !slow.is_finished();
+    release.send(()).unwrap();
+    assert_eq!(
+        health
+            .expect("/healthz answered while a room was opening")
+            .status(),
+        200
+    );
+    assert!(
+        still_opening,
+        "the open was still blocked when /healthz answered"
+    );
+    assert_eq!(slow.await.unwrap(), 200, "the room opened once released");
+}
+
+#[tokio::test]
+async fn healthz_answers_while_rooms_open_against_a_stalled_redis() {
+    // Arrange: Redis holding every command for longer than an open waits.
+    let redis = RedisServer::start();
+    let app = spawn_app_on(&redis, |_| {}).await;
+    assert_eq!(redis.command("CLIENT PAUSE 5000 ALL"), "+OK");
+    let opens: Vec<_> = (0..4)
+        .map(|i| {
+            let app = app.handle();
+            tokio::spawn(async move { app.get(&format!("/poll?room=stalled{i}")).await })
+        })
+        .collect();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let (_, stats) = app.get_json("/stats").await;
+        if stats["connections"].as_u64().unwrap() >= 4 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the opens never arrived: {stats}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Act
+    let health = tokio::time::timeout(PATIENCE, app.get("/healthz")).await;
+
+    // Assert
+    let waiting = opens.iter().filter(|open| !open.is_finished()).count();
+    assert_eq!(health.expect("/healthz answered").status(), 200);
+    assert!(
+        waiting > 0,
+        "/healthz answered while the opens waited for Redis"
+    );
+}

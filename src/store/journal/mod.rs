@@ -64,6 +64,7 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use futures_util::future::BoxFuture;
 use tokio::sync::oneshot;
@@ -132,9 +133,15 @@ impl JournalOptions {
 }
 
 /// An event log backed by the journal. Reads come from memory.
+///
+/// Dropped, it closes its queue and waits for its writer thread to finish
+/// the group in hand and exit, so the thread and its files are released
+/// by the time the drop returns: drop it off the async workers.
 pub struct JournalLog {
     memory: MemoryLog,
     appends: mpsc::Sender<Append>,
+    /// The writer thread, joined on drop.
+    writer: Option<std::thread::JoinHandle<()>>,
 }
 
 impl JournalLog {
@@ -178,11 +185,53 @@ impl JournalLog {
         );
         let mut writer = Writer::open(options, memory.clone(), replayed.segments)?;
         let (appends, queue) = mpsc::channel();
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("pushlab-journal".into())
             .spawn(move || writer.run(queue))?;
-        Ok(JournalLog { memory, appends })
+        Ok(JournalLog {
+            memory,
+            appends,
+            writer: Some(writer),
+        })
     }
+}
+
+impl Drop for JournalLog {
+    fn drop(&mut self) {
+        // Closing the queue ends the writer's loop once it has written what
+        // was queued; then its segment file is closed.
+        let (closed, _) = mpsc::channel();
+        drop(std::mem::replace(&mut self.appends, closed));
+        if let Some(writer) = self.writer.take() {
+            if writer.join().is_err() {
+                tracing::error!("the journal writer panicked");
+            }
+        }
+    }
+}
+
+/// Marks the journal in `dir` as used now, for `--room-retention`: its
+/// epoch file's modification time, set when the journal opens and when
+/// its writer stops.
+pub(crate) fn mark_used(dir: &std::path::Path) {
+    let marked = fs::File::options()
+        .write(true)
+        .open(dir.join("epoch"))
+        .and_then(|file| file.set_modified(SystemTime::now()));
+    if let Err(err) = marked {
+        tracing::warn!(%err, dir = %dir.display(), "could not mark a journal as used");
+    }
+}
+
+/// When the journal in `dir` was last used: the newest modification time
+/// of its files (the epoch file is marked at open and close, a segment
+/// changes with every append).
+fn last_used(dir: &std::path::Path) -> io::Result<SystemTime> {
+    let mut newest = fs::metadata(dir)?.modified()?;
+    for entry in fs::read_dir(dir)? {
+        newest = newest.max(entry?.metadata()?.modified()?);
+    }
+    Ok(newest)
 }
 
 impl EventLog for JournalLog {
@@ -224,7 +273,8 @@ impl EventLog for JournalLog {
 
 /// Durable logs (`--data-dir`): a journal per room. The lobby's is the
 /// directory itself, so a journal written before rooms existed is the
-/// lobby's; every other room's is `rooms/<name>/` below it.
+/// lobby's; every other room's is `rooms/<name>/` below it, opened only
+/// when the room is, and deleted once unused past `--room-retention`.
 pub struct JournalStore {
     /// The `--data-dir`.
     pub dir: PathBuf,
@@ -254,7 +304,29 @@ impl LogStore for JournalStore {
             recover: self.recover,
             ..JournalOptions::bounded(self.dir_of(room), self.history, self.budget.clone())
         };
-        Ok(OpenedLog::here(Arc::new(JournalLog::open(options)?)))
+        let dir = options.dir.clone();
+        let log = JournalLog::open(options)?;
+        mark_used(&dir);
+        Ok(OpenedLog::here(Arc::new(log)))
+    }
+
+    /// Deletes `rooms/<name>/` if none of its files changed for
+    /// `unused_for`; never the lobby's, which is the data dir itself.
+    fn delete_if_unused(&self, room: &RoomName, unused_for: Duration) -> io::Result<bool> {
+        if room.as_str() == RoomName::LOBBY {
+            return Ok(false);
+        }
+        let dir = self.dir_of(room);
+        let unused = match last_used(&dir) {
+            Ok(at) => at.elapsed().unwrap_or_default(),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(err) => return Err(err),
+        };
+        if unused < unused_for {
+            return Ok(false);
+        }
+        fs::remove_dir_all(&dir)?;
+        Ok(true)
     }
 
     fn kept(&self) -> io::Result<Vec<RoomName>> {

@@ -87,6 +87,8 @@ impl Writer {
             }
             self.commit(group);
         }
+        // The room has closed: its journal was last used now.
+        crate::store::journal::mark_used(&self.options.dir);
     }
 
     /// Writes and syncs a group, then publishes and acknowledges it.
