@@ -141,7 +141,7 @@ impl Endpoint {
     /// in the router's order. `None` only for a target that is no path
     /// (`OPTIONS *`), which the router does not route either.
     pub fn at(uri: &Uri) -> Option<Endpoint> {
-        Endpoint::at_path(Url::new(uri.clone()).path())
+        Endpoint::at_path(&routed_path(uri))
     }
 
     fn at_path(path: &str) -> Option<Endpoint> {
@@ -159,6 +159,18 @@ impl Endpoint {
     }
 }
 
+/// A request's path as actix's router matches it: percent-decoded. Almost
+/// every path has nothing to decode and is borrowed as it is; this runs
+/// for every request, twice.
+fn routed_path(uri: &Uri) -> std::borrow::Cow<'_, str> {
+    let path = uri.path();
+    if path.contains('%') {
+        std::borrow::Cow::Owned(Url::new(uri.clone()).path().to_owned())
+    } else {
+        std::borrow::Cow::Borrowed(path)
+    }
+}
+
 /// The refusal for `GET /ws` without an upgrade.
 pub fn not_an_upgrade() -> ApiError {
     ApiError::BadRequest("GET /ws expects a WebSocket upgrade".into())
@@ -168,8 +180,8 @@ pub fn not_an_upgrade() -> ApiError {
 /// decision, which admission applies to every request and upgrade and the
 /// router's default services repeat.
 pub fn resolve(method: &Method, uri: &Uri) -> Result<Endpoint, HttpError> {
-    let url = Url::new(uri.clone());
-    let path = url.path();
+    let path = routed_path(uri);
+    let path = path.as_ref();
     let endpoint =
         Endpoint::at_path(path).ok_or_else(|| HttpError::NotFound("this path".into()))?;
     if *method != endpoint.method() {
