@@ -28,7 +28,8 @@ use serde::Deserialize;
 
 use crate::config::Config;
 use crate::core::error::ApiError;
-use crate::http::endpoints::{self, Endpoint};
+use crate::http::body_timeout::body_on_wire;
+use crate::http::endpoints::{self, Endpoint, Limit};
 use crate::http::http_error::HttpError;
 use crate::http::state::AppState;
 use crate::net::limits::{client_address, Permit};
@@ -90,8 +91,8 @@ impl From<ApiError> for Answer {
 /// 2. its `Host` must be one this server answers to;
 /// 3. a listed origin's CORS preflight is answered;
 /// 4. the client's IP is found, behind `--trusted-proxy`;
-/// 5. it takes a place under the connection limits, unless its endpoint
-///    is one the table leaves out ([`Endpoint::is_limited`]);
+/// 5. it takes a place under its endpoint's limit ([`Endpoint::limit`]):
+///    the connection limits, the scrapes' own, or none;
 /// 6. the route: its endpoint, or the 404 or 405, from
 ///    [`endpoints::resolve`] ([`Admitted::route`]).
 pub fn admit(
@@ -102,7 +103,10 @@ pub fn admit(
     let target = Endpoint::at(&head.uri);
     if let Some(meter) = meter {
         let query = head.uri.query().unwrap_or("");
-        meter.begin(Some(charge(&state.clients, target, query)));
+        meter.begin(
+            Some(charge(&state.clients, target, query)),
+            body_on_wire(&head.headers),
+        );
     }
     check_host(&head.headers, &state.config)?;
     let granted = granted_origin(&head.headers, &state.config);
@@ -113,9 +117,10 @@ pub fn admit(
     }
     check_encoding(&head.headers)?;
     let ip = client_ip(head.peer_addr, &head.headers, &state.config);
-    let permit = match target {
-        Some(endpoint) if !endpoint.is_limited() => None,
-        _ => Some(state.limit.admit(ip)?),
+    let permit = match target.map_or(Limit::Connections, Endpoint::limit) {
+        Limit::Connections => Some(state.limit.admit(ip)?),
+        Limit::Scrapes => Some(state.scrapes.admit(ip)?),
+        Limit::None => None,
     };
     Ok(Admitted {
         route: endpoints::resolve(&head.method, &head.uri),

@@ -61,11 +61,29 @@ fn has_body_to_read(headers: &HeaderMap) -> bool {
     if headers.contains_key(header::TRANSFER_ENCODING) {
         return true;
     }
-    let declared = headers
+    matches!(declared_length(headers), Some(len) if len > 0 && len <= MAX_BODY_BYTES as u64)
+}
+
+/// The body's length as its `Content-Length` declares it.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.trim().parse::<u64>().ok());
-    matches!(declared, Some(len) if len > 0 && len <= MAX_BODY_BYTES as u64)
+        .and_then(|value| value.trim().parse::<u64>().ok())
+}
+
+/// How many bytes of body a request may still need read off the wire, so
+/// that its connection reads that far ahead of it (`net::read_ahead`): the
+/// length it declares, up to one byte past [`MAX_BODY_BYTES`], which is all
+/// that is read of it; for a chunked body, twice [`MAX_BODY_BYTES`], room
+/// for the chunks' framing. A chunked body framed more wastefully than that
+/// runs into `--body-timeout`.
+pub fn body_on_wire(headers: &HeaderMap) -> u64 {
+    let most = MAX_BODY_BYTES as u64 + 1;
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        return 2 * most;
+    }
+    declared_length(headers).map_or(0, |len| len.min(most))
 }
 
 /// What was read of a body: the bytes, and the error that ended it early.

@@ -57,6 +57,24 @@ pub enum Endpoint {
     Asset,
 }
 
+/// The limits a request can take its place under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    /// `--max-connections` in all and `--ip-connections` per address.
+    Connections,
+    /// [`SCRAPES`] at once in all and [`SCRAPES_PER_ADDRESS`] per address.
+    Scrapes,
+    /// None.
+    None,
+}
+
+/// The most scrapes of `/metrics` answered at once. Prometheus scrapes
+/// each node once per interval; a few more leave room for a person.
+pub const SCRAPES: usize = 8;
+
+/// The most scrapes of `/metrics` one client address has answered at once.
+pub const SCRAPES_PER_ADDRESS: u32 = 2;
+
 impl Endpoint {
     /// Every endpoint, in the order the router tries them.
     pub const ALL: [Endpoint; 18] = [
@@ -123,11 +141,18 @@ impl Endpoint {
         }
     }
 
-    /// Whether a request here takes a place under the connection limits.
-    /// Health checks and scrapes do not: they must be answered even when
-    /// the server is full, since that is when they matter most.
-    pub fn is_limited(self) -> bool {
-        !matches!(self, Endpoint::Healthz | Endpoint::Metrics)
+    /// Which limit a request here takes its place under. Health checks and
+    /// scrapes take none under the connection limits: they must be answered
+    /// even when the server is full, since that is when they matter most.
+    /// A health check's answer is a few bytes; a scrape's grows with the
+    /// rooms open (43 KB with a thousand), so scrapes have a small limit of
+    /// their own.
+    pub fn limit(self) -> Limit {
+        match self {
+            Endpoint::Healthz => Limit::None,
+            Endpoint::Metrics => Limit::Scrapes,
+            _ => Limit::Connections,
+        }
     }
 
     /// Whether a request here is charged to the client its `client=` names.
@@ -232,11 +257,18 @@ mod tests {
                 (Endpoint::Ws, Transport::Ws),
             ]
         );
-        let unlimited: Vec<_> = Endpoint::ALL
+        let outside: Vec<_> = Endpoint::ALL
             .into_iter()
-            .filter(|endpoint| !endpoint.is_limited())
+            .filter(|endpoint| endpoint.limit() != Limit::Connections)
+            .map(|endpoint| (endpoint, endpoint.limit()))
             .collect();
-        assert_eq!(unlimited, [Endpoint::Healthz, Endpoint::Metrics]);
+        assert_eq!(
+            outside,
+            [
+                (Endpoint::Healthz, Limit::None),
+                (Endpoint::Metrics, Limit::Scrapes)
+            ]
+        );
         assert_eq!(Endpoint::at(&uri("/healthz?x=1")), Some(Endpoint::Healthz));
         assert_eq!(Endpoint::at(&uri("/traffic")), Some(Endpoint::Traffic));
         assert!(!Endpoint::Traffic.charges_named_client());

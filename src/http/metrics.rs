@@ -12,8 +12,9 @@
 //! module must not know how any of those are counted, keep counters of its
 //! own, or touch a transport's: a scrape is a request of the `other`
 //! channel, like `GET /stats`, and takes no place under `--max-connections`
-//! (see [`crate::http::endpoints::Endpoint::is_limited`]), so a full node
-//! can be watched.
+//! but one under the scrapes' own small limit (see
+//! [`crate::http::endpoints::Endpoint::limit`]), so a full node can be
+//! watched and scrapes cannot fill its memory.
 //!
 //! The text is written by `prometheus-client`, the Prometheus organisation's
 //! Rust client: each scrape takes a [`Snapshot`], registers it as the one

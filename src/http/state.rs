@@ -29,6 +29,8 @@ pub struct AppState {
     pub stats: Arc<Stats>,
     /// Requests in flight, against `--max-connections`.
     pub limit: Arc<ConnectionLimit>,
+    /// Scrapes of `/metrics` in flight, against their own small limit.
+    pub scrapes: Arc<ConnectionLimit>,
     /// Cancelled when the server begins to shut down: held long-polls answer,
     /// streams end and sockets close with 1001.
     pub shutdown: CancellationToken,

@@ -46,6 +46,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{sleep, Sleep};
 
+use super::read_ahead::READ_AHEAD;
 use super::traffic::ConnectionMeter;
 
 /// One connection: its socket, its byte counter and its send timeout.
@@ -176,12 +177,40 @@ impl<S: AsyncRead + Unpin> AsyncRead for Conn<S> {
             // the send timeout, so no wake-up is lost.
             return Poll::Pending;
         }
+        // Read no further ahead of the requests being served than they need
+        // (`net::read_ahead`): the dispatcher decodes and queues whatever
+        // it is given.
+        let Some(allowed) = this.meter.read_allowed(cx) else {
+            return Poll::Pending;
+        };
+        let allowed = usize::try_from(allowed).unwrap_or(usize::MAX);
+        if allowed < buf.remaining() {
+            return this.read_at_most(cx, buf, allowed);
+        }
         let before = buf.filled().len();
         let result = Pin::new(&mut this.io).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = result {
             this.meter.read(buf.filled().len() - before);
         }
         result
+    }
+}
+
+impl<S: AsyncRead + Unpin> Conn<S> {
+    /// Reads at most `limit` bytes (no more than [`READ_AHEAD`]) into `buf`,
+    /// through a buffer of that size, and counts them.
+    fn read_at_most(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+        limit: usize,
+    ) -> Poll<io::Result<()>> {
+        let mut bytes = [0; READ_AHEAD as usize];
+        let mut limited = ReadBuf::new(&mut bytes[..limit.min(READ_AHEAD as usize)]);
+        ready!(Pin::new(&mut self.io).poll_read(cx, &mut limited))?;
+        buf.put_slice(limited.filled());
+        self.meter.read(limited.filled().len());
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -421,7 +450,7 @@ mod tests {
         let (mut conn, mut client) = socket_pair().await;
         let a = ClientId::parse("a").unwrap();
         conn.meter()
-            .begin(Some(clients.charge(&a, Some(Transport::Ws))));
+            .begin(Some(clients.charge(&a, Some(Transport::Ws))), 0);
 
         // Act: polled and non-blocking reads and writes, both ways.
         client.write_all(b"hello").await.unwrap();

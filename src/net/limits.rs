@@ -40,16 +40,20 @@ pub struct ConnectionLimit {
     per_ip: Mutex<HashMap<IpAddr, u32>>,
     /// The most places one client IP may take; 0 for no limit.
     max_per_ip: u32,
+    /// What a place is, for the refusals: "requests and connections".
+    what: &'static str,
 }
 
 impl ConnectionLimit {
-    /// A limit of `max` places in all and `max_per_ip` (0: none) per IP.
-    pub fn new(max: usize, max_per_ip: u32) -> Arc<Self> {
+    /// A limit of `max` places in all and `max_per_ip` (0: none) per IP,
+    /// each place one of `what` ("requests and connections").
+    pub fn new(max: usize, max_per_ip: u32, what: &'static str) -> Arc<Self> {
         Arc::new(ConnectionLimit {
             open: AtomicUsize::new(0),
             max,
             per_ip: Mutex::new(HashMap::new()),
             max_per_ip,
+            what,
         })
     }
 
@@ -59,9 +63,10 @@ impl ConnectionLimit {
         let mut open = self.open.load(Ordering::Relaxed);
         loop {
             if open >= self.max {
-                return Err(ApiError::Unavailable(
-                    "the server is at its connection limit; try again shortly".into(),
-                ));
+                return Err(ApiError::Unavailable(format!(
+                    "the server has as many {} open as it allows; try again shortly",
+                    self.what
+                )));
             }
             match self.open.compare_exchange_weak(
                 open,
@@ -84,8 +89,8 @@ impl ConnectionLimit {
             let taken = per_ip.entry(ip).or_insert(0);
             if *taken >= self.max_per_ip {
                 return Err(ApiError::IpLimit(format!(
-                    "this address has {} requests and connections open, its limit",
-                    self.max_per_ip
+                    "this address has {} {} open, its limit",
+                    self.max_per_ip, self.what
                 )));
             }
             *taken += 1;
@@ -163,7 +168,7 @@ mod tests {
 
     #[test]
     fn one_address_cannot_take_more_than_its_share_of_places() {
-        let limit = ConnectionLimit::new(10, 2);
+        let limit = ConnectionLimit::new(10, 2, "requests");
         let held = [limit.admit(A).unwrap(), limit.admit(A).unwrap()];
 
         let refused = limit.admit(A).unwrap_err();
@@ -180,7 +185,7 @@ mod tests {
 
     #[test]
     fn the_server_limit_holds_whatever_the_addresses() {
-        let limit = ConnectionLimit::new(2, 0);
+        let limit = ConnectionLimit::new(2, 0, "requests");
         let _held = [limit.admit(A).unwrap(), limit.admit(B).unwrap()];
         assert_eq!(limit.admit(A).unwrap_err().code(), "unavailable");
         assert_eq!(

@@ -6,4 +6,5 @@ pub mod conn;
 pub mod delay;
 pub mod limits;
 pub mod open_files;
+pub mod read_ahead;
 pub mod traffic;

@@ -28,10 +28,13 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::Context;
 use std::time::Instant;
 
 use parking_lot::Mutex;
 use serde::Serialize;
+
+use super::read_ahead::ReadAhead;
 
 /// How many clients' tallies are kept. Past it, the one unused the longest
 /// is forgotten: ids come from anyone, so the table must not grow with them.
@@ -299,18 +302,28 @@ enum Phase {
 }
 
 /// One connection's byte counter, shared by the connection that counts into
-/// it (`net::conn`) and the requests served on it.
+/// it (`net::conn`) and the requests served on it; it also keeps how far
+/// the connection may read ahead of them ([`ReadAhead`]).
 #[derive(Debug)]
 pub struct ConnectionMeter {
-    phase: Mutex<Phase>,
+    state: Mutex<MeterState>,
+}
+
+#[derive(Debug)]
+struct MeterState {
+    phase: Phase,
+    ahead: ReadAhead,
 }
 
 impl Default for ConnectionMeter {
     fn default() -> Self {
         ConnectionMeter {
-            phase: Mutex::new(Phase::Between {
-                last: None,
-                unclaimed_in: 0,
+            state: Mutex::new(MeterState {
+                phase: Phase::Between {
+                    last: None,
+                    unclaimed_in: 0,
+                },
+                ahead: ReadAhead::default(),
             }),
         }
     }
@@ -320,7 +333,9 @@ impl ConnectionMeter {
     /// Counts bytes read from the client.
     pub fn read(&self, bytes: usize) {
         let bytes = bytes as u64;
-        match &mut *self.phase.lock() {
+        let mut state = self.state.lock();
+        state.ahead.read(bytes);
+        match &mut state.phase {
             Phase::Serving(charge) => {
                 if let Some(charge) = charge {
                     charge.add_in(bytes);
@@ -333,7 +348,7 @@ impl ConnectionMeter {
     /// Counts bytes written to the client.
     pub fn wrote(&self, bytes: usize) {
         let bytes = bytes as u64;
-        match &*self.phase.lock() {
+        match &self.state.lock().phase {
             Phase::Serving(Some(charge))
             | Phase::Between {
                 last: Some(charge), ..
@@ -342,11 +357,21 @@ impl ConnectionMeter {
         }
     }
 
-    /// A request begins: it is charged (if it names a client) one request
-    /// and the head read since the last one ended, and from now on what the
-    /// connection carries.
-    pub fn begin(&self, charge: Option<Charge>) {
-        let mut phase = self.phase.lock();
+    /// How many bytes the connection may read now; `None` if it must wait,
+    /// and then `cx` is woken when it may try again ([`ReadAhead`]).
+    pub fn read_allowed(&self, cx: &mut Context<'_>) -> Option<u64> {
+        let state = &mut *self.state.lock();
+        let serving = matches!(state.phase, Phase::Serving(_));
+        state.ahead.allowed(serving, cx)
+    }
+
+    /// A request begins, with up to `body` bytes of body still to read: it
+    /// is charged (if it names a client) one request and the head read since
+    /// the last one ended, and from now on what the connection carries.
+    pub fn begin(&self, charge: Option<Charge>, body: u64) {
+        let state = &mut *self.state.lock();
+        state.ahead.begin(body);
+        let phase = &mut state.phase;
         let unclaimed = match &*phase {
             Phase::Between { unclaimed_in, .. } => *unclaimed_in,
             Phase::Serving(_) => 0,
@@ -361,15 +386,16 @@ impl ConnectionMeter {
     /// The request's answer is complete (its body is done); what is written
     /// from now on is its tail.
     pub fn end(&self) {
-        let mut phase = self.phase.lock();
-        let last = match &mut *phase {
+        let state = &mut *self.state.lock();
+        let last = match &mut state.phase {
             Phase::Serving(charge) => charge.take(),
             Phase::Between { last, .. } => last.take(),
         };
-        *phase = Phase::Between {
+        state.phase = Phase::Between {
             last,
             unclaimed_in: 0,
         };
+        state.ahead.end();
     }
 }
 
@@ -397,14 +423,15 @@ mod tests {
 
         // Act: head, answer, the answer's tail after its body, next head.
         meter.read(100);
-        meter.begin(Some(clients.charge(&client("a"), Some(Transport::Poll))));
+        meter.begin(Some(clients.charge(&client("a"), Some(Transport::Poll))), 0);
         meter.wrote(200);
         meter.end();
         meter.wrote(5);
         meter.read(90);
-        meter.begin(Some(
-            clients.charge(&client("b"), Some(Transport::LongPoll)),
-        ));
+        meter.begin(
+            Some(clients.charge(&client("b"), Some(Transport::LongPoll))),
+            0,
+        );
         meter.read(10);
         meter.wrote(300);
 
@@ -419,10 +446,10 @@ mod tests {
     fn a_request_without_a_client_is_charged_to_no_one() {
         let clients = Clients::default();
         let meter = ConnectionMeter::default();
-        meter.begin(Some(clients.charge(&client("a"), Some(Transport::Sse))));
+        meter.begin(Some(clients.charge(&client("a"), Some(Transport::Sse))), 0);
         meter.end();
         meter.read(50);
-        meter.begin(None);
+        meter.begin(None, 0);
         meter.wrote(70);
         meter.end();
         meter.wrote(3);
@@ -438,11 +465,11 @@ mod tests {
 
         // Act: one request names a client, the next names none.
         meter.read(40);
-        meter.begin(Some(clients.charge(&client("a"), Some(Transport::Sse))));
+        meter.begin(Some(clients.charge(&client("a"), Some(Transport::Sse))), 0);
         meter.wrote(60);
         meter.end();
         meter.read(30);
-        meter.begin(Some(clients.charge_node(Some(Transport::Sse))));
+        meter.begin(Some(clients.charge_node(Some(Transport::Sse))), 0);
         meter.wrote(20);
         meter.end();
 

@@ -24,6 +24,7 @@ use crate::config::Config;
 use crate::core::log::EventLog;
 use crate::core::log_store::LogStore;
 use crate::core::{presence, rooms};
+use crate::http::endpoints;
 use crate::http::state::AppState;
 use crate::net::conn::{self, Conn};
 use crate::net::{delay, limits, open_files};
@@ -168,7 +169,16 @@ pub fn serve_with_store(
         rooms,
         config: Arc::new(config),
         stats: Default::default(),
-        limit: limits::ConnectionLimit::new(max_connections, ip_connections),
+        limit: limits::ConnectionLimit::new(
+            max_connections,
+            ip_connections,
+            "requests and connections",
+        ),
+        scrapes: limits::ConnectionLimit::new(
+            endpoints::SCRAPES,
+            endpoints::SCRAPES_PER_ADDRESS,
+            "scrapes of /metrics",
+        ),
         shutdown,
         clients: Default::default(),
         addr,

@@ -44,9 +44,12 @@ async fn flood(app: &TestApp, count: usize, len: usize) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_that_never_reads_is_bounded_then_closed_and_hurts_no_one() {
     // Arrange
+    // The stalled socket is cut after 3 s of taking nothing; the healthy
+    // reader, a task of this test, must never go that long unscheduled, even
+    // on a loaded machine (at 1 s it sometimes did, and was cut too).
     let app = spawn_app_with(|c| {
         c.rate_limit = 0;
-        c.slow_client_timeout = 1.0;
+        c.slow_client_timeout = 3.0;
     })
     .await;
     let stalled = tight_socket(&app).await;
@@ -220,6 +223,73 @@ async fn past_max_connections_http_answers_503_and_upgrades_are_refused() {
 /// connection limits. An upgrade request to them passes admission as their
 /// plain requests do, and is then refused for not being `GET /ws`: a 400,
 /// not the 503 of a full server.
+/// Every request and byte read that `/traffic` charged to `client`, over
+/// all the kinds of request.
+async fn charged(app: &TestApp, client: &str) -> (u64, u64) {
+    let (status, traffic) = app.get_json(&format!("/traffic?client={client}")).await;
+    assert_eq!(status, 200, "{traffic}");
+    let kinds = traffic.as_object().expect("the traffic is an object");
+    kinds
+        .values()
+        .filter_map(|kind| Some((kind["requests"].as_u64()?, kind["bytes_in"].as_u64()?)))
+        .fold((0, 0), |(requests, read), (r, b)| (requests + r, read + b))
+}
+
+/// Pipelines 4,000 `GET path` requests naming `client` on a socket that
+/// reads no answer, waits until the server's answers stop (its writes wait
+/// for a reader that never comes), and returns the requests begun and the
+/// bytes read, with the length of one request.
+async fn pipeline_and_never_read(app: &TestApp, path: &str, client: &str) -> (u64, u64, u64) {
+    let request = format!("GET {path}?client={client} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    let socket = tight_socket(app).await;
+    let (_unread, mut writer) = socket.into_split();
+    let pipeline = request.repeat(4000);
+    let sending = tokio::spawn(async move { writer.write_all(pipeline.as_bytes()).await });
+    let mut last = (0, 0);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = charged(app, client).await;
+        if now == last && now.0 > 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the answers never stopped: {now:?}"
+        );
+        last = now;
+    }
+    sending.abort();
+    (last.0, last.1, request.len() as u64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_pipelines_and_never_reads_has_only_a_few_kib_of_requests_read_ahead() {
+    // Arrange: a page's stylesheet (14 KB) and the node's metrics, each
+    // asked for 4,000 times in one pipeline by a client that reads nothing.
+    let app = spawn_app().await;
+
+    for path in ["/style.css", "/metrics"] {
+        // Act
+        let client = format!("piper{}", path.replace(['/', '.'], "-"));
+        let (begun, read, request) = pipeline_and_never_read(&app, path, &client).await;
+
+        // Assert: what was read is the requests begun, and at most 8 KiB
+        // more; the rest waits in the kernel, not decoded in the server's
+        // memory.
+        let ahead = read - begun * request;
+        assert!(
+            ahead <= 8 * 1024,
+            "{path}: {begun} requests begun, {read} bytes read: {ahead} bytes read ahead"
+        );
+        assert!(
+            begun < 4000,
+            "{path}: the server stopped answering a client that reads nothing"
+        );
+    }
+    assert_eq!(app.get("/healthz").await.status(), 200);
+}
+
 #[tokio::test]
 async fn at_the_connection_limit_upgrades_to_healthz_and_metrics_are_exempt_as_their_requests_are()
 {
