@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::core::directory::{Directory, LocalDirectory};
-use crate::core::log::EventLog;
+use crate::core::log::{EventLog, LogBudget};
 use crate::core::names::RoomName;
 
 /// Where rooms keep their logs and sessions.
@@ -40,6 +40,10 @@ pub trait LogStore: Send + Sync + 'static {
         let _ = (room, unused_for);
         Ok(false)
     }
+
+    /// The bytes its rooms' windows may keep, each and in all; its node
+    /// total is served at `/metrics`.
+    fn budget(&self) -> &LogBudget;
 
     /// The counters the store keeps of its own, for `/metrics`; `None`
     /// (the default) for a store with nothing to count.
@@ -89,6 +93,8 @@ pub struct RoundTrips {
     /// Round trips per bucket, not cumulative: each bucket's upper bound in
     /// seconds and how many fell in it; the last bound is infinite.
     pub rtt_buckets: Vec<(f64, u64)>,
+    /// Bytes of writes waiting for the storage now, bounded by the store.
+    pub queued_bytes: u64,
 }
 
 impl RoundTrips {

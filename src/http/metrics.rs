@@ -83,6 +83,9 @@ pub struct Snapshot {
     pub max_connections: u64,
     /// Every open room.
     pub rooms: Vec<RoomSample>,
+    /// The bytes every room's window holds now, by what they cost in
+    /// memory, and `--total-bytes`.
+    pub log_bytes: (usize, usize),
     /// The store's round trips, if it counts them (with `--redis`).
     pub store: Option<RoundTrips>,
 }
@@ -108,6 +111,7 @@ impl Snapshot {
                     readers: room.readers,
                 })
                 .collect(),
+            log_bytes: (state.log_bytes.used(), state.log_bytes.total()),
             store: state
                 .store_metrics
                 .as_deref()
@@ -271,6 +275,18 @@ impl Snapshot {
                     ConstGauge::new(gauge(self.rooms.iter().filter(|r| !r.listed).count())),
                 ),
                 (
+                    "log_windows",
+                    "What every room's window of recent events holds now, in memory, against --total-bytes.",
+                    BYTES,
+                    ConstGauge::new(gauge(self.log_bytes.0)),
+                ),
+                (
+                    "log_windows_max",
+                    "The --total-bytes every room's window shares.",
+                    BYTES,
+                    ConstGauge::new(gauge(self.log_bytes.1)),
+                ),
+                (
                     "sessions_online",
                     "Users online now, in every room.",
                     None,
@@ -325,6 +341,13 @@ impl Snapshot {
                 counter.metric_type(),
             )?)?;
         }
+        let queued = ConstGauge::new(i64::try_from(store.queued_bytes).unwrap_or(i64::MAX));
+        queued.encode(encoder.encode_descriptor(
+            &format!("{storage}_queued"),
+            &format!("Bytes of appends waiting to be written to {title} now, bounded per room and per node."),
+            BYTES,
+            queued.metric_type(),
+        )?)?;
         let name = format!("{storage}_round_trip");
         let mut histogram = encoder.encode_descriptor(
             &name,
@@ -424,6 +447,7 @@ mod tests {
                 online: 2,
                 readers: 1,
             }],
+            log_bytes: (3_000, 2 << 30),
             store: None,
         }
     }
@@ -440,6 +464,11 @@ mod tests {
         assert!(text.contains("# TYPE pushlab_transport_requests_total counter\n"));
         assert!(text.contains("# TYPE pushlab_transport_sent_bytes_total counter\n"));
         assert!(text.contains("# TYPE pushlab_transport_open_connections gauge\n"));
+        assert_eq!(sample(&text, "pushlab_log_windows_bytes"), Some("3000"));
+        assert_eq!(
+            sample(&text, "pushlab_log_windows_max_bytes"),
+            Some("2147483648")
+        );
         assert_eq!(
             sample(&text, r#"pushlab_room_log_head{room="lobby"}"#),
             Some("7")
@@ -477,6 +506,7 @@ mod tests {
             errors: 2,
             rtt_sum_seconds: 10.0058,
             rtt_buckets,
+            queued_bytes: 8192,
         };
 
         // Act
@@ -500,6 +530,7 @@ mod tests {
         assert_eq!(bucket("0.005"), Some("3"));
         assert_eq!(bucket("2.5"), Some("3"));
         assert_eq!(bucket("+Inf"), Some("4"));
+        assert_eq!(sample(&text, "pushlab_redis_queued_bytes"), Some("8192"));
         assert_eq!(
             sample(&text, "pushlab_redis_round_trip_seconds_count"),
             Some("4")

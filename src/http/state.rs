@@ -9,6 +9,7 @@ use std::net::IpAddr;
 
 use crate::config::Config;
 use crate::core::error::ApiError;
+use crate::core::log::NodeBytes;
 use crate::core::log_store::StoreMetrics;
 use crate::core::names::RoomName;
 use crate::core::presence::SessionId;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub clients: Arc<Clients>,
     /// The address the server is bound to, for the join URL.
     pub addr: std::net::SocketAddr,
+    /// The bytes every room's window holds, against `--total-bytes`.
+    pub log_bytes: Arc<NodeBytes>,
     /// The store's own counters, for `/metrics`; `None` when it keeps none.
     pub store_metrics: Option<Arc<dyn StoreMetrics>>,
 }

@@ -112,6 +112,7 @@ pub fn serve_with_store(
 ) -> std::io::Result<Server> {
     check(&config)?;
     let store_metrics = store.metrics();
+    let log_bytes = store.budget().node.clone();
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
     let rooms = rooms::Rooms::new(
@@ -182,6 +183,7 @@ pub fn serve_with_store(
         shutdown,
         clients: Default::default(),
         addr,
+        log_bytes,
         store_metrics,
     });
     let app_state = state.clone();

@@ -22,6 +22,10 @@ pub struct MemoryStore {
 }
 
 impl LogStore for MemoryStore {
+    fn budget(&self) -> &LogBudget {
+        &self.budget
+    }
+
     fn open(&self, _room: &RoomName) -> io::Result<OpenedLog> {
         Ok(OpenedLog::here(Arc::new(MemoryLog::bounded(
             self.history,

@@ -387,6 +387,28 @@ async fn a_full_node_still_answers_a_scrape_and_shows_what_fills_it() {
 }
 
 #[tokio::test]
+async fn the_bytes_the_logs_hold_grow_with_the_messages_and_show_their_bound() {
+    // Arrange
+    let app = spawn_app_with(|c| c.total_bytes = 64 << 20).await;
+    let before = scrape(&app).await.single("pushlab_log_windows_bytes");
+
+    // Act: 50 messages of 1,000 characters.
+    app.fill("writer", 50, 1000, 4).await;
+    let after = scrape(&app).await;
+
+    // Assert
+    let held = after.single("pushlab_log_windows_bytes");
+    assert!(
+        held - before >= 50_000.0,
+        "the windows hold {held} bytes, {before} before"
+    );
+    assert_eq!(
+        after.single("pushlab_log_windows_max_bytes"),
+        (64u64 << 20) as f64
+    );
+}
+
+#[tokio::test]
 async fn metrics_take_only_get_and_refuse_other_methods_with_json() {
     let app = spawn_app().await;
 

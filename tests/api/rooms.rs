@@ -517,6 +517,7 @@ async fn concurrent_opens_from_one_address_open_exactly_its_ip_rooms_on_redis() 
 struct GatedStore {
     began: tokio::sync::mpsc::UnboundedSender<()>,
     release: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+    budget: pushlab::log::LogBudget,
 }
 
 impl pushlab::log_store::LogStore for GatedStore {
@@ -533,6 +534,10 @@ impl pushlab::log_store::LogStore for GatedStore {
     fn kept(&self) -> std::io::Result<Vec<pushlab::RoomName>> {
         Ok(Vec::new())
     }
+
+    fn budget(&self) -> &pushlab::log::LogBudget {
+        &self.budget
+    }
 }
 
 #[tokio::test]
@@ -543,6 +548,7 @@ async fn healthz_answers_while_a_room_s_log_is_still_opening() {
     let store = GatedStore {
         began,
         release: std::sync::Mutex::new(gate),
+        budget: pushlab::log::LogBudget::unlimited(),
     };
     let config = pushlab::Config {
         workers: Some(1),

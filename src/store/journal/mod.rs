@@ -299,6 +299,10 @@ impl JournalStore {
 }
 
 impl LogStore for JournalStore {
+    fn budget(&self) -> &LogBudget {
+        &self.budget
+    }
+
     fn open(&self, room: &RoomName) -> io::Result<OpenedLog> {
         let options = JournalOptions {
             recover: self.recover,

@@ -298,6 +298,10 @@ impl Drop for RedisStore {
 }
 
 impl LogStore for RedisStore {
+    fn budget(&self) -> &LogBudget {
+        &self.shared.budget
+    }
+
     /// The room's log, and its sessions in Redis beside it.
     fn open(&self, room: &RoomName) -> io::Result<OpenedLog> {
         let log = RedisLog::open(self.shared.clone(), room)?;

@@ -73,6 +73,7 @@ impl StoreMetrics for RedisStats {
                 .zip(&self.rtt_buckets)
                 .map(|(bound, count)| (bound, count.load(Ordering::Relaxed)))
                 .collect(),
+            queued_bytes: self.queued_bytes.load(Ordering::Relaxed) as u64,
         }
     }
 }
