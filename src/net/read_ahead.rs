@@ -128,11 +128,23 @@ mod tests {
         count.0.load(Ordering::SeqCst)
     }
 
+    /// A connection that has read all its credit, no request begun.
+    fn spent() -> ReadAhead {
+        let mut ahead = ReadAhead::default();
+        ahead.read(READ_AHEAD);
+        ahead
+    }
+
+    /// A waker and the count of its wake-ups.
+    fn counted() -> (Arc<Count>, Waker) {
+        let count = Arc::new(Count::default());
+        (count.clone(), Waker::from(count))
+    }
+
     #[test]
     fn a_client_that_sends_one_request_at_a_time_never_waits() {
         // Arrange
-        let count = Arc::new(Count::default());
-        let waker = Waker::from(count.clone());
+        let (count, waker) = counted();
         let mut cx = Context::from_waker(&waker);
         let mut ahead = ReadAhead::default();
 
@@ -153,11 +165,9 @@ mod tests {
     #[test]
     fn queued_requests_get_no_new_credit_until_the_queue_is_empty() {
         // Arrange: a pipelining client filled the credit with 200 heads.
-        let count = Arc::new(Count::default());
-        let waker = Waker::from(count.clone());
+        let (count, waker) = counted();
         let mut cx = Context::from_waker(&waker);
-        let mut ahead = ReadAhead::default();
-        ahead.read(READ_AHEAD);
+        let mut ahead = spent();
 
         // Act: the dispatcher serves the queued requests one by one.
         for _ in 0..199 {
@@ -178,11 +188,9 @@ mod tests {
     #[test]
     fn a_head_longer_than_the_credit_gets_more_after_one_decline() {
         // Arrange
-        let count = Arc::new(Count::default());
-        let waker = Waker::from(count.clone());
+        let (count, waker) = counted();
         let mut cx = Context::from_waker(&waker);
-        let mut ahead = ReadAhead::default();
-        ahead.read(READ_AHEAD);
+        let mut ahead = spent();
 
         // Act and assert: the first read declines and wakes the task at once,
         // the second, with still no request begun, gets more credit.
