@@ -132,7 +132,7 @@ async fn the_gap_is_flagged_after_trimming() {
         );
         match kind {
             Kind::Poll | Kind::LongPoll => assert!(reader.gaps[0], "{kind:?}"),
-            Kind::Sse | Kind::Ws => {
+            Kind::Sse | Kind::Ws | Kind::Wt => {
                 let gap = reader.control("gap").await;
                 assert_eq!(gap["cursor"], 7, "{kind:?}");
             }
@@ -157,7 +157,7 @@ async fn the_gap_is_flagged_after_an_epoch_change() {
         );
         match kind {
             Kind::Poll | Kind::LongPoll => assert!(reader.gaps[0], "{kind:?}"),
-            Kind::Sse | Kind::Ws => {
+            Kind::Sse | Kind::Ws | Kind::Wt => {
                 let gap = reader.control("gap").await;
                 assert_eq!(gap["epoch"], alice["epoch"], "{kind:?} names the new epoch");
             }

@@ -14,7 +14,9 @@ use tokio::io::{AsyncBufReadExt as _, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 use tokio::sync::mpsc;
 
-pub use pushlab_testkit::{pick, ws_join, From, Kind, Reader, RedisServer, Target, ALL, PATIENCE};
+pub use pushlab_testkit::{
+    pick, ws_join, From, Kind, Reader, RedisServer, Target, WtRefused, WtSession, ALL, PATIENCE,
+};
 
 pub struct TestApp {
     /// The first node; on one node, the only one.
