@@ -21,6 +21,10 @@ use futures::{SinkExt as _, StreamExt as _};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
+/// The QUIC library the WebTransport client is built on, for tests that
+/// reach below [`WtSession`].
+pub use wtransport;
+
 /// How long a reader waits for something that should happen promptly. Only
 /// a bound on hanging: nothing is asserted about how fast it happens.
 pub const PATIENCE: Duration = Duration::from_secs(10);
@@ -75,7 +79,7 @@ impl Target for SocketAddr {
     }
 }
 
-/// The four transports.
+/// The five transports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Poll,
@@ -88,6 +92,10 @@ pub enum Kind {
 
 /// Every transport, for scenarios that run over all of them.
 pub const ALL: [Kind; 4] = [Kind::Poll, Kind::LongPoll, Kind::Sse, Kind::Ws];
+
+/// Every transport, WebTransport included: for servers started with
+/// `--webtransport`.
+pub const EVERY: [Kind; 5] = [Kind::Poll, Kind::LongPoll, Kind::Sse, Kind::Ws, Kind::Wt];
 
 /// Where a reader starts.
 #[derive(Debug, Clone, Default)]
@@ -604,6 +612,17 @@ impl WtSession {
         origin: Option<&str>,
     ) -> Result<WtSession, WtRefused> {
         let hash = certificate_hash(addr).await;
+        Self::connect_trusting(addr, hash, path_and_query, origin).await
+    }
+
+    /// [`WtSession::connect`] with the certificate's hash already known,
+    /// so that nothing but the session is asked of the server.
+    pub async fn connect_trusting(
+        addr: SocketAddr,
+        hash: wtransport::tls::Sha256Digest,
+        path_and_query: &str,
+        origin: Option<&str>,
+    ) -> Result<WtSession, WtRefused> {
         let bind = SocketAddr::new(
             if addr.is_ipv4() {
                 std::net::Ipv4Addr::LOCALHOST.into()
@@ -711,7 +730,7 @@ impl WtSession {
 }
 
 /// The hash of the server's certificate, from `GET /config`.
-async fn certificate_hash(addr: SocketAddr) -> wtransport::tls::Sha256Digest {
+pub async fn certificate_hash(addr: SocketAddr) -> wtransport::tls::Sha256Digest {
     let config: Value = reqwest::get(format!("http://{addr}/config"))
         .await
         .expect("GET /config answers")
@@ -726,4 +745,40 @@ async fn certificate_hash(addr: SocketAddr) -> wtransport::tls::Sha256Digest {
         .map(|at| u8::from_str_radix(&hex[at..at + 2], 16).expect("the hash is hex"))
         .collect();
     wtransport::tls::Sha256Digest::new(bytes.try_into().expect("the hash is 32 bytes"))
+}
+
+/// A QUIC connection to pushlab's WebTransport port that completes its
+/// handshake and then asks for nothing: what a flood of connections from
+/// one address looks like. The endpoint comes with it, to keep it open.
+pub async fn quic_handshake_only(
+    addr: SocketAddr,
+) -> Result<
+    (wtransport::quinn::Endpoint, wtransport::quinn::Connection),
+    wtransport::quinn::ConnectionError,
+> {
+    let hash = certificate_hash(addr).await;
+    let bind = SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), 0);
+    let config = wtransport::ClientConfig::builder()
+        .with_bind_address(bind)
+        .with_server_certificate_hashes([hash])
+        .build();
+    let mut endpoint = wtransport::quinn::Endpoint::client(bind).expect("a client endpoint binds");
+    endpoint.set_default_client_config(config.quic_config().clone());
+    let connecting = endpoint
+        .connect(addr, "127.0.0.1")
+        .expect("the address is valid");
+    let connection = tokio::time::timeout(PATIENCE, connecting)
+        .await
+        .expect("the handshake ends promptly")?;
+    Ok((endpoint, connection))
+}
+
+/// Whether a QUIC connection was refused by the server at its first packet
+/// (`CONNECTION_REFUSED`).
+pub fn is_connection_refused(err: &wtransport::quinn::ConnectionError) -> bool {
+    matches!(
+        err,
+        wtransport::quinn::ConnectionError::ConnectionClosed(close)
+            if close.error_code == wtransport::quinn::TransportErrorCode::CONNECTION_REFUSED
+    )
 }

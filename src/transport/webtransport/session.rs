@@ -16,7 +16,8 @@
 //! takes nothing of it for `--slow-client-timeout` is closed
 //! ([`CLOSE_POLICY`], `too_slow`).
 //!
-//! Inbound, each client stream is read by a small task that cuts it into
+//! Inbound, at most `--wt-streams` client streams are read at once (one
+//! past it is stopped with [`CLOSE_POLICY`]), each by a small task that cuts it into
 //! lines of at most [`MAX_BODY_BYTES`] and hands them over a bounded
 //! channel, so a busy session holds its clients back through QUIC's flow
 //! control instead of buffering. A longer line, or a datagram over
@@ -25,6 +26,8 @@
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::web::{self, Bytes, BytesMut};
@@ -169,6 +172,8 @@ pub async fn serve(state: web::Data<AppState>, incoming: IncomingSession, handsh
         }
     };
     let mut meter = Meter::new(&connection, charge);
+    // The handshake's bytes are charged at once.
+    meter.charge();
     let stream = match open_stream(&connection).await {
         Some(stream) => stream,
         None => {
@@ -355,6 +360,8 @@ struct Session {
     lines: mpsc::Receiver<Inbound>,
     /// Given to each client stream's reader.
     lines_in: mpsc::Sender<Inbound>,
+    /// The client's streams being read now, against `--wt-streams`.
+    streams: Arc<AtomicUsize>,
     meter: Meter,
     /// Bytes of this session's queue counted in the stats now.
     reported_queued: usize,
@@ -384,6 +391,7 @@ impl Session {
             },
             lines,
             lines_in,
+            streams: Arc::default(),
             meter,
             reported_queued: 0,
             _permit: admitted.permit,
@@ -426,6 +434,7 @@ impl Session {
         }
         let timeout = self.state.config.slow_client_timeout();
         let max_datagram = self.state.config.wt_datagram_bytes as usize;
+        let max_streams = self.state.config.wt_streams as usize;
         let mut charging = tokio::time::interval(CHARGE_EVERY);
         let shutdown = self.state.shutdown.clone();
         let stopping = shutdown.cancelled();
@@ -478,9 +487,12 @@ impl Session {
                     Err(err) => return self.on_gone(err).await,
                 },
                 stream = self.connection.accept_uni() => match stream {
-                    Ok(stream) => {
-                        tokio::spawn(read_lines(stream, self.lines_in.clone()));
-                    }
+                    Ok(stream) => match StreamCount::take(&self.streams, max_streams) {
+                        Some(counted) => {
+                            tokio::spawn(read_lines(stream, self.lines_in.clone(), counted));
+                        }
+                        None => stream.stop(VarInt::from_u32(CLOSE_POLICY)),
+                    },
                     Err(err) => return self.on_gone(err).await,
                 },
                 _ = self.reader.newer(), if has_room => {}
@@ -627,10 +639,31 @@ impl Session {
     }
 }
 
+/// One client stream counted among its session's until dropped.
+struct StreamCount(Arc<AtomicUsize>);
+
+impl StreamCount {
+    /// Counts one more stream, unless `max` are being read already.
+    fn take(count: &Arc<AtomicUsize>, max: usize) -> Option<StreamCount> {
+        // Only the session task takes; readers only give back.
+        if count.load(Ordering::Acquire) >= max {
+            return None;
+        }
+        count.fetch_add(1, Ordering::AcqRel);
+        Some(StreamCount(count.clone()))
+    }
+}
+
+impl Drop for StreamCount {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Reads one client stream as lines of JSON and hands them to the session,
 /// until the stream ends, a line is too long, or the session is gone. A
 /// last line without its newline counts when the stream finishes.
-async fn read_lines(mut stream: RecvStream, lines: mpsc::Sender<Inbound>) {
+async fn read_lines(mut stream: RecvStream, lines: mpsc::Sender<Inbound>, _counted: StreamCount) {
     let mut buf = BytesMut::new();
     let mut chunk = vec![0; READ_CHUNK];
     loop {
