@@ -75,6 +75,16 @@ const SEND_WINDOW: u64 = 256 * 1024;
 /// the oldest outgoing ones are dropped, as datagrams may be.
 const DATAGRAM_BUFFER: usize = 64 * 1024;
 
+/// QUIC handshakes in flight from every address together. Past it, a new
+/// connection is refused at its first packet.
+const MAX_HANDSHAKES: u32 = 1024;
+
+/// Past this many handshakes in flight, a client must first prove that it
+/// receives at its address (a QUIC Retry, one more round trip) before the
+/// server does any cryptography for it: Initial packets from spoofed
+/// addresses then cost the server nothing but the Retry.
+const RETRY_ABOVE: u32 = 256;
+
 /// How long the endpoint waits at shutdown for its sessions' closes to be
 /// sent.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -184,6 +194,10 @@ async fn accept_loop(
         tokio::select! {
             _ = &mut stopping => break,
             incoming = endpoint.accept() => {
+                if !incoming.remote_address_validated() && handshakes.total() >= RETRY_ABOVE {
+                    incoming.retry();
+                    continue;
+                }
                 let ip = direct_client_ip(incoming.remote_address());
                 let Some(handshake) = handshakes.begin(ip) else {
                     tracing::debug!(%ip, "refused a QUIC connection: too many handshakes from its address");
@@ -201,7 +215,7 @@ async fn accept_loop(
 }
 
 /// QUIC handshakes in flight per client address, against
-/// `--wt-ip-handshakes`.
+/// `--wt-ip-handshakes`, and in all, against [`MAX_HANDSHAKES`].
 struct Handshakes {
     per_ip: Mutex<HashMap<IpAddr, u32>>,
     max: u32,
@@ -215,11 +229,18 @@ impl Handshakes {
         })
     }
 
-    /// Counts a handshake from `ip`, or `None` if it has its limit.
+    /// Handshakes in flight from every address.
+    fn total(&self) -> u32 {
+        self.per_ip.lock().values().sum()
+    }
+
+    /// Counts a handshake from `ip`, or `None` if it, or the server, has
+    /// its limit.
     fn begin(self: &Arc<Self>, ip: IpAddr) -> Option<Handshake> {
         let mut per_ip = self.per_ip.lock();
+        let total: u32 = per_ip.values().sum();
         let count = per_ip.entry(ip).or_insert(0);
-        if *count >= self.max {
+        if *count >= self.max || total >= MAX_HANDSHAKES {
             return None;
         }
         *count += 1;
@@ -264,6 +285,19 @@ mod tests {
         assert!(handshakes.begin("10.0.0.2".parse().unwrap()).is_some());
         drop(first);
         assert!(handshakes.begin(ip).is_some());
+    }
+
+    #[test]
+    fn no_address_gets_a_handshake_past_the_server_s_total() {
+        let handshakes = Handshakes::new(1);
+        let held: Vec<_> = (0..MAX_HANDSHAKES)
+            .map(|n| handshakes.begin(IpAddr::from(n.to_be_bytes())).unwrap())
+            .collect();
+
+        assert_eq!(handshakes.total(), MAX_HANDSHAKES);
+        assert!(handshakes.begin("192.0.2.1".parse().unwrap()).is_none());
+        drop(held);
+        assert_eq!(handshakes.total(), 0);
     }
 
     #[test]
