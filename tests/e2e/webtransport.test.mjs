@@ -1,5 +1,6 @@
 // WebTransport in Chromium: a page on ?transport=webtransport chats and
-// follows cursors with a page on a WebSocket, over a real HTTP/3 session to
+// follows cursors with a page on a WebSocket, and the compare page gets a
+// WebTransport pane, over a real HTTP/3 session to
 // pushlab's self-signed certificate (trusted by the hash GET /config gives,
 // from a page on http://127.0.0.1, a secure context); `auto` takes
 // WebTransport where the server offers it; and a session that fails (here,
@@ -71,6 +72,27 @@ describe('WebTransport', () => {
   test('auto takes WebTransport where the server offers it', async () => {
     const page = await join(lab.browser, lab.server.url, { name: `auto-${suffix()}`, transport: 'auto' });
     await waitForText(page, '#transport', 'webtransport');
+    assert.deepEqual(page.errors, []);
+    await page.close();
+  });
+
+  test('the compare page has a WebTransport pane that follows the bot beside the others', async () => {
+    const page = await lab.browser.newPage({ viewport: { width: 1440, height: 1000 } });
+    page.errors = [];
+    page.on('pageerror', (err) => page.errors.push(err.message));
+    await page.goto(`${lab.server.url}/compare.html`);
+    await page.click('#bot-toggle');
+    for (const transport of ['ws', 'webtransport']) {
+      const pane = page.locator(`.pane[data-transport="${transport}"]`);
+      await pane.locator('.cursor[data-name^="bot-"]').waitFor({ timeout: WAIT_MS });
+    }
+    // The bot's moves reach the pane as datagrams, and count as its events.
+    await page.waitForFunction(
+      () => parseInt(document.querySelector('.pane[data-transport="webtransport"] [data-figure="events"] .figure-value')?.textContent ?? '0', 10) >= 20,
+      null,
+      { timeout: WAIT_MS, polling: 100 },
+    );
+    await page.locator('#stats tbody tr', { hasText: 'webtransport' }).waitFor({ timeout: WAIT_MS });
     assert.deepEqual(page.errors, []);
     await page.close();
   });
