@@ -68,6 +68,16 @@ impl Server {
         self.webtransport.as_ref().map(WebTransport::addr)
     }
 
+    /// The SHA-256 hash of the WebTransport certificate, in hex, when it is
+    /// pushlab's own self-signed one.
+    pub fn certificate_hash(&self) -> Option<&str> {
+        self.state
+            .webtransport
+            .as_ref()?
+            .certificate_hash
+            .as_deref()
+    }
+
     /// Stops gracefully: held long-polls are answered, streams end, sockets
     /// and WebTransport sessions close with 1001 (going away), then
     /// connections are drained.

@@ -149,7 +149,12 @@ pub fn spawn(
     addr: SocketAddr,
     identity: Identity,
 ) -> std::io::Result<WebTransport> {
-    let socket = std::net::UdpSocket::bind(addr)?;
+    let socket = std::net::UdpSocket::bind(addr).map_err(|err| {
+        std::io::Error::new(
+            err.kind(),
+            format!("WebTransport could not listen on UDP {addr}: {err}"),
+        )
+    })?;
     let config = ServerConfig::builder()
         .with_bind_socket(socket)
         .with_custom_transport(identity, transport_config(&state)?)
