@@ -199,7 +199,7 @@ fn split_path(full: &str) -> (&str, &str) {
 }
 
 /// The checks a session request passes, in the order an upgrade passes
-/// them: its path, its `:authority` (as the `Host`), its `origin`, a place
+/// them: its `:authority` (as the `Host`), its `origin`, its path, a place
 /// under the connection limits, its query, and its room and session.
 async fn admit(
     state: &AppState,
@@ -208,12 +208,6 @@ async fn admit(
     query: &str,
     options: &SessionOptions,
 ) -> Result<Admitted, Refusal> {
-    if path != PATH {
-        return Err(Refusal {
-            code: "not_found",
-            error: format!("no WebTransport endpoint at {path}; sessions open at {PATH}"),
-        });
-    }
     let authority = request.authority();
     check_host_of(authority, &state.config).map_err(|refused| Refusal {
         code: refused.code(),
@@ -221,6 +215,12 @@ async fn admit(
     })?;
     if let Some(origin) = request.origin() {
         check_origin_of(origin, Some(authority), &state.config)?;
+    }
+    if path != PATH {
+        return Err(Refusal {
+            code: "not_found",
+            error: format!("no WebTransport endpoint at {path}; sessions open at {PATH}"),
+        });
     }
     let ip = direct_client_ip(request.remote_address());
     let permit = state.limit.admit(ip)?;
