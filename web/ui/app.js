@@ -294,6 +294,9 @@ function setStatus(status) {
   if (state.options.transport === 'webrtc') {
     ui.transportNote.textContent = 'webrtc: chat and presence over the WebSocket; cursors peer to peer on data channels, and through the server to anyone without an open channel.';
   }
+  if (state.options.transport === 'webtransport') {
+    ui.transportNote.textContent = 'webtransport: the log on one QUIC stream, cursor moves as datagrams. It needs a server started with --webtransport, a secure context (https, or http on localhost) and UDP to the server; until then the page keeps reconnecting.';
+  }
   if (state.options.transport === 'auto') {
     const fellBack = {
       ws: 'auto: WebTransport did not open within 3 s, so this page fell back to the WebSocket.',
