@@ -39,6 +39,7 @@ fn name(transport: Kind) -> &'static str {
         Kind::Sse => "sse",
         Kind::LongPoll => "longpoll",
         Kind::Poll => "poll (every 50 ms; expect ~25 ms)",
+        Kind::Wt => "webtransport",
     }
 }
 

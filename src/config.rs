@@ -267,6 +267,32 @@ pub struct Config {
     /// `--presence-timeout` asks for longer still).
     #[arg(long, env = "PUSHLAB_WALKTHROUGH")]
     pub walkthrough: bool,
+
+    /// Also serve WebTransport over HTTP/3, on UDP at the same port number
+    /// as `--addr` (session path `/wt`), with a self-signed certificate
+    /// whose SHA-256 hash pages get from `GET /config`. Off by default, as
+    /// QUIC needs TLS and a UDP port; with `--tls`, turn it on too, so pages
+    /// on https can use it.
+    #[arg(long, env = "PUSHLAB_WEBTRANSPORT")]
+    pub webtransport: bool,
+
+    /// The largest datagram a WebTransport client may send, in bytes. A
+    /// bigger one closes its session (1009, `too_large`).
+    #[arg(long, env = "PUSHLAB_WT_DATAGRAM_BYTES", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(64..=65_536))]
+    pub wt_datagram_bytes: u32,
+
+    /// Streams a WebTransport client may have open at once in one session,
+    /// for what it sends. Past it, opening another waits (QUIC's stream
+    /// limit) until one is finished.
+    #[arg(long, env = "PUSHLAB_WT_STREAMS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub wt_streams: u32,
+
+    /// QUIC handshakes one client address may have in flight (connections
+    /// that have not yet asked for a session). Past it, a new connection is
+    /// refused at its first packet, before any cryptography is done. Open
+    /// sessions count under `--ip-connections` instead.
+    #[arg(long, env = "PUSHLAB_WT_IP_HANDSHAKES", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    pub wt_ip_handshakes: u32,
 }
 
 /// A STUN or TURN server, as a page's `RTCPeerConnection` takes it.
@@ -412,6 +438,10 @@ impl Default for Config {
             turn_ttl: DEFAULT_TURN_TTL_SECS,
             delay_ms: 0,
             walkthrough: false,
+            webtransport: false,
+            wt_datagram_bytes: 1024,
+            wt_streams: 4,
+            wt_ip_handshakes: 16,
         }
     }
 }

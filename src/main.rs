@@ -48,6 +48,14 @@ async fn main() -> anyhow::Result<()> {
     // One stable line on stdout, so scripts that start pushlab on port 0 can
     // read the address it got.
     println!("pushlab listening on http://{}", server.addr());
+    if let Some(udp) = server.webtransport_addr() {
+        // Pages get the hash from GET /config; people comparing it with
+        // what their browser shows read it here.
+        let hash = server
+            .certificate_hash()
+            .unwrap_or("(a certificate browsers trust)");
+        println!("webtransport on https://{udp}/wt (HTTP/3 over UDP), certificate sha-256 {hash}");
+    }
     // For a class: the URLs other machines can open (only read from this
     // machine's interfaces; nothing is sent).
     if !server.addr().ip().is_loopback() {

@@ -336,8 +336,7 @@ fn check_host(headers: &HeaderMap, config: &Config) -> Result<(), HttpError> {
         return Ok(());
     };
     match host.to_str() {
-        Ok(host) if config.host_allowed(host) => Ok(()),
-        Ok(host) => Err(HttpError::ForbiddenHost(host.to_owned())),
+        Ok(host) => check_host_of(host, config),
         Err(_) => Err(HttpError::ForbiddenHost("(not text)".into())),
     }
 }
@@ -351,13 +350,43 @@ pub fn check_origin(headers: &HeaderMap, config: &Config) -> Result<(), ApiError
     let origin = origin
         .to_str()
         .map_err(|_| ApiError::ForbiddenOrigin("(not text)".into()))?;
+    let own_host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    check_origin_of(origin, own_host, config)
+}
+
+/// The origin rule for a connection that is not an HTTP/1 request (a
+/// WebTransport session's CONNECT, which names `:authority` and `origin`):
+/// a page on `origin` may use this server if the origin is listed, or if
+/// its host and port are the ones the client asked for (`own_host`).
+pub fn check_origin_of(
+    origin: &str,
+    own_host: Option<&str>,
+    config: &Config,
+) -> Result<(), ApiError> {
     if config.origin_allowed(origin) {
         return Ok(());
     }
-    let own_host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
     let origin_host = origin.split_once("://").map(|(_, host)| host);
     match (own_host, origin_host) {
         (Some(own), Some(theirs)) if own.eq_ignore_ascii_case(theirs) => Ok(()),
         _ => Err(ApiError::ForbiddenOrigin(origin.to_owned())),
     }
+}
+
+/// The host rule for a connection that is not an HTTP/1 request: whether
+/// this server answers to `host` (a WebTransport session's `:authority`),
+/// the same rule as the `Host` check of every request.
+pub fn check_host_of(host: &str, config: &Config) -> Result<(), HttpError> {
+    if config.host_allowed(host) {
+        Ok(())
+    } else {
+        Err(HttpError::ForbiddenHost(host.to_owned()))
+    }
+}
+
+/// The client's IP for a connection that came straight from it (QUIC,
+/// where no proxy stands between): its address as the per-address limits
+/// count it.
+pub fn direct_client_ip(peer: SocketAddr) -> IpAddr {
+    client_address(peer.ip().to_canonical())
 }

@@ -204,7 +204,8 @@ pub async fn stats(
 }
 
 /// `GET /config`: what a page needs to know of the server's settings: the
-/// ICE servers for its WebRTC peer connections, and the bounds on signals.
+/// ICE servers for its WebRTC peer connections, the bounds on signals, and
+/// where WebTransport is (`null` without `--webtransport`).
 pub async fn client_config(state: web::Data<AppState>) -> HttpResponse {
     no_store(HttpResponse::Ok()).json(serde_json::json!({
         "ice_servers": crate::http::ice::for_page(&state.config, std::time::SystemTime::now()),
@@ -212,6 +213,7 @@ pub async fn client_config(state: web::Data<AppState>) -> HttpResponse {
             "max_bytes": crate::core::signals::MAX_SIGNAL_BYTES,
             "per_second": state.config.signal_rate,
         },
+        "webtransport": state.webtransport,
     }))
 }
 

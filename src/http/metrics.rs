@@ -136,13 +136,14 @@ impl Snapshot {
     fn per_transport<T>(
         &self,
         value: impl Fn(&CountersView, &ChannelView) -> T,
-    ) -> [(&'static str, T); 4] {
+    ) -> [(&'static str, T); 5] {
         let (t, w) = (&self.transports, &self.wire);
         [
             ("poll", value(&t.poll, &w.poll)),
             ("longpoll", value(&t.longpoll, &w.longpoll)),
             ("sse", value(&t.sse, &w.sse)),
             ("ws", value(&t.ws, &w.ws)),
+            ("webtransport", value(&t.webtransport, &w.webtransport)),
         ]
     }
 

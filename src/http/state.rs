@@ -43,6 +43,20 @@ pub struct AppState {
     pub log_bytes: Arc<NodeBytes>,
     /// The store's own counters, for `/metrics`; `None` when it keeps none.
     pub store_metrics: Option<Arc<dyn StoreMetrics>>,
+    /// Where pages find WebTransport, told by `GET /config`; `None`
+    /// without `--webtransport`.
+    pub webtransport: Option<WebTransportPage>,
+}
+
+/// What a page needs to open a WebTransport session.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WebTransportPage {
+    /// The UDP port: the same number as the HTTP listener's.
+    pub port: u16,
+    /// The SHA-256 hash of the server's certificate, in lowercase hex, for
+    /// `serverCertificateHashes` when it is pushlab's own self-signed one;
+    /// `None` for a certificate browsers trust by themselves.
+    pub certificate_hash: Option<String>,
 }
 
 impl AppState {

@@ -129,6 +129,7 @@ pub struct Stats {
     longpoll: Counters,
     sse: Counters,
     ws: Counters,
+    webtransport: Counters,
     /// WebRTC signals, which go over WebSockets but are no log events.
     pub signals: SignalCounters,
 }
@@ -144,6 +145,8 @@ pub struct StatsView {
     pub sse: CountersView,
     /// WebSocket.
     pub ws: CountersView,
+    /// WebTransport.
+    pub webtransport: CountersView,
 }
 
 impl Stats {
@@ -154,6 +157,7 @@ impl Stats {
             Transport::LongPoll => &self.longpoll,
             Transport::Sse => &self.sse,
             Transport::Ws => &self.ws,
+            Transport::Wt => &self.webtransport,
         }
     }
 
@@ -180,6 +184,7 @@ impl Stats {
             longpoll: self.longpoll.view(),
             sse: self.sse.view(),
             ws: self.ws.view(),
+            webtransport: self.webtransport.view(),
         }
     }
 }

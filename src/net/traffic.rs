@@ -80,6 +80,8 @@ pub enum Transport {
     Sse,
     /// WebSocket: the upgrade and the socket after it
     Ws,
+    /// WebTransport: a session over HTTP/3, on UDP
+    Wt,
 }
 
 /// What a request was for, as tallied: one of the transports, or `None`
@@ -91,7 +93,7 @@ pub type Channel = Option<Transport>;
 fn slot(channel: Channel) -> usize {
     match channel {
         Some(transport) => transport as usize,
-        None => 4,
+        None => 5,
     }
 }
 
@@ -118,7 +120,7 @@ pub struct ChannelView {
 /// What one client has cost, per channel.
 #[derive(Debug, Default)]
 pub struct Tally {
-    channels: [ChannelCounters; 5],
+    channels: [ChannelCounters; 6],
     /// Milliseconds after the table started when it was last charged, for
     /// forgetting the one unused the longest.
     last_used: AtomicU64,
@@ -135,6 +137,8 @@ pub struct TallyView {
     pub sse: ChannelView,
     /// `GET /ws`
     pub ws: ChannelView,
+    /// WebTransport sessions (`/wt`, over QUIC)
+    pub webtransport: ChannelView,
     /// Every other request.
     pub other: ChannelView,
 }
@@ -159,6 +163,7 @@ impl Tally {
             longpoll: view(Some(Transport::LongPoll)),
             sse: view(Some(Transport::Sse)),
             ws: view(Some(Transport::Ws)),
+            webtransport: view(Some(Transport::Wt)),
             other: view(None),
         }
     }
@@ -265,7 +270,8 @@ impl Charge {
             .map(|tally| tally.counters(self.channel))
     }
 
-    fn add_in(&self, bytes: u64) {
+    /// Charges `bytes` read from the client.
+    pub fn add_in(&self, bytes: u64) {
         if bytes > 0 {
             for c in self.counters() {
                 c.bytes_in.fetch_add(bytes, Ordering::Relaxed);
@@ -273,7 +279,8 @@ impl Charge {
         }
     }
 
-    fn add_out(&self, bytes: u64) {
+    /// Charges `bytes` written to the client.
+    pub fn add_out(&self, bytes: u64) {
         if bytes > 0 {
             for c in self.counters() {
                 c.bytes_out.fetch_add(bytes, Ordering::Relaxed);
@@ -281,7 +288,8 @@ impl Charge {
         }
     }
 
-    fn add_request(&self) {
+    /// Counts one request (or connection) made.
+    pub fn add_request(&self) {
         for c in self.counters() {
             c.requests.fetch_add(1, Ordering::Relaxed);
         }

@@ -25,9 +25,10 @@ use crate::core::log::EventLog;
 use crate::core::log_store::LogStore;
 use crate::core::{presence, rooms};
 use crate::http::endpoints;
-use crate::http::state::AppState;
+use crate::http::state::{AppState, WebTransportPage};
 use crate::net::conn::{self, Conn};
 use crate::net::{delay, limits, open_files};
+use crate::transport::webtransport::{self, WebTransport};
 use crate::{store, transport};
 
 /// Seconds a graceful shutdown waits for connections to finish.
@@ -43,6 +44,8 @@ pub struct Server {
     handle: ServerHandle,
     state: web::Data<AppState>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// The WebTransport endpoint, with `--webtransport`.
+    webtransport: Option<WebTransport>,
 }
 
 impl Server {
@@ -61,12 +64,31 @@ impl Server {
         &self.state.rooms
     }
 
+    /// The UDP address WebTransport is served on, with `--webtransport`.
+    pub fn webtransport_addr(&self) -> Option<SocketAddr> {
+        self.webtransport.as_ref().map(WebTransport::addr)
+    }
+
+    /// The SHA-256 hash of the WebTransport certificate, in hex, when it is
+    /// pushlab's own self-signed one.
+    pub fn certificate_hash(&self) -> Option<&str> {
+        self.state
+            .webtransport
+            .as_ref()?
+            .certificate_hash
+            .as_deref()
+    }
+
     /// Stops gracefully: held long-polls are answered, streams end, sockets
-    /// close with 1001 (going away), then connections are drained.
+    /// and WebTransport sessions close with 1001 (going away), then
+    /// connections are drained.
     pub async fn shutdown(self) {
         self.state.shutdown.cancel();
         self.handle.stop(true).await;
         let _ = self.task.await;
+        if let Some(webtransport) = self.webtransport {
+            webtransport.stopped().await;
+        }
     }
 
     /// Resolves when the server stops by itself (it does not, unless it fails).
@@ -165,6 +187,15 @@ pub fn serve_with_store(
     let send_timeout = Duration::from_secs_f64(config.send_timeout);
     let delay = config.delay().map(delay::Delay::new).transpose()?;
     let max_connections = usize::try_from(config.max_connections).unwrap_or(usize::MAX);
+    // Made before the state, which tells pages its hash.
+    let identity = config
+        .webtransport
+        .then(webtransport::self_signed_identity)
+        .transpose()?;
+    let webtransport_page = identity.as_ref().map(|identity| WebTransportPage {
+        port: addr.port(),
+        certificate_hash: Some(webtransport::certificate_hash(identity)),
+    });
     // Built once, outside the factory: every worker must share one log.
     let state = web::Data::new(AppState {
         rooms,
@@ -185,7 +216,13 @@ pub fn serve_with_store(
         addr,
         log_bytes,
         store_metrics,
+        webtransport: webtransport_page,
     });
+    // On the same port number as the HTTP listener, over UDP, on this
+    // runtime; it stops on the same shutdown token.
+    let webtransport = identity
+        .map(|identity| webtransport::spawn(state.clone(), addr, identity))
+        .transpose()?;
     let app_state = state.clone();
     let mut server = actix_server::Server::build()
         .shutdown_timeout(SHUTDOWN_GRACE_SECS)
@@ -251,5 +288,6 @@ pub fn serve_with_store(
         handle,
         state,
         task,
+        webtransport,
     })
 }

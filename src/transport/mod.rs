@@ -1,10 +1,11 @@
-//! The four ways pushlab serves the log, each a thin adapter that turns a
+//! The five ways pushlab serves the log, each a thin adapter that turns a
 //! [`crate::core::log::Reader`]'s reads into its own wire shape. Each opens
 //! the same way, through [`open`].
 
 pub mod longpoll;
 pub mod poll;
 pub mod sse;
+pub mod webtransport;
 pub mod ws;
 
 use std::net::IpAddr;

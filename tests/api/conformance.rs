@@ -1,4 +1,5 @@
-//! The same scenarios over poll, long-poll, SSE and WebSocket: every reader
+//! The same scenarios over poll, long-poll, SSE, WebSocket and
+//! WebTransport (the test servers serve it): every reader
 //! sees every event, once, in one order. Each scenario runs three times: in
 //! the lobby; in a named room, where every request says `room=`; and on two
 //! nodes sharing one Redis (`--redis`), where each reader's request or
@@ -12,7 +13,7 @@ async fn every_transport_delivers_every_event_in_the_same_order() {
     // Arrange
     let app = spawn_app().await;
     let mut readers = Vec::new();
-    for kind in ALL {
+    for kind in EVERY {
         readers.push(Reader::open(&app, kind, From::since(0)).await);
     }
     // Act
@@ -85,7 +86,7 @@ async fn resuming_from_a_cursor_returns_exactly_the_newer_events() {
     for i in 0..9 {
         app.say(session, &format!("m{i}")).await;
     }
-    for kind in ALL {
+    for kind in EVERY {
         let from = From::since(6).in_epoch(&epoch);
         let mut reader = Reader::open(&app, kind, from).await;
         let events = reader.read_through(10).await;
@@ -102,7 +103,7 @@ async fn resuming_from_a_cursor_returns_exactly_the_newer_events() {
 async fn a_stream_starts_with_hello_naming_the_epoch_and_cursor() {
     let app = spawn_app().await;
     let epoch = app.join("alice").await["epoch"].clone();
-    for kind in [Kind::Sse, Kind::Ws] {
+    for kind in [Kind::Sse, Kind::Ws, Kind::Wt] {
         let mut reader = Reader::open(&app, kind, From::since(1)).await;
         let hello = reader.control("hello").await;
         assert_eq!(
@@ -121,7 +122,7 @@ async fn the_gap_is_flagged_after_trimming() {
         app.say(session, &format!("m{i}")).await;
     }
     // Events 1..=7 are gone; a reader at 2 has lost 3..=7.
-    for kind in ALL {
+    for kind in EVERY {
         let mut reader = Reader::open(&app, kind, From::since(2)).await;
         let events = reader.read_through(12).await;
         let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
@@ -132,7 +133,7 @@ async fn the_gap_is_flagged_after_trimming() {
         );
         match kind {
             Kind::Poll | Kind::LongPoll => assert!(reader.gaps[0], "{kind:?}"),
-            Kind::Sse | Kind::Ws => {
+            Kind::Sse | Kind::Ws | Kind::Wt => {
                 let gap = reader.control("gap").await;
                 assert_eq!(gap["cursor"], 7, "{kind:?}");
             }
@@ -147,7 +148,7 @@ async fn the_gap_is_flagged_after_an_epoch_change() {
     let app = spawn_app().await;
     let alice = app.join("alice").await;
     app.say(alice["session"].as_str().unwrap(), "hi").await;
-    for kind in ALL {
+    for kind in EVERY {
         let from = From::since(1).in_epoch("an-epoch-from-before-a-restart");
         let mut reader = Reader::open(&app, kind, from).await;
         let events = reader.read_through(2).await;
@@ -157,7 +158,7 @@ async fn the_gap_is_flagged_after_an_epoch_change() {
         );
         match kind {
             Kind::Poll | Kind::LongPoll => assert!(reader.gaps[0], "{kind:?}"),
-            Kind::Sse | Kind::Ws => {
+            Kind::Sse | Kind::Ws | Kind::Wt => {
                 let gap = reader.control("gap").await;
                 assert_eq!(gap["epoch"], alice["epoch"], "{kind:?} names the new epoch");
             }
@@ -219,7 +220,7 @@ async fn a_reader_more_than_a_batch_behind_catches_up_in_order() {
         "a poll returns at most 1000"
     );
     assert_eq!(first["cursor"], 1000);
-    for kind in ALL {
+    for kind in EVERY {
         let mut reader = Reader::open(&app, kind, From::since(0)).await;
         let seqs: Vec<u64> = reader
             .read_through(1201)

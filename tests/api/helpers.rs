@@ -14,7 +14,10 @@ use tokio::io::{AsyncBufReadExt as _, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 use tokio::sync::mpsc;
 
-pub use pushlab_testkit::{pick, ws_join, From, Kind, Reader, RedisServer, Target, ALL, PATIENCE};
+pub use pushlab_testkit::{
+    pick, ws_join, From, Kind, Reader, RedisServer, Target, WtRefused, WtSession, ALL, EVERY,
+    PATIENCE,
+};
 
 pub struct TestApp {
     /// The first node; on one node, the only one.
@@ -69,9 +72,11 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     // Every test client comes from 127.0.0.1, so the per-address limits are
-    // off unless a test sets them.
+    // off unless a test sets them. WebTransport is on, so that every
+    // scenario can read over it too.
     let mut config = Config {
         workers: Some(2),
+        webtransport: true,
         ip_registrations: 0,
         ip_sessions: 0,
         ip_connections: 0,
@@ -87,8 +92,19 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
         redis
     });
     let start = |config: Config| {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("port 0 binds");
-        pushlab::serve(listener, config).expect("the server starts")
+        // WebTransport takes the same port number over UDP, which another
+        // test's client may hold: then the next free TCP port is tried.
+        let mut attempts = 0;
+        loop {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("port 0 binds");
+            match pushlab::serve(listener, config.clone()) {
+                Ok(server) => break server,
+                Err(err) if err.kind() == std::io::ErrorKind::AddrInUse && attempts < 5 => {
+                    attempts += 1;
+                }
+                Err(err) => panic!("the server starts: {err}"),
+            }
+        }
     };
     let mut servers = vec![start(config.clone())];
     if redis.is_some() {

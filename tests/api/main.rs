@@ -23,4 +23,5 @@ mod signals;
 mod soak;
 mod timeouts;
 mod walkthrough;
+mod webtransport;
 mod ws_raw;

@@ -206,6 +206,7 @@ fn label(kind: Kind) -> &'static str {
         Kind::LongPoll => "longpoll",
         Kind::Sse => "sse",
         Kind::Ws => "ws",
+        Kind::Wt => "webtransport",
     }
 }
 

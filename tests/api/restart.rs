@@ -128,7 +128,7 @@ async fn a_restart_without_a_journal_is_reported_as_a_gap_on_every_transport() {
         assert_eq!(reader.events[0]["name"], "bob");
         match kind {
             Kind::Poll | Kind::LongPoll => assert!(reader.gaps[0], "{kind:?}"),
-            Kind::Sse | Kind::Ws => {
+            Kind::Sse | Kind::Ws | Kind::Wt => {
                 reader.control("gap").await;
             }
         }

@@ -378,12 +378,17 @@ const NAMESPACE_WEBRTC_ARGS = ['--disable-features=WebRtcHideLocalIpsWithMdns'];
 /** Whether this process runs in the network namespace runsInTestNamespace makes. */
 export const IN_TEST_NETNS = process.env.PUSHLAB_TEST_NETNS === '1';
 
-/** Starts Chromium; `webrtc: true` lets WebRTC use UDP, only inside the test's namespace. */
-export function launchBrowser({ webrtc = false } = {}) {
+/**
+ * Starts Chromium; `webrtc: true` lets WebRTC use UDP, only inside the
+ * test's namespace; `quic: true` leaves QUIC on, which WebTransport needs
+ * (its sessions go to pushlab on 127.0.0.1 only).
+ */
+export function launchBrowser({ webrtc = false, quic = false } = {}) {
   if (webrtc && !IN_TEST_NETNS) {
     throw new Error('WebRTC over UDP is only allowed inside the network namespace runsInTestNamespace makes');
   }
-  const args = webrtc ? [...CHROMIUM_ARGS, ...NAMESPACE_WEBRTC_ARGS] : [...CHROMIUM_ARGS, NO_WEBRTC_UDP];
+  const base = quic ? CHROMIUM_ARGS.filter((arg) => arg !== '--disable-quic') : CHROMIUM_ARGS;
+  const args = webrtc ? [...base, ...NAMESPACE_WEBRTC_ARGS] : [...base, NO_WEBRTC_UDP];
   return chromium.launch({ executablePath: '/usr/bin/chromium', args });
 }
 

@@ -36,6 +36,8 @@ export class LogFollower {
     this.cursor = 0;
     /** The epoch `cursor` belongs to; null until a welcome or the first read says. */
     this.epoch = null;
+    /** The seq of the newest event taken out of order (a datagram); 0 before one. */
+    this.unordered = 0;
   }
 
   /**
@@ -86,6 +88,20 @@ export class LogFollower {
       this.epoch ??= batch.epoch;
     }
     for (const event of batch.events) this.take(event);
+  }
+
+  /**
+   * An event that came outside the ordered stream: a WebTransport datagram,
+   * which may arrive before events with lower seqs that are still on their
+   * way, or never. It is shown if it is newer than the cursor and than every
+   * datagram before it, and the cursor stays: the stream's events between
+   * must still be taken. Returns true if it was new.
+   */
+  receiveUnordered(event) {
+    if (event.seq <= this.cursor || event.seq <= this.unordered) return false;
+    this.unordered = event.seq;
+    this.onEvent(event);
+    return true;
   }
 
   /** Takes an event newer than the cursor and moves there; drops one already taken. */

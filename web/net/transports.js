@@ -12,6 +12,8 @@
 ///   longpoll  GET /longpoll?since=N  the server holds the request until there is news (or 25 s pass)
 ///   sse       GET /sse?since=N       one response that never ends; the server writes `data:` lines into it
 ///   ws        GET /ws?since=N        an upgraded socket; JSON text frames both ways
+///   webtransport  https://host:port/wt?since=N  an HTTP/3 session over QUIC (UDP): one server
+///             stream of JSON lines, cursor moves as datagrams, sends on a stream of our own
 ///
 /// Every transport takes the same options and has the same methods:
 ///
@@ -21,7 +23,7 @@
 ///                reconnect, and everything read goes to it, in order
 ///     onStatus(s) hears 'connecting' | 'connected' | 'reconnecting'
 ///     client     the id the server counts this reader's bytes under, or null
-///   .name         'poll' | 'longpoll' | 'sse' | 'ws'
+///   .name         'poll' | 'longpoll' | 'sse' | 'ws' | 'webtransport'
 ///   .start()      begins reading; from then on it reconnects by itself
 ///   .stop()       stops reading and closes what is open; nothing read after reaches the follower
 ///   .send(msg)    sends a client message; rejects with an ApiError
@@ -42,16 +44,23 @@ const LONGPOLL_HOLD_SECS = 25;
 /** How long `auto` waits for the WebSocket's hello before falling back, in ms. */
 const WS_OPEN_TIMEOUT_MS = 3000;
 
-/** The transports a page may ask for with ?transport=. */
-export const TRANSPORT_NAMES = ['auto', 'poll', 'longpoll', 'sse', 'ws'];
+/** How long `auto` waits for a WebTransport session's hello before falling back, in ms. */
+const WT_OPEN_TIMEOUT_MS = 3000;
 
-/** The transport class for a name; `auto` tries WebSocket, then long polling. */
+/** The transports a page may ask for with ?transport=. */
+export const TRANSPORT_NAMES = ['auto', 'poll', 'longpoll', 'sse', 'ws', 'webtransport'];
+
+/**
+ * The transport class for a name; `auto` tries WebTransport (where the
+ * server and the browser have it), then WebSocket, then long polling.
+ */
 export function createTransport(name, options) {
   switch (name) {
     case 'poll': return new PollTransport(options);
     case 'longpoll': return new LongPollTransport(options);
     case 'sse': return new SseTransport(options);
     case 'ws': return new WsTransport(options);
+    case 'webtransport': return new WtTransport(options);
     case 'auto': return new AutoTransport(options);
     default: throw new Error(`unknown transport ${name}`);
   }
@@ -436,17 +445,213 @@ export class WsTransport extends StreamTransport {
   }
 }
 
+/** Whether this browser can open WebTransport sessions from this page. */
+export function webTransportAvailable() {
+  return typeof WebTransport === 'function' && window.isSecureContext;
+}
+
+/** GET /config's `webtransport`, asked once: {port, certificate_hash}, or null without it. */
+let webTransportConfigAsked = null;
+export function webTransportConfig() {
+  webTransportConfigAsked ??= getJson('/config').then((config) => config.webtransport ?? null);
+  // A failed ask is asked again next time.
+  webTransportConfigAsked.catch(() => {
+    webTransportConfigAsked = null;
+  });
+  return webTransportConfigAsked;
+}
+
+/** A lowercase hex string as bytes. */
+function hexBytes(hex) {
+  const bytes = new Uint8Array(hex.length / 2);
+  for (let i = 0; i < bytes.length; i += 1) bytes[i] = parseInt(hex.slice(2 * i, 2 * i + 2), 16);
+  return bytes;
+}
+
 /**
- * `auto`: try a WebSocket; if it is refused or has not said hello within
- * 3 s (a proxy that does not pass upgrades, a firewall), fall back to long
- * polling, which is plain HTTP and goes through anything. Once a transport
- * works, it stays.
+ * WebTransport: an HTTP/3 session over QUIC, on UDP at the page's port
+ * number. The server opens one unidirectional stream and writes the log on
+ * it as lines of JSON, the same messages as WebSocket frames; cursor moves
+ * come as datagrams instead (we ask with cursors=datagrams), which may be
+ * lost or overtake each other, and are never held up by a lost packet of
+ * the chat. We send on one stream of our own, a JSON line per message, and
+ * our cursor moves as datagrams.
+ *
+ *   CONNECT https://host:port/wt?session=…&since=42&epoch=…&cursors=datagrams
+ *   ⇐ stream  {"type":"hello","epoch":"…","cursor":42}
+ *   ⇐ stream  {"seq":43,"ts":…,"type":"message",…}
+ *   ⇐ datagram {"seq":44,"ts":…,"type":"mousemove","name":"bob","x":0.4,"y":0.7}
+ *   ⇒ stream  {"type":"message","text":"hi","id":"m-…"}
+ *   ⇒ datagram {"type":"mousemove","x":0.1,"y":0.2}
+ *
+ * A refused session gets one {"type":"error","code":…} line and is closed.
+ * With pushlab's own self-signed certificate, the page passes its SHA-256
+ * hash (from GET /config) as serverCertificateHashes. Closing the session
+ * cleanly ends ours at once, as a WebSocket's close frame does.
+ */
+export class WtTransport extends StreamTransport {
+  name = 'webtransport';
+
+  /**
+   * `onFirstFailure`, if given, is called instead of reconnecting when the
+   * very first session does not say hello within WT_OPEN_TIMEOUT_MS.
+   */
+  constructor(options, { onFirstFailure = null } = {}) {
+    super(options);
+    this.onFirstFailure = onFirstFailure;
+    this.everConnected = false;
+    this.writer = null;
+    this.datagrams = null;
+  }
+
+  async open() {
+    const onTrial = this.onFirstFailure && !this.everConnected;
+    const helloTimer = onTrial ? setTimeout(() => this.firstFailure(), WT_OPEN_TIMEOUT_MS) : null;
+    const attempt = {};
+    this.attempt = attempt;
+    this.greeted = false;
+    this.writer = null;
+    this.datagrams = null;
+    let session = null;
+    try {
+      const config = await webTransportConfig();
+      if (!config || !webTransportAvailable()) throw new Error('no WebTransport here');
+      if (this.attempt !== attempt || this.stopped) return;
+      const path = readUrl('/wt', { ...this.readParams(), cursors: 'datagrams' });
+      const url = new URL(path, `https://${location.hostname}:${config.port}`);
+      const options = config.certificate_hash
+        ? { serverCertificateHashes: [{ algorithm: 'sha-256', value: hexBytes(config.certificate_hash) }] }
+        : {};
+      session = new WebTransport(url, options);
+      this.wt = session;
+      this.metrics.recordConnection();
+      await session.ready;
+      const streams = session.incomingUnidirectionalStreams.getReader();
+      const { value: incoming } = await streams.read();
+      streams.releaseLock();
+      const outgoing = await session.createUnidirectionalStream();
+      this.writer = outgoing.getWriter();
+      this.datagrams = session.datagrams.writable.getWriter();
+      this.readDatagrams(session, attempt);
+      await this.readLines(incoming, attempt, helloTimer);
+    } catch {
+      // The session failed or closed; what to do next is decided below.
+    }
+    clearTimeout(helloTimer);
+    if (this.attempt !== attempt || this.stopped) return;
+    this.writer = null;
+    this.datagrams = null;
+    session?.close();
+    if (onTrial && !this.everConnected) return this.firstFailure();
+    this.reconnect(this.greeted);
+  }
+
+  /** Reads the server's stream, a JSON message per line, until it ends. */
+  async readLines(stream, attempt, helloTimer) {
+    const reader = stream.pipeThrough(new TextDecoderStream()).getReader();
+    let pending = '';
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done || this.attempt !== attempt) return;
+      pending += value;
+      let newline;
+      while ((newline = pending.indexOf('\n')) >= 0) {
+        const line = pending.slice(0, newline);
+        pending = pending.slice(newline + 1);
+        if (line.trim() === '') continue;
+        this.metrics.recordBytes(byteLength(line) + 1);
+        const parsed = JSON.parse(line);
+        if (parsed.type === 'hello') {
+          clearTimeout(helloTimer);
+          this.greeted = true;
+          this.everConnected = true;
+          this.setStatus('connected');
+        }
+        // A refusal before hello: one that means the session is gone ends
+        // the transport; any other is told, and the session closes.
+        if (!this.greeted && parsed.type === 'error' && parsed.code === 'unknown_session') {
+          return this.sessionLost();
+        }
+        this.receive(parsed);
+      }
+    }
+  }
+
+  /** Hands each datagram (a cursor move) to the follower, outside the stream's order. */
+  async readDatagrams(session, attempt) {
+    const reader = session.datagrams.readable.getReader();
+    const decoder = new TextDecoder();
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done || this.attempt !== attempt || this.stopped) return;
+        this.metrics.recordBytes(value.byteLength);
+        const parsed = JSON.parse(decoder.decode(value));
+        if (parsed.seq !== undefined) this.follower.receiveUnordered(parsed);
+      }
+    } catch {
+      // The session ended; the stream's reader reconnects.
+    }
+  }
+
+  firstFailure() {
+    const fallBack = this.onFirstFailure;
+    if (!fallBack || this.stopped || this.everConnected) return;
+    this.onFirstFailure = null;
+    this.stop();
+    fallBack();
+  }
+
+  send(message) {
+    if (!this.writer || !this.greeted) {
+      return Promise.reject(new ApiError('network', 'the session is not connected'));
+    }
+    const json = JSON.stringify(message);
+    // Cursor moves may be lost, and should not wait behind a lost packet.
+    const written = message.type === 'mousemove' && this.datagrams
+      ? this.datagrams.write(encoder.encode(json))
+      : this.writer.write(encoder.encode(`${json}\n`));
+    // Written, not yet accepted: a refusal comes back as an error line.
+    return written.then(() => ({}), () => Promise.reject(new ApiError('network', 'the session closed')));
+  }
+
+  stop() {
+    super.stop();
+    this.attempt = null;
+    // A clean close: the server ends our session at once.
+    try {
+      this.wt?.close({ closeCode: 0, reason: 'closing' });
+    } catch {
+      // Already closed.
+    }
+  }
+
+  /** A clean close ends the session; no beacon needed. */
+  leave() {
+    this.stop();
+  }
+}
+
+/**
+ * `auto`: try WebTransport where the server offers it and the browser has
+ * it, then a WebSocket; if one is refused or has not said hello within 3 s
+ * (a proxy that does not pass upgrades, a firewall that drops UDP), fall
+ * back to the next, and from the WebSocket to long polling, which is plain
+ * HTTP and goes through anything. Once a transport works, it stays.
  */
 export class AutoTransport {
   constructor(options) {
     this.options = options;
     this.fellBack = false;
-    this.inner = new WsTransport(options, { onFirstFailure: () => this.fallBack() });
+    this.stopped = false;
+    this.inner = this.webSocket();
+  }
+
+  /** A WebSocket that falls back to long polling. */
+  webSocket() {
+    return new WsTransport(this.options, {
+      onFirstFailure: () => this.fallBack(new LongPollTransport(this.options)),
+    });
   }
 
   /** The transport in use right now. */
@@ -458,19 +663,33 @@ export class AutoTransport {
     return this.inner.status;
   }
 
-  fallBack() {
+  fallBack(next) {
+    if (this.stopped) return;
     this.fellBack = true;
     // The figures should describe the transport the page ended on.
     this.options.metrics.reset();
-    this.inner = new LongPollTransport(this.options);
+    this.inner = next;
     this.inner.start();
   }
 
-  start() {
+  async start() {
+    let config = null;
+    if (webTransportAvailable()) {
+      try {
+        config = await webTransportConfig();
+      } catch {
+        // No answer: the WebSocket will tell whether the server is there.
+      }
+    }
+    if (this.stopped) return;
+    if (config) {
+      this.inner = new WtTransport(this.options, { onFirstFailure: () => this.fallBack(this.webSocket()) });
+    }
     this.inner.start();
   }
 
   stop() {
+    this.stopped = true;
     this.inner.stop();
   }
 
@@ -479,6 +698,7 @@ export class AutoTransport {
   }
 
   leave() {
+    this.stopped = true;
     this.inner.leave();
   }
 }

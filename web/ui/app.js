@@ -107,7 +107,7 @@ const cursors = new CursorLayer(ui.canvas);
 // ── Options from the query string ────────────────────────────────────────
 
 /**
- * ?transport=poll|longpoll|sse|ws|auto|webrtc, &interval=MS (short polling
+ * ?transport=poll|longpoll|sse|ws|webtransport|auto|webrtc, &interval=MS (short polling
  * only), &mirror=1 (WebRTC only: send moves through the server too, to
  * compare the paths), &name= to pre-fill the form. A bad value falls back to the default and
  * says so on the page.
@@ -294,10 +294,17 @@ function setStatus(status) {
   if (state.options.transport === 'webrtc') {
     ui.transportNote.textContent = 'webrtc: chat and presence over the WebSocket; cursors peer to peer on data channels, and through the server to anyone without an open channel.';
   }
+  if (state.options.transport === 'webtransport') {
+    ui.transportNote.textContent = 'webtransport: the log on one QUIC stream, cursor moves as datagrams. It needs a server started with --webtransport, a secure context (https, or http on localhost) and UDP to the server; until then the page keeps reconnecting.';
+  }
   if (state.options.transport === 'auto') {
+    const fellBack = {
+      ws: 'auto: WebTransport did not open within 3 s, so this page fell back to the WebSocket.',
+      longpoll: 'auto: the WebSocket was refused or silent for 3 s, so this page fell back to long polling.',
+    };
     ui.transportNote.textContent = state.transport?.fellBack
-      ? 'auto: the WebSocket was refused or silent for 3 s, so this page fell back to long polling.'
-      : 'auto: WebSocket first; long polling if the socket cannot open within 3 s.';
+      ? fellBack[state.transport.name] ?? 'auto: this page fell back.'
+      : 'auto: WebTransport first where the server and browser have it, then WebSocket; long polling if neither opens within 3 s.';
   }
 }
 

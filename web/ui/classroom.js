@@ -19,8 +19,8 @@
 
 import { LOBBY, ROOM, getJson, inRoom } from '../net/api.js';
 
-/** The transports in the tables, in the panes' order. */
-const TRANSPORTS = ['poll', 'longpoll', 'sse', 'ws'];
+/** The transports in the tables, in the panes' order; set from the panes when mounted. */
+let TRANSPORTS = ['poll', 'longpoll', 'sse', 'ws'];
 /** How often GET /traffic is asked, in ms. */
 const TRAFFIC_MS = 1000;
 /** The window the per-second figures are averaged over, in ms. */
@@ -156,6 +156,7 @@ export function predictions(rtt, interval) {
     longpoll: { rule: '½ RTT while a request is held; up to 1½ RTT between an answer and the next request', low: rtt / 2, high: 1.5 * rtt },
     sse: { rule: '½ RTT: the response is already open', low: rtt / 2, high: null },
     ws: { rule: '½ RTT: the socket is already open', low: rtt / 2, high: null },
+    webtransport: { rule: '½ RTT: the session is already open; a lost datagram is never resent', low: rtt / 2, high: null },
   };
 }
 
@@ -281,6 +282,7 @@ async function readSetup() {
  * Clock their latency is read on, which this sets against the server's.
  */
 export async function mountClassroom({ panes, bot, interval, clock }) {
+  TRANSPORTS = panes.map((pane) => pane.transportName);
   const watch = new TrafficWatch(panes);
   wirePublishRate(bot, () => watch.restart());
   showJoin();

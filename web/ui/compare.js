@@ -24,7 +24,7 @@ import { Clock } from '../net/clock.js';
 import { LogFollower } from '../net/follower.js';
 import { MeshMember } from '../net/mesh-member.js';
 import { Metrics } from '../net/metrics.js';
-import { createTransport } from '../net/transports.js';
+import { createTransport, webTransportAvailable, webTransportConfig } from '../net/transports.js';
 import { CLIENT_ID, describeBot, mountClassroom } from './classroom.js';
 import { CursorLayer } from './cursors.js';
 import { renderFigures } from './figures.js';
@@ -33,6 +33,8 @@ import { mountRoomPicker } from './rooms.js';
 
 /** The server's transports compared, in the order shown; the WebRTC pane comes last. */
 const TRANSPORTS = ['poll', 'longpoll', 'sse', 'ws'];
+/** The transports with a pane here: TRANSPORTS, and webtransport where the server and browser have it. */
+let shown = TRANSPORTS;
 /** How often the summary table and pane figures refresh, and GET /stats is asked, in ms. */
 const REFRESH_MS = 1000;
 /** Chat lines kept in each pane's little log. */
@@ -252,7 +254,7 @@ async function refreshStats() {
   }
   fillTable(
     $('#stats tbody'),
-    TRANSPORTS.map((name) => {
+    shown.map((name) => {
       const t = stats.transports[name];
       return [name, t.open, t.requests, t.events, t.bytes, t.empty].map(String);
     }),
@@ -302,8 +304,12 @@ async function init() {
   }
   // The server's clock, set by the classroom: events' latency is read on it.
   const clock = new Clock();
-  // Every read of the four panes names this page, so the server counts its exact bytes.
-  const readers = TRANSPORTS.map((name) => new ReaderPane(name, { interval, clock, client: CLIENT_ID }));
+  // A WebTransport pane where the server offers it (--webtransport) and
+  // this browser has it: its cursor moves come as datagrams.
+  const offered = webTransportAvailable() && (await webTransportConfig().catch(() => null));
+  if (offered) shown = [...TRANSPORTS, 'webtransport'];
+  // Every read of the panes names this page, so the server counts its exact bytes.
+  const readers = shown.map((name) => new ReaderPane(name, { interval, clock, client: CLIENT_ID }));
   const rtcPane = new RtcPane({ interval });
   const panes = [...readers, rtcPane];
   $('#panes').append(...panes.map((pane) => pane.element));

@@ -21,6 +21,10 @@ use futures::{SinkExt as _, StreamExt as _};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
+/// The QUIC library the WebTransport client is built on, for tests that
+/// reach below [`WtSession`].
+pub use wtransport;
+
 /// How long a reader waits for something that should happen promptly. Only
 /// a bound on hanging: nothing is asserted about how fast it happens.
 pub const PATIENCE: Duration = Duration::from_secs(10);
@@ -75,17 +79,23 @@ impl Target for SocketAddr {
     }
 }
 
-/// The four transports.
+/// The five transports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Poll,
     LongPoll,
     Sse,
     Ws,
+    /// WebTransport, on a server started with `--webtransport`.
+    Wt,
 }
 
 /// Every transport, for scenarios that run over all of them.
 pub const ALL: [Kind; 4] = [Kind::Poll, Kind::LongPoll, Kind::Sse, Kind::Ws];
+
+/// Every transport, WebTransport included: for servers started with
+/// `--webtransport`.
+pub const EVERY: [Kind; 5] = [Kind::Poll, Kind::LongPoll, Kind::Sse, Kind::Ws, Kind::Wt];
 
 /// Where a reader starts.
 #[derive(Debug, Clone, Default)]
@@ -142,6 +152,7 @@ pub struct Reader {
     http: reqwest::Client,
     sse: Option<SseStream>,
     ws: Option<WsStream>,
+    wt: Option<WtSession>,
     /// Short polling on a fixed interval instead of a pause after an empty
     /// answer.
     poll_every: Option<tokio::time::Interval>,
@@ -169,6 +180,7 @@ impl Reader {
             http: target.http(),
             sse: None,
             ws: None,
+            wt: None,
             poll_every: None,
             long_poll_timeout_secs: LONG_POLL_TIMEOUT_SECS,
             events: Vec::new(),
@@ -220,6 +232,7 @@ impl Reader {
     pub async fn connect(&mut self) {
         self.sse = None;
         self.ws = None;
+        self.wt = None;
         let query = self.query();
         match self.kind {
             Kind::Sse => {
@@ -237,6 +250,13 @@ impl Reader {
                 let url = format!("{}/ws{query}", self.base().replacen("http", "ws", 1));
                 let (socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
                 self.ws = Some(socket);
+            }
+            Kind::Wt => {
+                let addr = self.base().trim_start_matches("http://").parse().unwrap();
+                let session = WtSession::connect(addr, &format!("/wt{query}"), None)
+                    .await
+                    .expect("the session opens");
+                self.wt = Some(session);
             }
             Kind::Poll | Kind::LongPoll => {}
         }
@@ -316,6 +336,16 @@ impl Reader {
                     other => panic!("unexpected frame {other:?}"),
                 }
             },
+            Kind::Wt => {
+                let value = self
+                    .wt
+                    .as_mut()
+                    .unwrap()
+                    .next()
+                    .await
+                    .expect("the session's stream is open");
+                self.take(value);
+            }
         }
     }
 
@@ -407,6 +437,11 @@ impl Reader {
     /// For WebSocket readers: the socket itself.
     pub fn ws(&mut self) -> &mut WsStream {
         self.ws.as_mut().expect("a WebSocket reader")
+    }
+
+    /// For WebTransport readers: the session itself.
+    pub fn wt(&mut self) -> &mut WtSession {
+        self.wt.as_mut().expect("a WebTransport reader")
     }
 
     /// For WebSocket readers: gives up the reader and keeps the socket, for
@@ -545,4 +580,205 @@ pub fn free_port() -> u16 {
         .and_then(|listener| listener.local_addr())
         .map(|addr| addr.port())
         .expect("port 0 binds")
+}
+
+/// A WebTransport session to pushlab, as a client sees it: the server's
+/// stream read as lines of JSON, lines sent on a stream of the client's
+/// own, datagrams both ways, and the close code the session ended with.
+pub struct WtSession {
+    pub connection: wtransport::Connection,
+    lines: tokio::io::Lines<tokio::io::BufReader<wtransport::RecvStream>>,
+    out: Option<wtransport::SendStream>,
+}
+
+/// Why a WebTransport session could not be opened.
+#[derive(Debug)]
+pub enum WtRefused {
+    /// The QUIC connection was refused or failed (a flood refused at its
+    /// first packet, for one).
+    Connecting(wtransport::error::ConnectingError),
+    /// The session opened, but the server's stream never came.
+    NoStream(String),
+}
+
+impl WtSession {
+    /// Opens a session to the server at `addr` (HTTP and UDP share the
+    /// port) on `path_and_query` (such as `/wt?since=0`), trusting the
+    /// certificate whose hash `GET /config` gives, and sending `origin` as
+    /// a browser would.
+    pub async fn connect(
+        addr: SocketAddr,
+        path_and_query: &str,
+        origin: Option<&str>,
+    ) -> Result<WtSession, WtRefused> {
+        let hash = certificate_hash(addr).await;
+        Self::connect_trusting(addr, hash, path_and_query, origin).await
+    }
+
+    /// [`WtSession::connect`] with the certificate's hash already known,
+    /// so that nothing but the session is asked of the server.
+    pub async fn connect_trusting(
+        addr: SocketAddr,
+        hash: wtransport::tls::Sha256Digest,
+        path_and_query: &str,
+        origin: Option<&str>,
+    ) -> Result<WtSession, WtRefused> {
+        let bind = SocketAddr::new(
+            if addr.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            },
+            0,
+        );
+        let config = wtransport::ClientConfig::builder()
+            .with_bind_address(bind)
+            .with_server_certificate_hashes([hash])
+            .build();
+        let endpoint = wtransport::Endpoint::client(config).expect("a client endpoint binds");
+        let mut options = wtransport::endpoint::ConnectOptions::builder(format!(
+            "https://{addr}{path_and_query}"
+        ));
+        if let Some(origin) = origin {
+            options = options.add_header("origin", origin);
+        }
+        let connection = tokio::time::timeout(PATIENCE, endpoint.connect(options.build()))
+            .await
+            .expect("the session opens or fails promptly")
+            .map_err(WtRefused::Connecting)?;
+        let stream = tokio::time::timeout(PATIENCE, connection.accept_uni())
+            .await
+            .map_err(|_| WtRefused::NoStream("no stream in time".into()))?
+            .map_err(|err| WtRefused::NoStream(err.to_string()))?;
+        use tokio::io::AsyncBufReadExt as _;
+        Ok(WtSession {
+            connection,
+            lines: tokio::io::BufReader::new(stream).lines(),
+            out: None,
+        })
+    }
+
+    /// The next line of the server's stream as JSON; `None` once the
+    /// stream has ended (or the session closed).
+    pub async fn next(&mut self) -> Option<Value> {
+        let line = tokio::time::timeout(PATIENCE, self.lines.next_line())
+            .await
+            .expect("a line or the end arrives promptly")
+            .ok()??;
+        Some(serde_json::from_str(&line).expect("every line is JSON"))
+    }
+
+    /// Reads lines until one of type `kind` arrives, and returns it.
+    pub async fn until(&mut self, kind: &str) -> Value {
+        loop {
+            match self.next().await {
+                Some(value) if value["type"] == kind => return value,
+                Some(_) => continue,
+                None => panic!("the stream ended before a {kind} line"),
+            }
+        }
+    }
+
+    /// Sends bytes on the client's stream (opened on first use).
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt as _;
+        if self.out.is_none() {
+            let opening = self.connection.open_uni().await.expect("a stream opens");
+            self.out = Some(opening.await.expect("a stream opens"));
+        }
+        let out = self.out.as_mut().expect("opened above");
+        out.write_all(bytes).await.expect("the stream takes bytes");
+        out.flush().await.expect("the stream takes bytes");
+    }
+
+    /// Sends one client message as a line on the client's stream.
+    pub async fn send(&mut self, value: &Value) {
+        let mut line = value.to_string().into_bytes();
+        line.push(b'\n');
+        self.send_raw(&line).await;
+    }
+
+    /// Sends one datagram.
+    pub fn send_datagram(&self, bytes: &[u8]) {
+        self.connection
+            .send_datagram(bytes)
+            .expect("the datagram fits the path");
+    }
+
+    /// The next datagram, as JSON.
+    pub async fn datagram(&self) -> Value {
+        let datagram = tokio::time::timeout(PATIENCE, self.connection.receive_datagram())
+            .await
+            .expect("a datagram arrives promptly")
+            .expect("the session is open");
+        serde_json::from_slice(&datagram.payload()).expect("a datagram is JSON")
+    }
+
+    /// Waits for the session to close; the server's close code and reason.
+    pub async fn closed(&self) -> (u32, String) {
+        let err = tokio::time::timeout(PATIENCE, self.connection.closed())
+            .await
+            .expect("the session closes promptly");
+        match err {
+            wtransport::error::ConnectionError::ApplicationClosed(close) => (
+                u32::try_from(close.code().into_inner()).unwrap_or(u32::MAX),
+                String::from_utf8_lossy(close.reason()).into_owned(),
+            ),
+            other => panic!("closed without an application code: {other}"),
+        }
+    }
+}
+
+/// The hash of the server's certificate, from `GET /config`.
+pub async fn certificate_hash(addr: SocketAddr) -> wtransport::tls::Sha256Digest {
+    let config: Value = reqwest::get(format!("http://{addr}/config"))
+        .await
+        .expect("GET /config answers")
+        .json()
+        .await
+        .expect("GET /config is JSON");
+    let hex = config["webtransport"]["certificate_hash"]
+        .as_str()
+        .expect("the server serves WebTransport with its own certificate");
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|at| u8::from_str_radix(&hex[at..at + 2], 16).expect("the hash is hex"))
+        .collect();
+    wtransport::tls::Sha256Digest::new(bytes.try_into().expect("the hash is 32 bytes"))
+}
+
+/// A QUIC connection to pushlab's WebTransport port that completes its
+/// handshake and then asks for nothing: what a flood of connections from
+/// one address looks like. The endpoint comes with it, to keep it open.
+pub async fn quic_handshake_only(
+    addr: SocketAddr,
+) -> Result<
+    (wtransport::quinn::Endpoint, wtransport::quinn::Connection),
+    wtransport::quinn::ConnectionError,
+> {
+    let hash = certificate_hash(addr).await;
+    let bind = SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), 0);
+    let config = wtransport::ClientConfig::builder()
+        .with_bind_address(bind)
+        .with_server_certificate_hashes([hash])
+        .build();
+    let mut endpoint = wtransport::quinn::Endpoint::client(bind).expect("a client endpoint binds");
+    endpoint.set_default_client_config(config.quic_config().clone());
+    let connecting = endpoint
+        .connect(addr, "127.0.0.1")
+        .expect("the address is valid");
+    let connection = tokio::time::timeout(PATIENCE, connecting)
+        .await
+        .expect("the handshake ends promptly")?;
+    Ok((endpoint, connection))
+}
+
+/// Whether a QUIC connection was refused by the server at its first packet
+/// (`CONNECTION_REFUSED`).
+pub fn is_connection_refused(err: &wtransport::quinn::ConnectionError) -> bool {
+    matches!(
+        err,
+        wtransport::quinn::ConnectionError::ConnectionClosed(close)
+            if close.error_code == wtransport::quinn::TransportErrorCode::CONNECTION_REFUSED
+    )
 }

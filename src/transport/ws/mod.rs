@@ -623,7 +623,7 @@ fn refused_signal_target(bytes: &[u8]) -> Option<Option<protocol::Name>> {
 
 /// The `id` of a refused chat message, when it can still be read, so the
 /// client can mark that message as failed.
-fn refused_message_id(bytes: &[u8]) -> Option<String> {
+pub fn refused_message_id(bytes: &[u8]) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct WithId {
         id: String,
