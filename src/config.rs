@@ -5,6 +5,7 @@
 //! change the fields they care about.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
@@ -267,6 +268,24 @@ pub struct Config {
     /// `--presence-timeout` asks for longer still).
     #[arg(long, env = "PUSHLAB_WALKTHROUGH")]
     pub walkthrough: bool,
+
+    /// Serve HTTPS on `--addr` instead of plain HTTP, offering HTTP/2 and
+    /// HTTP/1.1 (ALPN). Without `--tls-cert`, pushlab makes its own
+    /// self-signed certificate for this machine's names and addresses,
+    /// valid for 14 days, and prints its SHA-256 fingerprint.
+    #[arg(long, env = "PUSHLAB_TLS")]
+    pub tls: bool,
+
+    /// A PEM file with the certificate chain to serve HTTPS with (the
+    /// server's certificate first), for example from mkcert or a real CA.
+    /// Implies `--tls`; needs `--tls-key`.
+    #[arg(long, env = "PUSHLAB_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// A PEM file with the private key of `--tls-cert` (PKCS#8, PKCS#1 or
+    /// SEC1).
+    #[arg(long, env = "PUSHLAB_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// A STUN or TURN server, as a page's `RTCPeerConnection` takes it.
@@ -412,6 +431,9 @@ impl Default for Config {
             turn_ttl: DEFAULT_TURN_TTL_SECS,
             delay_ms: 0,
             walkthrough: false,
+            tls: false,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -449,6 +471,11 @@ impl Config {
             self.presence_timeout
         };
         Duration::from_secs_f64(secs)
+    }
+
+    /// Whether the server speaks HTTPS: `--tls`, or a certificate given.
+    pub fn tls_enabled(&self) -> bool {
+        self.tls || self.tls_cert.is_some()
     }
 
     /// `--delay-ms` as a duration, or `None` when there is no delay.

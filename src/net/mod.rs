@@ -4,6 +4,8 @@
 
 pub mod conn;
 pub mod delay;
+pub mod frames;
 pub mod limits;
 pub mod open_files;
+pub mod tls;
 pub mod traffic;

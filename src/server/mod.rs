@@ -11,21 +11,27 @@ use std::time::Duration;
 
 use actix_codec::Framed;
 use actix_http::error::DispatchError;
-use actix_http::{h1, HttpService, Request};
+use actix_http::{h1, HttpService, Protocol, Request};
 use actix_server::ServerHandle;
-use actix_service::{fn_service, map_config, IntoServiceFactory as _, ServiceFactoryExt as _};
+use actix_service::{
+    apply_fn_factory, fn_service, map_config, IntoServiceFactory as _, Service as _,
+    ServiceFactory, ServiceFactoryExt as _,
+};
 use actix_web::dev::AppConfig;
 use actix_web::web;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::classroom::demo;
+use crate::classroom::{self, demo};
 use crate::config::Config;
 use crate::core::log::EventLog;
 use crate::core::log_store::LogStore;
 use crate::core::{presence, rooms};
+use crate::http::admission;
 use crate::http::state::AppState;
-use crate::net::conn::{self, Conn};
+use crate::net::conn::{self, Conn, IntoSocket};
+use crate::net::tls::{self, ServerCertificate, TlsConn};
+use crate::net::traffic::StreamMeter;
 use crate::net::{delay, limits, open_files};
 use crate::{store, transport};
 
@@ -48,6 +54,11 @@ impl Server {
     /// The address it listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The certificate it serves HTTPS with; `None` for plain HTTP.
+    pub fn certificate(&self) -> Option<&ServerCertificate> {
+        self.state.certificate.as_deref()
     }
 
     /// The lobby's message log.
@@ -163,6 +174,11 @@ pub fn serve_with_store(
     let send_timeout = Duration::from_secs_f64(config.send_timeout);
     let delay = config.delay().map(delay::Delay::new).transpose()?;
     let max_connections = usize::try_from(config.max_connections).unwrap_or(usize::MAX);
+    let certificate = certificate(&config, addr)?;
+    let tls_config = certificate
+        .as_ref()
+        .map(|certificate| certificate.server_config(tls::HTTP_ALPN).map(Arc::new))
+        .transpose()?;
     // Built once, outside the factory: every worker must share one log.
     let state = web::Data::new(AppState {
         rooms,
@@ -173,8 +189,8 @@ pub fn serve_with_store(
         clients: Default::default(),
         addr,
         store_metrics,
+        certificate,
     });
-    let app_state = state.clone();
     let mut server = actix_server::Server::build()
         .shutdown_timeout(SHUTDOWN_GRACE_SECS)
         // main() handles signals, so the log and sockets shut down in order.
@@ -182,56 +198,48 @@ pub fn serve_with_store(
     if let Some(workers) = workers {
         server = server.workers(workers.max(1));
     }
-    // The factory runs once per worker; every worker shares `app_state`.
-    let server = server
-        .listen("pushlab", listener, move || {
-            let state = app_state.clone();
-            let upgrade_state = app_state.clone();
-            let delay = delay.clone();
-            let http = HttpService::build()
-                // Notice promptly when a client holding a long-poll or
-                // stream goes away.
-                .h1_allow_half_closed(false)
-                .client_request_timeout(REQUEST_HEAD_TIMEOUT)
-                .local_addr(addr)
-                // Each request finds its connection's byte counter here.
-                .on_connect_ext(|io: &Conn, ext: &mut actix_http::Extensions| {
-                    ext.insert(io.meter().clone());
-                })
-                // WebSocket upgrades skip the router: the socket task takes
-                // the same connection (see `transport::ws`), still counted
-                // and under a send timeout. The handshake future is boxed
-                // because every connection's HTTP/1 state has room for it
-                // inline otherwise: 2 KiB more per held long-poll or stream.
-                .upgrade(fn_service(
-                    move |(req, framed): (Request, Framed<Conn, h1::Codec>)| {
-                        Box::pin(transport::ws::upgrade(upgrade_state.clone(), req, framed))
-                            as futures_util::future::LocalBoxFuture<'static, _>
-                    },
-                ))
-                .finish(map_config(
-                    routes::app(state)
-                        .into_factory()
-                        .map_err(|err: actix_web::Error| err.error_response()),
-                    |_| AppConfig::default(),
-                ));
-            // Every accepted socket is served as a `Conn` (counted, behind
-            // the send timeout), through the delay if there is one.
+    // Every accepted socket is served as a `Conn` (counted, behind the send
+    // timeout), through the delay if there is one.
+    let accept = move |io: TcpStream| {
+        let delay = delay.clone();
+        async move {
+            conn::no_delay(&io);
+            let peer = io.peer_addr().ok();
+            let io = match &delay {
+                Some(delay) => delay.relay(io).await?,
+                None => io,
+            };
+            Ok::<_, std::io::Error>((Conn::new(io, send_timeout), peer))
+        }
+    };
+    // The factory runs once per worker; every worker shares `state`.
+    let app_state = state.clone();
+    let server = match tls_config {
+        None => server.listen("pushlab", listener, move || {
+            let accept = accept.clone();
             fn_service(move |io: TcpStream| {
-                let delay = delay.clone();
+                let accepted = accept(io);
                 async move {
-                    conn::no_delay(&io);
-                    let peer = io.peer_addr().ok();
-                    let io = match &delay {
-                        Some(delay) => delay.relay(io).await.map_err(DispatchError::Io)?,
-                        None => io,
-                    };
-                    Ok(conn::accept(io, peer, send_timeout))
+                    let (conn, peer) = accepted.await.map_err(DispatchError::Io)?;
+                    Ok((conn, Protocol::Http1, peer))
                 }
             })
-            .and_then(http)
-        })?
-        .run();
+            .and_then(http_service::<Conn>(app_state.clone(), addr))
+        })?,
+        // HTTPS: TLS goes between the counted connection and HTTP, so the
+        // connection counts the TLS records on the socket.
+        Some(tls_config) => server.listen("pushlab", listener, move || {
+            let accept = accept.clone();
+            fn_service(move |io: TcpStream| accept(io))
+                .and_then(tls::handshake(tls_config.clone()).map_err(|err| {
+                    tracing::debug!(?err, "a TLS handshake failed");
+                    std::io::Error::other("TLS handshake")
+                }))
+                .map_err(DispatchError::Io)
+                .and_then(http_service::<TlsConn>(app_state.clone(), addr))
+        })?,
+    }
+    .run();
     let handle = server.handle();
     let task = tokio::spawn(server);
     Ok(Server {
@@ -240,4 +248,101 @@ pub fn serve_with_store(
         state,
         task,
     })
+}
+
+/// The certificate `--tls` serves: the one `--tls-cert` names, or one made
+/// for this machine's names and addresses; `None` without `--tls`.
+fn certificate(
+    config: &Config,
+    addr: SocketAddr,
+) -> std::io::Result<Option<Arc<ServerCertificate>>> {
+    if !config.tls_enabled() {
+        return Ok(None);
+    }
+    let names = tls::own_names(addr.ip(), &classroom::local_addresses());
+    let certificate = ServerCertificate::from_files_or_generate(
+        config.tls_cert.as_deref(),
+        config.tls_key.as_deref(),
+        &names,
+    )?;
+    Ok(Some(Arc::new(certificate)))
+}
+
+/// What the HTTP service needs of the connection it serves, plain or TLS.
+trait Served: IntoSocket {
+    /// Puts the connection's byte counter where each request finds it.
+    fn on_connect(&self, ext: &mut actix_http::Extensions);
+    /// Runs as each request is handed to the service, in the order the
+    /// connection carried them, before anything else about it runs.
+    fn on_request(_state: &AppState, _req: &Request) {}
+}
+
+impl Served for Conn {
+    fn on_connect(&self, ext: &mut actix_http::Extensions) {
+        ext.insert(self.meter().clone());
+    }
+}
+
+impl Served for TlsConn {
+    fn on_connect(&self, ext: &mut actix_http::Extensions) {
+        match self.streams() {
+            Some(streams) => drop(ext.insert(streams.clone())),
+            None => drop(ext.insert(self.meter().clone())),
+        }
+    }
+
+    /// An HTTP/2 request's stream is charged to it here: the HTTP/2 layer
+    /// hands requests over in the order their streams opened, so this is
+    /// the one place that knows which stream a request is.
+    fn on_request(state: &AppState, req: &Request) {
+        if let Some(streams) = req.conn_data::<Arc<StreamMeter>>() {
+            streams.bind_next(admission::charge_for(state, req.head()));
+        }
+    }
+}
+
+/// The HTTP service for connections of type `T`: HTTP/1.1 (and HTTP/2 when
+/// the connection says so), the router, and the WebSocket upgrade beside it.
+fn http_service<T: Served>(
+    state: web::Data<AppState>,
+    addr: SocketAddr,
+) -> impl ServiceFactory<
+    (T, Protocol, Option<SocketAddr>),
+    Config = (),
+    Response = (),
+    Error = DispatchError,
+    InitError = (),
+> {
+    let upgrade_state = state.clone();
+    let request_state = state.clone();
+    let app = map_config(
+        routes::app(state)
+            .into_factory()
+            .map_err(|err: actix_web::Error| err.error_response()),
+        |_| AppConfig::default(),
+    );
+    let app = apply_fn_factory(app, move |req: Request, service| {
+        T::on_request(&request_state, &req);
+        service.call(req)
+    });
+    HttpService::build()
+        // Notice promptly when a client holding a long-poll or
+        // stream goes away.
+        .h1_allow_half_closed(false)
+        .client_request_timeout(REQUEST_HEAD_TIMEOUT)
+        .local_addr(addr)
+        // Each request finds its connection's byte counter here.
+        .on_connect_ext(|io: &T, ext: &mut actix_http::Extensions| io.on_connect(ext))
+        // WebSocket upgrades skip the router: the socket task takes
+        // the same connection (see `transport::ws`), still counted
+        // and under a send timeout. The handshake future is boxed
+        // because every connection's HTTP/1 state has room for it
+        // inline otherwise: 2 KiB more per held long-poll or stream.
+        .upgrade(fn_service(
+            move |(req, framed): (Request, Framed<T, h1::Codec>)| {
+                Box::pin(transport::ws::upgrade(upgrade_state.clone(), req, framed))
+                    as futures_util::future::LocalBoxFuture<'static, _>
+            },
+        ))
+        .finish(app)
 }

@@ -46,6 +46,18 @@ pub trait Target {
         None
     }
 
+    /// `http`, or `https` for a server started with `--tls`.
+    fn scheme(&self) -> &'static str {
+        "http"
+    }
+
+    /// How WebSocket readers make TLS connections (`wss:`), for a server
+    /// whose certificate the client must be told to trust; `None` for the
+    /// default.
+    fn ws_connector(&self) -> Option<tokio_tungstenite::Connector> {
+        None
+    }
+
     /// Every node that serves the same rooms. A reader sends each request,
     /// and opens each stream or socket, to one of them at random, as a
     /// round-robin proxy with no sticky sessions would.
@@ -133,8 +145,10 @@ pub type WsStream =
 /// events (with `seq`) and control messages (without).
 pub struct Reader {
     pub kind: Kind,
-    /// `http://ADDR` of each node it may use.
+    /// `http://ADDR` (or `https://`) of each node it may use.
     bases: Vec<String>,
+    /// How a WebSocket reader makes a `wss:` connection.
+    ws_connector: Option<tokio_tungstenite::Connector>,
     /// The room it reads, if not the lobby.
     room: Option<String>,
     from: From,
@@ -161,8 +175,9 @@ impl Reader {
             bases: target
                 .nodes()
                 .iter()
-                .map(|addr| format!("http://{addr}"))
+                .map(|addr| format!("{}://{addr}", target.scheme()))
                 .collect(),
+            ws_connector: target.ws_connector(),
             room: target.room(),
             epoch: from.epoch.clone(),
             from,
@@ -235,7 +250,11 @@ impl Reader {
             }
             Kind::Ws => {
                 let url = format!("{}/ws{query}", self.base().replacen("http", "ws", 1));
-                let (socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+                let connector = self.ws_connector.clone();
+                let (socket, _) =
+                    tokio_tungstenite::connect_async_tls_with_config(url, None, false, connector)
+                        .await
+                        .unwrap();
                 self.ws = Some(socket);
             }
             Kind::Poll | Kind::LongPoll => {}
