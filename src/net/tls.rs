@@ -421,8 +421,6 @@ impl Service<(Conn, Option<SocketAddr>)> for Handshake {
         let accepted = self.acceptor.call(conn);
         Box::pin(async move {
             let tls = accepted.await?;
-            // The handshake is the connection's, not its first request's.
-            tls.get_ref().0.meter().discard_unclaimed();
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
             let (protocol, frames) = match h2 {
                 true => (Protocol::Http2, Some(FrameCounter::default())),

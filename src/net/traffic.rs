@@ -358,15 +358,6 @@ impl ConnectionMeter {
         *phase = Phase::Serving(charge);
     }
 
-    /// What was read before any request belongs to none: a TLS handshake,
-    /// which the server's side of, written before any request, is not
-    /// charged either.
-    pub fn discard_unclaimed(&self) {
-        if let Phase::Between { unclaimed_in, .. } = &mut *self.phase.lock() {
-            *unclaimed_in = 0;
-        }
-    }
-
     /// The request's answer is complete (its body is done); what is written
     /// from now on is its tail.
     pub fn end(&self) {

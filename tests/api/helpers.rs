@@ -31,8 +31,10 @@ pub struct TestApp {
     /// [`TestApp::view_in`], which own nothing.
     running: Option<Running>,
     /// How WebSockets reach the nodes over TLS, trusting their certificates;
-    /// `None` for plain HTTP.
+    /// `None` for plain HTTP, and for the binary (which makes its own).
     pub tls: Option<tokio_tungstenite::Connector>,
+    /// Whether the nodes serve HTTPS.
+    https: bool,
 }
 
 /// Which HTTP a client speaks to a server under `--tls`.
@@ -92,7 +94,7 @@ struct Binary {
     /// Its log, a line at a time, read as it comes so the pipe never fills.
     stderr: mpsc::UnboundedReceiver<String>,
     /// Kept open: it wrote its address there and may write more.
-    _stdout: Lines<BufReader<ChildStdout>>,
+    stdout: Lines<BufReader<ChildStdout>>,
 }
 
 tokio::task_local! {
@@ -160,6 +162,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
         room: IN_ROOM.try_with(Clone::clone).ok().flatten(),
         nodes: servers.iter().map(Server::addr).collect(),
         running: Some(Running::InProcess { servers, redis }),
+        https: tls.is_some(),
         tls,
     }
 }
@@ -258,9 +261,10 @@ pub async fn start_binary(flags: &[&str], env: &[(&str, &str)]) -> Started {
         running: Some(Running::Binary(Box::new(Binary {
             child,
             stderr,
-            _stdout: stdout,
+            stdout,
         }))),
         tls: None,
+        https: tls,
     })
 }
 
@@ -288,6 +292,7 @@ impl TestApp {
                 redis: None,
             }),
             tls: None,
+            https: false,
         }
     }
 
@@ -302,6 +307,7 @@ impl TestApp {
             nodes: self.nodes.clone(),
             running: None,
             tls: self.tls.clone(),
+            https: self.https,
         }
     }
 
@@ -368,9 +374,9 @@ impl TestApp {
     /// app's room.
     pub fn ws_url(&self, query: &str) -> String {
         let node = self.node_for("/ws");
-        let scheme = match self.tls {
-            Some(_) => "wss",
-            None => "ws",
+        let scheme = match self.https {
+            true => "wss",
+            false => "ws",
         };
         format!(
             "{scheme}://{}{}",
@@ -539,6 +545,17 @@ impl TestApp {
         .unwrap_or_else(|_| panic!("no log line contains {needles:?} in time"))
     }
 
+    /// For the binary: the next line it writes on its stdout, after the
+    /// one that gave its address.
+    pub async fn stdout_line(&mut self) -> String {
+        let stdout = &mut self.binary().stdout;
+        tokio::time::timeout(PATIENCE, stdout.next_line())
+            .await
+            .expect("a line in time")
+            .unwrap()
+            .expect("stdout still open")
+    }
+
     fn binary(&mut self) -> &mut Binary {
         match &mut self.running {
             Some(Running::Binary(binary)) => binary,
@@ -566,9 +583,9 @@ impl Target for TestApp {
     }
 
     fn scheme(&self) -> &'static str {
-        match self.tls {
-            Some(_) => "https",
-            None => "http",
+        match self.https {
+            true => "https",
+            false => "http",
         }
     }
 

@@ -22,5 +22,6 @@ mod sessions;
 mod signals;
 mod soak;
 mod timeouts;
+mod tls;
 mod walkthrough;
 mod ws_raw;
