@@ -10,14 +10,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_codec::Framed;
+use actix_http::body::BoxBody;
 use actix_http::error::DispatchError;
-use actix_http::{h1, HttpService, Protocol, Request};
+use actix_http::{h1, HttpService, Request};
 use actix_server::ServerHandle;
 use actix_service::{
     apply_fn_factory, fn_service, map_config, IntoServiceFactory as _, Service as _,
     ServiceFactory, ServiceFactoryExt as _,
 };
-use actix_web::dev::AppConfig;
+use actix_web::dev::{AppConfig, ServiceResponse};
 use actix_web::web;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -217,14 +218,13 @@ pub fn serve_with_store(
     let server = match tls_config {
         None => server.listen("pushlab", listener, move || {
             let accept = accept.clone();
-            fn_service(move |io: TcpStream| {
-                let accepted = accept(io);
-                async move {
-                    let (conn, peer) = accepted.await.map_err(DispatchError::Io)?;
-                    Ok((conn, Protocol::Http1, peer))
-                }
-            })
-            .and_then(http_service::<Conn>(app_state.clone(), addr))
+            // HTTP/1.1 alone: the connection's state has no room for
+            // HTTP/2's.
+            fn_service(move |io: TcpStream| accept(io))
+                .map_err(DispatchError::Io)
+                .and_then(
+                    http_builder!(Conn, app_state.clone(), addr).h1(app::<Conn>(app_state.clone())),
+                )
         })?,
         // HTTPS: TLS goes between the counted connection and HTTP, so the
         // connection counts the TLS records on the socket.
@@ -236,7 +236,11 @@ pub fn serve_with_store(
                     std::io::Error::other("TLS handshake")
                 }))
                 .map_err(DispatchError::Io)
-                .and_then(http_service::<TlsConn>(app_state.clone(), addr))
+                .and_then(
+                    http_builder!(TlsConn, app_state.clone(), addr)
+                        .secure()
+                        .finish(app::<TlsConn>(app_state.clone())),
+                )
         })?,
     }
     .run();
@@ -301,19 +305,17 @@ impl Served for TlsConn {
     }
 }
 
-/// The HTTP service for connections of type `T`: HTTP/1.1 (and HTTP/2 when
-/// the connection says so), the router, and the WebSocket upgrade beside it.
-fn http_service<T: Served>(
+/// The application for connections of type `T`: the router, behind
+/// [`Served::on_request`].
+fn app<T: Served>(
     state: web::Data<AppState>,
-    addr: SocketAddr,
 ) -> impl ServiceFactory<
-    (T, Protocol, Option<SocketAddr>),
+    Request,
     Config = (),
-    Response = (),
-    Error = DispatchError,
+    Response = ServiceResponse<BoxBody>,
+    Error = actix_web::HttpResponse,
     InitError = (),
 > {
-    let upgrade_state = state.clone();
     let request_state = state.clone();
     let app = map_config(
         routes::app(state)
@@ -321,28 +323,39 @@ fn http_service<T: Served>(
             .map_err(|err: actix_web::Error| err.error_response()),
         |_| AppConfig::default(),
     );
-    let app = apply_fn_factory(app, move |req: Request, service| {
+    apply_fn_factory(app, move |req: Request, service| {
         T::on_request(&request_state, &req);
         service.call(req)
-    });
-    HttpService::build()
-        // Notice promptly when a client holding a long-poll or
-        // stream goes away.
-        .h1_allow_half_closed(false)
-        .client_request_timeout(REQUEST_HEAD_TIMEOUT)
-        .local_addr(addr)
-        // Each request finds its connection's byte counter here.
-        .on_connect_ext(|io: &T, ext: &mut actix_http::Extensions| io.on_connect(ext))
-        // WebSocket upgrades skip the router: the socket task takes
-        // the same connection (see `transport::ws`), still counted
-        // and under a send timeout. The handshake future is boxed
-        // because every connection's HTTP/1 state has room for it
-        // inline otherwise: 2 KiB more per held long-poll or stream.
-        .upgrade(fn_service(
-            move |(req, framed): (Request, Framed<T, h1::Codec>)| {
-                Box::pin(transport::ws::upgrade(upgrade_state.clone(), req, framed))
-                    as futures_util::future::LocalBoxFuture<'static, _>
-            },
-        ))
-        .finish(app)
+    })
 }
+
+/// The HTTP settings and the WebSocket upgrade for connections of type
+/// `$io`, served by `$state` on `$addr`: a builder that `.h1(app)` finishes
+/// as HTTP/1.1 alone, and `.finish(app)` as HTTP/1.1 or HTTP/2, as the
+/// connection says. A macro because the builder's type names the upgrade
+/// service's, which has no name.
+macro_rules! http_builder {
+    ($io:ty, $state:expr, $addr:expr) => {{
+        let upgrade_state: web::Data<AppState> = $state;
+        HttpService::build()
+            // Notice promptly when a client holding a long-poll or
+            // stream goes away.
+            .h1_allow_half_closed(false)
+            .client_request_timeout(REQUEST_HEAD_TIMEOUT)
+            .local_addr($addr)
+            // Each request finds its connection's byte counter here.
+            .on_connect_ext(|io: &$io, ext: &mut actix_http::Extensions| io.on_connect(ext))
+            // WebSocket upgrades skip the router: the socket task takes
+            // the same connection (see `transport::ws`), still counted
+            // and under a send timeout. The handshake future is boxed
+            // because every connection's HTTP/1 state has room for it
+            // inline otherwise: 2 KiB more per held long-poll or stream.
+            .upgrade(fn_service(
+                move |(req, framed): (Request, Framed<$io, h1::Codec>)| {
+                    Box::pin(transport::ws::upgrade(upgrade_state.clone(), req, framed))
+                        as futures_util::future::LocalBoxFuture<'static, _>
+                },
+            ))
+    }};
+}
+use http_builder;
