@@ -170,7 +170,7 @@ pub fn serve_with_store(
     config.max_connections = open_files::max_connections_within_limit(
         config.max_connections,
         worker_count,
-        open_files::files_per_connection(config.delay().is_some()),
+        open_files::files_per_connection(config.delay().is_some(), config.tls_enabled()),
     );
     let send_timeout = Duration::from_secs_f64(config.send_timeout);
     let delay = config.delay().map(delay::Delay::new).transpose()?;

@@ -504,3 +504,28 @@ async fn without_tls_the_binary_serves_plain_http_as_before() {
     let config: Value = response.json().await.unwrap();
     assert_eq!(config["tls"], false);
 }
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_tls_handshake_is_closed() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    // Arrange: a TCP connection that starts a TLS record and stops.
+    let app = spawn_tls_app(Http::Two, |_| {}).await;
+    let mut client = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    client.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00]).await.unwrap();
+
+    // Act: wait for the server to give up on it.
+    let mut buf = [0; 64];
+    let closed = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match client.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+
+    // Assert: closed well before the test's patience, and others served.
+    assert!(closed.is_ok(), "the half-made handshake was still held");
+    assert_eq!(app.get("/healthz").await.status(), 200);
+}
