@@ -8,7 +8,7 @@
 
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { enterName, eventually, readStats, useServerAndBrowser, WAIT_MS } from './harness.mjs';
+import { enterName, eventually, readStats, say, useServerAndBrowser, waitForMessage, waitForText, WAIT_MS } from './harness.mjs';
 
 /** Chromium's limit of HTTP/1.1 connections to one host. */
 const PER_HOST = 6;
@@ -75,7 +75,7 @@ describe('eight SSE pages in one browser', () => {
     }
   });
 
-  test('over HTTP/2 all eight stream on one connection', async () => {
+  test('over HTTP/2 all eight stream on one connection, and a wss page chats with them', async () => {
     const url = lab.secure.url;
     assert.match(url, /^https:/);
     // As a student who accepted pushlab's self-signed certificate.
@@ -92,6 +92,17 @@ describe('eight SSE pages in one browser', () => {
         assert.equal(protocol, 'h2');
         assert.equal(await page.locator('#status').textContent(), 'connected');
       }
+
+      // A WebSocket page of the same browser beside them: wss, on a
+      // connection of its own, chatting with the SSE pages both ways.
+      const socket = await context.newPage();
+      await socket.goto(`${url}/?transport=ws`);
+      await enterName(socket, 'socket');
+      await waitForText(socket, '#transport', 'ws');
+      await say(socket, 'over wss');
+      assert.equal(await waitForMessage(pages[0], 'over wss'), await waitForMessage(socket, 'over wss'));
+      await say(pages[PAGES - 1], 'over h2');
+      await waitForMessage(socket, 'over h2');
     } finally {
       await context.close();
     }
