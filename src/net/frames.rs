@@ -9,9 +9,19 @@
 //! headers as HPACK compressed them, bodies, and the frames' own headers.
 //! It knows nothing of requests, routes or rooms.
 
+use std::future::Future as _;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::{sleep, Sleep};
 
 use super::traffic::StreamMeter;
+
+/// How long an HTTP/2 connection may stay open with no stream, as nginx's
+/// `keepalive_timeout`: its client answering pings does not keep it.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(75);
 
 /// The client connection preface (RFC 9113 §3.4), which precedes its first
 /// frame and belongs to no stream.
@@ -113,6 +123,8 @@ pub struct FrameCounter {
     inbound: FrameReader,
     outbound: FrameReader,
     streams: Arc<StreamMeter>,
+    /// Runs while the connection has no stream; boxed, and there only then.
+    idle: Option<Pin<Box<Sleep>>>,
 }
 
 impl Default for FrameCounter {
@@ -121,6 +133,7 @@ impl Default for FrameCounter {
             inbound: FrameReader::after(CLIENT_PREFACE_BYTES),
             outbound: FrameReader::default(),
             streams: Arc::default(),
+            idle: None,
         }
     }
 }
@@ -134,10 +147,12 @@ impl FrameCounter {
     /// Counts bytes read from the client (after decryption).
     pub fn read(&mut self, bytes: &[u8]) {
         let streams = &self.streams;
+        let mut opened = false;
         self.inbound.feed(bytes, |frame| {
             // Client streams are odd; a HEADERS frame on a new one opens it.
             if frame.kind == HEADERS && frame.stream % 2 == 1 {
                 streams.opened(frame.stream);
+                opened = true;
             }
             streams.read(
                 frame.stream,
@@ -146,6 +161,25 @@ impl FrameCounter {
                 frame.kind == RST_STREAM,
             );
         });
+        if opened {
+            // A request, however quickly answered, is use: the clock
+            // starts again from the next time there is no stream.
+            self.idle = None;
+        }
+    }
+
+    /// Ready once the connection has had no stream for [`IDLE_TIMEOUT`];
+    /// `cx` is woken then. A stream opening stops the clock, and the last
+    /// one closing starts it again.
+    pub fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.streams.tracked() > 0 {
+            self.idle = None;
+            return Poll::Pending;
+        }
+        self.idle
+            .get_or_insert_with(|| Box::pin(sleep(IDLE_TIMEOUT)))
+            .as_mut()
+            .poll(cx)
     }
 
     /// Counts bytes written to the client (before encryption).
@@ -199,6 +233,48 @@ mod tests {
             (HEADERS, 1, 20)
         );
         assert_eq!((seen[1].length, seen[1].ends_stream()), (70_000, true));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_goes_idle_only_once_it_has_had_no_stream_for_the_timeout() {
+        use std::future::poll_fn;
+        // Arrange: the client opens stream 1 and leaves it open.
+        let mut counter = FrameCounter::default();
+        let mut wire = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        wire.extend(frame(HEADERS, 0x4, 1, 10));
+        counter.read(&wire);
+
+        // Act / Assert: held open however long the stream is.
+        tokio::time::sleep(IDLE_TIMEOUT * 3).await;
+        let open = poll_fn(|cx| Poll::Ready(counter.poll_idle(cx))).await;
+        assert!(open.is_pending(), "a connection with a stream is not idle");
+
+        // Both sides end the stream: the clock starts then.
+        counter.read(&frame(DATA, END_STREAM, 1, 0));
+        counter.wrote(&frame(HEADERS, 0x4 | END_STREAM, 1, 5));
+        let started = tokio::time::Instant::now();
+        poll_fn(|cx| counter.poll_idle(cx)).await;
+        assert_eq!(started.elapsed(), IDLE_TIMEOUT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_answered_between_two_looks_still_restarts_the_idle_clock() {
+        use std::future::poll_fn;
+        // Arrange: idle for most of the timeout.
+        let mut counter = FrameCounter::default();
+        counter.read(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        let waiting = poll_fn(|cx| Poll::Ready(counter.poll_idle(cx))).await;
+        assert!(waiting.is_pending());
+        tokio::time::sleep(IDLE_TIMEOUT - Duration::from_secs(1)).await;
+
+        // Act: a whole request and answer before the clock is looked at.
+        counter.read(&frame(HEADERS, 0x4 | END_STREAM, 1, 10));
+        counter.wrote(&frame(HEADERS, 0x4 | END_STREAM, 1, 5));
+        let started = tokio::time::Instant::now();
+        poll_fn(|cx| counter.poll_idle(cx)).await;
+
+        // Assert: a full timeout from the request, not from before it.
+        assert_eq!(started.elapsed(), IDLE_TIMEOUT);
     }
 
     #[test]

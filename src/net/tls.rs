@@ -15,7 +15,9 @@
 //! in number per worker (actix-tls's own limit, 256, which pauses accepting
 //! while it is reached). What comes out is a [`TlsConn`], with the protocol
 //! ALPN chose; an HTTP/2 one counts its frames per stream
-//! ([`super::frames`]), since its requests share the connection at once.
+//! ([`super::frames`]), since its requests share the connection at once,
+//! and is closed once it has had no stream for
+//! [`super::frames::IDLE_TIMEOUT`].
 //!
 //! It knows no routes, no requests and no rooms.
 
@@ -344,8 +346,21 @@ impl AsyncRead for TlsConn {
         let this = self.get_mut();
         let before = buf.filled().len();
         let result = Pin::new(&mut this.tls).poll_read(cx, buf);
-        if let (Poll::Ready(Ok(())), Some(frames)) = (&result, &mut this.frames) {
-            frames.read(&buf.filled()[before..]);
+        let Some(frames) = &mut this.frames else {
+            return result;
+        };
+        match result {
+            Poll::Ready(Ok(())) => frames.read(&buf.filled()[before..]),
+            // HTTP/2 reads all the time; a connection with nothing to read
+            // and no stream for the idle timeout is closed, however
+            // faithfully its client answers pings.
+            Poll::Pending if frames.poll_idle(cx).is_ready() => {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "an HTTP/2 connection with no stream for the idle timeout",
+                )));
+            }
+            _ => {}
         }
         result
     }

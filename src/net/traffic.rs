@@ -509,8 +509,7 @@ impl StreamMeter {
         }
     }
 
-    /// How many streams are tracked now.
-    #[cfg(test)]
+    /// How many streams are open (or not yet seen closed) now.
     pub fn tracked(&self) -> usize {
         self.streams.lock().table.len()
     }

@@ -511,7 +511,10 @@ async fn a_client_that_never_finishes_its_tls_handshake_is_closed() {
     // Arrange: a TCP connection that starts a TLS record and stops.
     let app = spawn_tls_app(Http::Two, |_| {}).await;
     let mut client = tokio::net::TcpStream::connect(app.addr).await.unwrap();
-    client.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00]).await.unwrap();
+    client
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00])
+        .await
+        .unwrap();
 
     // Act: wait for the server to give up on it.
     let mut buf = [0; 64];
