@@ -28,7 +28,10 @@
 //! without waiting ([`Conn::try_read_buf`], [`Conn::try_write`]), so an idle
 //! socket holds no buffer; those count and keep the clock exactly as the
 //! polled calls do. The upgrade sets the socket's own limit,
-//! `--slow-client-timeout`, with [`Conn::set_send_timeout`].
+//! `--slow-client-timeout`, with [`Conn::set_send_timeout`]. Under `--tls`
+//! HTTP reads and writes through TLS over the `Conn` (which so counts the
+//! TLS records), and a WebSocket gets a `Conn` over the local end of a
+//! relay instead ([`IntoSocket`], `super::tls`).
 //!
 //! It knows no HTTP, no WebSocket frames, no routes and no rooms.
 

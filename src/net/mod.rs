@@ -1,5 +1,6 @@
 //! What sits under every connection: the connection itself (its socket,
-//! bytes counted, the send timeout), the simulated delay, and the limits on
+//! bytes counted, the send timeout), the simulated delay, TLS and its
+//! certificate, HTTP/2's frames counted per stream, and the limits on
 //! connections and open files. Nothing here knows of HTTP routes or rooms.
 
 pub mod conn;
