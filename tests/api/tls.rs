@@ -532,3 +532,56 @@ async fn a_client_that_never_finishes_its_tls_handshake_is_closed() {
     assert!(closed.is_ok(), "the half-made handshake was still held");
     assert_eq!(app.get("/healthz").await.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_over_tls_that_never_reads_is_bounded_then_closed_and_hurts_no_one() {
+    // Arrange: one wss client that stops reading, with a tiny receive
+    // buffer, and one that reads.
+    let app = spawn_tls_app(Http::Two, |c| {
+        c.rate_limit = 0;
+        c.slow_client_timeout = 1.0;
+    })
+    .await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tight = socket.connect(app.addr).await.unwrap();
+    let (_stalled, _) = tokio_tungstenite::client_async_tls_with_config(
+        app.ws_url("?since=0"),
+        tight,
+        None,
+        app.tls.clone(),
+    )
+    .await
+    .unwrap();
+    let mut healthy = Reader::open(&app, Kind::Ws, From::since(0)).await;
+    let head = 1 + 3000;
+    let healthy = tokio::spawn(async move {
+        healthy.read_through(head).await;
+        healthy
+    });
+
+    // Act: 6 MB of events, far more than every buffer on the way holds.
+    app.fill("flood", 3000, 1990, 4).await;
+
+    // Assert: the sockets' queues stayed within their hard limits...
+    let (_, stats) = app.get_json("/stats").await;
+    let peak = stats["transports"]["ws"]["queued"].as_i64().unwrap();
+    assert!(peak <= 2 * 2 * 256 * 1024, "queued {peak} bytes");
+    // ...the healthy reader got everything, and the stalled socket is
+    // cut off and its place released, while the healthy one stays.
+    let healthy = healthy.await.unwrap();
+    assert_eq!(healthy.seqs(), (1..=head).collect::<Vec<_>>());
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let (_, stats) = app.get_json("/stats").await;
+        let ws = &stats["transports"]["ws"];
+        if ws["open"] == 1 && ws["queued"] == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stalled socket stayed: {stats}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
