@@ -5,6 +5,7 @@
 //! change the fields they care about.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
@@ -269,10 +270,10 @@ pub struct Config {
     pub walkthrough: bool,
 
     /// Also serve WebTransport over HTTP/3, on UDP at the same port number
-    /// as `--addr` (session path `/wt`), with a self-signed certificate
-    /// whose SHA-256 hash pages get from `GET /config`. Off by default, as
-    /// QUIC needs TLS and a UDP port; with `--tls`, turn it on too, so pages
-    /// on https can use it.
+    /// as `--addr` (session path `/wt`), with the certificate HTTPS uses
+    /// (`--tls-cert`, or pushlab's own self-signed one, whose SHA-256 hash
+    /// pages get from `GET /config`). Off by default, as QUIC needs TLS and
+    /// a UDP port; it works from plain-HTTP pages on `localhost` too.
     #[arg(long, env = "PUSHLAB_WEBTRANSPORT")]
     pub webtransport: bool,
 
@@ -293,6 +294,24 @@ pub struct Config {
     /// sessions count under `--ip-connections` instead.
     #[arg(long, env = "PUSHLAB_WT_IP_HANDSHAKES", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
     pub wt_ip_handshakes: u32,
+
+    /// Serve HTTPS on `--addr` instead of plain HTTP, offering HTTP/2 and
+    /// HTTP/1.1 (ALPN). Without `--tls-cert`, pushlab makes its own
+    /// self-signed certificate for this machine's names and addresses,
+    /// valid for 14 days, and prints its SHA-256 fingerprint.
+    #[arg(long, env = "PUSHLAB_TLS")]
+    pub tls: bool,
+
+    /// A PEM file with the certificate chain to serve HTTPS with (the
+    /// server's certificate first), for example from mkcert or a real CA.
+    /// Implies `--tls`; needs `--tls-key`.
+    #[arg(long, env = "PUSHLAB_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// A PEM file with the private key of `--tls-cert` (PKCS#8, PKCS#1 or
+    /// SEC1).
+    #[arg(long, env = "PUSHLAB_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// A STUN or TURN server, as a page's `RTCPeerConnection` takes it.
@@ -442,6 +461,9 @@ impl Default for Config {
             wt_datagram_bytes: 1024,
             wt_streams: 4,
             wt_ip_handshakes: 16,
+            tls: false,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -479,6 +501,11 @@ impl Config {
             self.presence_timeout
         };
         Duration::from_secs_f64(secs)
+    }
+
+    /// Whether the server speaks HTTPS: `--tls`, or a certificate given.
+    pub fn tls_enabled(&self) -> bool {
+        self.tls || self.tls_cert.is_some()
     }
 
     /// `--delay-ms` as a duration, or `None` when there is no delay.

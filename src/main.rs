@@ -47,7 +47,21 @@ async fn main() -> anyhow::Result<()> {
     let mut server = pushlab::serve(listener, config)?;
     // One stable line on stdout, so scripts that start pushlab on port 0 can
     // read the address it got.
-    println!("pushlab listening on http://{}", server.addr());
+    let scheme = match server.certificate() {
+        Some(_) => "https",
+        None => "http",
+    };
+    println!("pushlab listening on {scheme}://{}", server.addr());
+    if let Some(certificate) = server.certificate() {
+        let whose = match certificate.self_signed {
+            true => "self-signed, made for this run",
+            false => "from --tls-cert",
+        };
+        println!(
+            "certificate SHA-256 ({whose}): {}",
+            certificate.fingerprint()
+        );
+    }
     if let Some(udp) = server.webtransport_addr() {
         // Pages get the hash from GET /config; people comparing it with
         // what their browser shows read it here.
@@ -61,6 +75,10 @@ async fn main() -> anyhow::Result<()> {
     if !server.addr().ip().is_loopback() {
         let local = pushlab::local_addresses();
         for url in pushlab::join_urls(server.addr(), &local) {
+            let url = match server.certificate() {
+                Some(_) => url.replacen("http://", "https://", 1),
+                None => url,
+            };
             println!("students join at {url}");
         }
     }

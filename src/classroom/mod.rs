@@ -63,7 +63,12 @@ pub async fn time() -> HttpResponse {
 /// bound to.
 pub async fn join(state: web::Data<AppState>) -> HttpResponse {
     let bound = state.addr;
-    let urls = join_urls(bound, &local_addresses());
+    let mut urls = join_urls(bound, &local_addresses());
+    if state.certificate.is_some() {
+        for url in &mut urls {
+            *url = url.replacen("http://", "https://", 1);
+        }
+    }
     no_store(HttpResponse::Ok()).json(serde_json::json!({
         "bound": bound.to_string(),
         "reachable": !bound.ip().is_loopback(),

@@ -108,7 +108,7 @@ pub fn admit(
             body_on_wire(&head.headers),
         );
     }
-    check_host(&head.headers, &state.config)?;
+    check_host(head, &state.config)?;
     let granted = granted_origin(&head.headers, &state.config);
     if let Some(origin) = &granted {
         if is_preflight(head) {
@@ -128,6 +128,15 @@ pub fn admit(
         permit,
         granted,
     })
+}
+
+/// Whom a request is charged to: the node, and the client its `client=`
+/// names, on its endpoint's transport. [`admit`] charges an HTTP/1.1
+/// request through its connection's meter; an HTTP/2 request is bound to
+/// its stream by the server, before admission runs.
+pub fn charge_for(state: &AppState, head: &RequestHead) -> Charge {
+    let query = head.uri.query().unwrap_or("");
+    charge(&state.clients, Endpoint::at(&head.uri), query)
 }
 
 /// Whom a request to `target` with `query` is charged to, on `target`'s
@@ -329,10 +338,19 @@ fn check_encoding(headers: &HeaderMap) -> Result<(), HttpError> {
 }
 
 /// Refuses a request whose `Host` is not one this server answers to, so a
-/// page on a DNS name rebound to this machine cannot use it. A request
-/// without a `Host` (HTTP/1.0, not a browser) passes.
-fn check_host(headers: &HeaderMap, config: &Config) -> Result<(), HttpError> {
-    let Some(host) = headers.get(header::HOST) else {
+/// page on a DNS name rebound to this machine cannot use it. An HTTP/2
+/// request names its host in `:authority`, which is the URI's authority
+/// here; a `Host` header, if it also sends one, must pass as well. A
+/// request that names no host at all (HTTP/1.0, not a browser) passes.
+fn check_host(head: &RequestHead, config: &Config) -> Result<(), HttpError> {
+    if let Some(authority) = head.uri.authority() {
+        let host = authority.as_str();
+        // Userinfo is no part of a host a browser sends.
+        if host.contains('@') || !config.host_allowed(host) {
+            return Err(HttpError::ForbiddenHost(host.to_owned()));
+        }
+    }
+    let Some(host) = head.headers.get(header::HOST) else {
         return Ok(());
     };
     match host.to_str() {

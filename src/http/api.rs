@@ -205,9 +205,19 @@ pub async fn stats(
 
 /// `GET /config`: what a page needs to know of the server's settings: the
 /// ICE servers for its WebRTC peer connections, the bounds on signals, and
-/// where WebTransport is (`null` without `--webtransport`).
+/// whether it is served over TLS, with the certificate's SHA-256 when it is
+/// pushlab's own self-signed one (what WebTransport's
+/// `serverCertificateHashes` pins; a certificate from a CA needs no pin),
+/// and where WebTransport is (`null` without `--webtransport`).
 pub async fn client_config(state: web::Data<AppState>) -> HttpResponse {
+    let pinned = state
+        .certificate
+        .as_ref()
+        .filter(|certificate| certificate.self_signed)
+        .map(|certificate| certificate.sha256_hex());
     no_store(HttpResponse::Ok()).json(serde_json::json!({
+        "tls": state.certificate.is_some(),
+        "certificate_sha256": pinned,
         "ice_servers": crate::http::ice::for_page(&state.config, std::time::SystemTime::now()),
         "signals": {
             "max_bytes": crate::core::signals::MAX_SIGNAL_BYTES,

@@ -17,6 +17,7 @@ use crate::core::room::Room;
 use crate::core::rooms::Rooms;
 use crate::http::stats::{Counters, Stats};
 use crate::net::limits::ConnectionLimit;
+use crate::net::tls::ServerCertificate;
 use crate::net::traffic::Clients;
 use crate::net::traffic::Transport;
 
@@ -43,6 +44,9 @@ pub struct AppState {
     pub log_bytes: Arc<NodeBytes>,
     /// The store's own counters, for `/metrics`; `None` when it keeps none.
     pub store_metrics: Option<Arc<dyn StoreMetrics>>,
+    /// The certificate HTTPS is served with (`--tls`); `None` for plain
+    /// HTTP.
+    pub certificate: Option<Arc<ServerCertificate>>,
     /// Where pages find WebTransport, told by `GET /config`; `None`
     /// without `--webtransport`.
     pub webtransport: Option<WebTransportPage>,

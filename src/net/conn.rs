@@ -28,22 +28,24 @@
 //! without waiting ([`Conn::try_read_buf`], [`Conn::try_write`]), so an idle
 //! socket holds no buffer; those count and keep the clock exactly as the
 //! polled calls do. The upgrade sets the socket's own limit,
-//! `--slow-client-timeout`, with [`Conn::set_send_timeout`].
+//! `--slow-client-timeout`, with [`Conn::set_send_timeout`]. Under `--tls`
+//! HTTP reads and writes through TLS over the `Conn` (which so counts the
+//! TLS records), and a WebSocket gets a `Conn` over the local end of a
+//! relay instead ([`IntoSocket`], `super::tls`).
 //!
 //! It knows no HTTP, no WebSocket frames, no routes and no rooms.
 
 use std::future::Future as _;
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use actix_http::Protocol;
+use actix_rt::net::ActixStream;
 use bytes::BufMut;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 use tokio::time::{sleep, Sleep};
 
 use super::read_ahead::READ_AHEAD;
@@ -122,7 +124,62 @@ impl<S> Conn<S> {
     }
 }
 
-impl Conn<TcpStream> {
+/// A socket a task can wait on for readiness and then read and write
+/// without waiting: the client's TCP socket, or, for a WebSocket over TLS,
+/// the local end of the relay that decrypts it (`super::tls`).
+pub trait ReadySocket: AsyncRead + AsyncWrite + Unpin {
+    /// Resolves when it may have something to read.
+    fn readable(&self) -> impl std::future::Future<Output = io::Result<()>> + '_;
+    /// Whether it may have something to read; if not, `cx` is woken when
+    /// it may.
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    /// Reads what the kernel has, without waiting.
+    fn try_read_buf<B: BufMut>(&self, buf: &mut B) -> io::Result<usize>;
+    /// Writes what the kernel takes, without waiting.
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
+    /// Makes closing it send a reset, where there is a peer to reset.
+    fn reset_on_close(&self);
+}
+
+impl ReadySocket for TcpStream {
+    fn readable(&self) -> impl std::future::Future<Output = io::Result<()>> + '_ {
+        TcpStream::readable(self)
+    }
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        TcpStream::poll_read_ready(self, cx)
+    }
+    fn try_read_buf<B: BufMut>(&self, buf: &mut B) -> io::Result<usize> {
+        TcpStream::try_read_buf(self, buf)
+    }
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        TcpStream::try_write(self, buf)
+    }
+    fn reset_on_close(&self) {
+        // A zero linger does not block: the close sends a reset at once.
+        let _ = self.set_zero_linger();
+    }
+}
+
+impl ReadySocket for UnixStream {
+    fn readable(&self) -> impl std::future::Future<Output = io::Result<()>> + '_ {
+        UnixStream::readable(self)
+    }
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        UnixStream::poll_read_ready(self, cx)
+    }
+    fn try_read_buf<B: BufMut>(&self, buf: &mut B) -> io::Result<usize> {
+        UnixStream::try_read_buf(self, buf)
+    }
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        UnixStream::try_write(self, buf)
+    }
+    fn reset_on_close(&self) {
+        // The relay's end sees the close and drops the TLS connection, which
+        // its send timeout bounds.
+    }
+}
+
+impl<S: ReadySocket> Conn<S> {
     /// Resolves when the socket may have something to read.
     pub async fn readable(&self) -> io::Result<()> {
         self.io.readable().await
@@ -158,8 +215,42 @@ impl Conn<TcpStream> {
     /// dropped and the client gets a reset. For a client that stopped
     /// reading, which would not read them anyway.
     pub fn reset_on_close(&self) {
-        // A zero linger does not block: the close sends a reset at once.
-        let _ = self.io.set_zero_linger();
+        self.io.reset_on_close();
+    }
+}
+
+/// A connection that a protocol may take over for good after an HTTP/1.1
+/// upgrade (a WebSocket): its byte counter, and the socket to read and
+/// write with readiness.
+pub trait IntoSocket: AsyncRead + AsyncWrite + Unpin + 'static {
+    /// The socket the protocol gets.
+    type Socket: ReadySocket + 'static;
+    /// The connection's byte counter, which the upgrade is charged to.
+    fn meter(&self) -> &Arc<ConnectionMeter>;
+    /// Gives the connection up as a socket whose writes wait at most
+    /// `timeout` for the client.
+    fn into_socket(self, timeout: Duration) -> io::Result<Conn<Self::Socket>>;
+}
+
+impl IntoSocket for Conn<TcpStream> {
+    type Socket = TcpStream;
+    fn meter(&self) -> &Arc<ConnectionMeter> {
+        Conn::meter(self)
+    }
+    fn into_socket(mut self, timeout: Duration) -> io::Result<Conn<TcpStream>> {
+        self.set_send_timeout(timeout);
+        Ok(self)
+    }
+}
+
+/// actix-tls's handshake waits on the socket's readiness through this.
+impl ActixStream for Conn<TcpStream> {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<actix_rt::net::Ready>> {
+        ActixStream::poll_read_ready(&self.io, cx)
+    }
+
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<actix_rt::net::Ready>> {
+        ActixStream::poll_write_ready(&self.io, cx)
     }
 }
 
@@ -256,18 +347,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Conn<S> {
             ready => ready,
         }
     }
-}
-
-/// Takes an accepted socket into HTTP/1 service as a [`Conn`], as
-/// actix-http's own `HttpService::tcp` does with a bare stream. `peer` is
-/// the client's address (the socket's own, or the one a relay stands in
-/// for).
-pub fn accept(
-    io: TcpStream,
-    peer: Option<SocketAddr>,
-    timeout: Duration,
-) -> (Conn, Protocol, Option<SocketAddr>) {
-    (Conn::new(io, timeout), Protocol::Http1, peer)
 }
 
 /// Sets `TCP_NODELAY` on an accepted socket. A push server writes small

@@ -21,14 +21,12 @@ pub fn raise_limit() -> std::io::Result<u64> {
     rlimit::increase_nofile_limit(u64::MAX)
 }
 
-/// Descriptors one connection holds: its socket, and with `--delay-ms` the
-/// relay's two ends of the loopback pair besides (see [`super::delay`]).
-pub fn files_per_connection(delayed: bool) -> u64 {
-    if delayed {
-        3
-    } else {
-        1
-    }
+/// Descriptors one connection may hold: its socket; with `--delay-ms` the
+/// relay's two ends of the loopback pair besides (see [`super::delay`]);
+/// and under `--tls`, for a WebSocket, the two ends of the local pair its
+/// plaintext goes through (see [`super::tls`]).
+pub fn files_per_connection(delayed: bool, tls: bool) -> u64 {
+    1 + if delayed { 2 } else { 0 } + if tls { 2 } else { 0 }
 }
 
 /// The connection limit that fits `open_files` descriptors with `workers`
@@ -87,10 +85,12 @@ mod tests {
     #[test]
     fn with_the_delay_each_connection_counts_its_three_descriptors() {
         // 1024 descriptors, 4 workers: 72 kept back, 952 left, 3 a connection.
-        let per = files_per_connection(true);
+        let per = files_per_connection(true, false);
         assert_eq!(fit_max_connections(20_000, 1024, 4, per), 952 / 3);
         assert_eq!(fit_max_connections(100, 1024, 4, per), 100);
-        assert_eq!(files_per_connection(false), 1);
+        assert_eq!(files_per_connection(false, false), 1);
+        assert_eq!(files_per_connection(false, true), 3);
+        assert_eq!(files_per_connection(true, true), 5);
     }
 
     #[test]

@@ -51,6 +51,8 @@ pub struct ReadAhead {
     declined: bool,
     /// The connection's task, while its read waits for a request to end.
     waiting: Option<Waker>,
+    /// Whether reads are no longer bounded here ([`ReadAhead::free`]).
+    free: bool,
 }
 
 impl Default for ReadAhead {
@@ -60,6 +62,7 @@ impl Default for ReadAhead {
             begun: false,
             declined: false,
             waiting: None,
+            free: false,
         }
     }
 }
@@ -69,6 +72,9 @@ impl ReadAhead {
     /// whether a request is being served. `None` if it must wait: then `cx`
     /// is woken when it may try again.
     pub fn allowed(&mut self, serving: bool, cx: &mut Context<'_>) -> Option<u64> {
+        if self.free {
+            return Some(u64::MAX);
+        }
         if self.credit > 0 {
             return Some(self.credit);
         }
@@ -85,6 +91,14 @@ impl ReadAhead {
         self.declined = true;
         cx.waker().wake_by_ref();
         None
+    }
+
+    /// Stops bounding the connection's reads, for a protocol that bounds its
+    /// own (HTTP/2's flow control, a WebSocket's buffer) and that begins
+    /// and ends no request here. A waiting read goes on.
+    pub fn free(&mut self) {
+        self.free = true;
+        self.end();
     }
 
     /// The connection read `bytes`.
@@ -197,5 +211,22 @@ mod tests {
         assert_eq!(ahead.allowed(false, &mut cx), None);
         assert_eq!(woken(&count), 1);
         assert_eq!(ahead.allowed(false, &mut cx), Some(READ_AHEAD));
+    }
+
+    #[test]
+    fn a_connection_taken_over_by_a_protocol_that_bounds_itself_reads_freely() {
+        // Arrange: a read waits while a request is served.
+        let (count, waker) = counted();
+        let mut cx = Context::from_waker(&waker);
+        let mut ahead = spent();
+        ahead.begin(0);
+        assert_eq!(ahead.allowed(true, &mut cx), None);
+
+        // Act
+        ahead.free();
+
+        // Assert: the waiting read is woken and nothing bounds it any more.
+        assert_eq!(woken(&count), 1);
+        assert_eq!(ahead.allowed(true, &mut cx), Some(u64::MAX));
     }
 }

@@ -373,6 +373,12 @@ impl ConnectionMeter {
         state.ahead.allowed(serving, cx)
     }
 
+    /// From now on the connection reads as much as it likes: a protocol
+    /// that bounds its own reading (HTTP/2, a WebSocket) took it over.
+    pub fn read_freely(&self) {
+        self.state.lock().ahead.free();
+    }
+
     /// A request begins, with up to `body` bytes of body still to read: it
     /// is charged (if it names a client) one request and the head read since
     /// the last one ended, and from now on what the connection carries.
@@ -404,6 +410,148 @@ impl ConnectionMeter {
             unclaimed_in: 0,
         };
         state.ahead.end();
+    }
+}
+
+/// The most streams of one HTTP/2 connection tracked at once. Past it the
+/// connection's later streams are charged to no one: a page keeps far
+/// fewer open, and the table must not grow with what a client sends.
+pub const MAX_TRACKED_STREAMS: usize = 1024;
+
+/// One HTTP/2 stream, as [`StreamMeter`] tracks it.
+#[derive(Debug, Default)]
+struct StreamTally {
+    /// Whom its bytes go to, once its request has said.
+    charge: Option<Charge>,
+    /// Bytes read for it before its request said whom to charge.
+    unclaimed_in: u64,
+    /// Whether the client has ended its side (END_STREAM).
+    client_done: bool,
+    /// Whether the server has ended its side.
+    server_done: bool,
+}
+
+/// The streams of one HTTP/2 connection and whom each is charged to.
+#[derive(Debug, Default)]
+struct Streams {
+    table: HashMap<u32, StreamTally>,
+    /// Streams opened and not yet given a charge, oldest first.
+    unbound: std::collections::VecDeque<u32>,
+    /// The highest stream id the client has opened.
+    last_opened: u32,
+    /// Set once [`MAX_TRACKED_STREAMS`] was passed: nothing more is tracked.
+    overflowed: bool,
+}
+
+impl Streams {
+    fn close_if_done(&mut self, id: u32) {
+        if self
+            .table
+            .get(&id)
+            .is_some_and(|s| s.client_done && s.server_done)
+        {
+            self.forget(id);
+        }
+    }
+
+    fn forget(&mut self, id: u32) {
+        if let Some(stream) = self.table.remove(&id) {
+            if stream.charge.is_none() {
+                self.unbound.retain(|&unbound| unbound != id);
+            }
+        }
+    }
+}
+
+/// One HTTP/2 connection's byte counter: each frame (its 9-byte header
+/// and payload, before encryption) is charged to the request of its
+/// stream. Frames on stream 0 (settings, pings, the connection's window)
+/// and the TLS records around them are charged to no one.
+///
+/// Which request a stream carries is known by order: the HTTP/2 layer
+/// hands requests to the service in the order their HEADERS arrived, and
+/// the service calls [`StreamMeter::bind_next`] for each, before anything
+/// else runs. A stream the HTTP/2 layer refuses without handing it on is
+/// dropped from that order when the server resets it; until then a later
+/// request on the same connection may take its place, so a client that
+/// sends malformed streams can only move bytes between its own requests.
+#[derive(Debug, Default)]
+pub struct StreamMeter {
+    streams: Mutex<Streams>,
+}
+
+impl StreamMeter {
+    /// The client opened stream `id` (a HEADERS frame on a new stream).
+    pub fn opened(&self, id: u32) {
+        let mut streams = self.streams.lock();
+        if id <= streams.last_opened || streams.overflowed {
+            return;
+        }
+        streams.last_opened = id;
+        if streams.table.len() >= MAX_TRACKED_STREAMS {
+            streams.overflowed = true;
+            streams.table.clear();
+            streams.unbound.clear();
+            return;
+        }
+        streams.table.insert(id, StreamTally::default());
+        streams.unbound.push_back(id);
+    }
+
+    /// The next request handed to the service is charged to `charge`: one
+    /// request, what its stream carried so far, and what it carries later.
+    pub fn bind_next(&self, charge: Charge) {
+        charge.add_request();
+        let mut streams = self.streams.lock();
+        let Some(id) = streams.unbound.pop_front() else {
+            return;
+        };
+        if let Some(stream) = streams.table.get_mut(&id) {
+            charge.add_in(std::mem::take(&mut stream.unclaimed_in));
+            stream.charge = Some(charge);
+        }
+    }
+
+    /// Counts a frame of `bytes` read on stream `id`; `ends` when it ends
+    /// the client's side, `resets` when it is a RST_STREAM.
+    pub fn read(&self, id: u32, bytes: usize, ends: bool, resets: bool) {
+        let mut streams = self.streams.lock();
+        let Some(stream) = streams.table.get_mut(&id) else {
+            return;
+        };
+        match &stream.charge {
+            Some(charge) => charge.add_in(bytes as u64),
+            None => stream.unclaimed_in += bytes as u64,
+        }
+        stream.client_done |= ends;
+        if resets {
+            streams.forget(id);
+        } else {
+            streams.close_if_done(id);
+        }
+    }
+
+    /// Counts a frame of `bytes` written on stream `id`; `ends` when it
+    /// ends the server's side, `resets` when it is a RST_STREAM.
+    pub fn wrote(&self, id: u32, bytes: usize, ends: bool, resets: bool) {
+        let mut streams = self.streams.lock();
+        let Some(stream) = streams.table.get_mut(&id) else {
+            return;
+        };
+        if let Some(charge) = &stream.charge {
+            charge.add_out(bytes as u64);
+        }
+        stream.server_done |= ends;
+        if resets {
+            streams.forget(id);
+        } else {
+            streams.close_if_done(id);
+        }
+    }
+
+    /// How many streams are open (or not yet seen closed) now.
+    pub fn tracked(&self) -> usize {
+        self.streams.lock().table.len()
     }
 }
 
@@ -499,5 +647,54 @@ mod tests {
         clients.charge(&client("newcomer"), None).add_request();
         assert_eq!(clients.len(), MAX_CLIENTS);
         assert_eq!(clients.view(&client("newcomer")).other.requests, 1);
+    }
+
+    #[test]
+    fn each_http2_stream_is_charged_to_its_own_request_however_they_interleave() {
+        // Arrange: streams 1 and 3 open before either request is served.
+        let clients = Clients::default();
+        let meter = StreamMeter::default();
+        meter.opened(1);
+        meter.read(1, 40, true, false);
+        meter.opened(3);
+        meter.read(3, 30, true, false);
+        meter.read(0, 17, false, false);
+
+        // Act: bound in order, then their answers interleave.
+        meter.bind_next(clients.charge(&client("a"), Some(Transport::Sse)));
+        meter.bind_next(clients.charge(&client("b"), Some(Transport::Poll)));
+        meter.wrote(3, 100, false, false);
+        meter.wrote(1, 50, false, false);
+        meter.wrote(3, 9, true, false);
+
+        // Assert
+        let a = clients.view(&client("a")).sse;
+        assert_eq!((a.requests, a.bytes_in, a.bytes_out), (1, 40, 50));
+        let b = clients.view(&client("b")).poll;
+        assert_eq!((b.requests, b.bytes_in, b.bytes_out), (1, 30, 109));
+        assert_eq!(meter.tracked(), 1, "stream 3 ended both ways");
+    }
+
+    #[test]
+    fn a_stream_the_server_resets_before_serving_it_gives_up_its_place() {
+        let clients = Clients::default();
+        let meter = StreamMeter::default();
+        meter.opened(1);
+        meter.opened(3);
+        meter.wrote(1, 13, false, true);
+        meter.read(3, 25, true, false);
+        meter.bind_next(clients.charge(&client("a"), None));
+        let a = clients.view(&client("a")).other;
+        assert_eq!((a.requests, a.bytes_in), (1, 25));
+        assert_eq!(meter.tracked(), 1);
+    }
+
+    #[test]
+    fn a_connection_tracks_a_bounded_number_of_streams() {
+        let meter = StreamMeter::default();
+        for id in (1..).step_by(2).take(MAX_TRACKED_STREAMS + 1) {
+            meter.opened(id);
+        }
+        assert_eq!(meter.tracked(), 0, "past the bound nothing is tracked");
     }
 }

@@ -10,23 +10,30 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_codec::Framed;
+use actix_http::body::BoxBody;
 use actix_http::error::DispatchError;
 use actix_http::{h1, HttpService, Request};
 use actix_server::ServerHandle;
-use actix_service::{fn_service, map_config, IntoServiceFactory as _, ServiceFactoryExt as _};
-use actix_web::dev::AppConfig;
+use actix_service::{
+    apply_fn_factory, fn_service, map_config, IntoServiceFactory as _, Service as _,
+    ServiceFactory, ServiceFactoryExt as _,
+};
+use actix_web::dev::{AppConfig, ServiceResponse};
 use actix_web::web;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::classroom::demo;
+use crate::classroom::{self, demo};
 use crate::config::Config;
 use crate::core::log::EventLog;
 use crate::core::log_store::LogStore;
 use crate::core::{presence, rooms};
+use crate::http::admission;
 use crate::http::endpoints;
 use crate::http::state::{AppState, WebTransportPage};
-use crate::net::conn::{self, Conn};
+use crate::net::conn::{self, Conn, IntoSocket};
+use crate::net::tls::{self, ServerCertificate, TlsConn};
+use crate::net::traffic::StreamMeter;
 use crate::net::{delay, limits, open_files};
 use crate::transport::webtransport::{self, WebTransport};
 use crate::{store, transport};
@@ -52,6 +59,11 @@ impl Server {
     /// The address it listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The certificate it serves HTTPS with; `None` for plain HTTP.
+    pub fn certificate(&self) -> Option<&ServerCertificate> {
+        self.state.certificate.as_deref()
     }
 
     /// The lobby's message log.
@@ -182,19 +194,31 @@ pub fn serve_with_store(
     config.max_connections = open_files::max_connections_within_limit(
         config.max_connections,
         worker_count,
-        open_files::files_per_connection(config.delay().is_some()),
+        open_files::files_per_connection(config.delay().is_some(), config.tls_enabled()),
     );
     let send_timeout = Duration::from_secs_f64(config.send_timeout);
     let delay = config.delay().map(delay::Delay::new).transpose()?;
     let max_connections = usize::try_from(config.max_connections).unwrap_or(usize::MAX);
-    // Made before the state, which tells pages its hash.
-    let identity = config
-        .webtransport
-        .then(webtransport::self_signed_identity)
-        .transpose()?;
-    let webtransport_page = identity.as_ref().map(|identity| WebTransportPage {
+    // One certificate for HTTPS and WebTransport, made before the state,
+    // which tells pages its hash.
+    let certificate = certificate(&config, addr)?;
+    let https = config.tls_enabled();
+    let tls_config = match &certificate {
+        Some(certificate) if https => Some(Arc::new(certificate.server_config(tls::HTTP_ALPN)?)),
+        _ => None,
+    };
+    let webtransport_tls = match &certificate {
+        Some(certificate) if config.webtransport => {
+            Some(certificate.quic_config(webtransport::ALPN)?)
+        }
+        _ => None,
+    };
+    let webtransport_page = webtransport_tls.as_ref().map(|_| WebTransportPage {
         port: addr.port(),
-        certificate_hash: Some(webtransport::certificate_hash(identity)),
+        certificate_hash: certificate
+            .as_ref()
+            .filter(|certificate| certificate.self_signed)
+            .map(|certificate| certificate.sha256_hex()),
     });
     // Built once, outside the factory: every worker must share one log.
     let state = web::Data::new(AppState {
@@ -216,14 +240,14 @@ pub fn serve_with_store(
         addr,
         log_bytes,
         store_metrics,
+        certificate: certificate.filter(|_| https),
         webtransport: webtransport_page,
     });
     // On the same port number as the HTTP listener, over UDP, on this
     // runtime; it stops on the same shutdown token.
-    let webtransport = identity
-        .map(|identity| webtransport::spawn(state.clone(), addr, identity))
+    let webtransport = webtransport_tls
+        .map(|tls| webtransport::spawn(state.clone(), addr, tls))
         .transpose()?;
-    let app_state = state.clone();
     let mut server = actix_server::Server::build()
         .shutdown_timeout(SHUTDOWN_GRACE_SECS)
         // main() handles signals, so the log and sockets shut down in order.
@@ -231,56 +255,51 @@ pub fn serve_with_store(
     if let Some(workers) = workers {
         server = server.workers(workers.max(1));
     }
-    // The factory runs once per worker; every worker shares `app_state`.
-    let server = server
-        .listen("pushlab", listener, move || {
-            let state = app_state.clone();
-            let upgrade_state = app_state.clone();
-            let delay = delay.clone();
-            let http = HttpService::build()
-                // Notice promptly when a client holding a long-poll or
-                // stream goes away.
-                .h1_allow_half_closed(false)
-                .client_request_timeout(REQUEST_HEAD_TIMEOUT)
-                .local_addr(addr)
-                // Each request finds its connection's byte counter here.
-                .on_connect_ext(|io: &Conn, ext: &mut actix_http::Extensions| {
-                    ext.insert(io.meter().clone());
-                })
-                // WebSocket upgrades skip the router: the socket task takes
-                // the same connection (see `transport::ws`), still counted
-                // and under a send timeout. The handshake future is boxed
-                // because every connection's HTTP/1 state has room for it
-                // inline otherwise: 2 KiB more per held long-poll or stream.
-                .upgrade(fn_service(
-                    move |(req, framed): (Request, Framed<Conn, h1::Codec>)| {
-                        Box::pin(transport::ws::upgrade(upgrade_state.clone(), req, framed))
-                            as futures_util::future::LocalBoxFuture<'static, _>
-                    },
-                ))
-                .finish(map_config(
-                    routes::app(state)
-                        .into_factory()
-                        .map_err(|err: actix_web::Error| err.error_response()),
-                    |_| AppConfig::default(),
-                ));
-            // Every accepted socket is served as a `Conn` (counted, behind
-            // the send timeout), through the delay if there is one.
-            fn_service(move |io: TcpStream| {
-                let delay = delay.clone();
-                async move {
-                    conn::no_delay(&io);
-                    let peer = io.peer_addr().ok();
-                    let io = match &delay {
-                        Some(delay) => delay.relay(io).await.map_err(DispatchError::Io)?,
-                        None => io,
-                    };
-                    Ok(conn::accept(io, peer, send_timeout))
-                }
-            })
-            .and_then(http)
-        })?
-        .run();
+    // Every accepted socket is served as a `Conn` (counted, behind the send
+    // timeout), through the delay if there is one.
+    let accept = move |io: TcpStream| {
+        let delay = delay.clone();
+        async move {
+            conn::no_delay(&io);
+            let peer = io.peer_addr().ok();
+            let io = match &delay {
+                Some(delay) => delay.relay(io).await?,
+                None => io,
+            };
+            Ok::<_, std::io::Error>((Conn::new(io, send_timeout), peer))
+        }
+    };
+    // The factory runs once per worker; every worker shares `state`.
+    let app_state = state.clone();
+    let server = match tls_config {
+        None => server.listen("pushlab", listener, move || {
+            let accept = accept.clone();
+            // HTTP/1.1 alone: the connection's state has no room for
+            // HTTP/2's.
+            fn_service(move |io: TcpStream| accept(io))
+                .map_err(DispatchError::Io)
+                .and_then(
+                    http_builder!(Conn, app_state.clone(), addr).h1(app::<Conn>(app_state.clone())),
+                )
+        })?,
+        // HTTPS: TLS goes between the counted connection and HTTP, so the
+        // connection counts the TLS records on the socket.
+        Some(tls_config) => server.listen("pushlab", listener, move || {
+            let accept = accept.clone();
+            fn_service(move |io: TcpStream| accept(io))
+                .and_then(tls::handshake(tls_config.clone()).map_err(|err| {
+                    tracing::debug!(?err, "a TLS handshake failed");
+                    std::io::Error::other("TLS handshake")
+                }))
+                .map_err(DispatchError::Io)
+                .and_then(
+                    http_builder!(TlsConn, app_state.clone(), addr)
+                        .secure()
+                        .finish(app::<TlsConn>(app_state.clone())),
+                )
+        })?,
+    }
+    .run();
     let handle = server.handle();
     let task = tokio::spawn(server);
     Ok(Server {
@@ -291,3 +310,110 @@ pub fn serve_with_store(
         webtransport,
     })
 }
+
+/// The certificate `--tls` and `--webtransport` serve: the one
+/// `--tls-cert` names, or one made for this machine's names and addresses;
+/// `None` with neither.
+fn certificate(
+    config: &Config,
+    addr: SocketAddr,
+) -> std::io::Result<Option<Arc<ServerCertificate>>> {
+    if !config.tls_enabled() && !config.webtransport {
+        return Ok(None);
+    }
+    let names = tls::own_names(addr.ip(), &classroom::local_addresses());
+    let certificate = ServerCertificate::from_files_or_generate(
+        config.tls_cert.as_deref(),
+        config.tls_key.as_deref(),
+        &names,
+    )?;
+    Ok(Some(Arc::new(certificate)))
+}
+
+/// What the HTTP service needs of the connection it serves, plain or TLS.
+trait Served: IntoSocket {
+    /// Puts the connection's byte counter where each request finds it.
+    fn on_connect(&self, ext: &mut actix_http::Extensions);
+    /// Runs as each request is handed to the service, in the order the
+    /// connection carried them, before anything else about it runs.
+    fn on_request(_state: &AppState, _req: &Request) {}
+}
+
+impl Served for Conn {
+    fn on_connect(&self, ext: &mut actix_http::Extensions) {
+        ext.insert(self.meter().clone());
+    }
+}
+
+impl Served for TlsConn {
+    fn on_connect(&self, ext: &mut actix_http::Extensions) {
+        match self.streams() {
+            Some(streams) => drop(ext.insert(streams.clone())),
+            None => drop(ext.insert(self.meter().clone())),
+        }
+    }
+
+    /// An HTTP/2 request's stream is charged to it here: the HTTP/2 layer
+    /// hands requests over in the order their streams opened, so this is
+    /// the one place that knows which stream a request is.
+    fn on_request(state: &AppState, req: &Request) {
+        if let Some(streams) = req.conn_data::<Arc<StreamMeter>>() {
+            streams.bind_next(admission::charge_for(state, req.head()));
+        }
+    }
+}
+
+/// The application for connections of type `T`: the router, behind
+/// [`Served::on_request`].
+fn app<T: Served>(
+    state: web::Data<AppState>,
+) -> impl ServiceFactory<
+    Request,
+    Config = (),
+    Response = ServiceResponse<BoxBody>,
+    Error = actix_web::HttpResponse,
+    InitError = (),
+> {
+    let request_state = state.clone();
+    let app = map_config(
+        routes::app(state)
+            .into_factory()
+            .map_err(|err: actix_web::Error| err.error_response()),
+        |_| AppConfig::default(),
+    );
+    apply_fn_factory(app, move |req: Request, service| {
+        T::on_request(&request_state, &req);
+        service.call(req)
+    })
+}
+
+/// The HTTP settings and the WebSocket upgrade for connections of type
+/// `$io`, served by `$state` on `$addr`: a builder that `.h1(app)` finishes
+/// as HTTP/1.1 alone, and `.finish(app)` as HTTP/1.1 or HTTP/2, as the
+/// connection says. A macro because the builder's type names the upgrade
+/// service's, which has no name.
+macro_rules! http_builder {
+    ($io:ty, $state:expr, $addr:expr) => {{
+        let upgrade_state: web::Data<AppState> = $state;
+        HttpService::build()
+            // Notice promptly when a client holding a long-poll or
+            // stream goes away.
+            .h1_allow_half_closed(false)
+            .client_request_timeout(REQUEST_HEAD_TIMEOUT)
+            .local_addr($addr)
+            // Each request finds its connection's byte counter here.
+            .on_connect_ext(|io: &$io, ext: &mut actix_http::Extensions| io.on_connect(ext))
+            // WebSocket upgrades skip the router: the socket task takes
+            // the same connection (see `transport::ws`), still counted
+            // and under a send timeout. The handshake future is boxed
+            // because every connection's HTTP/1 state has room for it
+            // inline otherwise: 2 KiB more per held long-poll or stream.
+            .upgrade(fn_service(
+                move |(req, framed): (Request, Framed<$io, h1::Codec>)| {
+                    Box::pin(transport::ws::upgrade(upgrade_state.clone(), req, framed))
+                        as futures_util::future::LocalBoxFuture<'static, _>
+                },
+            ))
+    }};
+}
+use http_builder;

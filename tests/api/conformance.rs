@@ -1,9 +1,10 @@
 //! The same scenarios over poll, long-poll, SSE, WebSocket and
 //! WebTransport (the test servers serve it): every reader
 //! sees every event, once, in one order. Each scenario runs three times: in
-//! the lobby; in a named room, where every request says `room=`; and on two
+//! the lobby; in a named room, where every request says `room=`; on two
 //! nodes sharing one Redis (`--redis`), where each reader's request or
-//! connection goes to either node at random.
+//! connection goes to either node at random; and over HTTPS (`--tls`), on
+//! HTTP/1.1 and on HTTP/2.
 
 use serde_json::{json, Value};
 
@@ -269,8 +270,8 @@ async fn sse_honours_last_event_id_on_reconnect() {
     assert_eq!(bad.status(), 400);
 }
 
-/// Runs each scenario as three tests: in the lobby, in a named room, and
-/// on two nodes sharing one Redis.
+/// Runs each scenario as five tests: in the lobby, in a named room, on two
+/// nodes sharing one Redis, and over HTTPS on HTTP/1.1 and on HTTP/2.
 macro_rules! in_the_lobby_and_in_a_named_room {
     ($($scenario:ident),* $(,)?) => {
         mod in_the_lobby {
@@ -299,6 +300,30 @@ macro_rules! in_the_lobby_and_in_a_named_room {
                 async fn $scenario() {
                     crate::helpers::ON_TWO_NODES
                         .scope(true, super::$scenario())
+                        .await
+                }
+            )*
+        }
+        /// One node under `--tls`, every client speaking HTTP/1.1 (and
+        /// `wss:` for the WebSocket).
+        mod over_https_on_http1 {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    crate::helpers::OVER_TLS
+                        .scope(Some(crate::helpers::Http::One), super::$scenario())
+                        .await
+                }
+            )*
+        }
+        /// One node under `--tls`, every HTTP client on HTTP/2, many
+        /// requests at once on one connection.
+        mod over_https_on_http2 {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    crate::helpers::OVER_TLS
+                        .scope(Some(crate::helpers::Http::Two), super::$scenario())
                         .await
                 }
             )*

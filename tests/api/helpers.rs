@@ -33,6 +33,50 @@ pub struct TestApp {
     /// What runs the nodes; `None` for a [`TestApp::handle`] or a
     /// [`TestApp::view_in`], which own nothing.
     running: Option<Running>,
+    /// How WebSockets reach the nodes over TLS, trusting their certificates;
+    /// `None` for plain HTTP, and for the binary (which makes its own).
+    pub tls: Option<tokio_tungstenite::Connector>,
+    /// Whether the nodes serve HTTPS.
+    https: bool,
+}
+
+/// Which HTTP a client speaks to a server under `--tls`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Http {
+    /// HTTP/1.1 only (ALPN `http/1.1`).
+    One,
+    /// HTTP/2, as ALPN picks when the client offers both, as browsers do.
+    Two,
+}
+
+/// The clients of servers under `--tls` whose certificates are `certs`
+/// (DER), trusting those and no others: an HTTP client speaking `http`,
+/// which keeps each response's TLS details, and the WebSocket connector.
+pub fn tls_clients(
+    certs: &[Vec<u8>],
+    http: Http,
+) -> (reqwest::Client, tokio_tungstenite::Connector) {
+    let mut client = reqwest::Client::builder().tls_info(true);
+    let mut roots = rustls::RootCertStore::empty();
+    for der in certs {
+        client = client.add_root_certificate(reqwest::Certificate::from_der(der).unwrap());
+        roots
+            .add(rustls_pki_types::CertificateDer::from(der.clone()))
+            .unwrap();
+    }
+    if http == Http::One {
+        client = client.http1_only();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let ws = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    (
+        client.build().unwrap(),
+        tokio_tungstenite::Connector::Rustls(std::sync::Arc::new(ws)),
+    )
 }
 
 /// What keeps an app's nodes running.
@@ -53,7 +97,7 @@ struct Binary {
     /// Its log, a line at a time, read as it comes so the pipe never fills.
     stderr: mpsc::UnboundedReceiver<String>,
     /// Kept open: it wrote its address there and may write more.
-    _stdout: Lines<BufReader<ChildStdout>>,
+    stdout: Lines<BufReader<ChildStdout>>,
 }
 
 tokio::task_local! {
@@ -64,6 +108,10 @@ tokio::task_local! {
     /// Whether the apps spawned inside a scenario are two nodes sharing one
     /// Redis, with requests spread over them at random.
     pub static ON_TWO_NODES: bool;
+
+    /// Whether the apps spawned inside a scenario serve HTTPS (`--tls`),
+    /// and which HTTP their clients speak.
+    pub static OVER_TLS: Option<Http>;
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -84,6 +132,8 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
         ip_rooms: 0,
         ..Config::default()
     };
+    let over_tls = OVER_TLS.try_with(|http| *http).ok().flatten();
+    config.tls = over_tls.is_some();
     configure(&mut config);
     let two_nodes = ON_TWO_NODES.try_with(|yes| *yes).unwrap_or(false);
     let redis = two_nodes.then(|| {
@@ -110,12 +160,26 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     if redis.is_some() {
         servers.push(start(config));
     }
+    let certs: Vec<Vec<u8>> = servers
+        .iter()
+        .filter_map(|server| server.certificate())
+        .map(|certificate| certificate.chain[0].to_vec())
+        .collect();
+    let (http, tls) = match certs.is_empty() {
+        true => (reqwest::Client::new(), None),
+        false => {
+            let (http, ws) = tls_clients(&certs, over_tls.unwrap_or(Http::Two));
+            (http, Some(ws))
+        }
+    };
     TestApp {
         addr: servers[0].addr(),
-        http: reqwest::Client::new(),
+        http,
         room: IN_ROOM.try_with(Clone::clone).ok().flatten(),
         nodes: servers.iter().map(Server::addr).collect(),
         running: Some(Running::InProcess { servers, redis }),
+        https: tls.is_some(),
+        tls,
     }
 }
 
@@ -185,21 +249,38 @@ pub async fn start_binary(flags: &[&str], env: &[(&str, &str)]) -> Started {
             stderr: text,
         };
     };
-    // The one stable line on its stdout (src/main.rs).
-    let addr: SocketAddr = line
+    // The one stable line on its stdout (src/main.rs). Under `--tls` the
+    // client trusts any certificate: a test that cares checks the one it
+    // was served (see `tls.rs`).
+    let (addr, tls): (SocketAddr, bool) = line
         .strip_prefix("pushlab listening on http://")
-        .and_then(|addr| addr.parse().ok())
+        .map(|addr| (addr, false))
+        .or_else(|| {
+            line.strip_prefix("pushlab listening on https://")
+                .map(|addr| (addr, true))
+        })
+        .and_then(|(addr, tls)| Some((addr.parse().ok()?, tls)))
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    let http = match tls {
+        true => reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .tls_info(true)
+            .build()
+            .unwrap(),
+        false => reqwest::Client::new(),
+    };
     Started::Running(TestApp {
         addr,
-        http: reqwest::Client::new(),
+        http,
         room: None,
         nodes: vec![addr],
         running: Some(Running::Binary(Box::new(Binary {
             child,
             stderr,
-            _stdout: stdout,
+            stdout,
         }))),
+        tls: None,
+        https: tls,
     })
 }
 
@@ -226,6 +307,8 @@ impl TestApp {
                 servers: vec![server],
                 redis: None,
             }),
+            tls: None,
+            https: false,
         }
     }
 
@@ -239,6 +322,8 @@ impl TestApp {
             room: self.room.clone(),
             nodes: self.nodes.clone(),
             running: None,
+            tls: self.tls.clone(),
+            https: self.https,
         }
     }
 
@@ -257,7 +342,7 @@ impl TestApp {
     }
 
     fn url_on(&self, node: SocketAddr, path: &str) -> String {
-        format!("http://{}{}", node, self.in_room(path))
+        format!("{}://{}{}", self.scheme(), node, self.in_room(path))
     }
 
     /// The only node, or on two nodes either at random, whatever `path`.
@@ -305,7 +390,15 @@ impl TestApp {
     /// app's room.
     pub fn ws_url(&self, query: &str) -> String {
         let node = self.node_for("/ws");
-        format!("ws://{}{}", node, self.in_room(&format!("/ws{query}")))
+        let scheme = match self.https {
+            true => "wss",
+            false => "ws",
+        };
+        format!(
+            "{scheme}://{}{}",
+            node,
+            self.in_room(&format!("/ws{query}"))
+        )
     }
 
     fn in_room(&self, path: &str) -> String {
@@ -468,6 +561,17 @@ impl TestApp {
         .unwrap_or_else(|_| panic!("no log line contains {needles:?} in time"))
     }
 
+    /// For the binary: the next line it writes on its stdout, after the
+    /// one that gave its address.
+    pub async fn stdout_line(&mut self) -> String {
+        let stdout = &mut self.binary().stdout;
+        tokio::time::timeout(PATIENCE, stdout.next_line())
+            .await
+            .expect("a line in time")
+            .unwrap()
+            .expect("stdout still open")
+    }
+
     fn binary(&mut self) -> &mut Binary {
         match &mut self.running {
             Some(Running::Binary(binary)) => binary,
@@ -492,6 +596,17 @@ impl Target for TestApp {
 
     fn nodes(&self) -> Vec<SocketAddr> {
         self.nodes.clone()
+    }
+
+    fn scheme(&self) -> &'static str {
+        match self.https {
+            true => "https",
+            false => "http",
+        }
+    }
+
+    fn ws_connector(&self) -> Option<tokio_tungstenite::Connector> {
+        self.tls.clone()
     }
 }
 

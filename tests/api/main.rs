@@ -22,6 +22,7 @@ mod sessions;
 mod signals;
 mod soak;
 mod timeouts;
+mod tls;
 mod walkthrough;
 mod webtransport;
 mod ws_raw;

@@ -46,7 +46,8 @@ const CHROMIUM_ARGS = [
 
 /**
  * Starts pushlab on 127.0.0.1 (`port` 0 picks a free one) and resolves once
- * it prints its one stdout line, `pushlab listening on http://127.0.0.1:PORT`.
+ * it prints its first stdout line, `pushlab listening on http://127.0.0.1:PORT`
+ * (`https://` under `--tls`).
  * The presence timeout defaults to 30 s so that a user who disappears within
  * a few seconds in a test did so by leaving, not by timing out.
  */
@@ -70,7 +71,7 @@ export function startServer({ port = 0, args = ['--presence-timeout', '30'] } = 
       reject(new Error(`pushlab exited with ${code} before listening:\n${logs.join('\n')}`));
     });
     readline.createInterface({ input: child.stdout }).once('line', (line) => {
-      const match = /^pushlab listening on (http:\/\/127\.0\.0\.1:(\d+))$/.exec(line);
+      const match = /^pushlab listening on (https?:\/\/127\.0\.0\.1:(\d+))$/.exec(line);
       clearTimeout(timer);
       if (!match) {
         child.kill('SIGKILL');

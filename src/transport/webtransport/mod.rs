@@ -1,8 +1,8 @@
 //! WebTransport: sessions over HTTP/3 (QUIC), on UDP at the same port
 //! number as the HTTP listener, at `/wt?room=…&since=…&epoch=…&session=…`.
 //!
-//! This module owns the QUIC endpoint: its certificate (self-signed, for
-//! now, through [`self_signed_identity`]), its transport bounds (streams,
+//! This module owns the QUIC endpoint: its TLS (the server's certificate,
+//! `--tls-cert`'s or pushlab's own, see `net::tls`), its transport bounds (streams,
 //! windows and datagram buffers, in bytes), and the accept loop, which
 //! refuses a connection at its first packet when its address already has
 //! `--wt-ip-handshakes` handshakes in flight. Each connection that gets as
@@ -34,7 +34,7 @@ use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 use wtransport::endpoint::endpoint_side::Server as ServerSide;
 use wtransport::quinn::{IdleTimeout, TransportConfig, VarInt as QuicVarInt};
-use wtransport::{Endpoint, Identity, ServerConfig, VarInt};
+use wtransport::{Endpoint, ServerConfig, VarInt};
 
 use crate::core::protocol::MAX_BODY_BYTES;
 use crate::http::admission::direct_client_ip;
@@ -89,39 +89,8 @@ const RETRY_ABOVE: u32 = 256;
 /// sent.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
-/// How long a self-signed certificate is valid: at most two weeks, the
-/// longest a browser accepts with `serverCertificateHashes`.
-const CERTIFICATE_DAYS: u32 = 14;
-
-/// The QUIC certificate and key: a self-signed ECDSA P-256 certificate for
-/// `localhost`, `127.0.0.1` and `::1`, valid from now for
-/// [`CERTIFICATE_DAYS`], which browsers accept by its hash alone.
-pub fn self_signed_identity() -> std::io::Result<Identity> {
-    Identity::self_signed_builder()
-        .subject_alt_names(["localhost", "127.0.0.1", "::1"])
-        .from_now_utc()
-        .validity_days(CERTIFICATE_DAYS)
-        .build()
-        .map_err(|err| std::io::Error::other(format!("could not make a certificate: {err}")))
-}
-
-/// The SHA-256 hash of the identity's certificate, in lowercase hex, as a
-/// page passes it in `serverCertificateHashes`.
-pub fn certificate_hash(identity: &Identity) -> String {
-    identity
-        .certificate_chain()
-        .as_slice()
-        .first()
-        .map(|certificate| {
-            certificate
-                .hash()
-                .as_ref()
-                .iter()
-                .map(|byte| format!("{byte:02x}"))
-                .collect()
-        })
-        .unwrap_or_default()
-}
+/// The ALPN protocol WebTransport's QUIC connections speak: HTTP/3.
+pub const ALPN: &[&[u8]] = &[b"h3"];
 
 /// The running endpoint.
 pub struct WebTransport {
@@ -142,12 +111,12 @@ impl WebTransport {
     }
 }
 
-/// Binds UDP at `addr` and serves WebTransport there with `identity` until
+/// Binds UDP at `addr` and serves WebTransport there with `tls` (TLS 1.3, ALPN `h3`) until
 /// `state.shutdown` is cancelled. Must be called inside a Tokio runtime.
 pub fn spawn(
     state: web::Data<AppState>,
     addr: SocketAddr,
-    identity: Identity,
+    tls: rustls::ServerConfig,
 ) -> std::io::Result<WebTransport> {
     let socket = std::net::UdpSocket::bind(addr).map_err(|err| {
         std::io::Error::new(
@@ -157,7 +126,7 @@ pub fn spawn(
     })?;
     let config = ServerConfig::builder()
         .with_bind_socket(socket)
-        .with_custom_transport(identity, transport_config(&state)?)
+        .with_custom_tls_and_transport(tls, transport_config(&state)?)
         .build();
     let endpoint = Endpoint::server(config)?;
     let addr = endpoint.local_addr()?;
@@ -303,13 +272,5 @@ mod tests {
         assert!(handshakes.begin("192.0.2.1".parse().unwrap()).is_none());
         drop(held);
         assert_eq!(handshakes.total(), 0);
-    }
-
-    #[test]
-    fn the_self_signed_certificate_has_a_sha256_hash() {
-        let identity = self_signed_identity().unwrap();
-        let hash = certificate_hash(&identity);
-        assert_eq!(hash.len(), 64);
-        assert!(hash.chars().all(|c| c.is_ascii_hexdigit()));
     }
 }

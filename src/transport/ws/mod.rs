@@ -50,17 +50,17 @@ use crate::http::admission::{self, Answer};
 use crate::http::api::ReadQuery;
 use crate::http::endpoints::{self, Endpoint};
 use crate::http::state::AppState;
-use crate::net::conn::Conn;
+use crate::net::conn::{IntoSocket, ReadySocket};
 use crate::net::limits::Permit;
 use crate::net::traffic::ConnectionMeter;
 
 /// Serves every request that asks for `Connection: upgrade`, with the
 /// connection it came on. Only `GET /ws` is upgraded; anything else gets the
 /// JSON error the router would have given, and the connection closes.
-pub async fn upgrade(
+pub async fn upgrade<C: IntoSocket>(
     state: web::Data<AppState>,
     req: Request,
-    framed: Framed<Conn, h1::Codec>,
+    framed: Framed<C, h1::Codec>,
 ) -> Result<(), actix_web::Error> {
     if let Err(err) = try_upgrade(state, req, framed).await {
         // The client went away during the handshake; there is no one to tell.
@@ -69,10 +69,10 @@ pub async fn upgrade(
     Ok(())
 }
 
-async fn try_upgrade(
+async fn try_upgrade<C: IntoSocket>(
     state: web::Data<AppState>,
     req: Request,
-    mut framed: Framed<Conn, h1::Codec>,
+    mut framed: Framed<C, h1::Codec>,
 ) -> io::Result<()> {
     let meter = framed.io_ref().meter();
     let (permit, ip, query, room, attached, inbox) = match admit(&state, &req, meter).await {
@@ -86,14 +86,12 @@ async fn try_upgrade(
     framed
         .send(h1::Message::Item((response, BodySize::None)))
         .await?;
-    let mut parts = framed.into_parts();
+    let parts = framed.into_parts();
     // The socket keeps the connection the upgrade came on, counted as
     // before; a client that takes nothing is cut after the socket's own
     // limit rather than the HTTP one.
-    parts
-        .io
-        .set_send_timeout(state.config.slow_client_timeout());
-    let stream = WsStream::new(parts.io, parts.read_buf, state.stats.clone());
+    let conn = parts.io.into_socket(state.config.slow_client_timeout())?;
+    let stream = WsStream::new(conn, parts.read_buf, state.stats.clone());
     let socket = Socket {
         reader: room.reader(query.cursor()),
         room,
@@ -150,7 +148,10 @@ async fn admit(
 }
 
 /// Answers an upgrade request with an ordinary response, then closes.
-async fn refuse(mut framed: Framed<Conn, h1::Codec>, response: HttpResponse) -> io::Result<()> {
+async fn refuse<C: IntoSocket>(
+    mut framed: Framed<C, h1::Codec>,
+    response: HttpResponse,
+) -> io::Result<()> {
     let (head, body) = response.into_parts();
     // Error bodies are small JSON in memory; reading one cannot fail.
     let body = actix_web::body::to_bytes(body).await.unwrap_or_default();
@@ -179,7 +180,7 @@ enum Stop {
     Gone,
 }
 
-struct Socket {
+struct Socket<S: ReadySocket> {
     state: web::Data<AppState>,
     /// This socket's way through its room's log.
     reader: Reader,
@@ -193,7 +194,7 @@ struct Socket {
     inbox: Option<Inbox>,
     /// The client's IP, for a registration over this socket.
     ip: IpAddr,
-    stream: WsStream,
+    stream: WsStream<S>,
     /// Whether the client sent its close frame.
     client_closed: bool,
     /// The client's messages on their way into the log, oldest first: the
@@ -203,7 +204,7 @@ struct Socket {
     _permit: Permit,
 }
 
-impl Socket {
+impl<S: ReadySocket> Socket<S> {
     async fn run(mut self) {
         let _open = self.state.stats.open(Transport::Ws);
         let reason = match self.serve().await {

@@ -52,7 +52,9 @@ use bytes::buf::Limit;
 use bytes::BufMut as _;
 use tokio::io::AsyncWrite as _;
 
-use crate::net::conn::Conn;
+use tokio::net::TcpStream;
+
+use crate::net::conn::{Conn, ReadySocket};
 
 use crate::core::protocol::MAX_BODY_BYTES;
 use crate::http::stats::Stats;
@@ -335,8 +337,8 @@ fn utf8(text: Bytes) -> Result<Bytes, ReadError> {
 /// It reads and writes through the connection the upgrade came on, which
 /// counts the bytes and cuts a client that takes nothing for its send
 /// timeout (see `crate::net::conn`).
-pub struct WsStream {
-    conn: Conn,
+pub struct WsStream<S: ReadySocket = TcpStream> {
+    conn: Conn<S>,
     /// Encodes outbound frames.
     codec: Codec,
     /// Decodes inbound frames, within the read limits.
@@ -348,11 +350,11 @@ pub struct WsStream {
     stats: std::sync::Arc<Stats>,
 }
 
-impl WsStream {
+impl<S: ReadySocket> WsStream<S> {
     /// Takes over an upgraded connection; `read_buf` holds whatever the
     /// client sent after its handshake and was already read. The server sets
     /// `TCP_NODELAY` on every connection it accepts (`crate::net::conn`).
-    pub fn new(conn: Conn, read_buf: BytesMut, stats: std::sync::Arc<Stats>) -> Self {
+    pub fn new(conn: Conn<S>, read_buf: BytesMut, stats: std::sync::Arc<Stats>) -> Self {
         WsStream {
             conn,
             codec: Codec::new(),
@@ -556,7 +558,7 @@ impl WsStream {
     }
 }
 
-impl Drop for WsStream {
+impl<S: ReadySocket> Drop for WsStream<S> {
     fn drop(&mut self) {
         self.stats
             .queued(Transport::Ws, -(self.reported_queued as i64));
