@@ -135,7 +135,7 @@ export class DemoBot {
       this.sent += 1;
     } catch (err) {
       this.refused += 1;
-      if (err.code === 'unknown_session') this.member?.sessionLost();
+      if (err.code === 'unknown_session') this.member?.sessionLost(session);
     } finally {
       this.inFlight = false;
     }
@@ -151,7 +151,7 @@ export class DemoBot {
       this.sent += 1;
     } catch (err) {
       this.refused += 1;
-      if (err.code === 'unknown_session') this.member?.sessionLost();
+      if (err.code === 'unknown_session') this.member?.sessionLost(session);
     }
   }
 

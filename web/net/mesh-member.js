@@ -8,7 +8,10 @@
 /// no longer knows its session (it restarted, or the member was away too
 /// long), it registers again under the same name, with backoff, and starts
 /// over from the new welcome: a new session, a new mesh, and a cursor in the
-/// log's epoch as it is now. A gap needs no new session: the follower moves
+/// log's epoch as it is now. Only the session it holds can be lost: an
+/// answer about an earlier one (a send still on its way when the member
+/// registered again) changes nothing, or it would end a session the server
+/// has just given it. A gap needs no new session: the follower moves
 /// past it, and the mesh mends what a missed join or leave would break (a
 /// newcomer offers to us; a peer that left fails its channel).
 ///
@@ -23,6 +26,13 @@ import { WebRtcTransport } from './webrtc.js';
 /** Registering again gives up after this many `name_taken` answers: someone else has the name now. */
 const NAME_TAKEN_TRIES = 3;
 
+/**
+ * Whether a registration that failed may succeed later without anything
+ * changed: the server could not be reached, or was busy or at a limit that
+ * frees up (429, 5xx). A bad or taken name stays refused.
+ */
+const worthRetrying = (err) => err.code === 'network' || err.status === 429 || err.status >= 500;
+
 const sameName = (a, b) => a.toLowerCase() === b.toLowerCase();
 
 export class MeshMember {
@@ -33,6 +43,7 @@ export class MeshMember {
    *   onGap(gap)                  every gap, once the follower has moved past it
    *   onStatus(status)            the socket's status; 'reconnecting' while registering again, 'offline' once it gives up
    *   onPeerMove, onPeersChange   as WebRtcTransport's (webrtc.js)
+   *   onRetry(err)                a first registration failed and will be tried again (start with `retry`)
    *   onFail(err)                 registering again was refused for good (the ApiError)
    */
   constructor({
@@ -43,10 +54,11 @@ export class MeshMember {
     onStatus = () => {},
     onPeerMove = () => {},
     onPeersChange = () => {},
+    onRetry = () => {},
     onFail = () => {},
   }) {
     this.name = name;
-    this.handlers = { onJoined, onEvent, onStatus, onPeerMove, onPeersChange, onFail };
+    this.handlers = { onJoined, onEvent, onStatus, onPeerMove, onPeersChange, onRetry, onFail };
     /** Where the member stands in the log; one for its whole life, restarted by each welcome. */
     this.follower = new LogFollower({
       onEvent: (event) => this.onLogEvent(event),
@@ -67,15 +79,29 @@ export class MeshMember {
     this.transport = null;
   }
 
-  /** Registers and joins the mesh; rejects with the ApiError if the server refuses. */
-  async start() {
+  /**
+   * Registers and joins the mesh; rejects with the ApiError if the server
+   * refuses. With `retry`, a failure that may pass (worthRetrying) is tried
+   * again with backoff until it does, as every reader reconnects, or until
+   * stop(); the owner hears each with onRetry.
+   */
+  async start({ retry = false } = {}) {
     this.running = true;
+    const backoff = new Backoff();
     let welcome;
-    try {
-      welcome = await register(this.name);
-    } catch (err) {
-      this.running = false;
-      throw err;
+    while (!welcome) {
+      try {
+        welcome = await register(this.name);
+      } catch (err) {
+        if (!retry || !worthRetrying(err) || !this.running) {
+          this.running = false;
+          throw err;
+        }
+        this.handlers.onRetry(err);
+        await new Promise((resolve) => setTimeout(resolve, backoff.next()));
+        // Stopped while waiting: there is nothing to join.
+        if (!this.running) return;
+      }
     }
     this.enter(welcome, { again: false });
   }
@@ -108,12 +134,16 @@ export class MeshMember {
   }
 
   /**
-   * The server no longer knows the session (a transport or a send said
+   * The server no longer knows `session` (a transport or a send said
    * `unknown_session`): registers again under the same name, waiting
-   * longer between attempts while the server is unreachable.
+   * longer between attempts while the server is unreachable. Said of any
+   * session but the one held now (an answer to a request made under an
+   * earlier one, or while registering again), it is old news, and ignored:
+   * registering again then would end the live session, whose name would
+   * then be taken by itself until the server times it out.
    */
-  async sessionLost() {
-    if (!this.running || this.rejoining) return;
+  async sessionLost(session = this.session) {
+    if (!this.running || this.rejoining || !session || session !== this.session) return;
     this.rejoining = true;
     this.transport?.stop();
     this.transport = null;

@@ -184,15 +184,21 @@ class RtcPane extends Pane {
         this.note(`${link.name}: channel ${link.state}${link.reason ? ` (${link.reason})` : ''}`);
         if (link.state !== 'open') this.cursors.remove(link.name);
       },
+      onRetry: (err) => {
+        // Like every reader pane, it waits for the server to come back.
+        this.setStatus('reconnecting');
+        this.note(`could not join the room yet (${err.message}); trying again`);
+      },
       onFail: (err) => this.note(`could not join the room again: ${err.message}`),
     });
     // The pane's reader is the member's.
     this.follower = this.member.follower;
   }
 
+  /** Joins the room, trying again for as long as the server cannot be reached or is busy. */
   async start() {
     try {
-      await this.member.start();
+      await this.member.start({ retry: true });
     } catch (err) {
       this.setStatus('offline');
       this.note(`could not join the room: ${err.message}`);
