@@ -117,7 +117,10 @@ async fn config_says_tls_is_on_and_gives_the_hash_of_the_certificate_served() {
     assert_eq!(plain_config["tls"], false);
     assert_eq!(plain_config["certificate_sha256"], Value::Null);
     // WebTransport serves the same certificate, so one hash pins both.
-    assert_eq!(config["webtransport"]["certificate_hash"], sha256_hex(&served));
+    assert_eq!(
+        config["webtransport"]["certificate_hash"],
+        sha256_hex(&served)
+    );
 }
 
 /// A `/traffic` tally of `client` on `channel`: (requests, in, out).
