@@ -41,11 +41,8 @@ import { watchResourceBytes } from './metrics.js';
 
 /** How long a held long-poll may last, in seconds (the server caps it at --longpoll-timeout). */
 const LONGPOLL_HOLD_SECS = 25;
-/** How long `auto` waits for the WebSocket's hello before falling back, in ms. */
-const WS_OPEN_TIMEOUT_MS = 3000;
-
-/** How long `auto` waits for a WebTransport session's hello before falling back, in ms. */
-const WT_OPEN_TIMEOUT_MS = 3000;
+/** How long `auto` waits for a WebSocket's or WebTransport session's hello before falling back, in ms. */
+const OPEN_TIMEOUT_MS = 3000;
 
 /** The transports a page may ask for with ?transport=. */
 export const TRANSPORT_NAMES = ['auto', 'poll', 'longpoll', 'sse', 'ws', 'webtransport'];
@@ -276,6 +273,17 @@ export class LongPollTransport extends PollTransport {
  * `open()`, and reopened after a backoff when it drops.
  */
 class StreamTransport extends Transport {
+  /**
+   * `onFirstFailure`, if given, is called instead of reconnecting when the
+   * very first connection does not say hello within OPEN_TIMEOUT_MS: `auto`
+   * then falls back to the next transport.
+   */
+  constructor(options, { onFirstFailure = null } = {}) {
+    super(options);
+    this.onFirstFailure = onFirstFailure;
+    this.everConnected = false;
+  }
+
   start() {
     this.setStatus('connecting');
     this.open();
@@ -291,6 +299,24 @@ class StreamTransport extends Transport {
     if (!wasConnected && (await this.sessionIsGone())) return this.sessionLost();
     await this.sleep(this.backoff.next());
     if (!this.stopped) this.open();
+  }
+
+  /** Whether this is the first connection of a fallible `auto` choice. */
+  onTrial() {
+    return Boolean(this.onFirstFailure) && !this.everConnected;
+  }
+
+  /** On trial, a timer that gives up on the connection if no hello comes; otherwise null. */
+  helloTimer() {
+    return this.onTrial() ? setTimeout(() => this.firstFailure(), OPEN_TIMEOUT_MS) : null;
+  }
+
+  firstFailure() {
+    const fallBack = this.onFirstFailure;
+    if (!fallBack || this.stopped || this.everConnected) return;
+    this.onFirstFailure = null;
+    this.stop();
+    fallBack();
   }
 }
 
@@ -367,16 +393,6 @@ export class SseTransport extends StreamTransport {
 export class WsTransport extends StreamTransport {
   name = 'ws';
 
-  /**
-   * `onFirstFailure`, if given, is called instead of reconnecting when the
-   * very first socket does not say hello within WS_OPEN_TIMEOUT_MS.
-   */
-  constructor(options, { onFirstFailure = null } = {}) {
-    super(options);
-    this.onFirstFailure = onFirstFailure;
-    this.everConnected = false;
-  }
-
   open() {
     const params = { ...this.readParams(), ...this.socketParams() };
     const url = new URL(readUrl('/ws', params), location.href);
@@ -387,8 +403,8 @@ export class WsTransport extends StreamTransport {
     this.metrics.recordConnection();
     // A socket counts as working only once the server's hello arrives: a
     // proxy may accept the upgrade and then pass nothing through.
-    const onTrial = this.onFirstFailure && !this.everConnected;
-    const helloTimer = onTrial ? setTimeout(() => this.firstFailure(), WS_OPEN_TIMEOUT_MS) : null;
+    const onTrial = this.onTrial();
+    const helloTimer = this.helloTimer();
     socket.onmessage = (frame) => {
       // Payload plus the 2-byte frame header (4 above 125 bytes).
       const size = byteLength(frame.data);
@@ -413,14 +429,6 @@ export class WsTransport extends StreamTransport {
   /** Extra query parameters of the socket's URL (WebRTC asks for signals). */
   socketParams() {
     return {};
-  }
-
-  firstFailure() {
-    const fallBack = this.onFirstFailure;
-    if (!fallBack || this.stopped || this.everConnected) return;
-    this.onFirstFailure = null;
-    this.stop();
-    fallBack();
   }
 
   send(message) {
@@ -492,21 +500,15 @@ function hexBytes(hex) {
 export class WtTransport extends StreamTransport {
   name = 'webtransport';
 
-  /**
-   * `onFirstFailure`, if given, is called instead of reconnecting when the
-   * very first session does not say hello within WT_OPEN_TIMEOUT_MS.
-   */
-  constructor(options, { onFirstFailure = null } = {}) {
-    super(options);
-    this.onFirstFailure = onFirstFailure;
-    this.everConnected = false;
+  constructor(options, fallible) {
+    super(options, fallible);
     this.writer = null;
     this.datagrams = null;
   }
 
   async open() {
-    const onTrial = this.onFirstFailure && !this.everConnected;
-    const helloTimer = onTrial ? setTimeout(() => this.firstFailure(), WT_OPEN_TIMEOUT_MS) : null;
+    const onTrial = this.onTrial();
+    const helloTimer = this.helloTimer();
     const attempt = {};
     this.attempt = attempt;
     this.greeted = false;
@@ -592,14 +594,6 @@ export class WtTransport extends StreamTransport {
     } catch {
       // The session ended; the stream's reader reconnects.
     }
-  }
-
-  firstFailure() {
-    const fallBack = this.onFirstFailure;
-    if (!fallBack || this.stopped || this.everConnected) return;
-    this.onFirstFailure = null;
-    this.stop();
-    fallBack();
   }
 
   send(message) {
