@@ -62,8 +62,8 @@
 //!   socket's frames), `webtransport` (the QUIC endpoint and its sessions,
 //!   with `--webtransport`), thin adapters from a reader to each wire shape
 //!   over one shared opening (count, enter the room, attach).
-//! - `classroom`: `/traffic`, `/time`, `/join`, `/qr.svg`, `/lecture.md`,
-//!   and the `--demo` bot, a client of a room like any other.
+//! - `classroom`: `/traffic`, `/time`, `/join`, `/qr.svg`, `/lecture.md`
+//!   and `/lecture.html`, and the `--demo` bot, a client of a room like any other.
 //! - `server`: [`serve`], the router built from the endpoint table, and the
 //!   WebSocket upgrade beside it.
 //!

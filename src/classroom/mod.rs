@@ -1,11 +1,12 @@
 //! What a lecturer's page needs besides the four transports: each client's
 //! exact traffic (`GET /traffic`), the server's clock (`GET /time`), the URL
 //! students should open (`GET /join`) and a QR code of it (`GET /qr.svg`);
-//! and `GET /lecture.md`. What `GET /traffic` reports is charged by
-//! admission ([`crate::http::admission`]) and counted in
-//! [`crate::net::traffic`].
+//! and the lecture notes ([`lecture`]: `GET /lecture.md`, `/lecture.html`).
+//! What `GET /traffic` reports is charged by admission
+//! ([`crate::http::admission`]) and counted in [`crate::net::traffic`].
 
 pub mod demo;
+pub mod lecture;
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -110,15 +111,6 @@ pub fn join_urls(bound: SocketAddr, local: &[IpAddr]) -> Vec<String> {
         return vec![url(IpAddr::from([127, 0, 0, 1]))];
     }
     reachable.into_iter().map(url).collect()
-}
-
-/// `GET /lecture.md`: docs/lecture.md, the walk through a server-push
-/// lecture, as plain text (the browser shows it as it is).
-pub async fn lecture() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/plain; charset=utf-8")
-        .insert_header((header::CACHE_CONTROL, "no-cache"))
-        .body(include_str!("../../docs/lecture.md"))
 }
 
 /// The query of `GET /qr.svg`.

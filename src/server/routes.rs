@@ -81,7 +81,8 @@ fn route(endpoint: Endpoint) -> actix_web::Route {
         Endpoint::Time => route.to(classroom::time),
         Endpoint::Join => route.to(classroom::join),
         Endpoint::Qr => route.to(classroom::qr),
-        Endpoint::Lecture => route.to(classroom::lecture),
+        Endpoint::Lecture => route.to(classroom::lecture::markdown),
+        Endpoint::LecturePage => route.to(classroom::lecture::page),
         Endpoint::Index => route.to(assets::index),
         Endpoint::Asset => route.to(assets::file),
     }

@@ -269,3 +269,32 @@ async fn with_the_delay_a_silent_client_s_relay_is_released_with_its_connection(
     );
     drop(silent);
 }
+
+#[tokio::test]
+async fn the_lecture_notes_are_served_as_markdown_and_as_a_rendered_page() {
+    // Arrange
+    let app = spawn_app().await;
+
+    // Act
+    let markdown = app.get("/lecture.md").await;
+    let page = app.get("/lecture.html").await;
+
+    // Assert: the Markdown as it is, and a page made from the same text.
+    assert_eq!(markdown.status(), 200);
+    assert!(markdown.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = markdown.text().await.unwrap();
+    assert!(text.starts_with("# Server push, walked through with pushlab\n"));
+    assert_eq!(page.status(), 200);
+    assert!(page.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let html = page.text().await.unwrap();
+    assert!(html.contains("<h1>Server push, walked through with pushlab</h1>"));
+    assert!(html.contains("<h2>7. WebRTC</h2>"));
+    assert!(html.contains("<pre><code class=\"language-sh\">"));
+    assert!(!html.contains("## "), "no heading is left as Markdown");
+}
