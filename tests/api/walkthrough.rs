@@ -291,3 +291,30 @@ async fn every_example_in_the_protocol_page_runs_as_written_and_answers_as_shown
         }
     }
 }
+
+#[test]
+fn the_lectures_class_command_keeps_a_session_through_a_pause_between_typed_examples() {
+    use clap::Parser as _;
+
+    // Arrange: the command docs/lecture.md gives for starting a class.
+    let lecture = include_str!("../../docs/lecture.md");
+    let command = lecture
+        .lines()
+        .find(|line| line.starts_with("cargo run --release -- "))
+        .expect("docs/lecture.md gives a command to start the server");
+    let flags = command
+        .trim_start_matches("cargo run --release -- ")
+        .split_whitespace();
+
+    // Act
+    let config = pushlab::Config::try_parse_from(std::iter::once("pushlab").chain(flags))
+        .expect("the lecture's command parses");
+
+    // Assert: a pause of a minute or two while talking keeps the session;
+    // the default 10 s does not.
+    assert!(
+        config.presence_timeout() >= Duration::from_secs(300),
+        "the lecture's command ends a session after {:?} without a request: {command}",
+        config.presence_timeout()
+    );
+}
