@@ -26,7 +26,8 @@
 ///   .name         'poll' | 'longpoll' | 'sse' | 'ws' | 'webtransport'
 ///   .start()      begins reading; from then on it reconnects by itself
 ///   .stop()       stops reading and closes what is open; nothing read after reaches the follower
-///   .send(msg)    sends a client message; rejects with an ApiError
+///   .send(msg)    sends a client message; rejects with an ApiError. A socket
+///                 still opening holds it until it has said hello
 ///   .leave()      ends the session at once, from a page that is going away
 ///
 /// When a connection drops, a transport waits (capped, jittered backoff) and
@@ -43,6 +44,10 @@ import { watchResourceBytes } from './metrics.js';
 const LONGPOLL_HOLD_SECS = 25;
 /** How long `auto` waits for a WebSocket's or WebTransport session's hello before falling back, in ms. */
 const OPEN_TIMEOUT_MS = 3000;
+/** The most bytes of messages a socket holds while it opens (see HeldSends). */
+const HELD_LIMIT_BYTES = 64 * 1024;
+/** How long a message waits for its socket to open before it is refused, in ms. */
+const HELD_MS = 10_000;
 
 /** The transports a page may ask for with ?transport=. */
 export const TRANSPORT_NAMES = ['auto', 'poll', 'longpoll', 'sse', 'ws', 'webtransport'];
@@ -325,6 +330,60 @@ const encoder = new TextEncoder();
 const byteLength = (text) => encoder.encode(text).length;
 
 /**
+ * Messages sent on a socket (WebSocket, WebTransport) that has not said
+ * hello yet, held until it does: a line typed just after joining, while the
+ * socket still opens, goes out once it is open instead of failing. What is
+ * held is bounded in bytes (HELD_LIMIT_BYTES) and in time (HELD_MS); past
+ * either, that send is refused, as it is when the transport stops.
+ */
+class HeldSends {
+  constructor() {
+    /** [{message, bytes, resolve, reject, timer}], oldest first. */
+    this.held = [];
+    this.bytes = 0;
+  }
+
+  /** Holds `message`; resolves as its write does once flushed, or rejects with an ApiError. */
+  add(message) {
+    const bytes = byteLength(JSON.stringify(message));
+    if (this.bytes + bytes > HELD_LIMIT_BYTES) {
+      return Promise.reject(new ApiError('network', 'too much is waiting for the connection to open'));
+    }
+    return new Promise((resolve, reject) => {
+      const entry = { message, bytes, resolve, reject, timer: 0 };
+      entry.timer = setTimeout(() => {
+        this.remove(entry);
+        reject(new ApiError('network', 'the connection did not open in time'));
+      }, HELD_MS);
+      this.held.push(entry);
+      this.bytes += bytes;
+    });
+  }
+
+  remove(entry) {
+    clearTimeout(entry.timer);
+    this.held = this.held.filter((other) => other !== entry);
+    this.bytes -= entry.bytes;
+  }
+
+  /** Writes every held message with `write(message)` (which returns a promise), in order. */
+  flush(write) {
+    const held = this.held;
+    this.held = [];
+    this.bytes = 0;
+    for (const entry of held) {
+      clearTimeout(entry.timer);
+      write(entry.message).then(entry.resolve, entry.reject);
+    }
+  }
+
+  /** Refuses everything held: the transport stopped. */
+  refuseAll() {
+    this.flush(() => Promise.reject(new ApiError('network', 'the connection was closed')));
+  }
+}
+
+/**
  * Server-Sent Events: one GET whose response never ends. The server writes
  * each event as lines of text and the browser's EventSource hands each one
  * to `onmessage`:
@@ -392,6 +451,8 @@ export class SseTransport extends StreamTransport {
  */
 export class WsTransport extends StreamTransport {
   name = 'ws';
+  /** What was sent before this socket said hello. */
+  held = new HeldSends();
 
   open() {
     const params = { ...this.readParams(), ...this.socketParams() };
@@ -417,6 +478,7 @@ export class WsTransport extends StreamTransport {
         this.setStatus('connected');
       }
       this.receive(parsed);
+      if (parsed.type === 'hello') this.held.flush((message) => this.write(message));
     };
     socket.onclose = () => {
       clearTimeout(helloTimer);
@@ -431,8 +493,15 @@ export class WsTransport extends StreamTransport {
     return {};
   }
 
+  /** Sends now if the socket is open and greeted, else once it is (HeldSends). */
   send(message) {
-    if (!this.socket || this.socket.readyState !== WebSocket.OPEN || !this.greeted) {
+    if (this.stopped) return Promise.reject(new ApiError('network', 'the socket is closed'));
+    if (!this.socket || this.socket.readyState !== WebSocket.OPEN || !this.greeted) return this.held.add(message);
+    return this.write(message);
+  }
+
+  write(message) {
+    if (!this.socket || this.socket.readyState !== WebSocket.OPEN) {
       return Promise.reject(new ApiError('network', 'the socket is not connected'));
     }
     this.socket.send(JSON.stringify(message));
@@ -442,6 +511,7 @@ export class WsTransport extends StreamTransport {
 
   stop() {
     super.stop();
+    this.held.refuseAll();
     // 1000 = normal closure. The server treats any close frame from us as
     // "this user left".
     if (this.socket && this.socket.readyState <= WebSocket.OPEN) this.socket.close(1000, 'closing');
@@ -504,6 +574,8 @@ export class WtTransport extends StreamTransport {
     super(options, fallible);
     this.writer = null;
     this.datagrams = null;
+    /** What was sent before this session said hello. */
+    this.held = new HeldSends();
   }
 
   async open() {
@@ -575,6 +647,7 @@ export class WtTransport extends StreamTransport {
           return this.sessionLost();
         }
         this.receive(parsed);
+        if (parsed.type === 'hello') this.held.flush((message) => this.write(message));
       }
     }
   }
@@ -596,10 +669,15 @@ export class WtTransport extends StreamTransport {
     }
   }
 
+  /** Sends now if the session is open and greeted, else once it is (HeldSends). */
   send(message) {
-    if (!this.writer || !this.greeted) {
-      return Promise.reject(new ApiError('network', 'the session is not connected'));
-    }
+    if (this.stopped) return Promise.reject(new ApiError('network', 'the session is closed'));
+    if (!this.writer || !this.greeted) return this.held.add(message);
+    return this.write(message);
+  }
+
+  write(message) {
+    if (!this.writer) return Promise.reject(new ApiError('network', 'the session is not connected'));
     const json = JSON.stringify(message);
     // Cursor moves may be lost, and should not wait behind a lost packet.
     const written = message.type === 'mousemove' && this.datagrams
@@ -611,6 +689,7 @@ export class WtTransport extends StreamTransport {
 
   stop() {
     super.stop();
+    this.held.refuseAll();
     this.attempt = null;
     // A clean close: the server ends our session at once.
     try {
