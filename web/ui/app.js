@@ -15,13 +15,13 @@
 /// All text from other people is put on the page with textContent, never as
 /// HTML, so a message like <img onerror=…> is shown, not run.
 
-import { NAME_RULE, NAME_RULE_TEXT, ROOM, inRoom, register, roomFrom, send as httpSend } from '../net/api.js';
+import { NAME_RULE, NAME_RULE_TEXT, ROOM, getJson, inRoom, register, roomFrom, send as httpSend } from '../net/api.js';
 import { LogFollower } from '../net/follower.js';
 import { Metrics } from '../net/metrics.js';
 import { Backoff, TRANSPORT_NAMES, createTransport } from '../net/transports.js';
 import { WebRtcTransport } from '../net/webrtc.js';
 import { CursorLayer, colorFor, fractionOf } from './cursors.js';
-import { renderFigures } from './figures.js';
+import { FIGURES, figureRows, renderFigures } from './figures.js';
 import { notify as showNotice } from './notices.js';
 import { PeerPanel } from './peer-panel.js';
 import { mountRoomPicker } from './rooms.js';
@@ -42,6 +42,23 @@ const SESSION_LOST = 'The server no longer knew this page (it restarted, or the 
 const DEFAULT_INTERVAL_MS = 1000;
 const MIN_INTERVAL_MS = 50;
 const MAX_INTERVAL_MS = 60_000;
+/**
+ * This page's name for its reads in `client=`: the server counts, on the
+ * socket, every byte they cost both ways (GET /traffic?client=ID). Random,
+ * so two tabs never share one.
+ */
+const CLIENT_ID = `chat-${Math.random().toString(36).slice(2, 10)}`;
+/** How often the server's count is asked, in ms. */
+const TRAFFIC_EVERY_MS = 2000;
+/**
+ * Bytes per event, from the server's count for this page: the browser sees
+ * neither its request heads nor, exactly, its response heads.
+ */
+const EXACT_BYTES = {
+  id: 'bytes',
+  label: 'Bytes per event',
+  explain: 'Counted by the server on the socket for this page\'s reads of the log, divided by the events they delivered: down is what the server sent, both ways adds the requests (on a WebSocket, everything sent on it). Marked ≈ when only the browser\'s estimate is known.',
+};
 
 const $ = (selector) => document.querySelector(selector);
 const ui = {
@@ -100,6 +117,12 @@ const state = {
   peerPanel: null,
   /** Peer names whose channel failure the page has announced. */
   announcedFailures: new Set(),
+  /**
+   * The server's count for this page (GET /traffic): `view` its last
+   * answer, `baseEvents` the events delivered before those counters began
+   * (a restarted server counts from zero again).
+   */
+  traffic: { view: null, baseEvents: 0 },
 };
 
 const cursors = new CursorLayer(ui.canvas);
@@ -249,6 +272,7 @@ function startTransport() {
     },
     metrics: state.metrics,
     interval: state.options.interval,
+    client: CLIENT_ID,
   };
   const transport = state.options.transport === 'webrtc' ? createWebRtc(options) : createTransport(state.options.transport, options);
   state.transport = transport;
@@ -581,6 +605,50 @@ function sendMove(now) {
     });
 }
 
+// ── Exact bytes ──────────────────────────────────────────────────────────
+
+/** The row of GET /traffic the transport in use is counted under. */
+function trafficRow() {
+  const name = state.transport?.name;
+  // WebRTC's log and signals go over its WebSocket; its channels bypass the server.
+  return name === 'webrtc' ? 'ws' : name;
+}
+
+/** Asks the server what this page's reads have cost so far. */
+async function readTraffic() {
+  if (!state.transport) return;
+  let view;
+  try {
+    view = await getJson(`/traffic?client=${encodeURIComponent(CLIENT_ID)}`);
+  } catch {
+    // The figure keeps its last value, or the browser's estimate.
+    return;
+  }
+  const row = trafficRow();
+  const before = state.traffic.view?.[row];
+  // Counters that went down belong to a server that started again.
+  if (before && view[row] && view[row].bytes_out < before.bytes_out) state.traffic.baseEvents = state.metrics.events;
+  state.traffic.view = view;
+}
+
+/**
+ * "235 B down · 544 B both ways" from the server's count, or the browser's
+ * estimate marked "≈" until (or unless) the server's is known.
+ */
+function bytesPerEvent(snapshot) {
+  const counted = state.traffic.view?.[trafficRow()];
+  // `auto` counts from zero again on the transport it falls back to.
+  if (state.metrics.events < state.traffic.baseEvents) state.traffic.baseEvents = 0;
+  const events = state.metrics.events - state.traffic.baseEvents;
+  if (counted && events > 0) {
+    const down = counted.bytes_out / events;
+    const both = (counted.bytes_in + counted.bytes_out) / events;
+    return `${Math.round(down)} B down · ${Math.round(both)} B both ways`;
+  }
+  if (snapshot.bytesPerEvent !== null) return `≈${Math.round(snapshot.bytesPerEvent)} B (browser's estimate)`;
+  return '–';
+}
+
 // ── Leaving ──────────────────────────────────────────────────────────────
 
 // pagehide fires when the tab closes or navigates away (unload is not
@@ -610,12 +678,19 @@ function init() {
   ui.name.addEventListener('input', () => showNameError(''));
   ui.send.addEventListener('submit', onSend);
   ui.canvas.addEventListener('pointermove', onPointerMove);
-  const updateFigures = renderFigures(ui.figures);
+  const updateFigures = renderFigures(ui.figures, { only: FIGURES.map((figure) => figure.id).filter((id) => id !== 'bytes') });
+  const bytesCell = figureRows(ui.figures, [EXACT_BYTES]).get('bytes');
+  const refresh = () => {
+    const snapshot = state.metrics.snapshot();
+    updateFigures(snapshot);
+    bytesCell.textContent = bytesPerEvent(snapshot);
+  };
   setInterval(() => {
-    updateFigures(state.metrics.snapshot());
+    refresh();
     if (state.peerPanel && state.transport?.paths) state.peerPanel.refresh(state.transport);
   }, 500);
-  updateFigures(state.metrics.snapshot());
+  setInterval(readTraffic, TRAFFIC_EVERY_MS);
+  refresh();
   if (!state.options.name) ui.name.focus();
 }
 
