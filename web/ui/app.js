@@ -57,7 +57,7 @@ const TRAFFIC_EVERY_MS = 2000;
 const EXACT_BYTES = {
   id: 'bytes',
   label: 'Bytes per event',
-  explain: 'Counted by the server on the socket for this page\'s reads of the log, divided by the events they delivered: down is what the server sent, both ways adds the requests (on a WebSocket, everything sent on it). Marked ≈ when only the browser\'s estimate is known.',
+  explain: 'The server\'s count for this page\'s reads: bytes it sent (down), and with the requests, per event.',
 };
 
 const $ = (selector) => document.querySelector(selector);
