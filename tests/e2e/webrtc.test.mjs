@@ -19,7 +19,7 @@ import {
 const MEASURED_MOVES = 300;
 const MOVE_PAUSE_MS = 33;
 
-if (runsInTestNamespace(import.meta.url, { tests: 5 })) {
+if (runsInTestNamespace(import.meta.url, { tests: 6 })) {
   describe('WebRTC: cursors peer to peer, the server only signalling', () => {
     const lab = useServerAndBrowser({ browser: { webrtc: true } });
 
@@ -137,6 +137,42 @@ if (runsInTestNamespace(import.meta.url, { tests: 5 })) {
       assert.ok(fromAnn.length > 0, 'after the failure the moves go through the server');
       assert.match(await bobPage.locator(`#peers li[data-peer="${ann}"]`).textContent(), /failed: cursors through the server/);
       assert.match(await bobPage.locator('#notices').textContent(), /through the server instead/);
+      await annPage.context().close();
+      await bobPage.context().close();
+    });
+
+    test('when ICE finds no path, both pages say so and the cursors come through the server', async () => {
+      // No path between the peers, as between a phone on mobile data and a
+      // laptop behind a NAT with no TURN relay: relay candidates only, and
+      // no relay configured.
+      const init = () => {
+        const Real = RTCPeerConnection;
+        window.RTCPeerConnection = function relayOnly(config = {}) {
+          return new Real({ ...config, iceTransportPolicy: 'relay' });
+        };
+        window.RTCPeerConnection.prototype = Real.prototype;
+      };
+      const room = freshRoom();
+      const id = suffix();
+      const ann = `ann-${id}`;
+      const bob = `bob-${id}`;
+      const annPage = await join(lab.browser, lab.server.url, { name: ann, transport: 'webrtc', query: { room }, init });
+      const bobPage = await join(lab.browser, lab.server.url, { name: bob, transport: 'webrtc', query: { room }, init });
+
+      // While ICE tries, and after it gave up, the cursor comes through the server.
+      await moveMouseTo(annPage, 0.25, 0.75);
+      await waitForCursorAt(bobPage, ann, 0.25, 0.75);
+      await waitForPeer(bobPage, ann, 'failed');
+      await waitForPeer(annPage, bob, 'failed');
+      await moveMouseTo(annPage, 0.7, 0.3);
+      await waitForCursorAt(bobPage, ann, 0.7, 0.3);
+
+      for (const [page, peer] of [[annPage, bob], [bobPage, ann]]) {
+        assert.match(await page.locator(`#peers li[data-peer="${peer}"]`).textContent(), /failed: cursors through the server \(no channel within 10 s\)/);
+        assert.match(await page.locator('#notices').textContent(), new RegExp(`channel with ${peer} failed .*through the server instead`));
+      }
+      const fromAnn = (await logOf(room)).filter((e) => e.type === 'mousemove' && e.name === ann);
+      assert.ok(fromAnn.length > 0, 'the moves went through the server');
       await annPage.context().close();
       await bobPage.context().close();
     });
