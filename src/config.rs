@@ -312,6 +312,16 @@ pub struct Config {
     /// SEC1).
     #[arg(long, env = "PUSHLAB_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+
+    /// With `--tls`: also serve plain HTTP/1.1 on this address, the same
+    /// server (the same rooms, limits and checks) reached another way, so a
+    /// page can send the same request over HTTP/2 and over HTTP/1.1 and the
+    /// class can compare their bytes (the compare page's HTTP/1.1 against
+    /// HTTP/2 card, which learns its port from `GET /config`). A page on
+    /// `https://127.0.0.1` or `https://localhost` may call it; browsers
+    /// block plain-HTTP requests from an `https://` page on any other host.
+    #[arg(long = "http1-addr", env = "PUSHLAB_HTTP1_ADDR")]
+    pub http1_addr: Option<SocketAddr>,
 }
 
 /// A STUN or TURN server, as a page's `RTCPeerConnection` takes it.
@@ -464,6 +474,7 @@ impl Default for Config {
             tls: false,
             tls_cert: None,
             tls_key: None,
+            http1_addr: None,
         }
     }
 }
@@ -488,6 +499,11 @@ impl Config {
                 }
                 _ => {}
             }
+        }
+        if self.http1_addr.is_some() && !self.tls_enabled() {
+            return Err(
+                "--http1-addr adds a plain HTTP/1.1 listener beside HTTPS: it needs --tls (without it, --addr already serves plain HTTP/1.1)".into(),
+            );
         }
         Ok(())
     }

@@ -50,6 +50,9 @@ pub struct AppState {
     /// Where pages find WebTransport, told by `GET /config`; `None`
     /// without `--webtransport`.
     pub webtransport: Option<WebTransportPage>,
+    /// The plain HTTP/1.1 listener beside HTTPS (`--http1-addr`), told by
+    /// `GET /config`; `None` without it.
+    pub http1: Option<std::net::SocketAddr>,
 }
 
 /// What a page needs to open a WebTransport session.
