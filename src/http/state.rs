@@ -58,6 +58,9 @@ pub struct AppState {
 /// What a page needs to open a WebTransport session.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct WebTransportPage {
+    /// The host pages open their sessions on (`--wt-host`); `None`: the
+    /// page's own host.
+    pub host: Option<String>,
     /// The UDP port: the same number as the HTTP listener's.
     pub port: u16,
     /// The SHA-256 hash of the server's certificate, in lowercase hex, for

@@ -237,6 +237,7 @@ pub fn serve_with_store(
         .map(TcpListener::local_addr)
         .transpose()?;
     let webtransport_page = webtransport_tls.as_ref().map(|_| WebTransportPage {
+        host: config.wt_host.clone(),
         port: addr.port(),
         certificate_hash: certificate
             .as_ref()
@@ -361,7 +362,14 @@ fn certificate(
     if !config.tls_enabled() && !config.webtransport {
         return Ok(None);
     }
-    let names = tls::own_names(addr.ip(), &classroom::local_addresses());
+    let mut names = tls::own_names(addr.ip(), &classroom::local_addresses());
+    // The name pages open WebTransport sessions on, if this node has one.
+    if let Some(host) = config.wt_host.as_deref() {
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        if !names.iter().any(|name| name == bare) {
+            names.push(bare.to_owned());
+        }
+    }
     let certificate = ServerCertificate::from_files_or_generate(
         config.tls_cert.as_deref(),
         config.tls_key.as_deref(),

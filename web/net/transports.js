@@ -458,7 +458,7 @@ export function webTransportAvailable() {
   return typeof WebTransport === 'function' && window.isSecureContext;
 }
 
-/** GET /config's `webtransport`, asked once: {port, certificate_hash}, or null without it. */
+/** GET /config's `webtransport`, asked once: {host, port, certificate_hash}, or null without it. */
 let webTransportConfigAsked = null;
 export function webTransportConfig() {
   webTransportConfigAsked ??= getJson('/config').then((config) => config.webtransport ?? null);
@@ -520,7 +520,9 @@ export class WtTransport extends StreamTransport {
       if (!config || !webTransportAvailable()) throw new Error('no WebTransport here');
       if (this.attempt !== attempt || this.stopped) return;
       const path = readUrl('/wt', { ...this.readParams(), cursors: 'datagrams' });
-      const url = new URL(path, `https://${location.hostname}:${config.port}`);
+      // The node's own name under --wt-host (several nodes behind one
+      // proxy), else the page's host.
+      const url = new URL(path, `https://${config.host ?? location.hostname}:${config.port}`);
       const options = config.certificate_hash
         ? { serverCertificateHashes: [{ algorithm: 'sha-256', value: hexBytes(config.certificate_hash) }] }
         : {};
