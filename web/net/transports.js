@@ -546,6 +546,10 @@ export class WtTransport extends StreamTransport {
     this.writer = null;
     this.datagrams = null;
     session?.close();
+    // The next attempt asks GET /config again: a restarted server has a
+    // new certificate (and hash), and behind a proxy the answer may name
+    // another node (--wt-host).
+    webTransportConfigAsked = null;
     if (onTrial && !this.everConnected) return this.firstFailure();
     this.reconnect(this.greeted);
   }
