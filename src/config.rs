@@ -312,6 +312,28 @@ pub struct Config {
     /// SEC1).
     #[arg(long, env = "PUSHLAB_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+
+    /// The host name (or address) pages reach this node's WebTransport at,
+    /// which `GET /config` then gives them: for several nodes behind one
+    /// proxy, where a page's own host is the proxy's, which cannot pass
+    /// QUIC on. Each node names itself (`node-a.lab.example`), so a page
+    /// opens its session on the node that answered its `/config`, whose
+    /// certificate hash it holds. This node answers to the name (as to an
+    /// `--allowed-host`) and its self-signed certificate includes it. The
+    /// proxy's origin must be an `--allowed-origin`. Without it, pages use
+    /// their own host.
+    #[arg(long, env = "PUSHLAB_WT_HOST", value_parser = parse_public_host)]
+    pub wt_host: Option<String>,
+
+    /// With `--tls`: also serve plain HTTP/1.1 on this address, the same
+    /// server (the same rooms, limits and checks) reached another way, so a
+    /// page can send the same request over HTTP/2 and over HTTP/1.1 and the
+    /// class can compare their bytes (the compare page's HTTP/1.1 against
+    /// HTTP/2 card, which learns its port from `GET /config`). A page on
+    /// `https://127.0.0.1` or `https://localhost` may call it; browsers
+    /// block plain-HTTP requests from an `https://` page on any other host.
+    #[arg(long = "http1-addr", env = "PUSHLAB_HTTP1_ADDR")]
+    pub http1_addr: Option<SocketAddr>,
 }
 
 /// A STUN or TURN server, as a page's `RTCPeerConnection` takes it.
@@ -404,6 +426,35 @@ fn host_name(host: &str) -> &str {
     }
 }
 
+/// The longest DNS name, in bytes.
+const MAX_HOST_NAME: usize = 253;
+
+/// A host as a URL names it: a DNS name, or an IP address (IPv6 in
+/// brackets), with no scheme, port or path.
+fn parse_public_host(raw: &str) -> Result<String, String> {
+    let bare = raw.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+        return Ok(match ip {
+            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+            std::net::IpAddr::V4(v4) => v4.to_string(),
+        });
+    }
+    let labels_fit = raw.trim_end_matches('.').split('.').all(|label| {
+        (1..=63).contains(&label.len())
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    });
+    if raw.is_empty() || raw.len() > MAX_HOST_NAME || !labels_fit {
+        return Err(format!(
+            "{raw:?} is not a host name or IP address (no scheme, port or path: node-a.lab.example)"
+        ));
+    }
+    Ok(raw.trim_end_matches('.').to_ascii_lowercase())
+}
+
 fn parse_room(raw: &str) -> Result<RoomName, String> {
     RoomName::parse(raw).map_err(|err| err.to_string())
 }
@@ -464,6 +515,8 @@ impl Default for Config {
             tls: false,
             tls_cert: None,
             tls_key: None,
+            http1_addr: None,
+            wt_host: None,
         }
     }
 }
@@ -488,6 +541,11 @@ impl Config {
                 }
                 _ => {}
             }
+        }
+        if self.http1_addr.is_some() && !self.tls_enabled() {
+            return Err(
+                "--http1-addr adds a plain HTTP/1.1 listener beside HTTPS: it needs --tls (without it, --addr already serves plain HTTP/1.1)".into(),
+            );
         }
         Ok(())
     }
@@ -552,6 +610,7 @@ impl Config {
         let name = name.trim_end_matches('.').to_ascii_lowercase();
         name == "localhost"
             || name.ends_with(".localhost")
+            || self.wt_host.as_deref() == Some(name.as_str())
             || self
                 .allowed_hosts
                 .iter()
@@ -636,6 +695,30 @@ mod tests {
     }
 
     #[test]
+    fn wt_host_takes_a_name_or_an_address_and_nothing_else() {
+        for (raw, kept) in [
+            ("node-a.lab.example", "node-a.lab.example"),
+            ("NODE-A.lab.example.", "node-a.lab.example"),
+            ("192.168.1.20", "192.168.1.20"),
+            ("::1", "[::1]"),
+            ("[fe80::1]", "[fe80::1]"),
+        ] {
+            assert_eq!(parse_public_host(raw).as_deref(), Ok(kept), "{raw}");
+        }
+        for bad in [
+            "",
+            "https://node-a",
+            "node-a:4433",
+            "node-a/wt",
+            "-node",
+            "a..b",
+            "node a",
+        ] {
+            assert!(parse_public_host(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn the_walkthrough_setting_keeps_sessions_for_ten_minutes() {
         let walk = Config::try_parse_from(["pushlab", "--walkthrough"]).unwrap();
         assert_eq!(walk.presence_timeout(), Duration::from_secs(600));
@@ -701,6 +784,10 @@ mod tests {
         ] {
             assert!(!config.host_allowed(host), "{host}");
         }
+        let node = Config::try_parse_from(["pushlab", "--wt-host", "Node-A.Lab.Test"]).unwrap();
+        assert_eq!(node.wt_host.as_deref(), Some("node-a.lab.test"));
+        assert!(node.host_allowed("node-a.lab.test:4433"));
+        assert!(!node.host_allowed("node-b.lab.test"));
         let open = Config::try_parse_from(["pushlab", "--allowed-host", "*"]).unwrap();
         assert!(open.host_allowed("anything.example"));
     }

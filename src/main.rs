@@ -62,6 +62,9 @@ async fn main() -> anyhow::Result<()> {
             certificate.fingerprint()
         );
     }
+    if let Some(plain) = server.http1_addr() {
+        println!("plain HTTP/1.1 also on http://{plain} (--http1-addr)");
+    }
     if let Some(udp) = server.webtransport_addr() {
         // Pages get the hash from GET /config; people comparing it with
         // what their browser shows read it here.

@@ -208,7 +208,9 @@ pub async fn stats(
 /// whether it is served over TLS, with the certificate's SHA-256 when it is
 /// pushlab's own self-signed one (what WebTransport's
 /// `serverCertificateHashes` pins; a certificate from a CA needs no pin),
-/// and where WebTransport is (`null` without `--webtransport`).
+/// where WebTransport is (`null` without `--webtransport`), and the port of
+/// the plain HTTP/1.1 listener beside HTTPS (`null` without
+/// `--http1-addr`), for the page that compares HTTP/1.1 with HTTP/2.
 pub async fn client_config(state: web::Data<AppState>) -> HttpResponse {
     let pinned = state
         .certificate
@@ -224,6 +226,7 @@ pub async fn client_config(state: web::Data<AppState>) -> HttpResponse {
             "per_second": state.config.signal_rate,
         },
         "webtransport": state.webtransport,
+        "http1": state.http1.map(|addr| serde_json::json!({ "port": addr.port() })),
     }))
 }
 

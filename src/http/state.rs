@@ -50,11 +50,17 @@ pub struct AppState {
     /// Where pages find WebTransport, told by `GET /config`; `None`
     /// without `--webtransport`.
     pub webtransport: Option<WebTransportPage>,
+    /// The plain HTTP/1.1 listener beside HTTPS (`--http1-addr`), told by
+    /// `GET /config`; `None` without it.
+    pub http1: Option<std::net::SocketAddr>,
 }
 
 /// What a page needs to open a WebTransport session.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct WebTransportPage {
+    /// The host pages open their sessions on (`--wt-host`); `None`: the
+    /// page's own host.
+    pub host: Option<String>,
     /// The UDP port: the same number as the HTTP listener's.
     pub port: u16,
     /// The SHA-256 hash of the server's certificate, in lowercase hex, for

@@ -53,6 +53,8 @@ pub struct Server {
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     /// The WebTransport endpoint, with `--webtransport`.
     webtransport: Option<WebTransport>,
+    /// The plain HTTP/1.1 listener beside HTTPS, with `--http1-addr`.
+    http1_addr: Option<SocketAddr>,
 }
 
 impl Server {
@@ -74,6 +76,12 @@ impl Server {
     /// Its rooms.
     pub fn rooms(&self) -> &rooms::Rooms {
         &self.state.rooms
+    }
+
+    /// The address plain HTTP/1.1 is also served on beside HTTPS, with
+    /// `--http1-addr`.
+    pub fn http1_addr(&self) -> Option<SocketAddr> {
+        self.http1_addr
     }
 
     /// The UDP address WebTransport is served on, with `--webtransport`.
@@ -213,7 +221,23 @@ pub fn serve_with_store(
         }
         _ => None,
     };
+    // The plain listener beside HTTPS, bound before anything is served so
+    // a port taken is refused at start.
+    let http1_listener = match config.http1_addr.filter(|_| https) {
+        Some(wanted) => Some(TcpListener::bind(wanted).map_err(|err| {
+            std::io::Error::new(
+                err.kind(),
+                format!("could not listen on {wanted} (--http1-addr): {err}"),
+            )
+        })?),
+        None => None,
+    };
+    let http1_addr = http1_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?;
     let webtransport_page = webtransport_tls.as_ref().map(|_| WebTransportPage {
+        host: config.wt_host.clone(),
         port: addr.port(),
         certificate_hash: certificate
             .as_ref()
@@ -242,6 +266,7 @@ pub fn serve_with_store(
         store_metrics,
         certificate: certificate.filter(|_| https),
         webtransport: webtransport_page,
+        http1: http1_addr,
     });
     // On the same port number as the HTTP listener, over UDP, on this
     // runtime; it stops on the same shutdown token.
@@ -269,35 +294,50 @@ pub fn serve_with_store(
             Ok::<_, std::io::Error>((Conn::new(io, send_timeout), peer))
         }
     };
-    // The factory runs once per worker; every worker shares `state`.
-    let app_state = state.clone();
-    let server = match tls_config {
-        None => server.listen("pushlab", listener, move || {
+    // The factory runs once per worker; every worker shares `state`. A
+    // plain listener speaks HTTP/1.1 alone: the connection's state has no
+    // room for HTTP/2's.
+    let plain = |local: SocketAddr| {
+        let (accept, app_state) = (accept.clone(), state.clone());
+        move || {
             let accept = accept.clone();
-            // HTTP/1.1 alone: the connection's state has no room for
-            // HTTP/2's.
             fn_service(move |io: TcpStream| accept(io))
                 .map_err(DispatchError::Io)
                 .and_then(
-                    http_builder!(Conn, app_state.clone(), addr).h1(app::<Conn>(app_state.clone())),
+                    http_builder!(Conn, app_state.clone(), local)
+                        .h1(app::<Conn>(app_state.clone())),
                 )
-        })?,
+        }
+    };
+    let server = match tls_config {
+        None => server.listen("pushlab", listener, plain(addr))?,
         // HTTPS: TLS goes between the counted connection and HTTP, so the
         // connection counts the TLS records on the socket.
-        Some(tls_config) => server.listen("pushlab", listener, move || {
-            let accept = accept.clone();
-            fn_service(move |io: TcpStream| accept(io))
-                .and_then(tls::handshake(tls_config.clone()).map_err(|err| {
-                    tracing::debug!(?err, "a TLS handshake failed");
-                    std::io::Error::other("TLS handshake")
-                }))
-                .map_err(DispatchError::Io)
-                .and_then(
-                    http_builder!(TlsConn, app_state.clone(), addr)
-                        .secure()
-                        .finish(app::<TlsConn>(app_state.clone())),
-                )
-        })?,
+        Some(tls_config) => {
+            let (accept, app_state) = (accept.clone(), state.clone());
+            let server = server.listen("pushlab", listener, move || {
+                let accept = accept.clone();
+                fn_service(move |io: TcpStream| accept(io))
+                    .and_then(tls::handshake(tls_config.clone()).map_err(|err| {
+                        tracing::debug!(?err, "a TLS handshake failed");
+                        std::io::Error::other("TLS handshake")
+                    }))
+                    .map_err(DispatchError::Io)
+                    .and_then(
+                        http_builder!(TlsConn, app_state.clone(), addr)
+                            .secure()
+                            .finish(app::<TlsConn>(app_state.clone())),
+                    )
+            })?;
+            // The same app on a second, plain socket: one state, so the
+            // same rooms, limits, checks and byte counts.
+            match (http1_listener, http1_addr) {
+                (Some(listener), Some(local)) => {
+                    server.listen("pushlab-http1", listener, plain(local))?
+                }
+                _ => server,
+            }
+        }
     }
     .run();
     let handle = server.handle();
@@ -308,6 +348,7 @@ pub fn serve_with_store(
         state,
         task,
         webtransport,
+        http1_addr,
     })
 }
 
@@ -321,7 +362,14 @@ fn certificate(
     if !config.tls_enabled() && !config.webtransport {
         return Ok(None);
     }
-    let names = tls::own_names(addr.ip(), &classroom::local_addresses());
+    let mut names = tls::own_names(addr.ip(), &classroom::local_addresses());
+    // The name pages open WebTransport sessions on, if this node has one.
+    if let Some(host) = config.wt_host.as_deref() {
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        if !names.iter().any(|name| name == bare) {
+            names.push(bare.to_owned());
+        }
+    }
     let certificate = ServerCertificate::from_files_or_generate(
         config.tls_cert.as_deref(),
         config.tls_key.as_deref(),

@@ -9,6 +9,7 @@ mod edges;
 mod errors;
 mod hardening;
 mod helpers;
+mod http1_listener;
 mod journal_damage;
 mod layers;
 mod longpoll;

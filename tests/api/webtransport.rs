@@ -385,3 +385,30 @@ async fn sessions_and_bytes_are_counted_for_the_client_that_names_itself() {
         "{traffic}"
     );
 }
+
+#[tokio::test]
+async fn wt_host_names_the_node_in_config_and_the_node_answers_to_it() {
+    // Arrange: a node behind a proxy, reachable for QUIC by its own name.
+    let named = spawn_wt_app_with(|c| c.wt_host = Some("node-a.lab.test".into())).await;
+    let unnamed = spawn_wt_app().await;
+    let with_host = |app: &TestApp| {
+        app.http
+            .get(app.url("/healthz"))
+            .header("host", "node-a.lab.test")
+            .send()
+    };
+
+    // Act
+    let (_, config) = named.get_json("/config").await;
+    let (_, plain_config) = unnamed.get_json("/config").await;
+
+    // Assert: pages are told where to open their session, and a session
+    // there passes the Host check, which the unnamed node refuses.
+    assert_eq!(config["webtransport"]["host"], "node-a.lab.test");
+    assert_eq!(config["webtransport"]["port"], named.addr.port());
+    assert_eq!(plain_config["webtransport"]["host"], Value::Null);
+    assert_eq!(with_host(&named).await.unwrap().status(), 200);
+    expect_error(with_host(&unnamed).await.unwrap(), 403, "forbidden_host").await;
+    let mut session = open(&named, "/wt?since=0").await;
+    assert_eq!(session.until("hello").await["type"], "hello");
+}

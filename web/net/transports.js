@@ -528,7 +528,7 @@ export function webTransportAvailable() {
   return typeof WebTransport === 'function' && window.isSecureContext;
 }
 
-/** GET /config's `webtransport`, asked once: {port, certificate_hash}, or null without it. */
+/** GET /config's `webtransport`, asked once: {host, port, certificate_hash}, or null without it. */
 let webTransportConfigAsked = null;
 export function webTransportConfig() {
   webTransportConfigAsked ??= getJson('/config').then((config) => config.webtransport ?? null);
@@ -592,7 +592,9 @@ export class WtTransport extends StreamTransport {
       if (!config || !webTransportAvailable()) throw new Error('no WebTransport here');
       if (this.attempt !== attempt || this.stopped) return;
       const path = readUrl('/wt', { ...this.readParams(), cursors: 'datagrams' });
-      const url = new URL(path, `https://${location.hostname}:${config.port}`);
+      // The node's own name under --wt-host (several nodes behind one
+      // proxy), else the page's host.
+      const url = new URL(path, `https://${config.host ?? location.hostname}:${config.port}`);
       const options = config.certificate_hash
         ? { serverCertificateHashes: [{ algorithm: 'sha-256', value: hexBytes(config.certificate_hash) }] }
         : {};
@@ -616,6 +618,10 @@ export class WtTransport extends StreamTransport {
     this.writer = null;
     this.datagrams = null;
     session?.close();
+    // The next attempt asks GET /config again: a restarted server has a
+    // new certificate (and hash), and behind a proxy the answer may name
+    // another node (--wt-host).
+    webTransportConfigAsked = null;
     if (onTrial && !this.everConnected) return this.firstFailure();
     this.reconnect(this.greeted);
   }
