@@ -114,16 +114,16 @@ fn no_store(mut response: actix_web::HttpResponseBuilder) -> actix_web::HttpResp
     response
 }
 
-/// `POST /register[?room=R]`: `{name}` → the welcome.
+/// `POST /register[?room=R]`: `{name, observer?}` → the welcome.
 pub async fn register(
     state: web::Data<AppState>,
     query: web::Query<RoomQuery>,
     ip: web::ReqData<ClientIp>,
     body: JsonBody,
 ) -> Result<HttpResponse, ApiError> {
-    let name = protocol::parse_register_request(body.get().as_bytes())?;
+    let registration = protocol::parse_register_request(body.get().as_bytes())?;
     let room = state.enter(query.room.as_deref(), None, ip.0).await?;
-    let welcome = room.register_from(name, Some(ip.0)).await?;
+    let welcome = room.register_from(registration, Some(ip.0)).await?;
     Ok(no_store(HttpResponse::Ok()).json(welcome))
 }
 
