@@ -107,7 +107,7 @@ fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
 }
 
 /// A JSON body, checked for syntax only.
-type JsonBody = web::Json<Box<RawValue>>;
+pub type JsonBody = web::Json<Box<RawValue>>;
 
 fn no_store(mut response: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {
     response.insert_header((header::CACHE_CONTROL, "no-store"));
@@ -194,9 +194,9 @@ pub async fn stats(
         "server": {
             "delay_ms": state.config.delay_ms,
             "walkthrough": state.config.walkthrough,
-            "demo": state.config.demo.then(|| serde_json::json!({
-                "room": state.config.demo_room,
-                "rate": state.config.demo_rate,
+            "demo": state.demo.as_ref().map(|demo| serde_json::json!({
+                "room": demo.room,
+                "rate": demo.now(),
             })),
             "clients": state.clients.len(),
         },

@@ -51,6 +51,8 @@ pub enum Endpoint {
     Qr,
     /// `GET /lecture.md`
     Lecture,
+    /// `POST /demo`: sets the `--demo` bot's publish rate.
+    Demo,
     /// `GET /`: the client page.
     Index,
     /// `GET /{path}`: the client's other files.
@@ -77,7 +79,7 @@ pub const SCRAPES_PER_ADDRESS: u32 = 2;
 
 impl Endpoint {
     /// Every endpoint, in the order the router tries them.
-    pub const ALL: [Endpoint; 18] = [
+    pub const ALL: [Endpoint; 19] = [
         Endpoint::Healthz,
         Endpoint::Stats,
         Endpoint::Metrics,
@@ -94,6 +96,7 @@ impl Endpoint {
         Endpoint::Join,
         Endpoint::Qr,
         Endpoint::Lecture,
+        Endpoint::Demo,
         Endpoint::Index,
         Endpoint::Asset,
     ];
@@ -117,6 +120,7 @@ impl Endpoint {
             Endpoint::Join => "/join",
             Endpoint::Qr => "/qr.svg",
             Endpoint::Lecture => "/lecture.md",
+            Endpoint::Demo => "/demo",
             Endpoint::Index => "/",
             Endpoint::Asset => "/{path:.*}",
         }
@@ -125,7 +129,7 @@ impl Endpoint {
     /// The one method the endpoint takes.
     pub fn method(self) -> Method {
         match self {
-            Endpoint::Register | Endpoint::Send => Method::POST,
+            Endpoint::Register | Endpoint::Send | Endpoint::Demo => Method::POST,
             _ => Method::GET,
         }
     }

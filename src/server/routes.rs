@@ -82,6 +82,7 @@ fn route(endpoint: Endpoint) -> actix_web::Route {
         Endpoint::Join => route.to(classroom::join),
         Endpoint::Qr => route.to(classroom::qr),
         Endpoint::Lecture => route.to(classroom::lecture),
+        Endpoint::Demo => route.to(classroom::demo_rate),
         Endpoint::Index => route.to(assets::index),
         Endpoint::Asset => route.to(assets::file),
     }
