@@ -78,6 +78,11 @@ describe('the compare page', () => {
 
   test('four observers see the bot on every transport, measured side by side', async () => {
     const page = await openCompareWithBot(lab.browser, lab.server.url);
+    // Every refusal the page gets, such as a leave sent after the session ended.
+    const refused = [];
+    page.on('response', (response) => {
+      if (response.status() >= 400) refused.push(`${response.status()} ${response.request().method()} ${new URL(response.url()).pathname}`);
+    });
 
     // Every pane is connected and drew the bot's dot.
     for (const transport of COMPARE_TRANSPORTS) {
@@ -130,6 +135,11 @@ describe('the compare page', () => {
       .catch(async (err) => {
         throw new Error(`every pane should have applied the same events, got ${await counts()}`, { cause: err });
       });
+    // The bot's socket closed cleanly, which ended its session: nothing
+    // said leave again to be refused.
+    assert.deepEqual(refused, []);
+    // The bot and the WebRTC pane are observers: nobody is online.
+    await page.waitForFunction(() => / 0 online /.test(document.querySelector('#stats-note').textContent), null, { timeout: WAIT_MS });
     assert.deepEqual(page.errors, []);
     await page.close();
   });
