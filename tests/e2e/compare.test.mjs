@@ -204,6 +204,21 @@ describe('the compare page in front of a class, started as the lecture says', ()
     await page.close();
   });
 
+  test("in a room without the server's bot, the page's own bot publishes 50/s through 100 ms each way", async () => {
+    const page = await openCompare(lab.browser, lab.server.url, { width: 1280, height: 720 });
+    await page.goto(`${lab.server.url}/compare.html?room=bots`);
+    await page.locator('#bot-state[data-publisher="page"]').waitFor({ timeout: WAIT_MS });
+
+    const measured = await publishAt(page, 50);
+
+    // Its moves go on its socket without waiting for answers: over POST
+    // /send, one at a time, 200 ms a round trip held it near 5/s.
+    assert.ok(Math.abs(measured - 50) <= RATE_TOLERANCE * 50, `selected 50/s, measured ${measured}/s`);
+    assert.equal(await page.locator('.pane[data-transport="webrtc"] .pane-note').isHidden(), true);
+    assert.deepEqual(page.errors, []);
+    await page.close();
+  });
+
   test('at 1920×1080 and on a 390×844 phone, nothing scrolls sideways and every pane is readable', async () => {
     for (const viewport of [{ width: 1920, height: 1080 }, { width: 390, height: 844 }]) {
       const page = await openCompare(lab.browser, lab.server.url, viewport);
