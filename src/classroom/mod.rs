@@ -1,9 +1,10 @@
 //! What a lecturer's page needs besides the four transports: each client's
 //! exact traffic (`GET /traffic`), the server's clock (`GET /time`), the URL
 //! students should open (`GET /join`) and a QR code of it (`GET /qr.svg`);
-//! and the lecture notes ([`lecture`]: `GET /lecture.md`, `/lecture.html`).
-//! What `GET /traffic` reports is charged by admission
-//! ([`crate::http::admission`]) and counted in [`crate::net::traffic`].
+//! the lecture notes ([`lecture`]: `GET /lecture.md`, `/lecture.html`); and
+//! the `--demo` bot's publish rate (`POST /demo`). What `GET /traffic`
+//! reports is charged by admission ([`crate::http::admission`]) and counted
+//! in [`crate::net::traffic`].
 
 pub mod demo;
 pub mod lecture;
@@ -16,6 +17,9 @@ use serde::Deserialize;
 
 use crate::core::error::ApiError;
 use crate::core::log::now_millis;
+use crate::core::names::RoomName;
+use crate::http::api::{JsonBody, RoomQuery};
+use crate::http::http_error::HttpError;
 use crate::http::state::AppState;
 use crate::net::traffic::ClientId;
 
@@ -52,6 +56,62 @@ pub async fn traffic(
     let mut body = serde_json::to_value(view).map_err(|_| ApiError::Internal)?;
     body["client"] = client.as_str().into();
     Ok(no_store(HttpResponse::Ok()).json(body))
+}
+
+/// The highest rate `POST /demo` sets when `--rate-limit` is 0 (no limit):
+/// the highest `--demo-rate` takes.
+pub const MAX_DEMO_RATE: u32 = 1000;
+
+/// The body of `POST /demo`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DemoBody {
+    /// Events a second.
+    rate: u32,
+}
+
+/// `POST /demo[?room=R]` `{"rate": N}`: sets the `--demo` bot's publish
+/// rate, live, so that a page's "idle", "1/s" or "50/s" is what really
+/// happens in the bot's room: N events a second, chat lines included; 0
+/// for none (the bot leaves until a rate above 0 brings it back). Answers
+/// `{room, rate}`. Like sending, it needs no session: the bot is the
+/// class's shared demo. The rate is at most `--rate-limit`, past which the
+/// bot's own sends would be refused.
+pub async fn demo_rate(
+    state: web::Data<AppState>,
+    query: web::Query<RoomQuery>,
+    body: JsonBody,
+) -> Result<HttpResponse, HttpError> {
+    let room = match query.room.as_deref() {
+        Some(raw) => RoomName::parse(raw)?,
+        None => RoomName::lobby(),
+    };
+    let demo = state
+        .demo
+        .as_ref()
+        .filter(|demo| demo.room == room)
+        .ok_or_else(|| {
+            HttpError::NotFound(format!(
+                "the demo bot of room {room} (start pushlab with --demo --demo-room {room})"
+            ))
+        })?;
+    let DemoBody { rate } = serde_json::from_str(body.get()).map_err(|err| {
+        ApiError::BadRequest(format!(
+            "expected {{\"rate\": N}}, N events a second: {err}"
+        ))
+    })?;
+    let max = match state.config.rate_limit {
+        0 => MAX_DEMO_RATE,
+        limit => limit.min(MAX_DEMO_RATE),
+    };
+    if rate > max {
+        return Err(ApiError::BadRequest(format!(
+            "rate {rate} is above {max} events a second, the bot's limit (--rate-limit)"
+        ))
+        .into());
+    }
+    demo.rate.send_replace(rate);
+    Ok(no_store(HttpResponse::Ok()).json(serde_json::json!({ "room": room, "rate": rate })))
 }
 
 /// `GET /time`: the server's clock in Unix milliseconds (the clock of every

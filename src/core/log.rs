@@ -96,8 +96,14 @@ impl std::fmt::Display for Epoch {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum EventBody {
-    /// A user came online.
-    Join,
+    /// A user came online. An observer (a page's own helper session,
+    /// registered with `observer: true`) is marked, so that clients leave it
+    /// out of who is online.
+    Join {
+        /// Whether the session is an observer; written only when true.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        observer: bool,
+    },
     /// A chat message. `id` is the sender's own tag, echoed so it can match
     /// the event to its pending copy.
     Message {
@@ -122,7 +128,7 @@ impl EventBody {
     /// The wire name of this kind of event.
     pub fn kind(&self) -> &'static str {
         match self {
-            EventBody::Join => "join",
+            EventBody::Join { .. } => "join",
             EventBody::Message { .. } => "message",
             EventBody::Mousemove { .. } => "mousemove",
             EventBody::Leave => "leave",
@@ -163,7 +169,12 @@ impl Serialize for EventWire<'_> {
         map.serialize_entry("type", self.body.kind())?;
         map.serialize_entry("name", self.name)?;
         match self.body {
-            EventBody::Join | EventBody::Leave => {}
+            EventBody::Join { observer } => {
+                if *observer {
+                    map.serialize_entry("observer", &true)?;
+                }
+            }
+            EventBody::Leave => {}
             EventBody::Message { text, id } => {
                 map.serialize_entry("text", text)?;
                 if let Some(id) = id {
@@ -1346,10 +1357,15 @@ mod tests {
 
     #[test]
     fn an_event_stored_elsewhere_is_passed_over_when_the_node_is_full() {
-        let cost = Event::new(1, 0, name("a"), EventBody::Join).cost();
+        let cost = Event::new(1, 0, name("a"), EventBody::Join { observer: false }).cost();
         let log = MemoryLog::bounded(10, LogBudget::new(usize::MAX, cost - 1));
 
-        let passed = log.restore(Event::new(1, 0, name("a"), EventBody::Join));
+        let passed = log.restore(Event::new(
+            1,
+            0,
+            name("a"),
+            EventBody::Join { observer: false },
+        ));
 
         assert_eq!(passed.unwrap().seq, 1);
         assert_eq!(log.head(), 1);
@@ -1389,10 +1405,20 @@ mod tests {
     fn restore_accepts_only_the_next_seq() {
         let log = MemoryLog::new(10);
         assert!(log
-            .restore(Event::new(2, 0, name("a"), EventBody::Join))
+            .restore(Event::new(
+                2,
+                0,
+                name("a"),
+                EventBody::Join { observer: false }
+            ))
             .is_err());
-        log.restore(Event::new(1, 5, name("a"), EventBody::Join))
-            .unwrap();
+        log.restore(Event::new(
+            1,
+            5,
+            name("a"),
+            EventBody::Join { observer: false },
+        ))
+        .unwrap();
         assert_eq!(log.head(), 1);
         assert_eq!(log.read_since(0, None).events[0].ts, 5);
     }

@@ -116,6 +116,9 @@ struct Session {
     /// Whether it holds one of its address's places under `--ip-sessions`
     /// here: only on the node that registered it.
     holds_place: bool,
+    /// Registered as an observer (`observer: true`): a page's helper, left
+    /// out of who is online. Known only on the node that registered it.
+    observer: bool,
     /// Last cursor position, unknown until the first mousemove.
     cursor: Option<(f64, f64)>,
     /// Open streams, sockets and held long-polls for this session.
@@ -239,6 +242,7 @@ impl Presence {
                 name,
                 ip,
                 holds_place,
+                observer: false,
                 cursor: None,
                 connections: 0,
                 last_seen: now,
@@ -246,6 +250,13 @@ impl Presence {
                 long_poll: None,
             },
         );
+    }
+
+    /// Marks a session as an observer: it no longer counts as online here.
+    pub fn mark_observer(&self, id: SessionId) {
+        if let Some(session) = self.shared.lock().sessions.get_mut(&id) {
+            session.observer = true;
+        }
     }
 
     /// The limits this table enforces.
@@ -395,26 +406,26 @@ impl Presence {
         self.shared.lock().sessions.contains_key(&id)
     }
 
-    /// Everyone online, sorted by name.
+    /// Everyone online, observers left out, sorted by name.
     pub fn users(&self) -> Vec<UserView> {
         let table = self.shared.lock();
         let mut users: Vec<UserView> = table
             .sessions
             .values()
-            .filter(|s| !s.ending)
+            .filter(|s| !s.ending && !s.observer)
             .map(view)
             .collect();
         users.sort_by_key(|u| u.name.key());
         users
     }
 
-    /// How many of its sessions are live.
+    /// How many of its sessions are live, observers left out.
     pub fn online(&self) -> usize {
         self.shared
             .lock()
             .sessions
             .values()
-            .filter(|s| !s.ending)
+            .filter(|s| !s.ending && !s.observer)
             .count()
     }
 

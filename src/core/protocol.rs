@@ -26,6 +26,8 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 enum RawClientMessage {
     Register {
         name: String,
+        #[serde(default)]
+        observer: bool,
     },
     Message {
         text: String,
@@ -47,7 +49,7 @@ enum RawClientMessage {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientMessage {
     /// Asks to come online under a name.
-    Register(Name),
+    Register(Registration),
     /// A chat line, with the client's optional id for it.
     Message {
         /// The trimmed text.
@@ -77,7 +79,12 @@ pub enum ClientMessage {
 pub fn parse_client_message(bytes: &[u8]) -> Result<ClientMessage, ApiError> {
     let raw: RawClientMessage = from_json(bytes)?;
     match raw {
-        RawClientMessage::Register { name } => Ok(ClientMessage::Register(Name::parse(&name)?)),
+        RawClientMessage::Register { name, observer } => {
+            Ok(ClientMessage::Register(Registration {
+                name: Name::parse(&name)?,
+                observer,
+            }))
+        }
         RawClientMessage::Message { text, id } => {
             let text = MessageText::parse(&text)?;
             if let Some(id) = &id {
@@ -109,14 +116,40 @@ pub fn parse_client_message(bytes: &[u8]) -> Result<ClientMessage, ApiError> {
     }
 }
 
+/// What a registration asks for: a name, and whether the session is an
+/// observer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Registration {
+    /// The name to come online under.
+    pub name: Name,
+    /// An observer (`"observer": true`) is a page's own helper, such as the
+    /// compare page's bot: it may read and send like any user, its `join`
+    /// says `"observer": true`, and it is left out of who is online
+    /// (`users` and `online` in welcomes, `/rooms` and `/stats`).
+    pub observer: bool,
+}
+
+impl From<Name> for Registration {
+    /// A user who counts as online.
+    fn from(name: Name) -> Self {
+        Registration {
+            name,
+            observer: false,
+        }
+    }
+}
+
 /// Parses the body of `POST /register`: `{"name": ...}`, with an optional
-/// `"type": "register"` so the same object works over every transport.
-pub fn parse_register_request(bytes: &[u8]) -> Result<Name, ApiError> {
+/// `"type": "register"` so the same object works over every transport, and
+/// an optional `"observer": true`.
+pub fn parse_register_request(bytes: &[u8]) -> Result<Registration, ApiError> {
     #[derive(Deserialize)]
     struct RegisterRequest {
         name: String,
         #[serde(rename = "type")]
         kind: Option<String>,
+        #[serde(default)]
+        observer: bool,
     }
     let request: RegisterRequest = from_json(bytes)?;
     if request
@@ -128,7 +161,10 @@ pub fn parse_register_request(bytes: &[u8]) -> Result<Name, ApiError> {
             "POST /register takes a register message".into(),
         ));
     }
-    Name::parse(&request.name)
+    Ok(Registration {
+        name: Name::parse(&request.name)?,
+        observer: request.observer,
+    })
 }
 
 /// Deserialises JSON, telling malformed JSON (`bad_json`) from JSON of the
@@ -345,11 +381,23 @@ mod tests {
     #[test]
     fn register_requests_take_a_name_and_an_optional_type() {
         assert_eq!(
-            parse_register_request(br#"{"name":"ann"}"#)
-                .unwrap()
-                .as_str(),
-            "ann"
+            parse_register_request(br#"{"name":"ann"}"#).unwrap(),
+            Registration {
+                name: Name::parse("ann").unwrap(),
+                observer: false
+            }
         );
+        assert!(
+            parse_register_request(br#"{"name":"bot-k3x9","observer":true}"#)
+                .unwrap()
+                .observer
+        );
+        let ClientMessage::Register(over_ws) =
+            parse_client_message(br#"{"type":"register","name":"w","observer":true}"#).unwrap()
+        else {
+            panic!("a register message")
+        };
+        assert!(over_ws.observer);
         assert!(parse_register_request(br#"{"type":"register","name":"ann"}"#).is_ok());
         let code = |b: &str| parse_register_request(b.as_bytes()).unwrap_err().code();
         assert_eq!(code(r#"{"type":"message","name":"ann"}"#), "bad_request");

@@ -27,7 +27,7 @@ use crate::core::log_store::OpenedLog;
 use crate::core::names::{Name, RoomName};
 pub use crate::core::presence::Attachment;
 use crate::core::presence::{Presence, SessionId, SessionLimits};
-use crate::core::protocol::{ClientMessage, UserView, Welcome};
+use crate::core::protocol::{ClientMessage, Registration, UserView, Welcome};
 use crate::core::signals::{self, Inbox, Signal, SignalHub};
 
 /// The most bytes of chat history a welcome carries: the newest messages
@@ -252,18 +252,24 @@ impl Room {
     /// Brings `name` online for the server itself (the demo bot, tests),
     /// outside every per-address limit. See [`Room::register_from`].
     pub async fn register(&self, name: Name) -> Result<Welcome, ApiError> {
-        self.register_from(name, None).await
+        self.register_from(name.into(), None).await
     }
 
-    /// Brings `name` online for a client at `ip`: a new session, a `join` in
-    /// the log, and what a late joiner needs to catch up, bounded in size.
-    pub async fn register_from(&self, name: Name, ip: Option<IpAddr>) -> Result<Welcome, ApiError> {
+    /// Brings a registration's name online for a client at `ip`: a new
+    /// session, a `join` in the log, and what a late joiner needs to catch
+    /// up, bounded in size. An observer is left out of who is online.
+    pub async fn register_from(
+        &self,
+        registration: Registration,
+        ip: Option<IpAddr>,
+    ) -> Result<Welcome, ApiError> {
+        let Registration { name, observer } = registration;
         let sessions = &self.sessions;
         self.presence.reserve(ip)?;
         let session = uuid::Uuid::new_v4();
         let joined = match sessions
             .directory
-            .join(session, &name, sessions.lease)
+            .join(session, &name, sessions.lease, observer)
             .await
         {
             Ok(joined) => joined,
@@ -273,6 +279,9 @@ impl Room {
             }
         };
         self.presence.insert(session, name.clone(), ip, true);
+        if observer {
+            self.presence.mark_observer(session);
+        }
         let cursor = joined.event.seq;
         let users = self.with_cursors(joined.names, cursor);
         // Messages newer than the join reach the client as events; leave them

@@ -761,11 +761,13 @@ mod tests {
         .unwrap();
         let a = rooms.open(&room("a"), HOME).await.unwrap();
         let b = rooms.open(&room("b"), HOME).await.unwrap();
-        a.register_from(Name::parse("x").unwrap(), HOME)
+        a.register_from(Name::parse("x").unwrap().into(), HOME)
             .await
             .unwrap();
 
-        let refused = b.register_from(Name::parse("y").unwrap(), HOME).await;
+        let refused = b
+            .register_from(Name::parse("y").unwrap().into(), HOME)
+            .await;
 
         assert_eq!(refused.unwrap_err().code(), "ip_limit");
     }

@@ -107,23 +107,23 @@ fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
 }
 
 /// A JSON body, checked for syntax only.
-type JsonBody = web::Json<Box<RawValue>>;
+pub type JsonBody = web::Json<Box<RawValue>>;
 
 fn no_store(mut response: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {
     response.insert_header((header::CACHE_CONTROL, "no-store"));
     response
 }
 
-/// `POST /register[?room=R]`: `{name}` → the welcome.
+/// `POST /register[?room=R]`: `{name, observer?}` → the welcome.
 pub async fn register(
     state: web::Data<AppState>,
     query: web::Query<RoomQuery>,
     ip: web::ReqData<ClientIp>,
     body: JsonBody,
 ) -> Result<HttpResponse, ApiError> {
-    let name = protocol::parse_register_request(body.get().as_bytes())?;
+    let registration = protocol::parse_register_request(body.get().as_bytes())?;
     let room = state.enter(query.room.as_deref(), None, ip.0).await?;
-    let welcome = room.register_from(name, Some(ip.0)).await?;
+    let welcome = room.register_from(registration, Some(ip.0)).await?;
     Ok(no_store(HttpResponse::Ok()).json(welcome))
 }
 
@@ -194,9 +194,9 @@ pub async fn stats(
         "server": {
             "delay_ms": state.config.delay_ms,
             "walkthrough": state.config.walkthrough,
-            "demo": state.config.demo.then(|| serde_json::json!({
-                "room": state.config.demo_room,
-                "rate": state.config.demo_rate,
+            "demo": state.demo.as_ref().map(|demo| serde_json::json!({
+                "room": demo.room,
+                "rate": demo.now(),
             })),
             "clients": state.clients.len(),
         },

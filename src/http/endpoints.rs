@@ -53,6 +53,8 @@ pub enum Endpoint {
     Lecture,
     /// `GET /lecture.html`: the lecture notes rendered.
     LecturePage,
+    /// `POST /demo`: sets the `--demo` bot's publish rate.
+    Demo,
     /// `GET /`: the client page.
     Index,
     /// `GET /{path}`: the client's other files.
@@ -97,6 +99,7 @@ impl Endpoint {
         Endpoint::Qr,
         Endpoint::Lecture,
         Endpoint::LecturePage,
+        Endpoint::Demo,
         Endpoint::Index,
         Endpoint::Asset,
     ];
@@ -121,6 +124,7 @@ impl Endpoint {
             Endpoint::Qr => "/qr.svg",
             Endpoint::Lecture => "/lecture.md",
             Endpoint::LecturePage => "/lecture.html",
+            Endpoint::Demo => "/demo",
             Endpoint::Index => "/",
             Endpoint::Asset => "/{path:.*}",
         }
@@ -129,7 +133,7 @@ impl Endpoint {
     /// The one method the endpoint takes.
     pub fn method(self) -> Method {
         match self {
-            Endpoint::Register | Endpoint::Send => Method::POST,
+            Endpoint::Register | Endpoint::Send | Endpoint::Demo => Method::POST,
             _ => Method::GET,
         }
     }

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use std::net::IpAddr;
@@ -53,6 +54,33 @@ pub struct AppState {
     /// The plain HTTP/1.1 listener beside HTTPS (`--http1-addr`), told by
     /// `GET /config`; `None` without it.
     pub http1: Option<std::net::SocketAddr>,
+    /// The `--demo` bot's room and publish rate; `None` without `--demo`.
+    pub demo: Option<DemoRate>,
+}
+
+/// The `--demo` bot's publish rate, which `POST /demo` sets and the bot
+/// follows at once.
+#[derive(Debug, Clone)]
+pub struct DemoRate {
+    /// The room the bot publishes in.
+    pub room: RoomName,
+    /// Events a second; 0 while the bot is away.
+    pub rate: Arc<watch::Sender<u32>>,
+}
+
+impl DemoRate {
+    /// The bot in `room`, starting at `rate` events a second.
+    pub fn new(room: RoomName, rate: u32) -> Self {
+        DemoRate {
+            room,
+            rate: Arc::new(watch::channel(rate).0),
+        }
+    }
+
+    /// The rate now, in events a second.
+    pub fn now(&self) -> u32 {
+        *self.rate.borrow()
+    }
 }
 
 /// What a page needs to open a WebTransport session.

@@ -30,7 +30,7 @@ use crate::core::log_store::LogStore;
 use crate::core::{presence, rooms};
 use crate::http::admission;
 use crate::http::endpoints;
-use crate::http::state::{AppState, WebTransportPage};
+use crate::http::state::{AppState, DemoRate, WebTransportPage};
 use crate::net::conn::{self, Conn, IntoSocket};
 use crate::net::tls::{self, ServerCertificate, TlsConn};
 use crate::net::traffic::StreamMeter;
@@ -175,18 +175,22 @@ pub fn serve_with_store(
         },
     )?;
     rooms.spawn_reaper(config.presence_timeout(), shutdown.clone());
+    // The demo bot's rate, which `POST /demo` changes.
+    let demo_rate = config
+        .demo
+        .then(|| DemoRate::new(config.demo_room.clone(), config.demo_rate));
     if config.demo {
         // Opening a room may block (a journal replays, Redis answers), so
         // the bot opens its room on the blocking pool like any client.
         let (rooms, room, rate, stop) = (
             rooms.clone(),
             config.demo_room.clone(),
-            config.demo_rate,
+            demo_rate.as_ref().map(|demo| demo.rate.subscribe()),
             shutdown.clone(),
         );
         tokio::spawn(async move {
             match rooms.open(&room, None).await {
-                Ok(room) => drop(demo::spawn(room, rate, stop)),
+                Ok(room) => drop(rate.map(|rate| demo::spawn(room, rate, stop))),
                 Err(err) => tracing::error!(%err, %room, "the demo bot could not open its room"),
             }
         });
@@ -267,6 +271,7 @@ pub fn serve_with_store(
         certificate: certificate.filter(|_| https),
         webtransport: webtransport_page,
         http1: http1_addr,
+        demo: demo_rate,
     });
     // On the same port number as the HTTP listener, over UDP, on this
     // runtime; it stops on the same shutdown token.

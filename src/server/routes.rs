@@ -83,6 +83,7 @@ fn route(endpoint: Endpoint) -> actix_web::Route {
         Endpoint::Qr => route.to(classroom::qr),
         Endpoint::Lecture => route.to(classroom::lecture::markdown),
         Endpoint::LecturePage => route.to(classroom::lecture::page),
+        Endpoint::Demo => route.to(classroom::demo_rate),
         Endpoint::Index => route.to(assets::index),
         Endpoint::Asset => route.to(assets::file),
     }

@@ -298,3 +298,103 @@ async fn the_lecture_notes_are_served_as_markdown_and_as_a_rendered_page() {
     assert!(html.contains("<pre><code class=\"language-sh\">"));
     assert!(!html.contains("## "), "no heading is left as Markdown");
 }
+
+/// Long-polls from `since` until an event by `name` of `kind` arrives;
+/// returns the cursor after it.
+async fn until_event(app: &TestApp, since: u64, name: &str, kind: &str) -> u64 {
+    let mut cursor = since;
+    loop {
+        let (status, batch) = app.get_json(&format!("/longpoll?since={cursor}")).await;
+        assert_eq!(status, 200);
+        cursor = batch["cursor"].as_u64().unwrap();
+        let found = batch["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name && e["type"] == kind);
+        if let Some(event) = found {
+            return event["seq"].as_u64().unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn post_demo_sets_the_demo_bots_rate_and_zero_takes_it_out_of_the_room() {
+    // Arrange
+    let app = spawn_app_with(|c| {
+        c.demo = true;
+        c.demo_rate = 20;
+    })
+    .await;
+    until_event(&app, 0, "demobot", "mousemove").await;
+
+    // Act: idle
+    let idle = app
+        .post_json("/demo", &serde_json::json!({"rate": 0}))
+        .await;
+
+    // Assert: it leaves, then nothing more is published
+    assert_eq!(idle.status(), 200);
+    let body: Value = idle.json().await.unwrap();
+    assert_eq!(body, serde_json::json!({"room": "lobby", "rate": 0}));
+    let left = until_event(&app, 0, "demobot", "leave").await;
+    let (_, stats) = app.get_json("/stats").await;
+    assert_eq!(stats["server"]["demo"]["rate"], 0);
+    assert_eq!(stats["head"], left, "nothing after its leave");
+    let held = tokio::time::timeout(
+        Duration::from_secs(1),
+        app.get_json(&format!("/longpoll?since={left}")),
+    )
+    .await;
+    assert!(held.is_err(), "idle: a long-poll is still held after 1 s");
+
+    // Act and assert: a rate brings it back, at that rate
+    let fast = app
+        .post_json("/demo", &serde_json::json!({"rate": 50}))
+        .await;
+    assert_eq!(fast.status(), 200);
+    until_event(&app, left, "demobot", "join").await;
+    let (_, stats) = app.get_json("/stats").await;
+    assert_eq!(stats["server"]["demo"]["rate"], 50);
+}
+
+#[tokio::test]
+async fn post_demo_refuses_another_room_a_rate_past_the_limit_and_a_server_without_a_bot() {
+    let app = spawn_app_with(|c| {
+        c.demo = true;
+        c.rate_limit = 60;
+    })
+    .await;
+    let refused = |path: &'static str, body: Value| {
+        let app = &app;
+        async move { app.post_json(path, &body).await }
+    };
+    crate::helpers::expect_error(
+        refused("/demo?room=physics", serde_json::json!({"rate": 1})).await,
+        404,
+        "not_found",
+    )
+    .await;
+    crate::helpers::expect_error(
+        refused("/demo", serde_json::json!({"rate": 61})).await,
+        400,
+        "bad_request",
+    )
+    .await;
+    crate::helpers::expect_error(
+        refused("/demo", serde_json::json!({"rate": "fast"})).await,
+        400,
+        "bad_request",
+    )
+    .await;
+
+    let plain = spawn_app().await;
+    crate::helpers::expect_error(
+        plain
+            .post_json("/demo", &serde_json::json!({"rate": 1}))
+            .await,
+        404,
+        "not_found",
+    )
+    .await;
+}

@@ -617,3 +617,60 @@ async fn healthz_answers_while_rooms_open_against_a_stalled_redis() {
         "/healthz answered while the opens waited for Redis"
     );
 }
+
+#[tokio::test]
+async fn an_observer_is_left_out_of_who_is_online_and_its_join_says_so() {
+    let app = spawn_app().await;
+    app.join_room("physics", "ann").await;
+
+    let watcher = app
+        .post_json(
+            "/register?room=physics",
+            &json!({"name": "watch-k3x9", "observer": true}),
+        )
+        .await;
+    assert_eq!(watcher.status(), 200);
+    let watcher: Value = watcher.json().await.unwrap();
+    let bo = app.join_room("physics", "bo").await;
+
+    // Nobody's list has the observer, its own welcome included.
+    let names = |welcome: &Value| -> Vec<String> {
+        welcome["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(names(&watcher), ["ann"]);
+    assert_eq!(watcher["online"], 1);
+    assert_eq!(names(&bo), ["ann", "bo"]);
+    assert_eq!(bo["online"], 2);
+    assert_eq!(
+        app.listed_rooms().await[0],
+        json!({"name": "physics", "online": 2, "head": 3})
+    );
+    let (_, stats) = app.get_json("/stats?room=physics").await;
+    assert_eq!(stats["online"], 2);
+
+    // Its join is in the log, marked; everyone else's is not.
+    let (_, read) = app.get_json("/poll?since=0&room=physics").await;
+    let joins: Vec<(&str, Option<bool>)> = read["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap(), e["observer"].as_bool()))
+        .collect();
+    assert_eq!(
+        joins,
+        [("ann", None), ("watch-k3x9", Some(true)), ("bo", None)]
+    );
+
+    // It may still send like anyone.
+    assert_eq!(
+        app.say_in("physics", session(&watcher), "hi")
+            .await
+            .status(),
+        200
+    );
+}

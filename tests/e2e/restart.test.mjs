@@ -8,8 +8,8 @@
 // who is online. The WebRTC pane needs UDP, so this file runs inside a
 // network namespace of its own, as webrtc.test.mjs does.
 //
-// The page's network is made to misbehave in two ways a loaded machine
-// shows: the WebRTC pane's first registration fails (it must try again,
+// A banner says the server restarted. The page's network is made to
+// misbehave in two ways a loaded machine shows: the WebRTC pane's first registration fails (it must try again,
 // as every reader does), and refusals of the bot's sends arrive late, after
 // the bot has registered again (an answer about its old session must not
 // end its new one).
@@ -272,16 +272,20 @@ if (runsInTestNamespace(import.meta.url, { tests: 1 })) {
             await page.locator(`.pane[data-transport="${transport}"] .cursor[data-name^="bot-"]`).waitFor({ timeout: WAIT_MS });
           }
         });
-        // The bot and the WebRTC pane each registered once in the new log
-        // and stayed: the late refusals of the bot's old session ended
-        // nothing.
+        // The bot and the WebRTC pane each registered once in the new log,
+        // as observers, and stayed: the late refusals of the bot's old
+        // session ended nothing.
         const comings = (await wholeLog(server))
           .filter((event) => event.type === 'join' || event.type === 'leave')
-          .map((event) => `${event.type} ${event.name}`);
+          .map((event) => `${event.type} ${event.name}${event.observer ? ' (observer)' : ''}`);
         assert.equal(comings.filter((line) => line.startsWith('leave')).length, 0, `nobody left the new log: ${comings.join(', ')}`);
         assert.equal(comings.length, 2, `the bot and the WebRTC pane joined the new log once each: ${comings.join(', ')}`);
+        assert.ok(comings.every((line) => line.endsWith('(observer)')), `both as observers: ${comings.join(', ')}`);
+        // A banner said what happened, once.
+        const banners = await page.locator('#notices .notice', { hasText: 'The server restarted' }).count();
+        assert.equal(banners, 1, 'one banner says the server restarted');
         console.log(`measured: the page came back ${Date.now() - restartedAt} ms after the restart; steps: ${context.took.join(', ')}`);
-        assert.match(await page.locator('#bot-state').textContent(), /is moving at/);
+        assert.match(await page.locator('#bot-state').textContent(), /publishes at 20\/s/);
         assert.deepEqual(seen.errors, []);
       } finally {
         await page.close();

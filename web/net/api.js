@@ -91,9 +91,12 @@ export async function getJson(path, { signal } = {}) {
   return readJson(response);
 }
 
-/** Comes online as `name` in this page's room. */
-export function register(name) {
-  return postJson(inRoom('/register'), { name });
+/**
+ * Comes online as `name` in this page's room. An `observer` (a page's own
+ * helper session) is left out of who is online (docs/protocol.md, Observers).
+ */
+export function register(name, { observer = false } = {}) {
+  return postJson(inRoom('/register'), observer ? { name, observer } : { name });
 }
 
 /** Sends one client message for `session` over HTTP. */

@@ -45,9 +45,14 @@ export class MeshMember {
    *   onPeerMove, onPeersChange   as WebRtcTransport's (webrtc.js)
    *   onRetry(err)                a first registration failed and will be tried again (start with `retry`)
    *   onFail(err)                 registering again was refused for good (the ApiError)
+   * With `observer`, it registers as an observer, left out of who is online
+   * (and so of the welcome's users): `peers()` names the members it should
+   * offer to all the same, such as the other helper of its own page.
    */
   constructor({
     name,
+    observer = false,
+    peers = () => [],
     onJoined = () => {},
     onEvent = () => {},
     onGap = () => {},
@@ -58,6 +63,8 @@ export class MeshMember {
     onFail = () => {},
   }) {
     this.name = name;
+    this.observer = observer;
+    this.peers = peers;
     this.handlers = { onJoined, onEvent, onStatus, onPeerMove, onPeersChange, onRetry, onFail };
     /** Where the member stands in the log; one for its whole life, restarted by each welcome. */
     this.follower = new LogFollower({
@@ -91,7 +98,7 @@ export class MeshMember {
     let welcome;
     while (!welcome) {
       try {
-        welcome = await register(this.name);
+        welcome = await register(this.name, { observer: this.observer });
       } catch (err) {
         if (!retry || !worthRetrying(err) || !this.running) {
           this.running = false;
@@ -121,10 +128,28 @@ export class MeshMember {
     this.transport = new WebRtcTransport(
       // The socket's own figures are not what anyone shows.
       { session: welcome.session, follower: this.follower, onStatus, metrics: new Metrics() },
-      { me: welcome.name, users: () => [...this.others], onPeerMove, onPeersChange },
+      { me: welcome.name, users: () => this.users(), onPeerMove, onPeersChange },
     );
     this.transport.start();
     this.handlers.onJoined(welcome, { again });
+  }
+
+  /** The names the mesh offers to: the others online, and the peers named by the owner. */
+  users() {
+    const names = new Set(this.others);
+    for (const name of this.peers()) if (name && !sameName(name, this.name)) names.add(name);
+    return [...names];
+  }
+
+  /**
+   * Publishes a message through the server on the member's socket, without
+   * waiting for an answer (a refusal comes back on the socket), so that a
+   * long round trip never slows the publisher. Rejects when the socket is
+   * not connected: the caller may send over HTTP instead.
+   */
+  publish(message) {
+    if (!this.transport) return Promise.reject(new Error('not registered'));
+    return this.transport.publish(message);
   }
 
   onLogEvent(event) {
@@ -152,7 +177,7 @@ export class MeshMember {
     const backoff = new Backoff();
     for (let attempt = 1; this.running; attempt += 1) {
       try {
-        const welcome = await register(this.name);
+        const welcome = await register(this.name, { observer: this.observer });
         this.rejoining = false;
         this.enter(welcome, { again: true });
         return;
@@ -176,11 +201,16 @@ export class MeshMember {
     this.transport?.sendPeers(x, y);
   }
 
-  /** Leaves the room: closes the socket (which ends the session) and says leave over HTTP too. */
+  /**
+   * Leaves the room: closes the socket, whose close frame ends the session;
+   * only if the socket was not open does it say leave over HTTP (after a
+   * clean close that would be refused: the session is already gone).
+   */
   async stop() {
     const session = this.session;
+    const socketOpen = this.transport?.socket?.readyState === WebSocket.OPEN;
     this.halt();
-    if (!session) return;
+    if (!session || socketOpen) return;
     try {
       await send(session, { type: 'leave' });
     } catch {

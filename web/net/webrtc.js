@@ -79,6 +79,11 @@ export class WebRtcTransport extends WsTransport {
     }
   }
 
+  /** Sends a message through the server on the socket, whatever the channels: a publisher's every event. */
+  publish(message) {
+    return super.send(message);
+  }
+
   /** Sends a move on every open channel, and nowhere else. */
   sendPeers(x, y) {
     this.mesh?.broadcast(x, y);

@@ -413,7 +413,8 @@ function receiveControl(control) {
 function applyEvent(event) {
   switch (event.type) {
     case 'join':
-      if (!isMe(event.name)) state.users.set(event.name, { x: null, y: null });
+      // An observer (a compare page's reader or bot) is nobody online.
+      if (!isMe(event.name) && !event.observer) state.users.set(event.name, { x: null, y: null });
       renderPeople();
       break;
     case 'leave':
@@ -427,7 +428,9 @@ function applyEvent(event) {
       // On WebRTC, a peer whose moves arrive over its channel is drawn
       // from there; the server's copy would only make the dot jitter.
       if (state.transport?.ownsCursor?.(event.name)) break;
-      state.users.set(event.name, { x: event.x, y: event.y });
+      // Only someone online is listed: the welcome and the joins since name
+      // them all, so a mover never named there is an observer.
+      if (state.users.has(event.name)) state.users.set(event.name, { x: event.x, y: event.y });
       cursors.move(event.name, event.x, event.y);
       break;
     case 'message':

@@ -7,8 +7,14 @@
 ///     per second. The browser cannot see its own request bytes, and its
 ///     Resource Timing figure is the body plus a guess, so that one stays
 ///     only as a cross-check.
-///   - The publish rate: idle, 1/s or 20/s. Per event, short polling looks
-///     cheap at 20/s; per second, idle, it is the one that keeps paying.
+///   - The publish rate: idle, 1/s, 20/s or 50/s, of whatever publishes in
+///     this room: this page's bot, or, where the server runs its --demo bot
+///     here, that one (POST /demo sets its rate, and this page's bot stays
+///     stopped). The label shows the rate measured in the log: the
+///     publisher's events over the last few seconds, on their server
+///     timestamps, so a slow page or network does not change it. Per
+///     event, short polling looks cheap at 50/s; per second, idle, it is
+///     the one that keeps paying.
 ///   - Theory next to measurement: what each transport's latency should be
 ///     for the measured round trip, beside what it was. Start the server with
 ///     --delay-ms 100 to make a round trip long enough to see.
@@ -17,7 +23,7 @@
 ///     are read on, is set against the server's first and every 30 s.
 ///   - The join URL for students, with a QR code the server draws.
 
-import { LOBBY, ROOM, getJson, inRoom } from '../net/api.js';
+import { LOBBY, ROOM, getJson, inRoom, postJson } from '../net/api.js';
 
 /** The transports in the tables, in the panes' order; set from the panes when mounted. */
 let TRANSPORTS = ['poll', 'longpoll', 'sse', 'ws'];
@@ -29,6 +35,10 @@ const RATE_WINDOW_MS = 5000;
 const CLOCK_EVERY_MS = 30_000;
 /** How often the server's setting (delay, demo bot) is read again, in ms. */
 const SETUP_EVERY_MS = 10_000;
+/** The window the publish rate is measured over, in ms of the events' server timestamps. */
+const PUBLISH_WINDOW_MS = 5000;
+/** The names the server's --demo bot registers under: demobot, or demobot-2 to -4 when taken. */
+export const SERVER_BOT_NAME = /^demobot(-[2-4])?$/;
 
 const $ = (selector) => document.querySelector(selector);
 
@@ -60,8 +70,10 @@ function minus(a, b) {
  * per-second ones.
  */
 class TrafficWatch {
-  constructor(panes) {
+  constructor(panes, publishing = () => true) {
     this.panes = panes;
+    /** Whether anything publishes now: per-event figures only mean something then. */
+    this.publishing = publishing;
     this.baseline = null;
     this.recent = [];
     this.latest = null;
@@ -114,7 +126,9 @@ function renderTraffic(watch) {
     const f = watch.figures(transport);
     const tr = document.createElement('tr');
     tr.dataset.transport = transport;
-    const perEvent = (key) => (f && f.since.events > 0 ? f.since[key] / f.since.events : null);
+    // Idle, there is nothing to divide by: a few stray events (a leave) would
+    // make a per-event figure of the idle cost, so it shows "–".
+    const perEvent = (key) => (f && f.since.events > 0 && watch.publishing() ? f.since[key] / f.since.events : null);
     const perSecond = (key) => (f?.perSecond ? f.perSecond[key] : null);
     const cells = {
       transport,
@@ -196,50 +210,141 @@ function renderTheory(panes, clock, interval) {
 
 // ── The server's demo bot, and the publish rate ──────────────────────────
 
-/** The server's --demo bot in this room, as {rate}, or null. */
-function serverBot() {
+/** The server's --demo bot in this room, as {room, rate}, or null. */
+export function serverBot() {
   const demo = setup.server?.demo;
   return demo && demo.room === (ROOM || LOBBY) ? demo : null;
 }
 
-/** The bot label's text: this page's bot, and the server's --demo bot if one runs in this room. */
-export function describeBot(bot) {
-  const demo = serverBot();
-  const server = demo ? `the server's demo bot (--demo) is moving at ${demo.rate}/s in this room` : '';
-  if (bot.rejoining) {
-    const own = `the server forgot ${bot.name}; registering it again`;
-    return server ? `${own} · ${server}` : own;
+/**
+ * The rate the publisher really keeps, measured in the log: the server
+ * timestamps of its last PUBLISH_WINDOW_MS of events (moves and lines),
+ * which a reader pane hands over as they arrive. Measured on the
+ * timestamps, it is the publisher's own rate, whatever the page's or the
+ * network's delays.
+ */
+export class PublishMeter {
+  /** `clock` gives the server's time; `publisher()` tells whose events count (a test of a name), or null. */
+  constructor({ clock, publisher }) {
+    this.clock = clock;
+    this.publisher = publisher;
+    this.stamps = [];
+    /** The server time the current scenario started at: the window never reaches before it. */
+    this.since = 0;
   }
-  if (bot.running) {
-    const own = `${bot.name} is moving at ${bot.rate}/s · ${bot.sent} sent${bot.refused ? ` · ${bot.refused} refused` : ''}`;
-    return server ? `${own} · ${server}` : own;
+
+  /** An event a reader took as new. */
+  record(event) {
+    if (event.type !== 'mousemove' && event.type !== 'message') return;
+    const counts = this.publisher();
+    if (!counts || !counts(event.name)) return;
+    this.stamps.push(event.ts);
+    this.forget();
   }
-  if (bot.error) return `this page's bot stopped: ${bot.error}${server ? ` · ${server}` : ''}`;
-  return server ? `${server} · this page's bot is stopped` : 'bot stopped';
+
+  /** Starts a new scenario: what was published before does not count. */
+  restart() {
+    this.since = Date.now() + this.clock.offset;
+    this.stamps = [];
+  }
+
+  forget() {
+    const from = Date.now() + this.clock.offset - PUBLISH_WINDOW_MS;
+    while (this.stamps.length && this.stamps[0] <= from) this.stamps.shift();
+  }
+
+  /**
+   * Events a second over the window, or null until the window has had a
+   * second: from the spacing of the events when there are three or more
+   * (exact whatever the window's edges cut), else their count over the window.
+   */
+  rate() {
+    this.forget();
+    const now = Date.now() + this.clock.offset;
+    const window = Math.min(PUBLISH_WINDOW_MS, now - this.since);
+    if (window < 1000) return null;
+    const n = this.stamps.length;
+    if (n >= 3) return ((n - 1) * 1000) / (this.stamps[n - 1] - this.stamps[0] || 1);
+    return (n * 1000) / window;
+  }
+}
+
+/** The measured rate as a label's words. */
+function measured(meter) {
+  const rate = meter.rate();
+  return rate === null ? 'measuring' : `measured ${rate.toFixed(1)}/s`;
 }
 
 /**
- * The publish-rate selector: 0 (idle) stops this page's bot, any other rate
- * starts it at that rate. `onScenario` hears every change.
+ * The bot label's text: the server's --demo bot where it runs in this room
+ * (it is then what publishes), else this page's bot, with the rate measured
+ * in the log.
+ */
+export function describeBot(bot, meter) {
+  const demo = serverBot();
+  if (demo) {
+    const own = bot.error ? ` · this page's bot stopped: ${bot.error}` : '';
+    if (demo.rate === 0) return `the server's demo bot (--demo) publishes here: idle, ${measured(meter)}${own}`;
+    return `the server's demo bot (--demo) publishes here at ${demo.rate}/s · ${measured(meter)}${own}`;
+  }
+  if (bot.rejoining) return `the server forgot ${bot.name}; registering it again`;
+  if (bot.running) {
+    return `${bot.name} publishes at ${bot.rate}/s · ${measured(meter)} · ${bot.sent} sent${bot.refused ? ` · ${bot.refused} refused` : ''}`;
+  }
+  if (bot.error) return `this page's bot stopped: ${bot.error}`;
+  return 'bot stopped';
+}
+
+/** Whether anything publishes: the server's bot at a rate above 0, or this page's bot. */
+export function publishing(bot) {
+  const demo = serverBot();
+  return demo ? demo.rate > 0 : bot.running;
+}
+
+/** Shows `rate` in the selector, adding it as a choice if it is not one. */
+function selectRate(rate) {
+  const select = $('#bot-rate');
+  const value = String(rate);
+  if (![...select.options].some((option) => option.value === value)) {
+    select.add(new Option(`${value}/s`, value));
+  }
+  select.value = value;
+}
+
+/**
+ * The publish-rate selector sets the rate of whatever publishes in this
+ * room: the server's --demo bot where it runs here (POST /demo, and this
+ * page's bot stays stopped: two publishers would make neither rate true),
+ * else this page's bot (0 stops it). `onScenario` hears every change.
  */
 function wirePublishRate(bot, onScenario) {
   const select = $('#bot-rate');
   const toggle = $('#bot-toggle');
   const apply = async () => {
     const rate = Number(select.value);
-    if (rate === 0) await bot.stop();
+    const demo = serverBot();
+    if (demo) {
+      if (bot.running) await bot.stop();
+      try {
+        const answer = await postJson(inRoom('/demo'), { rate });
+        demo.rate = answer.rate;
+        bot.error = '';
+      } catch (err) {
+        bot.error = `the server did not take the rate: ${err.message}`;
+      }
+    } else if (rate === 0) await bot.stop();
     else {
       bot.setRate(rate);
       if (!bot.running) await bot.start();
     }
-    bot.onChange(bot);
     onScenario();
+    bot.onChange(bot);
   };
   select.addEventListener('change', apply);
-  // The button stops the bot (idle), or starts it at the selected rate, or
-  // at 20/s when idle is selected.
+  // The button stops what publishes (idle), or starts it at the selected
+  // rate, or at 20/s when idle is selected.
   toggle.addEventListener('click', () => {
-    select.value = bot.running ? '0' : Number(select.value) === 0 ? '20' : select.value;
+    select.value = publishing(bot) ? '0' : Number(select.value) === 0 ? '20' : select.value;
     apply();
   });
 }
@@ -279,14 +384,21 @@ async function readSetup() {
 /**
  * Mounts everything above on the compare page: `panes` are its readers
  * (each with transportName and metrics), `bot` its DemoBot, `clock` the
- * Clock their latency is read on, which this sets against the server's.
+ * Clock their latency is read on, which this sets against the server's,
+ * and `meter` the PublishMeter a reader feeds.
  */
-export async function mountClassroom({ panes, bot, interval, clock }) {
+export async function mountClassroom({ panes, bot, interval, clock, meter }) {
   TRANSPORTS = panes.map((pane) => pane.transportName);
-  const watch = new TrafficWatch(panes);
-  wirePublishRate(bot, () => watch.restart());
+  const watch = new TrafficWatch(panes, () => publishing(bot));
+  wirePublishRate(bot, () => {
+    watch.restart();
+    meter.restart();
+  });
   showJoin();
   await Promise.all([clock.estimate(), readSetup()]);
+  // The server's bot publishes here already: the selector says at what rate.
+  if (serverBot()) selectRate(serverBot().rate);
+  meter.restart();
   bot.onChange(bot);
   const refresh = async () => {
     await watch.sample();
@@ -298,6 +410,8 @@ export async function mountClassroom({ panes, bot, interval, clock }) {
   setInterval(() => clock.estimate(), CLOCK_EVERY_MS);
   setInterval(async () => {
     await readSetup();
+    // Another page may have set the server bot's rate.
+    if (serverBot() && String(serverBot().rate) !== $('#bot-rate').value) selectRate(serverBot().rate);
     bot.onChange(bot);
   }, SETUP_EVERY_MS);
 }

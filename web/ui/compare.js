@@ -10,10 +10,15 @@
 /// its pane carries on in the new log.
 ///
 /// The fifth pane, WebRTC, cannot be an anonymous reader: the server relays
-/// no cursors peer to peer. It is a user of the room (watch-…), a
-/// MeshMember (net/mesh-member.js) whose socket takes signals, and the bot
-/// (net/bot.js) offers it a data channel; the pane draws only what arrives
-/// on that channel.
+/// no cursors peer to peer. It is an observer session of the room
+/// (watch-…, left out of who is online), a MeshMember
+/// (net/mesh-member.js) whose socket takes signals, and the bot
+/// (net/bot.js, an observer too) offers it a data channel; the pane draws
+/// only what arrives on that channel. Where the server's --demo bot
+/// publishes instead, no browser is there to offer one, and the pane says so.
+///
+/// When a reader finds the log started again under a new epoch (the server
+/// restarted), a banner says so once.
 ///
 /// Each pane's element says where its reader stands (`data-epoch`,
 /// `data-cursor`), and so does the bot's label (#bot-state).
@@ -25,7 +30,7 @@ import { LogFollower } from '../net/follower.js';
 import { MeshMember } from '../net/mesh-member.js';
 import { Metrics } from '../net/metrics.js';
 import { createTransport, webTransportAvailable, webTransportConfig } from '../net/transports.js';
-import { CLIENT_ID, describeBot, mountClassroom } from './classroom.js';
+import { CLIENT_ID, PublishMeter, SERVER_BOT_NAME, describeBot, mountClassroom, publishing, serverBot } from './classroom.js';
 import { CursorLayer } from './cursors.js';
 import { renderFigures } from './figures.js';
 import { notify } from './notices.js';
@@ -103,10 +108,15 @@ class Pane {
 
 /** One transport's anonymous reader: its own follower, its own metrics, its own picture of the room. */
 class ReaderPane extends Pane {
-  /** `client` is the id the server counts this pane's bytes under. */
-  constructor(transport, { interval, clock, client }) {
+  /**
+   * `client` is the id the server counts this pane's bytes under; `onNew`
+   * hears every event new to the pane, `onEpoch` every new epoch a gap
+   * moves it to.
+   */
+  constructor(transport, { interval, clock, client, onNew = () => {}, onEpoch = () => {} }) {
     super(transport, { interval, clock });
     this.client = client;
+    this.onNew = onNew;
     this.follower = new LogFollower({
       onEvent: (event) => this.show(event),
       onGap: (gap) => {
@@ -114,6 +124,7 @@ class ReaderPane extends Pane {
         // the server says the log now starts, in the log's epoch.
         this.cursors.clear();
         this.note(`gap: resumed at seq ${gap.cursor}`);
+        onEpoch(gap.epoch);
       },
     });
   }
@@ -135,6 +146,7 @@ class ReaderPane extends Pane {
   /** An event new to this pane's follower. */
   show(event) {
     this.metrics.recordEvent(event);
+    this.onNew(event);
     switch (event.type) {
       case 'mousemove':
         this.cursors.move(event.name, event.x, event.y);
@@ -144,7 +156,8 @@ class ReaderPane extends Pane {
         this.note(`${event.name} left`);
         break;
       case 'join':
-        this.note(`${event.name} joined`);
+        // A page's helpers (observers) are not people joining.
+        if (!event.observer) this.note(`${event.name} joined`);
         break;
       case 'message':
         this.note(`${event.name}: ${event.text}`);
@@ -163,12 +176,19 @@ class ReaderPane extends Pane {
  * online.
  */
 class RtcPane extends Pane {
-  constructor({ interval }) {
+  /** `peers()` names the page's bot while it runs: observers are in nobody's welcome. */
+  constructor({ interval, peers }) {
     // The moves are stamped on the sending page's clock, which is this machine's.
     super('webrtc', { interval, clock: { offset: 0 } });
     this.metrics.perRequest = false;
+    this.explanation = document.createElement('p');
+    this.explanation.className = 'pane-note';
+    this.explanation.hidden = true;
+    this.log.before(this.explanation);
     this.member = new MeshMember({
       name: `watch-${Math.random().toString(36).slice(2, 6)}`,
+      observer: true,
+      peers,
       onJoined: (welcome, { again }) => this.note(`joined${again ? ' again' : ''} as ${welcome.name}; waiting for a peer`),
       onEvent: (event) => {
         if (event.type === 'leave') this.cursors.remove(event.name);
@@ -193,6 +213,20 @@ class RtcPane extends Pane {
     });
     // The pane's reader is the member's.
     this.follower = this.member.follower;
+  }
+
+  /**
+   * Says why the pane stays empty while the server's --demo bot (`demo`,
+   * or null) is what publishes in this room: a server is no WebRTC peer.
+   */
+  explain(demo) {
+    const text = demo
+      ? "The server's demo bot (--demo) publishes in this room, and a server is no WebRTC peer: no browser here offers a channel, so this pane stays empty. To see it move, open this page in a room of its own (the room picker, or ?room=…) and start the bot there, or start pushlab without --demo."
+      : '';
+    if (this.explanation.textContent === text) return;
+    this.explanation.textContent = text;
+    this.explanation.hidden = !demo;
+    this.element.dataset.serverBot = String(Boolean(demo));
   }
 
   /** Joins the room, trying again for as long as the server cannot be reached or is busy. */
@@ -273,16 +307,21 @@ async function refreshStats() {
 
 // ── The bot's controls ───────────────────────────────────────────────────
 
-function wireBot() {
+function wireBot({ meter, peers }) {
   const toggle = $('#bot-toggle');
   const label = $('#bot-state');
   const bot = new DemoBot({
     rate: Number($('#bot-rate').value) || 20,
+    peers,
     onChange: () => {
-      toggle.textContent = bot.running ? 'Stop the bot' : 'Start the bot';
-      label.dataset.running = String(bot.running);
-      // Says so when the server's --demo bot runs here too.
-      label.textContent = describeBot(bot);
+      const on = publishing(bot);
+      toggle.textContent = on ? 'Stop the bot' : 'Start the bot';
+      label.dataset.running = String(on);
+      // The rate measured in the log, for anyone checking (and the tests).
+      label.dataset.measured = String(meter.rate() ?? '');
+      label.dataset.publisher = serverBot() ? 'server' : 'page';
+      // Says so when the server's --demo bot is what publishes here.
+      label.textContent = describeBot(bot, meter);
       const position = bot.position();
       if (position) showPosition(label, position);
     },
@@ -314,13 +353,43 @@ async function init() {
   // this browser has it: its cursor moves come as datagrams.
   const offered = webTransportAvailable() && (await webTransportConfig().catch(() => null));
   if (offered) shown = [...TRANSPORTS, 'webtransport'];
-  // Every read of the panes names this page, so the server counts its exact bytes.
-  const readers = shown.map((name) => new ReaderPane(name, { interval, clock, client: CLIENT_ID }));
-  const rtcPane = new RtcPane({ interval });
+  // The publisher's rate is measured on what the WebSocket pane reads: its
+  // events carry the server's timestamps.
+  let bot = null;
+  const meter = new PublishMeter({
+    clock,
+    publisher: () => {
+      if (serverBot()) return (name) => SERVER_BOT_NAME.test(name);
+      const own = bot?.name;
+      return own ? (name) => name === own : null;
+    },
+  });
+  // A new epoch is the server restarting: said once, whichever reader sees it first.
+  const epochs = new Set();
+  const onEpoch = (epoch) => {
+    if (!epoch || epochs.has(epoch)) return;
+    epochs.add(epoch);
+    notify(
+      $('#notices'),
+      `The server restarted: its log starts again under a new epoch (${epoch.slice(0, 8)}…). Every pane carries on in the new log, and the bot and the WebRTC pane register again.`,
+      'warning',
+    );
+  };
+  // Every read of the panes names this page, so the server counts its exact
+  // bytes; nothing else the page opens (the bot's and the WebRTC pane's
+  // sockets) names it.
+  const readers = shown.map((name) => new ReaderPane(name, {
+    interval,
+    clock,
+    client: CLIENT_ID,
+    onEpoch,
+    onNew: name === 'ws' ? (event) => meter.record(event) : undefined,
+  }));
+  const rtcPane = new RtcPane({ interval, peers: () => (bot?.name ? [bot.name] : []) });
   const panes = [...readers, rtcPane];
   $('#panes').append(...panes.map((pane) => pane.element));
   window.addEventListener('pagehide', () => rtcPane.member.leaveNow());
-  const bot = wireBot();
+  bot = wireBot({ meter, peers: () => [rtcPane.member.name] });
 
   // Start every reader at the current head, so they all see the same events.
   let head = 0;
@@ -330,16 +399,18 @@ async function init() {
   } catch {
     notify($('#notices'), 'The server did not answer GET /stats; the readers will start from the beginning of the log.', 'warning');
   }
+  if (epoch) epochs.add(epoch);
   for (const pane of readers) pane.start({ cursor: head, epoch });
   rtcPane.start();
-  mountClassroom({ panes: readers, bot, interval, clock });
+  mountClassroom({ panes: readers, bot, interval, clock, meter });
 
   const refresh = () => {
     for (const pane of panes) pane.refresh();
     // The table compares the server's transports, read the same way; the
     // WebRTC pane's figures (moves over its channel) stay in its pane.
     renderSummary(readers);
-    if (bot.running) bot.onChange(bot);
+    rtcPane.explain(serverBot());
+    bot.onChange(bot);
   };
   refresh();
   refreshStats();

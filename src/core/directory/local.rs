@@ -54,10 +54,14 @@ struct Table {
     names: HashMap<String, SessionId>,
     /// Sessions that are not ending.
     live: usize,
+    /// Observers among them: not counted as online.
+    observers: usize,
 }
 
 struct Session {
     name: Name,
+    /// Registered as an observer: left out of who is online.
+    observer: bool,
     /// Set once its `leave` is on its way: it takes nothing more, but its
     /// name stays taken until the `leave` is in the log.
     ending: bool,
@@ -128,7 +132,7 @@ impl SentIds {
 impl std::fmt::Debug for LocalDirectory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LocalDirectory")
-            .field("online", &self.table.lock().live)
+            .field("online", &self.table.lock().online())
             .finish_non_exhaustive()
     }
 }
@@ -150,11 +154,17 @@ impl LocalDirectory {
 }
 
 impl Table {
+    /// Live sessions that are not observers: who is online.
+    fn online(&self) -> usize {
+        self.live - self.observers
+    }
+
     /// Marks `session` as ending and returns its name, if it is live.
     fn begin_end(&mut self, session: SessionId) -> Option<Name> {
         let entry = self.sessions.get_mut(&session).filter(|s| !s.ending)?;
         entry.ending = true;
         self.live -= 1;
+        self.observers -= usize::from(entry.observer);
         Some(entry.name.clone())
     }
 
@@ -164,19 +174,26 @@ impl Table {
             self.names.remove(&entry.name.key());
             if !entry.ending {
                 self.live -= 1;
+                self.observers -= usize::from(entry.observer);
             }
         }
     }
 
-    /// At most [`WELCOME_USERS`] of the live names, sorted without case,
-    /// always with `me` among them.
+    /// At most [`WELCOME_USERS`] of the live names, observers left out,
+    /// sorted without case, always with `me` among them unless `me` is an
+    /// observer.
     fn names_with(&self, me: &Name) -> Vec<Name> {
         let mut names: Vec<Name> = self
             .sessions
             .values()
-            .filter(|s| !s.ending)
+            .filter(|s| !s.ending && !s.observer)
             .map(|s| s.name.clone())
             .collect();
+        if !names.iter().any(|n| n.key() == me.key()) {
+            names.sort_by_key(Name::key);
+            names.truncate(WELCOME_USERS);
+            return names;
+        }
         names.sort_by_key(Name::key);
         if names.len() > WELCOME_USERS {
             names.retain(|n| n.key() != me.key());
@@ -201,6 +218,7 @@ impl Directory for LocalDirectory {
         session: SessionId,
         name: &Name,
         _lease: Duration,
+        observer: bool,
     ) -> BoxFuture<'static, Result<Joined, ApiError>> {
         let log = match self.log() {
             Ok(log) => log,
@@ -216,6 +234,7 @@ impl Directory for LocalDirectory {
                 session,
                 Session {
                     name: name.clone(),
+                    observer,
                     ending: false,
                     // Full: a new session may send its burst at once.
                     bucket: TokenBucket::full(f64::INFINITY, Instant::now()),
@@ -223,8 +242,9 @@ impl Directory for LocalDirectory {
                 },
             );
             table.live += 1;
-            let appended = log.append(name.clone(), EventBody::Join);
-            (appended, table.names_with(name), table.live)
+            table.observers += usize::from(observer);
+            let appended = log.append(name.clone(), EventBody::Join { observer });
+            (appended, table.names_with(name), table.online())
         };
         let table = self.table.clone();
         Box::pin(async move {
@@ -385,7 +405,7 @@ impl Directory for LocalDirectory {
     }
 
     fn online(&self) -> usize {
-        self.table.lock().live
+        self.table.lock().online()
     }
 
     fn relay_signal(
@@ -449,19 +469,22 @@ mod tests {
         // Arrange
         let (log, directory) = room();
         let alice = SessionId::new_v4();
-        directory.join(alice, &name("Alice"), LEASE).await.unwrap();
+        directory
+            .join(alice, &name("Alice"), LEASE, false)
+            .await
+            .unwrap();
 
         // Act
         let taken = directory
-            .join(SessionId::new_v4(), &name("aLiCe"), LEASE)
+            .join(SessionId::new_v4(), &name("aLiCe"), LEASE, false)
             .await;
         let leaving = directory.leave(alice);
         let while_ending = directory
-            .join(SessionId::new_v4(), &name("alice"), LEASE)
+            .join(SessionId::new_v4(), &name("alice"), LEASE, false)
             .await;
         let left = leaving.await.unwrap();
         let after = directory
-            .join(SessionId::new_v4(), &name("alice"), LEASE)
+            .join(SessionId::new_v4(), &name("alice"), LEASE, false)
             .await;
 
         // Assert
@@ -484,7 +507,10 @@ mod tests {
         // Arrange
         let (log, directory) = room();
         let ann = SessionId::new_v4();
-        directory.join(ann, &name("ann"), LEASE).await.unwrap();
+        directory
+            .join(ann, &name("ann"), LEASE, false)
+            .await
+            .unwrap();
 
         // Act
         let (first, second) = (directory.leave(ann), directory.leave(ann));
@@ -503,14 +529,14 @@ mod tests {
         let (_log, directory) = room();
         for n in ["cy", "Bo"] {
             directory
-                .join(SessionId::new_v4(), &name(n), LEASE)
+                .join(SessionId::new_v4(), &name(n), LEASE, false)
                 .await
                 .unwrap();
         }
 
         // Act
         let joined = directory
-            .join(SessionId::new_v4(), &name("ann"), LEASE)
+            .join(SessionId::new_v4(), &name("ann"), LEASE, false)
             .await
             .unwrap();
 
@@ -527,14 +553,14 @@ mod tests {
         for i in 0..WELCOME_USERS + 5 {
             let n = name(&format!("a{i:03}"));
             directory
-                .join(SessionId::new_v4(), &n, LEASE)
+                .join(SessionId::new_v4(), &n, LEASE, false)
                 .await
                 .unwrap();
         }
 
         // Act
         let joined = directory
-            .join(SessionId::new_v4(), &name("zed"), LEASE)
+            .join(SessionId::new_v4(), &name("zed"), LEASE, false)
             .await
             .unwrap();
 
@@ -549,8 +575,14 @@ mod tests {
         // Arrange
         let (_log, directory) = room();
         let (ann, bob) = (SessionId::new_v4(), SessionId::new_v4());
-        directory.join(ann, &name("ann"), LEASE).await.unwrap();
-        directory.join(bob, &name("bob"), LEASE).await.unwrap();
+        directory
+            .join(ann, &name("ann"), LEASE, false)
+            .await
+            .unwrap();
+        directory
+            .join(bob, &name("bob"), LEASE, false)
+            .await
+            .unwrap();
         let send = |session| directory.append(session, name("x"), say(), LEASE, 10);
 
         // Act
@@ -583,8 +615,14 @@ mod tests {
         // Arrange
         let (log, directory) = room();
         let (ann, bob) = (SessionId::new_v4(), SessionId::new_v4());
-        directory.join(ann, &name("ann"), LEASE).await.unwrap();
-        directory.join(bob, &name("bob"), LEASE).await.unwrap();
+        directory
+            .join(ann, &name("ann"), LEASE, false)
+            .await
+            .unwrap();
+        directory
+            .join(bob, &name("bob"), LEASE, false)
+            .await
+            .unwrap();
         let send = |session, id| directory.append(session, name("x"), say_with_id(id), LEASE, 0);
 
         // Act: twice in a row, twice at once, and the same id from another
@@ -607,7 +645,10 @@ mod tests {
         // Arrange
         let (log, directory) = room();
         let ann = SessionId::new_v4();
-        directory.join(ann, &name("ann"), LEASE).await.unwrap();
+        directory
+            .join(ann, &name("ann"), LEASE, false)
+            .await
+            .unwrap();
         let send = |id: &str| directory.append(ann, name("ann"), say_with_id(id), LEASE, 0);
         let first = send("m0").await.unwrap();
         for i in 1..=SENT_IDS {
@@ -629,7 +670,10 @@ mod tests {
         // Arrange: a burst of 2 at 1 a second.
         let (_log, directory) = room();
         let ann = SessionId::new_v4();
-        directory.join(ann, &name("ann"), LEASE).await.unwrap();
+        directory
+            .join(ann, &name("ann"), LEASE, false)
+            .await
+            .unwrap();
         let send = |id: &str| directory.append(ann, name("ann"), say_with_id(id), LEASE, 1);
         send("a").await.unwrap();
 
@@ -647,7 +691,10 @@ mod tests {
         // Arrange
         let (log, directory) = room();
         let ann = SessionId::new_v4();
-        directory.join(ann, &name("ann"), LEASE).await.unwrap();
+        directory
+            .join(ann, &name("ann"), LEASE, false)
+            .await
+            .unwrap();
         directory.leave(ann).await.unwrap();
 
         // Act
@@ -669,8 +716,14 @@ mod tests {
         // Arrange
         let (log, directory) = room();
         let (ann, bob) = (SessionId::new_v4(), SessionId::new_v4());
-        directory.join(ann, &name("ann"), LEASE).await.unwrap();
-        directory.join(bob, &name("bob"), LEASE).await.unwrap();
+        directory
+            .join(ann, &name("ann"), LEASE, false)
+            .await
+            .unwrap();
+        directory
+            .join(bob, &name("bob"), LEASE, false)
+            .await
+            .unwrap();
 
         // Act
         let ended = directory.went_idle(vec![ann, ann]).await.unwrap();
@@ -699,7 +752,7 @@ mod tests {
         // Arrange
         let (_log, directory) = room();
         directory
-            .join(SessionId::new_v4(), &name("bob"), LEASE)
+            .join(SessionId::new_v4(), &name("bob"), LEASE, false)
             .await
             .unwrap();
 
@@ -720,7 +773,7 @@ mod tests {
 
         // Act
         let refused = directory
-            .join(SessionId::new_v4(), &name("ann"), LEASE)
+            .join(SessionId::new_v4(), &name("ann"), LEASE, false)
             .await;
 
         // Assert

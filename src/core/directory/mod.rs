@@ -89,12 +89,15 @@ pub trait Directory: Send + Sync + 'static {
     /// Admits `session` under `name` with a lease of `lease` and writes its
     /// `join`; refuses with `name_taken` if the name is online on any node,
     /// or still ending: a name stays taken until its `leave` is in the log.
-    /// A holder of the name whose lease ran out is ended first.
+    /// A holder of the name whose lease ran out is ended first. An
+    /// `observer`'s `join` is marked so, and a local directory leaves it out
+    /// of [`Joined::names`] and [`Directory::online`].
     fn join(
         &self,
         session: SessionId,
         name: &Name,
         lease: Duration,
+        observer: bool,
     ) -> BoxFuture<'static, Result<Joined, ApiError>>;
 
     /// Finds `session`, for a node that has not seen it yet.

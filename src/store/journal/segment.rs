@@ -354,7 +354,7 @@ mod tests {
             let body = match seq % 3 {
                 0 => say(&format!("m{seq}")),
                 1 => EventBody::Mousemove { x: 0.25, y: 0.75 },
-                _ => EventBody::Join,
+                _ => EventBody::Join { observer: false },
             };
             let event = Event::new(seq, 1_700_000_000_000 + seq, name("bob"), body);
             starts.push(bytes.len());

@@ -50,10 +50,13 @@ impl Directory for RedisDirectory {
         session: SessionId,
         name: &Name,
         lease: Duration,
+        observer: bool,
     ) -> BoxFuture<'static, Result<Joined, ApiError>> {
         let mirror = self.mirror.clone();
+        // The join is marked; the shared lists and counts in Redis still
+        // hold observers (see docs/protocol.md, "Observers").
         let args = [
-            Event::new(0, now_millis(), name.clone(), EventBody::Join)
+            Event::new(0, now_millis(), name.clone(), EventBody::Join { observer })
                 .json()
                 .to_owned(),
             session.to_string(),
@@ -242,13 +245,18 @@ mod tests {
         let alice = SessionId::new_v4();
 
         // Act
-        let joined = on_a.join(alice, &name("Alice"), LEASE).await.unwrap();
+        let joined = on_a
+            .join(alice, &name("Alice"), LEASE, false)
+            .await
+            .unwrap();
         let taken = on_b
-            .join(SessionId::new_v4(), &name("aLiCe"), LEASE)
+            .join(SessionId::new_v4(), &name("aLiCe"), LEASE, false)
             .await
             .unwrap_err();
         let left = on_b.leave(alice).await.unwrap();
-        let again = on_b.join(SessionId::new_v4(), &name("alice"), LEASE).await;
+        let again = on_b
+            .join(SessionId::new_v4(), &name("alice"), LEASE, false)
+            .await;
 
         // Assert
         assert_eq!(joined.online, 1);
@@ -270,7 +278,7 @@ mod tests {
         let mut sessions = Vec::new();
         for i in 0..20 {
             let session = SessionId::new_v4();
-            on_a.join(session, &name(&format!("u{i}")), LEASE)
+            on_a.join(session, &name(&format!("u{i}")), LEASE, false)
                 .await
                 .unwrap();
             sessions.push(session);
@@ -302,8 +310,8 @@ mod tests {
         let ((log, on_a), (_, on_b)) = (lobby_shared(&a), lobby_shared(&b));
         let short = Duration::from_millis(300);
         let (gone, kept) = (SessionId::new_v4(), SessionId::new_v4());
-        on_a.join(gone, &name("gone"), short).await.unwrap();
-        on_a.join(kept, &name("kept"), short).await.unwrap();
+        on_a.join(gone, &name("gone"), short, false).await.unwrap();
+        on_a.join(kept, &name("kept"), short, false).await.unwrap();
 
         // Act: both nodes reap until the first lease has run out; the kept
         // session's node renews it meanwhile.
@@ -350,7 +358,7 @@ mod tests {
         );
         let ((log, on_a), (_, on_b)) = (lobby_shared(&a), lobby_shared(&b));
         let ann = SessionId::new_v4();
-        on_a.join(ann, &name("ann"), LEASE).await.unwrap();
+        on_a.join(ann, &name("ann"), LEASE, false).await.unwrap();
         let send = |node: &Arc<dyn Directory>, id| {
             node.append(ann, name("ann"), say_with_id(id), LEASE, 1)
         };
@@ -375,7 +383,10 @@ mod tests {
         let store = RedisStore::connect(&redis.url(), 1000).unwrap();
         let (_log, directory) = lobby_shared(&store);
         let ann = SessionId::new_v4();
-        directory.join(ann, &name("ann"), LEASE).await.unwrap();
+        directory
+            .join(ann, &name("ann"), LEASE, false)
+            .await
+            .unwrap();
         let send = |id: &str| directory.append(ann, name("ann"), say_with_id(id), LEASE, 0);
         let sent = Keys::of(&RoomName::lobby()).sent;
         let first = send("id-0").await.unwrap();
@@ -405,7 +416,9 @@ mod tests {
         );
         let ((_, on_a), (_, on_b)) = (lobby_shared(&a), lobby_shared(&b));
         let session = SessionId::new_v4();
-        on_a.join(session, &name("fast"), LEASE).await.unwrap();
+        on_a.join(session, &name("fast"), LEASE, false)
+            .await
+            .unwrap();
 
         // Act: 40 events at once, alternating nodes, at 5 a second.
         let mut appends = Vec::new();
@@ -436,7 +449,10 @@ mod tests {
             .unwrap()
             .directory;
         let session = SessionId::new_v4();
-        lobby.join(session, &name("ann"), LEASE).await.unwrap();
+        lobby
+            .join(session, &name("ann"), LEASE, false)
+            .await
+            .unwrap();
 
         // Act
         let here = lobby.lookup(session).await.unwrap();

@@ -999,7 +999,10 @@ mod tests {
         let store = RedisStore::connect(&redis.url(), 1000).unwrap();
         let (log, directory) = lobby_shared(&store);
         let session = SessionId::new_v4();
-        directory.join(session, &name("ann"), LEASE).await.unwrap();
+        directory
+            .join(session, &name("ann"), LEASE, false)
+            .await
+            .unwrap();
         let calls_before = store.shared.stats.calls.load(Ordering::Relaxed);
         assert_eq!(redis.command("CLIENT PAUSE 1000 WRITE"), "+OK");
 

@@ -590,8 +590,8 @@ impl Session {
         };
         let room = self.room.clone();
         match (message, &self.attached) {
-            (ClientMessage::Register(name), None) => {
-                let welcome = match room.register_from(name, Some(self.ip)).await {
+            (ClientMessage::Register(registration), None) => {
+                let welcome = match room.register_from(registration, Some(self.ip)).await {
                     Ok(welcome) => welcome,
                     Err(err) => return self.reply_error(&err, None),
                 };

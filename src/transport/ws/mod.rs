@@ -429,8 +429,8 @@ impl<S: ReadySocket> Socket<S> {
         };
         let room = self.room.clone();
         match (message, &self.attached) {
-            (ClientMessage::Register(name), None) => {
-                match room.register_from(name, Some(self.ip)).await {
+            (ClientMessage::Register(registration), None) => {
+                match room.register_from(registration, Some(self.ip)).await {
                     Ok(welcome) => match room.attach(welcome.session) {
                         Ok(attached) => {
                             if self.takes_signals {

@@ -331,18 +331,20 @@ impl Socket {
         };
         let room = self.room.clone();
         match (message, &self.attached) {
-            (ClientMessage::Register(name), None) => match room.register(name).await {
-                Ok(welcome) => match room.attach(welcome.session) {
-                    Ok(guard) => {
-                        self.attached = Some(guard);
-                        // Events resume after the welcome's cursor.
-                        self.cursor = self.cursor.max(welcome.cursor);
-                        self.reply(&Control::Welcome(welcome)).await
-                    }
+            (ClientMessage::Register(registration), None) => {
+                match room.register(registration.name).await {
+                    Ok(welcome) => match room.attach(welcome.session) {
+                        Ok(guard) => {
+                            self.attached = Some(guard);
+                            // Events resume after the welcome's cursor.
+                            self.cursor = self.cursor.max(welcome.cursor);
+                            self.reply(&Control::Welcome(welcome)).await
+                        }
+                        Err(err) => self.reply(&Control::from(&err)).await,
+                    },
                     Err(err) => self.reply(&Control::from(&err)).await,
-                },
-                Err(err) => self.reply(&Control::from(&err)).await,
-            },
+                }
+            }
             (ClientMessage::Leave, Some(guard)) => {
                 room.end(guard.session()).await;
                 self.attached = None;
