@@ -81,7 +81,7 @@ pub const SCRAPES_PER_ADDRESS: u32 = 2;
 
 impl Endpoint {
     /// Every endpoint, in the order the router tries them.
-    pub const ALL: [Endpoint; 19] = [
+    pub const ALL: [Endpoint; 20] = [
         Endpoint::Healthz,
         Endpoint::Stats,
         Endpoint::Metrics,
