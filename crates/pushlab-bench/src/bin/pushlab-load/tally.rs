@@ -9,6 +9,7 @@
 //! lower send rate: this is an open-loop measurement.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -58,6 +59,10 @@ pub struct Tally {
     pub latency: Mutex<Histogram<u64>>,
     /// Round trip of each short poll, in µs: the HTTP round trip on this machine.
     pub poll_rtt: Mutex<Histogram<u64>>,
+    /// When message 0 is scheduled (µs on the clock) and the gap between
+    /// two messages (µs), set at the start: cursor moves carry only their
+    /// index, and their scheduled time is worked out from it.
+    schedule: OnceLock<(u64, f64)>,
 }
 
 impl Tally {
@@ -69,7 +74,22 @@ impl Tally {
             unique: AtomicU64::new(0),
             latency: Mutex::new(histogram()),
             poll_rtt: Mutex::new(histogram()),
+            schedule: OnceLock::new(),
         }
+    }
+
+    /// Sets when message 0 is scheduled and the gap to each next one.
+    pub fn set_schedule(&self, t0: Instant, slot: Duration) {
+        let _ = self
+            .schedule
+            .set((self.clock.micros(t0), slot.as_secs_f64() * 1e6));
+    }
+
+    /// When message `index` is scheduled, in µs on the clock, once the
+    /// schedule is set.
+    fn scheduled(&self, index: u64) -> Option<u64> {
+        let (t0, slot) = *self.schedule.get()?;
+        Some(t0 + (slot * index as f64) as u64)
     }
 
     /// The payload of message `index`, scheduled at `at`: (`id`, `text`).
@@ -152,22 +172,48 @@ impl Seen {
         ) else {
             return false;
         };
-        if step != tally.step || index >= tally.count {
+        self.record(tally, now, step, index, Some(scheduled), payload_len);
+        true
+    }
+
+    /// Records a delivered cursor move that carried message `index` of
+    /// `step`; its scheduled time comes from the tally's schedule.
+    pub fn cursor(&mut self, tally: &Tally, step: u32, index: u64, payload_len: usize) {
+        let now = tally.clock.now_micros();
+        let scheduled = (step == tally.step)
+            .then(|| tally.scheduled(index))
+            .flatten();
+        self.record(tally, now, step, index, scheduled, payload_len);
+    }
+
+    /// Records message `index` of `step`, delivered at `now` (µs), if it
+    /// belongs to this step and its schedule is known; counts it stale if
+    /// not.
+    fn record(
+        &mut self,
+        tally: &Tally,
+        now: u64,
+        step: u32,
+        index: u64,
+        scheduled: Option<u64>,
+        payload_len: usize,
+    ) {
+        let Some(scheduled) = scheduled.filter(|_| step == tally.step && index < tally.count)
+        else {
             self.stale += 1;
-            return true;
-        }
+            return;
+        };
         self.payload_bytes += payload_len as u64;
         let (word, bit) = ((index / 64) as usize, 1u64 << (index % 64));
         if self.bits[word] & bit != 0 {
             self.duplicate_ids += 1;
-            return true;
+            return;
         }
         self.bits[word] |= bit;
         self.unique += 1;
         tally.unique.fetch_add(1, Ordering::Relaxed);
         let latency = now.saturating_sub(scheduled).clamp(1, HISTOGRAM_MAX_MICROS);
         let _ = tally.latency.lock().record(latency);
-        true
     }
 
     /// Up to `limit` indices of messages this subscriber never got.
