@@ -1224,6 +1224,55 @@ mod tests {
     }
 
     #[test]
+    fn an_https_url_makes_every_connection_tls_and_names_the_same_address() {
+        let secure = common(&["--url", "https://127.0.0.1:8443", "--transport", "sse-h2"]);
+        let plain = common(&["--url", "http://127.0.0.1:8080"]);
+
+        assert!(secure.tls());
+        assert!(!plain.tls());
+        assert_eq!(secure.server().unwrap(), "127.0.0.1:8443".parse().unwrap());
+        assert_eq!(secure.kind(0).unwrap(), Kind::SseH2);
+        assert_eq!(secure.transport_name(), "sse-h2");
+    }
+
+    #[test]
+    fn sse_over_http2_without_tls_and_cursor_moves_to_a_peer_are_refused() {
+        let plain_h2 = common(&["--url", "http://127.0.0.1:8080", "--transport", "sse-h2"]);
+        let cursors_to_floor = common(&[
+            "--url",
+            "http://127.0.0.1:8080",
+            "--target",
+            "floor",
+            "--events",
+            "cursors",
+        ]);
+
+        let h2_error = plain_h2.kind(0).unwrap_err().to_string();
+        let floor_error = cursors_to_floor.kind(0).unwrap_err().to_string();
+
+        assert!(h2_error.contains("https://"), "{h2_error}");
+        assert!(floor_error.contains("--events cursors"), "{floor_error}");
+    }
+
+    #[test]
+    fn webtransport_subscribers_take_the_stream_or_datagrams_as_asked() {
+        let stream = common(&["--url", "http://127.0.0.1:8080", "--transport", "wt"]);
+        let datagrams = common(&[
+            "--url",
+            "http://127.0.0.1:8080",
+            "--transport",
+            "wt-datagrams",
+            "--events",
+            "cursors",
+        ]);
+
+        assert_eq!(stream.kind(3).unwrap(), Kind::Wt);
+        assert_eq!(datagrams.kind(3).unwrap(), Kind::WtDatagrams);
+        assert_eq!(datagrams.events(), Events::Cursors);
+        assert_eq!(stream.events(), Events::Messages);
+    }
+
+    #[test]
     fn several_server_pids_make_one_server_side_in_either_spelling() {
         let listed = common(&["--url", "http://127.0.0.1:1", "--server-pid", "10,20,30"]);
         let repeated = common(&[

@@ -229,3 +229,40 @@ impl Seen {
         count - self.unique
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_move_counts_from_its_scheduled_time_once_the_schedule_is_set() {
+        let tally = Tally::new(Clock::new(), 3, 10);
+        let mut seen = Seen::new(10);
+        seen.cursor(&tally, 3, 0, 100);
+        assert_eq!((seen.unique, seen.stale), (0, 1), "no schedule yet");
+
+        tally.set_schedule(Instant::now(), Duration::from_millis(10));
+        seen.cursor(&tally, 3, 4, 100);
+        seen.cursor(&tally, 3, 4, 100);
+        seen.cursor(&tally, 2, 5, 100);
+
+        assert_eq!(seen.unique, 1);
+        assert_eq!(seen.duplicate_ids, 1);
+        assert_eq!(seen.stale, 2, "one before the schedule, one of another step");
+        assert_eq!(seen.missing_ids(10), 9);
+        assert_eq!(tally.latency.lock().len(), 1);
+    }
+
+    #[test]
+    fn a_message_still_counts_from_the_time_in_its_text() {
+        let tally = Tally::new(Clock::new(), 1, 2);
+        let mut seen = Seen::new(2);
+
+        assert!(seen.message(&tally, "1.1", "0", 90));
+        assert!(!seen.message(&tally, "not ours", "0", 90));
+
+        assert_eq!(seen.unique, 1);
+        assert_eq!(seen.missing_examples(2, 5), vec![0]);
+        assert_eq!(seen.payload_bytes, 90);
+    }
+}
