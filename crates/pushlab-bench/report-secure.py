@@ -154,13 +154,15 @@ def section():
     o("Written by `crates/pushlab-bench/run.sh` (its `tls` and `webtransport` sections, which the default "
       "run leaves out; `ONLY=tls,webtransport` runs them alone and rewrites only this section, with "
       f"`report-secure.py`) from the results in `{OUT.relative_to(ROOT) if OUT.is_absolute() and OUT.is_relative_to(ROOT) else OUT}`, "
-      "one run: every figure in this section comes from it. "
+      "one run: every figure in the tables comes from it, and the reading says so of the one it adds. "
       f"Run on {machine_line('date')}, {machine_line('nproc')} cores, pushlab {machine_line('pushlab commit')}, "
       f"load average {machine_line('loadavg at start')} at the start and {machine_line('loadavg at end')} "
       "at the end (1, 5 and 15 minutes).")
     o("")
+    searched = bool(list(OUT.glob("secure-search-*.cmd")))
     o("```console")
-    o("$ ONLY=tls,webtransport crates/pushlab-bench/run.sh   # this section; about 25 minutes after the build")
+    o(f"$ {'' if searched else 'SECURE_SEARCH=0 '}ONLY=tls,webtransport crates/pushlab-bench/run.sh   "
+      f"# this section: {machine_line('elapsed')} in this run; the searches add about 20 minutes")
     o("```")
     o("")
     o("Method, beyond the page's:")

@@ -929,7 +929,10 @@ mod tests {
         let item = FlatJson::new(event).and_then(|f| f.pushlab_item()).unwrap();
 
         assert_eq!((x, y), (95.0 / 1048576.0, 7.0 / 65536.0));
-        assert_eq!(cursor_message(item.x.unwrap(), item.y.unwrap()), Some((7, 95)));
+        assert_eq!(
+            cursor_message(item.x.unwrap(), item.y.unwrap()),
+            Some((7, 95))
+        );
         assert_eq!(cursor_message(x, y), Some((7, 95)));
         assert_eq!(cursor_message(0.5, 0.123456789), None);
     }

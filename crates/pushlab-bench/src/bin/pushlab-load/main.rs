@@ -77,10 +77,10 @@ use tokio::task::JoinSet;
 
 use clients::{Events, Kind, Peer, Ready, Share, Step};
 use http1::Http1;
-use tls::Tls;
 use net::{Sources, Wire, WireSnapshot};
 use procstat::{Process, ServerSide};
 use tally::{Clock, Seen, Tally};
+use tls::Tls;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -508,6 +508,10 @@ struct StepResult {
     wire_sent_per_delivery: f64,
     requests_per_delivery: f64,
     payload_per_delivery: f64,
+    /// WebTransport only: QUIC DATAGRAM frames the subscribers' connections
+    /// received in the window; below the deliveries of a datagram run, the
+    /// rest were lost before the client.
+    quic_datagrams_received: u64,
     /// Publisher sockets, per published message.
     publisher_sent_per_message: f64,
     /// The publishers talked to `--publish-url`, another server than the
@@ -890,6 +894,7 @@ async fn step(
         wire_sent_per_delivery: 0.0,
         requests_per_delivery: 0.0,
         payload_per_delivery: 0.0,
+        quic_datagrams_received: wire.datagrams,
         publisher_sent_per_message: publisher_wire.sent as f64 / published.sent.max(1) as f64,
         publish_elsewhere: common.publish_server()? != server_addr,
         server_cpu_percent: procstat::total(server_cpu_each),

@@ -26,6 +26,10 @@ pub struct Wire {
     pub sent: AtomicU64,
     /// HTTP requests made (a WebSocket or SSE connection counts one).
     pub requests: AtomicU64,
+    /// WebTransport only: QUIC DATAGRAM frames that reached the client's
+    /// QUIC stack, to tell a datagram the server never sent from one the
+    /// client lost.
+    pub datagrams: AtomicU64,
 }
 
 /// A moment's reading of a [`Wire`].
@@ -34,6 +38,7 @@ pub struct WireSnapshot {
     pub received: u64,
     pub sent: u64,
     pub requests: u64,
+    pub datagrams: u64,
 }
 
 impl Wire {
@@ -42,6 +47,7 @@ impl Wire {
             received: self.received.load(Ordering::Relaxed),
             sent: self.sent.load(Ordering::Relaxed),
             requests: self.requests.load(Ordering::Relaxed),
+            datagrams: self.datagrams.load(Ordering::Relaxed),
         }
     }
 
@@ -57,6 +63,7 @@ impl std::ops::Sub for WireSnapshot {
             received: self.received - earlier.received,
             sent: self.sent - earlier.sent,
             requests: self.requests - earlier.requests,
+            datagrams: self.datagrams - earlier.datagrams,
         }
     }
 }

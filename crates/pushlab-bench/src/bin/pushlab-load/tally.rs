@@ -248,7 +248,10 @@ mod tests {
 
         assert_eq!(seen.unique, 1);
         assert_eq!(seen.duplicate_ids, 1);
-        assert_eq!(seen.stale, 2, "one before the schedule, one of another step");
+        assert_eq!(
+            seen.stale, 2,
+            "one before the schedule, one of another step"
+        );
         assert_eq!(seen.missing_ids(10), 9);
         assert_eq!(tally.latency.lock().len(), 1);
     }

@@ -88,12 +88,17 @@ pub async fn subscribe(
 struct QuicMeter {
     received: u64,
     sent: u64,
+    datagrams: u64,
 }
 
 impl QuicMeter {
     fn update(&mut self, connection: &wtransport::quinn::Connection, wire: &Wire) {
         let stats = connection.stats();
         let (received, sent) = (stats.udp_rx.bytes, stats.udp_tx.bytes);
+        let datagrams = stats.frame_rx.datagram;
+        wire.datagrams
+            .fetch_add(datagrams.saturating_sub(self.datagrams), Ordering::Relaxed);
+        self.datagrams = datagrams;
         wire.received
             .fetch_add(received.saturating_sub(self.received), Ordering::Relaxed);
         wire.sent
