@@ -995,8 +995,12 @@ if crit.exists():
         w("```")
         w("")
 
-# cluster-compare.sh's section, from its own run, stays as it was, after
-# the sections above (each ends with a blank line).
+# The sections of report-secure.py (HTTPS, HTTP/2 and WebTransport) and
+# cluster-compare.sh, from their own runs, stay as they were, after the
+# sections above (each ends with a blank line).
+lines += kept_block(PAGE, "secure")
+if kept_block(PAGE, "secure"):
+    lines.append("")
 lines += kept_block(PAGE, "cluster")
 PAGE.write_text("\n".join(lines) + "\n")
 

@@ -5,10 +5,14 @@
 #   crates/pushlab-bench/run.sh           the full matrix (about 35 minutes, capped at 45)
 #   QUICK=1 crates/pushlab-bench/run.sh   a smoke run: small counts, short steps
 #   ONLY=latency,profile crates/pushlab-bench/run.sh   some sections only
-#                               (latency, wire, fanout, idle, redis, profile, criterion)
+#                               (latency, wire, fanout, idle, redis, profile, criterion;
+#                               and tls, webtransport, which are not in the default run)
 #
 # `ONLY=redis` rewrites only the Redis section of docs/benchmarks.md and
 # leaves the rest of the page, which comes from another run, as it is.
+#
+# `ONLY=tls,webtransport` (either or both) rewrites only the section "HTTPS,
+# HTTP/2 and WebTransport" of docs/benchmarks.md, with report-secure.py.
 #
 # It runs from the workspace root, whose target/ holds every crate's binaries.
 #
@@ -84,6 +88,8 @@ start_server() {
   SHOWN=()
   case "$1" in
     pushlab) launch "$2" "${ON_SERVER_CORE[@]}" "${PUSHLAB[@]}" ;;
+    pushlab-wt) launch "$2" "${ON_SERVER_CORE[@]}" "${PUSHLAB[@]}" --webtransport ;;
+    pushlab-tls) launch "$2" "${ON_SERVER_CORE[@]}" "${PUSHLAB[@]}" --tls; SERVER_URL=https://${SERVER_URL#http://} ;;
     floor) launch "$2" "${ON_SERVER_CORE[@]}" target/release/pushlab-floor --addr 127.0.0.1:0 ;;
     socketio) launch "$2" "${ON_SERVER_CORE[@]}" node "$BENCH/socketio/server.js" --addr 127.0.0.1:0 ;;
     pushlab-redis)
@@ -296,9 +302,73 @@ if want criterion && [ "$QUICK" != 1 ] && [ $(( BUDGET_SECS - ($(date +%s) - STA
     >"$OUT/criterion.out" 2>&1 || true
 fi
 
+# 8. HTTPS, HTTP/2 and WebTransport (not in the default run; docs/benchmarks.md
+#    has its own section, written by report-secure.py).
+#    webtransport: one server under --webtransport (the WebSocket and HTTP
+#      on plain TCP, WebTransport on UDP at the same port number) serves `ws`
+#      and `wt` alike. Latency to one subscriber, messages and cursor moves
+#      (`wt` carries cursor moves on its stream, `wt-datagrams` as
+#      datagrams); fan-out to $FANOUT at a fixed rate, for server CPU per
+#      delivery and, for cursor moves, the datagrams lost; the fan-out
+#      search; and memory per idle session.
+#    tls: `wss`, SSE over HTTPS/1.1 and SSE over HTTP/2 from a server under
+#      --tls, against `ws` and `sse` from the plain server: the same
+#      latency, fixed-rate and search runs, and memory per idle connection.
+#    The fixed rate, $SECURE_RATE msg/s to $FANOUT, is one every transport
+#    keeps up with on this machine, so CPU per delivery is a cost and not a
+#    ceiling. SECURE_SEARCH=0 leaves the searches out: on a machine that
+#    other work keeps busy they measure the neighbours, not the server,
+#    while CPU per delivery (the server's own CPU time) still holds.
+SECURE_RATE=${SECURE_RATE:-20}
+SECURE_SEARCH=${SECURE_SEARCH:-1}
+secure_search() { [ "$SECURE_SEARCH" = 1 ] && measure "$@" || true; }
+WT_IDLE=${WT_IDLE:-$FANOUT}
+if want tls || want webtransport; then
+  # Every QUIC handshake of a crowd comes from 8 loopback addresses.
+  export PUSHLAB_WT_IP_HANDSHAKES=1024
+  LATENCY=(--subscribers 1 --rate 100 --duration "$LAT_SECS")
+  FIXED=(--subscribers "$FANOUT" --rate "$SECURE_RATE" --duration "$LAT_SECS")
+  for t in ws sse; do
+    measure "secure-latency-$t" 60 pushlab-wt rate --transport "$t" "${LATENCY[@]}"
+    measure "secure-fixed-$t" 90 pushlab-wt rate --transport "$t" "${FIXED[@]}"
+  done
+  secure_search secure-search-ws 360 pushlab-wt search --transport ws --start 128 "${SEARCH[@]}"
+fi
+if want webtransport; then
+  measure secure-latency-wt 60 pushlab-wt rate --transport wt "${LATENCY[@]}"
+  measure secure-fixed-wt 90 pushlab-wt rate --transport wt "${FIXED[@]}"
+  for t in ws wt wt-datagrams; do
+    measure "secure-cursors-latency-$t" 60 pushlab-wt rate --transport "$t" --events cursors "${LATENCY[@]}"
+    measure "secure-cursors-fixed-$t" 90 pushlab-wt rate --transport "$t" --events cursors "${FIXED[@]}"
+  done
+  secure_search secure-search-wt 360 pushlab-wt search --transport wt --start 16 "${SEARCH[@]}"
+  for t in ws wt; do
+    measure "secure-idle-$t" 120 pushlab-wt idle --transport "$t" --subscribers "$WT_IDLE"
+  done
+fi
+if want tls; then
+  for t in ws sse sse-h2; do
+    measure "secure-latency-tls-$t" 60 pushlab-tls rate --transport "$t" "${LATENCY[@]}"
+    measure "secure-fixed-tls-$t" 90 pushlab-tls rate --transport "$t" "${FIXED[@]}"
+  done
+  secure_search secure-search-sse 360 pushlab-wt search --transport sse --start 128 "${SEARCH[@]}"
+  for t in ws sse sse-h2; do
+    secure_search "secure-search-tls-$t" 360 pushlab-tls search --transport "$t" --start 128 "${SEARCH[@]}"
+  done
+  for t in ws sse-h2; do
+    measure "secure-idle-tls-$t" 120 pushlab-tls idle --transport "$t" --subscribers "$WT_IDLE"
+  done
+fi
+
 echo "loadavg at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"
 echo "elapsed: $(( $(date +%s) - START )) s (builds excluded)" >>"$OUT/machine.txt"
 
-step "writing docs/benchmarks.md and the tables in docs/transports.md"
-python3 "$BENCH/report.py" "$OUT"
+if [[ ",$ONLY," =~ ,(latency|wire|fanout|idle|redis|profile|criterion), ]]; then
+  step "writing docs/benchmarks.md and the tables in docs/transports.md"
+  python3 "$BENCH/report.py" "$OUT"
+fi
+if want tls || want webtransport; then
+  step "writing the HTTPS, HTTP/2 and WebTransport section of docs/benchmarks.md"
+  python3 "$BENCH/report-secure.py" "$OUT"
+fi
 step "done: $OUT"

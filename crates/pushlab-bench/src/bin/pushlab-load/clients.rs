@@ -19,8 +19,9 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::engineio::{self, Packet};
 use crate::http1::{Http1, SseEvents};
-use crate::net::{self, Counted, Sources, Wire};
+use crate::net::{self, Conn, Sources, Wire};
 use crate::tally::{Seen, Tally};
+use crate::tls::{Alpn, Tls};
 
 /// What a subscriber speaks, to which server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -30,8 +31,15 @@ pub enum Kind {
     Ws,
     /// pushlab `GET /ws`, registered as a session of its own.
     WsRegistered,
-    /// pushlab `GET /sse`.
+    /// pushlab `GET /sse` over HTTP/1.1 (over TLS with an `https://` URL).
     Sse,
+    /// pushlab `GET /sse` over HTTP/2 (TLS, ALPN `h2`).
+    SseH2,
+    /// pushlab WebTransport, every event on the server's stream.
+    Wt,
+    /// pushlab WebTransport with `cursors=datagrams`: `mousemove` events as
+    /// datagrams, the rest on the stream.
+    WtDatagrams,
     /// pushlab `GET /longpoll`, one held request after another.
     Longpoll,
     /// pushlab `GET /poll` every `--poll-interval-ms`.
@@ -72,6 +80,53 @@ pub struct Step {
     /// pushlab only: the log head before the step, so readers start there.
     pub since: u64,
     pub poll_interval: Duration,
+    /// TLS for every TCP connection, subscribers' and publishers', when the
+    /// server speaks HTTPS.
+    pub tls: Option<Tls>,
+    /// The SHA-256 of the server's certificate, which WebTransport
+    /// subscribers pin.
+    pub wt_hash: Option<[u8; 32]>,
+    /// What the pushlab publishers send.
+    pub events: Events,
+}
+
+/// What the publishers send to pushlab.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Events {
+    /// Chat messages: `{"type":"message","text","id"}`.
+    Messages,
+    /// Cursor moves, `{"type":"mousemove","x","y"}`, with the message's
+    /// index and step in `x` and `y` (see [`cursor_position`]).
+    Cursors,
+}
+
+/// A cursor move's `x` is its message index over 2^20, its `y` the step
+/// over 2^16: both exact in a float and its JSON, and both in [0, 1], as
+/// pushlab requires.
+pub const CURSOR_INDEX_SCALE: f64 = (1u64 << 20) as f64;
+pub const CURSOR_STEP_SCALE: f64 = (1u64 << 16) as f64;
+
+/// The position that carries message `index` of `step`.
+pub fn cursor_position(step: u32, index: u64) -> (f64, f64) {
+    (
+        index as f64 / CURSOR_INDEX_SCALE,
+        f64::from(step) / CURSOR_STEP_SCALE,
+    )
+}
+
+/// The message index and step a cursor position carries; `None` for a
+/// position no publisher of ours sent. A last-digit difference is allowed:
+/// serde_json's default float parsing (the server's) may land one unit in
+/// the last place away from the exact value.
+pub fn cursor_message(x: f64, y: f64) -> Option<(u32, u64)> {
+    let whole = |v: f64| {
+        let rounded = v.round();
+        (rounded >= 0.0 && (v - rounded).abs() < 1e-6).then_some(rounded)
+    };
+    let index = whole(x * CURSOR_INDEX_SCALE)?;
+    let step = whole(y * CURSOR_STEP_SCALE)?;
+    Some((step as u32, index as u64))
 }
 
 /// Tells the controller a client is connected and set up. Dropping it
@@ -84,7 +139,7 @@ impl Ready {
         (Ready(Some(tx)), rx)
     }
 
-    fn fire(&mut self) {
+    pub fn fire(&mut self) {
         if let Some(tx) = self.0.take() {
             let _ = tx.send(());
         }
@@ -108,6 +163,9 @@ pub async fn subscribe(
             pushlab_ws(&step, index, Some(&name), &seen, &mut ready).await
         }
         Kind::Sse => pushlab_sse(&step, index, &seen, &mut ready).await,
+        Kind::SseH2 => pushlab_sse_h2(&step, index, &seen, &mut ready).await,
+        Kind::Wt => crate::wt::subscribe(&step, index, false, &seen, &mut ready).await,
+        Kind::WtDatagrams => crate::wt::subscribe(&step, index, true, &seen, &mut ready).await,
         Kind::Longpoll | Kind::Poll => pushlab_poll(&step, kind, index, &seen, &mut ready).await,
         Kind::SocketioWs => socketio_ws(&step, index, &seen, &mut ready).await,
         Kind::SocketioPolling => socketio_polling(&step, index, &seen, &mut ready).await,
@@ -130,6 +188,8 @@ struct PushlabItem<'a> {
     id: Option<&'a str>,
     #[serde(borrow)]
     text: Option<&'a str>,
+    x: Option<f64>,
+    y: Option<f64>,
 }
 
 /// The message object the peers fan out: `{"id","text"}`.
@@ -157,6 +217,8 @@ static SEQ_KEY: LazyLock<Key> = LazyLock::new(|| Key::new(r#""seq":"#));
 static TYPE_KEY: LazyLock<Key> = LazyLock::new(|| Key::new(r#""type":"#));
 static ID_KEY: LazyLock<Key> = LazyLock::new(|| Key::new(r#""id":"#));
 static TEXT_KEY: LazyLock<Key> = LazyLock::new(|| Key::new(r#""text":"#));
+static X_KEY: LazyLock<Key> = LazyLock::new(|| Key::new(r#""x":"#));
+static Y_KEY: LazyLock<Key> = LazyLock::new(|| Key::new(r#""y":"#));
 
 impl<'a> FlatJson<'a> {
     fn new(json: &'a str) -> Option<Self> {
@@ -196,12 +258,31 @@ impl<'a> FlatJson<'a> {
         rest[..end].parse().ok().map(Some)
     }
 
+    /// A number value with a fraction or exponent, with the same
+    /// convention as [`Self::string`].
+    fn float(&self, key: &Key) -> Option<Option<f64>> {
+        let Some(at) = self.value_at(key) else {
+            return Some(None);
+        };
+        let rest = &self.0[at..];
+        let end = rest.find([',', '}']).unwrap_or(rest.len());
+        rest[..end].trim().parse().ok().map(Some)
+    }
+
     fn pushlab_item(&self) -> Option<PushlabItem<'a>> {
+        let kind = self.string(&TYPE_KEY)?;
+        let (x, y) = if kind == Some("mousemove") {
+            (self.float(&X_KEY)?, self.float(&Y_KEY)?)
+        } else {
+            (None, None)
+        };
         Some(PushlabItem {
             seq: self.number(&SEQ_KEY)?,
-            kind: self.string(&TYPE_KEY)?,
+            kind,
             id: self.string(&ID_KEY)?,
             text: self.string(&TEXT_KEY)?,
+            x,
+            y,
         })
     }
 
@@ -214,7 +295,23 @@ impl<'a> FlatJson<'a> {
 }
 
 /// Reads one pushlab JSON item; returns its `type` when it is a control.
-fn pushlab_item<'a>(seen: &Mutex<Seen>, tally: &Tally, json: &'a str) -> anyhow::Result<&'a str> {
+pub fn pushlab_item<'a>(
+    seen: &Mutex<Seen>,
+    tally: &Tally,
+    json: &'a str,
+) -> anyhow::Result<&'a str> {
+    pushlab_item_in(seen, tally, json, true)
+}
+
+/// [`pushlab_item`], checking that seqs follow one another only if
+/// `in_order`: datagrams may be lost or overtake the stream, and the
+/// stream of a session whose cursors go as datagrams skips their seqs.
+pub fn pushlab_item_in<'a>(
+    seen: &Mutex<Seen>,
+    tally: &Tally,
+    json: &'a str,
+    in_order: bool,
+) -> anyhow::Result<&'a str> {
     let item = match FlatJson::new(json).and_then(|flat| flat.pushlab_item()) {
         Some(item) => item,
         None => serde_json::from_str(json).context("a pushlab frame is JSON")?,
@@ -222,9 +319,19 @@ fn pushlab_item<'a>(seen: &Mutex<Seen>, tally: &Tally, json: &'a str) -> anyhow:
     let mut seen = seen.lock();
     match item.seq {
         Some(seq) => {
-            seen.seq(seq);
-            if let (Some("message"), Some(id), Some(text)) = (item.kind, item.id, item.text) {
-                seen.message(tally, id, text, json.len());
+            if in_order {
+                seen.seq(seq);
+            }
+            match (item.kind, item.id, item.text, item.x, item.y) {
+                (Some("message"), Some(id), Some(text), _, _) => {
+                    seen.message(tally, id, text, json.len());
+                }
+                (Some("mousemove"), _, _, Some(x), Some(y)) => {
+                    if let Some((step, index)) = cursor_message(x, y) {
+                        seen.cursor(tally, step, index, json.len());
+                    }
+                }
+                _ => {}
             }
             Ok("event")
         }
@@ -250,13 +357,16 @@ fn peer_payload(seen: &Mutex<Seen>, tally: &Tally, json: &str) -> anyhow::Result
     Ok(())
 }
 
+/// Connects a client, over TLS (ALPN `http/1.1`) if the server speaks
+/// HTTPS.
 async fn connect(
     step: &Step,
     server: SocketAddr,
     index: usize,
     wire: &Arc<Wire>,
-) -> anyhow::Result<Counted> {
-    let stream = net::connect(server, step.sources.pick(index), wire.clone())
+) -> anyhow::Result<Conn> {
+    let tls = step.tls.as_ref().map(|tls| (tls, Alpn::Http1));
+    let stream = net::connect_over(server, step.sources.pick(index), wire.clone(), tls)
         .await
         .with_context(|| format!("connecting to {server}"))?;
     wire.request();
@@ -269,7 +379,7 @@ async fn websocket(
     index: usize,
     wire: &Arc<Wire>,
     path: &str,
-) -> anyhow::Result<tokio_tungstenite::WebSocketStream<Counted>> {
+) -> anyhow::Result<tokio_tungstenite::WebSocketStream<Conn>> {
     let stream = connect(step, server, index, wire).await?;
     let url = format!("ws://{server}{path}");
     let (socket, _) = tokio_tungstenite::client_async(url, stream)
@@ -361,6 +471,62 @@ async fn pushlab_sse(
         }
     }
     Ok(())
+}
+
+/// pushlab `GET /sse` over HTTP/2: one TLS connection (ALPN `h2`) and one
+/// stream on it, with h2 driving the connection in the same task.
+async fn pushlab_sse_h2(
+    step: &Step,
+    index: usize,
+    seen: &Mutex<Seen>,
+    ready: &mut Ready,
+) -> anyhow::Result<()> {
+    let tls = step
+        .tls
+        .as_ref()
+        .context("SSE over HTTP/2 needs an https:// --url")?;
+    let stream = net::connect_over(
+        step.server,
+        step.sources.pick(index),
+        step.wire.clone(),
+        Some((tls, Alpn::H2)),
+    )
+    .await
+    .with_context(|| format!("connecting to {}", step.server))?;
+    step.wire.request();
+    let (mut client, connection) = h2::client::handshake(stream)
+        .await
+        .context("the HTTP/2 handshake")?;
+    let request = http::Request::get(format!("https://{}/sse?since={}", step.server, step.since))
+        .body(())
+        .context("an HTTP/2 request")?;
+    let read = async {
+        let (answer, _) = client.send_request(request, true)?;
+        let answer = answer.await.context("GET /sse over HTTP/2")?;
+        ensure!(
+            answer.status() == 200,
+            "GET /sse answered {}",
+            answer.status()
+        );
+        let mut body = answer.into_body();
+        let mut events = SseEvents::default();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk?;
+            // What was read makes room in the stream's window again.
+            body.flow_control().release_capacity(chunk.len())?;
+            events.push(&chunk);
+            while let Some(data) = events.next_data()? {
+                if pushlab_item(seen, &step.tally, &data)? == "hello" {
+                    ready.fire();
+                }
+            }
+        }
+        anyhow::Ok(())
+    };
+    tokio::select! {
+        ended = connection => ended.context("the HTTP/2 connection"),
+        read = read => read,
+    }
 }
 
 /// A poll or long-poll answer, with each event kept as its own JSON text.
@@ -664,6 +830,10 @@ pub async fn publish(
             let at = t0 + slot.mul_f64(next as f64);
             let (id, text) = tally.payload(next, at);
             let frame = match peer {
+                Peer::Pushlab if step.events == Events::Cursors => {
+                    let (x, y) = cursor_position(tally.step, next);
+                    format!(r#"{{"type":"mousemove","x":{x},"y":{y}}}"#)
+                }
                 Peer::Pushlab => {
                     format!(r#"{{"type":"message","text":"{text}","id":"{id}"}}"#)
                 }
@@ -747,5 +917,23 @@ mod tests {
         assert!(FlatJson::new(r#"{"seq":"x"}"#)
             .and_then(|f| f.pushlab_item())
             .is_none());
+    }
+
+    #[test]
+    fn a_cursor_move_carries_its_index_and_step_through_the_server_s_json() {
+        let (x, y) = cursor_position(7, 95);
+        // What the server sent back for 95 / 2^20: one unit in the last
+        // place above the exact value.
+        let event = r#"{"seq":97,"ts":1,"type":"mousemove","name":"p","x":9.059906005859376e-05,"y":1.068115234375e-4}"#;
+
+        let item = FlatJson::new(event).and_then(|f| f.pushlab_item()).unwrap();
+
+        assert_eq!((x, y), (95.0 / 1048576.0, 7.0 / 65536.0));
+        assert_eq!(
+            cursor_message(item.x.unwrap(), item.y.unwrap()),
+            Some((7, 95))
+        );
+        assert_eq!(cursor_message(x, y), Some((7, 95)));
+        assert_eq!(cursor_message(0.5, 0.123456789), None);
     }
 }

@@ -18,7 +18,7 @@ use anyhow::{bail, ensure, Context as _};
 use bytes::{Buf as _, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use crate::net::Counted;
+use crate::net::Conn;
 
 /// The most headers an answer may carry.
 const MAX_HEADERS: usize = 32;
@@ -35,7 +35,7 @@ enum Framing {
 
 /// One HTTP/1.1 keep-alive connection.
 pub struct Http1 {
-    stream: Counted,
+    stream: Conn,
     host: String,
     /// Bytes read and not yet parsed.
     buf: BytesMut,
@@ -48,7 +48,7 @@ pub struct Head {
 }
 
 impl Http1 {
-    pub fn new(stream: Counted, host: String) -> Self {
+    pub fn new(stream: Conn, host: String) -> Self {
         Http1 {
             stream,
             host,

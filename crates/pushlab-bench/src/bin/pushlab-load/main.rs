@@ -9,6 +9,8 @@
 //! pushlab-load rate   --url http://127.0.0.1:8080 --transport ws --subscribers 1 --rate 100 --duration 10
 //! pushlab-load search --url http://127.0.0.1:8080 --transport ws --subscribers 1000
 //! pushlab-load idle   --url http://127.0.0.1:8080 --transport longpoll --subscribers 10000 --server-pid PID
+//! pushlab-load rate   --url https://127.0.0.1:8443 --transport sse-h2 --subscribers 1000
+//! pushlab-load rate   --url http://127.0.0.1:8080 --transport wt-datagrams --events cursors
 //! pushlab-load rate   --url http://127.0.0.1:8082 --publish-url http://127.0.0.1:8081 --server-pid A,B,REDIS
 //! ```
 //!
@@ -27,10 +29,19 @@
 //! subscribers: another pushlab node on the same Redis, for cross-node
 //! delivery.
 //!
+//! An `https://` URL makes every TCP connection TLS (rustls): `ws` is then
+//! `wss:`, `sse` SSE over HTTPS/1.1, and `sse-h2` SSE over HTTP/2. `wt` and
+//! `wt-datagrams` speak WebTransport to a server under `--webtransport`
+//! (plain or HTTPS), pinning the certificate hash `GET /config` gives.
+//! `--events cursors` makes the publishers send cursor moves instead of
+//! chat messages, which `wt-datagrams` subscribers get as datagrams.
+//!
 //! # Layout
 //!
-//! - `net`: source addresses, counted sockets, the fd limit.
+//! - `net`: source addresses, counted sockets (plain or TLS), the fd limit.
+//! - `tls`: the rustls client configurations, one per ALPN.
 //! - `clients`: a subscriber per transport and peer, and the publishers.
+//! - `wt`: the WebTransport subscriber.
 //! - `engineio`: the engine.io v4 / socket.io v4 framing.
 //! - `http1`: a lean HTTP/1.1 client and SSE splitter for the subscribers
 //!   (and the one `/stats` call).
@@ -43,6 +54,8 @@ mod http1;
 mod net;
 mod procstat;
 mod tally;
+mod tls;
+mod wt;
 
 /// jemalloc, as in the server: the subscribers allocate a message or two per
 /// delivery, and the system allocator made that a visible share of the load
@@ -62,11 +75,12 @@ use serde::Serialize;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-use clients::{Kind, Peer, Ready, Share, Step};
+use clients::{Events, Kind, Peer, Ready, Share, Step};
 use http1::Http1;
 use net::{Sources, Wire, WireSnapshot};
 use procstat::{Process, ServerSide};
 use tally::{Clock, Seen, Tally};
+use tls::Tls;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -145,8 +159,16 @@ enum TargetArg {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
 enum TransportArg {
+    /// WebSocket (`wss:` with an `https://` URL).
     Ws,
+    /// SSE over HTTP/1.1 (over TLS with an `https://` URL).
     Sse,
+    /// pushlab only: SSE over HTTP/2; needs an `https://` URL.
+    SseH2,
+    /// pushlab only: WebTransport, every event on the server's stream.
+    Wt,
+    /// pushlab only: WebTransport with cursor moves as datagrams.
+    WtDatagrams,
     Longpoll,
     Poll,
     /// pushlab only: subscribers take ws, sse, longpoll and poll in turn.
@@ -155,9 +177,19 @@ enum TransportArg {
     Polling,
 }
 
+/// What the publishers send, as an argument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum EventsArg {
+    /// Chat messages.
+    Messages,
+    /// Cursor moves (pushlab only).
+    Cursors,
+}
+
 #[derive(Debug, Args)]
 struct Common {
-    /// The server: `http://HOST:PORT` (or `ws://`).
+    /// The server: `http://HOST:PORT` (or `ws://`), or `https://HOST:PORT`
+    /// to speak TLS on every TCP connection.
     #[arg(long)]
     url: String,
     /// The publishers' server, if not `--url`: another pushlab node on the
@@ -170,6 +202,11 @@ struct Common {
     /// The subscribers' transport.
     #[arg(long, value_enum, default_value_t = TransportArg::Ws)]
     transport: TransportArg,
+    /// What the publishers send: chat messages, or (pushlab only) cursor
+    /// moves carrying the same index, whose latency counts from the same
+    /// schedule.
+    #[arg(long, value_enum, default_value_t = EventsArg::Messages)]
+    events: EventsArg,
     #[arg(long, default_value_t = 1)]
     subscribers: usize,
     /// Publishers share the rate between them, each on its own WebSocket.
@@ -219,6 +256,26 @@ impl Common {
         }
     }
 
+    /// Whether the server speaks HTTPS: an `https://` or `wss://` URL.
+    fn tls(&self) -> bool {
+        let scheme = self.url.split_once("://").map(|(scheme, _)| scheme);
+        matches!(scheme, Some("https" | "wss"))
+    }
+
+    /// The transport's name, as given on the command line.
+    fn transport_name(&self) -> String {
+        self.transport
+            .to_possible_value()
+            .map_or_else(String::new, |value| value.get_name().to_string())
+    }
+
+    fn events(&self) -> Events {
+        match self.events {
+            EventsArg::Messages => Events::Messages,
+            EventsArg::Cursors => Events::Cursors,
+        }
+    }
+
     fn peer(&self) -> Peer {
         match self.target {
             TargetArg::Pushlab => Peer::Pushlab,
@@ -234,10 +291,19 @@ impl Common {
         if self.register && (self.target, self.transport) != (T::Pushlab, X::Ws) {
             bail!("--register is for --target pushlab --transport ws");
         }
+        if self.events == EventsArg::Cursors && self.target != T::Pushlab {
+            bail!("--events cursors is for --target pushlab");
+        }
+        if self.transport == X::SseH2 && !self.tls() {
+            bail!("--transport sse-h2 needs an https:// --url");
+        }
         Ok(match (self.target, self.transport) {
             (T::Pushlab, X::Ws) if self.register => Kind::WsRegistered,
             (T::Pushlab, X::Ws) => Kind::Ws,
             (T::Pushlab, X::Sse) => Kind::Sse,
+            (T::Pushlab, X::SseH2) => Kind::SseH2,
+            (T::Pushlab, X::Wt) => Kind::Wt,
+            (T::Pushlab, X::WtDatagrams) => Kind::WtDatagrams,
             (T::Pushlab, X::Longpoll) => Kind::Longpoll,
             (T::Pushlab, X::Poll) => Kind::Poll,
             (T::Pushlab, X::Mix) => [Kind::Ws, Kind::Sse, Kind::Longpoll, Kind::Poll][index % 4],
@@ -265,6 +331,13 @@ fn main() -> anyhow::Result<()> {
         }
     };
     common.kind(0)?;
+    if let Mode::Rate { rate, duration, .. } = &cli.mode {
+        // A cursor move carries its index in `x`, over 2^20.
+        ensure!(
+            common.events == EventsArg::Messages || rate * duration < clients::CURSOR_INDEX_SCALE,
+            "--events cursors sends at most 2^20 messages a step"
+        );
+    }
     let runtime = if common.threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -392,6 +465,10 @@ impl Percentiles {
 struct StepResult {
     target: Peer,
     transport: String,
+    /// Every TCP connection spoke TLS.
+    tls: bool,
+    /// What the publishers sent.
+    events: Events,
     rate: f64,
     duration_secs: f64,
     subscribers: usize,
@@ -431,6 +508,10 @@ struct StepResult {
     wire_sent_per_delivery: f64,
     requests_per_delivery: f64,
     payload_per_delivery: f64,
+    /// WebTransport only: QUIC DATAGRAM frames the subscribers' connections
+    /// received in the window; below the deliveries of a datagram run, the
+    /// rest were lost before the client.
+    quic_datagrams_received: u64,
     /// Publisher sockets, per published message.
     publisher_sent_per_message: f64,
     /// The publishers talked to `--publish-url`, another server than the
@@ -592,21 +673,68 @@ async fn connect_crowd(common: &Common, step: &Arc<Step>, count: u64) -> anyhow:
 }
 
 /// pushlab's `GET /stats`, on a connection of its own.
-async fn stats(server: SocketAddr) -> anyhow::Result<serde_json::Value> {
-    let stream = net::connect(server, Sources { count: 1 }.pick(0), Default::default()).await?;
+async fn stats(server: SocketAddr, tls: Option<&Tls>) -> anyhow::Result<serde_json::Value> {
+    get_json(server, tls, "/stats").await
+}
+
+/// A `GET` of pushlab's JSON at `path`, on a connection of its own.
+async fn get_json(
+    server: SocketAddr,
+    tls: Option<&Tls>,
+    path: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let source = Sources { count: 1 }.pick(0);
+    let tls = tls.map(|tls| (tls, tls::Alpn::Http1));
+    let stream = net::connect_over(server, source, Default::default(), tls).await?;
     let mut http = Http1::new(stream, server.to_string());
-    let (status, body) = http.send("GET", "/stats", "").await?;
-    ensure!(status == 200, "GET /stats answered {status}");
+    let (status, body) = http.send("GET", path, "").await?;
+    ensure!(status == 200, "GET {path} answered {status}");
     Ok(serde_json::from_slice(&body)?)
 }
 
-async fn head(common: &Common, server: SocketAddr) -> anyhow::Result<u64> {
+async fn head(common: &Common, server: SocketAddr, tls: Option<&Tls>) -> anyhow::Result<u64> {
     if common.target != TargetArg::Pushlab {
         return Ok(0);
     }
-    stats(server).await?["head"]
+    stats(server, tls).await?["head"]
         .as_u64()
         .context("/stats has a head")
+}
+
+/// The SHA-256 of the certificate WebTransport serves, from `GET /config`.
+async fn webtransport_hash(server: SocketAddr, tls: Option<&Tls>) -> anyhow::Result<[u8; 32]> {
+    let config = get_json(server, tls, "/config").await?;
+    let hex = config["webtransport"]["certificate_hash"]
+        .as_str()
+        .context("GET /config gives no webtransport.certificate_hash: is the server under --webtransport, with its own certificate?")?;
+    tls::parse_sha256_hex(hex)
+}
+
+/// What every client of a step shares, for `tally`.
+async fn new_step(common: &Common, tally: Arc<Tally>) -> anyhow::Result<Arc<Step>> {
+    let server = common.server()?;
+    let tls = common.tls().then(Tls::new).transpose()?;
+    let wt_hash = match common.transport {
+        TransportArg::Wt | TransportArg::WtDatagrams => {
+            Some(webtransport_hash(server, tls.as_ref()).await?)
+        }
+        _ => None,
+    };
+    Ok(Arc::new(Step {
+        server,
+        publish_server: common.publish_server()?,
+        sources: Sources {
+            count: common.sources,
+        },
+        wire: Arc::new(Wire::default()),
+        publisher_wire: Arc::new(Wire::default()),
+        tally,
+        since: head(common, server, tls.as_ref()).await?,
+        poll_interval: Duration::from_millis(common.poll_interval_ms),
+        tls,
+        wt_hash,
+        events: common.events(),
+    }))
 }
 
 /// Waits until the server has been nearly idle for a quarter second (at
@@ -640,18 +768,7 @@ async fn step(
     let server = ServerSide::new(&common.server_pid);
     let count = (rate * duration).round().max(1.0) as u64;
     let tally = Arc::new(Tally::new(clock, number, count));
-    let step = Arc::new(Step {
-        server: server_addr,
-        publish_server: common.publish_server()?,
-        sources: Sources {
-            count: common.sources,
-        },
-        wire: Arc::new(Wire::default()),
-        publisher_wire: Arc::new(Wire::default()),
-        tally: tally.clone(),
-        since: head(common, server_addr).await?,
-        poll_interval: Duration::from_millis(common.poll_interval_ms),
-    });
+    let step = new_step(common, tally.clone()).await?;
     let mut crowd = connect_crowd(common, &step, count).await?;
 
     let (start_tx, start_rx) = watch::channel(None);
@@ -697,6 +814,7 @@ async fn step(
     let server_cpu_before = server.cpu();
     let own_cpu_before = Process::Myself.cpu();
     let t0 = Instant::now() + Duration::from_millis(20);
+    tally.set_schedule(t0, Duration::from_secs_f64(1.0 / rate));
     start_tx.send_replace(Some(t0));
 
     let mut published = clients::Published::default();
@@ -746,7 +864,9 @@ async fn step(
 
     let mut result = StepResult {
         target: common.peer(),
-        transport: format!("{:?}", common.transport).to_lowercase(),
+        transport: common.transport_name(),
+        tls: common.tls(),
+        events: common.events(),
         rate,
         duration_secs: duration,
         subscribers: common.subscribers,
@@ -774,6 +894,7 @@ async fn step(
         wire_sent_per_delivery: 0.0,
         requests_per_delivery: 0.0,
         payload_per_delivery: 0.0,
+        quic_datagrams_received: wire.datagrams,
         publisher_sent_per_message: publisher_wire.sent as f64 / published.sent.max(1) as f64,
         publish_elsewhere: common.publish_server()? != server_addr,
         server_cpu_percent: procstat::total(server_cpu_each),
@@ -819,9 +940,11 @@ fn print_step(r: &StepResult) {
     let l = &r.latency;
     let cpu = |c: Option<f64>| c.map_or("-".into(), |c| format!("{c:.0}%"));
     println!(
-        "{:?}/{} {} subs ({} connected), {:.0} msg/s × {:.0} s: {} published, {} delivered ({:.0}/s)",
+        "{:?}/{}{}{} {} subs ({} connected), {:.0} msg/s × {:.0} s: {} published, {} delivered ({:.0}/s)",
         r.target,
         r.transport,
+        if r.tls { " over TLS" } else { "" },
+        if r.events == Events::Cursors { ", cursor moves" } else { "" },
         r.subscribers,
         r.connected,
         r.rate,
@@ -1026,18 +1149,7 @@ async fn idle(common: &Common, clock: Clock, hold: f64) -> anyhow::Result<IdleRe
     if server.is_empty() {
         bail!("idle needs --server-pid to read the server's RSS");
     }
-    let step = Arc::new(Step {
-        server: server_addr,
-        publish_server: server_addr,
-        sources: Sources {
-            count: common.sources,
-        },
-        wire: Arc::new(Wire::default()),
-        publisher_wire: Arc::new(Wire::default()),
-        tally: Arc::new(Tally::new(clock, 0, 1)),
-        since: head(common, server_addr).await?,
-        poll_interval: Duration::from_millis(common.poll_interval_ms),
-    });
+    let step = new_step(common, Arc::new(Tally::new(clock, 0, 1))).await?;
     settle(&server).await;
     let before = server.rss_kib().context("reading the server's RSS")?;
     let mut crowd = connect_crowd(common, &step, 1).await?;
@@ -1045,8 +1157,13 @@ async fn idle(common: &Common, clock: Clock, hold: f64) -> anyhow::Result<IdleRe
     settle(&server).await;
     let after = server.rss_kib().context("reading the server's RSS")?;
     let server_open = if common.target == TargetArg::Pushlab {
-        let transport = format!("{:?}", common.transport).to_lowercase();
-        stats(server_addr).await?["transports"][transport]["open"].as_u64()
+        // `/stats` counts by transport, whatever the HTTP version.
+        let transport = match common.transport {
+            TransportArg::SseH2 => "sse".to_string(),
+            TransportArg::Wt | TransportArg::WtDatagrams => "webtransport".to_string(),
+            _ => common.transport_name(),
+        };
+        stats(server_addr, step.tls.as_ref()).await?["transports"][transport]["open"].as_u64()
     } else {
         None
     };
@@ -1054,7 +1171,7 @@ async fn idle(common: &Common, clock: Clock, hold: f64) -> anyhow::Result<IdleRe
     crowd.tasks.shutdown().await;
     Ok(IdleResult {
         target: common.peer(),
-        transport: format!("{:?}", common.transport).to_lowercase(),
+        transport: common.transport_name(),
         subscribers: common.subscribers,
         connected: crowd.connected,
         failures: crowd.failures,
@@ -1109,6 +1226,55 @@ mod tests {
         let error = bad.publish_server().unwrap_err().to_string();
 
         assert!(error.starts_with("--publish-url http://node-a"), "{error}");
+    }
+
+    #[test]
+    fn an_https_url_makes_every_connection_tls_and_names_the_same_address() {
+        let secure = common(&["--url", "https://127.0.0.1:8443", "--transport", "sse-h2"]);
+        let plain = common(&["--url", "http://127.0.0.1:8080"]);
+
+        assert!(secure.tls());
+        assert!(!plain.tls());
+        assert_eq!(secure.server().unwrap(), "127.0.0.1:8443".parse().unwrap());
+        assert_eq!(secure.kind(0).unwrap(), Kind::SseH2);
+        assert_eq!(secure.transport_name(), "sse-h2");
+    }
+
+    #[test]
+    fn sse_over_http2_without_tls_and_cursor_moves_to_a_peer_are_refused() {
+        let plain_h2 = common(&["--url", "http://127.0.0.1:8080", "--transport", "sse-h2"]);
+        let cursors_to_floor = common(&[
+            "--url",
+            "http://127.0.0.1:8080",
+            "--target",
+            "floor",
+            "--events",
+            "cursors",
+        ]);
+
+        let h2_error = plain_h2.kind(0).unwrap_err().to_string();
+        let floor_error = cursors_to_floor.kind(0).unwrap_err().to_string();
+
+        assert!(h2_error.contains("https://"), "{h2_error}");
+        assert!(floor_error.contains("--events cursors"), "{floor_error}");
+    }
+
+    #[test]
+    fn webtransport_subscribers_take_the_stream_or_datagrams_as_asked() {
+        let stream = common(&["--url", "http://127.0.0.1:8080", "--transport", "wt"]);
+        let datagrams = common(&[
+            "--url",
+            "http://127.0.0.1:8080",
+            "--transport",
+            "wt-datagrams",
+            "--events",
+            "cursors",
+        ]);
+
+        assert_eq!(stream.kind(3).unwrap(), Kind::Wt);
+        assert_eq!(datagrams.kind(3).unwrap(), Kind::WtDatagrams);
+        assert_eq!(datagrams.events(), Events::Cursors);
+        assert_eq!(stream.events(), Events::Messages);
     }
 
     #[test]

@@ -15,6 +15,8 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
 
+use crate::tls::{Alpn, Tls};
+
 /// Bytes and requests over a group of sockets (all subscribers, say).
 #[derive(Debug, Default)]
 pub struct Wire {
@@ -24,6 +26,10 @@ pub struct Wire {
     pub sent: AtomicU64,
     /// HTTP requests made (a WebSocket or SSE connection counts one).
     pub requests: AtomicU64,
+    /// WebTransport only: QUIC DATAGRAM frames that reached the client's
+    /// QUIC stack, to tell a datagram the server never sent from one the
+    /// client lost.
+    pub datagrams: AtomicU64,
 }
 
 /// A moment's reading of a [`Wire`].
@@ -32,6 +38,7 @@ pub struct WireSnapshot {
     pub received: u64,
     pub sent: u64,
     pub requests: u64,
+    pub datagrams: u64,
 }
 
 impl Wire {
@@ -40,6 +47,7 @@ impl Wire {
             received: self.received.load(Ordering::Relaxed),
             sent: self.sent.load(Ordering::Relaxed),
             requests: self.requests.load(Ordering::Relaxed),
+            datagrams: self.datagrams.load(Ordering::Relaxed),
         }
     }
 
@@ -55,6 +63,7 @@ impl std::ops::Sub for WireSnapshot {
             received: self.received - earlier.received,
             sent: self.sent - earlier.sent,
             requests: self.requests - earlier.requests,
+            datagrams: self.datagrams - earlier.datagrams,
         }
     }
 }
@@ -115,6 +124,90 @@ impl AsyncWrite for Counted {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
+}
+
+/// A client's connection: plain TCP, or TLS over it. Either way the bytes
+/// are counted below TLS, so they include its records and handshake.
+pub enum Conn {
+    Plain(Counted),
+    Tls(Box<tokio_rustls::client::TlsStream<Counted>>),
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
+            Conn::Tls(stream) => Pin::new(stream.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
+            Conn::Tls(stream) => Pin::new(stream.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+            Conn::Tls(stream) => Pin::new(stream.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Conn::Plain(stream) => stream.is_write_vectored(),
+            Conn::Tls(stream) => stream.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(stream) => Pin::new(stream).poll_flush(cx),
+            Conn::Tls(stream) => Pin::new(stream.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
+            Conn::Tls(stream) => Pin::new(stream.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Connects to `server` from `source` (see [`connect`]), then, with `tls`,
+/// makes a TLS handshake asking for `alpn`.
+pub async fn connect_over(
+    server: SocketAddr,
+    source: IpAddr,
+    wire: Arc<Wire>,
+    tls: Option<(&Tls, Alpn)>,
+) -> io::Result<Conn> {
+    let stream = connect(server, source, wire).await?;
+    let Some((tls, alpn)) = tls else {
+        return Ok(Conn::Plain(stream));
+    };
+    // pushlab's own certificate names its addresses, but the verifier
+    // judges no names (see `tls`).
+    let name = rustls::pki_types::ServerName::IpAddress(server.ip().into());
+    let stream = tls.connector(alpn).connect(name, stream).await?;
+    Ok(Conn::Tls(Box::new(stream)))
 }
 
 /// Where clients connect from: 127.0.0.1 up to 127.0.0.`count`, in turn, so

@@ -9,6 +9,7 @@
 //! lower send rate: this is an open-loop measurement.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -58,6 +59,10 @@ pub struct Tally {
     pub latency: Mutex<Histogram<u64>>,
     /// Round trip of each short poll, in µs: the HTTP round trip on this machine.
     pub poll_rtt: Mutex<Histogram<u64>>,
+    /// When message 0 is scheduled (µs on the clock) and the gap between
+    /// two messages (µs), set at the start: cursor moves carry only their
+    /// index, and their scheduled time is worked out from it.
+    schedule: OnceLock<(u64, f64)>,
 }
 
 impl Tally {
@@ -69,7 +74,22 @@ impl Tally {
             unique: AtomicU64::new(0),
             latency: Mutex::new(histogram()),
             poll_rtt: Mutex::new(histogram()),
+            schedule: OnceLock::new(),
         }
+    }
+
+    /// Sets when message 0 is scheduled and the gap to each next one.
+    pub fn set_schedule(&self, t0: Instant, slot: Duration) {
+        let _ = self
+            .schedule
+            .set((self.clock.micros(t0), slot.as_secs_f64() * 1e6));
+    }
+
+    /// When message `index` is scheduled, in µs on the clock, once the
+    /// schedule is set.
+    fn scheduled(&self, index: u64) -> Option<u64> {
+        let (t0, slot) = *self.schedule.get()?;
+        Some(t0 + (slot * index as f64) as u64)
     }
 
     /// The payload of message `index`, scheduled at `at`: (`id`, `text`).
@@ -152,22 +172,48 @@ impl Seen {
         ) else {
             return false;
         };
-        if step != tally.step || index >= tally.count {
+        self.record(tally, now, step, index, Some(scheduled), payload_len);
+        true
+    }
+
+    /// Records a delivered cursor move that carried message `index` of
+    /// `step`; its scheduled time comes from the tally's schedule.
+    pub fn cursor(&mut self, tally: &Tally, step: u32, index: u64, payload_len: usize) {
+        let now = tally.clock.now_micros();
+        let scheduled = (step == tally.step)
+            .then(|| tally.scheduled(index))
+            .flatten();
+        self.record(tally, now, step, index, scheduled, payload_len);
+    }
+
+    /// Records message `index` of `step`, delivered at `now` (µs), if it
+    /// belongs to this step and its schedule is known; counts it stale if
+    /// not.
+    fn record(
+        &mut self,
+        tally: &Tally,
+        now: u64,
+        step: u32,
+        index: u64,
+        scheduled: Option<u64>,
+        payload_len: usize,
+    ) {
+        let Some(scheduled) = scheduled.filter(|_| step == tally.step && index < tally.count)
+        else {
             self.stale += 1;
-            return true;
-        }
+            return;
+        };
         self.payload_bytes += payload_len as u64;
         let (word, bit) = ((index / 64) as usize, 1u64 << (index % 64));
         if self.bits[word] & bit != 0 {
             self.duplicate_ids += 1;
-            return true;
+            return;
         }
         self.bits[word] |= bit;
         self.unique += 1;
         tally.unique.fetch_add(1, Ordering::Relaxed);
         let latency = now.saturating_sub(scheduled).clamp(1, HISTOGRAM_MAX_MICROS);
         let _ = tally.latency.lock().record(latency);
-        true
     }
 
     /// Up to `limit` indices of messages this subscriber never got.
@@ -181,5 +227,45 @@ impl Seen {
     /// Messages of this step this subscriber never got.
     pub fn missing_ids(&self, count: u64) -> u64 {
         count - self.unique
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_move_counts_from_its_scheduled_time_once_the_schedule_is_set() {
+        let tally = Tally::new(Clock::new(), 3, 10);
+        let mut seen = Seen::new(10);
+        seen.cursor(&tally, 3, 0, 100);
+        assert_eq!((seen.unique, seen.stale), (0, 1), "no schedule yet");
+
+        tally.set_schedule(Instant::now(), Duration::from_millis(10));
+        seen.cursor(&tally, 3, 4, 100);
+        seen.cursor(&tally, 3, 4, 100);
+        seen.cursor(&tally, 2, 5, 100);
+
+        assert_eq!(seen.unique, 1);
+        assert_eq!(seen.duplicate_ids, 1);
+        assert_eq!(
+            seen.stale, 2,
+            "one before the schedule, one of another step"
+        );
+        assert_eq!(seen.missing_ids(10), 9);
+        assert_eq!(tally.latency.lock().len(), 1);
+    }
+
+    #[test]
+    fn a_message_still_counts_from_the_time_in_its_text() {
+        let tally = Tally::new(Clock::new(), 1, 2);
+        let mut seen = Seen::new(2);
+
+        assert!(seen.message(&tally, "1.1", "0", 90));
+        assert!(!seen.message(&tally, "not ours", "0", 90));
+
+        assert_eq!(seen.unique, 1);
+        assert_eq!(seen.missing_examples(2, 5), vec![0]);
+        assert_eq!(seen.payload_bytes, 90);
     }
 }
