@@ -176,7 +176,7 @@ fn client_named(query: &str) -> Option<ClientId> {
 /// gets its CORS grant; and the connection's meter is told when the answer
 /// is complete.
 pub async fn admission(
-    req: ServiceRequest,
+    mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let state = req
@@ -189,8 +189,9 @@ pub async fn admission(
         Ok(admitted) => {
             let mut response = match admitted.route {
                 Err(unrouted) => req.into_response(unrouted.error_response()),
-                Ok(_) => {
+                Ok(endpoint) => {
                     req.extensions_mut().insert(ClientIp(admitted.ip));
+                    release_headers(&mut req, endpoint);
                     next.call(req).await?.map_into_boxed_body()
                 }
             };
@@ -207,6 +208,16 @@ pub async fn admission(
             _end: meter.map(EndOnDrop),
         })
     }))
+}
+
+/// Lets go of the headers of a request that is about to park and reads
+/// them no more ([`Endpoint::parks_without_headers`]), once admission has
+/// checked them. Not if it announces a body: the body timeout reads that
+/// by its length, and every limit on it stays.
+fn release_headers(req: &mut ServiceRequest, endpoint: Endpoint) {
+    if endpoint.parks_without_headers() && body_on_wire(req.headers()) == 0 {
+        *req.headers_mut() = HeaderMap::new();
+    }
 }
 
 /// A response body that holds what its request took while it is being

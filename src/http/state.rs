@@ -15,6 +15,7 @@ use crate::core::names::RoomName;
 use crate::core::presence::SessionId;
 use crate::core::room::Room;
 use crate::core::rooms::Rooms;
+use crate::http::answers::SharedAnswers;
 use crate::http::stats::{Counters, Stats};
 use crate::net::limits::ConnectionLimit;
 use crate::net::tls::ServerCertificate;
@@ -50,6 +51,9 @@ pub struct AppState {
     /// Where pages find WebTransport, told by `GET /config`; `None`
     /// without `--webtransport`.
     pub webtransport: Option<WebTransportPage>,
+    /// The last poll answer made, shared by the held long-polls that read
+    /// the same events.
+    pub answers: SharedAnswers,
 }
 
 /// What a page needs to open a WebTransport session.

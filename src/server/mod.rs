@@ -242,6 +242,7 @@ pub fn serve_with_store(
         store_metrics,
         certificate: certificate.filter(|_| https),
         webtransport: webtransport_page,
+        answers: Default::default(),
     });
     // On the same port number as the HTTP listener, over UDP, on this
     // runtime; it stops on the same shutdown token.
