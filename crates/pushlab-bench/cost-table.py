@@ -20,12 +20,14 @@ RUNS = [
     ("pushlab `ws`", "pushlab-ws"),
     ("pushlab `sse`", "pushlab-sse"),
     ("pushlab `longpoll`", "pushlab-longpoll"),
+    ("socket.io 4 `websocket` (Node)", "socketio-ws"),
 ]
 # (label, file stem, target in KiB)
 IDLE = [
-    ("registered `ws`", "idle-ws-registered", 6.0),
-    ("held anonymous `longpoll`", "idle-longpoll", 10.0),
+    ("`ws`, registered (a chat client)", "idle-ws-registered", 6.0),
+    ("`ws`, listening", "idle-ws", None),
     ("`sse` stream", "idle-sse", None),
+    ("`longpoll`, held, anonymous", "idle-longpoll", 10.0),
 ]
 
 
@@ -68,6 +70,8 @@ def cost_lines(out):
                   "| --- | ---: | ---: | ---: | --- | ---: |"]
         for label, stem in RUNS:
             results = [load(out / f"cpu-{stem}-{n}.json") for n in rounds]
+            if not any(results):
+                continue
             per_round[stem] = [cpu_us(r) for r in results]
             good = [r for r in results if r]
             for n, r in zip(rounds, results):

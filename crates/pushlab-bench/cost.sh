@@ -9,19 +9,23 @@
 #
 # CPU: FANOUT (1000) subscribers for SECS (8) s of publishing; the floor
 # (pushlab-floor, tokio-tungstenite) and pushlab `ws` and `sse` at WS_RATE
-# (50) msg/s, pushlab `longpoll` at LP_RATE (20). Each round runs the four
-# one after the other, in reverse order every other round, each on a fresh
+# (50) msg/s, pushlab `longpoll` at LP_RATE (20), and the socket.io peer's
+# `websocket` at WS_RATE, shown beside them but in no ratio (SOCKETIO=0
+# leaves it out). Each round runs them one after the other, in reverse order
+# every other round, each on a fresh
 # server, so a noisy moment on a shared machine lands on neighbours alike.
 # Server CPU per delivery (CPU over the publishing window / deliveries) is
 # turned into ratios within the round (ws/floor, sse/ws, longpoll/ws), and
 # each ratio's median over ROUNDS (3) rounds is the figure.
-# Memory: IDLE (5000) WebSockets, each registering a session (so each holds
-# a chat client's state) and held HOLD (20) s, and IDLE held anonymous
-# long-polls and SSE streams: the server's RSS rise per connection.
+# Memory: IDLE (5000) connections held HOLD (20) s: WebSockets registering a
+# session each (so each holds a chat client's state), listening WebSockets,
+# SSE streams and held anonymous long-polls: the server's RSS rise per
+# connection.
 # As in run.sh the server (`--workers 1 --rate-limit 0`, per-address limits
 # off) runs pinned with `taskset -c 1`, pushlab-load with `taskset -c 0`.
 # Raw JSON, every command (NAME.cmd) and machine.txt (with the load average
-# before and after) go to target/cost/<utc-time>/.
+# before and after) go to target/cost/<utc-time>/, or COST_OUT (run.sh's
+# `cost` section puts them beside its other results).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BENCH=crates/pushlab-bench
@@ -36,6 +40,7 @@ FLOOR_BIN=$(realpath -m "${FLOOR_BIN:-$TARGET/release/pushlab-floor}")
 LOAD=$(realpath -m "${LOAD:-$TARGET/release/pushlab-load}")
 ROUNDS=${ROUNDS:-3}
 ONLY=${ONLY:-cpu,idle}
+SOCKETIO=${SOCKETIO:-1}
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
 FANOUT=${FANOUT:-1000}
 SECS=${SECS:-8}
@@ -55,8 +60,11 @@ fi
 for bin in "$PUSHLAB_BIN" "$FLOOR_BIN" "$LOAD"; do
   [ -x "$bin" ] || { echo "not an executable: $bin" >&2; exit 2; }
 done
+if [ "$SOCKETIO" = 1 ] && [ ! -d "$BENCH/socketio/node_modules" ]; then
+  (cd "$BENCH/socketio" && npm ci --no-audit --no-fund --silent)
+fi
 
-OUT="$TARGET/cost/$(date -u +%Y%m%dT%H%M%SZ)"
+OUT=${COST_OUT:-"$TARGET/cost/$(date -u +%Y%m%dT%H%M%SZ)"}
 mkdir -p "$OUT"
 START=$(date +%s)
 source "$BENCH/servers.sh"
@@ -70,12 +78,15 @@ source "$BENCH/servers.sh"
   echo "rounds: $ROUNDS; fan-out $FANOUT subscribers, ${SECS}s; ws and sse $WS_RATE msg/s, longpoll $LP_RATE; idle $IDLE held ${HOLD}s"
 } >"$OUT/machine.txt"
 
-# run NAME SERVER pushlab-load ARGS...: one run on a fresh server (pushlab
-# or floor), its result in NAME.json and its commands in NAME.cmd.
+# run NAME SERVER pushlab-load ARGS...: one run on a fresh server (pushlab,
+# floor or socketio), its result in NAME.json and its commands in NAME.cmd.
 run() {
   local name=$1 kind=$2; shift 2
   local server=(taskset -c "$SERVER_CORE" "$PUSHLAB_BIN" --addr 127.0.0.1:0 --rate-limit 0 --workers 1)
-  [ "$kind" = floor ] && server=(taskset -c "$SERVER_CORE" "$FLOOR_BIN" --addr 127.0.0.1:0)
+  case "$kind" in
+    floor) server=(taskset -c "$SERVER_CORE" "$FLOOR_BIN" --addr 127.0.0.1:0) ;;
+    socketio) server=(taskset -c "$SERVER_CORE" node "$BENCH/socketio/server.js" --addr 127.0.0.1:0) ;;
+  esac
   launch "$name" "${server[@]}"
   local args=("$@" --url "$SERVER_URL" --server-pid "$SERVER_PID" --json)
   {
@@ -95,6 +106,7 @@ run() {
 if want cpu; then
   runs=(floor-ws:floor:ws:"$WS_RATE" pushlab-ws:pushlab:ws:"$WS_RATE"
         pushlab-sse:pushlab:sse:"$WS_RATE" pushlab-longpoll:pushlab:longpoll:"$LP_RATE")
+  [ "$SOCKETIO" = 1 ] && runs+=(socketio-ws:socketio:ws:"$WS_RATE")
   for round in $(seq "$ROUNDS"); do
     order=("${runs[@]}")
     if [ $(( round % 2 )) = 0 ]; then
@@ -111,7 +123,7 @@ fi
 if want idle; then
   run idle-ws-registered pushlab idle --target pushlab --transport ws --register \
     --subscribers "$IDLE" --hold "$HOLD" --connect-concurrency 64
-  for t in longpoll sse; do
+  for t in ws sse longpoll; do
     run "idle-$t" pushlab idle --target pushlab --transport "$t" --subscribers "$IDLE" --hold "$HOLD"
   done
 fi
