@@ -59,55 +59,77 @@ def fmt(x, digits=2):
     return "–" if x is None else f"{x:.{digits}f}"
 
 
-def cost_lines(out):
-    """Markdown lines for the results in folder `out`."""
+def rounds_in(out):
+    return sorted({int(m.group(1)) for p in out.glob("cpu-*.json") if (m := re.search(r"-(\d+)$", p.stem))})
+
+
+def cpu_lines(out):
+    """Markdown lines for the CPU runs in folder `out`: each server's CPU
+    per delivery, then the ratios."""
     out = pathlib.Path(out)
-    rounds = sorted({int(m.group(1)) for p in out.glob("cpu-*.json") if (m := re.search(r"-(\d+)$", p.stem))})
-    lines, notes = [], []
-    per_round = {}
-    if rounds:
-        lines += ["| server | rate msg/s | server CPU % (median) | CPU µs/delivery (median) | each round µs | p99 ms (median) |",
-                  "| --- | ---: | ---: | ---: | --- | ---: |"]
-        for label, stem in RUNS:
-            results = [load(out / f"cpu-{stem}-{n}.json") for n in rounds]
-            if not any(results):
-                continue
-            per_round[stem] = [cpu_us(r) for r in results]
-            good = [r for r in results if r]
-            for n, r in zip(rounds, results):
-                if r and flaws(r):
-                    notes.append(f"cpu-{stem}-{n}: {', '.join(flaws(r))}")
-            vals = [v for v in per_round[stem] if v is not None]
-            cpu = [r["server_cpu_percent"] for r in good if r.get("server_cpu_percent") is not None]
-            p99 = [r["latency"]["p99_ms"] for r in good if r.get("latency")]
-            rate = good[0]["rate"] if good and "rate" in good[0] else "–"
-            lines.append(
-                f"| {label} | {rate} | {fmt(statistics.median(cpu) if cpu else None, 1)} "
-                f"| {fmt(statistics.median(vals) if vals else None)} | {', '.join(fmt(v) for v in per_round[stem])} "
-                f"| {fmt(statistics.median(p99) if p99 else None, 1)} |")
-        lines += ["", "| ratio of CPU per delivery | median | each round | target |", "| --- | ---: | --- | ---: |"]
-        for label, num, den, target in RATIOS:
-            each = [a / b if a and b else None for a, b in zip(per_round[num], per_round[den])]
-            vals = [v for v in each if v is not None]
-            med = statistics.median(vals) if vals else None
-            verdict = "" if med is None else (" (met)" if med <= target else " (not met)")
-            lines.append(f"| {label} | {fmt(med)}×{verdict} | {', '.join(fmt(v) for v in each)} | ≤ {target}× |")
+    rounds = rounds_in(out)
+    if not rounds:
+        return []
+    lines, per_round = [], {}
+    lines += ["| server | rate msg/s | server CPU % (median) | CPU µs/delivery (median) | each round µs | p99 ms (median) |",
+              "| --- | ---: | ---: | ---: | --- | ---: |"]
+    for label, stem in RUNS:
+        results = [load(out / f"cpu-{stem}-{n}.json") for n in rounds]
+        per_round[stem] = [cpu_us(r) for r in results]
+        good = [r for r in results if r]
+        if not good:
+            continue
+        vals = [v for v in per_round[stem] if v is not None]
+        cpu = [r["server_cpu_percent"] for r in good if r.get("server_cpu_percent") is not None]
+        p99 = [r["latency"]["p99_ms"] for r in good if r.get("latency")]
+        lines.append(
+            f"| {label} | {good[0].get('rate', '–')} | {fmt(statistics.median(cpu) if cpu else None, 1)} "
+            f"| {fmt(statistics.median(vals) if vals else None)} | {', '.join(fmt(v) for v in per_round[stem])} "
+            f"| {fmt(statistics.median(p99) if p99 else None, 1)} |")
+    lines += ["", "| ratio of CPU per delivery | median | each round | target |", "| --- | ---: | --- | ---: |"]
+    for label, num, den, target in RATIOS:
+        each = [a / b if a and b else None for a, b in zip(per_round[num], per_round[den])]
+        vals = [v for v in each if v is not None]
+        med = statistics.median(vals) if vals else None
+        verdict = "" if med is None else (" (met)" if med <= target else " (not met)")
+        lines.append(f"| {label} | {fmt(med)}×{verdict} | {', '.join(fmt(v) for v in each)} | ≤ {target}× |")
+    return lines + notes(out, "cpu-")
+
+
+def idle_lines(out):
+    """Markdown lines for the idle runs in folder `out`."""
+    out = pathlib.Path(out)
     idle = [(label, load(out / f"{stem}.json"), target) for label, stem, target in IDLE]
-    if any(r for _, r, _ in idle):
-        lines += ["", "| idle connection | held | connected | server RSS rise KiB/connection | target |",
-                  "| --- | ---: | ---: | ---: | ---: |"]
-        for label, r, target in idle:
-            if not r:
-                continue
-            kib = r["kib_per_connection"]
-            verdict = "" if target is None else (" (met)" if kib <= target else " (not met)")
-            lines.append(f"| {label} | {r['subscribers']} | {r['connected']} | {kib:.1f}{verdict} "
-                         f"| {'–' if target is None else f'≤ {target:g} KiB'} |")
-    skipped = sorted(p.stem for p in out.glob("*.skipped"))
-    if notes or skipped:
-        lines.append("")
-    lines += [f"- \\* {n}" for n in notes] + [f"- {s}: {(out / f'{s}.skipped').read_text().strip()}" for s in skipped]
-    return lines
+    if not any(r for _, r, _ in idle):
+        return []
+    lines = ["| idle connection | held | connected | server RSS rise KiB/connection | target |",
+             "| --- | ---: | ---: | ---: | ---: |"]
+    for label, r, target in idle:
+        if not r:
+            continue
+        kib = r["kib_per_connection"]
+        verdict = "" if target is None else (" (met)" if kib <= target else " (not met)")
+        lines.append(f"| {label} | {r['subscribers']} | {r['connected']} | {kib:.1f}{verdict} "
+                     f"| {'–' if target is None else f'≤ {target:g} KiB'} |")
+    return lines + notes(out, "idle-")
+
+
+def notes(out, prefix):
+    """What makes some of the runs doubtful, and the runs that failed."""
+    found = []
+    for path in sorted(out.glob(f"{prefix}*.json")):
+        r = load(path)
+        if r and flaws(r):
+            found.append(f"- \\* {path.stem}: {', '.join(flaws(r))}")
+    for path in sorted(out.glob(f"{prefix}*.skipped")):
+        found.append(f"- {path.stem}: {path.read_text().strip()}")
+    return [""] + found if found else []
+
+
+def cost_lines(out):
+    """Every table for the results in folder `out`."""
+    cpu, idle = cpu_lines(out), idle_lines(out)
+    return cpu + ([""] if cpu and idle else []) + idle
 
 
 if __name__ == "__main__":
