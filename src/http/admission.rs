@@ -162,6 +162,11 @@ struct ClientQuery {
 
 /// The client a query names with a valid `client=`, if any.
 fn client_named(query: &str) -> Option<ClientId> {
+    // Most requests name none: they are not parsed a second time (the
+    // handler parses the query too) only to find that out.
+    if !query.contains("client=") {
+        return None;
+    }
     let raw = web::Query::<ClientQuery>::from_query(query)
         .ok()?
         .into_inner()

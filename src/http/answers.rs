@@ -67,3 +67,77 @@ impl SharedAnswers {
         body
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::core::log::{EventBody, MemoryLog};
+    use crate::core::names::Name;
+
+    fn read_of(log: &MemoryLog, count: usize) -> Read {
+        let events = (0..count)
+            .map(|_| {
+                let body = EventBody::Mousemove { x: 0.5, y: 0.5 };
+                log.append_now(Name::parse("alice").unwrap(), body).unwrap()
+            })
+            .collect();
+        Read {
+            events,
+            ..Read::default()
+        }
+    }
+
+    #[test]
+    fn requests_that_read_the_same_events_share_one_body_made_once() {
+        // Arrange
+        let log = MemoryLog::new(10);
+        let read = read_of(&log, 2);
+        let epoch = Epoch::random();
+        let answers = SharedAnswers::default();
+        let made = Cell::new(0);
+        let make = || {
+            made.set(made.get() + 1);
+            "body".to_owned()
+        };
+
+        // Act
+        let first = answers.body(&read, 2, &epoch, make);
+        let second = answers.body(&read, 2, &epoch, make);
+
+        // Assert
+        assert_eq!(made.get(), 1, "the second request reused the first body");
+        assert_eq!(first, second);
+        assert_eq!(first.as_ptr(), second.as_ptr(), "the same bytes, shared");
+    }
+
+    #[test]
+    fn a_different_read_cursor_or_log_gets_a_body_of_its_own() {
+        // Arrange
+        let log = MemoryLog::new(10);
+        let two = read_of(&log, 2);
+        let one = Read {
+            events: vec![Arc::clone(&two.events[0])],
+            ..Read::default()
+        };
+        let epoch = Epoch::random();
+        let answers = SharedAnswers::default();
+        let body = |read: &Read, cursor, epoch: &Epoch, text: &str| {
+            answers.body(read, cursor, epoch, || text.to_owned())
+        };
+
+        // Act and Assert: each differs from the one before in one way.
+        assert_eq!(body(&two, 2, &epoch, "a"), "a");
+        assert_eq!(body(&one, 2, &epoch, "b"), "b", "fewer events");
+        assert_eq!(body(&one, 3, &epoch, "c"), "c", "another cursor");
+        assert_eq!(body(&one, 3, &Epoch::random(), "d"), "d", "another log");
+        let more = Read {
+            more: true,
+            events: one.events.clone(),
+            ..Read::default()
+        };
+        assert_eq!(body(&more, 3, &epoch, "e"), "e", "more to come");
+    }
+}
