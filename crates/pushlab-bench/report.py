@@ -351,9 +351,10 @@ def cost_section():
     info = (results / "machine.txt").read_text() if (results / "machine.txt").exists() else ""
     out = [COST_BEGIN, "", "## Cost per delivery", ""]
     o = out.append
-    o("Written by `crates/pushlab-bench/run.sh` (its `cost` section, which runs "
-      "`crates/pushlab-bench/cost.sh`; `ONLY=cost` runs it alone and rewrites only this block) "
-      f"from `{results.resolve().relative_to(ROOT) if results.resolve().is_relative_to(ROOT) else results}`: "
+    o("Written by `crates/pushlab-bench/report.py` from the results of "
+      "`crates/pushlab-bench/cost.sh` (which run.sh's `cost` section runs; `ONLY=cost` runs it "
+      "alone and rewrites only this block) in "
+      f"`{results.resolve().relative_to(ROOT) if results.resolve().is_relative_to(ROOT) else results}`: "
       f"pushlab commit {machine_line('commit', info)}, load average {machine_line('loadavg at start', info)} "
       f"at the start and {machine_line('loadavg at end', info)} at the end "
       f"({machine_line('nproc', info)} cores).")
