@@ -667,6 +667,9 @@ w("- Every server gets one core: it runs under `taskset -c 1` (pushlab with "
   "`--workers 1 --rate-limit 0`, the floor on a one-thread runtime, socket.io on "
   "Node, which is one thread anyway). The load generator, `pushlab-load`, runs "
   "under `taskset -c 0`. Each measurement starts a fresh server.")
+w("- The socket.io peer runs as socket.io's performance guide says to run it: with "
+  "`ws`'s native add-ons `bufferutil` and `utf-8-validate` installed from its lockfile "
+  "(`crates/pushlab-bench/socketio`), which it requires at start.")
 w("- Ordinary scheduling, not real-time: under `chrt`, the kernel's RT throttling "
   "(950 ms of every second) freezes a process that nears 95% of its core for up to "
   "50 ms, and a saturated fan-out step does; earlier runs of this script under "
