@@ -354,11 +354,20 @@ def cost_section():
     o("Written by `crates/pushlab-bench/report.py` from the results of "
       "`crates/pushlab-bench/cost.sh` (which run.sh's `cost` section runs; `ONLY=cost` runs it "
       "alone and rewrites only this block) in "
-      f"`{results.resolve().relative_to(ROOT) if results.resolve().is_relative_to(ROOT) else results}`: "
+      f"`{results.resolve().relative_to(ROOT) if results.resolve().is_relative_to(ROOT) else results.resolve()}`: "
       f"pushlab commit {machine_line('commit', info)}, load average {machine_line('loadavg at start', info)} "
       f"at the start and {machine_line('loadavg at end', info)} at the end "
       f"({machine_line('nproc', info)} cores).")
     o("")
+    try:
+        busy = float(machine_line("loadavg at start", info).split()[0]) > float(machine_line("nproc", info))
+    except ValueError:
+        busy = False
+    if busy:
+        o("> **Measured on a busy machine:** other work kept the load average above the number "
+          "of cores, so the absolute figures are high and the ratios noisier than they would be "
+          "on a quiet machine. Run the command below there to measure again.")
+        o("")
     o("What decides how many subscribers one node holds is the server's CPU per delivery "
       "and its memory per idle connection, and both can be measured at loads that saturate "
       "neither the server nor the load generator. Each server runs alone on core 1 "
@@ -626,9 +635,9 @@ if not RAN - {"redis", "cost"}:
     # stays as it is. A page without one gets it where a whole run puts it.
     text = PAGE.read_text()
     if "cost" in RAN:
+        headings = [part.splitlines()[0] for part in fragments() if part]
         text = put_block(text, COST_BEGIN, COST_END, "\n".join(cost_section()),
-                         [fragments()[0].splitlines()[0] if fragments() else "<!-- redis:begin -->",
-                          "<!-- redis:begin -->", "## Criterion benches"])
+                         headings + ["<!-- redis:begin -->", "## Criterion benches"])
     if "redis" in RAN:
         text = put_block(text, REDIS_BEGIN, REDIS_END, "\n".join(redis_section()),
                          ["## Criterion benches"])
