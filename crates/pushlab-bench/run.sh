@@ -223,7 +223,7 @@ if want cost; then
     # A smoke run takes one short round, on the smoke run's counts.
     quick_cost=()
     [ "$QUICK" = 1 ] && quick_cost=(ROUNDS=1 SECS=2 HOLD=3 FANOUT="$FANOUT" IDLE="$IDLE")
-    env "${quick_cost[@]}" COST_OUT="$OUT/cost" NO_BUILD=1 PUSHLAB_BIN="$PUSHLAB_BIN" \
+    env "${quick_cost[@]}" ONLY=cpu,idle COST_OUT="$OUT/cost" NO_BUILD=1 PUSHLAB_BIN="$PUSHLAB_BIN" \
       FLOOR_BIN=target/release/pushlab-floor LOAD="$LOAD" SERVER_CORE="$SERVER_CORE" \
       LOAD_CORE="$LOAD_CORE" timeout --kill-after=5 900 "$BENCH/cost.sh" >"$OUT/cost.out" 2>&1 \
       || echo "cost.sh failed or timed out; see cost.out" >"$OUT/cost.skipped"
