@@ -424,3 +424,51 @@ pub fn check_host_of(host: &str, config: &Config) -> Result<(), HttpError> {
 pub fn direct_client_ip(peer: SocketAddr) -> IpAddr {
     client_address(peer.ip().to_canonical())
 }
+
+#[cfg(test)]
+mod tests {
+    use actix_web::test::TestRequest;
+
+    use super::*;
+
+    #[test]
+    fn a_parking_long_poll_lets_go_of_its_headers_and_other_requests_keep_theirs() {
+        // Arrange
+        let mut long_poll = TestRequest::get()
+            .uri("/longpoll?since=0")
+            .insert_header(("x-anything", "a value"))
+            .to_srv_request();
+        let mut sse = TestRequest::get()
+            .uri("/sse")
+            .insert_header(("last-event-id", "3"))
+            .to_srv_request();
+
+        // Act
+        release_headers(&mut long_poll, Endpoint::LongPoll);
+        release_headers(&mut sse, Endpoint::Sse);
+
+        // Assert
+        assert!(long_poll.headers().is_empty());
+        assert_eq!(
+            long_poll.headers().capacity(),
+            0,
+            "the map's memory is gone"
+        );
+        assert_eq!(sse.headers().get("last-event-id").unwrap(), "3");
+    }
+
+    #[test]
+    fn a_long_poll_that_announces_a_body_keeps_its_headers_for_the_body_timeout() {
+        // Arrange
+        let mut with_body = TestRequest::get()
+            .uri("/longpoll")
+            .insert_header((header::CONTENT_LENGTH, "5"))
+            .to_srv_request();
+
+        // Act
+        release_headers(&mut with_body, Endpoint::LongPoll);
+
+        // Assert
+        assert_eq!(body_on_wire(with_body.headers()), 5);
+    }
+}
