@@ -15,8 +15,16 @@ keeps that section as it was.
 A run of the Redis section alone (`ONLY=redis`) rewrites only that section of
 docs/benchmarks.md, between its markers, and leaves the rest of the page and
 docs/transports.md as another run wrote them. A run without the Redis section
-keeps the one already on the page.
+keeps the one already on the page. The same goes for the cost section
+(`ONLY=cost`: "Cost per delivery" and "Idle memory per transport", from
+cost.sh's rounds), and for the two together.
+
+The sections written by hand (before-and-after comparisons, rooms) are not
+on the page's source: each is a file in docs/benchmarks/, named NN-*.md, and
+a whole page includes them all, in the order of their names, after the
+generated sections and before the Redis one. Edit them there.
 """
+import importlib.util
 import json
 import re
 import sys
@@ -313,6 +321,99 @@ ran = re.search(r"^sections: (\S+)", machine, flags=re.M)
 RAN = set(ran.group(1).split(",")) if ran else {"latency", "wire", "fanout", "idle", "profile", "criterion"}
 PAGE = ROOT / "docs" / "benchmarks.md"
 REDIS_BEGIN, REDIS_END = markers("redis")
+COST_BEGIN, COST_END = markers("cost")
+# The sections written by hand, one file each, included in name order.
+FRAGMENTS = ROOT / "docs" / "benchmarks"
+
+
+def fragments():
+    """Every hand-written section, each followed by a blank line."""
+    out = []
+    for path in sorted(FRAGMENTS.glob("[0-9]*.md")):
+        out += [path.read_text().strip(), ""]
+    return out
+
+
+def cost_table():
+    """cost-table.py, which cost.sh prints its table with."""
+    spec = importlib.util.spec_from_file_location("cost_table", BENCH / "cost-table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def cost_section():
+    """The cost block: CPU per delivery at fixed loads and its ratios, and
+    the memory of each kind of idle connection, from cost.sh's results in
+    OUT/cost."""
+    results = OUT / "cost"
+    table = cost_table()
+    info = (results / "machine.txt").read_text() if (results / "machine.txt").exists() else ""
+    out = [COST_BEGIN, "", "## Cost per delivery", ""]
+    o = out.append
+    o("Written by `crates/pushlab-bench/report.py` from the results of "
+      "`crates/pushlab-bench/cost.sh` (which run.sh's `cost` section runs; `ONLY=cost` runs it "
+      "alone and rewrites only this block) in "
+      f"`{results.resolve().relative_to(ROOT) if results.resolve().is_relative_to(ROOT) else results.resolve()}`: "
+      f"pushlab commit {machine_line('commit', info)}, load average {machine_line('loadavg at start', info)} "
+      f"at the start and {machine_line('loadavg at end', info)} at the end "
+      f"({machine_line('nproc', info)} cores).")
+    o("")
+    try:
+        busy = float(machine_line("loadavg at start", info).split()[0]) > float(machine_line("nproc", info))
+    except ValueError:
+        busy = False
+    if busy:
+        o("> **Measured on a busy machine:** other work kept the load average above the number "
+          "of cores, so the absolute figures are high and the ratios noisier than they would be "
+          "on a quiet machine. Run the command below there to measure again.")
+        o("")
+    o("What decides how many subscribers one node holds is the server's CPU per delivery "
+      "and its memory per idle connection, and both can be measured at loads that saturate "
+      "neither the server nor the load generator. Each server runs alone on core 1 "
+      "(`--workers 1`), pushlab-load on core 0; 1000 subscribers, 8 s of publishing, "
+      "`ws` and `sse` at 50 msg/s, `longpoll` at 20 msg/s. "
+      "CPU per delivery is the server's CPU time over the publishing window divided by the "
+      "deliveries. A round runs every server once, each on a fresh process, in reverse order "
+      "every other round; each ratio is taken within a round, and the figure is the median "
+      "over the rounds, because on a shared machine single pairs move by ±30%.")
+    o("")
+    cpu = table.cpu_lines(results)
+    out.extend(cpu or [f"(no CPU rounds in this run: {why_missing('cost')})"])
+    o("")
+    o("The socket.io peer runs with `bufferutil` and `utf-8-validate` installed, as "
+      "socket.io's performance guide says (crates/pushlab-bench/socketio/package.json); it is "
+      "shown at the same load and is in no ratio.")
+    o("")
+    o("## Idle memory per transport")
+    o("")
+    o("The server's resident memory rise per connection, connections held 20 s, read after "
+      "jemalloc's purge has had its second. A registered WebSocket has a session of its own "
+      "and got every other one's join, as a chat client does; a held long-poll names no session.")
+    o("")
+    idle = table.idle_lines(results)
+    out.extend(idle or ["(no idle runs in this run)"])
+    o("")
+    o("Not measured here yet: WebTransport sessions (`--webtransport`) and WebRTC signalling "
+      "sockets (`/ws?signals=1`), which pushlab-load does not open.")
+    o("")
+    o("```console")
+    o("$ crates/pushlab-bench/cost.sh     # about 6 minutes after the build; prints these tables")
+    o("```")
+    o("")
+    o("Each run's server and load commands, as run (the first round's; the others repeat them):")
+    o("")
+    o("```console")
+    for path in sorted(results.glob("*.cmd")):
+        if re.search(r"-\d+$", path.stem) and not path.stem.endswith("-1"):
+            continue
+        o(f"# {re.sub(r'-1$', '', path.stem)}")
+        for command in path.read_text().strip().splitlines():
+            o("$ " + re.sub(r"\S*/(release|before)/", "target/release/", command))
+    o("```")
+    o("")
+    o(COST_END)
+    return out
 
 
 def machine_line(key, text=machine):
@@ -516,22 +617,32 @@ def redis_block_on_page():
     return REDIS_BEGIN + text.split(REDIS_BEGIN, 1)[1].split(REDIS_END, 1)[0] + REDIS_END
 
 
-if not RAN - {"redis"}:
-    # The Redis section alone: the rest of the page is another run's, and
-    # stays as it is. A page without the section gets it before the
-    # criterion benches, where a whole run puts it.
+def put_block(text, begin, end, block, before):
+    """`text` with `block` in place of the one between `begin` and `end`,
+    or, without one, before the first of the headings `before` it has."""
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        return head + block + rest.split(end, 1)[1]
+    for heading in before:
+        if "\n" + heading in text:
+            head, tail = text.split("\n" + heading, 1)
+            return head + "\n" + block + "\n\n" + heading + tail
+    return text.rstrip("\n") + "\n\n" + block + "\n"
+
+
+if not RAN - {"redis", "cost"}:
+    # These sections alone: the rest of the page is another run's, and
+    # stays as it is. A page without one gets it where a whole run puts it.
     text = PAGE.read_text()
-    block = "\n".join(redis_section())
-    if redis_block_on_page():
-        head, rest = text.split(REDIS_BEGIN, 1)
-        text = head + block + rest.split(REDIS_END, 1)[1]
-    elif "\n## Criterion benches" in text:
-        head, tail = text.split("\n## Criterion benches", 1)
-        text = head + "\n" + block + "\n\n## Criterion benches" + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    if "cost" in RAN:
+        headings = [part.splitlines()[0] for part in fragments() if part]
+        text = put_block(text, COST_BEGIN, COST_END, "\n".join(cost_section()),
+                         headings + ["<!-- redis:begin -->", "## Criterion benches"])
+    if "redis" in RAN:
+        text = put_block(text, REDIS_BEGIN, REDIS_END, "\n".join(redis_section()),
+                         ["## Criterion benches"])
     PAGE.write_text(text)
-    print("wrote the Redis section of docs/benchmarks.md")
+    print("wrote the " + " and ".join(sorted(RAN)) + " section(s) of docs/benchmarks.md")
     sys.exit(0)
 
 lines = []
@@ -547,6 +658,7 @@ w("```console")
 w("$ crates/pushlab-bench/run.sh            # about 35 minutes, capped at 45; writes this page")
 w("$ QUICK=1 crates/pushlab-bench/run.sh    # a smoke run with small counts")
 w("$ ONLY=redis crates/pushlab-bench/run.sh # the Redis section alone; rewrites only that section")
+w("$ ONLY=cost crates/pushlab-bench/run.sh  # cost per delivery and idle memory alone; rewrites only those")
 w("```")
 if EARLIER:
     w("")
@@ -564,6 +676,9 @@ w("- Every server gets one core: it runs under `taskset -c 1` (pushlab with "
   "`--workers 1 --rate-limit 0`, the floor on a one-thread runtime, socket.io on "
   "Node, which is one thread anyway). The load generator, `pushlab-load`, runs "
   "under `taskset -c 0`. Each measurement starts a fresh server.")
+w("- The socket.io peer runs as socket.io's performance guide says to run it: with "
+  "`ws`'s native add-ons `bufferutil` and `utf-8-validate` installed from its lockfile "
+  "(`crates/pushlab-bench/socketio`), which it requires at start.")
 w("- Ordinary scheduling, not real-time: under `chrt`, the kernel's RT throttling "
   "(950 ms of every second) freezes a process that nears 95% of its core for up to "
   "50 ms, and a saturated fan-out step does; earlier runs of this script under "
@@ -964,6 +1079,18 @@ if any(prof.values()):
     lines.extend(console([f"profile-{name}" for name in prof]))
     w("")
     lines.extend(hand_written("analysis.md"))
+
+# Cost per delivery and idle memory per transport (cost.sh) ----------------------
+if "cost" in RAN:
+    lines.extend(cost_section())
+    w("")
+elif COST_BEGIN in PAGE.read_text():
+    # This run left the cost section out: the page keeps the one it has.
+    w(kept_block(PAGE, "cost") and "\n".join(kept_block(PAGE, "cost")))
+    w("")
+
+# The sections written by hand, from docs/benchmarks/ -------------------------
+lines.extend(fragments())
 
 # Scale-out on Redis ------------------------------------------------------------
 if "redis" in RAN:

@@ -5,11 +5,14 @@
 #   crates/pushlab-bench/run.sh           the full matrix (about 35 minutes, capped at 45)
 #   QUICK=1 crates/pushlab-bench/run.sh   a smoke run: small counts, short steps
 #   ONLY=latency,profile crates/pushlab-bench/run.sh   some sections only
-#                               (latency, wire, fanout, idle, redis, profile, criterion;
+#                               (latency, wire, fanout, idle, cost, redis, profile, criterion;
 #                               and tls, webtransport, which are not in the default run)
 #
 # `ONLY=redis` rewrites only the Redis section of docs/benchmarks.md and
-# leaves the rest of the page, which comes from another run, as it is.
+# leaves the rest of the page, which comes from another run, as it is;
+# `ONLY=cost` (cost.sh's rounds: CPU per delivery and idle memory) likewise,
+# and the two together too. The sections written by hand are files in
+# docs/benchmarks/, which every whole page includes.
 #
 # `ONLY=tls,webtransport` (either or both) rewrites only the section "HTTPS,
 # HTTP/2 and WebTransport" of docs/benchmarks.md, with report-secure.py.
@@ -55,7 +58,7 @@ else
   FANOUT=${FANOUT:-1000}; IDLE=${IDLE:-10000}; STEP_SECS=5; LAT_SECS=10; BISECT=3; CROSS=${CROSS:-100}
 fi
 
-ONLY=${ONLY:-latency,wire,fanout,idle,redis,profile,criterion}
+ONLY=${ONLY:-latency,wire,fanout,idle,cost,redis,profile,criterion}
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
 
 step() { printf '\n==> %s\n' "$*" >&2; }
@@ -214,6 +217,25 @@ measure idle-floor-ws 120 floor idle --target floor --transport ws --subscribers
 for t in ws polling; do
   measure "idle-socketio-$t" 120 socketio idle --target socketio --transport "$t" --subscribers "$IDLE"
 done
+fi
+
+# 4b. Cost: server CPU per delivery at fixed loads, as ratios (pushlab `ws`
+#     against the floor, `sse` and `longpoll` against `ws`) over alternating
+#     rounds, and memory per idle connection of each transport: cost.sh, with
+#     its results in $OUT/cost.
+if want cost; then
+  if [ $(( BUDGET_SECS - ($(date +%s) - START) )) -gt 420 ]; then
+    step "cost: crates/pushlab-bench/cost.sh"
+    # A smoke run takes one short round, on the smoke run's counts.
+    quick_cost=()
+    [ "$QUICK" = 1 ] && quick_cost=(ROUNDS=1 SECS=2 HOLD=3 FANOUT="$FANOUT" IDLE="$IDLE")
+    env "${quick_cost[@]}" ONLY=cpu,idle COST_OUT="$OUT/cost" NO_BUILD=1 PUSHLAB_BIN="$PUSHLAB_BIN" \
+      FLOOR_BIN=target/release/pushlab-floor LOAD="$LOAD" SERVER_CORE="$SERVER_CORE" \
+      LOAD_CORE="$LOAD_CORE" timeout --kill-after=5 900 "$BENCH/cost.sh" >"$OUT/cost.out" 2>&1 \
+      || echo "cost.sh failed or timed out; see cost.out" >"$OUT/cost.skipped"
+  else
+    echo "skipped: the time budget is spent" >"$OUT/cost.skipped"
+  fi
 fi
 
 # 5. Scale-out on Redis. The server side is a pushlab node and the

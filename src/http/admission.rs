@@ -162,6 +162,11 @@ struct ClientQuery {
 
 /// The client a query names with a valid `client=`, if any.
 fn client_named(query: &str) -> Option<ClientId> {
+    // Most requests name none: they are not parsed a second time (the
+    // handler parses the query too) only to find that out.
+    if !query.contains("client=") {
+        return None;
+    }
     let raw = web::Query::<ClientQuery>::from_query(query)
         .ok()?
         .into_inner()
@@ -176,7 +181,7 @@ fn client_named(query: &str) -> Option<ClientId> {
 /// gets its CORS grant; and the connection's meter is told when the answer
 /// is complete.
 pub async fn admission(
-    req: ServiceRequest,
+    mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let state = req
@@ -189,8 +194,9 @@ pub async fn admission(
         Ok(admitted) => {
             let mut response = match admitted.route {
                 Err(unrouted) => req.into_response(unrouted.error_response()),
-                Ok(_) => {
+                Ok(endpoint) => {
                     req.extensions_mut().insert(ClientIp(admitted.ip));
+                    release_headers(&mut req, endpoint);
                     next.call(req).await?.map_into_boxed_body()
                 }
             };
@@ -207,6 +213,16 @@ pub async fn admission(
             _end: meter.map(EndOnDrop),
         })
     }))
+}
+
+/// Lets go of the headers of a request that is about to park and reads
+/// them no more ([`Endpoint::parks_without_headers`]), once admission has
+/// checked them. Not if it announces a body: the body timeout reads that
+/// by its length, and every limit on it stays.
+fn release_headers(req: &mut ServiceRequest, endpoint: Endpoint) {
+    if endpoint.parks_without_headers() && body_on_wire(req.headers()) == 0 {
+        *req.headers_mut() = HeaderMap::new();
+    }
 }
 
 /// A response body that holds what its request took while it is being
@@ -407,4 +423,52 @@ pub fn check_host_of(host: &str, config: &Config) -> Result<(), HttpError> {
 /// count it.
 pub fn direct_client_ip(peer: SocketAddr) -> IpAddr {
     client_address(peer.ip().to_canonical())
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::test::TestRequest;
+
+    use super::*;
+
+    #[test]
+    fn a_parking_long_poll_lets_go_of_its_headers_and_other_requests_keep_theirs() {
+        // Arrange
+        let mut long_poll = TestRequest::get()
+            .uri("/longpoll?since=0")
+            .insert_header(("x-anything", "a value"))
+            .to_srv_request();
+        let mut sse = TestRequest::get()
+            .uri("/sse")
+            .insert_header(("last-event-id", "3"))
+            .to_srv_request();
+
+        // Act
+        release_headers(&mut long_poll, Endpoint::LongPoll);
+        release_headers(&mut sse, Endpoint::Sse);
+
+        // Assert
+        assert!(long_poll.headers().is_empty());
+        assert_eq!(
+            long_poll.headers().capacity(),
+            0,
+            "the map's memory is gone"
+        );
+        assert_eq!(sse.headers().get("last-event-id").unwrap(), "3");
+    }
+
+    #[test]
+    fn a_long_poll_that_announces_a_body_keeps_its_headers_for_the_body_timeout() {
+        // Arrange
+        let mut with_body = TestRequest::get()
+            .uri("/longpoll")
+            .insert_header((header::CONTENT_LENGTH, "5"))
+            .to_srv_request();
+
+        // Act
+        release_headers(&mut with_body, Endpoint::LongPoll);
+
+        // Assert
+        assert_eq!(body_on_wire(with_body.headers()), 5);
+    }
 }

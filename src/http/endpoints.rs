@@ -163,6 +163,15 @@ impl Endpoint {
         }
     }
 
+    /// Whether a request here is held open long after admission while its
+    /// handler reads nothing of its headers: a long-poll, parked until an
+    /// event or its timeout. Admission lets go of such a request's header
+    /// map (kilobytes each, as the HTTP library sizes it) once it has read
+    /// what it needs, so a thousand parked requests do not keep them.
+    pub fn parks_without_headers(self) -> bool {
+        self == Endpoint::LongPoll
+    }
+
     /// Whether a request here is charged to the client its `client=` names.
     /// `GET /traffic` names the client it asks about, not the one asking,
     /// so it is charged to the node alone.

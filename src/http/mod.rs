@@ -2,6 +2,7 @@
 //! handler sees, and the handlers that are not transports.
 
 pub mod admission;
+pub mod answers;
 pub mod api;
 pub mod assets;
 pub mod body_timeout;

@@ -16,6 +16,7 @@ use crate::core::names::RoomName;
 use crate::core::presence::SessionId;
 use crate::core::room::Room;
 use crate::core::rooms::Rooms;
+use crate::http::answers::SharedAnswers;
 use crate::http::stats::{Counters, Stats};
 use crate::net::limits::ConnectionLimit;
 use crate::net::tls::ServerCertificate;
@@ -56,6 +57,9 @@ pub struct AppState {
     pub http1: Option<std::net::SocketAddr>,
     /// The `--demo` bot's room and publish rate; `None` without `--demo`.
     pub demo: Option<DemoRate>,
+    /// The last poll answer made, shared by the held long-polls that read
+    /// the same events.
+    pub answers: SharedAnswers,
 }
 
 /// The `--demo` bot's publish rate, which `POST /demo` sets and the bot

@@ -272,6 +272,7 @@ pub fn serve_with_store(
         webtransport: webtransport_page,
         http1: http1_addr,
         demo: demo_rate,
+        answers: Default::default(),
     });
     // On the same port number as the HTTP listener, over UDP, on this
     // runtime; it stops on the same shutdown token.

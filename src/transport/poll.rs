@@ -59,13 +59,18 @@ pub fn batch_body(read: &Read, cursor: Seq, epoch: &Epoch) -> String {
 }
 
 /// Answers a poll or long-poll with what the reader read, and counts it.
+/// Requests that read the same events share one body
+/// ([`crate::http::answers`]).
 pub fn batch_response(
     state: &AppState,
     transport: Transport,
     reader: &Reader,
     read: &Read,
 ) -> HttpResponse {
-    let body = batch_body(read, reader.cursor(), &reader.epoch());
+    let (cursor, epoch) = (reader.cursor(), reader.epoch());
+    let body = state
+        .answers
+        .body(read, cursor, &epoch, || batch_body(read, cursor, &epoch));
     let counters = state.counters(transport);
     counters.sent(read.events.len(), body.len());
     if read.events.is_empty() {

@@ -87,16 +87,21 @@ impl SseStream {
     /// [`SSE_CHUNK_BYTES`] (with the opening `hello` on the first call), or
     /// `None` when there is nothing new.
     fn read_chunk(&mut self) -> Option<Bytes> {
-        let mut chunk = String::new();
+        let mut opening = String::new();
         if !self.started {
             self.started = true;
             // Ask EventSource to come back quickly if the stream drops.
-            chunk.push_str("retry: 1000\n");
-            push_control(&mut chunk, &Control::hello(&self.reader));
+            opening.push_str("retry: 1000\n");
+            push_control(&mut opening, &Control::hello(&self.reader));
         }
         let read = self
             .reader
-            .next(SSE_CHUNK_BYTES.saturating_sub(chunk.len()));
+            .next(SSE_CHUNK_BYTES.saturating_sub(opening.len()));
+        // Sized once: an event's lines are its JSON and at most 40 bytes
+        // around it, so the chunk is not grown event by event.
+        let events_len: usize = read.events.iter().map(|e| e.json().len() + 40).sum();
+        let mut chunk = String::with_capacity(opening.len() + events_len);
+        chunk.push_str(&opening);
         if let Some(cursor) = read.gap {
             push_control(&mut chunk, &Control::gap(&self.reader, cursor));
         }

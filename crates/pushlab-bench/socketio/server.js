@@ -13,9 +13,16 @@
 // through Redis. That is how socket.io is scaled out; crates/pushlab-bench/
 // cluster-compare.sh puts two of them behind nginx.
 //
+// It runs as socket.io's performance guide says to run it: with `ws`'s native
+// add-ons `bufferutil` (frame masking) and `utf-8-validate` installed
+// (package.json's optionalDependencies, from the lockfile). Required here so
+// that a peer without them stops at once instead of being measured slower.
+//
 // Prints "socketio listening on http://ADDR" once it is ready, like pushlab.
 "use strict";
 
+require("bufferutil");
+require("utf-8-validate");
 const http = require("node:http");
 const { Server } = require("socket.io");
 

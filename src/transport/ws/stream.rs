@@ -49,7 +49,7 @@ use actix_codec::{Decoder as _, Encoder as _};
 use actix_http::ws::{CloseCode, Codec, Frame, Item, Message, ProtocolError};
 use actix_web::web::{Bytes, BytesMut};
 use bytes::buf::Limit;
-use bytes::BufMut as _;
+use bytes::{Buf as _, BufMut as _};
 use tokio::io::AsyncWrite as _;
 
 use tokio::net::TcpStream;
@@ -76,10 +76,6 @@ pub const READ_BUF_CAP: usize = MAX_BODY_BYTES + MAX_HEADER_BYTES;
 
 /// The largest payload of a control frame, in bytes (RFC 6455 §5.5).
 const MAX_CONTROL_PAYLOAD: u64 = 125;
-
-/// A write buffer that has emptied keeps its allocation up to this size, in
-/// bytes; a bigger one (left over from a burst) is released.
-const KEEP_WRITE_CAPACITY: usize = 4 * 1024;
 
 /// A whole message from the client, continuations already put together.
 #[derive(Debug, PartialEq, Eq)]
@@ -467,14 +463,19 @@ impl<S: ReadySocket> WsStream<S> {
         if written == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
-        let _ = self.write_buf.split_to(written);
+        // Advancing keeps the buffer unshared; splitting the written bytes
+        // off would make it a shared one, with an allocation of its own.
+        self.write_buf.advance(written);
         Ok(())
     }
 
-    /// Releases an emptied buffer that grew in a burst, and reports what
-    /// is queued.
+    /// Releases the buffer once it is empty, and reports what is queued.
+    /// An idle socket so holds no write buffer at all: thousands of parked
+    /// sockets would otherwise each keep the pages their last delivery
+    /// touched. The next frame allocates what it needs, which for a
+    /// delivery costs one small allocation.
     fn settle_buffer(&mut self) {
-        if self.write_buf.is_empty() && self.write_buf.capacity() > KEEP_WRITE_CAPACITY {
+        if self.write_buf.is_empty() && self.write_buf.capacity() > 0 {
             self.write_buf = BytesMut::new();
         }
         self.report_queued();
