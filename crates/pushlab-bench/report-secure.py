@@ -8,19 +8,17 @@ analysis-secure.md, written by hand beside this script.
 
     python3 crates/pushlab-bench/report-secure.py target/bench-results/<time>
 """
-import json
 import re
 import sys
 from pathlib import Path
+
+from results import CLIENT_LIMIT, Results, failure_reason, lost, ms, num, pct
 
 OUT = Path(sys.argv[1])
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent.parent
 PAGE = ROOT / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- secure:begin -->", "<!-- secure:end -->"
-# At or above this load-generator CPU in the first failing step, the client
-# was the limit (as in report.py).
-CLIENT_LIMIT = 85.0
 
 # Each run's suffix after `secure-<kind>-`, and how the tables name it.
 LABELS = {
@@ -38,33 +36,13 @@ CURSOR_LABELS = {
 }
 
 
-def load(name):
-    try:
-        return json.loads((OUT / f"{name}.json").read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def cmd(name):
-    path = OUT / f"{name}.cmd"
-    return path.read_text().strip() if path.exists() else None
+RESULTS = Results(OUT)
+load = RESULTS.load
+cmd = RESULTS.cmd
 
 
 def why_missing(name):
-    path = OUT / f"{name}.skipped"
-    return path.read_text().strip() if path.exists() else "not run"
-
-
-def ms(x):
-    return "–" if x is None else (f"{x:.3f}" if x < 10 else f"{x:.1f}")
-
-
-def pct(x):
-    return "–" if x is None else f"{x:.0f}%"
-
-
-def num(x, digits=0):
-    return "–" if x is None else f"{x:,.{digits}f}"
+    return RESULTS.why_missing(name, "not run")
 
 
 def us_per_delivery(r):
@@ -72,10 +50,6 @@ def us_per_delivery(r):
     if cpu is None or not r["deliveries_per_sec"]:
         return None
     return cpu / 100 / r["deliveries_per_sec"] * 1e6
-
-
-def lost(r):
-    return r["missing"] + r["missing_seqs"]
 
 
 def machine_line(key):
@@ -108,22 +82,6 @@ RATE_HEADER = [
     "server CPU µs per delivery | bytes in per delivery | load gen CPU |",
     "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
 ]
-
-
-def failure_reason(step):
-    if step is None:
-        return "–"
-    reasons = []
-    if step["connected"] < step["subscribers"]:
-        reasons.append(f"{step['subscribers'] - step['connected']} could not connect")
-    if step["latency"]["p99_ms"] > 50:
-        reasons.append(f"p99 {ms(step['latency']['p99_ms'])} ms")
-    if lost(step):
-        reasons.append(f"{lost(step):,} undelivered after 3 s")
-    dup = step["duplicated"] + step["duplicated_seqs"]
-    if dup:
-        reasons.append(f"{dup:,} duplicated")
-    return ", ".join(reasons) or "–"
 
 
 def search_row(label, name):

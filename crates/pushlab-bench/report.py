@@ -31,6 +31,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from results import CLIENT_LIMIT, Results, failure_reason, ms, num, pct
+
 CLUSTER = sys.argv[1:2] == ["--cluster"]
 ARGS = sys.argv[2:] if CLUSTER else sys.argv[1:]
 OUT = Path(ARGS[0])
@@ -41,17 +43,12 @@ ROOT = Path(__file__).resolve().parents[2]
 BENCH = Path(__file__).resolve().parent
 
 
-def load(name):
-    path = OUT / f"{name}.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+RESULTS = Results(OUT)
+load = RESULTS.load
 
 
 def cmd(name):
-    path = OUT / f"{name}.cmd"
-    return path.read_text().strip() if path.exists() else "(not run)"
+    return RESULTS.cmd(name) or "(not run)"
 
 
 def console(names, labelled=False):
@@ -71,25 +68,8 @@ def hand_written(filename):
 
 
 def why_missing(name):
-    path = OUT / f"{name}.skipped"
-    return path.read_text().strip() if path.exists() else "no result"
+    return RESULTS.why_missing(name, "no result")
 
-
-def ms(x):
-    return "–" if x is None else (f"{x:.3f}" if x < 10 else f"{x:.1f}")
-
-
-def pct(x):
-    return "–" if x is None else f"{x:.0f}%"
-
-
-def num(x, digits=0):
-    return "–" if x is None else f"{x:,.{digits}f}"
-
-
-# At or above this load-generator CPU in the first failing step, the client
-# was the limit, and the sustained rate is a lower bound for the server.
-CLIENT_LIMIT = 85.0
 
 SEARCH_HEADER = [
     "| sustained msg/s | deliveries/s | p50 ms | p99 ms | server CPU | load gen CPU | first failure msg/s | why it failed | server / load gen CPU there | limit |",
@@ -98,23 +78,6 @@ SEARCH_HEADER = [
 SEARCH_STEPS_INTRO = (
     "Every step of every search (rate, p50/p99 ms, deliveries/s, missing, server and load-generator CPU). "
     "A step that failed on latency alone was run once more (`again`), and passed if either run did:")
-
-
-def failure_reason(step):
-    if step is None:
-        return "–"
-    reasons = []
-    if step["connected"] < step["subscribers"]:
-        reasons.append(f"{step['subscribers'] - step['connected']} could not connect")
-    if step["latency"]["p99_ms"] > 50:
-        reasons.append(f"p99 {ms(step['latency']['p99_ms'])} ms")
-    lost = step["missing"] + step["missing_seqs"]
-    if lost:
-        reasons.append(f"{lost:,} undelivered after 3 s")
-    dup = step["duplicated"] + step["duplicated_seqs"]
-    if dup:
-        reasons.append(f"{dup:,} duplicated")
-    return ", ".join(reasons) or "–"
 
 
 def search_row(label, name):
