@@ -256,7 +256,9 @@ pub struct Config {
 
     /// Simulated network delay, in milliseconds each way: every byte from a
     /// client reaches the server this much later, and every byte to it
-    /// reaches it this much later, on every transport (see `src/delay.rs`).
+    /// reaches it this much later, on every TCP connection (see
+    /// `src/net/delay.rs`); a WebTransport session holds its events and the
+    /// client's messages as long.
     /// For showing in class what a round trip costs each transport. 0 (the
     /// default) adds nothing.
     #[arg(long, env = "PUSHLAB_DELAY_MS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=MAX_DELAY_MS))]

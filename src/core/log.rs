@@ -845,6 +845,13 @@ impl Reader {
     /// the JSON taken so far is under `budget` bytes. A budget of 0 takes no
     /// event (a gap is still reported); any other budget takes at least one.
     pub fn next(&mut self, budget: usize) -> Read {
+        self.next_while(budget, |_| true)
+    }
+
+    /// As [`Reader::next`], but stops before the first event `ready` refuses
+    /// (which stays after the cursor for a later read), as a transport that
+    /// holds each event back for `--delay-ms` does.
+    pub fn next_while(&mut self, budget: usize, mut ready: impl FnMut(&Event) -> bool) -> Read {
         // Taken before the read: if the epoch changes in between, the next
         // read is a gap (at worst a second one), never a silent skip.
         let epoch = self.log.epoch();
@@ -869,7 +876,7 @@ impl Reader {
         let taken = events
             .iter()
             .take_while(|event| {
-                let fits = used < budget;
+                let fits = used < budget && ready(event);
                 used += event.json().len();
                 fits
             })
@@ -987,6 +994,29 @@ mod tests {
         assert!(nothing.events.is_empty() && nothing.more);
         assert_eq!(rest.events.first().map(|e| e.seq), Some(3));
         assert!(!rest.more);
+    }
+
+    #[test]
+    fn a_reader_holds_back_the_events_it_is_told_are_not_ready_and_takes_them_later() {
+        let log = MemoryLog::new(10);
+        for _ in 0..4 {
+            mv(&log);
+        }
+        let mut reader = reader(&log, 0, None);
+
+        let early = reader.next_while(usize::MAX, |event| event.seq <= 2);
+        let later = reader.next_while(usize::MAX, |_| true);
+
+        assert_eq!(
+            early.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [1, 2]
+        );
+        assert!(early.more, "3 and 4 are still after the cursor");
+        assert_eq!(
+            later.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [3, 4]
+        );
+        assert_eq!(reader.cursor(), 4);
     }
 
     #[test]

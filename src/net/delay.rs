@@ -13,7 +13,8 @@
 //! server serves the inner end as if it were the client's socket; the
 //! client's own address is kept for the per-address limits. Throughput is
 //! unchanged: chunks are held in flight, not one at a time. With no delay
-//! (the default) nothing of this runs.
+//! (the default) nothing of this runs. QUIC (WebTransport) does not pass
+//! through here: its sessions hold the delay themselves.
 //!
 //! It knows nothing of HTTP.
 

@@ -4,6 +4,8 @@
 //! sizes, streams per session, handshakes per address, a client that never
 //! reads.
 
+use std::time::Duration;
+
 use serde_json::{json, Value};
 
 use crate::helpers::*;
@@ -411,4 +413,35 @@ async fn wt_host_names_the_node_in_config_and_the_node_answers_to_it() {
     expect_error(with_host(&unnamed).await.unwrap(), 403, "forbidden_host").await;
     let mut session = open(&named, "/wt?since=0").await;
     assert_eq!(session.until("hello").await["type"], "hello");
+}
+
+#[tokio::test]
+async fn with_a_delay_a_session_acts_on_each_message_and_gets_each_event_that_long_after() {
+    // Arrange: 1.5 s each way, so that "nothing yet after 1 s" is certain.
+    let app = spawn_wt_app_with(|c| c.delay_ms = 1500).await;
+    let mut session = open(&app, "/wt?since=0").await;
+    session.until("hello").await;
+
+    // Act: a register, held on its way in.
+    session
+        .send(&json!({"type": "register", "name": "alice"}))
+        .await;
+    let early = tokio::time::timeout(Duration::from_secs(1), session.next()).await;
+
+    // Assert: no welcome after a second, then the welcome.
+    assert!(early.is_err(), "the register is still held: {early:?}");
+    let welcome = session.until("welcome").await;
+    assert_eq!(welcome["cursor"], 1, "alice's own join");
+
+    // Act: a message, held on its way in, its event held on its way out.
+    session
+        .send(&json!({"type": "message", "text": "late", "id": "m1"}))
+        .await;
+    let early = tokio::time::timeout(Duration::from_secs(1), session.next()).await;
+
+    // Assert
+    assert!(early.is_err(), "the message is still held: {early:?}");
+    let message = session.until("message").await;
+    assert_eq!(message["seq"], 2, "{message}");
+    assert_eq!(message["text"], "late");
 }

@@ -22,7 +22,15 @@
 //! channel, so a busy session holds its clients back through QUIC's flow
 //! control instead of buffering. A longer line, or a datagram over
 //! `--wt-datagram-bytes`, closes the session ([`CLOSE_TOO_LARGE`]).
+//!
+//! `--delay-ms` delays TCP below HTTP ([`crate::net::delay`]), which QUIC
+//! does not pass through, so a session holds the delay itself: a log event
+//! goes to the client that long after its append, and a client's message is
+//! acted on that long after it arrives (at most [`HELD_IN_BYTES`] of them
+//! held at once; past that the session stops reading, as a full relay
+//! does). Its controls (`hello`, `welcome`, errors) are not held.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -44,7 +52,7 @@ use super::{
     Handshake, CLOSE_LEFT, CLOSE_POLICY, CLOSE_SHUTDOWN, CLOSE_TOO_LARGE, HANDSHAKE_TIMEOUT,
 };
 use crate::core::error::ApiError;
-use crate::core::log::{EventBody, Reader};
+use crate::core::log::{now_millis, EventBody, Reader};
 use crate::core::protocol::{self, ClientMessage, Control, MAX_BODY_BYTES};
 use crate::core::room::{Attachment, Room};
 use crate::http::admission::{check_host_of, check_origin_of, direct_client_ip};
@@ -65,6 +73,9 @@ pub const PATH: &str = "/wt";
 /// Lines from the client's streams waiting for the session task, per
 /// session. Past it, the stream readers wait, and QUIC holds the client.
 const INBOUND_LINES: usize = 16;
+/// Under `--delay-ms`, the most bytes of a session's client messages held
+/// for their delay at once.
+pub const HELD_IN_BYTES: usize = 256 * 1024;
 
 /// How much of a client stream is read at once, in bytes.
 const READ_CHUNK: usize = 4 * 1024;
@@ -363,6 +374,14 @@ struct Session {
     /// The client's streams being read now, against `--wt-streams`.
     streams: Arc<AtomicUsize>,
     meter: Meter,
+    /// `--delay-ms`, which the session holds events and messages for.
+    delay: Option<Duration>,
+    /// Under a delay, when the first event held back is due.
+    next_due: Option<Instant>,
+    /// Under a delay, the client's messages not yet due, oldest first.
+    held_in: VecDeque<(Instant, Bytes)>,
+    /// Their bytes, against [`HELD_IN_BYTES`].
+    held_in_bytes: usize,
     /// Bytes of this session's queue counted in the stats now.
     reported_queued: usize,
     /// This session's place under `--max-connections`.
@@ -393,6 +412,10 @@ impl Session {
             lines_in,
             streams: Arc::default(),
             meter,
+            delay: state.config.delay(),
+            next_due: None,
+            held_in: VecDeque::new(),
+            held_in_bytes: 0,
             reported_queued: 0,
             _permit: admitted.permit,
             state,
@@ -450,6 +473,9 @@ impl Session {
                 .out
                 .stalled_since
                 .map_or_else(Instant::now, |since| since + timeout);
+            let events_due = self.next_due;
+            let held_due = self.held_in.front().map(|(due, _)| *due);
+            let reading = self.held_in_bytes < HELD_IN_BYTES;
             tokio::select! {
                 biased;
                 _ = &mut stopping => {
@@ -464,10 +490,15 @@ impl Session {
                     tracing::info!(cursor = self.reader.cursor(), "closing a WebTransport session that stopped reading");
                     return Stop::Abort(TOO_SLOW);
                 }
-                inbound = self.lines.recv() => {
+                _ = sleep_until(held_due.unwrap_or_else(Instant::now)), if held_due.is_some() => {
+                    if let Err(stop) = self.act_on_due().await {
+                        return stop;
+                    }
+                }
+                inbound = self.lines.recv(), if reading => {
                     // The session holds a sender, so the channel never ends.
                     let next = match inbound {
-                        Some(Inbound::Line(line)) => self.on_message(&line).await,
+                        Some(Inbound::Line(line)) => self.on_arrival(line).await,
                         Some(Inbound::TooLarge) => Err(Stop::Abort(TOO_LARGE)),
                         None => Ok(()),
                     };
@@ -475,12 +506,12 @@ impl Session {
                         return stop;
                     }
                 }
-                datagram = self.connection.receive_datagram() => match datagram {
+                datagram = self.connection.receive_datagram(), if reading => match datagram {
                     Ok(datagram) if datagram.payload().len() > max_datagram => {
                         return Stop::Abort(TOO_LARGE);
                     }
                     Ok(datagram) => {
-                        if let Err(stop) = self.on_message(&datagram.payload()).await {
+                        if let Err(stop) = self.on_arrival(datagram.payload()).await {
                             return stop;
                         }
                     }
@@ -495,7 +526,8 @@ impl Session {
                     },
                     Err(err) => return self.on_gone(err).await,
                 },
-                _ = self.reader.newer(), if has_room => {}
+                _ = self.reader.newer(), if has_room && events_due.is_none() => {}
+                _ = sleep_until(events_due.unwrap_or_else(Instant::now)), if has_room && events_due.is_some() => {}
                 _ = charging.tick() => self.meter.charge(),
             }
         }
@@ -528,8 +560,21 @@ impl Session {
     fn fill(&mut self) -> Result<(), Stop> {
         let (mut events, mut bytes) = (0, 0);
         let mut result = Ok(());
+        // Under a delay, the Unix millisecond the first event held back is due.
+        let mut held: Option<u64> = None;
+        let delay_ms = self.delay.map(|delay| delay.as_millis() as u64);
+        let now = now_millis();
         while self.out.has_room() {
-            let read = self.reader.next(self.out.room());
+            let read = match delay_ms {
+                None => self.reader.next(self.out.room()),
+                Some(delay_ms) => self.reader.next_while(self.out.room(), |event| {
+                    let due = event.ts + delay_ms;
+                    if due > now {
+                        held.get_or_insert(due);
+                    }
+                    due <= now
+                }),
+            };
             if let Some(cursor) = read.gap {
                 if let Err(stop) = self.send_control(&Control::gap(&self.reader, cursor)) {
                     result = Err(stop);
@@ -548,14 +593,41 @@ impl Session {
                     self.out.push_line(json);
                 }
             }
-            if !read.more {
+            if !read.more || held.is_some() {
                 break;
             }
         }
         if events > 0 {
             self.state.counters(Transport::Wt).sent(events, bytes);
         }
+        self.next_due =
+            held.map(|due| Instant::now() + Duration::from_millis(due.saturating_sub(now)));
         result
+    }
+
+    /// A client message that has arrived: acted on now, or under a delay
+    /// held until it is due.
+    async fn on_arrival(&mut self, message: Bytes) -> Result<(), Stop> {
+        match self.delay {
+            None => self.on_message(&message).await,
+            Some(delay) => {
+                self.held_in_bytes += message.len();
+                self.held_in.push_back((Instant::now() + delay, message));
+                Ok(())
+            }
+        }
+    }
+
+    /// Acts on the held client messages that are due, in their order.
+    async fn act_on_due(&mut self) -> Result<(), Stop> {
+        let now = Instant::now();
+        while self.held_in.front().is_some_and(|(due, _)| *due <= now) {
+            if let Some((_, message)) = self.held_in.pop_front() {
+                self.held_in_bytes -= message.len();
+                self.on_message(&message).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Queues a control message; a queue at twice its soft limit means the
