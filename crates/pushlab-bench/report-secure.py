@@ -191,8 +191,8 @@ def section():
     o("### Fan-out: highest sustained publish rate")
     o("")
     if not list(OUT.glob("secure-search-*.cmd")):
-        o("Not measured in this run (`SECURE_SEARCH=0`): the machine was busy with other work, and a search "
-          "then measures the neighbours rather than the server. `run.sh` runs these searches by default.")
+        o("Not measured in this run (`SECURE_SEARCH=0` leaves the searches out; they take about 20 minutes, "
+          "and on a busy machine measure the neighbours rather than the server). `run.sh` runs them by default.")
         o("")
         return memory_and_commands(out)
     o("Searched as in the fan-out section above (p99 ≤ 50 ms, nothing missing or duplicated, every subscriber "

@@ -385,7 +385,7 @@ fi
 echo "loadavg at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"
 echo "elapsed: $(( $(date +%s) - START )) s (builds excluded)" >>"$OUT/machine.txt"
 
-if [[ ",$ONLY," =~ ,(latency|wire|fanout|idle|redis|profile|criterion), ]]; then
+if [[ ",$ONLY," =~ ,(latency|wire|fanout|idle|cost|redis|profile|criterion), ]]; then
   step "writing docs/benchmarks.md and the tables in docs/transports.md"
   python3 "$BENCH/report.py" "$OUT"
 fi
