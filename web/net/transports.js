@@ -1,4 +1,4 @@
-/// transports.js: four ways to hear about new log events, behind one
+/// transports.js: the ways to hear about new log events, behind one
 /// interface. It owns the wire (URLs, frames, reconnecting with backoff);
 /// where a reader stands in the log, and what is new to it, is its
 /// LogFollower's business (follower.js).

@@ -1,4 +1,4 @@
-/// compare.js: the same log read four ways at once.
+/// compare.js: the same log read every way at once.
 ///
 /// Each pane is an anonymous observer: it opens its transport with no
 /// session, so it is not "online" and cannot send; it only reads, with a
