@@ -562,12 +562,14 @@ impl Session {
         let mut result = Ok(());
         // Under a delay, the Unix millisecond the first event held back is due.
         let mut held: Option<u64> = None;
-        let delay_ms = self.delay.map(|delay| delay.as_millis() as u64);
-        let now = now_millis();
+        // The clock is read only under a delay, once per fill.
+        let delayed = self
+            .delay
+            .map(|delay| (delay.as_millis() as u64, now_millis()));
         while self.out.has_room() {
-            let read = match delay_ms {
+            let read = match delayed {
                 None => self.reader.next(self.out.room()),
-                Some(delay_ms) => self.reader.next_while(self.out.room(), |event| {
+                Some((delay_ms, now)) => self.reader.next_while(self.out.room(), |event| {
                     let due = event.ts + delay_ms;
                     if due > now {
                         held.get_or_insert(due);
@@ -600,8 +602,9 @@ impl Session {
         if events > 0 {
             self.state.counters(Transport::Wt).sent(events, bytes);
         }
-        self.next_due =
-            held.map(|due| Instant::now() + Duration::from_millis(due.saturating_sub(now)));
+        self.next_due = held
+            .zip(delayed)
+            .map(|(due, (_, now))| Instant::now() + Duration::from_millis(due.saturating_sub(now)));
         result
     }
 
