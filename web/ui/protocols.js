@@ -57,6 +57,28 @@ async function pollTally(client) {
 }
 
 /**
+ * The tally once it holds the answer sent since `before` and stops moving.
+ * The server counts an answer's bytes as it writes them, which can be a
+ * moment after the browser has them (an opaque answer resolves on its
+ * head), so one read right after may miss them.
+ */
+async function settledTally(client, before) {
+  let last = await pollTally(client);
+  for (let i = 0; i < SETTLE_READS; i += 1) {
+    await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
+    const next = await pollTally(client);
+    const still = next.up === last.up && next.down === last.down;
+    if (still && next.down > before.down) return next;
+    last = next;
+  }
+  return last;
+}
+
+/** How often, and how far apart, settledTally reads the tally at most. */
+const SETTLE_READS = 40;
+const SETTLE_MS = 25;
+
+/**
  * Sends `url` once and returns its bytes as the server counted them:
  * {up, down}. Throws if the request did not reach the server.
  */
@@ -71,7 +93,7 @@ async function measuredRequest(url, client) {
   } catch (err) {
     failure = err;
   }
-  const after = await pollTally(client);
+  const after = await settledTally(client, before);
   if (after.requests - before.requests !== 1) {
     throw new Error(failure ? `the browser did not send it (${failure.message})` : 'the server did not count it');
   }
