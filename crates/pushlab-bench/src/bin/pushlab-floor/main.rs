@@ -1,9 +1,18 @@
-//! `pushlab-floor`: the floor for pushlab's WebSocket fan-out benchmarks.
+//! `pushlab-floor`: the floor for pushlab's fan-out benchmarks, over
+//! WebSocket and HTTP/1.1 long-polling.
 //!
 //! The least a WebSocket broadcast server can do: every text frame from any
-//! client goes to every client, through one tokio broadcast channel. No log,
-//! no JSON, no sessions, no history. Whatever pushlab costs above this is the
-//! price of its features; the benchmarks report the ratio.
+//! client goes to every client, through one tokio broadcast channel. No
+//! JSON parsing per delivery, no sessions, no history. Whatever pushlab
+//! costs above this is the price of its features; the benchmarks report the
+//! ratio.
+//!
+//! The least a long-poll server can do, on the same port: each text that is
+//! a JSON value also goes into a bounded log with a seq (`log`), and
+//! `GET /longpoll?since=N&timeout=S` on a keep-alive connection is answered
+//! with what came after `N`, or held until something does, in pushlab's
+//! shape: `{"events":[...],"cursor":N,"epoch":"floor","gap":false}` (`http`).
+//! Without `since` it waits for the next event.
 //!
 //! ```text
 //! pushlab-floor [--addr 127.0.0.1:0] [--threads 1]
@@ -14,12 +23,20 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+mod http;
+mod log;
+
 use anyhow::Context as _;
 use clap::Parser;
 use futures_util::{SinkExt as _, StreamExt as _};
+use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::broadcast;
+use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use log::EventLog;
 
 /// How many frames a slow client may fall behind before it misses some.
 /// A client that lags further loses frames, and the load generator reports
@@ -59,30 +76,58 @@ async fn serve(addr: SocketAddr) -> anyhow::Result<()> {
         .with_context(|| format!("could not listen on {addr}"))?;
     println!("pushlab-floor listening on ws://{}", listener.local_addr()?);
     let (frames, _) = broadcast::channel::<Arc<str>>(BACKLOG_FRAMES);
+    let log = Arc::new(EventLog::new(log::MAX_EVENTS, log::MAX_BYTES));
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, _) = accepted?;
-                tokio::spawn(relay(stream, frames.clone()));
+                tokio::spawn(connection(stream, frames.clone(), log.clone()));
             }
             _ = tokio::signal::ctrl_c() => return Ok(()),
         }
     }
 }
 
-/// One client: its text frames go to the channel, the channel goes to it.
-async fn relay(stream: TcpStream, frames: broadcast::Sender<Arc<str>>) {
+/// One connection: long-polls until it asks for a WebSocket, then relays.
+async fn connection(
+    mut stream: TcpStream,
+    frames: broadcast::Sender<Arc<str>>,
+    log: Arc<EventLog>,
+) {
     let _ = stream.set_nodelay(true);
-    let Ok(socket) = tokio_tungstenite::accept_async(stream).await else {
+    let http::Outcome::Upgrade { key, rest } = http::serve(&mut stream, &log).await else {
         return;
     };
+    let accept = http::switching_protocols(&key);
+    if stream.write_all(accept.as_bytes()).await.is_err() {
+        return;
+    }
+    // A client may send its first frames before it reads the handshake's
+    // answer; they were read with the head and go first.
+    let socket = WebSocketStream::from_partially_read(stream, rest, Role::Server, None).await;
+    relay(socket, frames, &log).await;
+}
+
+/// One WebSocket: its text frames go to the channel (and, when they are
+/// JSON, to the long-poll log), the channel goes to it.
+async fn relay(
+    socket: WebSocketStream<TcpStream>,
+    frames: broadcast::Sender<Arc<str>>,
+    log: &EventLog,
+) {
     let (mut out, mut incoming) = socket.split();
     let mut everyone = frames.subscribe();
     loop {
         tokio::select! {
             frame = incoming.next() => match frame {
                 Some(Ok(Message::Text(text))) => {
-                    let _ = frames.send(text.into());
+                    let text: Arc<str> = text.into();
+                    // Checked once per publish, not per delivery, so that
+                    // every long-poll answer is JSON.
+                    if serde_json::from_str::<&serde_json::value::RawValue>(&text).is_ok() {
+                        log.append(text.clone());
+                    }
+                    let _ = frames.send(text);
                 }
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
                 // tungstenite answers pings itself on the next write or flush.
