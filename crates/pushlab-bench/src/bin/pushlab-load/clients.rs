@@ -31,6 +31,9 @@ pub enum Kind {
     Ws,
     /// pushlab `GET /ws`, registered as a session of its own.
     WsRegistered,
+    /// pushlab `GET /ws?signals=true`, registered, taking its session's
+    /// WebRTC signals, as the page's WebRTC transport keeps one.
+    WsSignals,
     /// pushlab `GET /sse` over HTTP/1.1 (over TLS with an `https://` URL).
     Sse,
     /// pushlab `GET /sse` over HTTP/2 (TLS, ALPN `h2`).
@@ -50,6 +53,8 @@ pub enum Kind {
     SocketioPolling,
     /// The bare broadcast floor, `pushlab-floor`.
     FloorWs,
+    /// The floor's `GET /longpoll`, one held request after another.
+    FloorLongpoll,
 }
 
 /// Which server the publishers talk to, always over WebSocket.
@@ -156,11 +161,12 @@ pub async fn subscribe(
     mut ready: Ready,
 ) {
     let result = match kind {
-        Kind::Ws => pushlab_ws(&step, index, None, &seen, &mut ready).await,
-        Kind::WsRegistered => {
+        Kind::Ws => pushlab_ws(&step, index, None, false, &seen, &mut ready).await,
+        Kind::WsRegistered | Kind::WsSignals => {
             // A name of at most 24 characters, unique to this subscriber.
             let name = format!("s{}x{index}", std::process::id() % 100_000);
-            pushlab_ws(&step, index, Some(&name), &seen, &mut ready).await
+            let signals = kind == Kind::WsSignals;
+            pushlab_ws(&step, index, Some(&name), signals, &seen, &mut ready).await
         }
         Kind::Sse => pushlab_sse(&step, index, &seen, &mut ready).await,
         Kind::SseH2 => pushlab_sse_h2(&step, index, &seen, &mut ready).await,
@@ -170,6 +176,7 @@ pub async fn subscribe(
         Kind::SocketioWs => socketio_ws(&step, index, &seen, &mut ready).await,
         Kind::SocketioPolling => socketio_polling(&step, index, &seen, &mut ready).await,
         Kind::FloorWs => floor_ws(&step, index, &seen, &mut ready).await,
+        Kind::FloorLongpoll => floor_longpoll(&step, index, &seen, &mut ready).await,
     };
     let failure = match result {
         Ok(()) => "the server ended the connection".to_string(),
@@ -389,15 +396,18 @@ async fn websocket(
 }
 
 /// A pushlab WebSocket subscriber: ready at `hello`, or with a `register`
-/// name at its `welcome`.
+/// name at its `welcome`; with `signals`, it takes its session's WebRTC
+/// signals.
 async fn pushlab_ws(
     step: &Step,
     index: usize,
     register: Option<&str>,
+    signals: bool,
     seen: &Mutex<Seen>,
     ready: &mut Ready,
 ) -> anyhow::Result<()> {
-    let path = format!("/ws?since={}", step.since);
+    let signals = if signals { "&signals=true" } else { "" };
+    let path = format!("/ws?since={}{signals}", step.since);
     let mut socket = websocket(step, step.server, index, &step.wire, &path).await?;
     while let Some(frame) = socket.next().await {
         let text = match frame? {
@@ -607,6 +617,40 @@ async fn floor_ws(
         }
     }
     Ok(())
+}
+
+/// A long-poll subscriber of the floor: pushlab's loop, but the floor's
+/// events are the payloads its publishers sent, read by payload id. The
+/// first request names no cursor, so the floor holds it for the next event.
+async fn floor_longpoll(
+    step: &Step,
+    index: usize,
+    seen: &Mutex<Seen>,
+    ready: &mut Ready,
+) -> anyhow::Result<()> {
+    let mut http = http(step, index).await?;
+    let mut path = format!("/longpoll?timeout={LONGPOLL_HOLD_SECS}");
+    loop {
+        let answer = send(&mut http, &step.wire, "GET", &path, "");
+        ready.fire();
+        let (status, body) = answer.await?;
+        ensure!(
+            status == 200,
+            "GET /longpoll answered {}",
+            refusal(status, &body)
+        );
+        let batch: BatchBody = serde_json::from_slice(&body).context("a batch is JSON")?;
+        if batch.gap {
+            seen.lock().gap();
+        }
+        for event in &batch.events {
+            peer_payload(seen, &step.tally, event.get())?;
+        }
+        path = format!(
+            "/longpoll?since={}&timeout={LONGPOLL_HOLD_SECS}",
+            batch.cursor
+        );
+    }
 }
 
 /// Takes the payload out of a socket.io event `["msg",{...}]`.

@@ -14,9 +14,10 @@
 //! pushlab-load rate   --url http://127.0.0.1:8082 --publish-url http://127.0.0.1:8081 --server-pid A,B,REDIS
 //! ```
 //!
-//! `--target floor` speaks to `pushlab-floor`, `--target socketio` to the
-//! socket.io 4 peer in `crates/pushlab-bench/socketio` (engine.io v4 is
-//! spoken here, over `--transport ws` or `--transport polling`).
+//! `--target floor` speaks to `pushlab-floor` (over `--transport ws` or
+//! `--transport longpoll`), `--target socketio` to the socket.io 4 peer in
+//! `crates/pushlab-bench/socketio` (engine.io v4 is spoken here, over
+//! `--transport ws` or `--transport polling`).
 //!
 //! It reports deliveries per second, latency percentiles (HdrHistogram),
 //! missing and duplicated messages (by pushlab seq and by payload id, per
@@ -220,6 +221,11 @@ struct Common {
     /// client does, instead of only listening.
     #[arg(long)]
     register: bool,
+    /// With `--register`: each subscriber's socket asks for its session's
+    /// WebRTC signals (`/ws?signals=true`), as the page's WebRTC transport
+    /// keeps one for its peers.
+    #[arg(long)]
+    signals: bool,
     /// The server's process id, to report its CPU and RSS. Several (comma
     /// separated, or the flag again) make one server side, whose CPU and RSS
     /// are their sums: pushlab nodes and the Redis they share, say.
@@ -291,6 +297,9 @@ impl Common {
         if self.register && (self.target, self.transport) != (T::Pushlab, X::Ws) {
             bail!("--register is for --target pushlab --transport ws");
         }
+        if self.signals && !self.register {
+            bail!("--signals is for --register");
+        }
         if self.events == EventsArg::Cursors && self.target != T::Pushlab {
             bail!("--events cursors is for --target pushlab");
         }
@@ -298,6 +307,7 @@ impl Common {
             bail!("--transport sse-h2 needs an https:// --url");
         }
         Ok(match (self.target, self.transport) {
+            (T::Pushlab, X::Ws) if self.signals => Kind::WsSignals,
             (T::Pushlab, X::Ws) if self.register => Kind::WsRegistered,
             (T::Pushlab, X::Ws) => Kind::Ws,
             (T::Pushlab, X::Sse) => Kind::Sse,
@@ -308,6 +318,7 @@ impl Common {
             (T::Pushlab, X::Poll) => Kind::Poll,
             (T::Pushlab, X::Mix) => [Kind::Ws, Kind::Sse, Kind::Longpoll, Kind::Poll][index % 4],
             (T::Floor, X::Ws) => Kind::FloorWs,
+            (T::Floor, X::Longpoll) => Kind::FloorLongpoll,
             (T::Socketio, X::Ws) => Kind::SocketioWs,
             (T::Socketio, X::Polling) => Kind::SocketioPolling,
             (target, transport) => bail!("{target:?} does not serve {transport:?}"),
@@ -1257,6 +1268,19 @@ mod tests {
 
         assert!(h2_error.contains("https://"), "{h2_error}");
         assert!(floor_error.contains("--events cursors"), "{floor_error}");
+    }
+
+    #[test]
+    fn the_floor_serves_long_polls_and_ws_signals_need_a_registration() {
+        let url = ["--url", "http://127.0.0.1:8080"];
+        let floor = common(&[&url[..], &["--target", "floor", "--transport", "longpoll"]].concat());
+        let signals = common(&[&url[..], &["--register", "--signals"]].concat());
+        let unregistered = common(&[&url[..], &["--signals"]].concat());
+
+        assert_eq!(floor.kind(0).unwrap(), Kind::FloorLongpoll);
+        assert_eq!(signals.kind(0).unwrap(), Kind::WsSignals);
+        let error = unregistered.kind(0).unwrap_err().to_string();
+        assert!(error.contains("--register"), "{error}");
     }
 
     #[test]
