@@ -9,25 +9,35 @@ import re
 import statistics
 import sys
 
-# (ratio label, numerator run, denominator run, target)
+# (ratio label, numerator run, denominator run, target or None). The last
+# two set pushlab's long-poll target beside the floor's: what the least
+# long-poll server costs per delivery against pushlab `ws`, and how far
+# pushlab's long-poll is above that least.
 RATIOS = [
     ("`ws` fan-out: pushlab / floor", "pushlab-ws", "floor-ws", 1.0),
     ("`sse` fan-out / pushlab `ws`", "pushlab-sse", "pushlab-ws", 1.0),
     ("`longpoll` / pushlab `ws`", "pushlab-longpoll", "pushlab-ws", 1.5),
+    ("floor `longpoll` / pushlab `ws` (the least a long-poll costs)", "floor-longpoll", "pushlab-ws", None),
+    ("`longpoll`: pushlab / floor", "pushlab-longpoll", "floor-longpoll", None),
 ]
 RUNS = [
     ("pushlab-floor `ws`", "floor-ws"),
     ("pushlab `ws`", "pushlab-ws"),
     ("pushlab `sse`", "pushlab-sse"),
     ("pushlab `longpoll`", "pushlab-longpoll"),
+    ("pushlab-floor `longpoll`", "floor-longpoll"),
     ("socket.io 4 `websocket` (Node)", "socketio-ws"),
 ]
 # (label, file stem, target in KiB)
 IDLE = [
     ("`ws`, registered (a chat client)", "idle-ws-registered", 6.0),
+    ("`ws`, registered, taking WebRTC signals (`signals=true`)", "idle-ws-signals", None),
     ("`ws`, listening", "idle-ws", None),
     ("`sse` stream", "idle-sse", None),
     ("`longpoll`, held, anonymous", "idle-longpoll", 10.0),
+    ("`wss`, listening (`--tls`)", "idle-tls-ws", None),
+    ("`sse` over HTTP/2, one stream per connection (`--tls`)", "idle-tls-sse-h2", None),
+    ("WebTransport session (`--webtransport`)", "idle-wt", None),
 ]
 
 
@@ -90,9 +100,14 @@ def cpu_lines(out):
     for label, num, den, target in RATIOS:
         each = [a / b if a and b else None for a, b in zip(per_round[num], per_round[den])]
         vals = [v for v in each if v is not None]
+        if target is None and not vals:
+            # Results from before the floor's long-poll: no row rather than
+            # a row of dashes.
+            continue
         med = statistics.median(vals) if vals else None
-        verdict = "" if med is None else (" (met)" if med <= target else " (not met)")
-        lines.append(f"| {label} | {fmt(med)}×{verdict} | {', '.join(fmt(v) for v in each)} | ≤ {target}× |")
+        verdict = "" if med is None or target is None else (" (met)" if med <= target else " (not met)")
+        lines.append(f"| {label} | {fmt(med)}×{verdict} | {', '.join(fmt(v) for v in each)} "
+                     f"| {'–' if target is None else f'≤ {target}×'} |")
     return lines + notes(out, "cpu-")
 
 

@@ -3,23 +3,29 @@
 # busy machine moves less than it moves absolute figures. One invocation
 # prints the table (and saves it as summary.md beside the raw JSON).
 #
-#   crates/pushlab-bench/cost.sh                 about 9 minutes
+#   crates/pushlab-bench/cost.sh                 about 12 minutes
 #   ONLY=cpu crates/pushlab-bench/cost.sh        the CPU ratios only (cpu, idle)
 #   ROUNDS=5 PUSHLAB_BIN=old/pushlab crates/pushlab-bench/cost.sh
 #
 # CPU: FANOUT (1000) subscribers for SECS (8) s of publishing; the floor
 # (pushlab-floor, tokio-tungstenite) and pushlab `ws` and `sse` at WS_RATE
-# (50) msg/s, pushlab `longpoll` at LP_RATE (20), and the socket.io peer's
+# (50) msg/s, pushlab `longpoll` and the floor's long-poll (pushlab-floor's
+# `GET /longpoll`: HTTP/1.1 keep-alive, httparse, a bounded log) at LP_RATE
+# (20), and the socket.io peer's
 # `websocket` at WS_RATE, shown beside them but in no ratio (SOCKETIO=0
 # leaves it out). Each round runs them one after the other, in reverse order
 # every other round, each on a fresh
 # server, so a noisy moment on a shared machine lands on neighbours alike.
 # Server CPU per delivery (CPU over the publishing window / deliveries) is
-# turned into ratios within the round (ws/floor, sse/ws, longpoll/ws), and
-# each ratio's median over ROUNDS (3) rounds is the figure.
+# turned into ratios within the round (ws/floor, sse/ws, longpoll/ws,
+# floor longpoll/ws, longpoll/floor longpoll), and each ratio's median over
+# ROUNDS (3) rounds is the figure.
 # Memory: IDLE (5000) connections held HOLD (20) s: WebSockets registering a
-# session each (so each holds a chat client's state), listening WebSockets,
-# SSE streams and held anonymous long-polls: the server's RSS rise per
+# session each (so each holds a chat client's state), the same taking their
+# session's WebRTC signals (`signals=true`, the page's WebRTC transport),
+# listening WebSockets, SSE streams and held anonymous long-polls; from a
+# server under `--tls`, `wss` and SSE over HTTP/2; from one under
+# `--webtransport`, WebTransport sessions: the server's RSS rise per
 # connection.
 # As in run.sh the server (`--workers 1 --rate-limit 0`, per-address limits
 # off) runs pinned with `taskset -c 1`, pushlab-load with `taskset -c 0`.
@@ -84,10 +90,15 @@ run() {
   local name=$1 kind=$2; shift 2
   local server=(taskset -c "$SERVER_CORE" "$PUSHLAB_BIN" --addr 127.0.0.1:0 --rate-limit 0 --workers 1)
   case "$kind" in
+    pushlab-tls) server+=(--tls) ;;
+    # Every QUIC handshake of a crowd comes from 8 loopback addresses.
+    pushlab-wt) server+=(--webtransport --wt-ip-handshakes 1024) ;;
     floor) server=(taskset -c "$SERVER_CORE" "$FLOOR_BIN" --addr 127.0.0.1:0) ;;
     socketio) server=(taskset -c "$SERVER_CORE" node "$BENCH/socketio/server.js" --addr 127.0.0.1:0) ;;
   esac
   launch "$name" "${server[@]}"
+  # The server prints its https:// URL, which launch reads as http://.
+  [ "$kind" = pushlab-tls ] && SERVER_URL=https://${SERVER_URL#http://}
   local args=("$@" --url "$SERVER_URL" --server-pid "$SERVER_PID" --json)
   {
     echo "${server[*]}"
@@ -105,7 +116,8 @@ run() {
 
 if want cpu; then
   runs=(floor-ws:floor:ws:"$WS_RATE" pushlab-ws:pushlab:ws:"$WS_RATE"
-        pushlab-sse:pushlab:sse:"$WS_RATE" pushlab-longpoll:pushlab:longpoll:"$LP_RATE")
+        pushlab-sse:pushlab:sse:"$WS_RATE" pushlab-longpoll:pushlab:longpoll:"$LP_RATE"
+        floor-longpoll:floor:longpoll:"$LP_RATE")
   [ "$SOCKETIO" = 1 ] && runs+=(socketio-ws:socketio:ws:"$WS_RATE")
   for round in $(seq "$ROUNDS"); do
     order=("${runs[@]}")
@@ -123,9 +135,20 @@ fi
 if want idle; then
   run idle-ws-registered pushlab idle --target pushlab --transport ws --register \
     --subscribers "$IDLE" --hold "$HOLD" --connect-concurrency 64
+  run idle-ws-signals pushlab idle --target pushlab --transport ws --register --signals \
+    --subscribers "$IDLE" --hold "$HOLD" --connect-concurrency 64
   for t in ws sse longpoll; do
     run "idle-$t" pushlab idle --target pushlab --transport "$t" --subscribers "$IDLE" --hold "$HOLD"
   done
+  # The TLS handshakes of a crowd take the server's core for a while; a
+  # smaller gate keeps them from timing each other out. WebTransport
+  # reads the certificate hash to pin from the server's /config.
+  for t in ws sse-h2; do
+    run "idle-tls-$t" pushlab-tls idle --target pushlab --transport "$t" --subscribers "$IDLE" \
+      --hold "$HOLD" --connect-concurrency 64
+  done
+  run idle-wt pushlab-wt idle --target pushlab --transport wt \
+    --subscribers "$IDLE" --hold "$HOLD" --connect-concurrency 64
 fi
 
 echo "loadavg at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"

@@ -336,6 +336,11 @@ def cost_section():
       "neither the server nor the load generator. Each server runs alone on core 1 "
       "(`--workers 1`), pushlab-load on core 0; 1000 subscribers, 8 s of publishing, "
       "`ws` and `sse` at 50 msg/s, `longpoll` at 20 msg/s. "
+      "pushlab-floor is the least a server can do on each of two transports: a WebSocket "
+      "broadcast (tokio-tungstenite, one broadcast channel), and HTTP/1.1 keep-alive "
+      "long-polls answered from a bounded log in pushlab's JSON shape (httparse, one write per "
+      "answer), at 20 msg/s; its long-poll ratios show how much of pushlab's long-poll cost is "
+      "the transport's own (each delivery is a request read and an answer written). "
       "CPU per delivery is the server's CPU time over the publishing window divided by the "
       "deliveries. A round runs every server once, each on a fresh process, in reverse order "
       "every other round; each ratio is taken within a round, and the figure is the median "
@@ -357,11 +362,13 @@ def cost_section():
     idle = table.idle_lines(results)
     out.extend(idle or ["(no idle runs in this run)"])
     o("")
-    o("Not measured here yet: WebTransport sessions (`--webtransport`) and WebRTC signalling "
-      "sockets (`/ws?signals=1`), which pushlab-load does not open.")
+    o("A socket taking WebRTC signals (`/ws?signals=true`, registered over the socket) is what "
+      "the page's WebRTC transport keeps beside its peers. `wss` and SSE over HTTP/2 come from "
+      "a server under `--tls`, each connection with its TLS session; WebTransport sessions "
+      "from one under `--webtransport`, each a QUIC connection with its session stream.")
     o("")
     o("```console")
-    o("$ crates/pushlab-bench/cost.sh     # about 6 minutes after the build; prints these tables")
+    o("$ crates/pushlab-bench/cost.sh     # about 9 minutes after the build; prints these tables")
     o("```")
     o("")
     o("Each run's server and load commands, as run (the first round's; the others repeat them):")
