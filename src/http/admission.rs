@@ -28,7 +28,7 @@ use serde::Deserialize;
 
 use crate::config::Config;
 use crate::core::error::ApiError;
-use crate::http::body_timeout::body_on_wire;
+use crate::http::body_timeout::{body_on_wire, has_body, read_body_in_time};
 use crate::http::endpoints::{self, Endpoint, Limit};
 use crate::http::http_error::HttpError;
 use crate::http::state::AppState;
@@ -176,7 +176,8 @@ fn client_named(query: &str) -> Option<ClientId> {
 
 /// Wraps every routed request in [`admit`]: an answer it gives is sent as
 /// it is; an admitted request is answered its route's 404 or 405 here, or
-/// goes on to the router with its [`ClientIp`] for the handlers. Either way
+/// goes on to the router with its [`ClientIp`] for the handlers, once its
+/// body, if it has one, is read in time ([`read_body_in_time`]). Either way
 /// it holds its place until its response body is done, and a listed origin
 /// gets its CORS grant; and the connection's meter is told when the answer
 /// is complete.
@@ -197,7 +198,20 @@ pub async fn admission(
                 Ok(endpoint) => {
                     req.extensions_mut().insert(ClientIp(admitted.ip));
                     release_headers(&mut req, endpoint);
-                    next.call(req).await?.map_into_boxed_body()
+                    // The body is read here rather than in a middleware of
+                    // its own: most requests have none, and a layer more
+                    // would cost every request its call and its future.
+                    // Boxed, so that a held request's future keeps no room
+                    // for a read it never did.
+                    let req = if has_body(&req) {
+                        Box::pin(read_body_in_time(req, &state)).await
+                    } else {
+                        Ok(req)
+                    };
+                    match req {
+                        Ok(req) => next.call(req).await?.map_into_boxed_body(),
+                        Err(timed_out) => timed_out,
+                    }
                 }
             };
             if let Some(origin) = admitted.granted {
