@@ -12,11 +12,13 @@
 //! leaves unlisted origins to the browser's same-origin rules, instead of
 //! answering them with a (non-JSON) rejection.
 
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use actix_http::{Request, Response};
 use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::dev::{RequestHead, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderMap};
@@ -28,6 +30,7 @@ use serde::Deserialize;
 
 use crate::config::Config;
 use crate::core::error::ApiError;
+use crate::http::api::ReadQuery;
 use crate::http::body_timeout::{body_on_wire, has_body, read_body_in_time};
 use crate::http::endpoints::{self, Endpoint, Limit};
 use crate::http::http_error::HttpError;
@@ -215,7 +218,7 @@ pub async fn admission(
                 }
             };
             if let Some(origin) = admitted.granted {
-                grant(&mut response, origin);
+                grant(response.headers_mut(), origin);
             }
             (response, admitted.permit)
         }
@@ -227,6 +230,68 @@ pub async fn admission(
             _end: meter.map(EndOnDrop),
         })
     }))
+}
+
+/// Whether a request is answered without the router, by
+/// [`admit_directly`]: a `GET /longpoll` that announces no body. The many
+/// held long-polls are most of what a server under load is asked, and the
+/// router's share of each (its request, its path match, its extractors and
+/// extensions) cost as much as the long-poll itself. Every other request,
+/// a long-poll with a body too, goes through the router and [`admission`].
+pub fn served_directly(head: &RequestHead) -> bool {
+    head.method == Method::GET
+        && Endpoint::at(&head.uri) == Some(Endpoint::LongPoll)
+        && body_on_wire(&head.headers) == 0
+}
+
+/// Admits and answers a request that skips the router
+/// ([`served_directly`]) exactly as [`admission`] and the router's handler
+/// would: the same [`admit`], the same refusals, a bad query answered as
+/// the router's extractor answers it, then `serve` with the query and the
+/// client's IP; the place is held, the CORS grant given and the meter told
+/// as there. The request itself is let go of before `serve` is awaited:
+/// nothing of it is read after admission, so a held long-poll keeps
+/// neither its head nor its headers.
+pub async fn admit_directly<F, Fut>(
+    state: web::Data<AppState>,
+    req: Request,
+    serve: F,
+) -> Response<BoxBody>
+where
+    F: FnOnce(web::Data<AppState>, ReadQuery, IpAddr) -> Fut,
+    Fut: Future<Output = Result<HttpResponse, ApiError>>,
+{
+    let meter = req.conn_data::<Arc<ConnectionMeter>>().cloned();
+    let (response, permit) = match admit(&state, req.head(), meter.as_deref()) {
+        Err(answer) => (answer.into_response(), None),
+        Ok(admitted) => {
+            let mut response = match admitted.route {
+                Err(unrouted) => unrouted.error_response(),
+                Ok(_) => {
+                    let query = ReadQuery::parse(req.uri().query().unwrap_or(""));
+                    drop(req);
+                    let answer = match query {
+                        Ok(query) => serve(state, query, admitted.ip).await,
+                        Err(refused) => Err(refused),
+                    };
+                    answer.unwrap_or_else(|refused| refused.error_response())
+                }
+            };
+            if let Some(origin) = admitted.granted {
+                grant(response.headers_mut(), origin);
+            }
+            (response, admitted.permit)
+        }
+    };
+    response
+        .map_body(|_, body| {
+            BoxBody::new(HeldBody {
+                body,
+                _permit: permit,
+                _end: meter.map(EndOnDrop),
+            })
+        })
+        .into()
 }
 
 /// Lets go of the headers of a request that is about to park and reads
@@ -303,8 +368,7 @@ fn preflight_response(origin: header::HeaderValue) -> HttpResponse {
 }
 
 /// Adds the CORS grant to an answer for a listed origin.
-fn grant(response: &mut ServiceResponse<BoxBody>, origin: header::HeaderValue) {
-    let headers = response.headers_mut();
+fn grant(headers: &mut HeaderMap, origin: header::HeaderValue) {
     headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
     headers.append(header::VARY, header::HeaderValue::from_static("Origin"));
 }
@@ -469,6 +533,32 @@ mod tests {
             "the map's memory is gone"
         );
         assert_eq!(sse.headers().get("last-event-id").unwrap(), "3");
+    }
+
+    #[test]
+    fn only_a_long_poll_without_a_body_skips_the_router() {
+        // Arrange
+        let plain = TestRequest::get().uri("/longpoll?since=3").to_srv_request();
+        let with_body = TestRequest::get()
+            .uri("/longpoll")
+            .insert_header((header::CONTENT_LENGTH, "5"))
+            .to_srv_request();
+        let chunked = TestRequest::get()
+            .uri("/longpoll")
+            .insert_header((header::TRANSFER_ENCODING, "chunked"))
+            .to_srv_request();
+        let posted = TestRequest::post().uri("/longpoll").to_srv_request();
+        let poll = TestRequest::get().uri("/poll").to_srv_request();
+
+        // Act
+        let direct = |req: &ServiceRequest| served_directly(req.head());
+
+        // Assert
+        assert!(direct(&plain));
+        assert!(!direct(&with_body), "the body timeout reads it");
+        assert!(!direct(&chunked), "the body timeout reads it");
+        assert!(!direct(&posted), "the router answers its 405");
+        assert!(!direct(&poll));
     }
 
     #[test]
