@@ -26,6 +26,7 @@ use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpMessage as _, HttpResponse, ResponseError as _};
+use futures_util::future::{Either, FutureExt as _};
 use serde::Deserialize;
 
 use crate::config::Config;
@@ -249,49 +250,62 @@ pub fn served_directly(head: &RequestHead) -> bool {
 /// would: the same [`admit`], the same refusals, a bad query answered as
 /// the router's extractor answers it, then `serve` with the query and the
 /// client's IP; the place is held, the CORS grant given and the meter told
-/// as there. The request itself is let go of before `serve` is awaited:
-/// nothing of it is read after admission, so a held long-poll keeps
-/// neither its head nor its headers.
-pub async fn admit_directly<F, Fut>(
+/// as there.
+///
+/// All of that but `serve` is done before the future is made, and the
+/// request let go of: nothing of it is read after admission, so a held
+/// long-poll keeps neither its head nor its headers, and the future holds
+/// `serve`'s future and what the answer needs, no more. (An `async fn`
+/// would keep room for its arguments, the request among them, as long as
+/// it is held.)
+pub fn admit_directly<F, Fut>(
     state: web::Data<AppState>,
     req: Request,
     serve: F,
-) -> Response<BoxBody>
+) -> impl Future<Output = Response<BoxBody>>
 where
     F: FnOnce(web::Data<AppState>, ReadQuery, IpAddr) -> Fut,
     Fut: Future<Output = Result<HttpResponse, ApiError>>,
 {
     let meter = req.conn_data::<Arc<ConnectionMeter>>().cloned();
-    let (response, permit) = match admit(&state, req.head(), meter.as_deref()) {
-        Err(answer) => (answer.into_response(), None),
+    let (served, permit, granted) = match admit(&state, req.head(), meter.as_deref()) {
+        Err(answer) => (Err(answer.into_response()), None, None),
         Ok(admitted) => {
-            let mut response = match admitted.route {
-                Err(unrouted) => unrouted.error_response(),
-                Ok(_) => {
-                    let query = ReadQuery::parse(req.uri().query().unwrap_or(""));
-                    drop(req);
-                    let answer = match query {
-                        Ok(query) => serve(state, query, admitted.ip).await,
-                        Err(refused) => Err(refused),
-                    };
-                    answer.unwrap_or_else(|refused| refused.error_response())
-                }
+            let served = match admitted.route {
+                Err(unrouted) => Err(unrouted.error_response()),
+                Ok(_) => match ReadQuery::parse(req.uri().query().unwrap_or("")) {
+                    Ok(query) => Ok(serve(state, query, admitted.ip)),
+                    Err(refused) => Err(refused.error_response()),
+                },
             };
-            if let Some(origin) = admitted.granted {
-                grant(response.headers_mut(), origin);
-            }
-            (response, admitted.permit)
+            (served, admitted.permit, admitted.granted)
         }
     };
-    response
-        .map_body(|_, body| {
-            BoxBody::new(HeldBody {
-                body,
-                _permit: permit,
-                _end: meter.map(EndOnDrop),
+    drop(req);
+    let finish = move |mut response: HttpResponse| -> Response<BoxBody> {
+        if let Some(origin) = granted {
+            grant(response.headers_mut(), origin);
+        }
+        response
+            .map_body(|_, body| {
+                BoxBody::new(HeldBody {
+                    body,
+                    _permit: permit,
+                    _end: meter.map(EndOnDrop),
+                })
             })
-        })
-        .into()
+            .into()
+    };
+    // Combinators rather than an `async` block, which would hold `serve`'s
+    // future twice over: once as it captured it, once as it awaits it.
+    match served {
+        Ok(answer) => {
+            Either::Left(answer.map(move |answer| {
+                finish(answer.unwrap_or_else(|refused| refused.error_response()))
+            }))
+        }
+        Err(refused) => Either::Right(std::future::ready(finish(refused))),
+    }
 }
 
 /// Lets go of the headers of a request that is about to park and reads

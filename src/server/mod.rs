@@ -20,7 +20,7 @@ use actix_service::{
 };
 use actix_web::dev::AppConfig;
 use actix_web::web;
-use futures_util::future::Either;
+use futures_util::future::{Either, FutureExt as _};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
@@ -445,7 +445,7 @@ fn app<T: Served>(
             // state keeps room for neither inline.
             let direct =
                 admission::admit_directly(request_state.clone(), req, transport::longpoll::answer);
-            Either::Left(Box::pin(async move { Ok(direct.await) }))
+            Either::Left(Box::pin(direct.map(Ok)))
         } else {
             Either::Right(service.call(req))
         }
