@@ -12,11 +12,13 @@
 //! leaves unlisted origins to the browser's same-origin rules, instead of
 //! answering them with a (non-JSON) rejection.
 
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use actix_http::{Request, Response};
 use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::dev::{RequestHead, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderMap};
@@ -24,11 +26,13 @@ use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpMessage as _, HttpResponse, ResponseError as _};
+use futures_util::future::{Either, FutureExt as _};
 use serde::Deserialize;
 
 use crate::config::Config;
 use crate::core::error::ApiError;
-use crate::http::body_timeout::body_on_wire;
+use crate::http::api::ReadQuery;
+use crate::http::body_timeout::{body_on_wire, has_body, read_body_in_time};
 use crate::http::endpoints::{self, Endpoint, Limit};
 use crate::http::http_error::HttpError;
 use crate::http::state::AppState;
@@ -176,7 +180,8 @@ fn client_named(query: &str) -> Option<ClientId> {
 
 /// Wraps every routed request in [`admit`]: an answer it gives is sent as
 /// it is; an admitted request is answered its route's 404 or 405 here, or
-/// goes on to the router with its [`ClientIp`] for the handlers. Either way
+/// goes on to the router with its [`ClientIp`] for the handlers, once its
+/// body, if it has one, is read in time ([`read_body_in_time`]). Either way
 /// it holds its place until its response body is done, and a listed origin
 /// gets its CORS grant; and the connection's meter is told when the answer
 /// is complete.
@@ -197,11 +202,24 @@ pub async fn admission(
                 Ok(endpoint) => {
                     req.extensions_mut().insert(ClientIp(admitted.ip));
                     release_headers(&mut req, endpoint);
-                    next.call(req).await?.map_into_boxed_body()
+                    // The body is read here rather than in a middleware of
+                    // its own: most requests have none, and a layer more
+                    // would cost every request its call and its future.
+                    // Boxed, so that a held request's future keeps no room
+                    // for a read it never did.
+                    let req = if has_body(&req) {
+                        Box::pin(read_body_in_time(req, &state)).await
+                    } else {
+                        Ok(req)
+                    };
+                    match req {
+                        Ok(req) => next.call(req).await?.map_into_boxed_body(),
+                        Err(timed_out) => timed_out,
+                    }
                 }
             };
             if let Some(origin) = admitted.granted {
-                grant(&mut response, origin);
+                grant(response.headers_mut(), origin);
             }
             (response, admitted.permit)
         }
@@ -213,6 +231,81 @@ pub async fn admission(
             _end: meter.map(EndOnDrop),
         })
     }))
+}
+
+/// Whether a request is answered without the router, by
+/// [`admit_directly`]: a `GET /longpoll` that announces no body. The many
+/// held long-polls are most of what a server under load is asked, and the
+/// router's share of each (its request, its path match, its extractors and
+/// extensions) cost as much as the long-poll itself. Every other request,
+/// a long-poll with a body too, goes through the router and [`admission`].
+pub fn served_directly(head: &RequestHead) -> bool {
+    head.method == Method::GET
+        && Endpoint::at(&head.uri) == Some(Endpoint::LongPoll)
+        && body_on_wire(&head.headers) == 0
+}
+
+/// Admits and answers a request that skips the router
+/// ([`served_directly`]) exactly as [`admission`] and the router's handler
+/// would: the same [`admit`], the same refusals, a bad query answered as
+/// the router's extractor answers it, then `serve` with the query and the
+/// client's IP; the place is held, the CORS grant given and the meter told
+/// as there.
+///
+/// All of that but `serve` is done before the future is made, and the
+/// request let go of: nothing of it is read after admission, so a held
+/// long-poll keeps neither its head nor its headers, and the future holds
+/// `serve`'s future and what the answer needs, no more. (An `async fn`
+/// would keep room for its arguments, the request among them, as long as
+/// it is held.)
+pub fn admit_directly<F, Fut>(
+    state: web::Data<AppState>,
+    req: Request,
+    serve: F,
+) -> impl Future<Output = Response<BoxBody>>
+where
+    F: FnOnce(web::Data<AppState>, ReadQuery, IpAddr) -> Fut,
+    Fut: Future<Output = Result<HttpResponse, ApiError>>,
+{
+    let meter = req.conn_data::<Arc<ConnectionMeter>>().cloned();
+    let (served, permit, granted) = match admit(&state, req.head(), meter.as_deref()) {
+        Err(answer) => (Err(answer.into_response()), None, None),
+        Ok(admitted) => {
+            let served = match admitted.route {
+                Err(unrouted) => Err(unrouted.error_response()),
+                Ok(_) => match ReadQuery::parse(req.uri().query().unwrap_or("")) {
+                    Ok(query) => Ok(serve(state, query, admitted.ip)),
+                    Err(refused) => Err(refused.error_response()),
+                },
+            };
+            (served, admitted.permit, admitted.granted)
+        }
+    };
+    drop(req);
+    let finish = move |mut response: HttpResponse| -> Response<BoxBody> {
+        if let Some(origin) = granted {
+            grant(response.headers_mut(), origin);
+        }
+        response
+            .map_body(|_, body| {
+                BoxBody::new(HeldBody {
+                    body,
+                    _permit: permit,
+                    _end: meter.map(EndOnDrop),
+                })
+            })
+            .into()
+    };
+    // Combinators rather than an `async` block, which would hold `serve`'s
+    // future twice over: once as it captured it, once as it awaits it.
+    match served {
+        Ok(answer) => {
+            Either::Left(answer.map(move |answer| {
+                finish(answer.unwrap_or_else(|refused| refused.error_response()))
+            }))
+        }
+        Err(refused) => Either::Right(std::future::ready(finish(refused))),
+    }
 }
 
 /// Lets go of the headers of a request that is about to park and reads
@@ -289,8 +382,7 @@ fn preflight_response(origin: header::HeaderValue) -> HttpResponse {
 }
 
 /// Adds the CORS grant to an answer for a listed origin.
-fn grant(response: &mut ServiceResponse<BoxBody>, origin: header::HeaderValue) {
-    let headers = response.headers_mut();
+fn grant(headers: &mut HeaderMap, origin: header::HeaderValue) {
     headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
     headers.append(header::VARY, header::HeaderValue::from_static("Origin"));
 }
@@ -455,6 +547,32 @@ mod tests {
             "the map's memory is gone"
         );
         assert_eq!(sse.headers().get("last-event-id").unwrap(), "3");
+    }
+
+    #[test]
+    fn only_a_long_poll_without_a_body_skips_the_router() {
+        // Arrange
+        let plain = TestRequest::get().uri("/longpoll?since=3").to_srv_request();
+        let with_body = TestRequest::get()
+            .uri("/longpoll")
+            .insert_header((header::CONTENT_LENGTH, "5"))
+            .to_srv_request();
+        let chunked = TestRequest::get()
+            .uri("/longpoll")
+            .insert_header((header::TRANSFER_ENCODING, "chunked"))
+            .to_srv_request();
+        let posted = TestRequest::post().uri("/longpoll").to_srv_request();
+        let poll = TestRequest::get().uri("/poll").to_srv_request();
+
+        // Act
+        let direct = |req: &ServiceRequest| served_directly(req.head());
+
+        // Assert
+        assert!(direct(&plain));
+        assert!(!direct(&with_body), "the body timeout reads it");
+        assert!(!direct(&chunked), "the body timeout reads it");
+        assert!(!direct(&posted), "the router answers its 405");
+        assert!(!direct(&poll));
     }
 
     #[test]

@@ -12,33 +12,29 @@
 use std::time::Duration;
 
 use actix_http::ConnectionType;
-use actix_web::body::{BoxBody, MessageBody};
+use actix_web::body::BoxBody;
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::error::PayloadError;
 use actix_web::http::header::{self, HeaderMap};
-use actix_web::middleware::Next;
-use actix_web::web::{self, Bytes, BytesMut};
+use actix_web::web::{Bytes, BytesMut};
 use actix_web::{HttpMessage as _, ResponseError as _};
 use futures_util::StreamExt as _;
 
-use crate::core::error::ApiError;
 use crate::core::protocol::MAX_BODY_BYTES;
 use crate::http::http_error::HttpError;
 use crate::http::state::AppState;
 
-/// Reads a request's body within `--body-timeout`, or answers 408 and
-/// closes the connection. Requests without a body pass straight through.
+/// Reads a request's body within `--body-timeout` and gives the request
+/// back with that body to replay to the handler, or gives the 408 that
+/// closes the connection. Admission calls it on every request it passes
+/// on; one without a body to read comes straight back.
 pub async fn read_body_in_time(
     mut req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    state: &AppState,
+) -> Result<ServiceRequest, ServiceResponse<BoxBody>> {
     if !has_body_to_read(req.headers()) {
-        return Ok(next.call(req).await?.map_into_boxed_body());
+        return Ok(req);
     }
-    let state = req
-        .app_data::<web::Data<AppState>>()
-        .cloned()
-        .ok_or_else(|| actix_web::Error::from(ApiError::Internal))?;
     let limit = Duration::from_secs_f64(state.config.body_timeout);
     let mut payload = req.take_payload();
     let Ok(read) = tokio::time::timeout(limit, read_capped(&mut payload)).await else {
@@ -48,10 +44,15 @@ pub async fn read_body_in_time(
         response
             .head_mut()
             .set_connection_type(ConnectionType::Close);
-        return Ok(req.into_response(response));
+        return Err(req.into_response(response));
     };
     req.set_payload(replay(read));
-    Ok(next.call(req).await?.map_into_boxed_body())
+    Ok(req)
+}
+
+/// Whether a request has a body for [`read_body_in_time`] to read.
+pub fn has_body(req: &ServiceRequest) -> bool {
+    has_body_to_read(req.headers())
 }
 
 /// Whether the head announces a body that is worth reading here: one with

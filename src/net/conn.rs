@@ -288,19 +288,33 @@ impl<S: AsyncRead + Unpin> AsyncRead for Conn<S> {
 }
 
 impl<S: AsyncRead + Unpin> Conn<S> {
-    /// Reads at most `limit` bytes (no more than [`READ_AHEAD`]) into `buf`,
-    /// through a buffer of that size, and counts them.
+    /// Reads at most `limit` bytes (no more than [`READ_AHEAD`]) straight
+    /// into the first `limit` bytes of `buf`'s free space, and counts them.
+    ///
+    /// The dispatcher hands over its read buffer's spare capacity
+    /// uninitialised; reading through a buffer of our own would zero 8 KiB
+    /// on every call, including the one that finds the socket empty.
     fn read_at_most(
         &mut self,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
         limit: usize,
     ) -> Poll<io::Result<()>> {
-        let mut bytes = [0; READ_AHEAD as usize];
-        let mut limited = ReadBuf::new(&mut bytes[..limit.min(READ_AHEAD as usize)]);
+        let mut limited = buf.take(limit.min(READ_AHEAD as usize));
+        let start = limited.filled().as_ptr();
         ready!(Pin::new(&mut self.io).poll_read(cx, &mut limited))?;
-        buf.put_slice(limited.filled());
-        self.meter.read(limited.filled().len());
+        if limited.filled().as_ptr() != start {
+            // A reader that put another buffer in place of ours: what it
+            // read is not in `buf`.
+            return Poll::Ready(Err(io::Error::other("a read went to another buffer")));
+        }
+        let read = limited.filled().len();
+        // SAFETY: `limited` is a view of `buf`'s unfilled part, and still
+        // the same memory (checked above), so its first `read` bytes are
+        // now initialised in `buf`.
+        unsafe { buf.assume_init(read) };
+        buf.advance(read);
+        self.meter.read(read);
         Poll::Ready(Ok(()))
     }
 }

@@ -12,14 +12,15 @@ use std::time::Duration;
 use actix_codec::Framed;
 use actix_http::body::BoxBody;
 use actix_http::error::DispatchError;
-use actix_http::{h1, HttpService, Request};
+use actix_http::{h1, HttpService, Request, Response};
 use actix_server::ServerHandle;
 use actix_service::{
     apply_fn_factory, fn_service, map_config, IntoServiceFactory as _, Service as _,
     ServiceFactory, ServiceFactoryExt as _,
 };
-use actix_web::dev::{AppConfig, ServiceResponse};
+use actix_web::dev::AppConfig;
 use actix_web::web;
+use futures_util::future::{Either, FutureExt as _};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
@@ -418,13 +419,14 @@ impl Served for TlsConn {
 }
 
 /// The application for connections of type `T`: the router, behind
-/// [`Served::on_request`].
+/// [`Served::on_request`], beside the long-polls that admission answers
+/// without it ([`admission::served_directly`]).
 fn app<T: Served>(
     state: web::Data<AppState>,
 ) -> impl ServiceFactory<
     Request,
     Config = (),
-    Response = ServiceResponse<BoxBody>,
+    Response = Response<BoxBody>,
     Error = actix_web::HttpResponse,
     InitError = (),
 > {
@@ -432,12 +434,21 @@ fn app<T: Served>(
     let app = map_config(
         routes::app(state)
             .into_factory()
+            .map(Response::from)
             .map_err(|err: actix_web::Error| err.error_response()),
         |_| AppConfig::default(),
     );
     apply_fn_factory(app, move |req: Request, service| {
         T::on_request(&request_state, &req);
-        service.call(req)
+        if admission::served_directly(req.head()) {
+            // Boxed like the router's own future, so the connection's
+            // state keeps room for neither inline.
+            let direct =
+                admission::admit_directly(request_state.clone(), req, transport::longpoll::answer);
+            Either::Left(Box::pin(direct.map(Ok)))
+        } else {
+            Either::Right(service.call(req))
+        }
     })
 }
 

@@ -9,7 +9,7 @@ use crate::classroom;
 use crate::http::endpoints::Endpoint;
 use crate::http::http_error::HttpError;
 use crate::http::state::AppState;
-use crate::http::{admission, api, assets, body_timeout, endpoints, metrics};
+use crate::http::{admission, api, assets, endpoints, metrics};
 use crate::transport::{longpoll, poll, sse};
 
 /// Every endpoint of the table; a request none of them takes is answered
@@ -54,10 +54,8 @@ pub fn app(
     App::new()
         .app_data(state)
         .configure(routes)
-        .wrap(actix_web::middleware::from_fn(
-            body_timeout::read_body_in_time,
-        ))
-        // Outermost: every request is charged, refused ones too.
+        // Every request is charged, refused ones too, and its body read
+        // under the body timeout.
         .wrap(actix_web::middleware::from_fn(admission::admission))
 }
 

@@ -2,6 +2,7 @@
 //! the cursor; otherwise it holds the request until something is, or until
 //! its timeout. Waiting is a notification from the log, never a re-check.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
@@ -18,13 +19,26 @@ use crate::http::state::AppState;
 ///
 /// A session holds at most one long-poll: a second one answers the first at
 /// once, empty. While held, the request counts as the session's activity.
+///
+/// The router's handler; a long-poll without a body skips the router and
+/// is answered by [`answer`] straight from admission (see `server`).
 pub async fn long_poll(
     state: web::Data<AppState>,
     query: web::Query<ReadQuery>,
     ip: web::ReqData<ClientIp>,
 ) -> Result<HttpResponse, ApiError> {
+    answer(state, query.into_inner(), ip.0).await
+}
+
+/// The long-poll for `query` from the client at `ip`, once admitted: what
+/// [`long_poll`] answers, for either way in.
+pub async fn answer(
+    state: web::Data<AppState>,
+    query: ReadQuery,
+    ip: IpAddr,
+) -> Result<HttpResponse, ApiError> {
     let hold = hold_for(query.timeout, state.config.longpoll_cap())?;
-    let Opened { room, attached } = super::open(&state, Transport::LongPoll, &query, ip.0).await?;
+    let Opened { room, attached } = super::open(&state, Transport::LongPoll, &query, ip).await?;
     let replaced = attached.as_ref().map(|a| a.hold_long_poll()).transpose()?;
 
     let mut reader = room.reader(query.cursor());

@@ -126,3 +126,58 @@ async fn a_held_long_poll_keeps_its_session_alive() {
         .await;
     assert_eq!(status, 200, "the session is still live");
 }
+
+#[tokio::test]
+async fn a_long_poll_from_a_listed_origin_gets_the_cors_grant_on_its_answer_and_its_refusal() {
+    // Arrange
+    let app = spawn_app_with(|c| c.allowed_origins = vec!["http://friend.example".into()]).await;
+    let long_poll = |query: &str| {
+        app.http
+            .get(app.url(&format!("/longpoll?{query}")))
+            .header("origin", "http://friend.example")
+            .send()
+    };
+
+    // Act
+    let answered = long_poll("since=0&timeout=0").await.unwrap();
+    let refused = long_poll("since=0&timeout=soon").await.unwrap();
+
+    // Assert
+    assert_eq!(answered.status(), 200);
+    assert_eq!(
+        answered.headers()["access-control-allow-origin"],
+        "http://friend.example"
+    );
+    assert_eq!(answered.headers()["vary"], "Origin");
+    assert_eq!(
+        refused.headers()["access-control-allow-origin"],
+        "http://friend.example"
+    );
+    expect_error(refused, 400, "bad_request").await;
+}
+
+#[tokio::test]
+async fn a_clients_long_poll_is_counted_to_the_byte_both_ways_heads_included() {
+    // Arrange
+    let app = spawn_app().await;
+    let request = "GET /longpoll?since=0&timeout=0&client=held-1 HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+                   Accept: */*\r\nConnection: close\r\n\r\n";
+
+    // Act
+    let mut socket = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut socket, request.as_bytes())
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut socket, &mut answer)
+        .await
+        .unwrap();
+
+    // Assert: the server's count is exactly what crossed the socket.
+    let (status, traffic) = app.get_json("/traffic?client=held-1").await;
+    assert_eq!(status, 200);
+    let long_poll = &traffic["longpoll"];
+    assert_eq!(long_poll["requests"], 1);
+    assert_eq!(long_poll["bytes_in"], request.len());
+    assert_eq!(long_poll["bytes_out"], answer.len());
+}
