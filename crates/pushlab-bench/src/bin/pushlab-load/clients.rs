@@ -549,6 +549,30 @@ struct BatchBody<'a> {
     gap: bool,
 }
 
+/// Reads a poll or long-poll answer from `endpoint` and tallies its
+/// events, each read by `item` (pushlab's events, or the floor's payloads).
+fn take_batch<'a>(
+    endpoint: &str,
+    status: u16,
+    body: &'a [u8],
+    seen: &Mutex<Seen>,
+    mut item: impl FnMut(&str) -> anyhow::Result<()>,
+) -> anyhow::Result<BatchBody<'a>> {
+    ensure!(
+        status == 200,
+        "GET {endpoint} answered {}",
+        refusal(status, body)
+    );
+    let batch: BatchBody = serde_json::from_slice(body).context("a batch is JSON")?;
+    if batch.gap {
+        seen.lock().gap();
+    }
+    for event in &batch.events {
+        item(event.get())?;
+    }
+    Ok(batch)
+}
+
 async fn pushlab_poll(
     step: &Step,
     kind: Kind,
@@ -584,18 +608,9 @@ async fn pushlab_poll(
         if kind == Kind::Poll {
             step.tally.record_poll_rtt(sent.elapsed());
         }
-        ensure!(
-            status == 200,
-            "GET {endpoint} answered {}",
-            refusal(status, &body)
-        );
-        let batch: BatchBody = serde_json::from_slice(&body).context("a batch is JSON")?;
-        if batch.gap {
-            seen.lock().gap();
-        }
-        for event in &batch.events {
-            pushlab_item(seen, &step.tally, event.get())?;
-        }
+        let batch = take_batch(endpoint, status, &body, seen, |event| {
+            pushlab_item(seen, &step.tally, event).map(drop)
+        })?;
         cursor = batch.cursor;
         epoch = batch.epoch;
     }
@@ -634,18 +649,9 @@ async fn floor_longpoll(
         let answer = send(&mut http, &step.wire, "GET", &path, "");
         ready.fire();
         let (status, body) = answer.await?;
-        ensure!(
-            status == 200,
-            "GET /longpoll answered {}",
-            refusal(status, &body)
-        );
-        let batch: BatchBody = serde_json::from_slice(&body).context("a batch is JSON")?;
-        if batch.gap {
-            seen.lock().gap();
-        }
-        for event in &batch.events {
-            peer_payload(seen, &step.tally, event.get())?;
-        }
+        let batch = take_batch("/longpoll", status, &body, seen, |event| {
+            peer_payload(seen, &step.tally, event)
+        })?;
         path = format!(
             "/longpoll?since={}&timeout={LONGPOLL_HOLD_SECS}",
             batch.cursor
