@@ -31,7 +31,6 @@ use serde::Deserialize;
 
 use crate::config::Config;
 use crate::core::error::ApiError;
-use crate::http::api::ReadQuery;
 use crate::http::body_timeout::{body_on_wire, has_body, read_body_in_time};
 use crate::http::endpoints::{self, Endpoint, Limit};
 use crate::http::http_error::HttpError;
@@ -247,10 +246,10 @@ pub fn served_directly(head: &RequestHead) -> bool {
 
 /// Admits and answers a request that skips the router
 /// ([`served_directly`]) exactly as [`admission`] and the router's handler
-/// would: the same [`admit`], the same refusals, a bad query answered as
-/// the router's extractor answers it, then `serve` with the query and the
-/// client's IP; the place is held, the CORS grant given and the meter told
-/// as there.
+/// would: the same [`admit`], the same refusals, then `serve` with the
+/// raw query and the client's IP, which reads the query (refusing a bad one
+/// as the router's extractor does) and returns the answer's future; the
+/// place is held, the CORS grant given and the meter told as there.
 ///
 /// All of that but `serve` is done before the future is made, and the
 /// request let go of: nothing of it is read after admission, so a held
@@ -264,7 +263,7 @@ pub fn admit_directly<F, Fut>(
     serve: F,
 ) -> impl Future<Output = Response<BoxBody>>
 where
-    F: FnOnce(web::Data<AppState>, ReadQuery, IpAddr) -> Fut,
+    F: FnOnce(web::Data<AppState>, &str, IpAddr) -> Result<Fut, ApiError>,
     Fut: Future<Output = Result<HttpResponse, ApiError>>,
 {
     let meter = req.conn_data::<Arc<ConnectionMeter>>().cloned();
@@ -273,10 +272,8 @@ where
         Ok(admitted) => {
             let served = match admitted.route {
                 Err(unrouted) => Err(unrouted.error_response()),
-                Ok(_) => match ReadQuery::parse(req.uri().query().unwrap_or("")) {
-                    Ok(query) => Ok(serve(state, query, admitted.ip)),
-                    Err(refused) => Err(refused.error_response()),
-                },
+                Ok(_) => serve(state, req.uri().query().unwrap_or(""), admitted.ip)
+                    .map_err(|refused| refused.error_response()),
             };
             (served, admitted.permit, admitted.granted)
         }

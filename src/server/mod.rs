@@ -443,8 +443,11 @@ fn app<T: Served>(
         if admission::served_directly(req.head()) {
             // Boxed like the router's own future, so the connection's
             // state keeps room for neither inline.
-            let direct =
-                admission::admit_directly(request_state.clone(), req, transport::longpoll::answer);
+            let direct = admission::admit_directly(
+                request_state.clone(),
+                req,
+                transport::longpoll::answer_query,
+            );
             Either::Left(Box::pin(direct.map(Ok)))
         } else {
             Either::Right(service.call(req))

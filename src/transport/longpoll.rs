@@ -2,6 +2,7 @@
 //! the cursor; otherwise it holds the request until something is, or until
 //! its timeout. Waiting is a notification from the log, never a re-check.
 
+use std::future::Future;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -21,13 +22,25 @@ use crate::http::state::AppState;
 /// once, empty. While held, the request counts as the session's activity.
 ///
 /// The router's handler; a long-poll without a body skips the router and
-/// is answered by [`answer`] straight from admission (see `server`).
+/// is answered by [`answer_query`] straight from admission (see `server`).
 pub async fn long_poll(
     state: web::Data<AppState>,
     query: web::Query<ReadQuery>,
     ip: web::ReqData<ClientIp>,
 ) -> Result<HttpResponse, ApiError> {
     answer(state, query.into_inner(), ip.0).await
+}
+
+/// The long-poll for the raw `query` from the client at `ip`, once
+/// admitted without the router: the query read as the router's extractor
+/// reads it ([`ReadQuery::parse`], the same refusal), then [`answer`].
+pub fn answer_query(
+    state: web::Data<AppState>,
+    query: &str,
+    ip: IpAddr,
+) -> Result<impl Future<Output = Result<HttpResponse, ApiError>>, ApiError> {
+    let query = ReadQuery::parse(query)?;
+    Ok(answer(state, query, ip))
 }
 
 /// The long-poll for `query` from the client at `ip`, once admitted: what
