@@ -56,6 +56,7 @@ pub async fn sse_stream(
     let stream = SseStream {
         reader: room.reader(from),
         started: false,
+        drained: false,
         heartbeat: interval_at(Instant::now() + SSE_HEARTBEAT, SSE_HEARTBEAT),
         stopping: Box::pin(state.shutdown.clone().cancelled_owned()),
         _attached: attached,
@@ -75,6 +76,10 @@ struct SseStream {
     reader: Reader,
     /// Whether the opening `retry` and `hello` have gone out.
     started: bool,
+    /// Whether the last read took everything the log held: the next poll
+    /// then waits for a newer event before it reads again, rather than
+    /// reading nothing once per event.
+    drained: bool,
     heartbeat: Interval,
     /// Resolves when the server shuts down; registered once per stream.
     stopping: Pin<Box<WaitForCancellationFutureOwned>>,
@@ -97,6 +102,7 @@ impl SseStream {
         let read = self
             .reader
             .next(SSE_CHUNK_BYTES.saturating_sub(opening.len()));
+        self.drained = !read.more;
         // Sized once: an event's lines are its JSON and at most 40 bytes
         // around it, so the chunk is not grown event by event.
         let events_len: usize = read.events.iter().map(|e| e.json().len() + 40).sum();
@@ -133,13 +139,16 @@ impl Stream for SseStream {
             return Poll::Ready(None);
         }
         loop {
-            if let Some(chunk) = this.read_chunk() {
-                return Poll::Ready(Some(Ok(chunk)));
+            if !this.drained {
+                if let Some(chunk) = this.read_chunk() {
+                    return Poll::Ready(Some(Ok(chunk)));
+                }
             }
             if this.reader.poll_newer(cx).is_pending() {
                 break;
             }
-            // Events arrived between the read and the wait: read again.
+            // Something newer than the cursor is in the log: read it.
+            this.drained = false;
         }
         match this.heartbeat.poll_tick(cx) {
             Poll::Ready(_) => Poll::Ready(Some(Ok(Bytes::from_static(b": heartbeat\n\n")))),
