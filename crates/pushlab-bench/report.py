@@ -132,6 +132,7 @@ LABELS = {
     "pushlab-poll": "pushlab `poll`",
     "pushlab-mix": "pushlab mix (ws/sse/longpoll/poll)",
     "floor-ws": "floor (tokio-tungstenite broadcast)",
+    "floor-longpoll": "floor long-poll (httparse, keep-alive)",
     "socketio-ws": "socket.io 4 `websocket`",
     "socketio-polling": "socket.io 4 `polling`",
 }
@@ -988,44 +989,66 @@ def profile(name):
                 shares[m.group(2)] = float(m.group(1))
     out["kernel"] = shares.get("[kernel.kallsyms]", 0.0)
     sc = OUT / f"profile-{name}.syscalls"
-    sends = 0
+    sends = receives = 0
     if sc.exists():
         for line in sc.read_text().splitlines():
             parts = line.split(",")
             if len(parts) > 2 and parts[2].startswith("syscalls:") and parts[0].strip().isdigit():
-                sends += int(parts[0])
+                if parts[2].endswith(("recvfrom", "_read")):
+                    receives += int(parts[0])
+                else:
+                    sends += int(parts[0])
     window = r["rate"] * r["connected"] * 3
-    out["sends_per_delivery"] = sends / window if window else None
+    out["sends_per_delivery"] = sends / window if window and sc.exists() else None
+    out["receives_per_delivery"] = receives / window if window and sc.exists() else None
     ch = OUT / f"profile-{name}.children"
     out["children"] = ch.read_text().splitlines() if ch.exists() else []
     return out
 
 
-prof = {name: profile(name) for name in ["pushlab-ws", "floor-ws"]}
+PROFILED = ["pushlab-ws", "floor-ws", "pushlab-sse", "pushlab-longpoll", "floor-longpoll"]
+prof = {name: profile(name) for name in PROFILED}
 if any(prof.values()):
-    w("## Profile: where the server's time goes under WebSocket fan-out")
+    w("## Profile: where the server's time goes")
     w("")
     anyrun = next(p for p in prof.values() if p)["run"]
-    w(f"Both servers at the same load, low enough that both keep up: {anyrun['connected']:,} `ws` "
-      f"subscribers, {num(anyrun['rate'])} msg/s, so {num(anyrun['rate'] * anyrun['connected'])} deliveries/s. "
-      "`perf record -e cpu-clock --call-graph dwarf` for 3 s in the middle of publishing "
-      "(this VM has no hardware counters), and `perf stat` on the send syscalls over the same 3 s.")
+    w(f"Each server at a load low enough that it keeps up, {anyrun['connected']:,} subscribers: "
+      "WebSocket and SSE fan-out at the rate of the cost section's `ws` and `sse`, long-polls at its "
+      "`longpoll` rate. `perf record -e cpu-clock --call-graph dwarf` for 3 s in the middle of publishing "
+      "(this VM has no hardware counters), and `perf stat` on the send and receive syscalls "
+      "(`sendto`, `write`, `writev`; `recvfrom`, `read`) over the same 3 s.")
     w("")
-    w("| server | server CPU | CPU per delivery | in the kernel | in user space | send syscalls per delivery | p50 / p99 ms |")
-    w("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    w("| server | msg/s | server CPU | CPU per delivery | in the kernel | in user space | "
+      "sends per delivery | receives per delivery | p50 / p99 ms |")
+    w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+
+    def per(value):
+        return "–" if value is None else format(value, ".2f")
+
     for name, p in prof.items():
         if not p:
             continue
         r = p["run"]
         k = p["kernel"] / 100
         us = p["us_per_delivery"]
-        w(f"| {LABELS[name]} | {pct(r['server_cpu_percent'])} | {us:.1f} µs | {us * k:.1f} µs ({p['kernel']:.0f}%) | "
-          f"{us * (1 - k):.1f} µs | {'–' if p['sends_per_delivery'] is None else format(p['sends_per_delivery'], '.2f')} | "
+        w(f"| {LABELS[name]} | {num(r['rate'])} | {pct(r['server_cpu_percent'])} | {us:.1f} µs | "
+          f"{us * k:.1f} µs ({p['kernel']:.0f}%) | {us * (1 - k):.1f} µs | "
+          f"{per(p['sends_per_delivery'])} | {per(p['receives_per_delivery'])} | "
           f"{ms(r['latency']['p50_ms'])} / {ms(r['latency']['p99_ms'])} |")
     w("")
-    pl = prof.get("pushlab-ws")
-    if pl and pl["children"]:
-        w("pushlab's profile, inclusive time (\"children\") by function, the frames below the "
+    ws, lp, flp = (prof.get(n) for n in ("pushlab-ws", "pushlab-longpoll", "floor-longpoll"))
+    if ws and flp and lp:
+        kernel = flp["us_per_delivery"] * flp["kernel"] / 100
+        w(f"The kernel's part of one long-poll delivery, in the floor's long-poll, is "
+          f"{kernel:.1f} µs: {kernel / ws['us_per_delivery']:.2f}× a whole pushlab `ws` delivery "
+          f"({ws['us_per_delivery']:.1f} µs), before any user-space work. In pushlab's long-poll it is "
+          f"{lp['us_per_delivery'] * lp['kernel'] / 100:.1f} µs.")
+        w("")
+    for name, what in (("pushlab-ws", "`ws`"), ("pushlab-longpoll", "`longpoll`")):
+        pl = prof.get(name)
+        if not (pl and pl["children"]):
+            continue
+        w(f"pushlab's {what} profile, inclusive time (\"children\") by function, the frames below the "
           "runtime's own (percent of the server's samples):")
         w("")
         w("```text")
@@ -1038,7 +1061,7 @@ if any(prof.values()):
             if total > 75 and kind == ".":
                 continue
             keep = (kind == "." and any(k in sym for k in ("pushlab", "actix", "tokio::sync", "bytes::", "alloc::", "mio::")))
-            keep = keep or sym in ("__sys_sendto", "tcp_sendmsg", "net_rx_action", "tcp_v4_rcv", "ep_poll", "__x64_sys_epoll_wait", "do_epoll_wait")
+            keep = keep or sym in ("__sys_sendto", "tcp_sendmsg", "__sys_recvfrom", "tcp_recvmsg", "tcp_send_ack", "net_rx_action", "tcp_v4_rcv", "ep_poll", "__x64_sys_epoll_wait", "do_epoll_wait")
             if keep:
                 w(f"{total:6.2f}%  [{kind}] {sym[:150]}")
                 shown += 1

@@ -280,26 +280,30 @@ for subscribers in 1 "$CROSS"; do
 done
 fi
 
-# 6. Where the server's time goes under WebSocket fan-out: pushlab and the
-#    floor at the same rate, low enough that both keep up, with a CPU
-#    profile (perf, cpu-clock: this VM has no hardware counters) and a count
-#    of send syscalls, 3 s in the middle of the publishing window.
+# 6. Where the server's time goes: pushlab and the floor at the same rate,
+#    low enough that both keep up, with a CPU profile (perf, cpu-clock: this
+#    VM has no hardware counters) and a count of send and receive syscalls,
+#    3 s in the middle of the publishing window. WebSocket fan-out (and
+#    pushlab's SSE) at PROFILE_RATE, long-polls (pushlab's and the floor's)
+#    at PROFILE_LP_RATE: how much of each delivery is the kernel's.
 PROFILE_RATE=${PROFILE_RATE:-50}
+PROFILE_LP_RATE=${PROFILE_LP_RATE:-20}
 profile() {
-  local name=$1 target=$2
+  local name=$1 target=$2 transport=$3 rate=$4
   [ $(( BUDGET_SECS - ($(date +%s) - START) )) -gt 40 ] || return 0
   start_server "$target" "profile-$name"
-  step "profiling $name: ws fan-out to $FANOUT at $PROFILE_RATE msg/s"
+  step "profiling $name: $transport fan-out to $FANOUT at $rate msg/s"
   (sleep 3; perf record -e cpu-clock -F 999 --call-graph dwarf,16384 -p "$SERVER_PID" \
      -o "$OUT/profile-$name.data" -- sleep 3) >"$OUT/profile-$name.record.out" 2>&1 &
   local record=$!
   (sleep 3; perf stat -e syscalls:sys_enter_sendto,syscalls:sys_enter_write,syscalls:sys_enter_writev \
+     -e syscalls:sys_enter_recvfrom,syscalls:sys_enter_read \
      -x, -o "$OUT/profile-$name.syscalls" -p "$SERVER_PID" -- sleep 3) >/dev/null 2>&1 &
   local stat=$!
-  echo "${RT[*]} taskset -c $LOAD_CORE $LOAD rate --target $target --transport ws --subscribers $FANOUT --rate $PROFILE_RATE --duration 8 --url \$URL --server-pid \$PID --json" \
+  echo "${RT[*]} taskset -c $LOAD_CORE $LOAD rate --target $target --transport $transport --subscribers $FANOUT --rate $rate --duration 8 --url \$URL --server-pid \$PID --json" \
     >"$OUT/profile-$name.cmd"
-  timeout 60 "${RT[@]}" taskset -c "$LOAD_CORE" "$LOAD" rate --target "$target" --transport ws \
-    --subscribers "$FANOUT" --rate "$PROFILE_RATE" --duration 8 --url "$SERVER_URL" \
+  timeout 60 "${RT[@]}" taskset -c "$LOAD_CORE" "$LOAD" rate --target "$target" --transport "$transport" \
+    --subscribers "$FANOUT" --rate "$rate" --duration 8 --url "$SERVER_URL" \
     --server-pid "$SERVER_PID" --json >"$OUT/profile-$name.json" 2>"$OUT/profile-$name.err" || true
   wait "$record" "$stat" || true
   stop_server
@@ -311,8 +315,11 @@ profile() {
   rm -f "$OUT/profile-$name.data"
 }
 if want profile && command -v perf >/dev/null; then
-  profile pushlab-ws pushlab
-  profile floor-ws floor
+  profile pushlab-ws pushlab ws "$PROFILE_RATE"
+  profile floor-ws floor ws "$PROFILE_RATE"
+  profile pushlab-sse pushlab sse "$PROFILE_RATE"
+  profile pushlab-longpoll pushlab longpoll "$PROFILE_LP_RATE"
+  profile floor-longpoll floor longpoll "$PROFILE_LP_RATE"
 fi
 
 # 7. The criterion benches, if there is time left: server and clients in one
