@@ -135,9 +135,6 @@ impl Stream for SseStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        if this.stopping.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(None);
-        }
         loop {
             if !this.drained {
                 if let Some(chunk) = this.read_chunk() {
@@ -149,6 +146,13 @@ impl Stream for SseStream {
             }
             // Something newer than the cursor is in the log: read it.
             this.drained = false;
+        }
+        // Asked only when there is nothing left to send, once per wait
+        // rather than once per chunk: a stream that keeps up comes here
+        // after every chunk, and one that does not is not polled at all
+        // until its socket drains.
+        if this.stopping.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
         }
         match this.heartbeat.poll_tick(cx) {
             Poll::Ready(_) => Poll::Ready(Some(Ok(Bytes::from_static(b": heartbeat\n\n")))),

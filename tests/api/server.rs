@@ -84,3 +84,26 @@ async fn shutdown_answers_held_long_polls_and_closes_sockets_with_1001() {
         }
     }
 }
+
+#[tokio::test]
+async fn shutdown_ends_an_open_sse_stream_with_its_last_chunk() {
+    let mut app = spawn_app().await;
+    let alice = app.join("alice").await;
+    let mut sse = app.get("/sse?since=0").await.bytes_stream();
+    sse.next().await.expect("the hello chunk").unwrap();
+    // A stream that has just sent an event, and one that waits, end alike.
+    app.say(alice["session"].as_str().unwrap(), "bye").await;
+    let mut text = String::new();
+    while !text.contains("bye") {
+        let chunk = sse.next().await.expect("the event").unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    tokio::time::timeout(Duration::from_secs(10), app.shutdown())
+        .await
+        .expect("shutdown finished");
+    // Ended by the stream itself (the body's last chunk), not cut off when
+    // the grace period ran out: that would be an error here.
+    while let Some(chunk) = sse.next().await {
+        chunk.expect("the stream ended cleanly");
+    }
+}
