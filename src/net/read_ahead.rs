@@ -79,7 +79,15 @@ impl ReadAhead {
             return Some(self.credit);
         }
         if serving {
-            self.waiting = Some(cx.waker().clone());
+            // Polled again by the same task (a stream's every chunk): keep
+            // the waker it left rather than clone it anew.
+            if !self
+                .waiting
+                .as_ref()
+                .is_some_and(|waiting| waiting.will_wake(cx.waker()))
+            {
+                self.waiting = Some(cx.waker().clone());
+            }
             return None;
         }
         if self.begun || self.declined {
